@@ -1,0 +1,65 @@
+"""Graph-to-graph rewrites. Each pass mutates the graph in place."""
+
+from __future__ import annotations
+
+from ..ir import Graph
+from ..ops import get_op
+from .layout import LayoutReport, assign_layout, count_transposes
+
+__all__ = ["LayoutReport", "assign_layout", "count_transposes", "eliminate_dead", "fuse_activations", "remove_noops"]
+
+FUSABLE = ("dense", "conv", "conv_transpose")
+
+
+def remove_noops(graph: Graph) -> int:
+    """Drop nodes that do nothing at inference (`identity`: Dropout, GaussianNoise,
+    SpatialDropout, ActivityRegularization, ... are read as identity). Returns the count."""
+    removed = 0
+    for node in list(graph.nodes):
+        if node.op != "identity":
+            continue
+        x, out = node.inputs[0], node.output
+        if out in graph.outputs and (x in graph.inputs or x in graph.outputs):
+            continue  # an output that is the input itself (or another output) needs the copy
+        graph.bypass(node)
+        removed += 1
+    return removed
+
+
+def fuse_activations(graph: Graph) -> int:
+    """Fold an activation into the dense/conv node of the same source layer
+    (Keras `activation=`), so that one source layer stays one emitted statement."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.op not in FUSABLE or node.attrs.get("activation") is not None:
+            continue
+        out = node.output
+        if len(out.users) != 1 or out in graph.outputs:
+            continue
+        act = out.users[0]
+        if get_op(act.op).family != "activation" or act.op == "prelu" or len(act.attrs.get("axis", (0,))) != 1 or act.source != node.source:
+            continue
+        node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs)}
+        act_out = act.output
+        graph.replace_uses(act_out, out)
+        graph.remove_node(act)
+        out.source = act_out.source
+        fused += 1
+    return fused
+
+
+def eliminate_dead(graph: Graph) -> int:
+    """Remove nodes whose outputs reach no graph output."""
+    live: set[int] = {id(v) for v in graph.outputs}
+    keep = []
+    for node in reversed(graph.nodes):
+        if any(id(v) in live for v in node.outputs):
+            keep.append(node)
+            live.update(id(v) for v in node.inputs)
+    removed = [n for n in graph.nodes if n not in keep]
+    for node in removed:
+        for v in node.inputs:
+            if node in v.users:
+                v.users.remove(node)
+    graph.nodes = list(reversed(keep))
+    return len(removed)

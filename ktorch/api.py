@@ -1,0 +1,208 @@
+"""The public API: convert and inspect. The CLI is a thin shell over these."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .graph import Graph, validate
+from .graph.errors import ModelFileError, ParityError
+from .graph.passes import assign_layout, eliminate_dead, fuse_activations, remove_noops
+from .translate.output import staged_directory, write_manifest
+
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+LAYOUT_NAMES = {3: ("NLC", "NCL"), 4: ("NHWC", "NCHW"), 5: ("NDHWC", "NCDHW")}
+
+
+@dataclass
+class ConversionResult:
+    out: Path
+    graph: Graph
+    manifest: dict[str, Any]
+    parity: Any = None  # verify.parity.ParityResult, when verified
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def detect_source(path: Path) -> str:
+    """Which reader a source path needs: 'keras' (more to come with other directions)."""
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory; expected a Keras model file (.h5 or .keras)")
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        return "keras"
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head.startswith(b"\x89HDF") or head.startswith(b"PK\x03\x04"):
+            return "keras"
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    raise ModelFileError(f"{path}: unknown model format (expected .h5 or .keras)")
+
+
+def read_graph(src: str | Path, *, trust_code: bool = False) -> Graph:
+    from .translate.keras_reader import ReadOptions, read_keras
+
+    path = Path(src)
+    detect_source(path)
+    return read_keras(path, ReadOptions(trust_code=trust_code))
+
+
+def _vocabulary(graph: Graph, value) -> tuple[int, int] | None:
+    """For an input that feeds an embedding (possibly through a cast), its id range."""
+    frontier = [value]
+    while frontier:
+        v = frontier.pop()
+        for user in v.users:
+            if user.op == "embedding":
+                return (0, int(user.attrs["input_dim"]))
+            if user.op in ("cast", "identity"):
+                frontier.extend(user.outputs)
+    return None
+
+
+def convert(
+    src: str | Path,
+    out: str | Path | None = None,
+    *,
+    layout: str = "torch",
+    verify: bool = True,
+    force: bool = False,
+    tolerance: float = 1e-4,
+    trust_code: bool = False,
+    inputs: list | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> ConversionResult:
+    """Convert a Keras model file into a PyTorch output directory (see DESIGN.md).
+
+    Raises ParityError (after writing the output, with the failed result recorded in
+    ktorch.json) when verification finds an error above `tolerance`.
+    """
+    from .translate.keras_reader.file import sha256
+    from .translate.torch_writer import writer
+
+    step = progress or (lambda message: None)
+    src = Path(src)
+    out = Path(out) if out is not None else src.with_name(src.stem + "_torch")
+    if layout not in ("torch", "keep"):
+        raise ValueError(f"layout must be 'torch' or 'keep', not {layout!r}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    step(f"reading {src.name}")
+    graph = read_graph(src, trust_code=trust_code)
+    source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
+    spatial = {id(v) for v in graph.values() if _is_spatial(graph, v)}
+    timings["read"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    step("rewriting the graph")
+    remove_noops(graph)
+    fuse_activations(graph)
+    eliminate_dead(graph)
+    report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))
+    validate(graph)
+    timings["passes"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    step("writing PyTorch code")
+    rendered = writer.render(graph, source=src.name, version=__version__)
+    timings["render"] = time.perf_counter() - t2
+
+    def io(values) -> list[dict[str, Any]]:
+        specs = []
+        for v in values:
+            shape, dtype = source_io.get(id(v), (tuple(v.shape), v.dtype))
+            if v.perm is not None and id(v) not in source_io:
+                shape = tuple(v.shape[v.perm.index(i)] for i in range(len(v.shape)))
+            spec: dict[str, Any] = {
+                "name": v.source or v.name,
+                "emitted_name": rendered.value_names.get(v.name, v.name),
+                "shape": list(shape),
+                "dtype": dtype,
+            }
+            if v.perm is not None:
+                spec["perm"] = list(v.perm)
+            names = LAYOUT_NAMES.get(len(shape))
+            if names is not None and id(v) in spatial:
+                spec["layout"] = names[1] if v.perm is not None else names[0]
+            vocab = _vocabulary(graph, v) if v in graph.inputs else None
+            if vocab is not None:
+                spec["range"] = list(vocab)
+            specs.append(spec)
+        return specs
+
+    manifest: dict[str, Any] = {
+        "ktorch_version": __version__,
+        "direction": "keras->torch",
+        "source": {"file": src.name, "sha256": sha256(src), "format": graph.meta.get("source_format"), "keras_version": graph.meta.get("keras_version")},
+        "model": {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), "parameters": int(sum(a.size for a in rendered.state.values()))},
+        "layout": {"mode": layout, "transposes": report.transposes},
+        "inputs": io(graph.inputs),
+        "outputs": io(graph.outputs),
+        "values": {
+            v.source: {"emitted": rendered.value_names[v.name], **({"perm": list(v.perm)} if v.perm else {})}
+            for v in graph.values()
+            if v.source and v.name in rendered.value_names
+        },
+        "parity": None,
+    }
+
+    parity = None
+    with staged_directory(out, force=force) as staging:
+        t3 = time.perf_counter()
+        writer.write(rendered, staging)
+        timings["write"] = time.perf_counter() - t3
+        if verify:
+            step("verifying parity")
+            from .verify.parity import check_keras_to_torch
+
+            t4 = time.perf_counter()
+            parity = check_keras_to_torch(src, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance, trust_code=trust_code)
+            timings["verify"] = time.perf_counter() - t4
+            manifest["parity"] = parity.to_dict()
+        write_manifest(staging, manifest)
+    timings["total"] = time.perf_counter() - t0
+    result = ConversionResult(out, graph, manifest, parity, timings)
+    if parity is not None and not parity.passed:
+        worst = max(parity.outputs, key=lambda c: c.max_rel)
+        raise ParityError(
+            f"{src}: the emitted model differs from the source: output {worst.name!r} has relative error "
+            f"{worst.max_rel:.3g} > {tolerance:g} ({worst.problem or 'numbers differ'}); the output was written to {out} "
+            "for inspection; run `ktorch verify` for a layer-by-layer report"
+        )
+    return result
+
+
+def _is_spatial(graph: Graph, value) -> bool:
+    """Whether a value feeds (or comes from) a spatial op, i.e. is image/sequence data."""
+    from .graph.ops import Layout, get_op
+
+    seen = set()
+    frontier = [value]
+    while frontier:
+        v = frontier.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        nodes = list(v.users) + ([v.producer] if v.producer is not None else [])
+        for n in nodes:
+            layout = get_op(n.op).layout
+            if layout == Layout.SPATIAL:
+                return True
+            if layout in (Layout.ELEMENTWISE, Layout.AXIS):
+                frontier.extend(x for x in [*n.inputs, *n.outputs] if x.rank == value.rank)
+    return False
+
+
+def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]]:
+    """The source model's layers, with output shapes and whether each is supported,
+    without converting anything. Unsupported layers are listed, not raised."""
+    from .translate.keras_reader.inspect import inspect_keras
+
+    path = Path(src)
+    detect_source(path)
+    return inspect_keras(path, trust_code=trust_code)

@@ -1,0 +1,157 @@
+"""The `ktorch` command line: convert, inspect, --version.
+
+Errors print one clear line and exit non-zero; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .graph.errors import KtorchError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ktorch",
+        description="Translate trained models between Keras and PyTorch as readable code, with the weights, "
+        "and verify that the translation computes the same thing.",
+    )
+    p.add_argument("--version", action="version", version=f"ktorch {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser(
+        "convert",
+        help="convert a Keras model (.h5 / .keras) to a PyTorch output directory",
+        description="Convert a Keras model file into model.py + model.safetensors + ktorch.json, "
+        "then run both on seeded inputs and compare (unless --no-verify). Conversion itself "
+        "never imports TensorFlow; verification runs Keras (on TensorFlow if installed).",
+    )
+    c.add_argument("src", type=Path, help="the source model file")
+    c.add_argument("-o", "--out", type=Path, help="output directory (default: SRC without suffix + '_torch', beside SRC)")
+    c.add_argument(
+        "--layout",
+        choices=("torch", "keep"),
+        default="torch",
+        help="torch (default): the emitted model takes channels-first inputs (NCHW...); keep: it keeps Keras's channels-last inputs/outputs",
+    )
+    c.add_argument("--no-verify", action="store_true", help="skip the parity check")
+    c.add_argument("--force", action="store_true", help="replace an existing non-empty output directory (only once the new one is complete)")
+    c.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
+    c.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow Keras Lambda layers and other serialized Python code to be deserialized and run; only for files you trust",
+    )
+    c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    i = sub.add_parser("inspect", help="list a model's layers, their shapes and whether ktorch supports them")
+    i.add_argument("src", type=Path)
+    i.add_argument("--json", action="store_true", help="print the graph as JSON instead of a table")
+    i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from rich.status import Status
+
+    from .api import convert
+    from .graph.errors import ParityError
+
+    console = _console()
+    with Status("starting", console=console) as status:
+        try:
+            result = convert(
+                args.src,
+                args.out,
+                layout=args.layout,
+                verify=not args.no_verify,
+                force=args.force,
+                tolerance=args.tolerance,
+                trust_code=args.trust_code,
+                seed=args.seed,
+                progress=lambda message: status.update(message),
+            )
+        except ParityError:
+            status.stop()
+            raise
+    m = result.manifest
+    console.print(
+        f"[green]wrote[/] {result.out}/ ({m['model']['class_name']}: {m['model']['nodes']} nodes, "
+        f"{m['model']['parameters']:,} parameters, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
+    )
+    if result.parity is not None:
+        from rich.table import Table
+
+        table = Table("output", "shape", "max abs err", "max rel err", "result", title="parity (CPU, seeded inputs)")
+        for c in result.parity.outputs:
+            table.add_row(c.name, str(tuple(c.shape)), f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
+        console.print(table)
+    return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    if args.json:
+        from .api import read_graph
+        from .graph import to_json
+
+        print(to_json(read_graph(args.src), indent=1))
+        return EXIT_OK
+    from .api import inspect
+
+    rows = inspect(args.src)
+    table = Table("layer", "class", "output shape", "status", title=str(args.src))
+    bad = 0
+    for r in rows:
+        ok = r["status"] in ("ok", "input")
+        bad += not ok
+        table.add_row(r["name"], r["class"], "" if r["shape"] is None else str(r["shape"]), r["status"] if ok else f"[red]{r['status']}[/]")
+    Console().print(table)
+    if bad:
+        print(f"{bad} layer(s) cannot be converted", file=sys.stderr)
+        return EXIT_STRUCTURE
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_STRUCTURE
+    handler = {"convert": _convert, "inspect": _inspect}[args.command]
+    try:
+        return handler(args)
+    except KtorchError as exc:
+        if args.debug:
+            raise
+        print(f"ktorch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ktorch: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"ktorch: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: Keras on TensorFlow (set before Keras is imported), seeded models,
+and a helper that saves a Keras model, converts it, and asserts parity."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def keras():
+    import keras as keras_module
+
+    return keras_module
+
+
+def randomize_batchnorm(model: Any, seed: int = 0) -> None:
+    """Give every BatchNormalization random moving statistics and affine weights."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else model.layers
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            weights = layer.get_weights()
+            c = weights[-1].shape
+            weights[-2] = rng.normal(0.0, 0.5, c).astype("float32")
+            weights[-1] = rng.uniform(0.5, 2.0, c).astype("float32")
+            for i in range(len(weights) - 2):
+                weights[i] = rng.normal(0.0, 0.5, c).astype("float32") + (1.0 if i == 0 and layer.scale else 0.0)
+            layer.set_weights(weights)
+
+
+def convert_keras(model: Any, tmp_path: Path, *, fmt: str = "h5", tolerance: float = 1e-4, **kwargs: Any):
+    """Save `model`, convert it with verification, and return the ConversionResult.
+    Conversion raises ParityError if the emitted model differs."""
+    import ktorch
+
+    src = tmp_path / f"{model.name}.{fmt}"
+    model.save(src)
+    result = ktorch.convert(src, tmp_path / f"{model.name}_torch", tolerance=tolerance, **kwargs)
+    assert result.parity is not None and result.parity.passed, result.parity
+    return result
+
+
+def forward_source(result: Any) -> str:
+    """The text of the emitted forward()."""
+    code = (result.out / "model.py").read_text()
+    return code[code.index("def forward") : code.index("\ndef load")]
+
+
+@pytest.fixture
+def convert(tmp_path):
+    def run(model, **kwargs):
+        return convert_keras(model, tmp_path, **kwargs)
+
+    return run

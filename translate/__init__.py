@@ -1,0 +1,1 @@
+"""Readers (source framework -> graph) and writers (graph -> target framework code)."""

@@ -1,0 +1,117 @@
+"""Keras activations: the `activation=` argument of layers, and the activation layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...graph import Value
+from ..registry import register
+from .reader import LayerCall
+
+# name -> (op kind, attrs); Keras 3 definitions (keras/src/activations/activations.py)
+_SIMPLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "relu": ("relu", {}),
+    "relu6": ("relu", {"max_value": 6.0}),
+    "elu": ("elu", {"alpha": 1.0}),
+    "selu": ("selu", {}),
+    "gelu": ("gelu", {"approximate": False}),
+    "silu": ("silu", {}),
+    "swish": ("silu", {}),
+    "hard_silu": ("hard_silu", {}),
+    "hard_swish": ("hard_silu", {}),
+    "softplus": ("softplus", {}),
+    "softsign": ("softsign", {}),
+    "tanh": ("tanh", {}),
+    "sigmoid": ("sigmoid", {}),
+    "log_sigmoid": ("log_sigmoid", {}),
+    "exponential": ("exp", {}),
+    "mish": ("mish", {}),
+    "leaky_relu": ("relu", {"negative_slope": 0.2}),
+    "hard_tanh": ("clip", {"min": -1.0, "max": 1.0}),
+}
+_LINEAR = ("linear", None, "")
+
+
+def activation_name(spec: Any) -> str | None:
+    """The name of a serialized activation (string, or a Keras 3 function dict)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        cfg = spec.get("config")
+        if isinstance(cfg, str):
+            return cfg
+        if isinstance(cfg, dict) and "name" in cfg:
+            return str(cfg["name"])
+        return str(spec.get("class_name"))
+    return str(spec)
+
+
+def activation_nodes(call: LayerCall, x: Value, spec: Any, *, suffix: str = "_act") -> Value:
+    """Emit the activation named by `spec` on x; linear emits nothing."""
+    name = activation_name(spec)
+    if name in _LINEAR:
+        return x
+    if name in ("softmax", "log_softmax"):
+        return call.emit(name, [x], {"axis": (x.rank - 1,)}, suffix=suffix)
+    if name == "hard_sigmoid":
+        # Keras 2 (and TF1): clip(0.2 x + 0.5); Keras 3: relu6(x + 3) / 6
+        attrs = {"slope": 0.2, "offset": 0.5} if call.keras2 else {"slope": 1.0 / 6.0, "offset": 0.5}
+        return call.emit("hard_sigmoid", [x], attrs, suffix=suffix)
+    if name not in _SIMPLE:
+        raise call.error(f"activation {name!r} is not supported")
+    op, attrs = _SIMPLE[name]
+    return call.emit(op, [x], dict(attrs), suffix=suffix)
+
+
+@register("keras->ir", "Activation")
+def activation_from_keras(call: LayerCall) -> Value:
+    x = call.x
+    out = activation_nodes(call, x, call.get("activation"), suffix="")
+    return call.emit("identity", [x], suffix="") if out is x else out
+
+
+@register("keras->ir", "ReLU")
+def relu_from_keras(call: LayerCall) -> Value:
+    max_value = call.get("max_value")
+    return call.emit(
+        "relu",
+        [call.x],
+        {
+            "max_value": None if max_value is None else float(max_value),
+            "threshold": float(call.get("threshold", 0.0) or 0.0),
+            "negative_slope": float(call.get("negative_slope", 0.0) or 0.0),
+        },
+    )
+
+
+@register("keras->ir", "LeakyReLU")
+def leaky_relu_from_keras(call: LayerCall) -> Value:
+    # Keras 3 calls it negative_slope, Keras 2 alpha; both default to 0.3
+    slope = call.get("negative_slope", call.get("alpha", 0.3))
+    return call.emit("relu", [call.x], {"negative_slope": float(slope)})
+
+
+@register("keras->ir", "ELU")
+def elu_from_keras(call: LayerCall) -> Value:
+    return call.emit("elu", [call.x], {"alpha": float(call.get("alpha", 1.0))})
+
+
+@register("keras->ir", "Softmax")
+def softmax_from_keras(call: LayerCall) -> Value:
+    x = call.x
+    axis = call.get("axis", -1)
+    axes = tuple(a % x.rank for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
+    if call.kwargs.get("mask") is not None:
+        raise call.error("a Softmax called with a mask is not supported yet")
+    return call.emit("softmax", [x], {"axis": axes})
+
+
+@register("keras->ir", "PReLU")
+def prelu_from_keras(call: LayerCall) -> Value:
+    x = call.x
+    shared = [a % x.rank for a in (call.get("shared_axes") or [])]
+    expect = tuple(1 if i + 1 in shared else d for i, d in enumerate(x.shape[1:]))
+    alpha = call.weight(0, expect=expect)
+    return call.emit("prelu", [x], weights={"alpha": alpha})

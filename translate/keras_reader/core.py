@@ -1,0 +1,78 @@
+"""Core Keras layers: Dense, Embedding, Flatten, Reshape, Permute, RepeatVector, no-ops."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph import Value
+from ..registry import register
+from .reader import LayerCall
+
+
+@register("keras->ir", "Dense")
+def dense_from_keras(call: LayerCall) -> Value:
+    x = call.x
+    units = int(call.get("units"))
+    if call.get("lora_rank"):
+        raise call.error("LoRA-enabled Dense layers are not supported; merge the LoRA weights first")
+    use_bias = bool(call.get("use_bias", True))
+    call.expect_weights(2 if use_bias else 1)
+    kernel = call.weight(0, expect=(x.shape[-1], units) if x.shape[-1] is not None else None)
+    weights = {"weight": np.ascontiguousarray(kernel.T)}
+    if use_bias:
+        weights["bias"] = call.weight(1, expect=(units,))
+    y = call.emit("dense", [x], {"units": units, "use_bias": use_bias}, weights)
+    return call.activate(y, call.get("activation"))
+
+
+@register("keras->ir", "Embedding")
+def embedding_from_keras(call: LayerCall) -> Value:
+    input_dim, output_dim = int(call.get("input_dim")), int(call.get("output_dim"))
+    table = call.weight(0, expect=(input_dim, output_dim))
+    x = call.x
+    if not x.dtype.startswith("int"):
+        x = call.emit("cast", [x], {"dtype": "int64"}, suffix="_ids")
+    return call.emit("embedding", [x], {"input_dim": input_dim, "output_dim": output_dim}, {"weight": table})
+
+
+@register("keras->ir", "Flatten")
+def flatten_from_keras(call: LayerCall) -> Value:
+    x = call.x
+    if call.get("data_format") == "channels_first" and x.rank >= 3:
+        # Keras flattens channels_first input as if it were channels-last
+        x = call.emit("transpose", [x], {"perm": (0, *range(2, x.rank), 1)}, suffix="_cl")
+    return call.emit("flatten", [x])
+
+
+@register("keras->ir", "Reshape")
+def reshape_from_keras(call: LayerCall) -> Value:
+    return call.emit("reshape", [call.x], {"shape": tuple(int(d) for d in call.get("target_shape"))})
+
+
+@register("keras->ir", "Permute")
+def permute_from_keras(call: LayerCall) -> Value:
+    dims = tuple(int(d) for d in call.get("dims"))
+    return call.emit("transpose", [call.x], {"perm": (0, *dims)})
+
+
+@register("keras->ir", "RepeatVector")
+def repeat_vector_from_keras(call: LayerCall) -> Value:
+    return call.emit("repeat_vector", [call.x], {"n": int(call.get("n"))})
+
+
+@register(
+    "keras->ir",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Identity",
+    "StochasticDepth",
+)
+def inference_noop_from_keras(call: LayerCall) -> Value:
+    """Layers that are the identity at inference."""
+    return call.emit("identity", [call.x])

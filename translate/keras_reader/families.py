@@ -1,0 +1,5 @@
+"""The Keras layer families, imported explicitly so that their translators register."""
+
+from __future__ import annotations
+
+from . import activations, conv, core, merge, normalization, pooling, preprocessing, reshaping  # noqa: F401

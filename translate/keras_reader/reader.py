@@ -1,0 +1,432 @@
+"""Keras model config -> intermediate graph.
+
+The reader walks the model config (Sequential or Functional, nested models inlined),
+resolves each layer call's input tensors, and hands each call to the translator
+registered for the layer's class under "keras->ir". Translators see a `LayerCall`.
+Before anything is translated, every layer class is checked, so that all unsupported
+layers are reported at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ...graph import Graph, Value
+from ...graph.errors import GraphError, KtorchError, ModelFileError, UnsupportedOpError, UntrustedCodeError
+from ..registry import lookup
+from .file import KerasFile, open_keras_file
+
+# Layers that hold other layers: handled by the reader itself.
+MODEL_CLASSES = ("Functional", "Sequential", "Model")
+UNTRUSTED_CLASSES = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+
+
+class KerasLayerError(KtorchError):
+    """A layer's config or weights do not make sense."""
+
+
+@dataclass
+class LayerCall:
+    """One call of a Keras layer, as seen by its translator."""
+
+    graph: Graph
+    name: str  # the layer's name, prefixed by enclosing model names ("inner/conv")
+    class_name: str
+    config: dict[str, Any]
+    args: list[Any]  # call arguments, with Values for tensors
+    kwargs: dict[str, Any]
+    weights: list[tuple[str, np.ndarray]]
+    keras2: bool
+    call_index: int = 0
+    _emitted: list = field(default_factory=list)
+
+    # -- inputs ---------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[Value]:
+        """All tensors among the positional arguments, flattened in order."""
+        return [v for v in _flatten(self.args) if isinstance(v, Value)]
+
+    @property
+    def x(self) -> Value:
+        ins = self.inputs
+        if not ins:
+            raise self.error("is called without an input tensor")
+        return ins[0]
+
+    # -- config -----------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.config.get(key, default)
+
+    def error(self, message: str) -> KerasLayerError:
+        return KerasLayerError(f"layer {self.name!r} ({self.class_name}): {message}")
+
+    def weight(self, index: int, *, expect: tuple | None = None) -> np.ndarray:
+        if index >= len(self.weights):
+            raise self.error(f"expected at least {index + 1} weight tensors, the file has {len(self.weights)}")
+        array = self.weights[index][1]
+        if expect is not None and tuple(array.shape) != tuple(expect):
+            raise self.error(f"weight {self.weights[index][0]!r} has shape {array.shape}, expected {expect}")
+        if not np.all(np.isfinite(array)) and np.issubdtype(array.dtype, np.floating):
+            raise self.error(f"weight {self.weights[index][0]!r} holds NaN or Inf values")
+        return array
+
+    def expect_weights(self, count: int) -> None:
+        if len(self.weights) != count:
+            raise self.error(f"expected {count} weight tensors, the file has {len(self.weights)}")
+
+    # -- emission -----------------------------------------------------------------------
+    def emit(
+        self,
+        op: str,
+        inputs: list[Value],
+        attrs: dict[str, Any] | None = None,
+        weights: dict[str, np.ndarray] | None = None,
+        *,
+        suffix: str = "",
+    ) -> Value:
+        """Add a node for this layer and return its (first) output."""
+        node = self.graph.add_node(
+            op,
+            inputs,
+            attrs,
+            weights,
+            name=_identifier(self.name) + suffix,
+            source=self.name,
+            source_class=self.class_name,
+        )
+        self._emitted.append(node)
+        return node.outputs[0]
+
+    def activate(self, x: Value, spec: Any) -> Value:
+        """Apply a Keras `activation=` spec to x (nothing for linear)."""
+        from .activations import activation_nodes
+
+        return activation_nodes(self, x, spec)
+
+
+def _flatten(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [i for o in obj for i in _flatten(o)]
+    if isinstance(obj, dict):
+        return [i for o in obj.values() for i in _flatten(o)]
+    return [obj]
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name).strip("_") or "layer"
+
+
+# -- config helpers -------------------------------------------------------------------
+def _batch_shape(config: dict[str, Any]) -> tuple | None:
+    for key in ("batch_shape", "batch_input_shape"):
+        if config.get(key) is not None:
+            return tuple(config[key])
+    if config.get("input_shape") is not None:
+        return (None, *config["input_shape"])
+    return None
+
+
+def _dtype_name(value: Any) -> str:
+    if isinstance(value, dict):  # a DTypePolicy
+        value = value.get("config", {}).get("name", "float32")
+    value = str(value or "float32")
+    if value.startswith("mixed_"):
+        return "float32"
+    return value
+
+
+@dataclass
+class ReadOptions:
+    trust_code: bool = False
+    input_shapes: dict[str, tuple] | None = None  # override dynamic input shapes
+
+
+class KerasReader:
+    """Builds a Graph from an opened KerasFile."""
+
+    def __init__(self, kfile: KerasFile, options: ReadOptions | None = None) -> None:
+        self.kfile = kfile
+        self.options = options or ReadOptions()
+        self.graph = Graph()
+        self._weights: dict[tuple[str, ...], list] = {}  # one set of arrays per layer, shared by its calls
+
+    # -- entry ----------------------------------------------------------------------
+    def read(self) -> Graph:
+        cfg = self.kfile.config
+        if not isinstance(cfg, dict) or "class_name" not in cfg:
+            raise ModelFileError(f"{self.kfile.path}: the model config has no class_name")
+        self.check_supported(cfg)
+        model_cfg = cfg.get("config", {})
+        self.graph.name = str(model_cfg.get("name") or Path(self.kfile.path).stem)
+        if cfg["class_name"] == "Sequential":
+            inputs = self._sequential_inputs(model_cfg)
+            outputs = self._run_model(cfg, (), inputs, top=True)
+        elif cfg["class_name"] in MODEL_CLASSES:
+            outputs = self._run_model(cfg, (), None, top=True)
+        else:
+            raise ModelFileError(f"{self.kfile.path}: the top-level object is a {cfg['class_name']}, not a model")
+        self.graph.outputs = outputs
+        self.graph.meta.update(
+            {
+                "source_format": self.kfile.kind,
+                "source_framework": "keras",
+                "keras_version": self.kfile.keras_version,
+            }
+        )
+        return self.graph
+
+    # -- support check ------------------------------------------------------------------
+    def check_supported(self, cfg: dict[str, Any]) -> None:
+        problems: list[tuple[str, str, str]] = []
+        untrusted: list[tuple[str, str]] = []
+
+        def walk(model_cfg: dict[str, Any], prefix: str) -> None:
+            for layer in model_cfg.get("config", {}).get("layers", []):
+                cls = layer.get("class_name", "?")
+                name = prefix + str(layer.get("config", {}).get("name") or layer.get("name") or "?")
+                if cls in MODEL_CLASSES:
+                    walk(layer, name + "/")
+                elif cls == "InputLayer":
+                    continue
+                elif cls in UNTRUSTED_CLASSES and not self.options.trust_code:
+                    untrusted.append((name, cls))
+                elif lookup("keras->ir", cls) is None:
+                    problems.append((name, cls, "no translator for this layer class"))
+
+        walk(cfg, "")
+        if untrusted:
+            names = ", ".join(f"{n} ({c})" for n, c in untrusted)
+            raise UntrustedCodeError(
+                f"{self.kfile.path}: the model contains Python code that ktorch does not run by default: {names}. "
+                "Lambda layers hold serialized bytecode; rewrite them as regular layers, or pass --trust-code "
+                "if you trust this file"
+            )
+        if problems:
+            raise UnsupportedOpError(
+                problems,
+                where=str(self.kfile.path),
+                hint="Nothing was written. Add a translator for a custom layer with "
+                "ktorch.register_keras_layer (see README, 'Custom layers').",
+            )
+
+    # -- models ---------------------------------------------------------------------------
+    def _sequential_inputs(self, model_cfg: dict[str, Any]) -> list[Value]:
+        layers = model_cfg.get("layers", [])
+        shape = None
+        dtype = "float32"
+        name = "input"
+        if layers and layers[0].get("class_name") == "InputLayer":
+            shape = _batch_shape(layers[0]["config"])
+            dtype = _dtype_name(layers[0]["config"].get("dtype"))
+            name = layers[0]["config"].get("name", name)
+        elif model_cfg.get("build_input_shape") is not None:
+            shape = tuple(model_cfg["build_input_shape"])
+        elif layers:
+            shape = _batch_shape(layers[0].get("config", {}))
+            dtype = _dtype_name(layers[0].get("config", {}).get("dtype"))
+        if shape is None:
+            raise ModelFileError(
+                f"{self.kfile.path}: the Sequential model has no input shape (it was never built); "
+                "build it with keras.Input(...) before saving"
+            )
+        return [self.graph.add_input(_identifier(name), self._override(name, shape), dtype)]
+
+    def _override(self, name: str, shape: tuple) -> tuple:
+        given = (self.options.input_shapes or {}).get(name)
+        return tuple(given) if given is not None else tuple(shape)
+
+    def _run_model(self, cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None, top: bool = False) -> list[Value]:
+        model_cfg = cfg.get("config", {})
+        if cfg["class_name"] == "Sequential":
+            return self._run_sequential(model_cfg, prefix, inputs)
+        return self._run_functional(model_cfg, prefix, inputs)
+
+    def _run_sequential(self, model_cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value]) -> list[Value]:
+        x: Any = inputs[0] if len(inputs) == 1 else inputs
+        for layer in model_cfg.get("layers", []):
+            if layer.get("class_name") == "InputLayer":
+                continue
+            outs = self._call_layer(layer, prefix, [x], {}, call_index=0)
+            x = outs[0] if len(outs) == 1 else outs
+        return [x] if isinstance(x, Value) else list(x)
+
+    def _run_functional(self, model_cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None) -> list[Value]:
+        layers = {self._layer_name(layer): layer for layer in model_cfg.get("layers", [])}
+        tensors: dict[tuple[str, int, int], Value] = {}
+        input_refs = _refs(model_cfg.get("input_layers", []))
+        output_refs = _refs(model_cfg.get("output_layers", []))
+        if inputs is not None and len(inputs) != len(input_refs):
+            raise GraphError(f"nested model {'/'.join(prefix)} expects {len(input_refs)} inputs, got {len(inputs)}")
+        for i, ref in enumerate(input_refs):
+            layer = layers.get(ref[0])
+            if layer is None:
+                raise ModelFileError(f"{self.kfile.path}: input layer {ref[0]!r} is not in the config")
+            if inputs is None:
+                shape = _batch_shape(layer["config"])
+                if shape is None:
+                    raise ModelFileError(f"{self.kfile.path}: input {ref[0]!r} has no shape")
+                value = self.graph.add_input(_identifier(ref[0]), self._override(ref[0], shape), _dtype_name(layer["config"].get("dtype")))
+                value.source = ref[0]
+            else:
+                value = inputs[i]
+            tensors[(ref[0], 0, 0)] = value
+
+        # layer calls, in config order; a call waits until its inputs exist
+        pending: list[tuple[dict[str, Any], int, Any]] = []
+        for layer in model_cfg.get("layers", []):
+            if layer.get("class_name") == "InputLayer":
+                continue
+            for node_index, node in enumerate(layer.get("inbound_nodes", [])):
+                pending.append((layer, node_index, node))
+        while pending:
+            progressed = False
+            remaining = []
+            for layer, node_index, node in pending:
+                args, kwargs = self._resolve_node(node, tensors)
+                if args is None:
+                    remaining.append((layer, node_index, node))
+                    continue
+                name = self._layer_name(layer)
+                outs = self._call_layer(layer, prefix, args, kwargs, call_index=node_index)
+                # a nested functional model's node 0 is its own creation: calls count from 1
+                offset = 1 if layer.get("class_name") in ("Functional", "Model") else 0
+                for t, value in enumerate(outs):
+                    tensors[(name, node_index + offset, t)] = value
+                progressed = True
+            if not progressed:
+                missing = ", ".join(self._layer_name(layer) for layer, _, _ in remaining[:5])
+                raise ModelFileError(f"{self.kfile.path}: cannot resolve the inputs of layer(s) {missing}")
+            pending = remaining
+        outputs = []
+        for ref in output_refs:
+            key = (ref[0], ref[1], ref[2])
+            if key not in tensors:
+                raise ModelFileError(f"{self.kfile.path}: output {ref[0]!r} is not produced by any layer")
+            outputs.append(tensors[key])
+        return outputs
+
+    def _layer_weights(self, path: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+        if path not in self._weights:
+            self._weights[path] = self.kfile.layer_weights(path)
+        return self._weights[path]
+
+    @staticmethod
+    def _layer_name(layer: dict[str, Any]) -> str:
+        return str(layer.get("name") or layer.get("config", {}).get("name"))
+
+    def _resolve_node(self, node: Any, tensors: dict) -> tuple[list | None, dict]:
+        """Call arguments of one inbound node, with Values for tensors (None if not ready)."""
+        missing = False
+
+        def sub(obj: Any) -> Any:
+            nonlocal missing
+            if isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__":
+                hist = obj["config"]["keras_history"]
+                key = (hist[0], hist[1], hist[2])
+                if key not in tensors:
+                    missing = True
+                    return None
+                return tensors[key]
+            if isinstance(obj, dict):
+                return {k: sub(v) for k, v in obj.items()}
+            if isinstance(obj, list):
+                return [sub(v) for v in obj]
+            return obj
+
+        if isinstance(node, dict):  # Keras 3
+            args = sub(node.get("args", []))
+            kwargs = sub(node.get("kwargs", {}))
+        else:  # Keras 2: [[layer, node_index, tensor_index, kwargs], ...]
+            values = []
+            kwargs = {}
+            for entry in node:
+                key = (entry[0], entry[1], entry[2])
+                if key not in tensors:
+                    missing = True
+                    values.append(None)
+                else:
+                    values.append(tensors[key])
+                if len(entry) > 3 and entry[3]:
+                    kwargs.update(entry[3])
+            args = [values[0]] if len(values) == 1 else [values]
+            kwargs = self._keras2_kwargs(kwargs, tensors)
+            if kwargs is None:
+                missing = True
+        return (None, {}) if missing else (args, kwargs)
+
+    @staticmethod
+    def _keras2_kwargs(kwargs: dict[str, Any], tensors: dict) -> dict[str, Any] | None:
+        out = {}
+        for k, v in kwargs.items():
+            if isinstance(v, list) and len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int):
+                key = (v[0], v[1], v[2])
+                if key not in tensors:
+                    return None
+                out[k] = tensors[key]
+            else:
+                out[k] = v
+        return out
+
+    def _call_layer(self, layer: dict[str, Any], prefix: tuple[str, ...], args: list, kwargs: dict, call_index: int) -> list[Value]:
+        cls = layer["class_name"]
+        name = self._layer_name(layer)
+        path = prefix + (name,)
+        if cls in MODEL_CLASSES:
+            inner_inputs = [v for v in _flatten(args) if isinstance(v, Value)]
+            outs = self._run_model(layer, path, inner_inputs)
+            for v in outs:
+                v.source = "/".join(path)
+            return outs
+        translator: Callable | None = lookup("keras->ir", cls)
+        if translator is None:  # check_supported ran first; only plugins removed since reach here
+            raise UnsupportedOpError([("/".join(path), cls, "no translator for this layer class")], where=str(self.kfile.path))
+        config = layer.get("config", {})
+        call = LayerCall(
+            graph=self.graph,
+            name="/".join(path),
+            class_name=cls,
+            config=config,
+            args=args,
+            kwargs={k: v for k, v in kwargs.items() if k not in ("training",)},
+            weights=self._layer_weights(path),
+            keras2=self.kfile.keras2,
+            call_index=call_index,
+        )
+        try:
+            result = translator(call)
+        except KtorchError as exc:
+            if isinstance(exc, (KerasLayerError, UnsupportedOpError, UntrustedCodeError)):
+                raise
+            raise KerasLayerError(f"{self.kfile.path}: layer {call.name!r} ({cls}): {exc}") from exc
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise KerasLayerError(
+                f"{self.kfile.path}: layer {call.name!r} ({cls}) has a config ktorch cannot read ({type(exc).__name__}: {exc})"
+            ) from exc
+        outs = [result] if isinstance(result, Value) else list(result)
+        for v in outs:
+            v.source = call.name
+        return outs
+
+
+def _refs(spec: Any) -> list[tuple[str, int, int]]:
+    """input_layers/output_layers: either one [name, node, tensor] or a list of them."""
+    if not spec:
+        return []
+    if isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and isinstance(spec[1], int):
+        return [(spec[0], spec[1], spec[2])]
+    if isinstance(spec, dict):
+        spec = list(spec.values())
+    return [tuple(ref) for ref in spec]  # type: ignore[misc]
+
+
+def read_keras(path: str | Path, options: ReadOptions | None = None) -> Graph:
+    """Read a Keras `.h5` / `.keras` file into a graph. Does not import TensorFlow or Keras."""
+    from . import families  # noqa: F401  (registers the translators)
+
+    with open_keras_file(path) as kfile:
+        return KerasReader(kfile, options).read()

@@ -1,0 +1,1 @@
+"""PyTorch writer: laid-out graph -> model.py (nn.Module) + model.safetensors."""

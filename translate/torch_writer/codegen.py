@@ -1,0 +1,174 @@
+"""Graph -> PyTorch source: the emitter that op translators write into.
+
+Each op translator (registered under "ir->torch") declares the submodules it needs in
+`__init__` with `em.module(...)` and writes exactly one forward statement with
+`em.assign(...)`. The emitter owns naming (unique, never shadowing builtins), imports,
+module-level helpers and the state dict.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ...graph import Graph, Node, Value
+from ...graph.errors import GraphError, UnsupportedOpError
+from ..registry import lookup
+
+RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "Path", "load", "load_file", "annotations"}
+
+
+def py_literal(value: Any) -> str:
+    """A Python literal for attribute values (tuples, floats, strings, None)."""
+    if isinstance(value, (bool, np.bool_)):
+        return repr(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return repr(int(value))
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        if f == float("inf"):
+            return 'float("inf")'
+        if f == float("-inf"):
+            return 'float("-inf")'
+        return repr(f)
+    if isinstance(value, tuple):
+        inner = ", ".join(py_literal(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, list):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def call(callee: str, *args: Any, **kwargs: Any) -> str:
+    """`callee(arg, ..., key=value, ...)` with literals; pass str args through `Raw`."""
+    parts = [a if isinstance(a, Raw) else py_literal(a) for a in args]
+    parts += [f"{k}={v if isinstance(v, Raw) else py_literal(v)}" for k, v in kwargs.items()]
+    return f"{callee}({', '.join(parts)})"
+
+
+class Raw(str):
+    """A code fragment passed to `call` as is."""
+
+
+def identifier(text: str) -> str:
+    name = re.sub(r"\W", "_", text).strip("_")
+    if not name:
+        name = "x"
+    if name[0].isdigit():
+        name = f"x{name}"
+    return name
+
+
+class Namespace:
+    """Deterministic unique Python identifiers that never shadow a builtin or keyword."""
+
+    def __init__(self, reserved: set[str]) -> None:
+        self.used = set(reserved)
+
+    def take(self, base: str) -> str:
+        name = identifier(base)
+        if name in RESERVED or name in self.used:
+            stem = name if name not in RESERVED else f"{name}_"
+            candidate, i = stem, 1
+            while candidate in self.used or candidate in RESERVED:
+                candidate = f"{stem}_{i}" if not stem.endswith("_") else f"{stem}{i}"
+                i += 1
+            name = candidate
+        self.used.add(name)
+        return name
+
+
+@dataclass
+class EmittedModule:
+    attr: str
+    expr: str
+    source: str | None
+
+
+@dataclass
+class TorchEmitter:
+    graph: Graph
+    class_name: str
+    modules: list[EmittedModule] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    helpers: dict[str, str] = field(default_factory=dict)
+    value_names: dict[int, str] = field(default_factory=dict)
+    statement_of: dict[str, str] = field(default_factory=dict)  # value var -> source layer
+    _module_keys: dict[tuple, tuple[str, dict]] = field(default_factory=dict)
+    uses_functional: bool = False
+
+    def __post_init__(self) -> None:
+        self.attrs_ns = Namespace({"training", "forward", "eval", "train", "to", "cuda", "cpu", "state_dict", "parameters"})
+        self.vars_ns = Namespace({self.class_name})
+
+    # -- names ---------------------------------------------------------------------------
+    def var(self, value: Value) -> str:
+        try:
+            return self.value_names[id(value)]
+        except KeyError:
+            raise GraphError(f"value {value.name!r} is used before it is computed") from None
+
+    def bind(self, value: Value, base: str | None = None) -> str:
+        name = self.vars_ns.take(base or value.name)
+        self.value_names[id(value)] = name
+        return name
+
+    # -- building -----------------------------------------------------------------------
+    def module(self, node: Node, expr: str, state: dict[str, np.ndarray] | None = None, *, suffix: str = "") -> str:
+        """Declare `self.<name> = <expr>` for this node (shared by nodes of one shared
+        source layer) and record its parameters/buffers. Returns `self.<name>`."""
+        # one source layer called several times (a shared layer) is one module called again
+        key = (node.source, node.op, expr, suffix)
+        if node.source is not None and key in self._module_keys:
+            attr, first = self._module_keys[key]
+            if first.keys() == node.weights.keys() and all(np.array_equal(first[k], node.weights[k]) for k in first):
+                return f"self.{attr}"
+        attr = self.attrs_ns.take(node.name + (f"_{suffix}" if suffix else ""))
+        self._module_keys.setdefault(key, (attr, node.weights))
+        self.modules.append(EmittedModule(attr, expr, node.source))
+        for k, w in (state or {}).items():
+            self.state[f"{attr}.{k}" if k else attr] = np.asarray(w) if np.ndim(w) == 0 else np.ascontiguousarray(w)
+        return f"self.{attr}"
+
+    def helper(self, name: str, code: str) -> str:
+        """A module-level helper function, emitted once."""
+        self.helpers.setdefault(name, code)
+        return name
+
+    def functional(self) -> str:
+        self.uses_functional = True
+        return "F"
+
+    def assign(self, node: Node, expr: str) -> None:
+        """The one forward statement of `node`: `<out> = <expr>` (fused activation applied)."""
+        act = node.attrs.get("activation")
+        if act is not None:
+            from .activations import activation_expr
+
+            expr = activation_expr(self, act["op"], act["attrs"], expr)
+        outs = node.outputs
+        names = [self.bind(v) for v in outs]
+        target = names[0] if len(names) == 1 else ", ".join(names)
+        self.lines.append(f"{target} = {expr}")
+
+
+def emit_graph(graph: Graph, class_name: str) -> TorchEmitter:
+    """Run every node's translator; raise UnsupportedOpError listing all missing ones."""
+    from . import families  # noqa: F401  (registers the translators)
+
+    missing = [(n.source or n.name, n.op, "no PyTorch writer for this op kind") for n in graph.nodes if lookup("ir->torch", n.op) is None]
+    if missing:
+        raise UnsupportedOpError(sorted(set(missing)), where="the PyTorch writer")
+    em = TorchEmitter(graph, class_name)
+    for value in graph.inputs:
+        em.bind(value)
+    for node in graph.nodes:
+        translator: Callable = lookup("ir->torch", node.op)  # type: ignore[assignment]
+        translator(node, em)
+    return em

@@ -1,0 +1,107 @@
+"""Running models: the Keras source, an emitted PyTorch directory, and seeded inputs.
+
+Keras runs on TensorFlow when it is installed, else on Keras's torch backend. The
+backend is chosen before Keras is first imported (KERAS_BACKEND), so importing this
+module does not import TensorFlow or Keras by itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..graph.errors import KtorchError
+
+
+class RunError(KtorchError):
+    """A model could not be run (missing dependency, bad file)."""
+
+    exit_code = 3
+
+
+def keras_backend() -> str:
+    """The backend Keras uses in this process (chosen now if Keras is not imported yet)."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    if "KERAS_BACKEND" not in os.environ:
+        os.environ["KERAS_BACKEND"] = "tensorflow" if importlib.util.find_spec("tensorflow") else "torch"
+    return os.environ["KERAS_BACKEND"]
+
+
+def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
+    keras_backend()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import keras
+    except ImportError as exc:
+        raise RunError(f"cannot run the Keras source: keras is not installed ({exc})") from None
+    try:
+        return keras.models.load_model(str(path), compile=False, safe_mode=not trust_code)
+    except Exception as exc:  # keras raises many types here
+        raise RunError(f"{path}: Keras could not load the model to run it ({type(exc).__name__}: {exc})") from None
+
+
+def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    feed = list(inputs) if len(inputs) > 1 else inputs[0]
+    out = model(feed, training=False)
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return [np.asarray(o) for o in outs]
+
+
+def import_emitted(directory: str | Path) -> Any:
+    """Import an emitted model.py as a fresh module (never cached under a shared name)."""
+    path = Path(directory) / "model.py"
+    name = f"ktorch_emitted_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RunError(f"{path}: cannot import the emitted model")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_torch(model: Any, inputs: Sequence[np.ndarray], device: str = "cpu") -> list[np.ndarray]:
+    import torch
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in inputs]
+    with torch.no_grad():
+        out = model(*tensors)
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return [o.detach().cpu().numpy() for o in outs]
+
+
+def make_inputs(specs: list[dict[str, Any]], *, seed: int = 0, batch: int = 2, dynamic: int = 8) -> list[np.ndarray]:
+    """Seeded random inputs in the source's layout: N(0, 1) floats, or integers drawn
+    inside `range` (an embedding's vocabulary) for integer inputs."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in specs:
+        shape = [batch if i == 0 else (dynamic if d is None else int(d)) for i, d in enumerate(spec["shape"])]
+        dtype = spec.get("dtype", "float32")
+        low, high = spec.get("range", (0, 2))
+        if spec.get("range") is not None or dtype.startswith("int") or dtype == "bool":
+            array = rng.integers(low, high, size=shape).astype("int64" if dtype.startswith("float") else dtype)
+        else:
+            array = rng.standard_normal(shape).astype(dtype)
+        arrays.append(array)
+    return arrays
+
+
+def to_emitted(array: np.ndarray, perm: Sequence[int] | None) -> np.ndarray:
+    return np.ascontiguousarray(array.transpose(perm)) if perm else array
+
+
+def to_source(array: np.ndarray, perm: Sequence[int] | None) -> np.ndarray:
+    if not perm:
+        return array
+    return np.ascontiguousarray(array.transpose(np.argsort(perm)))
