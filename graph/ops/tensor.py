@@ -1,0 +1,3 @@
+"""tensor op kinds (placeholder for the family; see graph/ops/__init__.py)."""
+
+from __future__ import annotations
