@@ -6,7 +6,7 @@ from ...graph import Node
 from ...graph.errors import GraphError
 from ..registry import register
 from .codegen import TorchEmitter, py_literal
-from .nn import _require_channels_first, torch_pad
+from .conv import _require_channels_first, torch_pad
 
 _DTYPES = {
     "float16": "torch.float16",

@@ -1,0 +1,130 @@
+"""PyTorch code for BatchNorm, LayerNorm, GroupNorm and the other normalisations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph import Node
+from ...graph.errors import GraphError
+from ..registry import register
+from .codegen import TorchEmitter, call, py_literal
+from .conv import compact
+
+
+_BN = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
+
+
+@register("ir->torch", "batch_norm")
+def batch_norm_to_torch(node: Node, em: TorchEmitter) -> None:
+    x = node.inputs[0]
+    axis = node.attrs["axis"]
+    c = node.weights["running_mean"].shape[0]
+    state = {k: node.weights[k] for k in ("weight", "bias", "running_mean", "running_var")}
+    state["num_batches_tracked"] = np.array(0, dtype=np.int64)
+    mod = em.module(node, call(_BN[x.rank], int(c), eps=float(node.attrs["epsilon"]), momentum=float(node.attrs["momentum"])), state)
+    v = em.var(x)
+    em.assign(node, f"{mod}({v})" if axis == 1 else f"{mod}({v}.movedim({axis}, 1)).movedim(1, {axis})")
+
+
+_CHANNEL_LN = '''class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over dim 1 of a channels-first tensor (Keras LayerNormalization on the channel axis)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).square().mean(1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        if self.weight is not None:
+            x = x * self.weight.view(shape)
+        if self.bias is not None:
+            x = x + self.bias.view(shape)
+        return x
+'''
+
+_KERAS_RMS = '''def keras_rms_scaling(x: torch.Tensor, weight: torch.Tensor | None, dims: tuple[int, ...], eps: float) -> torch.Tensor:
+    """Keras LayerNormalization(rms_scaling=True): x * rsqrt(var(x) + eps) * weight (no centring)."""
+    x = x * torch.rsqrt(x.var(dim=dims, unbiased=False, keepdim=True) + eps)
+    return x if weight is None else x * weight
+'''
+
+
+@register("ir->torch", "layer_norm")
+def layer_norm_to_torch(node: Node, em: TorchEmitter) -> None:
+    x = node.inputs[0]
+    axes = tuple(node.attrs["axes"])
+    eps = float(node.attrs["epsilon"])
+    shape = tuple(int(x.shape[a]) for a in axes)
+    w, b = node.weights.get("weight"), node.weights.get("bias")
+    v = em.var(x)
+    if node.attrs["rms_scaling"]:
+        helper = em.helper("keras_rms_scaling", _KERAS_RMS)
+        weight = "None"
+        if w is not None:
+            full = tuple(x.shape[i] if i in axes else 1 for i in range(1, x.rank))
+            weight = em.module(node, f"nn.Parameter(torch.ones({py_literal(full)}))", {"": w.reshape(full)})
+        em.assign(node, f"{helper}({v}, {weight}, {py_literal(axes)}, {py_literal(eps)})")
+        return
+    state = {}
+    kwargs: dict = {"eps": eps}
+    if w is None and b is None:
+        kwargs["elementwise_affine"] = False
+    else:
+        state["weight"] = w if w is not None else np.ones(shape, np.float32)
+        if b is not None:
+            state["bias"] = b
+        else:
+            kwargs["bias"] = False
+    trailing = axes == tuple(range(x.rank - len(axes), x.rank))
+    if trailing:
+        mod = em.module(node, call("nn.LayerNorm", compact(shape) if len(shape) == 1 else shape, **kwargs), state)
+        em.assign(node, f"{mod}({v})")
+    elif axes == (1,):
+        em.helper("ChannelLayerNorm", _CHANNEL_LN)
+        mod = em.module(node, call("ChannelLayerNorm", shape[0], **kwargs), state)
+        em.assign(node, f"{mod}({v})")
+    else:
+        raise GraphError(f"{node.name}: layer normalisation over axes {axes} of a rank-{x.rank} tensor is not supported by the PyTorch writer")
+
+
+@register("ir->torch", "group_norm")
+def group_norm_to_torch(node: Node, em: TorchEmitter) -> None:
+    x = node.inputs[0]
+    axis = node.attrs["axis"]
+    c = int(x.shape[axis])
+    state = {"weight": node.weights["weight"], "bias": node.weights["bias"]}
+    mod = em.module(node, call("nn.GroupNorm", node.attrs["groups"], c, eps=float(node.attrs["epsilon"])), state)
+    v = em.var(x)
+    em.assign(node, f"{mod}({v})" if axis == 1 else f"{mod}({v}.movedim({axis}, 1)).movedim(1, {axis})")
+
+
+@register("ir->torch", "l2_normalize")
+def l2_normalize_to_torch(node: Node, em: TorchEmitter) -> None:
+    axes = node.attrs["axes"]
+    dim = axes[0] if len(axes) == 1 else tuple(axes)
+    em.assign(node, f"{em.functional()}.normalize({em.var(node.inputs[0])}, dim={py_literal(dim)}, eps={py_literal(float(node.attrs['epsilon']))})")
+
+
+def _broadcast_buffer(node: Node, em: TorchEmitter, name: str, array: np.ndarray, axes: tuple[int, ...]) -> str:
+    x = node.inputs[0]
+    shape = tuple(int(x.shape[i]) if i in axes else 1 for i in range(x.rank))
+    return em.module(node, f"nn.Buffer(torch.zeros({py_literal(shape)}))", {"": array.reshape(shape)}, suffix=name)
+
+
+@register("ir->torch", "standardize")
+def standardize_to_torch(node: Node, em: TorchEmitter) -> None:
+    axes = tuple(node.attrs["axis"])
+    mean = _broadcast_buffer(node, em, "mean", node.weights["mean"], axes)
+    std = _broadcast_buffer(node, em, "std", node.weights["std"], axes)
+    v = em.var(node.inputs[0])
+    em.assign(node, f"{mean} + {v} * {std}" if node.attrs["invert"] else f"({v} - {mean}) / {std}")
+
+
+@register("ir->torch", "channel_affine")
+def channel_affine_to_torch(node: Node, em: TorchEmitter) -> None:
+    axes = (node.attrs["axis"],)
+    expr = em.var(node.inputs[0])
+    if "scale" in node.weights:
+        expr = f"{expr} * {_broadcast_buffer(node, em, 'scale', node.weights['scale'], axes)}"
+    if "offset" in node.weights:
+        expr = f"{expr} + {_broadcast_buffer(node, em, 'offset', node.weights['offset'], axes)}"
+    em.assign(node, expr)
