@@ -39,6 +39,13 @@ def randomize_batchnorm(model: Any, seed: int = 0) -> None:
             layer.set_weights(weights)
 
 
+def randomize_weights(model: Any, seed: int = 0, scale: float = 0.5) -> None:
+    """Replace every weight (kernels and biases, which Keras initialises to zeros) with
+    seeded normal values, so that a wrong bias or kernel order shows in the numbers."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, scale, np.shape(w)).astype("float32") for w in model.get_weights()])
+
+
 def convert_keras(model: Any, tmp_path: Path, *, fmt: str = "h5", tolerance: float = 1e-4, **kwargs: Any):
     """Save `model`, convert it with verification, and return the ConversionResult.
     Conversion raises ParityError if the emitted model differs."""
