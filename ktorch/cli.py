@@ -50,11 +50,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow Keras Lambda layers and other serialized Python code to be deserialized and run; only for files you trust",
     )
+    c.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE before converting, to register translators for custom layers (runs that module's code)",
+    )
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     i = sub.add_parser("inspect", help="list a model's layers, their shapes and whether ktorch supports them")
     i.add_argument("src", type=Path)
     i.add_argument("--json", action="store_true", help="print the graph as JSON instead of a table")
+    i.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (custom layer translators)")
     i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -137,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STRUCTURE
     handler = {"convert": _convert, "inspect": _inspect}[args.command]
     try:
+        if getattr(args, "plugin", None):
+            from .plugins import load_plugin
+
+            for module in args.plugin:
+                load_plugin(module)
         return handler(args)
     except KtorchError as exc:
         if args.debug:

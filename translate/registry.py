@@ -55,3 +55,8 @@ def require(direction: str, key: str, *, name: str, where: str = "") -> Callable
 
 def registered(direction: str) -> dict[str, Callable]:
     return dict(_REGISTRY[direction])
+
+
+def unregister(direction: str, key: str) -> None:
+    """Remove a translator (for plugins and tests); missing keys are ignored."""
+    _REGISTRY[direction].pop(key, None)

@@ -429,4 +429,12 @@ def read_keras(path: str | Path, options: ReadOptions | None = None) -> Graph:
     from . import families  # noqa: F401  (registers the translators)
 
     with open_keras_file(path) as kfile:
-        return KerasReader(kfile, options).read()
+        try:
+            return KerasReader(kfile, options).read()
+        except KtorchError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError, RecursionError) as exc:
+            # a config or weights layout this reader does not understand: say so, in one line
+            raise ModelFileError(
+                f"{path}: the model config or weights are malformed or of an unknown layout ({type(exc).__name__}: {exc})"
+            ) from exc
