@@ -58,6 +58,20 @@ def convert_keras(model: Any, tmp_path: Path, *, fmt: str = "h5", tolerance: flo
     return result
 
 
+def convert_tf_keras(model: Any, tmp_path: Path, *, tolerance: float = 1e-4, **kwargs: Any):
+    """Save a `tf_keras` (Keras 2) model as .h5, convert it, and check parity against the
+    in-memory tf_keras model (Keras 3 cannot load every Keras 2 config, e.g. `groups`
+    on DepthwiseConv2D). Returns the ParityResult."""
+    import ktorch
+    from ktorch.verify.parity import check_keras_to_torch
+
+    src = tmp_path / f"{model.name}.h5"
+    model.save(src)
+    result = ktorch.convert(src, tmp_path / f"{model.name}_torch", verify=False, **kwargs)
+    assert result.manifest["source"]["keras_version"].startswith("2."), result.manifest["source"]
+    return check_keras_to_torch(src, result.out, manifest=result.manifest, keras_model=model, tolerance=tolerance)
+
+
 def forward_source(result: Any) -> str:
     """The text of the emitted forward()."""
     code = (result.out / "model.py").read_text()

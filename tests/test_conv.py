@@ -1,0 +1,159 @@
+"""Keras convolutions -> PyTorch at parity: Conv1D/2D/3D, depthwise, separable and
+transposed forms, over strides, paddings (TensorFlow's asymmetric "same"), dilation,
+groups, channels-first layers, both layouts and all three file formats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import convert_tf_keras, forward_source, randomize_weights
+
+
+def one_layer(keras, layer, shape: tuple, name: str = "m"):
+    """A functional model around one layer, with seeded random kernels and biases."""
+    x = keras.Input(shape, name="x")
+    model = keras.Model(x, layer(x), name=name)
+    randomize_weights(model)
+    return model
+
+
+L = "keras.layers"
+CONV_CASES = {
+    # Conv1D
+    "c1_valid": ("Conv1D", dict(filters=4, kernel_size=3), (9, 3)),
+    "c1_same_s2_odd": ("Conv1D", dict(filters=4, kernel_size=3, strides=2, padding="same"), (9, 3)),
+    "c1_same_s2_even_k4": ("Conv1D", dict(filters=4, kernel_size=4, strides=2, padding="same"), (8, 3)),
+    "c1_causal_d2": ("Conv1D", dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2), (9, 3)),
+    "c1_same_d2": ("Conv1D", dict(filters=2, kernel_size=2, padding="same", dilation_rate=2), (9, 3)),
+    "c1_groups": ("Conv1D", dict(filters=4, kernel_size=3, groups=2, use_bias=False), (9, 4)),
+    "c1_first": ("Conv1D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 9)),
+    # Conv2D
+    "c2_valid_rect": ("Conv2D", dict(filters=4, kernel_size=(3, 2), strides=(1, 2)), (7, 9, 3)),
+    "c2_same_s2_odd": ("Conv2D", dict(filters=4, kernel_size=3, strides=2, padding="same"), (7, 9, 3)),
+    "c2_same_s2_even_k4": ("Conv2D", dict(filters=4, kernel_size=4, strides=2, padding="same"), (8, 6, 3)),
+    "c2_same_s1_k4": ("Conv2D", dict(filters=4, kernel_size=4, padding="same"), (7, 6, 2)),
+    "c2_same_s3_mixed": ("Conv2D", dict(filters=3, kernel_size=(2, 5), strides=(3, 2), padding="same"), (7, 9, 2)),
+    "c2_dilation": ("Conv2D", dict(filters=4, kernel_size=3, dilation_rate=(2, 1), padding="same"), (7, 9, 3)),
+    "c2_groups_nobias": ("Conv2D", dict(filters=6, kernel_size=3, groups=2, use_bias=False), (7, 9, 4)),
+    "c2_activation": ("Conv2D", dict(filters=4, kernel_size=3, activation="tanh"), (7, 9, 3)),
+    "c2_first": ("Conv2D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 7, 9)),
+    # Conv3D
+    "c3_same_s2": ("Conv3D", dict(filters=3, kernel_size=3, strides=2, padding="same"), (5, 6, 7, 2)),
+    "c3_valid_d2": ("Conv3D", dict(filters=3, kernel_size=2, dilation_rate=2, activation="relu"), (5, 6, 7, 2)),
+    "c3_first": ("Conv3D", dict(filters=3, kernel_size=(1, 2, 3), padding="same", data_format="channels_first"), (2, 5, 6, 7)),
+    # depthwise and separable
+    "dw1_mult2": ("DepthwiseConv1D", dict(kernel_size=3, depth_multiplier=2, padding="same"), (9, 3)),
+    "dw2_mult3_s2": ("DepthwiseConv2D", dict(kernel_size=3, strides=2, depth_multiplier=3, padding="same"), (7, 9, 2)),
+    "dw2_first": ("DepthwiseConv2D", dict(kernel_size=(3, 2), depth_multiplier=2, data_format="channels_first"), (2, 7, 9)),
+    "dw2_nobias_relu": ("DepthwiseConv2D", dict(kernel_size=3, use_bias=False, activation="relu"), (7, 9, 3)),
+    "sep1_mult2": ("SeparableConv1D", dict(filters=5, kernel_size=3, depth_multiplier=2, strides=2, padding="same"), (9, 3)),
+    "sep2": ("SeparableConv2D", dict(filters=4, kernel_size=3, padding="same", activation="relu"), (7, 9, 3)),
+    "sep2_mult2_d2": ("SeparableConv2D", dict(filters=4, kernel_size=2, depth_multiplier=2, dilation_rate=2, use_bias=False), (7, 9, 3)),
+    "sep2_first": ("SeparableConv2D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 7, 9)),
+}
+
+TRANSPOSE_CASES = {
+    "t1_valid_s2_k3": ("Conv1DTranspose", dict(filters=3, kernel_size=3, strides=2), (7, 2)),
+    "t1_same_s2_k4": ("Conv1DTranspose", dict(filters=3, kernel_size=4, strides=2, padding="same"), (7, 2)),
+    "t1_same_s3_k2": ("Conv1DTranspose", dict(filters=3, kernel_size=2, strides=3, padding="same"), (6, 2)),
+    "t1_valid_outpad": ("Conv1DTranspose", dict(filters=3, kernel_size=3, strides=2, output_padding=1), (7, 2)),
+    "t1_same_d2": ("Conv1DTranspose", dict(filters=3, kernel_size=3, padding="same", dilation_rate=2), (7, 2)),
+    "t2_valid_s1": ("Conv2DTranspose", dict(filters=3, kernel_size=3), (5, 6, 2)),
+    "t2_same_s2_k3": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, padding="same"), (5, 6, 2)),
+    "t2_same_s2_k4": ("Conv2DTranspose", dict(filters=3, kernel_size=4, strides=2, padding="same"), (5, 6, 2)),
+    "t2_same_s2_k2": ("Conv2DTranspose", dict(filters=3, kernel_size=2, strides=2, padding="same"), (5, 6, 2)),
+    "t2_valid_s2_k2": ("Conv2DTranspose", dict(filters=3, kernel_size=2, strides=2), (5, 6, 2)),
+    "t2_valid_s2_k1": ("Conv2DTranspose", dict(filters=3, kernel_size=1, strides=2), (5, 6, 2)),
+    "t2_same_outpad": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, padding="same", output_padding=(0, 1)), (5, 6, 2)),
+    "t2_valid_outpad_rect": ("Conv2DTranspose", dict(filters=3, kernel_size=(3, 4), strides=(2, 3), output_padding=(1, 2)), (5, 6, 2)),
+    "t2_same_d2": ("Conv2DTranspose", dict(filters=3, kernel_size=3, padding="same", dilation_rate=2, use_bias=False), (5, 6, 2)),
+    "t2_first": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (2, 5, 6)),
+    "t2_activation": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, activation="sigmoid"), (5, 6, 2)),
+    "t3_same_s2": ("Conv3DTranspose", dict(filters=2, kernel_size=3, strides=2, padding="same"), (3, 4, 5, 2)),
+    "t3_valid_outpad": ("Conv3DTranspose", dict(filters=2, kernel_size=2, strides=(1, 2, 3), output_padding=(0, 1, 2)), (3, 4, 5, 2)),
+}
+
+
+def _build(keras, case: tuple, name: str):
+    cls, kwargs, shape = case
+    return one_layer(keras, getattr(keras.layers, cls)(**kwargs, name=name), shape, name=name)
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES), ids=list(CONV_CASES))
+def test_conv_parity(keras, convert, case):
+    result = convert(_build(keras, CONV_CASES[case], case))
+    assert result.parity.worst_rel <= 1e-4
+    forward = forward_source(result)
+    assert "permute(" not in forward  # channels-first in and out: no runtime transpose
+    assert "nn.Conv" in (result.out / "model.py").read_text()
+
+
+@pytest.mark.parametrize("case", list(TRANSPOSE_CASES), ids=list(TRANSPOSE_CASES))
+def test_conv_transpose_parity(keras, convert, case):
+    result = convert(_build(keras, TRANSPOSE_CASES[case], case))
+    assert result.parity.worst_rel <= 1e-4
+    assert "permute(" not in forward_source(result)
+    assert "nn.ConvTranspose" in (result.out / "model.py").read_text()
+
+
+KEEP_CASES = ["c1_same_s2_odd", "c2_same_s2_odd", "c2_first", "c3_first", "dw2_mult3_s2", "sep2_first"]
+
+
+@pytest.mark.parametrize("case", KEEP_CASES)
+def test_conv_layout_keep(keras, convert, case):
+    """layout="keep": the emitted model takes and returns the source's own axis order."""
+    model = _build(keras, CONV_CASES[case], case)
+    result = convert(model, layout="keep")
+    assert result.parity.worst_rel <= 1e-4
+    assert "perm" not in result.manifest["inputs"][0]
+    assert "perm" not in result.manifest["outputs"][0]
+    assert result.manifest["inputs"][0]["shape"] == [None, *CONV_CASES[case][2]]
+
+
+def test_conv_same_stride2_dynamic_size(keras, convert):
+    """'same' with stride 2 on inputs of unknown size: padded at run time, extra pixel at the end."""
+    model = one_layer(keras, keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv"), (None, None, 3), name="dyn")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 7, 10, 3)).astype("float32")
+    result = convert(model, inputs=[x])
+    assert result.parity.worst_rel <= 1e-4
+    assert "pad_same(" in forward_source(result)
+
+
+def test_conv_same_padding_code(keras, convert):
+    """TF's asymmetric 'same' padding (k=4, s=1: one pixel before, two after) is one explicit
+    pad; symmetric padding goes into the layer's `padding=`."""
+    result = convert(_build(keras, CONV_CASES["c2_same_s1_k4"], "asym"))
+    forward = forward_source(result)
+    assert "F.pad(x, (1, 2, 1, 2))" in forward
+    assert forward.count("self.asym(") == 1
+    result = convert(_build(keras, CONV_CASES["c2_same_s2_odd"], "sym"))
+    assert "F.pad(" not in forward_source(result)
+    assert "padding=1" in (result.out / "model.py").read_text()
+
+
+FORMAT_CASES = ["c1_causal_d2", "c2_same_s2_odd", "dw2_mult3_s2", "sep2_first"]
+FORMAT_TRANSPOSE_CASES = ["t2_same_s2_k4", "t1_valid_outpad"]
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+@pytest.mark.parametrize("case", FORMAT_CASES + FORMAT_TRANSPOSE_CASES)
+def test_conv_file_formats(keras, convert, case, fmt):
+    spec = CONV_CASES.get(case) or TRANSPOSE_CASES[case]
+    result = convert(_build(keras, spec, case), fmt=fmt)
+    assert result.parity.worst_rel <= 1e-4
+    assert result.manifest["source"]["format"]
+
+
+@pytest.fixture(scope="module")
+def tf_keras():
+    return pytest.importorskip("tf_keras")
+
+
+@pytest.mark.parametrize("case", FORMAT_CASES + FORMAT_TRANSPOSE_CASES)
+def test_conv_tf_keras2_h5(tf_keras, tmp_path, case):
+    """tf.keras 2.x .h5 files: Keras 2 config (batch_input_shape, nested inbound_nodes)."""
+    cls, kwargs, shape = CONV_CASES.get(case) or TRANSPOSE_CASES[case]
+    model = one_layer(tf_keras, getattr(tf_keras.layers, cls)(**kwargs, name=case), shape, name=case)
+    result = convert_tf_keras(model, tmp_path)
+    assert result.passed and result.worst_rel <= 1e-4, result.to_dict()
