@@ -289,11 +289,12 @@ define(
     OpDef(
         "channel_affine",
         same_as_input,
-        attrs=(attr("axis", int),),
+        attrs=(attr("axis", int), attr("learned", bool, default=False)),
         weights=("scale", "offset"),
         layout=Layout.AXIS,
         axis_attrs=("axis",),
-        doc="x * scale + offset with per-channel vectors along `axis` (either may be absent)",
+        doc="x * scale + offset with per-channel vectors along `axis` (either may be absent); "
+        "learned: trained parameters (LayerScale) rather than constants (Rescaling)",
         family="normalization",
     )
 )

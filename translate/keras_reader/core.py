@@ -21,7 +21,24 @@ def dense_from_keras(call: LayerCall) -> Value:
     weights = {"weight": np.ascontiguousarray(kernel.T)}
     if use_bias:
         weights["bias"] = call.weight(1, expect=(units,))
-    y = call.emit("dense", [x], {"units": units, "use_bias": use_bias}, weights)
+    if x.rank in (4, 5):
+        # a Dense on image features (ConvNeXt's pointwise MLP) is a 1x1 convolution over
+        # the channel axis; as such it follows the image layout instead of forcing a transpose
+        rank = x.rank - 2
+        weights["weight"] = weights["weight"].reshape(units, -1, *([1] * rank))
+        attrs = {
+            "rank": rank,
+            "filters": units,
+            "kernel_size": (1,) * rank,
+            "strides": (1,) * rank,
+            "dilation": (1,) * rank,
+            "padding": ((0, 0),) * rank,
+            "use_bias": use_bias,
+            "data_format": "channels_last",
+        }
+        y = call.emit("conv", [x], attrs, weights)
+    else:
+        y = call.emit("dense", [x], {"units": units, "use_bias": use_bias}, weights)
     return call.activate(y, call.get("activation"))
 
 

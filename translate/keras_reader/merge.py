@@ -1,6 +1,13 @@
-"""Keras merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot."""
+"""Keras merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot.
+
+Keras 3 also records arithmetic on symbolic tensors (`x + 3.0`, `x * y`) as operations of
+the same class names (`keras.src.ops.numpy.Add`, ...), called with two positional
+arguments of which one may be a Python number; those are read here too.
+"""
 
 from __future__ import annotations
+
+from numbers import Number
 
 from ...graph import Value
 from ..registry import register
@@ -23,17 +30,71 @@ def _same_rank(call: LayerCall) -> list[Value]:
     return out
 
 
+def _constant_operand(call: LayerCall) -> tuple[Value, float, bool] | None:
+    """For a Keras op called as `op(x, c)` or `op(c, x)` with a number c:
+    (x, c, whether c comes first). None for tensor-only calls."""
+    args = call.args[0] if len(call.args) == 1 and isinstance(call.args[0], (list, tuple)) else call.args
+    if len(args) != 2:
+        return None
+    first, second = args
+    if isinstance(first, Value) and isinstance(second, Number) and not isinstance(second, bool):
+        return first, float(second), False
+    if isinstance(second, Value) and isinstance(first, Number) and not isinstance(first, bool):
+        return second, float(first), True
+    return None
+
+
+def _affine_with_constant(call: LayerCall) -> Value | None:
+    """`x + c`, `x - c`, `c - x`, `x * c`, `x / c` as one scale_shift node."""
+    found = _constant_operand(call)
+    if found is None:
+        return None
+    x, c, c_first = found
+    cls = call.class_name
+    if cls == "Add":
+        attrs = {"offset": c}
+    elif cls == "Subtract":
+        attrs = {"scale": -1.0, "offset": c} if c_first else {"offset": -c}
+    elif cls == "Multiply":
+        attrs = {"scale": c}
+    elif cls in ("Divide", "TrueDivide") and not c_first:
+        if c == 0.0:
+            raise call.error("divides by the constant 0")
+        attrs = {"scale": 1.0 / c}
+    else:
+        raise call.error(f"{cls} of a tensor and the constant {c!r} is not supported")
+    return call.emit("scale_shift", [x], attrs)
+
+
 @register("keras->ir", *_NARY)
 def nary_merge_from_keras(call: LayerCall) -> Value:
+    constant = _affine_with_constant(call) if call.class_name in ("Add", "Multiply") else None
+    if constant is not None:
+        return constant
     return call.emit(_NARY[call.class_name], _same_rank(call))
 
 
 @register("keras->ir", "Subtract")
 def subtract_from_keras(call: LayerCall) -> Value:
+    constant = _affine_with_constant(call)
+    if constant is not None:
+        return constant
     ins = _same_rank(call)
     if len(ins) != 2:
         raise call.error("Subtract takes exactly 2 inputs")
     return call.emit("sub", ins)
+
+
+@register("keras->ir", "Divide", "TrueDivide")
+def divide_from_keras(call: LayerCall) -> Value:
+    """The Keras 3 operation `x / y` (there is no Divide merge layer)."""
+    constant = _affine_with_constant(call)
+    if constant is not None:
+        return constant
+    ins = call.inputs
+    if len(ins) != 2:
+        raise call.error(f"{call.class_name} takes exactly 2 tensors, got {len(ins)}")
+    return call.emit("div", ins)
 
 
 @register("keras->ir", "Concatenate")

@@ -104,10 +104,12 @@ def l2_normalize_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, f"{em.functional()}.normalize({em.var(node.inputs[0])}, dim={py_literal(dim)}, eps={py_literal(float(node.attrs['epsilon']))})")
 
 
-def _broadcast_buffer(node: Node, em: TorchEmitter, name: str, array: np.ndarray, axes: tuple[int, ...]) -> str:
+def _broadcast_buffer(node: Node, em: TorchEmitter, name: str, array: np.ndarray, axes: tuple[int, ...], *, learned: bool = False) -> str:
+    """A constant (nn.Buffer) or trained (nn.Parameter) tensor shaped to broadcast against the input."""
     x = node.inputs[0]
     shape = tuple(int(x.shape[i]) if i in axes else 1 for i in range(x.rank))
-    return em.module(node, f"nn.Buffer(torch.zeros({py_literal(shape)}))", {"": array.reshape(shape)}, suffix=name)
+    kind = "nn.Parameter" if learned else "nn.Buffer"
+    return em.module(node, f"{kind}(torch.zeros({py_literal(shape)}))", {"": array.reshape(shape)}, suffix=name)
 
 
 @register("ir->torch", "standardize")
@@ -122,9 +124,10 @@ def standardize_to_torch(node: Node, em: TorchEmitter) -> None:
 @register("ir->torch", "channel_affine")
 def channel_affine_to_torch(node: Node, em: TorchEmitter) -> None:
     axes = (node.attrs["axis"],)
+    learned = node.attrs["learned"]
     expr = em.var(node.inputs[0])
     if "scale" in node.weights:
-        expr = f"{expr} * {_broadcast_buffer(node, em, 'scale', node.weights['scale'], axes)}"
+        expr = f"{expr} * {_broadcast_buffer(node, em, 'scale', node.weights['scale'], axes, learned=learned)}"
     if "offset" in node.weights:
-        expr = f"{expr} + {_broadcast_buffer(node, em, 'offset', node.weights['offset'], axes)}"
+        expr = f"{expr} + {_broadcast_buffer(node, em, 'offset', node.weights['offset'], axes, learned=learned)}"
     em.assign(node, expr)
