@@ -99,6 +99,13 @@ def _spatial_wants_move(node: Node, target: str) -> bool:
     return node.attrs["data_format"] != target
 
 
+def _order_free(shape: tuple, perm: Perm) -> bool:
+    """Whether holding a tensor of (source) `shape` in `perm` order leaves its elements in
+    the same row-major order: only axes of size 1 move (a flattened (N, 1, 1, C))."""
+    moving = [p for p in perm if shape[p] != 1]
+    return None not in shape[1:] and moving == sorted(moving)
+
+
 def _flatten_folds(graph: Graph, node: Node) -> bool:
     out = node.output
     return bool(out.users) and out not in graph.outputs and all(u.op == "dense" and u.inputs[0] is out for u in out.users)
@@ -152,8 +159,9 @@ def assign_layout(graph: Graph, target: str = "channels_first", *, keep_io: bool
             for v in outs:
                 comps.union(id(x), id(v))
         elif cls == Layout.FLATTEN:
-            if node.inputs[0].rank >= 3 and not _flatten_folds(graph, node):
-                comps.vote(id(node.inputs[0]), False)
+            x = node.inputs[0]
+            if x.rank >= 3 and not _flatten_folds(graph, node) and not _order_free(x.shape, moved_perm(x.rank)):
+                comps.vote(id(x), False)
         elif cls == Layout.RESHAPE:
             x, y = node.inputs[0], node.output
             in_moved = moved_perm(x.rank) if x.rank >= 3 else identity(x.rank)
@@ -325,6 +333,10 @@ class _Materializer:
     def flatten(self, node: Node) -> None:
         x = node.inputs[0]
         actual = self.held(x)
+        source_shape = tuple(x.shape[actual.index(i)] for i in range(x.rank))
+        if x.rank >= 3 and actual != identity(x.rank) and _order_free(source_shape, actual):
+            self.set_output(node, [identity(node.output.rank)])
+            return
         if x.rank >= 3 and actual != identity(x.rank) and _flatten_folds(self.graph, node):
             src_shape = tuple(x.shape[actual.index(i)] for i in range(x.rank))[1:]
             order = np.arange(int(np.prod(src_shape))).reshape(src_shape).transpose([p - 1 for p in actual[1:]]).reshape(-1)
