@@ -46,9 +46,25 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
     except ImportError as exc:
         raise RunError(f"cannot run the Keras source: keras is not installed ({exc})") from None
     try:
-        return keras.models.load_model(str(path), compile=False, safe_mode=not trust_code)
+        return keras.models.load_model(str(path), compile=False, safe_mode=not trust_code, custom_objects=_application_layers())
     except Exception as exc:  # keras raises many types here
         raise RunError(f"{path}: Keras could not load the model to run it ({type(exc).__name__}: {exc})") from None
+
+
+def _application_layers() -> dict[str, Any]:
+    """Custom layer classes of keras.applications models (ConvNeXt, InceptionResNetV2),
+    which Keras does not register, so that it can reload the models it saved."""
+    found: dict[str, Any] = {}
+    for module, names in (
+        ("keras.src.applications.convnext", ("LayerScale", "StochasticDepth")),
+        ("keras.src.applications.inception_resnet_v2", ("CustomScaleLayer",)),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found.update({name: getattr(mod, name) for name in names if hasattr(mod, name)})
+    return found
 
 
 def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
