@@ -30,6 +30,8 @@ class UnsupportedOpError(KtorchError):
     users see all of them at once.
     """
 
+    exit_code = 2
+
     def __init__(self, items: list[tuple[str, str, str]], *, where: str = "", hint: str = "") -> None:
         self.items = list(items)
         self.where = where

@@ -12,7 +12,12 @@ LINE_LENGTH = 100
 def format_source(code: str) -> str:
     """Return `code` formatted by `ruff format`; unchanged if ruff is unavailable.
     The code is compiled first, so a generator bug surfaces here, not at import time."""
-    compile(code, "<emitted model.py>", "exec")
+    try:
+        compile(code, "<emitted model.py>", "exec")
+    except SyntaxError as exc:
+        from ..graph.errors import GraphError
+
+        raise GraphError(f"internal error: the generated source does not compile ({exc.msg}, line {exc.lineno}); please report it") from exc
     cmd = [shutil.which("ruff")] if shutil.which("ruff") else [sys.executable, "-m", "ruff"]
     try:
         done = subprocess.run(

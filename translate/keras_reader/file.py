@@ -113,27 +113,27 @@ def _attr_text(value: Any) -> str:
 def _open_h5(path: Path) -> KerasFile:
     try:
         h5 = h5py.File(path, "r")
-    except Exception as exc:
+    except Exception as exc:  # h5py raises OSError, RuntimeError, ... on damaged files
         raise ModelFileError(f"{path}: cannot read the HDF5 file ({exc}); it may be truncated or corrupt") from None
-    if "model_config" not in h5.attrs:
-        h5.close()
-        raise ModelFileError(
-            f"{path}: this .h5 holds weights only (no model config). Save the whole model "
-            "(model.save('model.h5') or 'model.keras'), or rebuild it in Keras and save it"
-        )
     try:
+        if "model_config" not in h5.attrs:
+            raise ModelFileError(
+                f"{path}: this .h5 holds weights only (no model config). Save the whole model "
+                "(model.save('model.h5') or 'model.keras'), or rebuild it in Keras and save it"
+            )
         config = json.loads(_attr_text(h5.attrs["model_config"]))
+        keras_version = _attr_text(h5.attrs.get("keras_version", ""))
+        backend = _attr_text(h5.attrs.get("backend", ""))
+    except ModelFileError:
+        h5.close()
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         h5.close()
         raise ModelFileError(f"{path}: the model config is not valid JSON ({exc})") from None
-    return KerasFile(
-        path=path,
-        kind="h5",
-        config=config,
-        keras_version=_attr_text(h5.attrs.get("keras_version", "")),
-        backend=_attr_text(h5.attrs.get("backend", "")),
-        _h5=h5,
-    )
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:
+        h5.close()
+        raise ModelFileError(f"{path}: cannot read the HDF5 file ({exc}); it may be truncated or corrupt") from None
+    return KerasFile(path=path, kind="h5", config=config, keras_version=keras_version, backend=backend, _h5=h5)
 
 
 def _open_zip(path: Path) -> KerasFile:
@@ -150,9 +150,10 @@ def _open_zip(path: Path) -> KerasFile:
         member = archive.open("model.weights.h5")
         data = io.BytesIO(member.read()) if not member.seekable() else member
         h5 = h5py.File(data, "r")
+        vars_index = _index_vars(h5)
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeDecodeError) as exc:
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeDecodeError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: cannot read the .keras archive ({exc}); it may be truncated or corrupt") from None
     kf = KerasFile(
         path=path,
@@ -163,7 +164,7 @@ def _open_zip(path: Path) -> KerasFile:
         _h5=h5,
         _zip=archive,
     )
-    kf._vars_index = _index_vars(h5)
+    kf._vars_index = vars_index
     return kf
 
 

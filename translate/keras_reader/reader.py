@@ -171,6 +171,8 @@ class KerasReader:
         else:
             raise ModelFileError(f"{self.kfile.path}: the top-level object is a {cfg['class_name']}, not a model")
         self.graph.outputs = outputs
+        if not self.graph.inputs or not self.graph.outputs:
+            raise ModelFileError(f"{self.kfile.path}: the model config defines no inputs or no outputs")
         self.graph.meta.update(
             {
                 "source_format": self.kfile.kind,
@@ -210,8 +212,8 @@ class KerasReader:
             raise UnsupportedOpError(
                 problems,
                 where=str(self.kfile.path),
-                hint="Nothing was written. Add a translator for a custom layer with "
-                "ktorch.register_keras_layer (see README, 'Custom layers').",
+                hint="Nothing was written. Teach ktorch a custom layer with a translator registered by "
+                "@ktorch.plugins.keras_layer(...) and `--plugin MODULE` (see README, 'Custom layers').",
             )
 
     # -- models ---------------------------------------------------------------------------
@@ -433,7 +435,7 @@ def read_keras(path: str | Path, options: ReadOptions | None = None) -> Graph:
             return KerasReader(kfile, options).read()
         except KtorchError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError, RecursionError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError, RuntimeError, RecursionError) as exc:
             # a config or weights layout this reader does not understand: say so, in one line
             raise ModelFileError(
                 f"{path}: the model config or weights are malformed or of an unknown layout ({type(exc).__name__}: {exc})"
