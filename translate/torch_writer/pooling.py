@@ -11,42 +11,71 @@ from .codegen import TorchEmitter, call, py_literal
 from .conv import _require_channels_first, compact
 
 
-def _pool_padding(node: Node) -> tuple[int | tuple, bool]:
-    """Torch padding and ceil_mode reproducing explicit (begin, end) pads, where the pads
-    never count (max, or average excluding padding)."""
+def _torch_pool_count(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    """How many windows nn.*Pool*d produces along one axis (torch's own formula)."""
+    o = (math.ceil if ceil_mode else math.floor)((n + 2 * p - k) / s) + 1
+    if ceil_mode and (o - 1) * s >= n + p:  # the last window must start inside the input
+        o -= 1
+    return o
+
+
+def _pool_padding(node: Node) -> tuple[int | tuple, bool, tuple[tuple[int, int], ...] | None]:
+    """Torch `padding` and `ceil_mode` reproducing explicit (begin, end) pads, where the
+    pads never count (max, or average excluding padding), and the (start, stop) slice of
+    the torch output per spatial axis when torch's symmetric padding yields extra windows
+    (None when the output is used as is)."""
     a = node.attrs
     x = node.inputs[0]
     pads = a["padding"]
     if pads == "same":
-        raise GraphError(f"{node.name}: 'same' pooling with strides on inputs of unknown size is not supported; pass --input-shape")
+        raise GraphError(
+            f"{node.name}: 'same' pooling on inputs of unknown spatial size is not supported; "
+            "give the Keras model's Input a fixed spatial size"
+        )
+    if any(2 * b > k for (b, _), k in zip(pads, a["pool_size"])):
+        raise GraphError(f"{node.name}: padding {pads} is larger than half the pool size {a['pool_size']}; PyTorch cannot pool it")
     if all(b == e for b, e in pads) and not a["ceil_mode"]:
-        return compact(tuple(b for b, _ in pads)), False
+        return compact(tuple(b for b, _ in pads)), False, None
     if a["mode"] == "avg" and a["count_include_pad"]:
         raise GraphError(f"{node.name}: asymmetric padding counted in the average is not supported")
     wanted = node.output.shape[2:]
-    sizes = x.shape[2:]
-    for i, (b, e) in enumerate(pads):
-        if 2 * b > a["pool_size"][i]:
-            raise GraphError(f"{node.name}: padding {pads} is too large for PyTorch pooling")
-    # torch windows start at i * stride - begin, like the source's; ceil_mode adds the last one
-    begin = tuple(b for b, _ in pads)
+    axes = list(zip(x.shape[2:], a["pool_size"], a["strides"], pads, wanted))
+    # torch windows start at i * stride - padding and ceil_mode adds a last, partial one.
+    # Per axis, pad `begin` on both sides if that gives the source's windows; otherwise pad
+    # `end` on both sides (TF's "same" with stride 1 pads more at the end) and drop the
+    # windows that start in the extra padding at the beginning.
     for ceil_mode in (False, True):
-        got = []
-        for n, k, s, p in zip(sizes, a["pool_size"], a["strides"], begin):
-            o = (math.ceil if ceil_mode else math.floor)((n + 2 * p - k) / s) + 1
-            if ceil_mode and (o - 1) * s >= n + p:
-                o -= 1
-            got.append(o)
-        if tuple(got) == tuple(wanted):
-            return compact(begin), ceil_mode
+        padding, slices = [], []
+        for n, k, s, (b, e), o in axes:
+            if _torch_pool_count(n, k, s, b, ceil_mode) == o:
+                padding.append(b)
+                slices.append((0, o))
+                continue
+            p = max(b, e)
+            skip = (p - b) // s
+            if (p - b) % s or 2 * p > k or _torch_pool_count(n, k, s, p, ceil_mode) < skip + o:
+                break
+            padding.append(p)
+            slices.append((skip, skip + o))
+        else:
+            exact = all(_torch_pool_count(n, k, s, p, ceil_mode) == o for (n, k, s, _, o), p in zip(axes, padding))
+            return compact(tuple(padding)), ceil_mode, None if exact else tuple(slices)
     raise GraphError(f"{node.name}: pooling padding {pads} has no PyTorch equivalent")
+
+
+def _slice_expr(expr: str, slices: tuple[tuple[int, int], ...], sizes: tuple) -> str:
+    """`expr[:, :, a:b, ...]` keeping `slices` of the spatial axes (`sizes`: torch's output)."""
+    parts = []
+    for (start, stop), n in zip(slices, sizes):
+        parts.append(f"{start or ''}:{stop if stop != n else ''}" if (start, stop) != (0, n) else ":")
+    return f"{expr}[:, :, {', '.join(parts)}]"
 
 
 @register("ir->torch", "pool")
 def pool_to_torch(node: Node, em: TorchEmitter) -> None:
     _require_channels_first(node)
     a = node.attrs
-    padding, ceil_mode = _pool_padding(node)
+    padding, ceil_mode, slices = _pool_padding(node)
     kind = "Max" if a["mode"] == "max" else "Avg"
     kwargs: dict = {"kernel_size": compact(a["pool_size"])}
     if a["strides"] != a["pool_size"]:
@@ -58,7 +87,13 @@ def pool_to_torch(node: Node, em: TorchEmitter) -> None:
     if kind == "Avg" and not a["count_include_pad"] and (padding != 0 or ceil_mode):
         kwargs["count_include_pad"] = False
     mod = em.module(node, call(f"nn.{kind}Pool{a['rank']}d", **kwargs))
-    em.assign(node, f"{mod}({em.var(node.inputs[0])})")
+    expr = f"{mod}({em.var(node.inputs[0])})"
+    if slices is not None:
+        x = node.inputs[0]
+        pads = padding if isinstance(padding, tuple) else (padding,) * a["rank"]
+        sizes = tuple(_torch_pool_count(n, k, s, p, ceil_mode) for n, k, s, p in zip(x.shape[2:], a["pool_size"], a["strides"], pads))
+        expr = _slice_expr(expr, slices, sizes)
+    em.assign(node, expr)
 
 
 @register("ir->torch", "global_pool")

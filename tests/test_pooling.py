@@ -1,0 +1,122 @@
+"""Keras pooling -> PyTorch at parity: Max/AveragePooling 1D/2D/3D over valid and
+TensorFlow "same" padding (average pooling excludes the padded elements), odd sizes,
+strides other than the pool size, channels-first layers, and the global pools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import convert_tf_keras, forward_source
+
+
+def one_layer(keras, layer, shape: tuple, name: str):
+    x = keras.Input(shape, name="x")
+    return keras.Model(x, layer(x), name=name)
+
+
+POOL_CASES = {
+    "max1_valid": ("MaxPooling1D", dict(pool_size=2), (9, 3)),
+    "max1_same_s1_k2": ("MaxPooling1D", dict(pool_size=2, strides=1, padding="same"), (9, 3)),
+    "avg1_same_s2_k3_odd": ("AveragePooling1D", dict(pool_size=3, strides=2, padding="same"), (9, 3)),
+    "avg1_same_s2_k3_even": ("AveragePooling1D", dict(pool_size=3, strides=2, padding="same"), (8, 3)),
+    "avg1_same_s1_k4": ("AveragePooling1D", dict(pool_size=4, strides=1, padding="same"), (9, 3)),
+    "avg1_first": ("AveragePooling1D", dict(pool_size=3, strides=2, padding="same", data_format="channels_first"), (3, 8)),
+    "max2_valid": ("MaxPooling2D", dict(pool_size=2), (7, 9, 3)),
+    "max2_valid_s1": ("MaxPooling2D", dict(pool_size=3, strides=1), (7, 9, 3)),
+    "max2_same_odd": ("MaxPooling2D", dict(pool_size=2, padding="same"), (7, 9, 3)),
+    "max2_same_k3_s2": ("MaxPooling2D", dict(pool_size=3, strides=2, padding="same"), (8, 9, 3)),
+    "max2_valid_rect": ("MaxPooling2D", dict(pool_size=(3, 2), strides=(2, 3)), (7, 9, 3)),
+    "max2_first": ("MaxPooling2D", dict(pool_size=3, strides=2, padding="same", data_format="channels_first"), (3, 8, 9)),
+    "avg2_valid": ("AveragePooling2D", dict(pool_size=2), (7, 9, 3)),
+    "avg2_same_odd": ("AveragePooling2D", dict(pool_size=2, padding="same"), (7, 9, 3)),
+    "avg2_same_k3_s2": ("AveragePooling2D", dict(pool_size=3, strides=2, padding="same"), (8, 9, 3)),
+    "avg2_same_k3_s1": ("AveragePooling2D", dict(pool_size=3, strides=1, padding="same"), (7, 9, 3)),
+    "avg2_same_k2_s1": ("AveragePooling2D", dict(pool_size=2, strides=1, padding="same"), (7, 9, 3)),
+    "avg2_same_mixed": ("AveragePooling2D", dict(pool_size=(2, 3), strides=(1, 2), padding="same"), (7, 8, 3)),
+    "avg2_same_k4_s3": ("AveragePooling2D", dict(pool_size=4, strides=3, padding="same"), (7, 11, 2)),
+    "avg2_first": ("AveragePooling2D", dict(pool_size=2, strides=1, padding="same", data_format="channels_first"), (3, 7, 9)),
+    "max3_valid": ("MaxPooling3D", dict(pool_size=2), (5, 6, 7, 2)),
+    "max3_same": ("MaxPooling3D", dict(pool_size=(2, 3, 2), strides=(1, 2, 2), padding="same"), (5, 6, 7, 2)),
+    "avg3_same": ("AveragePooling3D", dict(pool_size=3, strides=2, padding="same"), (5, 6, 7, 2)),
+    "avg3_first": ("AveragePooling3D", dict(pool_size=2, padding="same", data_format="channels_first"), (2, 5, 6, 7)),
+}
+
+GLOBAL_CASES = {
+    f"{mode}{rank}d{'_keep' if keep else ''}{'_first' if first else ''}": (
+        f"Global{'Average' if mode == 'avg' else 'Max'}Pooling{rank}D",
+        dict(keepdims=keep, **({"data_format": "channels_first"} if first else {})),
+        ((2, 3, 4, 5)[: rank + 1] if first else (5, 4, 3, 2)[: rank] + (3,)),
+    )
+    for mode in ("avg", "max")
+    for rank in (1, 2, 3)
+    for keep in (False, True)
+    for first in (False, True)
+    if not (first and rank == 3 and keep)  # keep the matrix small
+}
+
+
+def _build(keras, case: tuple, name: str):
+    cls, kwargs, shape = case
+    return one_layer(keras, getattr(keras.layers, cls)(**kwargs, name=name), shape, name)
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES), ids=list(POOL_CASES))
+def test_pool_parity(keras, convert, case):
+    result = convert(_build(keras, POOL_CASES[case], case))
+    assert result.parity.worst_rel <= 1e-4
+    forward = forward_source(result)
+    assert "permute(" not in forward
+    assert "Pool" in (result.out / "model.py").read_text()
+
+
+def test_average_pool_excludes_padding(keras, convert):
+    """On a constant input, an average that counted TF's padded zeros would shrink at the edges."""
+    model = _build(keras, POOL_CASES["avg2_same_k2_s1"], "avg")
+    x = np.ones((1, 7, 9, 3), "float32")
+    result = convert(model, inputs=[x])
+    assert result.parity.worst_rel <= 1e-4
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("emitted_avg", result.out / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import torch
+
+    y = module.load()(torch.ones(1, 3, 7, 9))
+    assert torch.allclose(y, torch.ones_like(y))
+
+
+@pytest.mark.parametrize("case", list(GLOBAL_CASES), ids=list(GLOBAL_CASES))
+def test_global_pool_parity(keras, convert, case):
+    result = convert(_build(keras, GLOBAL_CASES[case], case))
+    assert result.parity.worst_rel <= 1e-4
+    out = result.manifest["outputs"][0]
+    keep = GLOBAL_CASES[case][1]["keepdims"]
+    rank = len(GLOBAL_CASES[case][2]) + 1
+    assert len(out["shape"]) == (rank if keep else 2)
+    assert "permute(" not in forward_source(result)
+
+
+@pytest.mark.parametrize("case", ["max2_same_k3_s2", "avg2_same_k2_s1", "avg1_first", "avg3_same", "avg2d_keep"])
+def test_pool_layout_keep(keras, convert, case):
+    spec = POOL_CASES.get(case) or GLOBAL_CASES[case]
+    result = convert(_build(keras, spec, case), layout="keep")
+    assert result.parity.worst_rel <= 1e-4
+    assert "perm" not in result.manifest["inputs"][0] and "perm" not in result.manifest["outputs"][0]
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+@pytest.mark.parametrize("case", ["avg2_same_k3_s2", "max1_same_s1_k2", "max3_same", "max2d_keep"])
+def test_pool_file_formats(keras, convert, case, fmt):
+    spec = POOL_CASES.get(case) or GLOBAL_CASES[case]
+    result = convert(_build(keras, spec, case), fmt=fmt)
+    assert result.parity.worst_rel <= 1e-4
+
+
+@pytest.mark.parametrize("case", ["avg2_same_k3_s2", "max1_same_s1_k2", "max3_same", "avg2d_first", "max2d_keep"])
+def test_pool_tf_keras2_h5(tmp_path, case):
+    tf_keras = pytest.importorskip("tf_keras")
+    cls, kwargs, shape = POOL_CASES.get(case) or GLOBAL_CASES[case]
+    model = one_layer(tf_keras, getattr(tf_keras.layers, cls)(**kwargs, name=case), shape, case)
+    parity = convert_tf_keras(model, tmp_path)
+    assert parity.passed and parity.worst_rel <= 1e-4, parity.to_dict()
