@@ -24,16 +24,18 @@ def _pairs(value: Any, rank: int) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def _data_format(call: LayerCall, rank: int) -> str:
-    return (call.get("data_format") or "channels_last") if rank > 1 else "channels_last"
+def _data_format(call: LayerCall) -> str:
+    """The layer's data_format (Keras 3 ZeroPadding1D has one too; Cropping1D and
+    UpSampling1D do not and are channels-last)."""
+    return call.get("data_format") or "channels_last"
 
 
 def _pad(call: LayerCall, rank: int) -> Value:
-    return call.emit("pad", [call.x], {"pads": _pairs(call.get("padding", 1), rank), "data_format": _data_format(call, rank)})
+    return call.emit("pad", [call.x], {"pads": _pairs(call.get("padding", 1), rank), "data_format": _data_format(call)})
 
 
 def _crop(call: LayerCall, rank: int) -> Value:
-    return call.emit("crop", [call.x], {"crops": _pairs(call.get("cropping", 1), rank), "data_format": _data_format(call, rank)})
+    return call.emit("crop", [call.x], {"crops": _pairs(call.get("cropping", 1), rank), "data_format": _data_format(call)})
 
 
 @register("keras->ir", "ZeroPadding1D")
@@ -72,7 +74,7 @@ def _upsample(call: LayerCall, rank: int) -> Value:
     mode = str(call.get("interpolation", "nearest"))
     if mode not in ("nearest", "bilinear"):
         raise call.error(f"interpolation {mode!r} is not supported (nearest and bilinear are)")
-    return call.emit("upsample", [call.x], {"scale": scale, "mode": mode, "data_format": _data_format(call, rank)})
+    return call.emit("upsample", [call.x], {"scale": scale, "mode": mode, "data_format": _data_format(call)})
 
 
 @register("keras->ir", "UpSampling1D")
@@ -94,6 +96,9 @@ def upsampling3d_from_keras(call: LayerCall) -> Value:
 def resizing_from_keras(call: LayerCall) -> Value:
     if call.get("crop_to_aspect_ratio") or call.get("pad_to_aspect_ratio"):
         raise call.error("crop_to_aspect_ratio / pad_to_aspect_ratio are not supported yet")
+    # fill_mode / fill_value only apply with pad_to_aspect_ratio, refused above: mark them read
+    call.get("fill_mode")
+    call.get("fill_value")
     mode = str(call.get("interpolation", "bilinear"))
     if mode not in ("nearest", "bilinear"):
         raise call.error(f"interpolation {mode!r} is not supported (nearest and bilinear are)")
@@ -107,6 +112,6 @@ def resizing_from_keras(call: LayerCall) -> Value:
             "size": (int(call.get("height")), int(call.get("width"))),
             "mode": mode,
             "antialias": bool(call.get("antialias", False)),
-            "data_format": call.get("data_format") or "channels_last",
+            "data_format": _data_format(call),
         },
     )

@@ -68,6 +68,8 @@ def _slice_expr(expr: str, slices: tuple[tuple[int, int], ...], sizes: tuple) ->
     parts = []
     for (start, stop), n in zip(slices, sizes):
         parts.append(f"{start or ''}:{stop if stop != n else ''}" if (start, stop) != (0, n) else ":")
+    while parts and parts[-1] == ":":
+        parts.pop()
     return f"{expr}[:, :, {', '.join(parts)}]"
 
 
