@@ -26,6 +26,7 @@ CONV_CASES = {
     "c1_causal_d2": ("Conv1D", dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2), (9, 3)),
     "c1_same_d2": ("Conv1D", dict(filters=2, kernel_size=2, padding="same", dilation_rate=2), (9, 3)),
     "c1_groups": ("Conv1D", dict(filters=4, kernel_size=3, groups=2, use_bias=False), (9, 4)),
+    "c1_causal_first": ("Conv1D", dict(filters=4, kernel_size=4, padding="causal", data_format="channels_first"), (3, 9)),
     "c1_first": ("Conv1D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 9)),
     # Conv2D
     "c2_valid_rect": ("Conv2D", dict(filters=4, kernel_size=(3, 2), strides=(1, 2)), (7, 9, 3)),
@@ -37,6 +38,9 @@ CONV_CASES = {
     "c2_groups_nobias": ("Conv2D", dict(filters=6, kernel_size=3, groups=2, use_bias=False), (7, 9, 4)),
     "c2_activation": ("Conv2D", dict(filters=4, kernel_size=3, activation="tanh"), (7, 9, 3)),
     "c2_first": ("Conv2D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 7, 9)),
+    "c2_groups_first": ("Conv2D", dict(filters=4, kernel_size=(2, 3), groups=2, padding="same", data_format="channels_first"), (4, 7, 8)),
+    "c2_k1_s2_odd": ("Conv2D", dict(filters=4, kernel_size=1, strides=2, padding="same"), (7, 9, 3)),
+    "c2_k5_s3_same": ("Conv2D", dict(filters=2, kernel_size=5, strides=3, padding="same"), (7, 11, 2)),
     # Conv3D
     "c3_same_s2": ("Conv3D", dict(filters=3, kernel_size=3, strides=2, padding="same"), (5, 6, 7, 2)),
     "c3_valid_d2": ("Conv3D", dict(filters=3, kernel_size=2, dilation_rate=2, activation="relu"), (5, 6, 7, 2)),
@@ -45,6 +49,8 @@ CONV_CASES = {
     "dw1_mult2": ("DepthwiseConv1D", dict(kernel_size=3, depth_multiplier=2, padding="same"), (9, 3)),
     "dw2_mult3_s2": ("DepthwiseConv2D", dict(kernel_size=3, strides=2, depth_multiplier=3, padding="same"), (7, 9, 2)),
     "dw2_first": ("DepthwiseConv2D", dict(kernel_size=(3, 2), depth_multiplier=2, data_format="channels_first"), (2, 7, 9)),
+    "dw1_first_s2": ("DepthwiseConv1D", dict(kernel_size=2, strides=2, padding="same", data_format="channels_first"), (3, 9)),
+    "dw2_d2": ("DepthwiseConv2D", dict(kernel_size=3, dilation_rate=2, padding="same"), (7, 9, 2)),
     "dw2_nobias_relu": ("DepthwiseConv2D", dict(kernel_size=3, use_bias=False, activation="relu"), (7, 9, 3)),
     "sep1_mult2": ("SeparableConv1D", dict(filters=5, kernel_size=3, depth_multiplier=2, strides=2, padding="same"), (9, 3)),
     "sep2": ("SeparableConv2D", dict(filters=4, kernel_size=3, padding="same", activation="relu"), (7, 9, 3)),
@@ -69,6 +75,9 @@ TRANSPOSE_CASES = {
     "t2_same_d2": ("Conv2DTranspose", dict(filters=3, kernel_size=3, padding="same", dilation_rate=2, use_bias=False), (5, 6, 2)),
     "t2_first": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (2, 5, 6)),
     "t2_activation": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, activation="sigmoid"), (5, 6, 2)),
+    "t1_same_s3_k5_first": ("Conv1DTranspose", dict(filters=3, kernel_size=5, strides=3, padding="same", data_format="channels_first"), (2, 7)),
+    "t2_same_s3_k5_outpad": ("Conv2DTranspose", dict(filters=3, kernel_size=5, strides=3, padding="same", output_padding=2), (4, 5, 2)),
+    "t3_first": ("Conv3DTranspose", dict(filters=2, kernel_size=(2, 3, 2), strides=2, padding="same", data_format="channels_first"), (2, 3, 4, 5)),
     "t3_same_s2": ("Conv3DTranspose", dict(filters=2, kernel_size=3, strides=2, padding="same"), (3, 4, 5, 2)),
     "t3_valid_outpad": ("Conv3DTranspose", dict(filters=2, kernel_size=2, strides=(1, 2, 3), output_padding=(0, 1, 2)), (3, 4, 5, 2)),
 }
@@ -150,7 +159,10 @@ def tf_keras():
     return pytest.importorskip("tf_keras")
 
 
-@pytest.mark.parametrize("case", FORMAT_CASES + FORMAT_TRANSPOSE_CASES)
+TF_KERAS_CASES = FORMAT_CASES + FORMAT_TRANSPOSE_CASES + ["c2_groups_nobias", "c3_same_s2", "dw1_mult2", "c2_first", "t3_valid_outpad"]
+
+
+@pytest.mark.parametrize("case", TF_KERAS_CASES)
 def test_conv_tf_keras2_h5(tf_keras, tmp_path, case):
     """tf.keras 2.x .h5 files: Keras 2 config (batch_input_shape, nested inbound_nodes)."""
     cls, kwargs, shape = CONV_CASES.get(case) or TRANSPOSE_CASES[case]

@@ -103,6 +103,8 @@ def _depthwise(call: LayerCall, rank: int, kernel: np.ndarray, *, bias: np.ndarr
     x = call.x
     in_ch = _channels(x, attrs["data_format"])
     mult = int(call.get("depth_multiplier", 1))
+    if int(call.get("groups", 1) or 1) != 1:  # tf.keras 2 writes the Conv base's groups=1 here
+        raise call.error("a depthwise convolution with groups != 1 is not defined")
     expect = (*attrs["kernel_size"], in_ch, mult)
     if tuple(kernel.shape) != expect:
         raise call.error(f"depthwise kernel has shape {kernel.shape}, expected {expect}")
@@ -166,6 +168,8 @@ def _conv_transpose(call: LayerCall, rank: int) -> Value:
     out_pad_cfg = call.get("output_padding")
     out_pad = _tuple(out_pad_cfg, rank) if out_pad_cfg is not None else None
     filters = int(call.get("filters"))
+    if int(call.get("groups", 1) or 1) != 1:  # tf.keras 2 writes groups=1 for transposed convolutions
+        raise call.error("grouped transposed convolutions are not supported")
     in_ch = _channels(x, data_format)
     use_bias = bool(call.get("use_bias", True))
     call.expect_weights(2 if use_bias else 1)
