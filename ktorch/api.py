@@ -144,7 +144,11 @@ def convert(
         "inputs": io(graph.inputs),
         "outputs": io(graph.outputs),
         "values": {
-            v.source: {"emitted": rendered.value_names[v.name], **({"perm": list(v.perm)} if v.perm else {})}
+            v.source: {
+                "emitted": rendered.value_names[v.name],
+                **({"perm": list(v.perm)} if v.perm else {}),
+                "class": v.producer.source_class if v.producer is not None and v.producer.source_class else "InputLayer" if v in graph.inputs else None,
+            }
             for v in graph.values()
             if v.source and v.name in rendered.value_names
         },

@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the graph as JSON instead of a table")
     i.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (custom layer translators)")
     i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    from .verify.cli import add_parser as add_verify_parser
+
+    add_verify_parser(sub)
     return p
 
 
@@ -143,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_STRUCTURE
-    handler = {"convert": _convert, "inspect": _inspect}[args.command]
+    from .verify.cli import main as _verify
+
+    handler = {"convert": _convert, "inspect": _inspect, "verify": _verify}[args.command]
     try:
         if getattr(args, "plugin", None):
             from .plugins import load_plugin

@@ -1,7 +1,27 @@
-"""Parity checks between a source model and its translation."""
+"""Parity checks between a source model and its translation.
+
+`verify_conversion` runs both sides and returns a `VerifyReport`; `assert_parity` raises
+unless the conversion verifies (for tests). `ktorch verify` is the command-line shell.
+"""
 
 from __future__ import annotations
 
 from .compare import DEFAULT_RTOL, Comparison, compare
+from .profiles import PROFILES, Profile, select_profile
+from .report import REPORT_SCHEMA, VerifyReport, validate_report
+from .verifier import StructuralError, assert_parity, verify_conversion
 
-__all__ = ["DEFAULT_RTOL", "Comparison", "compare"]
+__all__ = [
+    "DEFAULT_RTOL",
+    "PROFILES",
+    "REPORT_SCHEMA",
+    "Comparison",
+    "Profile",
+    "StructuralError",
+    "VerifyReport",
+    "assert_parity",
+    "compare",
+    "select_profile",
+    "validate_report",
+    "verify_conversion",
+]

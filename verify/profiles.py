@@ -1,0 +1,122 @@
+"""Tolerance profiles per device and dtype, and the GPU precision settings they assume.
+
+Errors are measured relative to the reference tensor's scale (max |reference|), see
+`verify.compare`. A profile gives the largest relative error accepted for floating
+tensors; integer and bool tensors must always match exactly.
+
+| profile      | when                                   | rtol  |
+| ------------ | -------------------------------------- | ----- |
+| `cpu-fp32`   | float32 on CPU (the default)           | 1e-4  |
+| `cuda-fp32`  | float32 on CUDA, TF32 pinned off       | 2e-4  |
+| `cuda-tf32`  | float32 on CUDA with `--tf32`          | 5e-3  |
+| `fp16`       | float16 models, any device             | 1e-2  |
+| `bf16`       | bfloat16 models, any device            | 5e-2  |
+
+`cuda-fp32` is looser than CPU because cuDNN picks its own (non-TF32) algorithms on each
+side; TF32 keeps 10 mantissa bits, so products carry about 5e-4 relative error each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A named tolerance: max |a - b| <= rtol * max |reference| for floating tensors."""
+
+    name: str
+    rtol: float
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("cpu-fp32", 1e-4, "float32 on CPU"),
+        Profile("cuda-fp32", 2e-4, "float32 on CUDA with TF32 off on both sides"),
+        Profile("cuda-tf32", 5e-3, "float32 on CUDA with TF32 allowed (--tf32)"),
+        Profile("fp16", 1e-2, "float16 computation"),
+        Profile("bf16", 5e-2, "bfloat16 computation"),
+    )
+}
+
+
+def select_profile(device: str, dtypes: list[str] | tuple[str, ...] = ("float32",), *, tf32: bool = False) -> Profile:
+    """The profile for a run on `device` ('cpu' or 'cuda') of a model whose outputs have
+    `dtypes`: the loosest dtype wins (a bf16 output makes the whole run bf16)."""
+    if "bfloat16" in dtypes:
+        return PROFILES["bf16"]
+    if "float16" in dtypes:
+        return PROFILES["fp16"]
+    if device.startswith("cuda"):
+        return PROFILES["cuda-tf32" if tf32 else "cuda-fp32"]
+    return PROFILES["cpu-fp32"]
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _tensorflow_in_use() -> bool:
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow") is None:
+        return False
+    import os
+
+    return os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+
+
+@contextlib.contextmanager
+def precision_settings(device: str, *, tf32: bool = False) -> Iterator[dict[str, Any]]:
+    """Pin TF32 on (or off) for PyTorch and TensorFlow while verifying on `device`, and
+    yield the settings as they were read back, for the report. Restores them afterwards."""
+    settings: dict[str, Any] = {"device": device, "tf32": bool(tf32)}
+    restore: list[Any] = []
+    try:
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the allow_tf32 flags are deprecated in favour of fp32_precision
+            old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+            restore.append(lambda: _set_torch(*old))
+            _set_torch(tf32, tf32, "high" if tf32 else "highest")
+            settings["torch.backends.cuda.matmul.allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+            settings["torch.backends.cudnn.allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
+            settings["torch.float32_matmul_precision"] = torch.get_float32_matmul_precision()
+        settings["torch"] = torch.__version__
+        if device.startswith("cuda") and torch.cuda.is_available():
+            settings["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    if _tensorflow_in_use():
+        import tensorflow as tf
+
+        old_tf = tf.config.experimental.tensor_float_32_execution_enabled()
+        restore.append(lambda: tf.config.experimental.enable_tensor_float_32_execution(old_tf))
+        tf.config.experimental.enable_tensor_float_32_execution(bool(tf32))
+        settings["tensorflow.tensor_float_32_execution"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
+        settings["tensorflow"] = tf.__version__
+    try:
+        yield settings
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
+def _set_torch(matmul: bool, cudnn: bool, precision: str) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.set_float32_matmul_precision(precision)

@@ -1,0 +1,218 @@
+"""The two sides of a verification: the source model and the emitted one.
+
+A direction ("keras->torch", "torch->keras", as recorded in the manifest) names one
+source side and one emitted side. A source side runs the original model and captures
+the outputs of its layers by name (in the source's layout); an emitted side runs the
+translation and, to localise errors, runs it with the source's intermediates fed in
+(isolated mode). Adding a direction means adding the two classes and one line to
+`DIRECTIONS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from .runners import RunError, import_emitted, keras_backend, load_keras_model
+from .stepper import Stepper, parse_forward
+
+
+@dataclass
+class Capture:
+    """What one side computed for one batch of inputs."""
+
+    outputs: list[np.ndarray]
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # source layer name -> array (source layout)
+    skipped: dict[str, str] = field(default_factory=dict)  # source layer name -> why it was not captured
+    classes: dict[str, str] = field(default_factory=dict)  # source layer name -> its class
+
+
+class SourceSide(Protocol):
+    backend: str
+
+    def run(self, inputs: Sequence[np.ndarray], names: Sequence[str]) -> Capture:
+        """Outputs, and the outputs of the layers `names` (not the model's inputs)."""
+        ...
+
+
+class EmittedSide(Protocol):
+    backend: str
+
+    def run(self, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]: ...
+
+    def isolated(self, propagated: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, Any]: ...
+
+    def statement_of(self, variable: str) -> str | None:
+        """The emitted source text that computes `variable`."""
+        ...
+
+    def order(self) -> list[str]:
+        """The emitted locals in the order the emitted model computes them."""
+        ...
+
+    def to_numpy(self, value: Any) -> np.ndarray: ...
+
+
+def _keras_device(device: str) -> str:
+    return "gpu:0" if device.startswith("cuda") else "cpu:0"
+
+
+@contextlib.contextmanager
+def keras_device(device: str) -> Iterator[None]:
+    import keras
+
+    with keras.device(_keras_device(device)):
+        yield
+
+
+class KerasSource:
+    """A Keras model file, run on TensorFlow when installed, else on the torch backend."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> None:
+        self.backend = keras_backend()
+        self.device = device
+        if device.startswith("cuda") and self.backend == "tensorflow":
+            import tensorflow as tf
+
+            if not tf.config.list_physical_devices("GPU"):
+                raise RunError("cannot run the Keras source on cuda: TensorFlow sees no GPU; use --device cpu, or KERAS_BACKEND=torch")
+        with keras_device(device):
+            self.model = load_keras_model(path, trust_code=trust_code)
+        self._captures: dict[tuple[str, ...], tuple[Any, list[str]]] = {}
+        self.calls = _call_counts(self.model)
+
+    def layer_class(self, name: str) -> str | None:
+        try:
+            return type(self.model.get_layer(name)).__name__
+        except ValueError:
+            return None
+
+    def _capture_model(self, names: Sequence[str]) -> tuple[Any, list[str], dict[str, str]]:
+        import keras
+
+        wanted, tensors, skipped = [], [], {}
+        for name in names:
+            if "/" in name:
+                skipped[name] = "a layer inside a nested model (its outer model's output is compared)"
+                continue
+            try:
+                layer = self.model.get_layer(name)
+            except ValueError:
+                skipped[name] = "no layer of this name in the Keras model"
+                continue
+            if self.calls.get(name, 1) > 1:
+                skipped[name] = f"a shared layer (called {self.calls[name]} times)"
+                continue
+            try:
+                out = layer.output
+            except (AttributeError, ValueError) as exc:
+                skipped[name] = f"its output cannot be captured ({exc})"
+                continue
+            if isinstance(out, (list, tuple, dict)):
+                skipped[name] = "a layer with several outputs"
+                continue
+            wanted.append(name)
+            tensors.append(out)
+        outputs = list(self.model.outputs)
+        with keras_device(self.device):
+            model = keras.Model(self.model.inputs, outputs + tensors, name=f"{self.model.name}_capture")
+        return model, wanted, skipped
+
+    def run(self, inputs: Sequence[np.ndarray], names: Sequence[str]) -> Capture:
+        import keras
+
+        key = tuple(names)
+        if key not in self._captures:
+            self._captures[key] = self._capture_model(names)
+        model, wanted, skipped = self._captures[key]
+        with keras_device(self.device):
+            out = model(list(inputs), training=False)
+        arrays = [keras.ops.convert_to_numpy(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+        n = len(self.model.outputs)
+        values = dict(zip(wanted, arrays[n:]))
+        classes = {name: cls for name in [*wanted, *skipped] if (cls := self.layer_class(name)) is not None}
+        return Capture(arrays[:n], values, dict(skipped), classes)
+
+
+def _call_counts(model: Any) -> dict[str, int]:
+    """How many times each top-level layer is called in a functional model's config."""
+    try:
+        config = model.get_config()
+    except Exception:  # subclassed models have no config to read
+        return {}
+    counts = {}
+    for layer in config.get("layers", []) if isinstance(config, dict) else []:
+        name = layer.get("name") or layer.get("config", {}).get("name")
+        counts[name] = max(1, len(layer.get("inbound_nodes") or []))
+    return counts
+
+
+class TorchEmitted:
+    """An emitted PyTorch directory: model.py + model.safetensors."""
+
+    def __init__(self, directory: str | Path, manifest: dict[str, Any], *, device: str = "cpu") -> None:
+        import torch
+
+        self.backend = f"torch {torch.__version__}"
+        self.device = device
+        directory = Path(directory)
+        self.module = import_emitted(directory)
+        try:
+            self.model = self.module.load(directory / "model.safetensors", device=device)
+        except Exception as exc:
+            raise RunError(f"{directory}: the emitted model could not be built ({type(exc).__name__}: {exc})") from exc
+        class_name = manifest.get("model", {}).get("class_name")
+        self.forward = parse_forward(directory / "model.py", class_name)
+        self.stepper = Stepper(self.forward, vars(self.module), self.model)
+        self._statement = {name: s.text for s in self.forward.statements for name in s.writes}
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+    def _tensor(self, array: np.ndarray, like: Any = None) -> Any:
+        import torch
+
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if like is not None and hasattr(like, "dtype"):
+            tensor = tensor.to(like.dtype)
+        return tensor.to(self.device)
+
+    def run(self, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
+        outputs, env = self.stepper.propagate([self._tensor(a) for a in inputs])
+        return [self.to_numpy(o) for o in outputs], env
+
+    def isolated(self, propagated: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        def feed(name: str) -> Any | None:
+            array = feeds.get(name)
+            return None if array is None else self._tensor(array, propagated.get(name))
+
+        return self.stepper.isolate(propagated, feed)
+
+    def statement_of(self, variable: str) -> str | None:
+        return self._statement.get(variable)
+
+    def order(self) -> list[str]:
+        return [name for statement in self.forward.statements for name in statement.writes]
+
+
+@dataclass(frozen=True)
+class Direction:
+    source: Callable[..., SourceSide]
+    emitted: Callable[..., EmittedSide]
+
+
+DIRECTIONS: dict[str, Direction] = {
+    "keras->torch": Direction(KerasSource, TorchEmitted),
+}
+
+
+def direction_of(manifest: dict[str, Any]) -> Direction:
+    name = manifest.get("direction", "keras->torch")
+    try:
+        return DIRECTIONS[name]
+    except KeyError:
+        raise RunError(f"ktorch.json: direction {name!r} cannot be verified by this version (supported: {', '.join(DIRECTIONS)})") from None

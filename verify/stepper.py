@@ -1,0 +1,118 @@
+"""Run an emitted PyTorch `forward` one statement at a time.
+
+The writer emits one statement per graph node, each assigning a uniquely named local
+(see translate/torch_writer/codegen.py). Parsing `forward` with `ast` lets the verifier
+keep every intermediate (propagated mode) and re-run each statement with its inputs
+replaced by the source model's own intermediates (isolated mode), which localises a
+wrong translation to the one statement that computes it.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .runners import RunError
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement of forward: the names it reads and the locals it assigns."""
+
+    index: int
+    line: int
+    text: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    code: Any  # a compiled code object (exec mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    arguments: tuple[str, ...]
+    statements: tuple[Statement, ...]
+    returns: Any  # a compiled expression (eval mode)
+    return_text: str
+
+
+def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
+    """Parse `forward` of the nn.Module class `class_name` (or the only class that has a
+    forward) in an emitted model.py."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text, filename=str(path))
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and any(isinstance(f, ast.FunctionDef) and f.name == "forward" for f in n.body)]
+    if class_name is not None:
+        classes = [c for c in classes if c.name == class_name] or classes
+    if len(classes) != 1:
+        raise RunError(f"{path}: expected one nn.Module class with a forward(), found {[c.name for c in classes]}; was model.py edited by hand?")
+    forward = next(f for f in classes[0].body if isinstance(f, ast.FunctionDef) and f.name == "forward")
+    arguments = tuple(a.arg for a in forward.args.args[1:])
+    known = set(arguments)
+    statements = []
+    body = list(forward.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]  # docstring
+    if not body or not isinstance(body[-1], ast.Return) or body[-1].value is None:
+        raise RunError(f"{path}: forward() of {classes[0].name} must end with `return <outputs>`")
+    for i, stmt in enumerate(body[:-1]):
+        reads = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known))
+        writes = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)))
+        known.update(writes)
+        code = compile(ast.Module(body=[stmt], type_ignores=[]), str(path), "exec")
+        statements.append(Statement(i, stmt.lineno, ast.get_source_segment(text, stmt) or ast.unparse(stmt), reads, writes, code))
+    ret = body[-1]
+    returns = compile(ast.Expression(body=ret.value), str(path), "eval")
+    return Forward(arguments, tuple(statements), returns, ast.get_source_segment(text, ret.value) or ast.unparse(ret.value))
+
+
+class Stepper:
+    """Executes a parsed forward against a loaded module, in the module's globals."""
+
+    def __init__(self, forward: Forward, module_globals: Mapping[str, Any], model: Any) -> None:
+        self.forward = forward
+        self.globals = dict(module_globals)
+        self.model = model
+
+    def _run(self, statement: Statement, env: dict[str, Any]) -> dict[str, Any]:
+        scope = dict(self.globals)
+        scope.update(env)
+        scope["self"] = self.model
+        try:
+            exec(statement.code, scope)  # noqa: S102 (the emitted model's own code)
+        except Exception as exc:
+            raise RunError(f"line {statement.line} of model.py, `{statement.text}`, failed: {type(exc).__name__}: {exc}") from exc
+        return {name: scope[name] for name in statement.writes}
+
+    def propagate(self, inputs: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Run forward on `inputs` (tensors); return its outputs and every local."""
+        import torch
+
+        if len(inputs) != len(self.forward.arguments):
+            raise RunError(f"forward() takes {len(self.forward.arguments)} inputs, {len(inputs)} were given")
+        env: dict[str, Any] = dict(zip(self.forward.arguments, inputs))
+        with torch.no_grad():
+            for statement in self.forward.statements:
+                env.update(self._run(statement, env))
+            scope = {**self.globals, **env, "self": self.model}
+            out = eval(self.forward.returns, scope)  # noqa: S307 (the emitted model's own code)
+        return list(out) if isinstance(out, (list, tuple)) else [out], env
+
+    def isolate(self, propagated: Mapping[str, Any], feed: Callable[[str], Any | None]) -> dict[str, Any]:
+        """Re-run every statement with each input that `feed(name)` provides (the source
+        model's value, in the emitted layout) instead of the emitted model's own; other
+        inputs come from this isolated run, or the propagated run for forward's arguments.
+        Returns the locals each statement assigned."""
+        import torch
+
+        env: dict[str, Any] = {}
+        with torch.no_grad():
+            for statement in self.forward.statements:
+                bound = {}
+                for name in statement.reads:
+                    fed = feed(name)
+                    bound[name] = fed if fed is not None else env.get(name, propagated.get(name))
+                env.update(self._run(statement, bound))
+        return env

@@ -1,0 +1,276 @@
+"""`ktorch verify`: run a source model and its translation on the same inputs and compare
+the outputs and every aligned intermediate, on each requested device and batch size.
+
+Alignment comes from the manifest written at conversion time: `values` maps each source
+layer's name to the emitted local that holds its output and the layout `perm` between
+them (`emitted = source.transpose(perm)`). Two modes:
+
+* propagated: each side runs on its own; errors accumulate along the network.
+* isolated: each emitted statement is run with its inputs replaced by the source's own
+  intermediates, so each layer's error is its own; the first layer over tolerance is
+  where the translation is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..graph.errors import KtorchError, ModelFileError, ParityError
+from ..translate.output import MANIFEST, read_manifest
+from .compare import compare
+from .profiles import cuda_available, precision_settings, select_profile
+from .report import EXIT_CANNOT_RUN, EXIT_MISMATCH, EXIT_STRUCTURE, LayerResult, RunResult, VerifyReport
+from .runners import RunError, make_inputs, to_emitted, to_source
+from .sides import Capture, direction_of
+
+MODES = ("both", "isolated", "propagated", "outputs")
+WORST = 5  # worst elements recorded per failing comparison
+
+
+class StructuralError(ParityError):
+    """The emitted model's outputs do not line up with the source's (count, shape, dtype)."""
+
+    exit_code = EXIT_STRUCTURE
+
+
+def resolve_devices(device: str | Sequence[str]) -> tuple[list[str], list[str]]:
+    """'cpu' | 'cuda' | 'all' (or a list) -> (devices to run, notes). Asking for cuda
+    without one is an error; 'all' runs what there is."""
+    names = [device] if isinstance(device, str) else list(device)
+    devices, notes = [], []
+    for name in names:
+        if name == "all":
+            devices.append("cpu")
+            if cuda_available():
+                devices.append("cuda")
+            else:
+                notes.append("--device all: no CUDA device here (torch.cuda.is_available() is False); ran on CPU only")
+        elif name in ("cpu", "cuda"):
+            if name == "cuda" and not cuda_available():
+                raise RunError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False); use --device cpu or all")
+            devices.append(name)
+        else:
+            raise RunError(f"unknown device {name!r}: use cpu, cuda or all")
+    return list(dict.fromkeys(devices)), notes
+
+
+def load_inputs(data: str | Path | Mapping[str, np.ndarray] | Sequence[np.ndarray], specs: list[dict[str, Any]]) -> list[np.ndarray]:
+    """Real inputs, in the source's layout: an .npz file or a dict keyed by input name (or
+    arr_0, arr_1, ... in input order), or a list in input order."""
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{path}: cannot read the inputs ({exc}); expected an .npz file with one array per model input") from None
+    if isinstance(data, Mapping):
+        arrays = []
+        for i, spec in enumerate(specs):
+            for key in (spec["name"], spec.get("emitted_name"), f"arr_{i}"):
+                if key in data:
+                    arrays.append(np.asarray(data[key]))
+                    break
+            else:
+                raise ModelFileError(f"the inputs have no array for model input {spec['name']!r} (keys: {sorted(data)}); name them after the inputs")
+        return arrays
+    arrays = [np.asarray(a) for a in data]
+    if len(arrays) != len(specs):
+        raise ModelFileError(f"the model has {len(specs)} inputs, {len(arrays)} arrays were given")
+    return arrays
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_conversion(
+    src: str | Path,
+    converted: str | Path,
+    *,
+    device: str | Sequence[str] = "cpu",
+    batches: Sequence[int] = (2,),
+    inputs: str | Path | Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None,
+    seed: int = 0,
+    tolerance: float | None = None,
+    output_tolerances: Mapping[str, float] | None = None,
+    tf32: bool = False,
+    mode: str = "both",
+    trust_code: bool = False,
+) -> VerifyReport:
+    """Verify a converted directory against its source; never raises for a failed or
+    impossible verification: the report's `exit_code` and `error` say what happened.
+
+    `tolerance` overrides the device/dtype profile's relative tolerance (verify.profiles)
+    for every tensor; `output_tolerances` overrides it per output name.
+    """
+    from .. import __version__
+
+    src, converted = Path(src), Path(converted)
+    report = VerifyReport(str(src), str(converted), "?", __version__)
+    report.tolerance = {"rtol": tolerance, "outputs": dict(output_tolerances or {})}
+    try:
+        if mode not in MODES:
+            raise RunError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        if not src.is_file():
+            raise ModelFileError(f"{src}: no such source model file")
+        if not (converted / MANIFEST).is_file():
+            raise ModelFileError(f"{converted}: not a ktorch output directory (no {MANIFEST}); convert first with `ktorch convert`")
+        try:
+            manifest = read_manifest(converted)
+        except ValueError as exc:
+            raise ModelFileError(f"{converted / MANIFEST}: not valid JSON ({exc})") from None
+        report.direction = manifest.get("direction", "keras->torch")
+        expected_sha = manifest.get("source", {}).get("sha256")
+        if expected_sha and _sha256(src) != expected_sha:
+            report.warnings.append(f"{src} is not the file this directory was converted from (sha256 differs from {MANIFEST})")
+        unknown = set(output_tolerances or {}) - {o["name"] for o in manifest["outputs"]}
+        if unknown:
+            raise RunError(f"--output-tolerance names no output of this model: {sorted(unknown)} (outputs: {[o['name'] for o in manifest['outputs']]})")
+        devices, notes = resolve_devices(device)
+        report.warnings.extend(notes)
+        direction = direction_of(manifest)
+        specs = manifest["inputs"]
+        given = load_inputs(inputs, specs) if inputs is not None else None
+        for dev in devices:
+            with precision_settings(dev, tf32=tf32) as settings:
+                source = direction.source(src, device=dev, trust_code=trust_code)
+                emitted = direction.emitted(converted, manifest, device=dev)
+                for batch in [len(given[0]) if given and given[0].ndim else 0] if given is not None else list(batches):
+                    arrays = given if given is not None else make_inputs(specs, seed=seed, batch=batch)
+                    how = str(inputs) if isinstance(inputs, (str, Path)) else ("given arrays" if given is not None else f"random(seed={seed})")
+                    report.runs.append(
+                        _run_once(manifest, source, emitted, arrays, dict(settings), dev, batch, how, tolerance, dict(output_tolerances or {}), tf32, mode)
+                    )
+    except KtorchError as exc:
+        report.error = str(exc)
+    except ImportError as exc:
+        report.error = f"a dependency is missing: {exc}"
+    return report
+
+
+def _run_once(
+    manifest: dict[str, Any],
+    source: Any,
+    emitted: Any,
+    arrays: list[np.ndarray],
+    settings: dict[str, Any],
+    device: str,
+    batch: int,
+    how: str,
+    tolerance: float | None,
+    output_tolerances: dict[str, float],
+    tf32: bool,
+    mode: str,
+) -> RunResult:
+    outs = manifest["outputs"]
+    float_dtypes = [o.get("dtype", "float32") for o in outs]
+    profile = select_profile(device, float_dtypes, tf32=tf32)
+    rtol = tolerance if tolerance is not None else profile.rtol
+    run = RunResult(device, batch, how, profile.name, rtol, settings, source.backend, emitted.backend, mode=mode)
+
+    values: dict[str, dict[str, Any]] = manifest.get("values", {})
+    input_names = {s["name"] for s in manifest["inputs"]}
+    layer_names = [name for name in values if name not in input_names] if mode != "outputs" else []
+    capture: Capture = source.run(arrays, layer_names)
+    capture.values.update({s["name"]: a for s, a in zip(manifest["inputs"], arrays)})
+    run.skipped.update(capture.skipped)
+    got, env = emitted.run([to_emitted(a, s.get("perm")) for a, s in zip(arrays, manifest["inputs"])])
+
+    # -- outputs ---------------------------------------------------------------------
+    if len(got) != len(capture.outputs) or len(got) != len(outs):
+        run.problems.append(f"the source returns {len(capture.outputs)} output(s), the emitted model {len(got)} (the manifest lists {len(outs)})")
+    for spec, ref, out in zip(outs, capture.outputs, got):
+        value = to_source(out, spec.get("perm")) if out.ndim == len(spec.get("perm") or [0] * out.ndim) else out
+        problem = _structure(spec["name"], ref, value)
+        if problem:
+            run.problems.append(problem)
+        run.outputs.append(compare(spec["name"], ref, value, output_tolerances.get(spec["name"], rtol), worst=WORST))
+    if mode == "outputs":
+        return run
+
+    # -- layers ------------------------------------------------------------------------
+    feeds: dict[str, np.ndarray] = {}
+    aligned: dict[str, tuple[str, list[int] | None]] = {}  # emitted local -> (source layer, perm)
+    for name, entry in values.items():
+        array = capture.values.get(name)
+        if array is None:
+            continue
+        var, perm = entry["emitted"], entry.get("perm")
+        own = env.get(var)
+        if own is None:
+            run.skipped[name] = f"the emitted model has no local {var!r}"
+            continue
+        shaped = to_emitted(array, perm) if perm and array.ndim == len(perm) else array
+        if tuple(shaped.shape) != tuple(own.shape):
+            run.skipped[name] = f"shape {tuple(array.shape)} (perm {perm}) does not match the emitted {var!r} {tuple(own.shape)}"
+            continue
+        feeds[var] = shaped
+        if name not in input_names:
+            aligned[var] = (name, perm)
+    isolated = emitted.isolated(env, feeds) if mode in ("both", "isolated") else {}
+    for var in emitted.order():
+        if var not in aligned:
+            continue
+        name, perm = aligned[var]
+        reference = capture.values[name]
+        entry = values[name]
+        layer = LayerResult(name, entry.get("class") or capture.classes.get(name), var, emitted.statement_of(var), perm)
+        if mode in ("both", "propagated"):
+            layer.propagated = compare(name, reference, to_source(emitted.to_numpy(env[var]), perm), rtol, worst=WORST)
+        if var in isolated:
+            layer.isolated = compare(name, reference, to_source(emitted.to_numpy(isolated[var]), perm), rtol, worst=WORST)
+        run.layers.append(layer)
+    return run
+
+
+def _structure(name: str, reference: np.ndarray, got: np.ndarray) -> str:
+    """A structural difference between an output of the source and of the emitted model."""
+    if reference.shape != got.shape:
+        return f"output {name!r}: shape {tuple(got.shape)} in the emitted model, {tuple(reference.shape)} in the source"
+    a, b = np.dtype(reference.dtype), np.dtype(got.dtype)
+    kinds = {"f": "floating", "i": "integer", "u": "integer", "b": "bool"}
+    if kinds.get(a.kind, a.kind) != kinds.get(b.kind, b.kind) or (a.kind == "f" and a.itemsize != b.itemsize):
+        return f"output {name!r}: dtype {b} in the emitted model, {a} in the source"
+    return ""
+
+
+def assert_parity(
+    src: str | Path,
+    converted: str | Path,
+    *,
+    device: str | Sequence[str] = "cpu",
+    batches: Sequence[int] = (2,),
+    inputs: Any = None,
+    seed: int = 0,
+    tolerance: float | None = None,
+    output_tolerances: Mapping[str, float] | None = None,
+    tf32: bool = False,
+    mode: str = "both",
+    trust_code: bool = False,
+) -> VerifyReport:
+    """Verify like `ktorch verify` and raise unless it passes: ParityError for a numeric
+    mismatch (naming the first diverging layer), StructuralError for missing outputs or
+    wrong shapes/dtypes, RunError when it could not run. Returns the report."""
+    report = verify_conversion(
+        src, converted, device=device, batches=batches, inputs=inputs, seed=seed, tolerance=tolerance,
+        output_tolerances=output_tolerances, tf32=tf32, mode=mode, trust_code=trust_code,
+    )  # fmt: skip
+    code = report.exit_code
+    if code == EXIT_CANNOT_RUN:
+        raise RunError(f"ktorch verify {src} {converted}: {report.summary()}")
+    if code == EXIT_STRUCTURE:
+        raise StructuralError(f"ktorch verify {src} {converted}: {report.summary()}")
+    if code == EXIT_MISMATCH:
+        error = ParityError(f"ktorch verify {src} {converted}: {report.summary()}")
+        error.report = report  # type: ignore[attr-defined]
+        raise error
+    return report
