@@ -17,6 +17,7 @@ def layer_scale_from_keras(call: LayerCall) -> Value:
     """keras.applications.convnext.LayerScale: x * gamma, gamma of shape (projection_dim,)."""
     x = call.x
     dim = int(call.get("projection_dim", x.shape[-1]))
+    call.get("init_values")  # only the initial gamma; the trained one is in the weights
     call.expect_weights(1)
     gamma = call.weight(0, expect=(dim,))
     return call.emit("channel_affine", [x], {"axis": x.rank - 1, "learned": True}, {"scale": gamma})

@@ -126,8 +126,12 @@ def channel_affine_to_torch(node: Node, em: TorchEmitter) -> None:
     axes = (node.attrs["axis"],)
     learned = node.attrs["learned"]
     expr = em.var(node.inputs[0])
+    # a lone learned scale (LayerScale's gamma) is named after its layer, as people write it
+    lone = learned and len(node.weights) == 1
     if "scale" in node.weights:
-        expr = f"{expr} * {_broadcast_buffer(node, em, 'scale', node.weights['scale'], axes, learned=learned)}"
+        scale = _broadcast_buffer(node, em, "" if lone else "scale", node.weights["scale"], axes, learned=learned)
+        expr = f"{expr} * {scale}"
     if "offset" in node.weights:
-        expr = f"{expr} + {_broadcast_buffer(node, em, 'offset', node.weights['offset'], axes, learned=learned)}"
+        offset = _broadcast_buffer(node, em, "" if lone else "offset", node.weights["offset"], axes, learned=learned)
+        expr = f"{expr} + {offset}"
     em.assign(node, expr)
