@@ -49,7 +49,11 @@ def embedding_from_keras(call: LayerCall) -> Value:
     x = call.x
     if not x.dtype.startswith("int"):
         x = call.emit("cast", [x], {"dtype": "int64"}, suffix="_ids")
-    return call.emit("embedding", [x], {"input_dim": input_dim, "output_dim": output_dim}, {"weight": table})
+    y = call.emit("embedding", [x], {"input_dim": input_dim, "output_dim": output_dim}, {"weight": table})
+    if call.get("mask_zero"):
+        # the mask flows implicitly in Keras; here it is a value its consumers read
+        call.output_masks = [call.emit("sequence_mask", [x], {"value": 0}, suffix="_mask")]
+    return y
 
 
 @register("keras->ir", "Flatten")

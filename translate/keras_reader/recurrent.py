@@ -1,0 +1,240 @@
+"""Keras recurrent layers: LSTM, GRU, SimpleRNN, Bidirectional, TimeDistributed, Masking.
+
+Kernels become PyTorch's (gates * units, features) matrices once, here: Keras LSTM gates
+(i, f, c, o) are torch's order already; Keras GRU gates (z, r, h) are reordered to torch's
+(r, z, n). A Keras layer has one bias where torch has two: it goes into `bias_ih` and
+`bias_hh` is zero (a reset_after GRU has both, as rows of its (2, 3 * units) bias).
+
+Keras masks flow implicitly (Embedding(mask_zero=True), Masking); the reader hands them
+to these translators as `call.mask`, and they become an explicit input of the op.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...graph import Value
+from ..registry import lookup, register
+from .activations import _SIMPLE, activation_name
+from .reader import LayerCall
+
+_OPS = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simple_rnn"}
+_GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
+# Options that do not change what a trained layer computes at inference.
+_TRAINING_ONLY = ("dropout", "recurrent_dropout", "unit_forget_bias", "unroll", "implementation", "use_cudnn")
+
+
+def activation_attr(call: LayerCall, spec: Any) -> dict[str, Any]:
+    """A Keras activation spec as the {'op', 'attrs'} dict the recurrent ops hold."""
+    name = activation_name(spec)
+    if name in (None, "linear", ""):
+        return {"op": "identity", "attrs": {}}
+    if name == "hard_sigmoid":
+        # Keras 2 (and TF1): clip(0.2 x + 0.5, 0, 1); Keras 3: relu6(x + 3) / 6
+        slope = 0.2 if call.keras2 else 1.0 / 6.0
+        return {"op": "hard_sigmoid", "attrs": {"slope": slope, "offset": 0.5}}
+    if name not in _SIMPLE:
+        raise call.error(f"activation {name!r} is not supported in a recurrent layer")
+    op, attrs = _SIMPLE[name]
+    return {"op": op, "attrs": dict(attrs)}
+
+
+def _reorder_gru(matrix: np.ndarray, units: int) -> np.ndarray:
+    """Keras GRU gate blocks (z, r, h) along the last axis -> torch's (r, z, n)."""
+    z, r, h = (matrix[..., i * units : (i + 1) * units] for i in range(3))
+    return np.concatenate([r, z, h], axis=-1)
+
+
+def cell_weights(call: LayerCall, cls: str, config: dict[str, Any], arrays: list[np.ndarray], features: int, suffix: str = "") -> dict[str, np.ndarray]:
+    """One direction's Keras (kernel, recurrent_kernel[, bias]) in torch's canonical form."""
+    units = int(config["units"])
+    gates = _GATES[cls]
+    use_bias = bool(config.get("use_bias", True))
+    reset_after = cls == "GRU" and bool(config.get("reset_after", True))
+    expected = 3 if use_bias else 2
+    if len(arrays) != expected:
+        raise call.error(f"expected {expected} weight tensors per direction, the file has {len(arrays)}")
+    kernel, recurrent = arrays[0], arrays[1]
+    if kernel.shape != (features, gates * units) or recurrent.shape != (units, gates * units):
+        raise call.error(
+            f"kernel {kernel.shape} / recurrent kernel {recurrent.shape} do not match "
+            f"{features} input features and {units} units"
+        )
+    if cls == "GRU":
+        kernel, recurrent = _reorder_gru(kernel, units), _reorder_gru(recurrent, units)
+    weights = {"weight_ih": kernel.T, "weight_hh": recurrent.T}
+    if use_bias:
+        bias = arrays[2]
+        if reset_after:
+            if bias.shape != (2, gates * units):
+                raise call.error(f"a reset_after GRU bias has shape (2, {gates * units}), the file has {bias.shape}")
+            weights["bias_ih"], weights["bias_hh"] = _reorder_gru(bias[0], units), _reorder_gru(bias[1], units)
+        else:
+            if bias.shape != (gates * units,):
+                raise call.error(f"bias has shape {bias.shape}, expected ({gates * units},)")
+            weights["bias_ih"] = _reorder_gru(bias, units) if cls == "GRU" else bias
+            weights["bias_hh"] = np.zeros_like(bias)
+    return {k + suffix: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+
+
+def _rnn_attrs(call: LayerCall, cls: str, config: dict[str, Any]) -> dict[str, Any]:
+    if config.get("stateful"):
+        raise call.error("stateful RNNs carry state from one call to the next; save the model with stateful=False")
+    if config.get("time_major"):
+        raise call.error("time_major RNNs are not supported; use batch-major inputs")
+    for key in _TRAINING_ONLY:
+        config.get(key)
+    attrs: dict[str, Any] = {
+        "units": int(config["units"]),
+        "activation": activation_attr(call, config.get("activation", "tanh")),
+        "use_bias": bool(config.get("use_bias", True)),
+        "return_sequences": bool(config.get("return_sequences", False)),
+        "return_state": bool(config.get("return_state", False)),
+        "zero_output_for_mask": bool(config.get("zero_output_for_mask", False)),
+    }
+    if cls != "SimpleRNN":
+        attrs["recurrent_activation"] = activation_attr(call, config.get("recurrent_activation", "sigmoid"))
+    if cls == "GRU":
+        attrs["reset_after"] = bool(config.get("reset_after", True))
+    return attrs
+
+
+def _inputs(call: LayerCall) -> tuple[Value, Value | None, list[Value]]:
+    """The sequence, its mask and the initial states (Keras 3 `initial_state=`, or the
+    extra inputs Keras 2 lists after the sequence)."""
+    ins = call.inputs
+    states = call.kwargs.get("initial_state")
+    if isinstance(states, Value):
+        states = [states]
+    states = list(states) if states else ins[1:]
+    mask = call.mask
+    if mask is not None and mask.rank == 3:  # an explicit (batch, time, 1) mask
+        mask = call.emit("reshape", [mask], {"shape": (-1,)}, suffix="_mask")
+    return ins[0], mask, states
+
+
+def _emit_rnn(call: LayerCall, op: str, attrs: dict, weights: dict, x: Value, mask: Value | None, states: list[Value]) -> list[Value]:
+    attrs = {**attrs, "masked": mask is not None}
+    inputs = [x] + ([mask] if mask is not None else []) + states
+    node = call.graph.add_node(op, inputs, attrs, weights, name=call.name.replace("/", "_"), source=call.name, source_class=call.class_name)
+    call._emitted.append(node)
+    return node.outputs
+
+
+@register("keras->ir", "LSTM", "GRU", "SimpleRNN")
+def rnn_from_keras(call: LayerCall) -> list[Value]:
+    cls = call.class_name
+    config = call.config
+    x, mask, states = _inputs(call)
+    if x.rank != 3 or x.shape[-1] is None:
+        raise call.error(f"expects a (batch, time, features) input with known features, got {x.shape}")
+    attrs = _rnn_attrs(call, cls, config)
+    attrs["direction"] = "backward" if config.get("go_backwards") else "forward"
+    weights = cell_weights(call, cls, config, [w for _, w in call.weights], int(x.shape[-1]))
+    outs = _emit_rnn(call, _OPS[cls], attrs, weights, x, mask, states)
+    if mask is not None:
+        call.output_masks = [mask if attrs["return_sequences"] else None] + [None] * (len(outs) - 1)
+    return outs
+
+
+def _direction_weights(call: LayerCall) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split a Bidirectional layer's weights into the forward and backward layer's."""
+    forward, backward = [], []
+    for name, array in call.weights:
+        # ".../forward_lstm/lstm_cell/kernel" (h5) or "forward_layer/cell/vars/0" (.keras)
+        parts = name.split("/")
+        cells = [i for i, p in enumerate(parts) if p.endswith("cell")]
+        head = parts[cells[-1] - 1] if cells and cells[-1] > 0 else ""
+        if head.startswith("forward"):
+            forward.append(array)
+        elif head.startswith("backward"):
+            backward.append(array)
+        else:
+            raise call.error(f"weight {name!r} belongs to neither the forward nor the backward layer")
+    return forward, backward
+
+
+@register("keras->ir", "Bidirectional")
+def bidirectional_from_keras(call: LayerCall) -> list[Value]:
+    inner = call.get("layer")
+    cls = inner.get("class_name") if isinstance(inner, dict) else None
+    if cls not in _OPS:
+        raise call.error(f"Bidirectional around {cls} is not supported (LSTM, GRU and SimpleRNN are)")
+    fw_cfg = inner["config"]
+    bw = call.get("backward_layer")
+    bw_cfg = bw["config"] if isinstance(bw, dict) else {**fw_cfg, "go_backwards": True}
+    if isinstance(bw, dict) and bw.get("class_name") != cls:
+        raise call.error("a backward_layer of another class than the forward layer is not supported")
+    if fw_cfg.get("go_backwards") or not bw_cfg.get("go_backwards"):
+        raise call.error("only a forward layer with a go_backwards backward layer is supported")
+    x, mask, states = _inputs(call)
+    attrs = _rnn_attrs(call, cls, fw_cfg)
+    if _rnn_attrs(call, cls, {**bw_cfg, "go_backwards": False}) != attrs:
+        raise call.error("forward and backward layers with different settings are not supported")
+    # Keras's Bidirectional zeroes the outputs of masked steps when it returns sequences
+    attrs["zero_output_for_mask"] = attrs["return_sequences"]
+    merge_mode = call.get("merge_mode", "concat")
+    attrs.update(direction="bidirectional", merge_mode=merge_mode)
+    features = int(x.shape[-1])
+    fw, bw_arrays = _direction_weights(call)
+    weights = cell_weights(call, cls, fw_cfg, fw, features)
+    weights.update(cell_weights(call, cls, bw_cfg, bw_arrays, features, suffix="_reverse"))
+    outs = _emit_rnn(call, _OPS[cls], attrs, weights, x, mask, states)
+    if mask is not None and attrs["return_sequences"]:
+        n = 2 if merge_mode is None else 1
+        call.output_masks = [mask] * n + [None] * (len(outs) - n)
+    return outs
+
+
+@register("keras->ir", "Masking")
+def masking_from_keras(call: LayerCall) -> Value:
+    x = call.x
+    mask = call.emit("sequence_mask", [x], {"value": float(call.get("mask_value", 0.0)), "reduce_last": True}, suffix="_mask")
+    call.output_masks = [mask]
+    return call.emit("apply_mask", [x, mask])
+
+
+# Inner layers that act on the last axis alone: TimeDistributed needs no folding for them.
+_PER_STEP = frozenset({"Dense", "Activation", "Dropout", "ReLU", "LeakyReLU", "ELU", "Softmax", "LayerNormalization", "Identity"})
+
+
+@register("keras->ir", "TimeDistributed")
+def time_distributed_from_keras(call: LayerCall) -> Value:
+    inner = call.get("layer")
+    cls = inner.get("class_name")
+    translator = lookup("keras->ir", cls)
+    if translator is None:
+        raise call.error(f"TimeDistributed around {cls}: no translator for that layer class")
+    x = call.x
+    steps = x.shape[1]
+    per_step = cls in _PER_STEP
+    if not per_step and steps is None:
+        raise call.error("TimeDistributed over a layer that needs folding needs a known number of time steps")
+    inner_x = x if per_step else call.emit("fold_time", [x], suffix="_fold")
+    inner_call = LayerCall(
+        graph=call.graph,
+        name=call.name,
+        class_name=cls,
+        config=inner.get("config", {}),
+        args=[inner_x],
+        kwargs={},
+        weights=call.weights,
+        keras2=call.keras2,
+        call_index=call.call_index,
+    )
+    y = translator(inner_call)
+    if not isinstance(y, Value):
+        raise call.error(f"TimeDistributed around {cls} with several outputs is not supported")
+    call._emitted.extend(inner_call._emitted)
+    return y if per_step else call.emit("unfold_time", [y], {"steps": int(steps)}, suffix="_unfold")
+
+
+@register("keras->ir", "NotEqual")
+def not_equal_from_keras(call: LayerCall) -> Value:
+    """`keras.ops.not_equal(x, constant)`: how a Keras 3 functional config records the mask of
+    an Embedding(mask_zero=True), passed on to its consumers as `mask=`."""
+    if len(call.inputs) != 1 or len(call.args) != 2 or not isinstance(call.args[1], (int, float)):
+        raise call.error("only not_equal(tensor, constant) is supported")
+    return call.emit("sequence_mask", [call.x], {"value": call.args[1]})
