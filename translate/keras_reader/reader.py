@@ -25,6 +25,17 @@ from .file import KerasFile, open_keras_file
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
 UNTRUSTED_CLASSES = ("Lambda", "TFOpLambda", "SlicingOpLambda")
 
+# Layers that hand their input's Keras mask on unchanged (supports_masking, default compute_mask).
+MASK_MERGING = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"})
+MASK_PASSING = MASK_MERGING | frozenset(
+    {
+        "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax",
+        "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+        "ActivityRegularization", "Identity", "LayerNormalization", "BatchNormalization",
+        "GroupNormalization", "UnitNormalization", "Rescaling", "Normalization", "TimeDistributed",
+    }
+)
+
 
 class KerasLayerError(KtorchError):
     """A layer's config or weights do not make sense."""
@@ -43,6 +54,8 @@ class LayerCall:
     weights: list[tuple[str, np.ndarray]]
     keras2: bool
     call_index: int = 0
+    masks: list[Value | None] = field(default_factory=list)  # Keras masks of `inputs`, aligned
+    output_masks: list[Value | None] | None = None  # set by a translator that computes masks
     _emitted: list = field(default_factory=list)
 
     # -- inputs ---------------------------------------------------------------------
@@ -50,6 +63,14 @@ class LayerCall:
     def inputs(self) -> list[Value]:
         """All tensors among the positional arguments, flattened in order."""
         return [v for v in _flatten(self.args) if isinstance(v, Value)]
+
+    @property
+    def mask(self) -> Value | None:
+        """The Keras mask of the first input ((batch, time) bool), or an explicit `mask=`."""
+        explicit = self.kwargs.get("mask")
+        if isinstance(explicit, Value):
+            return explicit
+        return self.masks[0] if self.masks else None
 
     @property
     def x(self) -> Value:
@@ -154,6 +175,7 @@ class KerasReader:
         self.options = options or ReadOptions()
         self.graph = Graph()
         self._weights: dict[tuple[str, ...], list] = {}  # one set of arrays per layer, shared by its calls
+        self._masks: dict[int, Value] = {}  # id(value) -> its Keras mask, flowing implicitly in Keras
 
     # -- entry ----------------------------------------------------------------------
     def read(self) -> Graph:
@@ -398,6 +420,7 @@ class KerasReader:
             weights=self._layer_weights(path),
             keras2=self.kfile.keras2,
             call_index=call_index,
+            masks=[self._masks.get(id(v)) for v in _flatten(args) if isinstance(v, Value)],
         )
         try:
             result = translator(call)
@@ -412,7 +435,27 @@ class KerasReader:
         outs = [result] if isinstance(result, Value) else list(result)
         for v in outs:
             v.source = call.name
+        self._propagate_masks(call, outs)
         return outs
+
+    def _propagate_masks(self, call: LayerCall, outs: list[Value]) -> None:
+        """Attach Keras masks to a layer's outputs: the ones its translator computed, else
+        the input's mask for layers that pass it on (Keras `supports_masking` without a
+        `compute_mask` of their own); merge layers pass the AND of their inputs' masks."""
+        masks = call.output_masks
+        if masks is None:
+            given = [m for m in call.masks if m is not None]
+            if not given or call.class_name not in MASK_PASSING:
+                return
+            mask = given[0]
+            if call.class_name in MASK_MERGING:
+                for other in given[1:]:
+                    if other is not mask:
+                        mask = self.graph.add_node("mul", [mask, other], name=f"{_identifier(call.name)}_mask").output
+            masks = [mask] + [None] * (len(outs) - 1)
+        for value, mask in zip(outs, masks):
+            if mask is not None:
+                self._masks[id(value)] = mask
 
 
 def _refs(spec: Any) -> list[tuple[str, int, int]]:
