@@ -41,6 +41,45 @@ class KerasLayerError(KtorchError):
     """A layer's config or weights do not make sense."""
 
 
+# Options that do not change what a layer computes at inference.
+_INFERENCE_IRRELEVANT = frozenset(
+    {
+        "name", "trainable", "dtype", "autocast", "input_dtype", "activity_regularizer", "seed", "noise_shape",
+        "rate", "stddev", "l1", "l2", "synchronized", "renorm_clipping", "renorm_momentum",
+        "batch_input_shape", "batch_shape", "input_shape", "sparse", "ragged",
+    }
+)
+_INFERENCE_IRRELEVANT_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+
+
+class TrackedConfig(dict):
+    """A layer config that remembers which options its translator looked at, so that an
+    option no translator understood is reported instead of silently ignored."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def unread_options(self) -> dict[str, Any]:
+        """Options not looked at whose value could change the result."""
+        return {
+            k: v
+            for k, v in self.items()
+            if k not in self.read
+            and k not in _INFERENCE_IRRELEVANT
+            and not k.endswith(_INFERENCE_IRRELEVANT_SUFFIXES)
+            and v not in (None, False, "", [], {})
+        }
+
+
 @dataclass
 class LayerCall:
     """One call of a Keras layer, as seen by its translator."""
@@ -414,7 +453,7 @@ class KerasReader:
             graph=self.graph,
             name="/".join(path),
             class_name=cls,
-            config=config,
+            config=TrackedConfig(config),
             args=args,
             kwargs={k: v for k, v in kwargs.items() if k not in ("training",)},
             weights=self._layer_weights(path),
@@ -432,6 +471,14 @@ class KerasReader:
             raise KerasLayerError(
                 f"{self.kfile.path}: layer {call.name!r} ({cls}) has a config ktorch cannot read ({type(exc).__name__}: {exc})"
             ) from exc
+        unread = call.config.unread_options() if isinstance(call.config, TrackedConfig) else {}
+        if unread:
+            options = ", ".join(f"{k}={v!r}" for k, v in sorted(unread.items()))
+            raise KerasLayerError(
+                f"{self.kfile.path}: layer {call.name!r} ({cls}) has option(s) ktorch does not understand: {options}. "
+                "Converting it could silently change the result; remove the option(s) or register your own "
+                "translator with @ktorch.plugins.keras_layer"
+            )
         outs = [result] if isinstance(result, Value) else list(result)
         for v in outs:
             v.source = call.name
