@@ -204,3 +204,16 @@ def test_emitted_model_refuses_missing_or_wrong_weights(tmp_path, cnn):
     ktorch.convert(SAMPLES / "multi_input.keras", other, verify=False)
     with pytest.raises(ValueError, match="does not match SmallCnn"):
         module.load(other / "model.safetensors")
+
+
+def test_unknown_option_is_refused_not_ignored(tmp_path):
+    def edit(config):
+        for layer in config["config"]["layers"]:
+            if layer["name"] == "conv":
+                layer["config"]["foveation"] = 3
+
+    path = tmp_path / "option.keras"
+    _edit_keras_config(SAMPLES / "multi_input.keras", path, edit)
+    with pytest.raises(KtorchError, match=r"'conv' \(Conv2D\).*foveation=3"):
+        ktorch.convert(path, tmp_path / "out", verify=False)
+    assert not (tmp_path / "out").exists()
