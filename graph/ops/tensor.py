@@ -1,3 +1,329 @@
-"""tensor op kinds (placeholder for the family; see graph/ops/__init__.py)."""
+"""Op kinds for tensor manipulation that PyTorch code writes functionally: slicing,
+splitting, adaptive pooling, pixel shuffle, einsum, interpolation and learned constants.
+
+Axis attributes count the batch axis (axis 0); none of these ops may move the batch axis.
+"""
 
 from __future__ import annotations
+
+import math
+
+from ..errors import GraphError
+from . import Layout, OpDef, attr, define, spatial_axes
+
+_DATA_FORMAT = attr("data_format", str, choices=("channels_last", "channels_first"))
+
+
+def _with_axis(shape: tuple, axis: int, size: int | None) -> tuple:
+    out = list(shape)
+    out[axis] = size
+    return tuple(out)
+
+
+def _check_axis(node, axis: int) -> None:
+    x = node.inputs[0]
+    if not 0 < axis < x.rank:
+        raise GraphError(f"{node.name}: axis {axis} is out of range for shape {x.shape} (the batch axis 0 cannot be sliced)")
+
+
+# -- slicing and splitting -------------------------------------------------------------------
+def _infer_slice(node):
+    x = node.inputs[0]
+    a = node.attrs
+    _check_axis(node, a["axis"])
+    n = x.shape[a["axis"]]
+    if n is None:
+        return [(_with_axis(x.shape, a["axis"], None), x.dtype)]
+    start, stop, step = slice(a["start"], a["stop"], a["step"]).indices(n)
+    return [(_with_axis(x.shape, a["axis"], len(range(start, stop, step))), x.dtype)]
+
+
+define(
+    OpDef(
+        "slice",
+        _infer_slice,
+        attrs=(attr("axis", int), attr("start", int, default=0), attr("stop", int, default=None), attr("step", int, default=1)),
+        layout=Layout.AXIS,
+        axis_attrs=("axis",),
+        doc="x[..., start:stop:step, ...] on `axis` (Python slice semantics, step > 0)",
+        family="tensor",
+    )
+)
+
+
+def _infer_split(node):
+    x = node.inputs[0]
+    a = node.attrs
+    _check_axis(node, a["axis"])
+    n = x.shape[a["axis"]]
+    if n is not None and sum(a["sizes"]) != n:
+        raise GraphError(f"{node.name}: split sizes {a['sizes']} do not add up to {n} on axis {a['axis']}")
+    return [(_with_axis(x.shape, a["axis"], s), x.dtype) for s in a["sizes"]]
+
+
+define(
+    OpDef(
+        "split",
+        _infer_split,
+        attrs=(attr("axis", int), attr("sizes", tuple)),
+        layout=Layout.AXIS,
+        axis_attrs=("axis",),
+        doc="split `axis` into consecutive pieces of the given sizes (torch.split / chunk), one output each",
+        family="tensor",
+    )
+)
+
+
+def _infer_index(node):
+    x = node.inputs[0]
+    a = node.attrs
+    _check_axis(node, a["axis"])
+    return [(tuple(d for i, d in enumerate(x.shape) if i != a["axis"]), x.dtype)]
+
+
+define(
+    OpDef(
+        "select",
+        _infer_index,
+        attrs=(attr("axis", int), attr("index", int)),
+        layout=Layout.OPAQUE,
+        doc="x[..., index, ...] on `axis`, removing the axis (torch.select, x[:, 0])",
+        family="tensor",
+    )
+)
+
+
+def _infer_expand_dims(node):
+    x = node.inputs[0]
+    axis = node.attrs["axis"]
+    if not 0 < axis <= x.rank:
+        raise GraphError(f"{node.name}: cannot insert an axis at {axis} into shape {x.shape}")
+    return [(x.shape[:axis] + (1,) + x.shape[axis:], x.dtype)]
+
+
+define(
+    OpDef(
+        "expand_dims",
+        _infer_expand_dims,
+        attrs=(attr("axis", int),),
+        layout=Layout.OPAQUE,
+        doc="insert a size-1 axis at `axis` (unsqueeze)",
+        family="tensor",
+    )
+)
+
+
+def _infer_squeeze(node):
+    x = node.inputs[0]
+    axis = node.attrs["axis"]
+    _check_axis(node, axis)
+    if x.shape[axis] not in (1, None):
+        raise GraphError(f"{node.name}: cannot squeeze axis {axis} of size {x.shape[axis]}")
+    return [(x.shape[:axis] + x.shape[axis + 1 :], x.dtype)]
+
+
+define(
+    OpDef(
+        "squeeze",
+        _infer_squeeze,
+        attrs=(attr("axis", int),),
+        layout=Layout.OPAQUE,
+        doc="remove the size-1 axis `axis`",
+        family="tensor",
+    )
+)
+
+
+def _infer_stack(node):
+    first = node.inputs[0]
+    axis = node.attrs["axis"]
+    if not 0 < axis <= first.rank:
+        raise GraphError(f"{node.name}: cannot stack at axis {axis}")
+    return [(first.shape[:axis] + (len(node.inputs),) + first.shape[axis:], first.dtype)]
+
+
+define(
+    OpDef(
+        "stack",
+        _infer_stack,
+        attrs=(attr("axis", int),),
+        layout=Layout.OPAQUE,
+        doc="stack inputs along a new axis `axis`",
+        family="tensor",
+    )
+)
+
+
+# -- spatial ops -------------------------------------------------------------------------------
+def _infer_spatial(node, sizes, channels=None):
+    x = node.inputs[0]
+    fmt = node.attrs["data_format"]
+    shape = list(x.shape)
+    for axis, size in zip(spatial_axes(x.rank, fmt), sizes):
+        shape[axis] = size
+    if channels is not None:
+        shape[x.rank - 1 if fmt == "channels_last" else 1] = channels
+    return tuple(shape)
+
+
+def _infer_adaptive_pool(node):
+    x = node.inputs[0]
+    out = node.attrs["output_size"]
+    if len(out) != x.rank - 2:
+        raise GraphError(f"{node.name}: output size {out} does not match a rank-{x.rank} input")
+    return [(_infer_spatial(node, out), x.dtype)]
+
+
+define(
+    OpDef(
+        "adaptive_pool",
+        _infer_adaptive_pool,
+        attrs=(attr("mode", str, choices=("max", "avg")), attr("output_size", tuple), _DATA_FORMAT),
+        layout=Layout.SPATIAL,
+        doc="PyTorch adaptive pooling: output cell i covers input [floor(i * n / o), ceil((i + 1) * n / o))",
+        family="tensor",
+    )
+)
+
+
+def _infer_pixel_shuffle(node):
+    x = node.inputs[0]
+    r = node.attrs["upscale"]
+    fmt = node.attrs["data_format"]
+    c = x.shape[x.rank - 1 if fmt == "channels_last" else 1]
+    if c is not None and c % (r ** (x.rank - 2)):
+        raise GraphError(f"{node.name}: {c} channels are not divisible by {r}**{x.rank - 2}")
+    sizes = [None if x.shape[a] is None else x.shape[a] * r for a in spatial_axes(x.rank, fmt)]
+    return [(_infer_spatial(node, sizes, None if c is None else c // r ** (x.rank - 2)), x.dtype)]
+
+
+define(
+    OpDef(
+        "pixel_shuffle",
+        _infer_pixel_shuffle,
+        attrs=(attr("upscale", int), _DATA_FORMAT),
+        layout=Layout.SPATIAL,
+        doc="PyTorch PixelShuffle: channel c * r * r + i * r + j moves to (c, h * r + i, w * r + j)",
+        family="tensor",
+    )
+)
+def _infer_pixel_unshuffle(node):
+    x = node.inputs[0]
+    r = node.attrs["downscale"]
+    fmt = node.attrs["data_format"]
+    c = x.shape[x.rank - 1 if fmt == "channels_last" else 1]
+    sizes = [None if x.shape[a] is None else x.shape[a] // r for a in spatial_axes(x.rank, fmt)]
+    return [(_infer_spatial(node, sizes, None if c is None else c * r ** (x.rank - 2)), x.dtype)]
+
+
+define(
+    OpDef(
+        "pixel_unshuffle",
+        _infer_pixel_unshuffle,
+        attrs=(attr("downscale", int), _DATA_FORMAT),
+        layout=Layout.SPATIAL,
+        doc="the inverse of pixel_shuffle",
+        family="tensor",
+    )
+)
+
+
+def _infer_interpolate(node):
+    x = node.inputs[0]
+    size = node.attrs["size"]
+    if len(size) != x.rank - 2:
+        raise GraphError(f"{node.name}: size {size} does not match a rank-{x.rank} input")
+    return [(_infer_spatial(node, size), x.dtype)]
+
+
+define(
+    OpDef(
+        "interpolate",
+        _infer_interpolate,
+        attrs=(
+            attr("size", tuple),
+            attr("mode", str, choices=("nearest", "nearest_exact", "linear", "cubic")),
+            attr("align_corners", bool, default=False),
+            attr("scale", tuple, default=None),
+            _DATA_FORMAT,
+        ),
+        layout=Layout.SPATIAL,
+        doc="PyTorch F.interpolate to `size` (antialias off): 'nearest' takes floor(o * in / out) "
+        "(floor(o / scale) when `scale` was given), 'nearest_exact' floor((o + 0.5) * in / out); "
+        "'linear'/'cubic' (a = -0.75) sample at half-pixel centres, or at o * (in - 1) / (out - 1) "
+        "if align_corners",
+        family="tensor",
+    )
+)
+
+
+# -- algebra and constants ---------------------------------------------------------------------
+def _infer_einsum(node):
+    eq = node.attrs["equation"].replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(node.inputs) or not rhs or "." in eq:
+        raise GraphError(f"{node.name}: einsum {eq!r} needs one explicit term per input and an explicit output (no '...')")
+    sizes: dict[str, int | None] = {}
+    for term, v in zip(terms, node.inputs):
+        if len(term) != v.rank:
+            raise GraphError(f"{node.name}: einsum term {term!r} does not match shape {v.shape}")
+        for ch, d in zip(term, v.shape):
+            if sizes.get(ch) is None:
+                sizes[ch] = d
+    return [(tuple(sizes[c] for c in rhs), node.inputs[0].dtype)]
+
+
+define(
+    OpDef(
+        "einsum",
+        _infer_einsum,
+        attrs=(attr("equation", str),),
+        layout=Layout.OPAQUE,
+        doc="Einstein summation with an explicit output term",
+        family="tensor",
+    )
+)
+define(
+    OpDef(
+        "constant",
+        lambda n: [(tuple(n.weights["value"].shape), str(n.weights["value"].dtype))],
+        attrs=(attr("trainable", bool, default=True),),
+        weights=("value",),
+        layout=Layout.OPAQUE,
+        doc="a tensor that does not depend on the inputs (a learned nn.Parameter used directly, a buffer); "
+        "its shape has no batch axis of its own and broadcasts against the batch",
+        family="tensor",
+    )
+)
+
+
+def _infer_floor_divide(node):
+    from . import broadcast_shapes
+
+    return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), node.inputs[0].dtype)]
+
+
+define(
+    OpDef(
+        "floor_divide",
+        _infer_floor_divide,
+        layout=Layout.ELEMENTWISE,
+        doc="floor(a / b) (torch.div(rounding_mode='floor'), //)",
+        family="arithmetic",
+    )
+)
+define(
+    OpDef(
+        "trunc_divide",
+        _infer_floor_divide,
+        layout=Layout.ELEMENTWISE,
+        doc="trunc(a / b) (torch.div(rounding_mode='trunc'))",
+        family="arithmetic",
+    )
+)
+
+
+def interpolate_output_size(size: int, scale: float) -> int:
+    """PyTorch's output size for a scale factor: floor(size * scale)."""
+    return int(math.floor(size * scale))

@@ -1,0 +1,368 @@
+"""The PyTorch -> Keras pipeline: capture with torch.export, read the ATen graph, lay it
+out channels-last, write Keras code and weights, verify against the PyTorch source.
+
+Sources: a `.pt2` file (torch.export.save), an `nn.Module` or ExportedProgram object, a
+`package.module:factory` string (imports and runs that code), or a directory that ktorch
+emitted for PyTorch (a round trip: its model.py is imported and `load()`ed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import __version__
+from .graph import Graph, validate
+from .graph.errors import ModelFileError, ParityError
+from .graph.passes import assign_layout, eliminate_dead, remove_noops
+from .translate.output import read_manifest, staged_directory, write_manifest
+
+LAYOUT_NAMES = {3: ("NCL", "NLC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
+NATIVE_LAYOUTS = ("keras", "native", "torch")  # "torch" is the API's historical default: the target's own idiom
+
+
+def is_factory_string(src: Any) -> bool:
+    """`package.module:factory` (and not an existing path)."""
+    if not isinstance(src, str) or ":" not in src or Path(src).exists():
+        return False
+    module, _, factory = src.partition(":")
+    return bool(module) and factory.isidentifier() and all(p.isidentifier() for p in module.split("."))
+
+
+def is_torch_source(src: Any) -> bool:
+    """Whether `src` is something this pipeline reads."""
+    if hasattr(src, "graph_signature") or _is_module(src) or is_factory_string(src):
+        return True
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        if path.suffix.lower() == ".pt2":
+            return True
+        if path.is_dir() and (path / "ktorch.json").is_file() and (path / "model.py").is_file():
+            try:
+                return read_manifest(path).get("direction") == "keras->torch"
+            except (OSError, ValueError):
+                return False
+    return False
+
+
+def _is_module(obj: Any) -> bool:
+    try:
+        import torch
+
+        return isinstance(obj, torch.nn.Module)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+# -- capture ----------------------------------------------------------------------------------
+def _example_inputs(shapes: Sequence[Sequence[int]], dtypes: Sequence[str] | None, seed: int) -> tuple:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i, shape in enumerate(shapes):
+        dtype = (dtypes[i] if dtypes and i < len(dtypes) else dtypes[-1] if dtypes else "float32") or "float32"
+        tdtype = getattr(torch, dtype)
+        if tdtype.is_floating_point:
+            out.append(torch.randn(*shape, generator=gen).to(tdtype))
+        else:
+            out.append(torch.randint(0, 2, tuple(shape), generator=gen).to(tdtype))
+    return tuple(out)
+
+
+def export_module(module: Any, example_inputs: tuple) -> Any:
+    """torch.export with a dynamic batch axis (falls back to the examples' static batch
+    when the model cannot be exported with a symbolic batch, e.g. a batch of 1)."""
+    import torch
+
+    module = module.eval()
+    dims = tuple({0: torch.export.Dim("batch")} if getattr(x, "ndim", 0) else None for x in example_inputs)
+    if all(getattr(x, "ndim", 0) and x.shape[0] >= 2 for x in example_inputs):
+        try:
+            return torch.export.export(module, example_inputs, dynamic_shapes=dims)
+        except Exception:  # noqa: BLE001 - torch raises many kinds here; the static export below reports
+            pass
+    return torch.export.export(module, example_inputs)
+
+
+def _load_weights(module: Any, weights: str | Path) -> None:
+    import torch
+
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: does not match the model's state_dict ({str(exc).splitlines()[0]})") from None
+
+
+def capture(
+    src: Any,
+    *,
+    example_inputs: Sequence[Any] | None = None,
+    input_shapes: Sequence[Sequence[int]] | None = None,
+    input_dtypes: Sequence[str] | None = None,
+    weights: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[Any, str, str]:
+    """(ExportedProgram, a description of the source, a model name) for any supported source."""
+    import torch
+
+    if hasattr(src, "graph_signature"):
+        return src, "ExportedProgram", "model"
+    if isinstance(src, (str, Path)) and Path(src).suffix.lower() == ".pt2" and not is_factory_string(src):
+        path = Path(src)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such file")
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise ModelFileError(f"{path}: not a torch.export program ({type(exc).__name__}: {exc}); save one with torch.export.save") from None
+        return program, path.name, path.stem
+    if isinstance(src, (str, Path)) and Path(src).is_dir():
+        return _capture_emitted(Path(src), example_inputs, seed)
+    if is_factory_string(src):
+        module_name, _, factory = str(src).partition(":")
+        if "" not in sys.path and "." not in sys.path:
+            sys.path.insert(0, ".")
+        try:
+            obj = getattr(importlib.import_module(module_name), factory)
+        except (ImportError, AttributeError) as exc:
+            raise ModelFileError(f"{src}: cannot import {factory!r} from {module_name!r} ({exc})") from None
+        module = obj() if callable(obj) and not _is_module(obj) else obj
+        if not _is_module(module):
+            raise ModelFileError(f"{src}: {factory}() returned a {type(module).__name__}, not a torch.nn.Module")
+        name, desc = factory, str(src)
+    elif _is_module(src):
+        module, name, desc = src, type(src).__name__, f"{type(src).__module__}.{type(src).__qualname__}"
+    else:
+        raise ModelFileError(f"{src!r}: expected a .pt2 file, a 'package.module:factory' string, an nn.Module or a ktorch output directory")
+    if weights is not None:
+        _load_weights(module, weights)
+    if example_inputs is None:
+        if not input_shapes:
+            raise ModelFileError(f"{desc}: pass the input shapes (--input-shape 1,3,224,224) or example_inputs to export the model")
+        example_inputs = _example_inputs(input_shapes, input_dtypes, seed)
+    return export_module(module, tuple(example_inputs)), desc, name
+
+
+def _capture_emitted(directory: Path, example_inputs: Sequence[Any] | None, seed: int) -> tuple[Any, str, str]:
+    """A directory ktorch emitted for PyTorch: import its model.py and export `load()`."""
+    from .verify.runners import import_emitted
+
+    manifest = read_manifest(directory)
+    module = import_emitted(directory).load()
+    if example_inputs is None:
+        shapes, dtypes = [], []
+        for spec in manifest["inputs"]:
+            shape = [2 if i == 0 else (8 if d is None else int(d)) for i, d in enumerate(spec["shape"])]
+            perm = spec.get("perm")
+            shapes.append([shape[p] for p in perm] if perm else shape)
+            dtypes.append("float32" if spec.get("range") is None and str(spec.get("dtype", "float32")).startswith("float") else "int64")
+        example_inputs = _example_inputs(shapes, dtypes, seed)
+        for i, spec in enumerate(manifest["inputs"]):
+            if spec.get("range") is not None:
+                import torch
+
+                low, high = spec["range"]
+                example_inputs[i].copy_(torch.randint(low, high, tuple(example_inputs[i].shape)))
+    name = manifest.get("model", {}).get("name") or directory.name
+    return export_module(module, tuple(example_inputs)), f"{directory.name}/model.py", str(name)
+
+
+# -- conversion -------------------------------------------------------------------------------
+def fold_constant_transposes(graph: Graph) -> int:
+    """Permute constant arrays once instead of transposing them in the model."""
+    folded = 0
+    for node in list(graph.nodes):
+        if node.op != "transpose" or node.inputs[0].producer is None or node.inputs[0].producer.op != "constant":
+            continue
+        const = node.inputs[0].producer
+        if len(node.inputs[0].users) != 1:
+            continue
+        const.weights["value"] = np.ascontiguousarray(const.weights["value"].transpose(node.attrs["perm"]))
+        out = const.output
+        out.shape = tuple(node.output.shape)
+        out.perm = node.output.perm
+        graph.replace_uses(node.output, out)
+        graph.remove_node(node)
+        folded += 1
+    return folded
+
+
+def read_torch_graph(program: Any, name: str) -> Graph:
+    from .translate.torch_reader import read_program
+
+    return read_program(program, name=name)
+
+
+def convert_torch(
+    src: Any,
+    out: str | Path | None = None,
+    *,
+    example_inputs: Sequence[Any] | None = None,
+    input_shapes: Sequence[Sequence[int]] | None = None,
+    input_dtypes: Sequence[str] | None = None,
+    weights: str | Path | None = None,
+    layout: str = "keras",
+    verify: bool = True,
+    force: bool = False,
+    tolerance: float = 1e-4,
+    inputs: list | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> Any:
+    """Convert a PyTorch source into a Keras output directory (see the module doc).
+
+    Returns a ConversionResult whose `keras_model` is the emitted model with its weights.
+    Raises ParityError (after writing the output) when verification finds an error above
+    `tolerance`.
+    """
+    from .api import ConversionResult
+    from .translate.keras_writer import writer
+
+    step = progress or (lambda message: None)
+    if layout not in (*NATIVE_LAYOUTS, "keep"):
+        raise ValueError(f"layout must be 'keras' or 'keep', not {layout!r}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    step("exporting the PyTorch model")
+    program, desc, name = capture(src, example_inputs=example_inputs, input_shapes=input_shapes, input_dtypes=input_dtypes, weights=weights, seed=seed)
+    timings["export"] = time.perf_counter() - t0
+    if out is None:
+        if isinstance(src, (str, Path)) and not is_factory_string(src):
+            path = Path(src)
+            out = path.with_name(path.name.rstrip("/") + "_keras") if path.is_dir() else path.with_name(path.stem + "_keras")
+        else:
+            out = Path(f"{name}_keras")
+    out = Path(out)
+
+    t1 = time.perf_counter()
+    step("reading the ATen graph")
+    graph = read_torch_graph(program, name)
+    source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
+    spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if _is_spatial(v)}
+    timings["read"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    step("rewriting the graph")
+    remove_noops(graph)
+    eliminate_dead(graph)
+    report = assign_layout(graph, "channels_last", keep_io=(layout == "keep"))
+    fold_constant_transposes(graph)
+    validate(graph)
+    timings["passes"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    step("writing Keras code")
+    rendered = writer.render(graph, source=desc, version=__version__)
+    timings["render"] = time.perf_counter() - t3
+
+    def io(values) -> list[dict[str, Any]]:
+        specs = []
+        for v in values:
+            shape, dtype = source_io.get(id(v), (tuple(v.shape), v.dtype))
+            spec: dict[str, Any] = {"name": v.source or v.name, "emitted_name": rendered.value_names.get(v.name, v.name), "shape": list(shape), "dtype": dtype}
+            if v.perm is not None:
+                spec["perm"] = list(v.perm)
+            names = LAYOUT_NAMES.get(len(shape))
+            if names is not None and id(v) in spatial:
+                spec["layout"] = names[1] if v.perm is not None else names[0]
+            vocab = _vocabulary(v) if v in graph.inputs else None
+            if vocab is not None:
+                spec["range"] = list(vocab)
+            specs.append(spec)
+        return specs
+
+    source_info: dict[str, Any] = {"file": desc, "format": "torch.export"}
+    if isinstance(src, (str, Path)) and Path(src).is_file():
+        from .translate.keras_reader.file import sha256
+
+        source_info["sha256"] = sha256(Path(src))
+    manifest: dict[str, Any] = {
+        "ktorch_version": __version__,
+        "direction": "torch->keras",
+        "source": source_info,
+        "model": {
+            "name": graph.name,
+            "nodes": len(graph.nodes),
+            "layers": rendered.layer_count,
+            "custom_layers": rendered.custom_layers,
+            "parameters": int(sum(a.size for arrays in rendered.weights.values() for a in arrays)),
+        },
+        "layout": {"mode": "keep" if layout == "keep" else "keras", "transposes": report.transposes},
+        "inputs": io(graph.inputs),
+        "outputs": io(graph.outputs),
+        "parity": None,
+    }
+
+    parity = None
+    keras_model = None
+    with staged_directory(out, force=force) as staging:
+        t4 = time.perf_counter()
+        writer.write(rendered, staging)
+        timings["write"] = time.perf_counter() - t4
+        if verify:
+            step("verifying parity")
+            from .verify.torch_source import check_torch_to_keras, load_emitted_keras
+
+            t5 = time.perf_counter()
+            keras_model = load_emitted_keras(staging)
+            parity = check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance, keras_model=keras_model)
+            timings["verify"] = time.perf_counter() - t5
+            manifest["parity"] = parity.to_dict()
+        write_manifest(staging, manifest)
+    timings["total"] = time.perf_counter() - t0
+    if keras_model is None:
+        from .verify.torch_source import load_emitted_keras
+
+        keras_model = load_emitted_keras(out)
+    result = ConversionResult(out, graph, manifest, parity, timings)
+    result.keras_model = keras_model  # type: ignore[attr-defined]
+    if parity is not None and not parity.passed:
+        worst = max(parity.outputs, key=lambda c: c.max_rel)
+        raise ParityError(
+            f"{desc}: the emitted Keras model differs from the PyTorch source: output {worst.name!r} has relative error "
+            f"{worst.max_rel:.3g} > {tolerance:g} ({worst.problem or 'numbers differ'}); the output was written to {out} for inspection"
+        )
+    return result
+
+
+def _is_spatial(value: Any) -> bool:
+    """Whether a graph input/output is image or sequence data (touches a spatial op)."""
+    from .graph.ops import Layout, get_op
+
+    seen, frontier = set(), [value]
+    while frontier:
+        v = frontier.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        for n in list(v.users) + ([v.producer] if v.producer is not None else []):
+            layout = get_op(n.op).layout
+            if layout == Layout.SPATIAL:
+                return True
+            if layout in (Layout.ELEMENTWISE, Layout.AXIS, Layout.TRANSPOSE):
+                frontier.extend(x for x in [*n.inputs, *n.outputs] if x.rank == value.rank)
+    return False
+
+
+def _vocabulary(value: Any) -> tuple[int, int] | None:
+    for user in value.users:
+        if user.op == "embedding":
+            return (0, int(user.attrs["input_dim"]))
+    return None

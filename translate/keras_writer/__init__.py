@@ -1,0 +1,3 @@
+"""Keras writer: intermediate graph -> Keras 3 functional model.py + model.weights.h5."""
+
+from __future__ import annotations

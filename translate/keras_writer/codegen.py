@@ -1,0 +1,148 @@
+"""Graph -> Keras functional source: the emitter that op translators write into.
+
+Each op translator (registered under "ir->keras") writes exactly one statement of
+`build()` with `em.assign(...)`, usually a Keras layer call named after the source module
+(`layers.Conv2D(..., name="layer1_0_conv1")(x)`) or a `keras.ops` expression for
+functional code. The emitter owns naming (unique Python variables and unique Keras layer
+names), custom layer classes written out in model.py, and the weights of every layer in
+the order Keras's `set_weights` expects.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ...graph import Graph, Node, Value
+from ...graph.errors import GraphError, UnsupportedOpError
+from ..registry import lookup
+from ..torch_writer.codegen import Raw, call, py_literal
+
+RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"keras", "layers", "ops", "np", "Path", "build", "load", "annotations", "model"}
+
+__all__ = ["KerasEmitter", "Raw", "call", "emit_graph", "py_literal"]
+
+
+def identifier(text: str) -> str:
+    name = re.sub(r"\W", "_", text).strip("_") or "x"
+    return f"x{name}" if name[0].isdigit() else name
+
+
+class Namespace:
+    """Deterministic unique identifiers that never shadow a builtin or keyword."""
+
+    def __init__(self, reserved: set[str]) -> None:
+        self.used = set(reserved)
+
+    def take(self, base: str) -> str:
+        name = identifier(base)
+        candidate, i = name, 1
+        while candidate in self.used or candidate in RESERVED:
+            candidate = f"{name}_{i}"
+            i += 1
+        self.used.add(candidate)
+        return candidate
+
+
+@dataclass
+class KerasEmitter:
+    graph: Graph
+    lines: list[str] = field(default_factory=list)
+    weights: dict[str, list[np.ndarray]] = field(default_factory=dict)  # Keras layer name -> set_weights list
+    helpers: dict[str, str] = field(default_factory=dict)  # custom layer classes, by name
+    value_names: dict[int, str] = field(default_factory=dict)
+    layer_count: int = 0
+    _shared: dict[tuple, str] = field(default_factory=dict)
+    _shared_keys: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.vars_ns = Namespace(set())
+        self.layers_ns = Namespace(set())
+        # a source module with weights that several nodes use is one Keras layer, called again
+        seen: dict[tuple, int] = {}
+        for node in self.graph.nodes:
+            if node.weights and node.source is not None:
+                key = (node.source, node.op)
+                seen[key] = seen.get(key, 0) + 1
+        self._shared_keys = {k for k, n in seen.items() if n > 1}
+
+    # -- names ---------------------------------------------------------------------------
+    def var(self, value: Value) -> str:
+        """The expression of a value: its variable, or the literal of an inlined constant."""
+        try:
+            return self.value_names[id(value)]
+        except KeyError:
+            raise GraphError(f"value {value.name!r} is used before it is computed") from None
+
+    def bind(self, value: Value, base: str | None = None) -> str:
+        name = self.vars_ns.take(base or value.name)
+        self.value_names[id(value)] = name
+        return name
+
+    def inline(self, value: Value, expr: str) -> None:
+        """Let `value` be written as `expr` wherever it is used (a literal constant)."""
+        self.value_names[id(value)] = expr
+
+    # -- building -----------------------------------------------------------------------
+    def layer(self, node: Node, cls: str, weights: list[np.ndarray] | None = None, *, suffix: str = "", **kwargs: Any) -> str:
+        """A Keras layer for `node`: `cls(**kwargs, name=...)`, with its weights recorded.
+        Returns the callable expression (the constructor, or the variable of a shared layer)."""
+        key = (node.source, node.op)
+        if not suffix and key in self._shared:
+            return self._shared[key]
+        name = self.layers_ns.take(node.name + (f"_{suffix}" if suffix else ""))
+        self.layer_count += 1
+        if weights:
+            self.weights[name] = [np.ascontiguousarray(w) if np.ndim(w) else np.asarray(w) for w in weights]
+        expr = call(cls, **kwargs, name=name)
+        if not suffix and key in self._shared_keys:
+            var = self.vars_ns.take(f"{name}_layer")
+            self.lines.append(f"{var} = {expr}")
+            self._shared[key] = var
+            return var
+        return expr
+
+    def helper(self, name: str, code: str) -> str:
+        """A custom layer class (or function) written into model.py once."""
+        self.helpers.setdefault(name, code)
+        return name
+
+    def line(self, code: str) -> None:
+        self.lines.append(code)
+
+    def assign(self, node: Node, expr: str) -> None:
+        """The statement of `node`: `<out> = <expr>` (several outputs unpacked)."""
+        act = node.attrs.get("activation")
+        if act is not None:
+            from .activations import activation_expr
+
+            expr = activation_expr(self, node, act["op"], act["attrs"], expr)
+        names = [self.bind(v) for v in node.outputs]
+        self.lines.append(f"{', '.join(names)} = {expr}")
+
+    def temp(self, base: str, expr: str) -> str:
+        """An intermediate statement (padding before a layer); returns its variable."""
+        name = self.vars_ns.take(base)
+        self.lines.append(f"{name} = {expr}")
+        return name
+
+
+def emit_graph(graph: Graph) -> KerasEmitter:
+    """Run every node's translator; raise UnsupportedOpError listing all missing ones."""
+    from . import families  # noqa: F401  (registers the translators)
+
+    missing = [(n.source or n.name, n.op, "no Keras writer for this op kind") for n in graph.nodes if lookup("ir->keras", n.op) is None]
+    if missing:
+        raise UnsupportedOpError(sorted(set(missing)), where="the Keras writer")
+    em = KerasEmitter(graph)
+    for value in graph.inputs:
+        em.bind(value)
+    for node in graph.nodes:
+        translator: Callable = lookup("ir->keras", node.op)  # type: ignore[assignment]
+        translator(node, em)
+    return em

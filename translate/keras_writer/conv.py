@@ -1,0 +1,141 @@
+"""Keras code for convolutions: Conv1D/2D/3D (grouped), DepthwiseConv1D/2D and the
+transposed forms. PyTorch's explicit padding becomes Keras "same" where TensorFlow's rule
+gives the same pads, else a ZeroPadding layer before a "valid" convolution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...graph import Node
+from ...graph.errors import GraphError
+from ..registry import register
+from .codegen import KerasEmitter
+
+_CONV = {1: "layers.Conv1D", 2: "layers.Conv2D", 3: "layers.Conv3D"}
+_DEPTHWISE = {1: "layers.DepthwiseConv1D", 2: "layers.DepthwiseConv2D"}
+_TRANSPOSE = {1: "layers.Conv1DTranspose", 2: "layers.Conv2DTranspose", 3: "layers.Conv3DTranspose"}
+_ZERO_PAD = {1: "layers.ZeroPadding1D", 2: "layers.ZeroPadding2D", 3: "layers.ZeroPadding3D"}
+_CROP = {1: "layers.Cropping1D", 2: "layers.Cropping2D", 3: "layers.Cropping3D"}
+
+
+def compact(values: tuple) -> int | tuple:
+    """(3, 3) -> 3, as people write it; (3, 1) stays."""
+    return values[0] if len(set(values)) == 1 else tuple(values)
+
+
+def data_format(node: Node) -> dict[str, Any]:
+    """`data_format=` only where it is not Keras's default (channels_last)."""
+    fmt = node.attrs["data_format"]
+    return {} if fmt == "channels_last" else {"data_format": fmt}
+
+
+def pad_argument(pads: tuple) -> Any:
+    """ZeroPadding/Cropping `padding=`: an int if all equal, else per-axis (begin, end)."""
+    flat = [p for pair in pads for p in pair]
+    if len(set(flat)) == 1:
+        return flat[0]
+    if len(pads) == 1:
+        return tuple(pads[0])
+    return tuple(tuple(p) for p in pads)
+
+
+def keras_padding(node: Node) -> tuple[tuple | None, str]:
+    """(explicit pads to apply first or None, the layer's `padding=`)."""
+    a = node.attrs
+    pads = a["padding"]
+    if pads == "same":
+        return None, "same"
+    if all(b == 0 and e == 0 for b, e in pads):
+        return None, "valid"
+    if all(s == 1 for s in a["strides"]):
+        # TensorFlow "same" with stride 1 pads k_eff - 1 in total, the extra one at the end
+        tf_same = tuple(((d * (k - 1)) // 2, d * (k - 1) - (d * (k - 1)) // 2) for k, d in zip(a["kernel_size"], a["dilation"]))
+        if tuple(tuple(p) for p in pads) == tf_same:
+            return None, "same"
+    return tuple(tuple(p) for p in pads), "valid"
+
+
+def zero_pad(node: Node, em: KerasEmitter, x: str, pads: tuple) -> str:
+    rank = len(pads)
+    return em.temp(f"{node.name}_pad", f"{em.layer(node, _ZERO_PAD[rank], suffix='pad', padding=pad_argument(pads), **data_format(node))}({x})")
+
+
+def _kernel(w: np.ndarray) -> np.ndarray:
+    """(out, in, *k) -> (*k, in, out)."""
+    rank = w.ndim - 2
+    return w.transpose(*range(2, 2 + rank), 1, 0)
+
+
+@register("ir->keras", "conv")
+def conv_to_keras(node: Node, em: KerasEmitter) -> None:
+    a = node.attrs
+    rank = a["rank"]
+    w = node.weights["weight"]
+    in_ch = int(w.shape[1]) * a["groups"]
+    x = em.var(node.inputs[0])
+    pads, padding = keras_padding(node)
+    if pads is not None:
+        x = zero_pad(node, em, x, pads)
+    kwargs: dict[str, Any] = {"kernel_size": compact(a["kernel_size"])}
+    if any(s != 1 for s in a["strides"]):
+        kwargs["strides"] = compact(a["strides"])
+    if padding != "valid":
+        kwargs["padding"] = padding
+    if any(d != 1 for d in a["dilation"]):
+        kwargs["dilation_rate"] = compact(a["dilation"])
+    depthwise = a["groups"] == in_ch and a["groups"] > 1 and rank in _DEPTHWISE and a["filters"] % in_ch == 0
+    if depthwise:
+        mult = a["filters"] // in_ch
+        if mult != 1:
+            kwargs["depth_multiplier"] = mult
+        # torch output channel c * mult + m is Keras's (channel c, multiplier m)
+        kernel = w.reshape(in_ch, mult, *a["kernel_size"]).transpose(*range(2, 2 + rank), 0, 1)
+        cls = _DEPTHWISE[rank]
+    else:
+        kwargs = {"filters": a["filters"], **kwargs}
+        if a["groups"] != 1:
+            kwargs["groups"] = a["groups"]
+        kernel = _kernel(w)
+        cls = _CONV[rank]
+    weights = [kernel]
+    if a["use_bias"]:
+        weights.append(node.weights["bias"])
+    else:
+        kwargs["use_bias"] = False
+    kwargs.update(data_format(node))
+    em.assign(node, f"{em.layer(node, cls, weights, **kwargs)}({x})")
+
+
+@register("ir->keras", "conv_transpose")
+def conv_transpose_to_keras(node: Node, em: KerasEmitter) -> None:
+    a = node.attrs
+    rank = a["rank"]
+    if a["groups"] != 1:
+        raise GraphError(f"{node.name}: grouped transposed convolutions have no Keras layer")
+    w = node.weights["weight"]  # (in, out, *k)
+    # Keras "valid" computes the full transposed convolution ((n - 1) * s + k_eff) plus
+    # `output_padding` rows at the end; PyTorch crops `padding` from both ends of it first
+    extra, crops = [], []
+    for (b, e), op in zip(a["padding"], a["output_padding"]):
+        k_op = max(op - e, 0)
+        extra.append(k_op)
+        crops.append((b, e - op + k_op))
+    kwargs: dict[str, Any] = {"filters": a["filters"], "kernel_size": compact(a["kernel_size"])}
+    if any(s != 1 for s in a["strides"]):
+        kwargs["strides"] = compact(a["strides"])
+    kwargs["output_padding"] = compact(tuple(extra))
+    if any(d != 1 for d in a["dilation"]):
+        kwargs["dilation_rate"] = compact(a["dilation"])
+    weights = [w.transpose(*range(2, 2 + rank), 1, 0)]
+    if a["use_bias"]:
+        weights.append(node.weights["bias"])
+    else:
+        kwargs["use_bias"] = False
+    kwargs.update(data_format(node))
+    expr = f"{em.layer(node, _TRANSPOSE[rank], weights, **kwargs)}({em.var(node.inputs[0])})"
+    if any(b or e for b, e in crops):
+        y = em.temp(f"{node.name}_full", expr)
+        expr = f"{em.layer(node, _CROP[rank], suffix='crop', cropping=pad_argument(tuple(crops)), **data_format(node))}({y})"
+    em.assign(node, expr)

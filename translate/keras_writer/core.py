@@ -1,0 +1,75 @@
+"""Keras code for Dense, Embedding, matmul, einsum and learned constants."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph import Node
+from ..registry import register
+from .codegen import KerasEmitter, py_literal
+
+_PARAMETER = '''class Parameter(layers.Layer):
+    """A learned tensor that does not depend on the inputs (a PyTorch nn.Parameter or
+    buffer used directly in forward). It is called on the model input only to join the graph."""
+
+    def __init__(self, shape, value_trainable=True, **kwargs):
+        super().__init__(**kwargs)
+        self.shape_ = tuple(shape)
+        self.value_trainable = value_trainable
+        self.value = self.add_weight(shape=self.shape_, initializer="zeros", trainable=value_trainable, name="value")
+
+    def call(self, inputs):
+        return keras.ops.convert_to_tensor(self.value)
+
+    def compute_output_shape(self, input_shape):
+        return self.shape_
+
+    def get_config(self):
+        return {**super().get_config(), "shape": self.shape_, "value_trainable": self.value_trainable}
+'''
+
+
+@register("ir->keras", "dense")
+def dense_to_keras(node: Node, em: KerasEmitter) -> None:
+    w = node.weights["weight"]
+    weights = [w.T]
+    kwargs = {}
+    if node.attrs["use_bias"]:
+        weights.append(node.weights["bias"])
+    else:
+        kwargs["use_bias"] = False
+    em.assign(node, f"{em.layer(node, 'layers.Dense', weights, units=int(w.shape[0]), **kwargs)}({em.var(node.inputs[0])})")
+
+
+@register("ir->keras", "embedding")
+def embedding_to_keras(node: Node, em: KerasEmitter) -> None:
+    a = node.attrs
+    layer = em.layer(node, "layers.Embedding", [node.weights["weight"]], input_dim=a["input_dim"], output_dim=a["output_dim"])
+    em.assign(node, f"{layer}({em.var(node.inputs[0])})")
+
+
+@register("ir->keras", "matmul")
+def matmul_to_keras(node: Node, em: KerasEmitter) -> None:
+    a, b = node.inputs
+    em.assign(node, f"keras.ops.matmul({em.var(a)}, {em.var(b)})")
+
+
+@register("ir->keras", "einsum")
+def einsum_to_keras(node: Node, em: KerasEmitter) -> None:
+    args = ", ".join(em.var(v) for v in node.inputs)
+    em.assign(node, f"keras.ops.einsum({py_literal(node.attrs['equation'])}, {args})")
+
+
+@register("ir->keras", "constant")
+def constant_to_keras(node: Node, em: KerasEmitter) -> None:
+    value = node.weights["value"]
+    if value.size == 1 and not node.attrs["trainable"]:
+        number = value.reshape(-1)[0]
+        em.inline(node.output, py_literal(float(number) if np.issubdtype(value.dtype, np.floating) else int(number)))
+        return
+    cls = em.helper("Parameter", _PARAMETER)
+    anchor = em.var(em.graph.inputs[0])
+    kwargs = {"shape": tuple(int(d) for d in value.shape)}
+    if not node.attrs["trainable"]:
+        kwargs["value_trainable"] = False
+    em.assign(node, f"{em.layer(node, cls, [value], **kwargs)}({anchor})")

@@ -1,0 +1,62 @@
+"""Keras code for BatchNormalization, LayerNormalization and GroupNormalization.
+
+Keras's momentum is the weight of the old moving statistics: 1 - PyTorch's momentum."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...graph import Node
+from ..registry import register
+from .codegen import KerasEmitter
+
+
+def keras_axis(axis: int, rank: int) -> int:
+    """-1 for the last axis, as people write it."""
+    return -1 if axis == rank - 1 else axis
+
+
+@register("ir->keras", "batch_norm")
+def batch_norm_to_keras(node: Node, em: KerasEmitter) -> None:
+    x = node.inputs[0]
+    w = node.weights
+    kwargs: dict[str, Any] = {"axis": keras_axis(node.attrs["axis"], x.rank), "epsilon": float(node.attrs["epsilon"])}
+    kwargs["momentum"] = round(1.0 - float(node.attrs["momentum"]), 10)
+    weights = []
+    if "weight" in w:
+        weights.append(w["weight"])
+    else:
+        kwargs["scale"] = False
+    if "bias" in w:
+        weights.append(w["bias"])
+    else:
+        kwargs["center"] = False
+    weights += [w["running_mean"], w["running_var"]]
+    em.assign(node, f"{em.layer(node, 'layers.BatchNormalization', weights, **kwargs)}({em.var(x)})")
+
+
+@register("ir->keras", "layer_norm")
+def layer_norm_to_keras(node: Node, em: KerasEmitter) -> None:
+    x = node.inputs[0]
+    axes = tuple(node.attrs["axes"])
+    kwargs: dict[str, Any] = {"axis": keras_axis(axes[0], x.rank) if len(axes) == 1 else list(axes), "epsilon": float(node.attrs["epsilon"])}
+    weights = []
+    if node.attrs["rms_scaling"]:
+        kwargs["rms_scaling"] = True
+    if "weight" in node.weights:
+        weights.append(node.weights["weight"])
+    else:
+        kwargs["scale"] = False
+    if "bias" in node.weights:
+        weights.append(node.weights["bias"])
+    else:
+        kwargs["center"] = False
+    em.assign(node, f"{em.layer(node, 'layers.LayerNormalization', weights, **kwargs)}({em.var(x)})")
+
+
+@register("ir->keras", "group_norm")
+def group_norm_to_keras(node: Node, em: KerasEmitter) -> None:
+    x = node.inputs[0]
+    kwargs = {"groups": node.attrs["groups"], "axis": keras_axis(node.attrs["axis"], x.rank), "epsilon": float(node.attrs["epsilon"])}
+    weights = [node.weights["weight"], node.weights["bias"]]
+    em.assign(node, f"{em.layer(node, 'layers.GroupNormalization', weights, **kwargs)}({em.var(x)})")

@@ -1,0 +1,89 @@
+"""ATen arithmetic: add/sub/mul/div (tensor, scalar and parameter operands, rounding
+modes), pow, minimum/maximum. Python numbers become size-1 constants that the Keras
+writer prints inline; parameters become `constant` nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...graph import Value
+from ..registry import register
+from .reader import AtenCall, Const
+
+
+def operand(call: AtenCall, name: str, rank: int) -> Value:
+    """Argument `name` as a value of `rank` (numbers and constants broadcast)."""
+    v: Any = call.args[name]
+    if isinstance(v, Value):
+        return v
+    if isinstance(v, Const):
+        return call.reader.constant_value(v, rank)
+    if isinstance(v, (bool, int, float)):
+        return call.reader.scalar_value(float(v), rank)
+    raise call.unsupported(f"operand {name!r} is {type(v).__name__}")
+
+
+def _binary(call: AtenCall, op: str, a_name: str = "self", b_name: str = "other") -> Value:
+    a, b = call.args[a_name], call.args[b_name]
+    rank = max(v.rank if isinstance(v, Value) else getattr(getattr(v, "array", None), "ndim", 0) for v in (a, b))
+    alpha = call.args.get("alpha", 1)
+    x = operand(call, a_name, rank)
+    if op in ("add", "sub") and alpha not in (1, None):
+        y = call.emit("mul", [operand(call, b_name, rank), call.reader.scalar_value(float(alpha), rank)], suffix="_alpha")
+    else:
+        y = operand(call, b_name, rank)
+    return call.emit(op, [x, y])
+
+
+@register("torch->ir", "aten.add")
+def add_to_ir(call: AtenCall) -> Value:
+    return _binary(call, "add")
+
+
+@register("torch->ir", "aten.sub")
+def sub_to_ir(call: AtenCall) -> Value:
+    return _binary(call, "sub")
+
+
+@register("torch->ir", "aten.rsub")
+def rsub_to_ir(call: AtenCall) -> Value:
+    if call.args.get("alpha", 1) != 1:
+        raise call.unsupported("rsub with alpha other than 1")
+    return _binary(call, "sub", "other", "self")
+
+
+@register("torch->ir", "aten.mul")
+def mul_to_ir(call: AtenCall) -> Value:
+    return _binary(call, "mul")
+
+
+@register("torch->ir", "aten.div")
+def div_to_ir(call: AtenCall) -> Value:
+    mode = call.args.get("rounding_mode")
+    return _binary(call, {None: "div", "floor": "floor_divide", "trunc": "trunc_divide"}[mode])
+
+
+@register("torch->ir", "aten.floor_divide")
+def floor_divide_to_ir(call: AtenCall) -> Value:
+    return _binary(call, "floor_divide")
+
+
+@register("torch->ir", "aten.maximum", "aten.minimum")
+def extremum_to_ir(call: AtenCall) -> Value:
+    return _binary(call, call.key.split(".")[1])
+
+
+@register("torch->ir", "aten.pow")
+def pow_to_ir(call: AtenCall) -> Value:
+    e = call.args["exponent"]
+    if isinstance(e, (int, float)) and isinstance(call.args["self"], Value):
+        special = {2: "square", 0.5: "sqrt", -0.5: "rsqrt", 1: "identity"}
+        if e in special:
+            return call.emit(special[e], [call.args["self"]])
+    return _binary(call, "pow", "self", "exponent")
+
+
+@register("torch->ir", "aten.reciprocal")
+def reciprocal_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    return call.emit("div", [call.reader.scalar_value(1.0, x.rank), x])

@@ -1,0 +1,62 @@
+"""ATen linear algebra and lookups: linear, matmul/mm/bmm/addmm, einsum, embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph import Value
+from ..registry import register
+from .reader import AtenCall, Const
+
+
+@register("torch->ir", "aten.linear")
+def linear_to_ir(call: AtenCall) -> Value:
+    x = call.value("input")
+    w = call.const("weight")
+    weights = {"weight": w}
+    bias = call.const("bias", optional=True)
+    if bias is not None:
+        weights["bias"] = bias
+    return call.emit("dense", [x], {"units": int(w.shape[0]), "use_bias": bias is not None}, weights)
+
+
+def _matmul(call: AtenCall, a_name: str, b_name: str, bias: np.ndarray | None = None) -> Value:
+    a, b = call.args[a_name], call.args[b_name]
+    if isinstance(b, Const) and b.array.ndim == 2 and isinstance(a, Value):
+        # x @ W with a parameter W is a Dense layer with kernel W
+        weights = {"weight": np.ascontiguousarray(b.array.T)}
+        if bias is not None:
+            weights["bias"] = bias
+        return call.emit("dense", [a], {"units": int(b.array.shape[1]), "use_bias": bias is not None}, weights)
+    y = call.emit("matmul", [call.value(a_name), call.value(b_name)])
+    if bias is not None:
+        y = call.emit("add", [y, call.reader.constant_value(Const(f"{call.name}_bias", bias))], suffix="_bias")
+    return y
+
+
+@register("torch->ir", "aten.matmul", "aten.mm", "aten.bmm")
+def matmul_to_ir(call: AtenCall) -> Value:
+    names = [k for k in call.args if call.args[k] is not None][:2]
+    return _matmul(call, names[0], names[1])
+
+
+@register("torch->ir", "aten.addmm")
+def addmm_to_ir(call: AtenCall) -> Value:
+    if call.args.get("beta", 1) != 1 or call.args.get("alpha", 1) != 1:
+        raise call.unsupported("addmm with beta or alpha other than 1")
+    return _matmul(call, "mat1", "mat2", bias=call.const("self"))
+
+
+@register("torch->ir", "aten.einsum")
+def einsum_to_ir(call: AtenCall) -> Value:
+    operands = list(call.args["tensors"])
+    values = [call.reader.constant_value(o) if isinstance(o, Const) else o for o in operands]
+    return call.emit("einsum", values, {"equation": str(call.args["equation"]).replace(" ", "")})
+
+
+@register("torch->ir", "aten.embedding")
+def embedding_to_ir(call: AtenCall) -> Value:
+    w = call.const("weight")
+    idx = call.args["padding_idx"]
+    attrs = {"input_dim": int(w.shape[0]), "output_dim": int(w.shape[1]), "padding_idx": None if idx is None or idx < 0 else int(idx)}
+    return call.emit("embedding", [call.value("indices")], attrs, {"weight": w})

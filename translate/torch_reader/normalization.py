@@ -1,0 +1,74 @@
+"""ATen normalisations: batch_norm (eval mode), layer_norm, group_norm, instance_norm."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph import Value
+from ..registry import register
+from .reader import AtenCall
+
+
+def _affine(call: AtenCall, channels: int, *, fill: bool) -> dict[str, np.ndarray]:
+    weights = {}
+    for name in ("weight", "bias"):
+        w = call.const(name, optional=True)
+        if w is None and fill:
+            w = (np.ones if name == "weight" else np.zeros)(channels, dtype=np.float32)
+        if w is not None:
+            weights[name] = w
+    return weights
+
+
+def _batch_norm(call: AtenCall, training: bool, momentum: float, eps: float) -> Value:
+    x = call.value("input")
+    mean = call.const("running_mean", optional=True)
+    if training or mean is None:
+        raise call.unsupported("batch normalisation with batch statistics (training mode); export the model after model.eval()")
+    weights = {**_affine(call, mean.shape[0], fill=False), "running_mean": mean, "running_var": call.const("running_var")}
+    attrs = {"axis": 1, "epsilon": float(eps), "momentum": float(momentum if momentum is not None else 0.1)}
+    return call.emit("batch_norm", [x], attrs, weights)
+
+
+@register("torch->ir", "aten.batch_norm")
+def batch_norm_to_ir(call: AtenCall) -> Value:
+    a = call.args
+    return _batch_norm(call, bool(a["training"]), a["momentum"], a["eps"])
+
+
+@register("torch->ir", "aten._native_batch_norm_legit_no_training")
+def native_batch_norm_to_ir(call: AtenCall) -> list:
+    y = _batch_norm(call, False, call.args["momentum"], call.args["eps"])
+    return [y, None, None]
+
+
+@register("torch->ir", "aten.layer_norm")
+def layer_norm_to_ir(call: AtenCall) -> Value:
+    x = call.value("input")
+    n = len(call.args["normalized_shape"])
+    axes = tuple(range(x.rank - n, x.rank))
+    weights = {}
+    for name in ("weight", "bias"):
+        w = call.const(name, optional=True)
+        if w is not None:
+            weights[name] = w
+    return call.emit("layer_norm", [x], {"axes": axes, "epsilon": float(call.args["eps"])}, weights)
+
+
+@register("torch->ir", "aten.group_norm")
+def group_norm_to_ir(call: AtenCall) -> Value:
+    x = call.value("input")
+    c = int(x.shape[1])
+    attrs = {"groups": int(call.args["num_groups"]), "axis": 1, "epsilon": float(call.args["eps"])}
+    return call.emit("group_norm", [x], attrs, _affine(call, c, fill=True))
+
+
+@register("torch->ir", "aten.instance_norm")
+def instance_norm_to_ir(call: AtenCall) -> Value:
+    x = call.value("input")
+    c = int(x.shape[1])
+    if not call.args["use_input_stats"]:
+        raise call.unsupported("InstanceNorm with track_running_stats in eval mode; use track_running_stats=False")
+    # instance normalisation is group normalisation with one channel per group
+    attrs = {"groups": c, "axis": 1, "epsilon": float(call.args["eps"])}
+    return call.emit("group_norm", [x], attrs, _affine(call, c, fill=True))

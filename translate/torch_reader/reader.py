@@ -1,0 +1,507 @@
+"""torch.export ExportedProgram -> intermediate graph.
+
+The reader walks the ATen graph of an ExportedProgram in order. Parameters, buffers and
+lifted constants become `Const`s (numpy arrays) that translators take as weights; every
+other call is handed to the translator registered for its ATen op under "torch->ir"
+(key: "aten.<name>", in-place variants folded onto their functional names). A call whose
+tensor arguments are all constants is evaluated once, here, and becomes a constant too.
+
+The `nn_module_stack` metadata names the innermost module of each call; a call that is the
+whole of a torch.nn leaf module (Conv2d, Linear, BatchNorm2d, ReLU, ...) is named after
+the module's path (`layer1.0.conv1` -> `layer1_0_conv1`), functional code after its
+enclosing module and the op (`layer1_0_add`). Axis 0 of every tensor is the batch axis,
+kept dynamic.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ...graph import Graph, Value
+from ...graph.errors import GraphError, KtorchError, UnsupportedOpError
+from ..registry import lookup
+
+PASS_THROUGH = {
+    "aten.dropout",
+    "aten.feature_dropout",
+    "aten.alpha_dropout",
+    "aten.contiguous",
+    "aten.clone",
+    "aten.alias",
+    "aten.detach",
+    "aten.lift_fresh_copy",
+    "aten.lift_fresh",
+    "aten.identity",
+}
+IGNORED = {"aten._assert_scalar", "aten._assert_tensor_metadata", "aten.sym_constrain_range_for_size", "aten._assert_async"}
+CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")
+
+_DTYPES = {
+    "torch.float32": "float32",
+    "torch.float64": "float64",
+    "torch.float16": "float16",
+    "torch.bfloat16": "bfloat16",
+    "torch.int64": "int64",
+    "torch.int32": "int32",
+    "torch.int16": "int16",
+    "torch.int8": "int8",
+    "torch.uint8": "uint8",
+    "torch.bool": "bool",
+}
+
+
+class TorchOpError(KtorchError):
+    """An ATen call has arguments that ktorch cannot translate."""
+
+
+@dataclass(frozen=True)
+class Const:
+    """A tensor known at conversion time: a parameter, a buffer, or a folded constant."""
+
+    name: str
+    array: np.ndarray
+    trainable: bool = False  # an nn.Parameter (a buffer or folded constant is not)
+
+
+class _Batch:
+    """The symbolic batch size (x.size(0) on a dynamic batch)."""
+
+    def __repr__(self) -> str:
+        return "BATCH"
+
+
+BATCH = _Batch()
+
+
+def identifier(text: str) -> str:
+    return re.sub(r"\W", "_", text).strip("_") or "x"
+
+
+def dtype_name(dtype: Any) -> str:
+    return _DTYPES.get(str(dtype), "float32")
+
+
+def aten_key(target: Any) -> str:
+    """'aten.<name>' for an ATen overload (in-place `relu_` folds onto `relu`), else the
+    callable's qualified name."""
+    packet = getattr(target, "overloadpacket", None)
+    if packet is not None:
+        name = packet.__name__
+        if name.endswith("_") and not name.startswith("_"):
+            name = name[:-1]
+        namespace = getattr(target, "namespace", "aten")
+        return f"{namespace}.{name}"
+    return getattr(target, "__name__", str(target))
+
+
+def bind_arguments(target: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Positional and keyword arguments of an ATen call by schema name, defaults filled in."""
+    schema = target._schema
+    bound: dict[str, Any] = {}
+    positional = list(args)
+    for arg in schema.arguments:
+        if not arg.kwarg_only and positional:
+            bound[arg.name] = positional.pop(0)
+        elif arg.name in kwargs:
+            bound[arg.name] = kwargs[arg.name]
+        elif arg.has_default_value():
+            bound[arg.name] = arg.default_value
+        else:
+            bound[arg.name] = None
+    return bound
+
+
+@dataclass
+class AtenCall:
+    """One ATen call, as its translator sees it."""
+
+    reader: TorchReader
+    key: str  # "aten.conv2d"
+    fx_name: str
+    args: dict[str, Any]  # by schema name; Values, Consts, BATCH, Python values
+    module: str  # innermost module path ("layer1.0.conv1"), "" at top level
+    module_class: str  # its class name ("Conv2d")
+    leaf: bool  # the call is the whole of a torch.nn leaf module
+    meta_shapes: list[tuple]  # output shapes torch recorded (batch axis as None)
+    meta_dtypes: list[str]
+
+    @property
+    def graph(self) -> Graph:
+        return self.reader.graph
+
+    @property
+    def name(self) -> str:
+        """The base name of the nodes this call emits."""
+        if self.leaf:
+            return identifier(self.module)
+        op = self.key.split(".", 1)[1].strip("_")
+        return identifier(f"{self.module}_{op}" if self.module else op)
+
+    @property
+    def where(self) -> str:
+        return f"{self.fx_name} ({self.key}{' in ' + self.module + ' (' + self.module_class + ')' if self.module else ''})"
+
+    def error(self, message: str) -> TorchOpError:
+        return TorchOpError(f"{self.where}: {message}")
+
+    def unsupported(self, reason: str) -> UnsupportedOpError:
+        return UnsupportedOpError([(self.module or self.fx_name, self.key, reason)], where="the PyTorch reader")
+
+    # -- arguments ----------------------------------------------------------------------
+    def value(self, name: str) -> Value:
+        """A tensor argument as a graph value (a constant becomes a `constant` node)."""
+        v = self.args.get(name)
+        if isinstance(v, Const):
+            return self.reader.constant_value(v)
+        if not isinstance(v, Value):
+            raise self.error(f"argument {name!r} is {v!r}, expected a tensor")
+        return v
+
+    def const(self, name: str, *, optional: bool = False) -> np.ndarray | None:
+        v = self.args.get(name)
+        if v is None and optional:
+            return None
+        if not isinstance(v, Const):
+            raise self.unsupported(f"argument {name!r} must be a parameter or constant known at export time")
+        return v.array
+
+    def ints(self, name: str, rank: int) -> tuple[int, ...]:
+        v = self.args.get(name)
+        if isinstance(v, int):
+            return (v,) * rank
+        v = tuple(int(i) for i in v)
+        return v * rank if len(v) == 1 else v
+
+    def axis(self, name: str, rank: int) -> int:
+        a = int(self.args[name])
+        a = a + rank if a < 0 else a
+        if not 0 <= a < rank:
+            raise self.error(f"dim {self.args[name]} is out of range for rank {rank}")
+        return a
+
+    # -- emission -----------------------------------------------------------------------
+    def emit(
+        self,
+        op: str,
+        inputs: list[Value],
+        attrs: dict[str, Any] | None = None,
+        weights: dict[str, np.ndarray] | None = None,
+        *,
+        suffix: str = "",
+    ) -> Value:
+        node = self.graph.add_node(
+            op,
+            inputs,
+            attrs,
+            weights,
+            name=self.name + suffix,
+            source=self.module if self.leaf else self.name,
+            source_class=self.module_class or self.key,
+        )
+        return node.outputs[0] if len(node.outputs) == 1 else node.outputs  # type: ignore[return-value]
+
+    def emit_all(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None) -> list[Value]:
+        node = self.graph.add_node(op, inputs, attrs, name=self.name, source=self.name, source_class=self.module_class or self.key)
+        return list(node.outputs)
+
+
+def _module_of(node: Any) -> tuple[str, str]:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "", ""
+    path, cls = list(stack.values())[-1]
+    cls_name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+    path = re.sub(r"@\d+", "", str(path))
+    if path.startswith("L__self__"):
+        path = path[len("L__self__") :].lstrip("_.")
+    return path, cls_name
+
+
+def _is_leaf(cls_name: str) -> bool:
+    return cls_name.startswith("torch.nn.modules.") and cls_name.rsplit(".", 1)[-1] not in CONTAINERS
+
+
+@dataclass
+class ReadOptions:
+    fold_constants: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TorchReader:
+    """Builds a Graph from an ExportedProgram."""
+
+    def __init__(self, program: Any, name: str = "model", options: ReadOptions | None = None) -> None:
+        self.program = program
+        self.options = options or ReadOptions()
+        self.graph = Graph(name)
+        self.env: dict[str, Any] = {}
+        self._const_values: dict[str, Value] = {}
+        self._leaf_calls: dict[str, int] = {}
+        self._scalars = 0
+        self.static_batch: int | None = None  # the batch size of an export without a dynamic batch
+
+    # -- constants ------------------------------------------------------------------------
+    def constant_value(self, const: Const, rank: int | None = None) -> Value:
+        """A `constant` node holding `const` (one per constant and rank); with `rank`, the
+        array gets leading size-1 axes so that it broadcasts like a same-rank operand."""
+        if rank is not None and const.array.ndim < rank:
+            const = Const(const.name, const.array.reshape((1,) * (rank - const.array.ndim) + const.array.shape), const.trainable)
+        key = f"{const.name}:{const.array.ndim}"
+        if key not in self._const_values:
+            node = self.graph.add_node(
+                "constant",
+                [],
+                {"trainable": const.trainable},
+                {"value": const.array},
+                name=identifier(const.name),
+                source=const.name,
+                source_class="Parameter",
+            )
+            self._const_values[key] = node.output
+        return self._const_values[key]
+
+    def scalar_value(self, number: float | int, rank: int, dtype: str = "float32") -> Value:
+        """A Python number as a size-1 constant of `rank` (the Keras writer inlines it)."""
+        self._scalars += 1
+        return self.constant_value(Const(f"scalar_{self._scalars}", np.full((1,) * rank, number, dtype=dtype)))
+
+    # -- entry --------------------------------------------------------------------------
+    def read(self) -> Graph:
+        from torch.export.graph_signature import InputKind, OutputKind
+
+        ep = self.program
+        sig = ep.graph_signature
+        state = ep.state_dict
+        constants = getattr(ep, "constants", {}) or {}
+        kinds = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
+        self._check_supported()
+        for node in ep.graph.nodes:
+            if node.op == "placeholder":
+                spec = kinds.get(node.name)
+                if spec is None or spec.kind == InputKind.USER_INPUT:
+                    self.env[node.name] = self._add_input(node)
+                elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+                    source = state if spec.target in state else constants
+                    tensor = source[spec.target]
+                    self.env[node.name] = Const(spec.target, _to_numpy(tensor), spec.kind == InputKind.PARAMETER)
+                else:
+                    raise UnsupportedOpError([(node.name, str(spec.kind), "this kind of program input is not supported")], where="the PyTorch reader")
+            elif node.op == "call_function":
+                self.env[node.name] = self._call(node)
+            elif node.op == "get_attr":
+                self.env[node.name] = Const(node.target, _to_numpy(getattr(ep.graph_module, node.target)))
+            elif node.op == "output":
+                outs = [self._resolve(a) for a in node.args[0]]
+                user = [o for o, spec in zip(outs, sig.output_specs) if spec.kind == OutputKind.USER_OUTPUT]
+                values = []
+                for i, o in enumerate(user):
+                    if isinstance(o, Const):
+                        o = self.constant_value(o)
+                    if not isinstance(o, Value):
+                        raise GraphError(f"output {i} of the program is {o!r}, not a tensor")
+                    if o in self.graph.inputs or o in values:
+                        o = self.graph.add_node("identity", [o], name=f"output_{i}").output
+                    values.append(o)
+                self.graph.outputs = values
+        for i, v in enumerate(self.graph.outputs):
+            v.source = v.source or v.name
+        self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export"})
+        return self.graph
+
+    def _check_supported(self) -> None:
+        problems = []
+        for node in self.program.graph.nodes:
+            if node.op != "call_function":
+                continue
+            key = aten_key(node.target)
+            if key in PASS_THROUGH or key in IGNORED or key in _PYTHON_OPS or key in _SYM_OPS or lookup("torch->ir", key) is not None:
+                continue
+            module, cls = _module_of(node)
+            problems.append((module or node.name, key, f"no translator (called in {cls.rsplit('.', 1)[-1] or 'the top-level forward'})"))
+        if problems:
+            unique = sorted(set(problems), key=problems.index)
+            raise UnsupportedOpError(
+                unique,
+                where="the PyTorch program",
+                hint="Nothing was written. Add a translator with ktorch.translate.registry.register('torch->ir', 'aten.<op>').",
+            )
+
+    def _add_input(self, node: Any) -> Value:
+        val = node.meta.get("val")
+        if val is None or not hasattr(val, "shape"):
+            raise UnsupportedOpError([(node.name, type(val).__name__, "only tensor inputs are supported")], where="the PyTorch reader")
+        shape = _shape(val, batch=True, where=f"input {node.name!r}")
+        try:
+            self.static_batch = int(val.shape[0])
+        except (TypeError, ValueError):
+            pass
+        return self.graph.add_input(identifier(node.name), shape, dtype_name(val.dtype))
+
+    # -- calls ----------------------------------------------------------------------------
+    def _resolve(self, arg: Any) -> Any:
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node):
+            return self.env[arg.name]
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(self._resolve(a) for a in arg)
+        if isinstance(arg, dict):
+            return {k: self._resolve(v) for k, v in arg.items()}
+        return arg
+
+    def _call(self, node: Any) -> Any:
+        key = aten_key(node.target)
+        args = self._resolve(node.args)
+        kwargs = self._resolve(node.kwargs)
+        if key in IGNORED:
+            return None
+        if key in _PYTHON_OPS:
+            return _PYTHON_OPS[key](*args)
+        if key in _SYM_OPS:
+            return _SYM_OPS[key](self, node, *args)
+        bound = bind_arguments(node.target, args, kwargs)
+        if key in PASS_THROUGH:
+            return bound.get("input", bound.get("self", args[0] if args else None))
+        flat = _flatten(list(bound.values()))
+        if self.options.fold_constants and not any(isinstance(a, (Value, _Batch)) for a in flat) and any(isinstance(a, Const) for a in flat):
+            return self._fold(node, args, kwargs)
+        translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]
+        module, cls = _module_of(node)
+        leaf = _is_leaf(cls) and bool(module)
+        if leaf:
+            # a module called several times: each call is its own (weightless) layer
+            count = self._leaf_calls.get(module + key, 0)
+            self._leaf_calls[module + key] = count + 1
+        val = node.meta.get("val")
+        vals = list(val) if isinstance(val, (list, tuple)) else [val]
+        call = AtenCall(
+            reader=self,
+            key=key,
+            fx_name=node.name,
+            args=bound,
+            module=module,
+            module_class=cls.rsplit(".", 1)[-1],
+            leaf=leaf,
+            meta_shapes=[_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals],
+            meta_dtypes=[dtype_name(getattr(v, "dtype", None)) for v in vals],
+        )
+        try:
+            result = translator(call)
+        except (UnsupportedOpError, TorchOpError):
+            raise
+        except KtorchError as exc:
+            raise TorchOpError(f"{call.where}: {exc}") from exc
+        self._check_shapes(call, result)
+        return result
+
+    def _check_shapes(self, call: AtenCall, result: Any) -> None:
+        outs = [result] if isinstance(result, Value) else [r for r in (result or []) if isinstance(r, Value)] if isinstance(result, (list, tuple)) else []
+        for v, expected in zip(outs, call.meta_shapes):
+            if not expected:
+                continue
+            got = tuple(v.shape)
+            if len(got) != len(expected) or any(a is not None and b is not None and a != b for a, b in zip(got, expected)):
+                raise GraphError(f"{call.where}: the translation produced shape {got}, PyTorch computes {expected}")
+
+    def _fold(self, node: Any, args: Any, kwargs: Any) -> Any:
+        import torch
+
+        def unwrap(a: Any) -> Any:
+            if isinstance(a, Const):
+                return torch.from_numpy(np.array(a.array))
+            if isinstance(a, (list, tuple)):
+                return type(a)(unwrap(i) for i in a)
+            return a
+
+        with torch.no_grad():
+            out = node.target(*unwrap(args), **unwrap(kwargs))
+        if isinstance(out, torch.Tensor):
+            return Const(f"{node.name}", _to_numpy(out))
+        if isinstance(out, (list, tuple)):
+            return [Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)]
+        return out
+
+
+def _flatten(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [i for o in obj for i in _flatten(o)]
+    return [obj]
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    import torch
+
+    t = tensor.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return np.ascontiguousarray(t.numpy())
+
+
+def _shape(val: Any, *, batch: bool, where: str) -> tuple:
+    dims = []
+    for i, d in enumerate(val.shape):
+        if i == 0 and batch:
+            dims.append(None)
+            continue
+        try:
+            dims.append(int(d))
+        except (TypeError, ValueError):
+            raise UnsupportedOpError(
+                [(where, "dynamic shape", f"axis {i} has the symbolic size {d}; only the batch axis may be dynamic")],
+                where="the PyTorch reader",
+                hint="Export with static sizes for every axis but the batch (torch.export.Dim on axis 0 only).",
+            ) from None
+    if batch and not dims:
+        raise UnsupportedOpError([(where, "scalar", "a 0-d tensor has no batch axis")], where="the PyTorch reader")
+    return tuple(dims)
+
+
+def _getitem(seq: Any, index: int) -> Any:
+    return seq[index]
+
+
+def _sym_size(reader: TorchReader, node: Any, x: Any, dim: int) -> Any:
+    if isinstance(x, Value):
+        d = dim % x.rank
+        return BATCH if d == 0 else x.shape[d]
+    if isinstance(x, Const):
+        return x.array.shape[dim]
+    raise GraphError(f"{node.name}: size() of {x!r}")
+
+
+def _sym_arith(fn: Callable) -> Callable:
+    def apply(reader: TorchReader, node: Any, *args: Any) -> Any:
+        if any(isinstance(a, _Batch) for a in args):
+            raise UnsupportedOpError(
+                [(node.name, str(node.target), "arithmetic on the batch size")],
+                where="the PyTorch reader",
+                hint="Use -1 or x.size(0) directly in view/reshape, or export with a static batch size.",
+            )
+        return fn(*args)
+
+    return apply
+
+
+_PYTHON_OPS: dict[str, Callable] = {"getitem": _getitem}
+_SYM_OPS: dict[str, Callable] = {
+    "aten.sym_size": _sym_size,
+    "mul": _sym_arith(operator.mul),
+    "add": _sym_arith(operator.add),
+    "sub": _sym_arith(operator.sub),
+    "floordiv": _sym_arith(operator.floordiv),
+    "truediv": _sym_arith(operator.truediv),
+    "sym_int": _sym_arith(int),
+    "sym_float": _sym_arith(float),
+}
+
+
+def read_program(program: Any, *, name: str = "model", options: ReadOptions | None = None) -> Graph:
+    """Read an ExportedProgram into a graph (axis 0 of every input is the dynamic batch)."""
+    from . import families  # noqa: F401  (registers the translators)
+
+    return TorchReader(program, name, options).read()

@@ -1,0 +1,238 @@
+"""ATen data movement: flatten, view/reshape, permute/transpose, cat/stack, chunk/split/
+unbind, slice/select, unsqueeze/squeeze, expand (no-op only), reductions and casts.
+
+The batch axis (0) stays in place: an op that would move, split or reduce it is refused
+with the reason, since the emitted Keras model keeps a dynamic batch."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ...graph import Value
+from ..registry import register
+from .arithmetic import operand
+from .reader import BATCH, AtenCall, Const, dtype_name
+
+_BIG = 2**62
+
+
+def _no_batch(call: AtenCall, axis: int, what: str) -> None:
+    if axis == 0:
+        raise call.unsupported(f"{what} on the batch axis (axis 0); the emitted model keeps a dynamic batch")
+
+
+@register("torch->ir", "aten.flatten")
+def flatten_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    start = call.axis("start_dim", x.rank)
+    end = call.axis("end_dim", x.rank)
+    if end <= start:
+        return x
+    if start == 1 and end == x.rank - 1:
+        return call.emit("flatten", [x])
+    _no_batch(call, start, "flatten")
+    size = math.prod(x.shape[start : end + 1])
+    return call.emit("reshape", [x], {"shape": tuple(x.shape[1:start]) + (size,) + tuple(x.shape[end + 1 :])})
+
+
+def reshape_target(call: AtenCall, x: Value, size: list[Any]) -> tuple[int, ...]:
+    """The target shape without the batch axis, if the reshape keeps the batch axis."""
+    size = list(size)
+    rest = [int(s) for s in size[1:] if s is not BATCH]
+    if len(rest) != len(size) - 1:
+        raise call.unsupported("the batch size used on an axis other than 0")
+    known = math.prod(x.shape[1:])
+    if size[0] is BATCH:
+        return tuple(rest)
+    batch = call.reader.static_batch
+    product = math.prod(d for d in rest if d != -1)
+    if -1 not in rest and product == known and (size[0] == -1 or size[0] == batch):
+        return tuple(rest)
+    if -1 in rest and size[0] == batch and batch is not None:
+        return tuple(rest)
+    raise call.unsupported(f"reshape to {tuple(size)} mixes the batch axis with others; keep x.size(0) (or -1) first")
+
+
+@register("torch->ir", "aten.view", "aten.reshape", "aten._unsafe_view")
+def reshape_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    size = call.args.get("size", call.args.get("shape"))
+    if not isinstance(size, (list, tuple)):
+        raise call.unsupported("view as another dtype")
+    target = reshape_target(call, x, size)
+    if target == tuple(x.shape[1:]):
+        return x
+    return call.emit("reshape", [x], {"shape": target})
+
+
+def _transpose(call: AtenCall, x: Value, perm: tuple[int, ...]) -> Value:
+    if perm[0] != 0:
+        raise call.unsupported(f"permutation {perm} moves the batch axis")
+    if perm == tuple(range(x.rank)):
+        return x
+    return call.emit("transpose", [x], {"perm": perm})
+
+
+@register("torch->ir", "aten.permute")
+def permute_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    return _transpose(call, x, tuple(int(d) % x.rank for d in call.args["dims"]))
+
+
+@register("torch->ir", "aten.transpose")
+def transpose_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    a, b = call.axis("dim0", x.rank), call.axis("dim1", x.rank)
+    perm = list(range(x.rank))
+    perm[a], perm[b] = perm[b], perm[a]
+    return _transpose(call, x, tuple(perm))
+
+
+@register("torch->ir", "aten.cat", "aten.concat")
+def cat_to_ir(call: AtenCall) -> Value:
+    tensors = [t for t in call.args["tensors"] if not (isinstance(t, Value) and 0 in t.shape)]
+    rank = max(t.rank if isinstance(t, Value) else t.array.ndim for t in tensors)
+    axis = call.axis("dim", rank)
+    _no_batch(call, axis, "concatenation")
+    values = [t if isinstance(t, Value) else call.reader.constant_value(t, rank) for t in tensors]
+    if len(values) == 1:
+        return values[0]
+    return call.emit("concat", values, {"axis": axis})
+
+
+@register("torch->ir", "aten.stack")
+def stack_to_ir(call: AtenCall) -> Value:
+    values = [t if isinstance(t, Value) else call.reader.constant_value(t) for t in call.args["tensors"]]
+    axis = call.axis("dim", values[0].rank + 1)
+    _no_batch(call, axis, "stack")
+    return call.emit("stack", values, {"axis": axis})
+
+
+def _split(call: AtenCall, x: Value, axis: int, sizes: list[int]) -> list[Value]:
+    _no_batch(call, axis, "split")
+    if len(sizes) == 1:
+        return [x]
+    return call.emit_all("split", [x], {"axis": axis, "sizes": tuple(sizes)})
+
+
+@register("torch->ir", "aten.chunk")
+def chunk_to_ir(call: AtenCall) -> list[Value]:
+    x = call.value("self")
+    axis = call.axis("dim", x.rank)
+    n = int(x.shape[axis])
+    step = -(-n // int(call.args["chunks"]))
+    return _split(call, x, axis, [min(step, n - i) for i in range(0, n, step)])
+
+
+@register("torch->ir", "aten.split", "aten.split_with_sizes")
+def split_to_ir(call: AtenCall) -> list[Value]:
+    x = call.value("self")
+    axis = call.axis("dim", x.rank)
+    n = int(x.shape[axis])
+    size = call.args.get("split_size", call.args.get("split_sizes"))
+    if isinstance(size, int):
+        sizes = [min(size, n - i) for i in range(0, n, size)]
+    else:
+        sizes = [int(s) for s in size]
+    return _split(call, x, axis, sizes)
+
+
+@register("torch->ir", "aten.unbind")
+def unbind_to_ir(call: AtenCall) -> list[Value]:
+    x = call.value("self")
+    axis = call.axis("dim", x.rank)
+    _no_batch(call, axis, "unbind")
+    return [call.emit("select", [x], {"axis": axis, "index": i}, suffix=f"_{i}") for i in range(int(x.shape[axis]))]
+
+
+@register("torch->ir", "aten.slice")
+def slice_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    axis = call.axis("dim", x.rank)
+    n = int(x.shape[axis]) if x.shape[axis] is not None else None
+    start = call.args.get("start")
+    end = call.args.get("end")
+    step = int(call.args.get("step") or 1)
+    start = 0 if start is None else int(start)
+    end = None if end is None or (isinstance(end, int) and end >= _BIG) else int(end)
+    if n is not None:
+        start, stop, _ = slice(start, end, step).indices(n)
+        if start == 0 and stop == n and step == 1:
+            return x
+        end = stop if stop != n else None
+    _no_batch(call, axis, "slicing")
+    return call.emit("slice", [x], {"axis": axis, "start": start, "stop": end, "step": step})
+
+
+@register("torch->ir", "aten.select")
+def select_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    axis = call.axis("dim", x.rank)
+    _no_batch(call, axis, "select")
+    index = int(call.args["index"]) % int(x.shape[axis])
+    return call.emit("select", [x], {"axis": axis, "index": index})
+
+
+@register("torch->ir", "aten.unsqueeze")
+def unsqueeze_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    axis = call.axis("dim", x.rank + 1)
+    _no_batch(call, axis, "unsqueeze")
+    return call.emit("expand_dims", [x], {"axis": axis})
+
+
+@register("torch->ir", "aten.squeeze")
+def squeeze_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    dims = call.args.get("dim")
+    if dims is None:
+        axes = [i for i in range(1, x.rank) if x.shape[i] == 1]
+    else:
+        axes = [d % x.rank for d in ([dims] if isinstance(dims, int) else dims)]
+        axes = [a for a in axes if x.shape[a] == 1 and a != 0]
+    for i, axis in enumerate(sorted(axes, reverse=True)):
+        x = call.emit("squeeze", [x], {"axis": axis}, suffix=f"_{i}" if i else "")
+    return x
+
+
+@register("torch->ir", "aten.expand")
+def expand_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    size = list(call.args["size"])
+    same = len(size) == x.rank and all(s == -1 or s is BATCH or s == d for s, d in zip(size, x.shape))
+    if not same:
+        raise call.unsupported(f"expand of {x.shape} to {tuple(size)} (only a no-op expand is supported)")
+    return x
+
+
+_REDUCE = {"aten.mean": "mean", "aten.sum": "sum", "aten.amax": "max", "aten.amin": "min", "aten.prod": "prod"}
+
+
+@register("torch->ir", *_REDUCE)
+def reduce_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    dims = call.args.get("dim")
+    if dims is None or dims == []:
+        raise call.unsupported("a reduction over all axes (including the batch axis)")
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    axes = tuple(sorted(d % x.rank for d in dims))
+    _no_batch(call, axes[0], "reduction")
+    keep = bool(call.args.get("keepdim", False))
+    return call.emit("reduce", [x], {"mode": _REDUCE[call.key], "axes": axes, "keepdims": keep})
+
+
+@register("torch->ir", "aten.to", "aten._to_copy", "aten.type_as")
+def cast_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    dtype = call.args.get("dtype")
+    if call.key == "aten.type_as":
+        other: Any = call.args["other"]
+        dtype = other.dtype if isinstance(other, Value) else str(other.array.dtype) if isinstance(other, Const) else None
+    target = call.meta_dtypes[0] if dtype is None else dtype_name(dtype) if not isinstance(dtype, str) else dtype
+    if target == x.dtype:
+        return x
+    return call.emit("cast", [x], {"dtype": target})
+
+
+__all__ = ["operand", "reshape_target"]
