@@ -202,22 +202,33 @@ _PER_STEP = frozenset({"Dense", "Activation", "Dropout", "ReLU", "LeakyReLU", "E
 
 @register("keras->ir", "TimeDistributed")
 def time_distributed_from_keras(call: LayerCall) -> Value:
+    """The inner layer on every time step: on the sequence itself for layers that act on
+    the last axis, else on the steps folded into the batch, (batch * time, ...)."""
     inner = call.get("layer")
     cls = inner.get("class_name")
     translator = lookup("keras->ir", cls)
     if translator is None:
         raise call.error(f"TimeDistributed around {cls}: no translator for that layer class")
+    config = dict(inner.get("config", {}))
     x = call.x
     steps = x.shape[1]
     per_step = cls in _PER_STEP
     if not per_step and steps is None:
         raise call.error("TimeDistributed over a layer that needs folding needs a known number of time steps")
+    # A channels-last image layer runs channels-first on the folded steps: the layout pass
+    # cannot see through the fold, so the channel move is explicit here.
+    spatial = not per_step and cls != "Flatten" and "data_format" in config and x.rank >= 4
+    if spatial and (config.get("data_format") or "channels_last") == "channels_last":
+        x = call.emit("transpose", [x], {"perm": (0, 1, x.rank - 1, *range(2, x.rank - 1))}, suffix="_cf")
+        config["data_format"] = "channels_first"
+    else:
+        spatial = False
     inner_x = x if per_step else call.emit("fold_time", [x], suffix="_fold")
     inner_call = LayerCall(
         graph=call.graph,
         name=call.name,
         class_name=cls,
-        config=inner.get("config", {}),
+        config=config,
         args=[inner_x],
         kwargs={},
         weights=call.weights,
@@ -228,7 +239,12 @@ def time_distributed_from_keras(call: LayerCall) -> Value:
     if not isinstance(y, Value):
         raise call.error(f"TimeDistributed around {cls} with several outputs is not supported")
     call._emitted.extend(inner_call._emitted)
-    return y if per_step else call.emit("unfold_time", [y], {"steps": int(steps)}, suffix="_unfold")
+    if per_step:
+        return y
+    y = call.emit("unfold_time", [y], {"steps": int(steps)}, suffix="_unfold")
+    if spatial and y.rank >= 4:
+        y = call.emit("transpose", [y], {"perm": (0, 1, *range(3, y.rank), 2)}, suffix="_cl")
+    return y
 
 
 @register("keras->ir", "NotEqual")
@@ -238,3 +254,15 @@ def not_equal_from_keras(call: LayerCall) -> Value:
     if len(call.inputs) != 1 or len(call.args) != 2 or not isinstance(call.args[1], (int, float)):
         raise call.error("only not_equal(tensor, constant) is supported")
     return call.emit("sequence_mask", [call.x], {"value": call.args[1]})
+
+
+@register("keras->ir", "Any")
+def any_from_keras(call: LayerCall) -> Value:
+    """`keras.ops.any(not_equal(x, v), axis=-1)`: how a Keras 3 functional config records
+    the mask of a Masking layer."""
+    x = call.x
+    producer = x.producer
+    axis = call.get("axis")
+    if producer is None or producer.op != "sequence_mask" or producer.attrs["reduce_last"] or axis not in (-1, x.rank - 1) or call.get("keepdims"):
+        raise call.error("only any(not_equal(x, value), axis=-1), a Masking layer's mask, is supported")
+    return call.emit("sequence_mask", [producer.inputs[0]], {"value": producer.attrs["value"], "reduce_last": True})
