@@ -151,8 +151,8 @@ def test_layer_scale_is_a_parameter(keras, tmp_path):
     channel-axis LayerNorm and its pointwise Dense layers 1x1 convolutions."""
     model = build(keras, "ConvNeXtTiny")
     result = convert_keras(model, tmp_path, fmt="keras")
-    code = " ".join((result.out / "model.py").read_text().split())
-    assert "self.convnext_tiny_stage_0_block_0_layer_scale = nn.Parameter( torch.zeros((1, 96, 1, 1)) )" in code
-    assert "* self.convnext_tiny_stage_0_block_0_layer_scale" in code
-    assert "ChannelLayerNorm(96, eps=1e-06)" in code
-    assert "self.convnext_tiny_stage_0_block_0_pointwise_conv_1 = nn.Conv2d(96, 384, kernel_size=1)" in code
+    code = "".join((result.out / "model.py").read_text().split())  # whatever the formatter wrapped
+    assert "self.convnext_tiny_stage_0_block_0_layer_scale=nn.Parameter(torch.zeros((1,96,1,1)))" in code
+    assert "*self.convnext_tiny_stage_0_block_0_layer_scale" in code
+    assert "ChannelLayerNorm(96,eps=1e-06)" in code
+    assert "self.convnext_tiny_stage_0_block_0_pointwise_conv_1=nn.Conv2d(96,384,kernel_size=1)" in code
