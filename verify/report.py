@@ -139,7 +139,9 @@ class VerifyReport:
     def min_passing_tolerance(self) -> float | None:
         """The smallest relative tolerance with which every output of every run would
         have passed; None if no tolerance can (an integer or NaN/Inf mismatch, a
-        structural problem)."""
+        structural problem, nothing ran)."""
+        if not self.runs or self.error is not None:
+            return None
         worst = 0.0
         for run in self.runs:
             if run.problems:
@@ -152,7 +154,9 @@ class VerifyReport:
         return worst
 
     def min_passing_layer_tolerance(self) -> float | None:
-        """Likewise for the isolated layer errors."""
+        """Likewise for the isolated layer errors (None if no layer was isolated)."""
+        if not any(layer.isolated is not None for run in self.runs for layer in run.layers):
+            return None
         worst = 0.0
         for run in self.runs:
             for layer in run.layers:

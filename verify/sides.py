@@ -58,6 +58,10 @@ class EmittedSide(Protocol):
 
 
 def _keras_device(device: str) -> str:
+    # Keras's torch backend takes torch device names ("cpu:0" there breaks loading
+    # models with integer variables); TensorFlow takes "cpu:0" / "gpu:0"
+    if keras_backend() == "torch":
+        return "cuda" if device.startswith("cuda") else "cpu"
     return "gpu:0" if device.startswith("cuda") else "cpu:0"
 
 
