@@ -61,13 +61,15 @@ def layer_norm_from_keras(call: LayerCall) -> Value:
     axes = _axes(call, x)
     shape = tuple(x.shape[a] for a in axes)
     rms = bool(call.get("rms_scaling", False))
+    # Keras 3 builds gamma if scale or rms_scaling, beta only if center and not rms_scaling
+    has_gamma = bool(call.get("scale", True)) or rms
+    has_beta = bool(call.get("center", True)) and not rms
+    call.expect_weights(int(has_gamma) + int(has_beta))
     weights = {}
-    gamma, beta, used = _affine(call, shape)
-    call.expect_weights(used)
-    if gamma is not None:
-        weights["weight"] = gamma
-    if beta is not None and not rms:
-        weights["bias"] = beta
+    if has_gamma:
+        weights["weight"] = call.weight(0, expect=shape)
+    if has_beta:
+        weights["bias"] = call.weight(int(has_gamma), expect=shape)
     return call.emit("layer_norm", [x], {"axes": axes, "epsilon": float(call.get("epsilon", 1e-3)), "rms_scaling": rms}, weights)
 
 

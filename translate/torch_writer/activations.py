@@ -11,8 +11,8 @@ from ..registry import register
 from .codegen import Raw, TorchEmitter, call, py_literal
 
 _KERAS_RELU = '''def keras_relu(x: torch.Tensor, negative_slope: float, max_value: float | None, threshold: float) -> torch.Tensor:
-    """Keras's general relu: x above threshold (capped at max_value), else negative_slope * (x - threshold)."""
-    upper = x if max_value is None else x.clamp(max=max_value)
+    """Keras's general relu: x above threshold (clipped to [0, max_value]), else negative_slope * (x - threshold)."""
+    upper = x if max_value is None else x.clamp(min=0.0, max=max_value)
     return torch.where(x > threshold, upper, negative_slope * (x - threshold))
 '''
 

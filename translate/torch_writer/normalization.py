@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph import Node
-from ...graph.errors import GraphError
 from ..registry import register
 from .codegen import TorchEmitter, call, py_literal
 from .conv import compact
-
 
 _BN = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
 
@@ -48,6 +46,19 @@ _KERAS_RMS = '''def keras_rms_scaling(x: torch.Tensor, weight: torch.Tensor | No
 '''
 
 
+_LN_OVER = '''def layer_norm_over(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Layer normalisation over axes that nn.LayerNorm cannot take (not the trailing ones)."""
+    mean = x.mean(dims, keepdim=True)
+    var = (x - mean).square().mean(dims, keepdim=True)
+    x = (x - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        x = x * weight
+    if bias is not None:
+        x = x + bias
+    return x
+'''
+
+
 @register("ir->torch", "layer_norm")
 def layer_norm_to_torch(node: Node, em: TorchEmitter) -> None:
     x = node.inputs[0]
@@ -83,7 +94,11 @@ def layer_norm_to_torch(node: Node, em: TorchEmitter) -> None:
         mod = em.module(node, call("ChannelLayerNorm", shape[0], **kwargs), state)
         em.assign(node, f"{mod}({v})")
     else:
-        raise GraphError(f"{node.name}: layer normalisation over axes {axes} of a rank-{x.rank} tensor is not supported by the PyTorch writer")
+        helper = em.helper("layer_norm_over", _LN_OVER)
+        full = tuple(x.shape[i] if i in axes else 1 for i in range(1, x.rank))
+        weight = em.module(node, f"nn.Parameter(torch.ones({py_literal(full)}))", {"": w.reshape(full)}, suffix="weight") if w is not None else "None"
+        bias = em.module(node, f"nn.Parameter(torch.zeros({py_literal(full)}))", {"": b.reshape(full)}, suffix="bias") if b is not None else "None"
+        em.assign(node, f"{helper}({v}, {py_literal(axes)}, {weight}, {bias}, {py_literal(eps)})")
 
 
 @register("ir->torch", "group_norm")
