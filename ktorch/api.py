@@ -25,10 +25,16 @@ class ConversionResult:
     manifest: dict[str, Any]
     parity: Any = None  # verify.parity.ParityResult, when verified
     timings: dict[str, float] = field(default_factory=dict)
+    keras_model: Any = None  # PyTorch -> Keras: the emitted model, weights loaded
 
 
 def detect_source(path: Path) -> str:
-    """Which reader a source path needs: 'keras' (more to come with other directions)."""
+    """Which reader a source path needs: 'keras', or 'torch' (a .pt2 program or a
+    directory ktorch emitted for PyTorch)."""
+    from .torch_to_keras import is_torch_source
+
+    if is_torch_source(path):
+        return "torch"
     if path.is_dir():
         raise ModelFileError(f"{path}: is a directory; expected a Keras model file (.h5 or .keras)")
     if path.suffix.lower() in KERAS_SUFFIXES:
@@ -65,9 +71,14 @@ def _vocabulary(graph: Graph, value) -> tuple[int, int] | None:
 
 
 def convert(
-    src: str | Path,
+    src: Any,
     out: str | Path | None = None,
     *,
+    to: str | None = None,
+    example_inputs: Any = None,
+    input_shapes: list | None = None,
+    input_dtypes: list | None = None,
+    weights: str | Path | None = None,
     layout: str = "torch",
     verify: bool = True,
     force: bool = False,
@@ -77,11 +88,40 @@ def convert(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> ConversionResult:
-    """Convert a Keras model file into a PyTorch output directory (see DESIGN.md).
+    """Convert a Keras model file into a PyTorch output directory, or a PyTorch model
+    (.pt2 file, nn.Module, 'package.module:factory', a ktorch PyTorch output directory)
+    into a Keras one (see DESIGN.md). `to` ("torch" or "keras") states the target; the
+    source decides it when omitted. `example_inputs` / `input_shapes` / `input_dtypes` /
+    `weights` only apply to PyTorch sources that still need torch.export; the result's
+    `keras_model` is the emitted Keras model.
 
     Raises ParityError (after writing the output, with the failed result recorded in
     ktorch.json) when verification finds an error above `tolerance`.
     """
+    from .torch_to_keras import convert_torch, is_torch_source
+
+    if to not in (None, "torch", "keras"):
+        raise ValueError(f"to must be 'torch' or 'keras', not {to!r}")
+    if is_torch_source(src):
+        if to == "torch":
+            raise ModelFileError(f"{src}: is a PyTorch model; it converts to Keras (to='keras')")
+        return convert_torch(
+            src,
+            out,
+            example_inputs=example_inputs,
+            input_shapes=input_shapes,
+            input_dtypes=input_dtypes,
+            weights=weights,
+            layout="keep" if layout == "keep" else "keras",
+            verify=verify,
+            force=force,
+            tolerance=tolerance,
+            inputs=inputs,
+            seed=seed,
+            progress=progress,
+        )
+    if to == "keras":
+        raise ModelFileError(f"{src}: is not a PyTorch source (.pt2, nn.Module, 'package.module:factory' or a ktorch PyTorch directory)")
     from .translate.keras_reader.file import sha256
     from .translate.torch_writer import writer
 

@@ -28,19 +28,33 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "convert",
-        help="convert a Keras model (.h5 / .keras) to a PyTorch output directory",
+        help="convert a Keras model to PyTorch, or a PyTorch model to Keras",
         description="Convert a Keras model file into model.py + model.safetensors + ktorch.json, "
-        "then run both on seeded inputs and compare (unless --no-verify). Conversion itself "
-        "never imports TensorFlow; verification runs Keras (on TensorFlow if installed).",
+        "or a PyTorch model (a torch.export .pt2 file, a 'package.module:factory' that returns an "
+        "nn.Module, or a directory ktorch emitted for PyTorch) into model.py + model.weights.h5 + "
+        "ktorch.json for Keras 3; then run both on seeded inputs and compare (unless --no-verify). "
+        "Keras -> PyTorch never imports TensorFlow to convert; verification runs Keras (on TensorFlow if installed). "
+        "A 'package.module:factory' source IMPORTS AND RUNS that Python code: use it only for code you trust.",
     )
-    c.add_argument("src", type=Path, help="the source model file")
+    c.add_argument("src", type=Path, help="the source: .h5/.keras, .pt2, package.module:factory, or a ktorch output directory")
     c.add_argument("-o", "--out", type=Path, help="output directory (default: SRC without suffix + '_torch', beside SRC)")
     c.add_argument(
         "--layout",
-        choices=("torch", "keep"),
+        choices=("torch", "keras", "keep"),
         default="torch",
-        help="torch (default): the emitted model takes channels-first inputs (NCHW...); keep: it keeps Keras's channels-last inputs/outputs",
+        help="the emitted model speaks its own framework's layout (default; 'torch'/'keras' name it): PyTorch NCHW..., "
+        "Keras NHWC...; keep: it keeps the source's input/output layout",
     )
+    c.add_argument("--to", choices=("torch", "keras"), help="the target framework (default: the other one than the source's)")
+    c.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="1,3,224,224",
+        help="PyTorch sources to export: the shape of each input, batch first (repeat for several inputs); the batch axis stays dynamic",
+    )
+    c.add_argument("--input-dtype", action="append", default=[], metavar="float32", help="dtype of each --input-shape input (default float32)")
+    c.add_argument("--weights", type=Path, help="for 'package.module:factory': a state_dict (.pt/.pth, loaded with weights_only=True, or .safetensors) to load")
     c.add_argument("--no-verify", action="store_true", help="skip the parity check")
     c.add_argument("--force", action="store_true", help="replace an existing non-empty output directory (only once the new one is complete)")
     c.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
@@ -83,12 +97,23 @@ def _convert(args: argparse.Namespace) -> int:
     from .api import convert
     from .graph.errors import ParityError
 
+    from .torch_to_keras import is_factory_string
+
     console = _console()
+    src = str(args.src) if is_factory_string(str(args.src)) else args.src
+    try:
+        shapes = [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
+    except ValueError:
+        raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
     with Status("starting", console=console) as status:
         try:
             result = convert(
-                args.src,
+                src,
                 args.out,
+                to=args.to,
+                input_shapes=shapes or None,
+                input_dtypes=args.input_dtype or None,
+                weights=args.weights,
                 layout=args.layout,
                 verify=not args.no_verify,
                 force=args.force,
@@ -102,7 +127,7 @@ def _convert(args: argparse.Namespace) -> int:
             raise
     m = result.manifest
     console.print(
-        f"[green]wrote[/] {result.out}/ ({m['model']['class_name']}: {m['model']['nodes']} nodes, "
+        f"[green]wrote[/] {result.out}/ ({m['model'].get('class_name', m['model']['name'])}: {m['model']['nodes']} nodes, "
         f"{m['model']['parameters']:,} parameters, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
     )
     if result.parity is not None:

@@ -156,7 +156,9 @@ def capture(
     if example_inputs is None:
         if not input_shapes:
             raise ModelFileError(f"{desc}: pass the input shapes (--input-shape 1,3,224,224) or example_inputs to export the model")
-        example_inputs = _example_inputs(input_shapes, input_dtypes, seed)
+        # a batch of at least 2 lets torch.export keep the batch axis symbolic
+        shapes = [[max(int(s[0]), 2), *s[1:]] if len(s) else list(s) for s in input_shapes]
+        example_inputs = _example_inputs(shapes, input_dtypes, seed)
     return export_module(module, tuple(example_inputs)), desc, name
 
 
@@ -322,7 +324,8 @@ def convert_torch(
 
             t5 = time.perf_counter()
             keras_model = load_emitted_keras(staging)
-            parity = check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance, keras_model=keras_model)
+            batch = graph.meta.get("static_batch") or 2  # a program exported with a fixed batch runs only that batch
+            parity = check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance, keras_model=keras_model)
             timings["verify"] = time.perf_counter() - t5
             manifest["parity"] = parity.to_dict()
         write_manifest(staging, manifest)
@@ -331,8 +334,7 @@ def convert_torch(
         from .verify.torch_source import load_emitted_keras
 
         keras_model = load_emitted_keras(out)
-    result = ConversionResult(out, graph, manifest, parity, timings)
-    result.keras_model = keras_model  # type: ignore[attr-defined]
+    result = ConversionResult(out, graph, manifest, parity, timings, keras_model=keras_model)
     if parity is not None and not parity.passed:
         worst = max(parity.outputs, key=lambda c: c.max_rel)
         raise ParityError(

@@ -310,7 +310,7 @@ class TorchReader:
                 self.graph.outputs = values
         for i, v in enumerate(self.graph.outputs):
             v.source = v.source or v.name
-        self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export"})
+        self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export", "static_batch": self.static_batch})
         return self.graph
 
     def _check_supported(self) -> None:
