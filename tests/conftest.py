@@ -8,6 +8,12 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from ktorch.verify.runners import preload_before_tensorflow  # noqa: E402
+
+# Triton's native library (pulled in by torchvision, torch.export, torch.compile) crashes the
+# process when it is loaded after TensorFlow's; load it first.
+preload_before_tensorflow()
+
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 

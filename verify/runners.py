@@ -25,6 +25,17 @@ class RunError(KtorchError):
     exit_code = 3
 
 
+def preload_before_tensorflow() -> None:
+    """Load Triton's native library (used by torch.export, torch.compile, torchvision) before
+    TensorFlow's: the other way round, the process dies with a segmentation fault."""
+    if "tensorflow" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception:  # a broken triton only matters to code that needs it
+        pass
+
+
 def keras_backend() -> str:
     """The backend Keras uses in this process (chosen now if Keras is not imported yet)."""
     if "keras" in sys.modules:
@@ -35,6 +46,8 @@ def keras_backend() -> str:
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     if "KERAS_BACKEND" not in os.environ:
         os.environ["KERAS_BACKEND"] = "tensorflow" if importlib.util.find_spec("tensorflow") else "torch"
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        preload_before_tensorflow()
     return os.environ["KERAS_BACKEND"]
 
 
