@@ -52,6 +52,38 @@ _unary("square", doc="x * x")
 _unary("erf", doc="erf(x)")
 _unary("clip", attr("min", *_F, default=None), attr("max", *_F, default=None), doc="clamp(x, min, max)")
 _unary("scale_shift", attr("scale", *_F, default=1.0), attr("offset", *_F, default=0.0), doc="x * scale + offset")
+_unary("celu", attr("alpha", *_F, default=1.0), doc="max(x, 0) + alpha * (exp(min(x, 0) / alpha) - 1)")
+_unary("squareplus", attr("b", *_F, default=4.0), doc="(x + sqrt(x * x + b)) / 2")
+_unary("soft_shrink", attr("threshold", *_F, default=0.5), doc="x - t if x > t; x + t if x < -t; 0 otherwise")
+_unary("hard_shrink", attr("threshold", *_F, default=0.5), doc="x if |x| > t else 0")
+_unary("tanh_shrink", doc="x - tanh(x)")
+_unary("sparse_plus", doc="0 if x <= -1; (x + 1)**2 / 4 if -1 < x < 1; x otherwise")
+
+
+def _infer_glu(node):
+    x = node.inputs[0]
+    (axis,) = node.attrs["axis"]
+    shape = list(x.shape)
+    if shape[axis] is not None:
+        if shape[axis] % 2:
+            from ..errors import GraphError
+
+            raise GraphError(f"{node.name}: glu needs an even size on axis {axis}, got shape {x.shape}")
+        shape[axis] //= 2
+    return [(tuple(shape), x.dtype)]
+
+
+define(
+    OpDef(
+        "glu",
+        _infer_glu,
+        attrs=(attr("axis", tuple),),
+        layout=Layout.AXIS,
+        axis_attrs=("axis",),
+        doc="a * sigmoid(b) where a, b are the two halves of x along `axis` (a one-element tuple)",
+        family="activation",
+    )
+)
 
 define(
     OpDef(

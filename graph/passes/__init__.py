@@ -39,6 +39,8 @@ def fuse_activations(graph: Graph) -> int:
         act = out.users[0]
         if get_op(act.op).family != "activation" or act.op == "prelu" or len(act.attrs.get("axis", (0,))) != 1 or act.source != node.source:
             continue
+        if act.output.shape != out.shape:  # glu halves an axis: not a pure activation
+            continue
         node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs)}
         act_out = act.output
         graph.replace_uses(act_out, out)

@@ -28,6 +28,13 @@ _SIMPLE: dict[str, tuple[str, dict[str, Any]]] = {
     "mish": ("mish", {}),
     "leaky_relu": ("relu", {"negative_slope": 0.2}),
     "hard_tanh": ("clip", {"min": -1.0, "max": 1.0}),
+    "celu": ("celu", {"alpha": 1.0}),
+    "squareplus": ("squareplus", {"b": 4.0}),
+    "soft_shrink": ("soft_shrink", {"threshold": 0.5}),
+    "hard_shrink": ("hard_shrink", {"threshold": 0.5}),
+    "tanh_shrink": ("tanh_shrink", {}),
+    "sparse_plus": ("sparse_plus", {}),
+    "sparse_sigmoid": ("hard_sigmoid", {"slope": 0.5, "offset": 0.5}),
 }
 _LINEAR = ("linear", None, "")
 
@@ -53,7 +60,7 @@ def activation_nodes(call: LayerCall, x: Value, spec: Any, *, suffix: str = "_ac
     name = activation_name(spec)
     if name in _LINEAR:
         return x
-    if name in ("softmax", "log_softmax"):
+    if name in ("softmax", "log_softmax", "glu"):
         return call.emit(name, [x], {"axis": (x.rank - 1,)}, suffix=suffix)
     if name == "hard_sigmoid":
         # Keras 2 (and TF1): clip(0.2 x + 0.5); Keras 3: relu6(x + 3) / 6

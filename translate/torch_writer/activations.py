@@ -17,6 +17,18 @@ _KERAS_RELU = '''def keras_relu(x: torch.Tensor, negative_slope: float, max_valu
 '''
 
 
+_SPARSE_PLUS = '''def sparse_plus(x: torch.Tensor) -> torch.Tensor:
+    """Keras sparse_plus: 0 below -1, (x + 1)^2 / 4 on (-1, 1), x from 1 on."""
+    return torch.where(x <= -1, torch.zeros_like(x), torch.where(x < 1, 0.25 * (x + 1) ** 2, x))
+'''
+
+
+_SQUAREPLUS = '''def squareplus(x: torch.Tensor, b: float) -> torch.Tensor:
+    """Keras squareplus: (x + sqrt(x^2 + b)) / 2, a smooth relu."""
+    return (x + torch.sqrt(x * x + b)) / 2
+'''
+
+
 def _relu(em: TorchEmitter, a: dict[str, Any], x: str) -> str:
     mv, thr, slope = a["max_value"], float(a["threshold"]), float(a["negative_slope"])
     f = em.functional()
@@ -77,10 +89,18 @@ _EXPR: dict[str, Callable[[TorchEmitter, dict[str, Any], str], str]] = {
     "erf": lambda em, a, x: f"torch.erf({x})",
     "clip": _clip,
     "scale_shift": _scale_shift,
+    "celu": lambda em, a, x: f"{em.functional()}.celu({x})" if a["alpha"] == 1.0 else f"{em.functional()}.celu({x}, alpha={py_literal(float(a['alpha']))})",
+    "squareplus": lambda em, a, x: f"{em.helper('squareplus', _SQUAREPLUS)}({x}, b={py_literal(float(a['b']))})",
+    "soft_shrink": lambda em, a, x: f"{em.functional()}.softshrink({x}, lambd={py_literal(float(a['threshold']))})",
+    "hard_shrink": lambda em, a, x: f"{em.functional()}.hardshrink({x}, lambd={py_literal(float(a['threshold']))})",
+    "tanh_shrink": lambda em, a, x: f"{em.functional()}.tanhshrink({x})",
+    "sparse_plus": lambda em, a, x: f"{em.helper('sparse_plus', _SPARSE_PLUS)}({x})",
 }
 
 
 def activation_expr(em: TorchEmitter, op: str, attrs: dict[str, Any], x: str) -> str:
+    if op == "glu":
+        return f"{em.functional()}.glu({x}, dim={attrs['axis'][0]})"
     if op in ("softmax", "log_softmax"):
         axes = attrs["axis"]
         if len(axes) != 1:
@@ -91,6 +111,11 @@ def activation_expr(em: TorchEmitter, op: str, attrs: dict[str, Any], x: str) ->
 
 @register("ir->torch", *_EXPR)
 def unary_to_torch(node: Node, em: TorchEmitter) -> None:
+    em.assign(node, activation_expr(em, node.op, node.attrs, em.var(node.inputs[0])))
+
+
+@register("ir->torch", "glu")
+def glu_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, activation_expr(em, node.op, node.attrs, em.var(node.inputs[0])))
 
 
