@@ -155,7 +155,8 @@ def assign_layout(graph: Graph, target: str = "channels_first", *, keep_io: bool
         elif cls == Layout.SPATIAL:
             wants = _spatial_wants_move(node, target)
             x = node.inputs[0]
-            comps.vote(id(x), wants)
+            # held against its component's order, a spatial op costs a transpose in and one out
+            comps.vote(id(x), wants, weight=2)
             for v in outs:
                 comps.union(id(x), id(v))
         elif cls == Layout.FLATTEN:
@@ -190,7 +191,7 @@ def assign_layout(graph: Graph, target: str = "channels_first", *, keep_io: bool
             value.perm = label(value)
         value.shape = tuple(value.shape[p] for p in value.perm)
 
-    _Materializer(graph, label, moved_perm).run()
+    _Materializer(graph, label, moved_perm, target).run()
     _fold_transposes(graph)
     for value in graph.values():
         if value.perm is not None and value.perm == identity(value.rank):
@@ -223,10 +224,11 @@ def _insert_io_boundaries(graph: Graph) -> None:
 
 
 class _Materializer:
-    def __init__(self, graph: Graph, label, moved_perm) -> None:
+    def __init__(self, graph: Graph, label, moved_perm, target: str = "channels_first") -> None:
         self.graph = graph
         self.label = label
         self.moved_perm = moved_perm
+        self.target = target
         self.cache: dict[tuple[int, Perm], Value] = {}
 
     def run(self) -> None:
@@ -310,13 +312,14 @@ class _Materializer:
         self.set_output(node, out_perms)
 
     def spatial(self, node: Node) -> None:
+        """A spatial op always runs in the target's data format (the writer has no other):
+        if its component kept the source order, its input and output are transposed here."""
         x = node.inputs[0]
-        perm = self.label(x)
+        perm = identity(x.rank) if node.attrs["data_format"] == self.target else self.moved_perm(x.rank)
         self.feed(node, 0, perm)
         for i in range(1, len(node.inputs)):
             self.feed(node, i, identity(node.inputs[i].rank))
-        if perm != identity(x.rank):
-            node.attrs["data_format"] = "channels_first" if node.attrs["data_format"] == "channels_last" else "channels_last"
+        node.attrs["data_format"] = self.target
         self.set_output(node, [perm if v.rank == x.rank else identity(v.rank) for v in node.outputs])
 
     def transpose(self, node: Node) -> None:
