@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .graph import Graph, validate
 from .graph.errors import ModelFileError, ParityError
-from .graph.passes import assign_layout, eliminate_dead, remove_noops
+from .graph.passes import assign_layout, count_transposes, eliminate_dead, remove_noops
 from .translate.output import read_manifest, staged_directory, write_manifest
 
 LAYOUT_NAMES = {3: ("NCL", "NLC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
@@ -264,7 +264,7 @@ def convert_torch(
     step("rewriting the graph")
     remove_noops(graph)
     eliminate_dead(graph)
-    report = assign_layout(graph, "channels_last", keep_io=(layout == "keep"))
+    assign_layout(graph, "channels_last", keep_io=(layout == "keep"))
     fold_constant_transposes(graph)
     validate(graph)
     timings["passes"] = time.perf_counter() - t2
@@ -306,7 +306,7 @@ def convert_torch(
             "custom_layers": rendered.custom_layers,
             "parameters": int(sum(a.size for arrays in rendered.weights.values() for a in arrays)),
         },
-        "layout": {"mode": "keep" if layout == "keep" else "keras", "transposes": report.transposes},
+        "layout": {"mode": "keep" if layout == "keep" else "keras", "transposes": count_transposes(graph)},
         "inputs": io(graph.inputs),
         "outputs": io(graph.outputs),
         "parity": None,

@@ -86,8 +86,12 @@ def avg_pool3d_from_keras(call: LayerCall) -> Value:
     "GlobalAvgPool3D",
 )
 def global_avg_pool_from_keras(call: LayerCall) -> Value:
-    if call.kwargs.get("mask") is not None:
-        raise call.error("masked global average pooling is not supported yet")
+    mask = call.mask if call.class_name in ("GlobalAveragePooling1D", "GlobalAvgPool1D") else call.kwargs.get("mask")
+    if mask is not None:
+        if (call.get("data_format") or "channels_last") != "channels_last":
+            raise call.error("masked global average pooling of channels_first steps is not supported yet")
+        # Keras averages over the unmasked steps only
+        return call.emit("masked_mean", [call.x, mask], {"axis": 1, "keepdims": bool(call.get("keepdims", False))})
     return _global(call, "avg")
 
 

@@ -95,6 +95,7 @@ class LayerCall:
     call_index: int = 0
     masks: list[Value | None] = field(default_factory=list)  # Keras masks of `inputs`, aligned
     output_masks: list[Value | None] | None = None  # set by a translator that computes masks
+    known_masks: dict[int, Value] = field(default_factory=dict, repr=False)  # id(value) -> mask
     _emitted: list = field(default_factory=list)
 
     # -- inputs ---------------------------------------------------------------------
@@ -110,6 +111,10 @@ class LayerCall:
         if isinstance(explicit, Value):
             return explicit
         return self.masks[0] if self.masks else None
+
+    def mask_of(self, value: Any) -> Value | None:
+        """The Keras mask carried by any tensor of this call (e.g. a `key=` argument)."""
+        return self.known_masks.get(id(value)) if isinstance(value, Value) else None
 
     @property
     def x(self) -> Value:
@@ -460,6 +465,7 @@ class KerasReader:
             keras2=self.kfile.keras2,
             call_index=call_index,
             masks=[self._masks.get(id(v)) for v in _flatten(args) if isinstance(v, Value)],
+            known_masks=self._masks,
         )
         try:
             result = translator(call)

@@ -65,7 +65,9 @@ def constant_to_keras(node: Node, em: KerasEmitter) -> None:
     value = node.weights["value"]
     if value.size == 1 and not node.attrs["trainable"]:
         number = value.reshape(-1)[0]
-        em.inline(node.output, py_literal(float(number) if np.issubdtype(value.dtype, np.floating) else int(number)))
+        # the shortest literal that round-trips the stored (float32) number: 0.3, not 0.30000001192092896
+        literal = float(str(number)) if np.issubdtype(value.dtype, np.floating) else int(number)
+        em.inline(node.output, py_literal(literal))
         return
     cls = em.helper("Parameter", _PARAMETER)
     anchor = em.var(em.graph.inputs[0])

@@ -67,15 +67,16 @@ def pool_to_keras(node: Node, em: KerasEmitter) -> None:
         padding = "valid"
         if not any(b or e for b, e in pads):
             pads = None
-        elif a["mode"] == "avg" and not a["count_include_pad"]:
-            # TensorFlow's "same" average excludes the padding, like count_include_pad=False
-            if _tf_same(node) != pads:
-                raise _unsupported(node, f"average pooling over padding {pads} that excludes the padding from the count")
-            padding, pads = "same", None
         elif a["mode"] == "avg":
             declared = [tuple(p) for p in a["padding"]]
-            if any(e > de for (_, e), (_, de) in zip(pads, declared)):
-                raise _unsupported(node, "ceil_mode average pooling whose last window runs past the padding")
+            overflow = any(e > de for (_, e), (_, de) in zip(pads, declared))
+            if not a["count_include_pad"] or not any(b or e for b, e in declared):
+                # PyTorch divides by the cells inside the input: TensorFlow's "same" average does too
+                if _tf_same(node) != pads:
+                    raise _unsupported(node, f"average pooling over padding {pads} that excludes the padding from the count")
+                padding, pads = "same", None
+            elif overflow:
+                raise _unsupported(node, "ceil_mode average pooling that counts the padding and whose last window runs past it")
     if pads is not None:
         if a["mode"] == "max":
             # PyTorch pads max pooling with -inf: padding never wins

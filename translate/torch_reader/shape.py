@@ -156,6 +156,8 @@ def slice_to_ir(call: AtenCall) -> Value:
     step = int(call.args.get("step") or 1)
     start = 0 if start is None else int(start)
     end = None if end is None or (isinstance(end, int) and end >= _BIG) else int(end)
+    if start == 0 and end is None and step == 1:
+        return x
     if n is not None:
         start, stop, _ = slice(start, end, step).indices(n)
         if start == 0 and stop == n and step == 1:
