@@ -103,6 +103,38 @@ def test_channels_first_keras_layers_under_both_layouts(keras, convert):
         assert "perm" not in result.manifest["inputs"][0]
 
 
+def test_conv_then_reshape_to_rows(keras, convert):
+    """Conv2D -> Reshape mixing width and channels -> Dense (a tie between the conv and the
+    reshape): the conv still runs channels-first and one transpose precedes the reshape."""
+    L = keras.layers
+    x = keras.Input((4, 5, 3), name="x")
+    y = L.Conv2D(3, 1, name="conv")(x)
+    y = L.Reshape((4, 15), name="rows")(y)
+    model = keras.Model(x, L.Dense(2, name="head")(y), name="rows_model")
+    randomize_weights(model)
+    result = convert(model)
+    assert forward_source(result).count("permute(0, 2, 3, 1)") == 1
+    assert result.manifest["layout"]["transposes"] == 1
+
+
+def test_crnn_permute_reshape(keras, convert):
+    """The CRNN pattern: conv features -> Permute to (width, height, channels) -> Reshape to
+    a sequence -> Dense per time step."""
+    L = keras.layers
+    x = keras.Input((8, 12, 3), name="image")
+    y = L.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
+    y = L.MaxPooling2D(2, name="pool1")(y)
+    y = L.Conv2D(4, 3, padding="same", activation="relu", name="conv2")(y)
+    y = L.Permute((2, 1, 3), name="width_first")(y)
+    y = L.Reshape((6, 16), name="sequence")(y)
+    model = keras.Model(x, L.Dense(5, name="per_step")(y), name="crnn")
+    randomize_weights(model)
+    result = convert(model)
+    assert result.manifest["inputs"][0]["perm"] == [0, 3, 1, 2]
+    assert result.manifest["layout"]["transposes"] == 1  # the model's own Permute, composed
+    assert forward_source(result).count("permute(") == 1
+
+
 # -- the pass on hand-built graphs ------------------------------------------------------------
 N = 2
 
