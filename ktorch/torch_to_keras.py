@@ -51,6 +51,8 @@ def is_torch_source(src: Any) -> bool:
 
 
 def _is_module(obj: Any) -> bool:
+    if isinstance(obj, (str, Path)) or "torch" not in sys.modules:
+        return False  # an nn.Module exists only once torch is imported: don't import it to ask
     try:
         import torch
 
