@@ -203,6 +203,137 @@ class TorchEmitted:
         return [name for statement in self.forward.statements for name in statement.writes]
 
 
+class TorchSource:
+    """A PyTorch source: a torch.export `.pt2` file, or a directory ktorch emitted for
+    PyTorch (a round trip). Layer outputs are captured per leaf module path (the names
+    the PyTorch reader gives leaf modules) and per fx node name."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> None:
+        import torch
+
+        self.backend = f"torch {torch.__version__}"
+        self.device = device
+        path = Path(path)
+        if path.is_dir():
+            emitted = TorchEmitted(path, _read_manifest(path), device=device)
+            self.module, self.stepper = emitted.model, emitted.stepper
+        elif path.suffix.lower() == ".pt2":
+            try:
+                program = torch.export.load(str(path))
+            except Exception as exc:
+                raise RunError(f"{path}: torch.export could not load the program ({type(exc).__name__}: {exc})") from None
+            self.module, self.stepper = program.module().to(device), None
+        else:
+            raise RunError(f"{path}: a PyTorch source must be a .pt2 file (torch.export.save) or a ktorch PyTorch output directory")
+
+    def run(self, inputs: Sequence[np.ndarray], names: Sequence[str]) -> Capture:
+        import torch
+
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in inputs]
+        wanted = set(names)
+        classes: dict[str, str] = {}
+        if self.stepper is not None:
+            outputs, env = self.stepper.propagate(tensors)
+            values = {k: v.detach().cpu().numpy() for k, v in env.items() if k in wanted and hasattr(v, "detach")}
+        else:
+            outputs, values = _interpret(self.module, tensors, wanted, classes)
+        skipped = {name: "not a module or fx node of the source" for name in names if name not in values}
+        return Capture([o.detach().cpu().numpy() for o in outputs], values, skipped, classes)
+
+
+def _interpret(module: Any, tensors: list[Any], wanted: set[str], classes: dict[str, str]) -> tuple[list[Any], dict[str, np.ndarray]]:
+    """Run an fx GraphModule, keeping the outputs of the nodes (by name) and of the last
+    node of each module call (by module path) that are `wanted`; fills `classes` with
+    each module path's class name."""
+    import torch
+    import torch.fx
+
+    from ..translate.torch_reader.reader import _module_of
+
+    last_of: dict[str, str] = {}
+    for node in module.graph.nodes:
+        path, cls = _module_of(node)
+        if path and node.op == "call_function":
+            last_of[path] = node.name
+            classes[path] = cls.rsplit(".", 1)[-1]
+    by_node = {node_name: path for path, node_name in last_of.items() if path in wanted}
+    values: dict[str, np.ndarray] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            out = super().run_node(n)
+            if isinstance(out, torch.Tensor):
+                for key in (n.name, by_node.get(n.name)):
+                    if key in wanted:
+                        values[key] = out.detach().cpu().numpy()
+            return out
+
+    with torch.no_grad():
+        out = Recorder(module).run(*tensors)
+    outputs = list(out) if isinstance(out, (list, tuple)) else [out]
+    return outputs, values
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    from ..translate.output import read_manifest
+
+    return read_manifest(directory)
+
+
+class KerasEmitted:
+    """An emitted Keras directory: model.py (functional build()) + model.weights.h5. Its
+    build() statements run eagerly, each layer being the loaded model's own."""
+
+    def __init__(self, directory: str | Path, manifest: dict[str, Any], *, device: str = "cpu") -> None:
+        self.backend = f"keras {keras_backend()}"
+        self.device = device
+        directory = Path(directory)
+        self.module = import_emitted(directory)
+        try:
+            with keras_device(device):
+                self.model = self.module.load(directory / "model.weights.h5")
+        except Exception as exc:
+            raise RunError(f"{directory}: the emitted Keras model could not be built ({type(exc).__name__}: {exc})") from exc
+        from .stepper import parse_build
+
+        self.forward = parse_build(directory / "model.py", {layer.name for layer in self.model.layers})
+        self.stepper = Stepper(self.forward, vars(self.module), self.model)
+        self._statement = {name: s.text for s in self.forward.statements for name in s.writes}
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        import keras
+
+        return np.asarray(keras.ops.convert_to_numpy(value))
+
+    def _tensor(self, array: np.ndarray, like: Any = None) -> Any:
+        import keras
+
+        with keras_device(self.device):
+            tensor = keras.ops.convert_to_tensor(np.ascontiguousarray(array))
+            if like is not None and hasattr(like, "dtype"):
+                tensor = keras.ops.cast(tensor, like.dtype)
+        return tensor
+
+    def run(self, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
+        with keras_device(self.device):
+            outputs, env = self.stepper.propagate([self._tensor(a) for a in inputs])
+        return [self.to_numpy(o) for o in outputs], env
+
+    def isolated(self, propagated: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        def feed(name: str) -> Any | None:
+            array = feeds.get(name)
+            return None if array is None else self._tensor(array, propagated.get(name))
+
+        with keras_device(self.device):
+            return self.stepper.isolate(propagated, feed)
+
+    def statement_of(self, variable: str) -> str | None:
+        return self._statement.get(variable)
+
+    def order(self) -> list[str]:
+        return [name for statement in self.forward.statements for name in statement.writes]
+
+
 @dataclass(frozen=True)
 class Direction:
     source: Callable[..., SourceSide]
@@ -211,6 +342,7 @@ class Direction:
 
 DIRECTIONS: dict[str, Direction] = {
     "keras->torch": Direction(KerasSource, TorchEmitted),
+    "torch->keras": Direction(TorchSource, KerasEmitted),
 }
 
 

@@ -79,7 +79,7 @@ class Stepper:
     def _run(self, statement: Statement, env: dict[str, Any]) -> dict[str, Any]:
         scope = dict(self.globals)
         scope.update(env)
-        scope["self"] = self.model
+        scope["self"] = scope[MODEL_NAME] = self.model
         try:
             exec(statement.code, scope)  # noqa: S102 (the emitted model's own code)
         except Exception as exc:
@@ -96,7 +96,7 @@ class Stepper:
         with torch.no_grad():
             for statement in self.forward.statements:
                 env.update(self._run(statement, env))
-            scope = {**self.globals, **env, "self": self.model}
+            scope = {**self.globals, **env, "self": self.model, MODEL_NAME: self.model}
             out = eval(self.forward.returns, scope)  # noqa: S307 (the emitted model's own code)
         return list(out) if isinstance(out, (list, tuple)) else [out], env
 
@@ -116,3 +116,65 @@ class Stepper:
                     bound[name] = fed if fed is not None else env.get(name, propagated.get(name))
                 env.update(self._run(statement, bound))
         return env
+
+
+MODEL_NAME = "__ktorch_model__"
+
+
+class _LayerLookup(ast.NodeTransformer):
+    """`layers.Conv2D(..., name="conv")` -> `__ktorch_model__.get_layer("conv")`: the built
+    model's own layer (with its loaded weights), called eagerly on real tensors."""
+
+    def __init__(self, layer_names: set[str]) -> None:
+        self.layer_names = layer_names
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        name = next((k.value for k in node.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)), None)
+        if isinstance(name, ast.Constant) and name.value in self.layer_names:
+            lookup = ast.Attribute(value=ast.Name(MODEL_NAME, ast.Load()), attr="get_layer", ctx=ast.Load())
+            return ast.copy_location(ast.Call(func=lookup, args=[ast.Constant(name.value)], keywords=[]), node)
+        return node
+
+
+def _is_call_to(node: ast.AST, attr: str) -> bool:
+    return isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Attribute) and node.func.attr == attr) or (isinstance(node.func, ast.Name) and node.func.id == attr)
+    )
+
+
+def parse_build(path: str | Path, layer_names: set[str]) -> Forward:
+    """Parse the functional `build()` of an emitted Keras model.py as a Forward: the
+    `keras.Input` variables are its arguments (in the order of `keras.Model(inputs=...)`),
+    each other statement runs eagerly with layer constructors replaced by the loaded
+    model's layers, and the `outputs=` of `keras.Model` is what it returns."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text, filename=str(path))
+    build = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build"), None)
+    if build is None:
+        raise RunError(f"{path}: no build() function; was model.py written by ktorch?")
+    body = [s for s in build.body if not (isinstance(s, ast.Expr) and isinstance(getattr(s, "value", None), ast.Constant))]
+    ret = body[-1] if body else None
+    if not isinstance(ret, ast.Return) or not _is_call_to(ret.value, "Model"):
+        raise RunError(f"{path}: build() must end with `return keras.Model(inputs=..., outputs=...)`")
+    keywords = {k.arg: k.value for k in ret.value.keywords}  # type: ignore[union-attr]
+    ins = keywords.get("inputs") or (ret.value.args[0] if ret.value.args else None)  # type: ignore[union-attr]
+    outs = keywords.get("outputs") or (ret.value.args[1] if len(ret.value.args) > 1 else None)  # type: ignore[union-attr]
+    if ins is None or outs is None:
+        raise RunError(f"{path}: cannot read the inputs and outputs of keras.Model in build()")
+    arguments = tuple(n.id for n in ast.walk(ins) if isinstance(n, ast.Name))
+    transformer = _LayerLookup(layer_names)
+    known = set(arguments)
+    statements = []
+    for i, stmt in enumerate(body[:-1]):
+        if isinstance(stmt, ast.Assign) and _is_call_to(stmt.value, "Input"):
+            continue
+        reads = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known))
+        writes = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)))
+        known.update(writes)
+        segment = ast.get_source_segment(text, stmt) or ast.unparse(stmt)
+        rewritten = ast.fix_missing_locations(transformer.visit(ast.Module(body=[stmt], type_ignores=[])))
+        statements.append(Statement(i, stmt.lineno, segment, reads, writes, compile(rewritten, str(path), "exec")))
+    returns = compile(ast.Expression(body=outs), str(path), "eval")
+    return Forward(arguments, tuple(statements), returns, ast.get_source_segment(text, outs) or ast.unparse(outs))

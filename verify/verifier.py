@@ -132,6 +132,8 @@ def verify_conversion(
         expected_sha = manifest.get("source", {}).get("sha256")
         if expected_sha and _sha256(src) != expected_sha:
             report.warnings.append(f"{src} is not the file this directory was converted from (sha256 differs from {MANIFEST})")
+        if mode != "outputs" and not manifest.get("values"):
+            report.warnings.append(f"{MANIFEST} records no layer map ('values'): only the outputs were compared")
         unknown = set(output_tolerances or {}) - {o["name"] for o in manifest["outputs"]}
         if unknown:
             raise RunError(f"--output-tolerance names no output of this model: {sorted(unknown)} (outputs: {[o['name'] for o in manifest['outputs']]})")
@@ -180,10 +182,21 @@ def _run_once(
     values: dict[str, dict[str, Any]] = manifest.get("values", {})
     input_names = {s["name"] for s in manifest["inputs"]}
     layer_names = [name for name in values if name not in input_names] if mode != "outputs" else []
-    capture: Capture = source.run(arrays, layer_names)
+    shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+    try:
+        capture: Capture = source.run(arrays, layer_names)
+    except KtorchError:
+        raise
+    except Exception as exc:
+        raise RunError(f"the source model failed on inputs of shape {shapes} on {device}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     capture.values.update({s["name"]: a for s, a in zip(manifest["inputs"], arrays)})
     run.skipped.update(capture.skipped)
-    got, env = emitted.run([to_emitted(a, s.get("perm")) for a, s in zip(arrays, manifest["inputs"])])
+    try:
+        got, env = emitted.run([to_emitted(a, s.get("perm")) for a, s in zip(arrays, manifest["inputs"])])
+    except KtorchError:
+        raise
+    except Exception as exc:
+        raise RunError(f"the emitted model failed on inputs of shape {shapes} on {device}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
     # -- outputs ---------------------------------------------------------------------
     if len(got) != len(capture.outputs) or len(got) != len(outs):

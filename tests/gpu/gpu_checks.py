@@ -28,11 +28,19 @@ import numpy as np  # noqa: E402
 
 
 def _randomize(model: Any, seed: int) -> None:
-    """Seeded weights everywhere and random BatchNorm statistics (variance in [0.5, 2])."""
+    """Seeded weights everywhere (kernels scaled by fan-in, as trained networks roughly
+    are; biases too, which Keras initialises to zero) and random BatchNorm statistics."""
     import keras
 
     rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0.0, 0.5, np.shape(w)).astype(w.dtype) if np.issubdtype(w.dtype, np.floating) else w for w in model.get_weights()])
+
+    def draw(w: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(w.dtype, np.floating):
+            return w  # seed generator states and the like
+        fan_in = int(np.prod(np.shape(w)[:-1])) if np.ndim(w) > 1 else 4
+        return rng.normal(0.0, (2.0 / max(fan_in, 1)) ** 0.5, np.shape(w)).astype(w.dtype)
+
+    model.set_weights([draw(w) for w in model.get_weights()])
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             weights = layer.get_weights()
@@ -146,7 +154,8 @@ def convert_torch_models(workdir: Path) -> tuple[list[tuple[str, str, Path, Path
         net = make()
         example = (torch.randn(2, 3, 16, 16),)
         src = workdir / f"{name}.pt2"
-        torch.export.save(torch.export.export(net, example), str(src))
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        torch.export.save(torch.export.export(net, example, dynamic_shapes=({0: batch},)), str(src))
         out = workdir / f"{name}_keras"
         convert = getattr(torch_to_keras, "convert", None) or getattr(torch_to_keras, "convert_torch")
         convert(src, out, verify=False, force=True)
