@@ -341,3 +341,26 @@ def test_pass_results_have_consistent_perms(keep_io):
         if node.name in shapes:
             perm = node.output.perm or tuple(range(node.output.rank))
             assert node.output.shape == tuple(shapes[node.name][p] for p in perm), node.name
+
+
+def _mixed_formats(rng: np.random.Generator) -> Graph:
+    """A channels_last conv, the source's own permute to NCHW, then a channels_first conv."""
+    g = Graph()
+    x = g.add_input("x", (None, 4, 5, 3))
+    y = _conv1x1(g, rng, x, 2, "c1")
+    y = g.add_node("transpose", [y], {"perm": (0, 3, 1, 2)}, name="to_nchw").output
+    g.outputs = [_conv1x1(g, rng, y, 3, "c2", data_format="channels_first")]
+    return g
+
+
+def test_pass_mixed_data_formats_need_no_transpose():
+    graph = _check_pass(_mixed_formats)
+    assert count_transposes(graph) == 0
+    assert [n.attrs["data_format"] for n in graph.nodes] == ["channels_first", "channels_first"]
+    assert graph.outputs[0].perm is None  # already channels-first in the source
+
+
+def test_pass_forces_channels_first_convs_for_torch():
+    """A conv outvoted by an opaque consumer still runs channels-first for PyTorch."""
+    graph = _check_pass(_reshape_mixing_channels)
+    assert graph.find_node("c1").attrs["data_format"] == "channels_first"

@@ -312,14 +312,21 @@ class _Materializer:
         self.set_output(node, out_perms)
 
     def spatial(self, node: Node) -> None:
-        """A spatial op always runs in the target's data format (the writer has no other):
-        if its component kept the source order, its input and output are transposed here."""
+        """A spatial op runs in its component's order. PyTorch has channels-first layers
+        only (Keras takes either data_format): for that target, a spatial op whose
+        component kept the other order is transposed in and out here."""
         x = node.inputs[0]
-        perm = identity(x.rank) if node.attrs["data_format"] == self.target else self.moved_perm(x.rank)
+        perm = self.label(x)
+        fmt = node.attrs["data_format"]
+        if perm != identity(x.rank):
+            fmt = "channels_first" if fmt == "channels_last" else "channels_last"
+        if fmt != self.target and self.target == "channels_first":
+            perm = identity(x.rank) if perm != identity(x.rank) else self.moved_perm(x.rank)
+            fmt = self.target
         self.feed(node, 0, perm)
         for i in range(1, len(node.inputs)):
             self.feed(node, i, identity(node.inputs[i].rank))
-        node.attrs["data_format"] = self.target
+        node.attrs["data_format"] = fmt
         self.set_output(node, [perm if v.rank == x.rank else identity(v.rank) for v in node.outputs])
 
     def transpose(self, node: Node) -> None:
