@@ -41,6 +41,9 @@ def fuse_activations(graph: Graph) -> int:
             continue
         if act.output.shape != out.shape:  # glu halves an axis: not a pure activation
             continue
+        if "axis" in act.attrs and node.op != "dense":
+            continue  # the layout pass remaps a conv's axes, not those of a fused softmax
+
         node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs)}
         act_out = act.output
         graph.replace_uses(act_out, out)
