@@ -189,10 +189,21 @@ define(
 
 
 # -- attention ------------------------------------------------------------------------------
+MHA_MASKS = ("query_mask", "value_mask", "key_mask", "attention_mask")
+
+
+def _check_masks(node, names: tuple) -> None:
+    given = node.attrs["mask_inputs"]
+    if any(m not in names for m in given) or len(node.inputs) != 3 + len(given):
+        raise GraphError(f"{node.name}: mask_inputs {given} do not match its {len(node.inputs) - 3} mask inputs")
+
+
 def _infer_mha(node):
-    q = node.inputs[0]
-    a = node.attrs
-    return [((*q.shape[:-1], a["output_dim"]), q.dtype)] + ([((q.shape[0], a["num_heads"], q.shape[1], node.inputs[1].shape[1]), q.dtype)] if a["return_scores"] else [])
+    _check_masks(node, MHA_MASKS)
+    q, v, k = node.inputs[:3]
+    if q.rank != 3 or v.rank != 3 or k.rank != 3:
+        raise GraphError(f"{node.name}: attention over (batch, time, features) inputs only, got {q.shape}, {v.shape}, {k.shape}")
+    return [((*q.shape[:-1], node.attrs["output_dim"]), q.dtype)]
 
 
 define(
@@ -206,25 +217,24 @@ define(
             attr("output_dim", int),
             attr("use_bias", bool, default=True),
             attr("causal", bool, default=False),
-            attr("masked", bool, default=False),
-            attr("return_scores", bool, default=False),
+            attr("mask_inputs", tuple, default=()),
         ),
         weights=("query_weight", "query_bias", "key_weight", "key_bias", "value_weight", "value_bias", "output_weight", "output_bias"),
-        doc="Keras MultiHeadAttention over (batch, time, features) inputs query, value, key, then a "
-        "(batch, Tq, Tv) bool mask if `masked` (True = attend). Projections are Linear weights "
-        "(heads * dim, features); scores are scaled by 1/sqrt(key_dim); masked scores get "
-        "-0.7 * float32 max added (a row that is all masked attends uniformly, as in Keras)",
+        doc="Keras MultiHeadAttention over the time axis: inputs query, value, key, then the masks "
+        "named in `mask_inputs` ((batch, Tq) query, (batch, Tv) value/key, (batch, Tq, Tv) "
+        "attention; True = attend), all ANDed, with the causal (lower-left) mask if `causal`. "
+        "Projections are Linear weights (heads * dim, features); scores are scaled by "
+        "1/sqrt(key_dim); a masked score becomes -0.7 * float32 max (so a row that is all "
+        "masked attends uniformly, as in Keras)",
         family="attention",
     )
 )
 
 
 def _infer_attention(node):
+    _check_masks(node, ("query_mask", "value_mask"))
     q, v = node.inputs[0], node.inputs[1]
-    outs = [((*q.shape[:-1], v.shape[-1]), q.dtype)]
-    if node.attrs["return_scores"]:
-        outs.append(((q.shape[0], q.shape[1], v.shape[1]), q.dtype))
-    return outs
+    return [((*q.shape[:-1], v.shape[-1]), q.dtype)]
 
 
 define(
@@ -233,15 +243,40 @@ define(
         _infer_attention,
         attrs=(
             attr("score", str, choices=("dot", "concat", "additive")),
-            attr("scale", *_F, default=None),
             attr("causal", bool, default=False),
-            attr("masked", bool, default=False),
-            attr("return_scores", bool, default=False),
+            attr("mask_inputs", tuple, default=()),
         ),
         weights=("scale", "concat_score_weight"),
-        doc="Keras Attention/AdditiveAttention: inputs query, value, key, then a (batch, Tq, Tv) "
-        "bool mask if `masked`. score 'dot': q @ k^T (times `scale` or the learned scalar weight "
-        "`scale`); 'additive': sum(scale * tanh(q + k)); masked scores get -1e9 added",
+        doc="Keras Attention (score 'dot': q @ k^T * scale; 'concat': concat_score_weight * "
+        "sum(tanh(scale * (q + k)))) and AdditiveAttention ('additive': sum(scale * tanh(q + k))); "
+        "scale absent means 1. Inputs query, value, key, then the masks named in `mask_inputs`: "
+        "masked value steps get 1e9 subtracted from their scores, masked query steps output 0",
+        family="attention",
+    )
+)
+
+
+def _infer_einsum_dense(node):
+    x = node.inputs[0]
+    eq = node.attrs["equation"]
+    ins, out = eq.split("->")
+    x_spec, k_spec = ins.split(",")
+    kernel = node.weights.get("kernel")
+    sizes = dict(zip(x_spec, x.shape))
+    if kernel is not None:
+        sizes.update({c: d for c, d in zip(k_spec, kernel.shape)})
+    if len(x_spec) != x.rank:
+        raise GraphError(f"{node.name}: equation {eq!r} expects a rank-{len(x_spec)} input, got {x.shape}")
+    return [(tuple(sizes.get(c) for c in out), x.dtype)]
+
+
+define(
+    OpDef(
+        "einsum_dense",
+        _infer_einsum_dense,
+        attrs=(attr("equation", str),),
+        weights=("kernel", "bias"),
+        doc="einsum(equation, x, kernel) + bias (bias shaped to broadcast against the output's trailing axes)",
         family="attention",
     )
 )
