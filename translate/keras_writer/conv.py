@@ -38,6 +38,8 @@ def pad_argument(pads: tuple) -> Any:
         return flat[0]
     if len(pads) == 1:
         return tuple(pads[0])
+    if all(b == e for b, e in pads):  # symmetric on each axis: (rows, cols)
+        return tuple(b for b, _ in pads)
     return tuple(tuple(p) for p in pads)
 
 
