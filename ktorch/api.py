@@ -10,7 +10,7 @@ from typing import Any, Callable
 from . import __version__
 from .graph import Graph, validate
 from .graph.errors import ModelFileError, ParityError
-from .graph.passes import assign_layout, eliminate_dead, fuse_activations, remove_noops
+from .graph.passes import assign_layout, eliminate_dead, fold_padding, fuse_activations, remove_noops
 from .translate.output import staged_directory, write_manifest
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -141,6 +141,7 @@ def convert(
     t1 = time.perf_counter()
     step("rewriting the graph")
     remove_noops(graph)
+    fold_padding(graph)
     fuse_activations(graph)
     eliminate_dead(graph)
     report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))

@@ -6,7 +6,15 @@ from ..ir import Graph
 from ..ops import get_op
 from .layout import LayoutReport, assign_layout, count_transposes
 
-__all__ = ["LayoutReport", "assign_layout", "count_transposes", "eliminate_dead", "fuse_activations", "remove_noops"]
+__all__ = [
+    "LayoutReport",
+    "assign_layout",
+    "count_transposes",
+    "eliminate_dead",
+    "fold_padding",
+    "fuse_activations",
+    "remove_noops",
+]
 
 FUSABLE = ("dense", "conv", "conv_transpose")
 
@@ -68,3 +76,27 @@ def eliminate_dead(graph: Graph) -> int:
                 v.users.remove(node)
     graph.nodes = list(reversed(keep))
     return len(removed)
+
+
+def fold_padding(graph: Graph) -> int:
+    """Fold a zero `pad` that feeds only a convolution into the convolution's own padding
+    (Keras writes ZeroPadding2D + a 'valid' Conv2D where PyTorch writes padding=3)."""
+    folded = 0
+    for node in list(graph.nodes):
+        if node.op != "pad" or node.attrs["value"] != 0.0:
+            continue
+        out = node.output
+        if out in graph.outputs or len(out.users) != 1:
+            continue
+        conv = out.users[0]
+        if conv.op != "conv" or conv.inputs[0] is not out or conv.attrs["padding"] == "same":
+            continue
+        if conv.attrs["data_format"] != node.attrs["data_format"]:
+            continue
+        conv.attrs["padding"] = tuple(
+            (b + pb, e + pe) for (b, e), (pb, pe) in zip(conv.attrs["padding"], node.attrs["pads"])
+        )
+        graph.set_input(conv, 0, node.inputs[0])
+        graph.remove_node(node)
+        folded += 1
+    return folded

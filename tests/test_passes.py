@@ -1,0 +1,111 @@
+"""Graph passes on hand-built graphs: no-op removal, padding folding, activation fusion,
+dead-code elimination, JSON round trip and validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ktorch.graph import Graph, GraphError, from_json, to_json, validate
+from ktorch.graph.passes import eliminate_dead, fold_padding, fuse_activations, remove_noops
+
+
+def conv_attrs(padding=((0, 0), (0, 0))):
+    return {
+        "rank": 2,
+        "filters": 4,
+        "kernel_size": (3, 3),
+        "strides": (1, 1),
+        "dilation": (1, 1),
+        "padding": padding,
+        "data_format": "channels_last",
+    }
+
+
+def conv_weights():
+    rng = np.random.default_rng(0)
+    return {"weight": rng.standard_normal((4, 2, 3, 3)).astype("float32"), "bias": np.zeros(4, "float32")}
+
+
+def test_fold_padding_into_conv():
+    g = Graph("g")
+    x = g.add_input("x", (None, 8, 8, 2))
+    p = g.add_node("pad", [x], {"pads": ((1, 2), (3, 3)), "data_format": "channels_last"}, source="pad").output
+    y = g.add_node("conv", [p], conv_attrs(((0, 1), (0, 0))), conv_weights(), source="conv").output
+    g.outputs = [y]
+    shape = y.shape
+    assert fold_padding(g) == 1
+    conv = g.nodes[0]
+    assert [n.op for n in g.nodes] == ["conv"] and conv.inputs[0] is x
+    assert conv.attrs["padding"] == ((1, 3), (3, 3))
+    validate(g)
+    assert conv.output.shape == shape
+
+
+def test_fold_padding_keeps_a_shared_or_nonzero_pad():
+    g = Graph("g")
+    x = g.add_input("x", (None, 8, 8, 2))
+    p = g.add_node("pad", [x], {"pads": ((1, 1), (1, 1)), "data_format": "channels_last"}).output
+    a = g.add_node("conv", [p], conv_attrs(), conv_weights()).output
+    b = g.add_node("relu", [p]).output
+    g.outputs = [a, b]
+    assert fold_padding(g) == 0
+    g2 = Graph("g2")
+    x2 = g2.add_input("x", (None, 8, 8, 2))
+    p2 = g2.add_node("pad", [x2], {"pads": ((1, 1), (1, 1)), "value": 1.0, "data_format": "channels_last"}).output
+    g2.outputs = [g2.add_node("conv", [p2], conv_attrs(), conv_weights()).output]
+    assert fold_padding(g2) == 0
+
+
+def test_remove_noops_and_dead_code():
+    g = Graph("g")
+    x = g.add_input("x", (None, 4))
+    d = g.add_node("identity", [x], source="dropout").output
+    y = g.add_node("relu", [d], source="act").output
+    g.add_node("sigmoid", [d], source="unused")
+    g.outputs = [y]
+    assert remove_noops(g) == 1
+    assert eliminate_dead(g) == 1
+    assert [n.op for n in g.nodes] == ["relu"] and g.nodes[0].inputs[0] is x
+    validate(g)
+
+
+def test_fuse_activation_only_from_the_same_layer():
+    g = Graph("g")
+    x = g.add_input("x", (None, 4))
+    w = {"weight": np.ones((3, 4), "float32"), "bias": np.zeros(3, "float32")}
+    h = g.add_node("dense", [x], {"units": 3}, w, source="d1").output
+    h = g.add_node("relu", [h], source="d1").output
+    z = g.add_node("dense", [h], {"units": 3}, dict(w, weight=np.ones((3, 3), "float32")), source="d2").output
+    z = g.add_node("tanh", [z], source="separate_activation_layer").output
+    g.outputs = [z]
+    assert fuse_activations(g) == 1
+    assert [n.op for n in g.nodes] == ["dense", "dense", "tanh"]
+    assert g.nodes[0].attrs["activation"] == {"op": "relu", "attrs": {"max_value": None, "threshold": 0.0, "negative_slope": 0.0}}
+    validate(g)
+
+
+def test_json_round_trip_and_validation():
+    g = Graph("g")
+    x = g.add_input("x", (None, 8, 8, 2))
+    y = g.add_node("conv", [x], conv_attrs(((1, 1), (1, 1))), conv_weights(), source="conv", source_class="Conv2D").output
+    g.outputs = [g.add_node("global_pool", [y], {"mode": "avg", "data_format": "channels_last"}).output]
+    text = to_json(g)
+    back = from_json(text, {"conv": g.nodes[0].weights})
+    validate(back)
+    assert to_json(back) == text
+    assert np.array_equal(back.nodes[0].weights["weight"], g.nodes[0].weights["weight"])
+    back.nodes[1].outputs[0].shape = (None, 5)
+    with pytest.raises(GraphError, match="inferred"):
+        validate(back)
+
+
+def test_catalogue_rejects_bad_attributes():
+    g = Graph("g")
+    x = g.add_input("x", (None, 4))
+    with pytest.raises(GraphError, match="no attribute"):
+        g.add_node("relu", [x], {"alpha": 1.0})
+    with pytest.raises(GraphError, match="unknown op kind"):
+        g.add_node("frobnicate", [x])
+    with pytest.raises(GraphError, match="needs attribute 'units'"):
+        g.add_node("dense", [x], {})
