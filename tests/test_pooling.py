@@ -120,3 +120,37 @@ def test_pool_tf_keras2_h5(tmp_path, case):
     model = one_layer(tf_keras, getattr(tf_keras.layers, cls)(**kwargs, name=case), shape, case)
     parity = convert_tf_keras(model, tmp_path)
     assert parity.passed and parity.worst_rel <= 1e-4, parity.to_dict()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("MaxPooling2D", {"pool_size": 2, "padding": "same"}),
+        ("AveragePooling2D", {"pool_size": 2, "padding": "same"}),
+        ("MaxPooling2D", {"pool_size": 3, "strides": 2, "padding": "same"}),
+        ("MaxPooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}),
+        ("AveragePooling1D", {"pool_size": (1,), "strides": 3, "padding": "same"}),
+    ],
+    ids=["max2d_k2", "avg2d_k2", "max2d_k3_s2", "max1d_k3_s2", "avg1d_k1_s3"],
+)
+def test_pool_same_dynamic_size(keras, convert, case):
+    """'same' pooling on inputs whose size is only known at run time, fed odd sizes."""
+    cls, kwargs = case
+    rank = int(cls[-2])
+    model = one_layer(keras, getattr(keras.layers, cls)(**kwargs, name="pool"), (None,) * rank + (3,), "dyn")
+    x = np.random.default_rng(2).standard_normal((2, *(7, 9, 5)[:rank], 3)).astype("float32")
+    result = convert(model, inputs=[x])
+    assert result.parity.worst_rel <= 1e-4
+    forward = forward_source(result)
+    assert ("pad_same(" in forward) == (kwargs["pool_size"] == 3)
+
+
+def test_avg_pool_same_dynamic_size_refused_clearly(keras, tmp_path):
+    import ktorch
+    from ktorch.graph.errors import KtorchError
+
+    model = one_layer(keras, keras.layers.AveragePooling2D(3, strides=2, padding="same", name="pool"), (None, None, 3), "dyn")
+    model.save(tmp_path / "dyn.h5")
+    with pytest.raises(KtorchError, match=r"pool.*unknown spatial size.*fixed spatial size"):
+        ktorch.convert(tmp_path / "dyn.h5", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

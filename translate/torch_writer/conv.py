@@ -21,14 +21,16 @@ def torch_pad(pairs) -> tuple[int, ...]:
     return tuple(out)
 
 
-_PAD_SAME = '''def pad_same(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]) -> torch.Tensor:
+_PAD_SAME = '''def pad_same(
+    x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...], value: float = 0.0
+) -> torch.Tensor:
     """TensorFlow's "same" padding for inputs whose size is only known at run time (extra pixel at the end)."""
     pads: list[int] = []
     for i in range(len(kernel) - 1, -1, -1):
         size = x.shape[2 + i]
         total = max((-(-size // stride[i]) - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 - size, 0)
         pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
+    return F.pad(x, pads, value=value)
 '''
 
 

@@ -8,7 +8,7 @@ from ...graph import Node
 from ...graph.errors import GraphError
 from ..registry import register
 from .codegen import TorchEmitter, call, py_literal
-from .conv import _require_channels_first, compact
+from .conv import _PAD_SAME, _require_channels_first, compact
 
 
 def _torch_pool_count(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
@@ -17,6 +17,13 @@ def _torch_pool_count(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     if ceil_mode and (o - 1) * s >= n + p:  # the last window must start inside the input
         o -= 1
     return o
+
+
+def _ceil_mode_is_same(attrs: dict) -> bool:
+    """Whether unpadded ceil_mode pooling equals TF's "same" for every input size: true when
+    TF never pads before the input and the windows are those starting inside it (a window
+    of 1, or of 2 with a stride of at least 2)."""
+    return all(k == 1 or (k == 2 and s >= 2) for k, s in zip(attrs["pool_size"], attrs["strides"]))
 
 
 def _pool_padding(node: Node) -> tuple[int | tuple, bool, tuple[tuple[int, int], ...] | None]:
@@ -28,9 +35,13 @@ def _pool_padding(node: Node) -> tuple[int | tuple, bool, tuple[tuple[int, int],
     x = node.inputs[0]
     pads = a["padding"]
     if pads == "same":
+        # sizes known only at run time: TF pads nothing before the input when the window
+        # is at most 2 wide, and ceil_mode adds the last, partial window, as TF does
+        if _ceil_mode_is_same(a):
+            return 0, True, None
         raise GraphError(
-            f"{node.name}: 'same' pooling on inputs of unknown spatial size is not supported; "
-            "give the Keras model's Input a fixed spatial size"
+            f"{node.name}: 'same' average pooling of size {a['pool_size']}, strides {a['strides']} on inputs "
+            "of unknown spatial size is not supported; give the Keras model's Input a fixed spatial size"
         )
     if any(2 * b > k for (b, _), k in zip(pads, a["pool_size"])):
         raise GraphError(f"{node.name}: padding {pads} is larger than half the pool size {a['pool_size']}; PyTorch cannot pool it")
@@ -77,8 +88,17 @@ def _slice_expr(expr: str, slices: tuple[tuple[int, int], ...], sizes: tuple) ->
 def pool_to_torch(node: Node, em: TorchEmitter) -> None:
     _require_channels_first(node)
     a = node.attrs
-    padding, ceil_mode, slices = _pool_padding(node)
     kind = "Max" if a["mode"] == "max" else "Avg"
+    x = em.var(node.inputs[0])
+    if a["padding"] == "same" and kind == "Max" and not _ceil_mode_is_same(a):
+        # sizes known only at run time: pad as TF does, with -inf so that padding never wins
+        em.functional()
+        helper = em.helper("pad_same", _PAD_SAME)
+        ones = (1,) * a["rank"]
+        x = f'{helper}({x}, {py_literal(a["pool_size"])}, {py_literal(a["strides"])}, {py_literal(ones)}, value=float("-inf"))'
+        padding, ceil_mode, slices = 0, False, None
+    else:
+        padding, ceil_mode, slices = _pool_padding(node)
     kwargs: dict = {"kernel_size": compact(a["pool_size"])}
     if a["strides"] != a["pool_size"]:
         kwargs["stride"] = compact(a["strides"])
@@ -89,11 +109,11 @@ def pool_to_torch(node: Node, em: TorchEmitter) -> None:
     if kind == "Avg" and not a["count_include_pad"] and (padding != 0 or ceil_mode):
         kwargs["count_include_pad"] = False
     mod = em.module(node, call(f"nn.{kind}Pool{a['rank']}d", **kwargs))
-    expr = f"{mod}({em.var(node.inputs[0])})"
+    expr = f"{mod}({x})"
     if slices is not None:
-        x = node.inputs[0]
         pads = padding if isinstance(padding, tuple) else (padding,) * a["rank"]
-        sizes = tuple(_torch_pool_count(n, k, s, p, ceil_mode) for n, k, s, p in zip(x.shape[2:], a["pool_size"], a["strides"], pads))
+        in_sizes = node.inputs[0].shape[2:]
+        sizes = tuple(_torch_pool_count(n, k, s, p, ceil_mode) for n, k, s, p in zip(in_sizes, a["pool_size"], a["strides"], pads))
         expr = _slice_expr(expr, slices, sizes)
     em.assign(node, expr)
 
