@@ -407,7 +407,12 @@ def _fold_transposes(graph: Graph) -> None:
                 out = node.output
                 if out in graph.outputs and x in graph.inputs:
                     continue
-                if x.source is None:
+                if out in graph.outputs:
+                    # x takes the output's place: its perm and name must be the output's
+                    if len(x.users) > 1 or x in graph.outputs:
+                        continue
+                    x.perm, x.source = out.perm, out.source
+                elif x.source is None:
                     x.source = out.source
                 graph.bypass(node)
                 changed = True
