@@ -169,3 +169,23 @@ def test_conv_tf_keras2_h5(tf_keras, tmp_path, case):
     model = one_layer(tf_keras, getattr(tf_keras.layers, cls)(**kwargs, name=case), shape, name=case)
     result = convert_tf_keras(model, tmp_path)
     assert result.passed and result.worst_rel <= 1e-4, result.to_dict()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kernel_size": 3, "strides": 2, "padding": "same"},
+        {"kernel_size": 4, "strides": 2, "padding": "same"},
+        {"kernel_size": 1, "strides": 2},
+        {"kernel_size": 3, "strides": 2, "padding": "same", "output_padding": 0},
+        {"kernel_size": 5, "strides": 3, "padding": "same"},
+    ],
+    ids=["same_k3", "same_k4", "valid_k1", "same_outpad0", "same_k5_s3"],
+)
+def test_conv_transpose_dynamic_size(keras, convert, kwargs):
+    """Transposed convolutions on inputs of unknown size: TF's cropping does not depend on it."""
+    model = one_layer(keras, keras.layers.Conv2DTranspose(3, name="up", **kwargs), (None, None, 2), name="dyn")
+    x = np.random.default_rng(4).standard_normal((2, 5, 6, 2)).astype("float32")
+    result = convert(model, inputs=[x])
+    assert result.parity.worst_rel <= 1e-4
+    assert result.parity.outputs[0].shape[1:3] == tuple(np.asarray(model(x)).shape[1:3])

@@ -181,7 +181,7 @@ def _conv_transpose(call: LayerCall, rank: int) -> Value:
     for i, axis in enumerate(spatial_axes(x.rank, data_format)):
         n, k, s, d = x.shape[axis], kernel_size[i], strides[i], dilation[i]
         if n is None:
-            raise call.error("transposed convolutions need known spatial sizes; give the model's Input a fixed spatial size")
+            n = 1  # the crops below do not depend on the input size: any size gives them
         k_eff = (k - 1) * d + 1
         # the output length Keras asks TensorFlow for (keras deconv_output_length)
         if out_pad is None:
