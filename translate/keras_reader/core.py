@@ -45,6 +45,7 @@ def dense_from_keras(call: LayerCall) -> Value:
 @register("keras->ir", "Embedding")
 def embedding_from_keras(call: LayerCall) -> Value:
     input_dim, output_dim = int(call.get("input_dim")), int(call.get("output_dim"))
+    call.get("input_length")  # Keras 2: the sequence length, known from the input shape
     table = call.weight(0, expect=(input_dim, output_dim))
     x = call.x
     if not x.dtype.startswith("int"):
@@ -96,4 +97,6 @@ def repeat_vector_from_keras(call: LayerCall) -> Value:
 )
 def inference_noop_from_keras(call: LayerCall) -> Value:
     """Layers that are the identity at inference."""
+    for training_only in ("data_format", "drop_path_rate", "rate", "stddev"):
+        call.get(training_only)  # they shape the noise added in training only
     return call.emit("identity", [call.x])
