@@ -47,7 +47,7 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         )
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     bad_ref, bad_got = ~np.isfinite(ref64), ~np.isfinite(got64)
-    if not np.array_equal(bad_ref, bad_got) or not np.array_equal(ref64[bad_ref], got64[bad_got]):
+    if not np.array_equal(bad_ref, bad_got) or not np.array_equal(ref64[bad_ref], got64[bad_got], equal_nan=True):
         mismatch = (bad_ref != bad_got) | (bad_ref & bad_got & ~np.isclose(ref64, got64, equal_nan=True))
         return Comparison(
             name, ref.shape, float("inf"), float("inf"), tolerance, False, "NaN/Inf positions differ",

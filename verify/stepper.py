@@ -59,13 +59,30 @@ def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
         raise RunError(f"{path}: forward() of {classes[0].name} must end with `return <outputs>`")
     for i, stmt in enumerate(body[:-1]):
         reads = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known))
-        writes = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)))
+        writes = _assigned(stmt)
         known.update(writes)
         code = compile(ast.Module(body=[stmt], type_ignores=[]), str(path), "exec")
         statements.append(Statement(i, stmt.lineno, ast.get_source_segment(text, stmt) or ast.unparse(stmt), reads, writes, code))
     ret = body[-1]
     returns = compile(ast.Expression(body=ret.value), str(path), "eval")
     return Forward(arguments, tuple(statements), returns, ast.get_source_segment(text, ret.value) or ast.unparse(ret.value))
+
+
+_SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
+
+
+def _assigned(stmt: ast.stmt) -> tuple[str, ...]:
+    """The locals a statement assigns (not the variables of its comprehensions)."""
+    names: list[str] = []
+    stack: list[ast.AST] = [stmt]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _SCOPES):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.append(node.id)
+        stack.extend(reversed(list(ast.iter_child_nodes(node))))
+    return tuple(dict.fromkeys(names))
 
 
 class Stepper:
@@ -171,7 +188,7 @@ def parse_build(path: str | Path, layer_names: set[str]) -> Forward:
         if isinstance(stmt, ast.Assign) and _is_call_to(stmt.value, "Input"):
             continue
         reads = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known))
-        writes = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)))
+        writes = _assigned(stmt)
         known.update(writes)
         segment = ast.get_source_segment(text, stmt) or ast.unparse(stmt)
         rewritten = ast.fix_missing_locations(transformer.visit(ast.Module(body=[stmt], type_ignores=[])))
