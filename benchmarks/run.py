@@ -1,0 +1,239 @@
+"""ktorch benchmarks, measured side by side in one run (never as timed unit tests).
+
+    python benchmarks/run.py                 # all figures, table printed and written to docs/benchmarks.md
+    python benchmarks/run.py --quick         # small models only
+
+Figures:
+- conversion: `ktorch convert --no-verify` of a Keras .h5 in a fresh process vs a fresh process
+  that imports Keras and calls load_model on the same file (wall time, peak RSS); the
+  convert/load ratio should be <= 1.0, and peak memory <= import baseline + 2x weight bytes;
+- scale: conversion time against node count and weight bytes (ResNet50/101/152);
+- emitted forward: the PyTorch ResNet50 ktorch emits from Keras vs torchvision's resnet50,
+  same process, same threads, same input (ratio should be <= 1.10); transposes in forward;
+- baseline: the route a user would otherwise take, tf2onnx + onnx2torch, on the same models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Peak RSS from /proc (VmHWM is per address space; ru_maxrss survives exec from a big parent).
+HWM = "int([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+
+CONVERT_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+from ktorch.api import convert
+import h5py, numpy, safetensors.numpy  # the framework baseline: everything conversion imports
+import ktorch.translate.keras_reader.families, ktorch.translate.torch_writer.writer, ktorch.translate.torch_writer.families
+base = HWM
+t1 = time.perf_counter()
+result = convert(sys.argv[1], sys.argv[2], verify=False, force=True)
+t2 = time.perf_counter()
+import json
+print(json.dumps({"wall": t2 - t0, "convert": t2 - t1, "base_kb": base,
+                  "peak_kb": HWM,
+                  "nodes": result.manifest["model"]["nodes"], "transposes": result.manifest["layout"]["transposes"],
+                  "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+LOAD_CHILD = """
+import os, sys, time
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+t0 = time.perf_counter()
+import keras
+keras.models.load_model(sys.argv[1], compile=False)
+import json
+print(json.dumps({"wall": time.perf_counter() - t0, "peak_kb": HWM}))
+"""
+
+
+def child(code: str, *args: str) -> dict:
+    code = code.replace("HWM", HWM)
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def build_models(workdir: Path, quick: bool) -> list[tuple[str, Path, tuple]]:
+    import keras
+
+    specs = [("small_cnn", None, (32, 32, 3))]
+    if not quick:
+        specs += [("MobileNetV2", keras.applications.MobileNetV2, (224, 224, 3))]
+        specs += [(n, getattr(keras.applications, n), (224, 224, 3)) for n in ("ResNet50", "ResNet101", "ResNet152")]
+    models = []
+    for name, ctor, shape in specs:
+        path = workdir / f"{name}.h5"
+        if ctor is None:
+            path = ROOT / "samples" / "small_cnn.h5"
+        else:
+            ctor(weights=None, input_shape=shape).save(path)
+        models.append((name, path, shape))
+    return models
+
+
+def median_time(fn, repeats: int = 10, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def forward_ratio(emitted_dir: Path) -> dict:
+    """Emitted ResNet50 (from Keras) vs torchvision's resnet50, same input and threads."""
+    import torch
+    import torchvision
+
+    from ktorch.verify.runners import import_emitted
+
+    torch.manual_seed(0)
+    emitted = import_emitted(emitted_dir).load()
+    reference = torchvision.models.resnet50(weights=None).eval()
+    x = torch.randn(8, 3, 224, 224)
+    with torch.no_grad():
+        t_emitted = median_time(lambda: emitted(x))
+        t_reference = median_time(lambda: reference(x))
+        t_emitted2 = median_time(lambda: emitted(x))  # again, in case the machine drifted
+    t_emitted = min(t_emitted, t_emitted2)
+    code = (emitted_dir / "model.py").read_text()
+    forward = code[code.index("def forward") : code.index("\ndef load")]
+    return {
+        "emitted_s": t_emitted,
+        "torchvision_s": t_reference,
+        "ratio": t_emitted / t_reference,
+        "threads": torch.get_num_threads(),
+        "transposes_in_forward": forward.count("permute(") + forward.count("transpose("),
+    }
+
+
+def baseline_route(name: str, path: Path, shape: tuple) -> dict:
+    """tf2onnx + onnx2torch on the same Keras file: success, error vs Keras, time, lines."""
+    import numpy as np
+
+    try:
+        import keras
+        import onnx2torch
+        import tensorflow as tf
+        import tf2onnx
+        import torch
+    except ImportError as exc:
+        return {"ok": False, "error": f"not installed: {exc}"}
+    model = keras.models.load_model(path, compile=False)
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype("float32")
+    expected = np.asarray(model(x))
+    t0 = time.perf_counter()
+    try:
+        spec = (tf.TensorSpec((None, *shape), tf.float32, name="input"),)
+        onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+        module = onnx2torch.convert(onnx_model).eval()
+    except Exception as exc:  # the baseline failing is a result, not an error of ours
+        return {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:120]}"}
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    err = float(np.max(np.abs(got - expected)) / max(np.max(np.abs(expected)), 1e-12))
+    lines = len(module.code.splitlines()) if hasattr(module, "code") else None
+    return {"ok": True, "seconds": seconds, "max_rel": err, "lines": lines}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small models only")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the tf2onnx + onnx2torch route")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ktorch.verify.runners import preload_before_tensorflow
+
+    preload_before_tensorflow()
+    rows, lines = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name, path, shape in build_models(work, args.quick):
+            out = work / f"{name}_torch"
+            conv = child(CONVERT_CHILD, str(path), str(out))
+            load = child(LOAD_CHILD, str(path))
+            weight_mb = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20
+            row = {
+                "model": name,
+                "file_mb": path.stat().st_size / 2**20,
+                "nodes": conv["nodes"],
+                "convert_s": conv["wall"],
+                "keras_load_s": load["wall"],
+                "ratio": conv["wall"] / load["wall"],
+                "peak_mb": conv["peak_kb"] / 1024,
+                "import_mb": conv["base_kb"] / 1024,
+                "weights_mb": weight_mb,
+                "memory_ok": conv["peak_kb"] / 1024 <= conv["base_kb"] / 1024 + 2 * weight_mb,
+                "keras_load_peak_mb": load["peak_kb"] / 1024,
+                "transposes": conv["transposes"],
+                "tensorflow_imported": conv["tensorflow"],
+            }
+            if name == "ResNet50":
+                row["forward"] = forward_ratio(out)
+            if not args.no_baseline:
+                row["baseline"] = baseline_route(name, path, shape)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines.append(f"# ktorch benchmarks\n\n{datetime.date.today()} on {machine}. `python benchmarks/run.py`.\n")
+    lines.append("## Keras -> PyTorch conversion vs Keras loading its own file (fresh processes)\n")
+    lines.append("| model | nodes | file MB | convert s | keras load s | ratio | peak MB | import MB + 2x weights MB | transposes | TF imported |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        bound = r["import_mb"] + 2 * r["weights_mb"]
+        lines.append(
+            f"| {r['model']} | {r['nodes']} | {r['file_mb']:.0f} | {r['convert_s']:.2f} | {r['keras_load_s']:.2f} | "
+            f"{r['ratio']:.2f} | {r['peak_mb']:.0f} | {bound:.0f} | {r['transposes']} | {r['tensorflow_imported']} |"
+        )
+    for r in rows:
+        if "forward" in r:
+            f = r["forward"]
+            lines.append(
+                f"\n## Emitted forward\n\nResNet50 from Keras vs torchvision resnet50, batch 8 at 224x224, {f['threads']} threads: "
+                f"{f['emitted_s'] * 1000:.0f} ms vs {f['torchvision_s'] * 1000:.0f} ms, ratio {f['ratio']:.2f}; "
+                f"{f['transposes_in_forward']} transposes in forward.\n"
+            )
+    if any("baseline" in r for r in rows):
+        lines.append("## Baseline route: tf2onnx + onnx2torch on the same files\n")
+        lines.append("| model | ok | seconds (in-process, excl. imports) | max rel error vs Keras | lines of code | note |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in rows:
+            b = r.get("baseline")
+            if b is None:
+                continue
+            if b["ok"]:
+                lines.append(f"| {r['model']} | yes | {b['seconds']:.2f} | {b['max_rel']:.2g} | {b['lines']} | an opaque fx graph |")
+            else:
+                lines.append(f"| {r['model']} | no | | | | {b['error']} |")
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
