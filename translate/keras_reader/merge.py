@@ -23,8 +23,8 @@ def _same_rank(call: LayerCall) -> list[Value]:
     rank = max(v.rank for v in ins)
     out = []
     for i, v in enumerate(ins):
-        if v.rank < rank:  # Keras merge layers expand the smaller operand's trailing axes
-            shape = tuple(d if d is not None else -1 for d in v.shape[1:]) + (1,) * (rank - v.rank)
+        if v.rank < rank:  # Keras merge layers insert axes after the batch axis (expand_dims(x, 1))
+            shape = (1,) * (rank - v.rank) + tuple(d if d is not None else -1 for d in v.shape[1:])
             v = call.emit("reshape", [v], {"shape": shape}, suffix=f"_expand{i}")
         out.append(v)
     return out
