@@ -1,0 +1,5 @@
+"""The ONNX op families, imported explicitly so that their translators register."""
+
+from __future__ import annotations
+
+from . import activations, arithmetic, conv, core, normalization, pooling, resize, shape  # noqa: F401

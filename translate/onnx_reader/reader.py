@@ -1,0 +1,462 @@
+"""ONNX ModelProto -> intermediate graph.
+
+The reader walks the ONNX graph's nodes in order (ONNX requires a topological order).
+Initializers and `Constant` nodes become `Const`s (numpy arrays) that translators take as
+weights; a node whose inputs are all constants is evaluated once, here, with ONNX's own
+reference implementation, and becomes a constant too. Every other node is handed to the
+translator registered for its op type under "onnx->ir" (key: "Conv", or "domain::Op" for
+a non-default domain).
+
+ONNX tensors are channels-first (NCHW), and the graph keeps that: spatial ops carry
+data_format "channels_first"; the layout pass moves them for a channels-last target.
+Axis 0 of every graph input is the batch axis, kept dynamic.
+
+Names: torch.onnx.export names nodes after the module path ("/layer1/layer1.0/conv1/Conv"
+-> `layer1_0_conv1`, "/layer1/layer1.0/Add" -> `layer1_0_add`); tf2onnx after the Keras
+layer ("model_1/block_1_expand_1/Conv2D" -> `block_1_expand`). A node with a generated
+name ("Conv__339") takes the name of its weight initializer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...graph import Graph, Value
+from ...graph.errors import GraphError, KtorchError, ModelFileError, UnsupportedOpError
+from ..registry import lookup
+
+MIN_OPSET, MAX_OPSET = 13, 21
+PASS_THROUGH = {"Identity", "Dropout"}
+
+# ONNX TensorProto element types -> graph dtype names
+_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
+
+# ops named after their module alone (a layer); the others get the op appended ("layer1_0_add")
+LAYER_OPS = {
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization", "InstanceNormalization",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "LeakyRelu", "PRelu", "Elu", "Selu",
+    "Celu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Gelu", "Mish", "Clip",
+    "Softmax", "LogSoftmax", "Resize", "Pad", "Flatten", "LSTM", "GRU",
+}  # fmt: skip
+
+
+_COUNTED = re.compile(r"_\d+$")  # "Relu_1": the second Relu of a module
+
+
+class OnnxOpError(KtorchError):
+    """An ONNX node has inputs or attributes that ktorch cannot translate."""
+
+
+@dataclass(frozen=True)
+class Const:
+    """A tensor known at conversion time: an initializer, a Constant, or a folded node."""
+
+    name: str
+    array: np.ndarray
+
+
+@dataclass
+class OnnxCall:
+    """One ONNX node, as its translator sees it."""
+
+    reader: OnnxReader
+    key: str  # "Conv"
+    node_name: str  # the ONNX node's own name
+    base: str  # the readable base name of the nodes this call emits
+    inputs: list[Any]  # Values, Consts, or None for an omitted optional input
+    attrs: dict[str, Any]  # decoded ONNX attributes
+    opset: int
+    expected: list[tuple | None] = field(default_factory=list)  # output shapes ONNX shape inference found
+
+    @property
+    def graph(self) -> Graph:
+        return self.reader.graph
+
+    @property
+    def where(self) -> str:
+        return f"node {self.node_name!r} ({self.key})"
+
+    def error(self, message: str) -> OnnxOpError:
+        return OnnxOpError(f"{self.where}: {message}")
+
+    def unsupported(self, reason: str) -> UnsupportedOpError:
+        return UnsupportedOpError([(self.node_name, self.key, reason)], where="the ONNX reader")
+
+    # -- inputs and attributes ------------------------------------------------------------
+    def has(self, index: int) -> bool:
+        return index < len(self.inputs) and self.inputs[index] is not None
+
+    def value(self, index: int = 0) -> Value:
+        v = self.inputs[index] if index < len(self.inputs) else None
+        if not isinstance(v, Value):
+            raise self.unsupported(f"input {index} must be a tensor computed by the model, got {type(v).__name__}")
+        return v
+
+    def const(self, index: int, *, optional: bool = False) -> np.ndarray | None:
+        v = self.inputs[index] if index < len(self.inputs) else None
+        if v is None and optional:
+            return None
+        if not isinstance(v, Const):
+            raise self.unsupported(f"input {index} must be an initializer or a constant known at export time")
+        return v.array
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def ints(self, name: str, rank: int, default: int) -> tuple[int, ...]:
+        v = self.attrs.get(name)
+        if v is None:
+            return (default,) * rank
+        return tuple(int(i) for i in v)
+
+    def axis(self, axis: int, rank: int) -> int:
+        if not -rank <= axis < rank:
+            raise self.error(f"axis {axis} is out of range for rank {rank}")
+        return axis % rank
+
+    # -- emission -----------------------------------------------------------------------
+    def emit(
+        self,
+        op: str,
+        inputs: list[Value],
+        attrs: dict[str, Any] | None = None,
+        weights: dict[str, np.ndarray] | None = None,
+        *,
+        suffix: str = "",
+    ) -> Value:
+        node = self.graph.add_node(op, inputs, attrs, weights, name=self.base + suffix, source=self.base, source_class=self.key)
+        return node.outputs[0]
+
+    def emit_all(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None) -> list[Value]:
+        node = self.graph.add_node(op, inputs, attrs, name=self.base, source=self.base, source_class=self.key)
+        return list(node.outputs)
+
+
+def identifier(text: str) -> str:
+    text = re.sub(r"\W", "_", text).strip("_")
+    text = re.sub(r"_+", "_", text)
+    return text.lower() or "x"
+
+
+def float32_value(x: float) -> float:
+    """A float attribute as the shortest decimal that rounds to the same float32 (ONNX
+    stores float attributes as float32: 1e-5 arrives as 9.999999747378752e-06)."""
+    return float(str(np.float32(x)))
+
+
+def _decode_attr(attr: Any) -> Any:
+    from onnx import helper, numpy_helper
+
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, float):
+        return float32_value(value)
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode("utf-8") for v in value]
+    if hasattr(value, "dims") and hasattr(value, "data_type"):  # a TensorProto
+        return numpy_helper.to_array(value)
+    return value
+
+
+class OnnxReader:
+    """Builds a Graph from an ONNX ModelProto."""
+
+    def __init__(self, model: Any, name: str = "model") -> None:
+        self.model = model
+        self.graph = Graph(name)
+        self.env: dict[str, Any] = {}
+        self.opset = _default_opset(model)
+        self.static_batch: int | None = None
+        self._naming = _Naming(model)
+        self._expected: dict[str, tuple | None] = {}
+
+    # -- entry --------------------------------------------------------------------------
+    def read(self) -> Graph:
+        from onnx import numpy_helper
+
+        g = self.model.graph
+        self._shapes()
+        for init in g.initializer:
+            self.env[init.name] = Const(init.name, numpy_helper.to_array(init))
+        self._check_supported()
+        for inp in g.input:
+            if inp.name in self.env:  # an initializer listed as an input (old exporters)
+                continue
+            self.env[inp.name] = self._add_input(inp)
+        for node in g.node:
+            self._call(node)
+        outputs = []
+        for i, out in enumerate(g.output):
+            v = self.env.get(out.name)
+            if isinstance(v, Const):
+                raise UnsupportedOpError([(out.name, "output", "the output is a constant that does not depend on the inputs")], where="the ONNX reader")
+            if not isinstance(v, Value):
+                raise GraphError(f"output {out.name!r} of the ONNX graph is not computed by any node")
+            if v in self.graph.inputs or v in outputs:
+                v = self.graph.add_node("identity", [v], name=identifier(out.name)).output
+            v.source = out.name
+            outputs.append(v)
+        self.graph.outputs = outputs
+        self.graph.meta.update(
+            {
+                "source_framework": "onnx",
+                "source_format": "onnx",
+                "opset": self.opset,
+                "producer": f"{self.model.producer_name} {self.model.producer_version}".strip(),
+                "static_batch": self.static_batch,
+            }
+        )
+        return self.graph
+
+    def _shapes(self) -> None:
+        """Output shapes from ONNX shape inference, to check each translation against."""
+        from onnx import shape_inference
+
+        try:
+            inferred = shape_inference.infer_shapes(self.model)
+        except Exception:  # noqa: BLE001 - shape inference is a cross-check only
+            return
+        for info in [*inferred.graph.value_info, *inferred.graph.output]:
+            self._expected[info.name] = _shape_of(info, batch=False)
+
+    def _check_supported(self) -> None:
+        constant = {name for name, v in self.env.items() if isinstance(v, Const)} | {""}
+        problems = []
+        for node in self.model.graph.node:
+            key = op_key(node)
+            if key == "Constant" or (node.input and all(i in constant for i in node.input)):
+                constant.update(node.output)  # folded at conversion time
+                continue
+            if key in PASS_THROUGH or lookup("onnx->ir", key) is not None:
+                continue
+            problems.append((node.name or node.output[0], key, "no translator"))
+        if problems:
+            unique = sorted(set(problems), key=problems.index)
+            raise UnsupportedOpError(
+                unique, where="the ONNX model", hint="Nothing was written. Add a translator with ktorch.translate.registry.register('onnx->ir', '<OpType>')."
+            )
+
+    def _add_input(self, info: Any) -> Value:
+        shape = _shape_of(info, batch=True)
+        dims = info.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value"):
+            self.static_batch = int(dims[0].dim_value)
+        for i, d in enumerate(shape[1:], start=1):
+            if d is None:
+                raise UnsupportedOpError(
+                    [(info.name, "dynamic shape", f"axis {i} of the input has no fixed size; only the batch axis (0) may be dynamic")],
+                    where="the ONNX reader",
+                    hint="Export with fixed sizes for every axis but the batch, or fix them with onnx.tools.update_model_dims.",
+                )
+        dtype = _DTYPES.get(info.type.tensor_type.elem_type, "float32")
+        return self.graph.add_input(identifier(info.name), shape, dtype)
+
+    # -- nodes ----------------------------------------------------------------------------
+    def _call(self, node: Any) -> None:
+        key = op_key(node)
+        inputs = [None if i == "" else self.env.get(i) for i in node.input]
+        for name, v in zip(node.input, inputs):
+            if name and v is None:
+                raise GraphError(f"node {node.name!r} ({key}): input {name!r} is not produced before it")
+        if key == "Constant":
+            self.env[node.output[0]] = Const(node.output[0], self._constant(node))
+            return
+        if key in PASS_THROUGH:
+            for out, v in zip(node.output, inputs):
+                self.env[out] = v
+            return
+        if inputs and all(v is None or isinstance(v, Const) for v in inputs):
+            for out, array in zip(node.output, _evaluate(node, [v.array if v is not None else None for v in inputs], self.opset)):
+                self.env[out] = Const(out, array)
+            return
+        translator = lookup("onnx->ir", key)
+        if translator is None:
+            raise UnsupportedOpError([(node.name, key, "no translator")], where="the ONNX reader")
+        call = OnnxCall(
+            reader=self,
+            key=key,
+            node_name=node.name or node.output[0],
+            base=self._naming.name(node, inputs),
+            inputs=inputs,
+            attrs={a.name: _decode_attr(a) for a in node.attribute},
+            opset=self.opset,
+            expected=[self._expected.get(o) for o in node.output],
+        )
+        try:
+            result = translator(call)
+        except (UnsupportedOpError, OnnxOpError):
+            raise
+        except KtorchError as exc:
+            raise OnnxOpError(f"{call.where}: {exc}") from exc
+        results = list(result) if isinstance(result, (list, tuple)) else [result]
+        for out, v in zip(node.output, results):
+            if out:
+                self.env[out] = v
+        self._check_shapes(call, results)
+
+    def _constant(self, node: Any) -> np.ndarray:
+        attrs = {a.name: _decode_attr(a) for a in node.attribute}
+        if "value" in attrs:
+            return np.asarray(attrs["value"])
+        for name, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64), ("value_ints", np.int64)):
+            if name in attrs:
+                return np.asarray(attrs[name], dtype=dtype)
+        raise UnsupportedOpError([(node.name, "Constant", f"attribute(s) {sorted(attrs)}")], where="the ONNX reader")
+
+    def _check_shapes(self, call: OnnxCall, results: list[Any]) -> None:
+        for v, expected in zip(results, call.expected):
+            if not isinstance(v, Value) or not expected:
+                continue
+            got = tuple(v.shape)
+            if len(got) != len(expected) or any(a is not None and b is not None and a != b for a, b in list(zip(got, expected))[1:]):
+                raise GraphError(f"{call.where}: the translation produced shape {got}, ONNX shape inference says {expected}")
+
+
+class _Naming:
+    """Readable names from the node names of torch.onnx.export and tf2onnx."""
+
+    def __init__(self, model: Any) -> None:
+        firsts = [n.name.split("/")[0] for n in model.graph.node if "/" in n.name.strip("/")]
+        self.prefix = ""
+        if firsts and not any(n.name.startswith("/") for n in model.graph.node):
+            top = max(set(firsts), key=firsts.count)
+            if firsts.count(top) > len(model.graph.node) // 2:
+                self.prefix = top  # tf2onnx: every node sits under the Keras model's name scope
+        self.suffix = re.search(r"_\d+$", self.prefix).group(0) if self.prefix and re.search(r"_\d+$", self.prefix) else ""
+
+    def name(self, node: Any, inputs: list[Any]) -> str:
+        text = node.name or ""
+        if not text or re.search(r"__\d+$", text) or text == node.op_type:
+            # a generated name: use the weight's ("model_1/Conv1_1/convolution/merged_input:0")
+            weight = next((v.name for v in inputs[1:] if isinstance(v, Const) and "/" in v.name), None)
+            if weight is None:
+                return identifier(node.op_type)
+            text = weight
+        if text.startswith("/"):
+            return self._torch(text, node.op_type)
+        return self._tf(text, node.op_type)
+
+    @staticmethod
+    def _torch(text: str, op: str) -> str:
+        parts = [p for p in text.split("/") if p]
+        last = parts.pop() if parts else op
+        path: list[str] = []
+        for p in parts:
+            if path and p.startswith(path[-1] + "."):
+                path[-1] = p  # "layer1" then "layer1.0": an item of the container
+            else:
+                path.append(p)
+        module = ".".join(path)
+        if not module:
+            return identifier(last)
+        if op in LAYER_OPS:
+            return identifier(module)
+        return identifier(f"{module}_{_COUNTED.sub('', last)}")
+
+    def _tf(self, text: str, op: str) -> str:
+        parts = [p for p in text.split("/") if p]
+        if self.prefix and parts and parts[0] == self.prefix:
+            parts = parts[1:]
+        if not parts:
+            return identifier(op)
+        layer = parts[0].split(":")[0]
+        if self.suffix and layer.endswith(self.suffix):
+            layer = layer[: -len(self.suffix)]
+        return identifier(layer)
+
+
+def op_key(node: Any) -> str:
+    domain = node.domain or ""
+    return node.op_type if domain in ("", "ai.onnx") else f"{domain}::{node.op_type}"
+
+
+def _default_opset(model: Any) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return MAX_OPSET
+
+
+def _shape_of(info: Any, *, batch: bool) -> tuple:
+    t = info.type.tensor_type
+    if not t.HasField("shape"):
+        return ()
+    dims = []
+    for i, d in enumerate(t.shape.dim):
+        if batch and i == 0:
+            dims.append(None)
+        elif d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def _evaluate(node: Any, arrays: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
+    """Run one node on constant inputs with ONNX's reference implementation."""
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"in{i}" if a is not None else "" for i, a in enumerate(arrays)]
+    ins = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in names if n]
+    outs = [helper.make_tensor_value_info(f"out{i}", TensorProto.UNDEFINED, None) for i in range(len(node.output))]
+    one = helper.make_node(node.op_type, names, [o.name for o in outs], domain=node.domain, **{})
+    one.attribute.extend(node.attribute)
+    graph = helper.make_graph([one], "fold", ins, outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(node.domain or "", opset)])
+    try:
+        results = ReferenceEvaluator(model).run(None, {n: a for n, a in zip(names, arrays) if n})
+    except Exception as exc:  # noqa: BLE001 - the reference runtime raises many kinds
+        raise UnsupportedOpError([(node.name, node.op_type, f"cannot fold this constant expression ({exc})")], where="the ONNX reader") from None
+    return [np.asarray(r) for r in results]
+
+
+def load_model(src: Any) -> Any:
+    """A ModelProto from a path or a ModelProto, checked, at an opset ktorch reads."""
+    import onnx
+
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such file")
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+            raise ModelFileError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    else:
+        model = src
+    where = str(src) if isinstance(src, (str, Path)) else "the ONNX model"
+    if not model.graph.node:
+        raise ModelFileError(f"{where}: the ONNX graph has no nodes")
+    opset = _default_opset(model)
+    if opset < MIN_OPSET:
+        from onnx import version_converter
+
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelFileError(
+                f"{where}: opset {opset} is older than {MIN_OPSET} and could not be upgraded ({exc}); re-export with opset {MIN_OPSET}-{MAX_OPSET}"
+            ) from None
+    elif opset > MAX_OPSET:
+        raise ModelFileError(f"{where}: opset {opset} is newer than ktorch reads ({MIN_OPSET}-{MAX_OPSET}); re-export with opset_version={MAX_OPSET}")
+    return model
+
+
+def read_onnx(src: Any, *, name: str | None = None) -> Graph:
+    """Read an ONNX model (a path or a ModelProto) into a graph."""
+    from . import families  # noqa: F401  (registers the translators)
+    from .fold import fold_affine
+
+    model = load_model(src)
+    if name is None:
+        name = Path(src).stem if isinstance(src, (str, Path)) else (model.graph.name or "model")
+    graph = OnnxReader(model, identifier(name) or "model").read()
+    fold_affine(graph)
+    return graph

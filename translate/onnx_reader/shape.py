@@ -1,0 +1,161 @@
+"""ONNX data movement: Flatten, Reshape, Squeeze/Unsqueeze, Transpose, Concat, Pad, the
+reductions and Cast. The batch axis (0) stays in place: an op that would move, split or
+reduce it is refused with the reason, since the emitted model keeps a dynamic batch."""
+
+from __future__ import annotations
+
+import math
+
+from ...graph import Value
+from ..registry import register
+from .reader import _DTYPES, OnnxCall
+
+
+def _reshape(call: OnnxCall, x: Value, target: tuple[int, ...]) -> Value:
+    """Reshape the non-batch axes of `x` to `target` (a no-op reshape is dropped)."""
+    if target == tuple(x.shape[1:]):
+        return x
+    if len(target) == 1 and None not in x.shape[1:] and target[0] in (-1, math.prod(x.shape[1:])):
+        return call.emit("flatten", [x])
+    return call.emit("reshape", [x], {"shape": tuple(target)})
+
+
+@register("onnx->ir", "Flatten")
+def flatten_to_ir(call: OnnxCall) -> Value:
+    x = call.value(0)
+    axis = call.axis(int(call.attr("axis", 1)), x.rank) if call.attr("axis", 1) != x.rank else x.rank
+    if axis == 1:
+        return call.emit("flatten", [x])
+    if axis == 0 or None in x.shape[1:]:
+        raise call.unsupported(f"Flatten at axis {axis} of shape {x.shape} (only the batch axis may stay first)")
+    return _reshape(call, x, (math.prod(x.shape[1:axis]), math.prod(x.shape[axis:])))
+
+
+@register("onnx->ir", "Reshape")
+def reshape_to_ir(call: OnnxCall) -> Value:
+    x = call.value(0)
+    shape = [int(d) for d in call.const(1)]
+    allowzero = bool(call.attr("allowzero", 0))
+    if not allowzero:
+        shape = [x.shape[i] if d == 0 and i < x.rank else d for i, d in enumerate(shape)]
+    first, rest = shape[0], shape[1:]
+    batch = call.reader.static_batch
+    if first is None or first == -1 and -1 not in rest or (batch is not None and first == batch):
+        if None in rest:
+            raise call.unsupported(f"Reshape to {tuple(call.const(1))} copies a dynamic axis other than the batch")
+        return _reshape(call, x, tuple(rest))
+    raise call.unsupported(f"Reshape of {x.shape} to {tuple(call.const(1))} mixes the batch axis with others; keep the batch size (or 0) first")
+
+
+def _axes(call: OnnxCall, rank: int, index: int = 1) -> list[int] | None:
+    array = call.const(index, optional=True) if call.has(index) else None
+    axes = array.tolist() if array is not None else call.attr("axes")
+    return None if axes is None else sorted(call.axis(int(a), rank) for a in axes)
+
+
+@register("onnx->ir", "Squeeze")
+def squeeze_to_ir(call: OnnxCall) -> Value:
+    x = call.value(0)
+    axes = _axes(call, x.rank)
+    if axes is None:
+        axes = [i for i in range(1, x.rank) if x.shape[i] == 1]
+    if 0 in axes:
+        raise call.unsupported("Squeeze of the batch axis")
+    if None in x.shape[1:]:
+        raise call.unsupported(f"Squeeze of a tensor with dynamic non-batch axes {x.shape}")
+    return _reshape(call, x, tuple(d for i, d in enumerate(x.shape) if i not in axes and i > 0))
+
+
+@register("onnx->ir", "Unsqueeze")
+def unsqueeze_to_ir(call: OnnxCall) -> Value:
+    x = call.value(0)
+    axes = _axes(call, x.rank + len(call.const(1) if call.has(1) else call.attr("axes")))
+    if 0 in axes:
+        raise call.unsupported("Unsqueeze before the batch axis")
+    if None in x.shape[1:]:
+        raise call.unsupported(f"Unsqueeze of a tensor with dynamic non-batch axes {x.shape}")
+    dims = list(x.shape[1:])
+    for a in axes:
+        dims.insert(a - 1, 1)
+    return _reshape(call, x, tuple(dims))
+
+
+@register("onnx->ir", "Transpose")
+def transpose_to_ir(call: OnnxCall) -> Value:
+    x = call.value(0)
+    perm = tuple(int(p) for p in call.attr("perm", list(reversed(range(x.rank)))))
+    if perm[0] != 0:
+        raise call.unsupported(f"Transpose {perm} moves the batch axis")
+    if perm == tuple(range(x.rank)):
+        return x
+    return call.emit("transpose", [x], {"perm": perm})
+
+
+@register("onnx->ir", "Concat")
+def concat_to_ir(call: OnnxCall) -> Value:
+    values = [call.value(i) for i in range(len(call.inputs)) if not (isinstance(call.inputs[i], Value) and 0 in call.inputs[i].shape)]
+    axis = call.axis(int(call.attr("axis")), values[0].rank)
+    if axis == 0:
+        raise call.unsupported("concatenation along the batch axis")
+    if len(values) == 1:
+        return values[0]
+    return call.emit("concat", values, {"axis": axis})
+
+
+@register("onnx->ir", "Pad")
+def pad_to_ir(call: OnnxCall) -> Value:
+    x = call.value(0)
+    if call.attr("mode", "constant") != "constant":
+        raise call.unsupported(f"Pad mode {call.attr('mode')!r} (only constant padding)")
+    pads = [int(p) for p in call.const(1)]
+    value = call.const(2, optional=True) if call.has(2) else None
+    fill = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
+    axes = _axes(call, x.rank, 3) if call.has(3) else list(range(x.rank))
+    n = len(axes)
+    per_axis = {a: (pads[i], pads[i + n]) for i, a in enumerate(axes)}
+    padded = [a for a, p in per_axis.items() if p != (0, 0)]
+    if not padded:
+        return x
+    if 0 in padded:
+        raise call.unsupported("padding of the batch axis")
+    # ONNX pads any axes; the graph's pad op pads the spatial axes of a channels-first or -last tensor
+    if 1 not in padded:
+        fmt, spatial = "channels_first", range(2, x.rank)
+    elif x.rank - 1 not in padded:
+        fmt, spatial = "channels_last", range(1, x.rank - 1)
+    else:
+        raise call.unsupported(f"Pad of every non-batch axis {padded}")
+    widths = tuple(per_axis.get(a, (0, 0)) for a in spatial)
+    if any(b < 0 or e < 0 for b, e in widths):
+        if fill == 0.0 and all(b <= 0 and e <= 0 for b, e in widths):
+            return call.emit("crop", [x], {"crops": tuple((-b, -e) for b, e in widths), "data_format": fmt})
+        raise call.unsupported(f"Pad with negative and positive pads {pads}")
+    return call.emit("pad", [x], {"pads": widths, "value": fill, "data_format": fmt})
+
+
+_REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod"}
+
+
+@register("onnx->ir", *_REDUCE)
+def reduce_to_ir(call: OnnxCall) -> Value:
+    x = call.value(0)
+    axes = _axes(call, x.rank)
+    if not axes:
+        if call.attr("noop_with_empty_axes", 0):
+            return x
+        raise call.unsupported("a reduction over all axes (including the batch axis)")
+    if 0 in axes:
+        raise call.unsupported("a reduction over the batch axis")
+    return call.emit("reduce", [x], {"mode": _REDUCE[call.key], "axes": tuple(axes), "keepdims": bool(call.attr("keepdims", 1))})
+
+
+@register("onnx->ir", "Cast")
+def cast_to_ir(call: OnnxCall) -> Value:
+    x = call.value(0)
+    dtype = _DTYPES.get(int(call.attr("to")))
+    if dtype is None:
+        raise call.unsupported(f"Cast to ONNX element type {call.attr('to')}")
+    if dtype == x.dtype:
+        return x
+    return call.emit("cast", [x], {"dtype": dtype})
+
