@@ -208,6 +208,26 @@ def fold_constant_transposes(graph: Graph) -> int:
     return folded
 
 
+def fold_pads_into_convs(graph: Graph) -> int:
+    """A zero `pad` read only by a convolution becomes part of the convolution's padding
+    (F.pad before a conv, as the PyTorch code ktorch emits for TensorFlow's "same")."""
+    folded = 0
+    for node in list(graph.nodes):
+        if node.op != "pad" or float(node.attrs["value"]) != 0.0 or node.output in graph.outputs:
+            continue
+        users = node.output.users
+        if len(users) != 1 or users[0].op != "conv" or users[0].attrs["padding"] == "same":
+            continue
+        conv = users[0]
+        if conv.attrs["data_format"] != node.attrs["data_format"]:
+            continue
+        conv.attrs["padding"] = tuple((b + pb, e + pe) for (b, e), (pb, pe) in zip(conv.attrs["padding"], node.attrs["pads"]))
+        graph.set_input(conv, 0, node.inputs[0])
+        graph.remove_node(node)
+        folded += 1
+    return folded
+
+
 def read_torch_graph(program: Any, name: str) -> Graph:
     from .translate.torch_reader import read_program
 
@@ -265,6 +285,7 @@ def convert_torch(
     t2 = time.perf_counter()
     step("rewriting the graph")
     remove_noops(graph)
+    fold_pads_into_convs(graph)
     eliminate_dead(graph)
     assign_layout(graph, "channels_last", keep_io=(layout == "keep"))
     fold_constant_transposes(graph)

@@ -4,12 +4,14 @@ gives the same pads, else a ZeroPadding layer before a "valid" convolution."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ...graph import Node
 from ...graph.errors import GraphError
+from ...graph.ops import spatial_axes
 from ..registry import register
 from .codegen import KerasEmitter
 
@@ -51,11 +53,20 @@ def keras_padding(node: Node) -> tuple[tuple | None, str]:
         return None, "same"
     if all(b == 0 and e == 0 for b, e in pads):
         return None, "valid"
-    if all(s == 1 for s in a["strides"]):
-        # TensorFlow "same" with stride 1 pads k_eff - 1 in total, the extra one at the end
-        tf_same = tuple(((d * (k - 1)) // 2, d * (k - 1) - (d * (k - 1)) // 2) for k, d in zip(a["kernel_size"], a["dilation"]))
-        if tuple(tuple(p) for p in pads) == tf_same:
-            return None, "same"
+    x = node.inputs[0]
+    sizes = [x.shape[i] for i in spatial_axes(x.rank, a["data_format"])]
+    tf_same = []
+    for n, k, s, d in zip(sizes, a["kernel_size"], a["strides"], a["dilation"]):
+        k_eff = d * (k - 1) + 1
+        if s == 1:
+            total = k_eff - 1
+        elif n is None:
+            break
+        else:  # TensorFlow "same" for a known size; the extra pixel at the end
+            total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
+        tf_same.append((total // 2, total - total // 2))
+    if tuple(tf_same) == tuple(tuple(p) for p in pads):
+        return None, "same"
     return tuple(tuple(p) for p in pads), "valid"
 
 
