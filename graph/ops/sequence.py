@@ -115,6 +115,25 @@ define(
 )
 
 
+def _infer_mask_merge(node):
+    from . import broadcast_shapes
+
+    if any(v.dtype != "bool" for v in node.inputs):
+        raise GraphError(f"{node.name}: masks must be bool tensors, got {[v.dtype for v in node.inputs]}")
+    return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), "bool")]
+
+
+define(
+    OpDef(
+        "mask_merge",
+        _infer_mask_merge,
+        attrs=(attr("mode", str, choices=("and", "or")),),
+        doc="logical AND / OR of bool masks (Keras merges the masks of merged sequences)",
+        family="mask",
+    )
+)
+
+
 def _infer_apply_mask(node):
     x, mask = node.inputs
     if mask.shape != x.shape[: mask.rank] and mask.rank != x.rank - 1:

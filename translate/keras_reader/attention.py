@@ -118,6 +118,10 @@ def multi_head_attention_from_keras(call: LayerCall) -> Value:
         "mask_inputs": tuple(given),
     }
     y = call.emit("multi_head_attention", inputs, attrs, weights)
+    # Keras's MultiHeadAttention removes the masks from its input tensors: layers called on
+    # them afterwards (a residual Add) see no mask
+    for tensor in (query, value, key):
+        call.known_masks.pop(id(tensor), None)
     if isinstance(masks["query_mask"], Value):
         call.output_masks = [masks["query_mask"]]
     return y

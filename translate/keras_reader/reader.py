@@ -494,7 +494,9 @@ class KerasReader:
     def _propagate_masks(self, call: LayerCall, outs: list[Value]) -> None:
         """Attach Keras masks to a layer's outputs: the ones its translator computed, else
         the input's mask for layers that pass it on (Keras `supports_masking` without a
-        `compute_mask` of their own); merge layers pass the AND of their inputs' masks."""
+        `compute_mask` of their own). A merge layer's output is masked only if every input
+        is, by the OR of their masks (Keras 3 `Merge.compute_mask`; Concatenate on the last
+        axis alike: an unmasked input counts as all True)."""
         masks = call.output_masks
         if masks is None:
             given = [m for m in call.masks if m is not None]
@@ -502,9 +504,13 @@ class KerasReader:
                 return
             mask = given[0]
             if call.class_name in MASK_MERGING:
+                if call.class_name == "Concatenate" and int(call.config.get("axis", -1)) not in (-1, call.x.rank - 1):
+                    raise call.error("concatenating masked sequences along the time axis is not supported yet")
+                if len(given) != len(call.masks):
+                    return
                 for other in given[1:]:
                     if other is not mask:
-                        mask = self.graph.add_node("mul", [mask, other], name=f"{_identifier(call.name)}_mask").output
+                        mask = self.graph.add_node("mask_merge", [mask, other], {"mode": "or"}, name=f"{_identifier(call.name)}_mask").output
             masks = [mask] + [None] * (len(outs) - 1)
         for value, mask in zip(outs, masks):
             if mask is not None:

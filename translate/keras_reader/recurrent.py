@@ -266,3 +266,13 @@ def any_from_keras(call: LayerCall) -> Value:
     if producer is None or producer.op != "sequence_mask" or producer.attrs["reduce_last"] or axis not in (-1, x.rank - 1) or call.get("keepdims"):
         raise call.error("only any(not_equal(x, value), axis=-1), a Masking layer's mask, is supported")
     return call.emit("sequence_mask", [producer.inputs[0]], {"value": producer.attrs["value"], "reduce_last": True})
+
+
+@register("keras->ir", "LogicalOr", "LogicalAnd")
+def logical_from_keras(call: LayerCall) -> Value:
+    """`keras.ops.logical_or/and(a, b)`: how a Keras 3 functional config records the mask
+    of a merge of masked sequences."""
+    a, b = call.inputs if len(call.inputs) == 2 else (None, None)
+    if a is None or a.dtype != "bool" or b.dtype != "bool":
+        raise call.error("only the logical OR/AND of two bool masks is supported")
+    return call.emit("mask_merge", [a, b], {"mode": "or" if call.class_name == "LogicalOr" else "and"})

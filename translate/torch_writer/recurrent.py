@@ -320,6 +320,12 @@ def sequence_mask_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, f"({x} != {literal}).any(dim=-1)" if node.attrs["reduce_last"] else f"{x} != {literal}")
 
 
+@register("ir->torch", "mask_merge")
+def mask_merge_to_torch(node: Node, em: TorchEmitter) -> None:
+    op = " & " if node.attrs["mode"] == "and" else " | "
+    em.assign(node, op.join(em.var(v) for v in node.inputs))
+
+
 @register("ir->torch", "apply_mask")
 def apply_mask_to_torch(node: Node, em: TorchEmitter) -> None:
     x, mask = node.inputs
