@@ -1,0 +1,88 @@
+"""torchvision classification models -> Keras from `.pt2` files at parity (<= 1e-4 relative
+to the output's scale): random seeded weights (no download), random BatchNorm running
+statistics, small inputs, a dynamic batch. The fast run covers resnet18, mobilenet_v2 and
+shufflenet (a channel shuffle needs real transposes); the rest of the zoo is `slow`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from test_torch_to_keras import randomize_bn
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+FAST = ["resnet18", "mobilenet_v2", "shufflenet_v2_x0_5"]
+SLOW = [
+    "resnet50",
+    "squeezenet1_0",
+    "mnasnet0_5",
+    "regnet_x_400mf",
+    "efficientnet_b0",
+    "mobilenet_v3_small",
+    "densenet121",
+    "googlenet",
+    "convnext_tiny",
+]
+KWARGS = {"googlenet": {"aux_logits": False, "init_weights": False}}
+STANDARD_CNNS = {"resnet18", "resnet50", "mobilenet_v2", "squeezenet1_0", "mnasnet0_5", "regnet_x_400mf", "efficientnet_b0", "mobilenet_v3_small", "densenet121", "googlenet"}
+
+
+def export_pt2(name: str, path, size: int = 64):
+    torch.manual_seed(0)
+    model = randomize_bn(getattr(torchvision.models, name)(weights=None, **KWARGS.get(name, {})).eval())
+    x = torch.randn(2, 3, size, size)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, path)
+    return model
+
+
+def check_model(name: str, tmp_path, size: int = 64):
+    import ktorch
+
+    src = tmp_path / f"{name}.pt2"
+    model = export_pt2(name, src, size)
+    start = time.perf_counter()
+    result = ktorch.convert(src, tmp_path / f"{name}_keras")
+    elapsed = time.perf_counter() - start
+    assert result.parity.passed and result.parity.worst_rel <= 1e-4, result.parity
+    manifest = json.loads((result.out / "ktorch.json").read_text())
+    assert manifest["parity"]["passed"] and manifest["direction"] == "torch->keras"
+    if name in STANDARD_CNNS:
+        assert manifest["layout"]["transposes"] == 0, "a standard CNN runs channels-last with no transpose"
+    # the emitted model keeps a dynamic batch: run it on a batch of 3 against PyTorch
+    x = np.random.default_rng(3).standard_normal((3, 3, size, size)).astype("float32")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    got = np.asarray(result.keras_model(x.transpose(0, 2, 3, 1), training=False))
+    assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))
+    return result, elapsed
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_torchvision_fast(name, tmp_path):
+    result, _ = check_model(name, tmp_path)
+    code = (result.out / "model.py").read_text()
+    assert "import torch" not in code and "tensorflow" not in code
+    if name == "resnet18":  # one Keras layer per PyTorch module, named after the module path
+        for layer in ("conv1", "bn1", "layer1_0_conv1", "layer1_0_bn2", "layer2_0_downsample_0", "layer4_1_conv2", "fc"):
+            assert f'name="{layer}"' in code, layer
+        assert code.count("layers.Conv2D(") == 20 and code.count("layers.BatchNormalization(") == 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW)
+def test_torchvision_slow(name, tmp_path):
+    check_model(name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_conversion_time_224(name, tmp_path):
+    """The conversion time at 224 x 224 (export, read, write, verify), printed for the record."""
+    _, elapsed = check_model(name, tmp_path, size=224)
+    print(f"\n{name} -> Keras at 224x224: {elapsed:.1f} s")
+    assert elapsed < 600
