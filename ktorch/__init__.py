@@ -5,5 +5,6 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .api import ConversionResult, convert, inspect  # noqa: E402
+from . import verify  # noqa: E402  (ktorch.verify.assert_parity, ktorch.verify.verify_conversion)
 
-__all__ = ["ConversionResult", "__version__", "convert", "inspect"]
+__all__ = ["ConversionResult", "__version__", "convert", "inspect", "verify"]

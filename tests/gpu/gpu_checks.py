@@ -157,8 +157,7 @@ def convert_torch_models(workdir: Path) -> tuple[list[tuple[str, str, Path, Path
         batch = torch.export.Dim("batch", min=1, max=1024)
         torch.export.save(torch.export.export(net, example, dynamic_shapes=({0: batch},)), str(src))
         out = workdir / f"{name}_keras"
-        convert = getattr(torch_to_keras, "convert", None) or getattr(torch_to_keras, "convert_torch")
-        convert(src, out, verify=False, force=True)
+        torch_to_keras.convert_torch(src, out, verify=False, force=True)
         built.append((name, "torch->keras", src, out))
     return built, None
 
