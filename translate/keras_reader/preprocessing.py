@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ...graph import Value
@@ -13,31 +15,58 @@ KERAS_EPSILON = 1e-7  # keras.config.epsilon(), the floor Normalization puts und
 
 @register("keras->ir", "Rescaling")
 def rescaling_from_keras(call: LayerCall) -> Value:
+    """Keras: x * scale + offset, each a number or an array broadcast against the input."""
     x = call.x
-    scale, offset = call.get("scale", 1.0), call.get("offset", 0.0)
-    if isinstance(scale, dict) or isinstance(offset, dict):  # serialized arrays
-        raise call.error("array-valued scale/offset saved as tensors are not supported")
-    if isinstance(scale, (list, tuple)) or isinstance(offset, (list, tuple)):
-        c = x.shape[-1]
-        s = np.broadcast_to(np.asarray(scale, np.float32), (c,)).copy()
-        o = np.broadcast_to(np.asarray(offset, np.float32), (c,)).copy()
-        return call.emit("channel_affine", [x], {"axis": x.rank - 1}, {"scale": s, "offset": o})
-    return call.emit("scale_shift", [x], {"scale": float(scale), "offset": float(offset)})
+    scale, offset = _array(call, call.get("scale", 1.0)), _array(call, call.get("offset", 0.0))
+    if scale.ndim == 0 and offset.ndim == 0:
+        return call.emit("scale_shift", [x], {"scale": float(scale), "offset": float(offset)})
+    c = x.shape[-1]
+    weights = {}
+    for name, array in (("scale", scale), ("offset", offset)):
+        if array.ndim and (array.shape[-1] not in (1, c) or any(d != 1 for d in array.shape[:-1])):
+            raise call.error(f"{name} of shape {array.shape} is not per channel (a number or {c} values on the last axis)")
+        weights[name] = np.broadcast_to(array.reshape(-1) if array.ndim else array, (c,)).astype(np.float32)
+    return call.emit("channel_affine", [x], {"axis": x.rank - 1}, weights)
 
 
 @register("keras->ir", "Normalization")
 def normalization_from_keras(call: LayerCall) -> Value:
     x = call.x
     axis = call.get("axis", -1)
+    if axis is None:  # one mean and variance for all values
+        axis = ()
     axes = tuple(sorted(int(a) % x.rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])))
     shape = tuple(x.shape[a] for a in axes)
+    if None in shape:
+        raise call.error(f"the normalised axes {axes} of input shape {x.shape} must have known sizes")
     if call.get("mean") is not None:
-        mean = np.asarray(call.get("mean"), np.float32)
-        var = np.asarray(call.get("variance"), np.float32)
+        mean, var = _array(call, call.get("mean")), _array(call, call.get("variance"))
     else:
         mean, var = call.weight(0), call.weight(1)
-    mean = np.broadcast_to(mean.reshape(-1) if mean.size == np.prod(shape) else mean, shape).astype(np.float32)
-    var = np.broadcast_to(var.reshape(-1) if var.size == np.prod(shape) else var, shape).astype(np.float32)
-    mean, var = mean.reshape(shape), var.reshape(shape)
+    mean, var = _stat(call, mean, shape), _stat(call, var, shape)
+    if np.any(var < 0):
+        raise call.error("the variance has negative entries")
     std = np.maximum(np.sqrt(var), KERAS_EPSILON).astype(np.float32)
     return call.emit("standardize", [x], {"axis": axes, "invert": bool(call.get("invert", False))}, {"mean": mean, "std": std})
+
+
+def _array(call: LayerCall, value: Any) -> np.ndarray:
+    """A number, a (nested) list, or a Keras-serialized array (`__numpy__` / `__tensor__`)."""
+    if isinstance(value, dict):
+        inner = value.get("config", {})
+        if value.get("class_name") not in ("__numpy__", "__tensor__") or "value" not in inner:
+            raise call.error(f"cannot read the array {value!r}")
+        value = inner["value"]
+    return np.asarray(value, np.float32)
+
+
+def _stat(call: LayerCall, array: np.ndarray, shape: tuple) -> np.ndarray:
+    """Statistics shaped like the kept axes; given ones are aligned to them from the
+    right, as Keras broadcasts them."""
+    array = np.asarray(array, np.float32)
+    if array.size == int(np.prod(shape)):
+        return array.reshape(shape)
+    try:
+        return np.broadcast_to(array, shape).astype(np.float32)
+    except ValueError:
+        raise call.error(f"statistics of shape {array.shape} do not fit the normalised axes of size {shape}") from None
