@@ -186,6 +186,13 @@ class VerifyReport:
             parts.append(f"output {c.name!r} differs on {run.device} (batch {run.batch}): relative error {_num(c.max_rel)} > {c.tolerance:g}" + (f" ({c.problem})" if c.problem else ""))
         else:
             parts.append("the outputs agree")
+        if first is None:
+            prop = next((r.first_propagated_divergence for r in self.runs if r.first_propagated_divergence is not None), None)
+            if prop is not None:
+                parts.append(
+                    f"no aligned layer diverges in isolation; errors first exceed the tolerance at layer {prop.source!r} "
+                    f"({prop.class_name or '?'}) when propagated (accumulated rounding: consider a looser --tolerance)"
+                )
         if first is not None:
             run, layer = first
             c = layer.isolated
