@@ -188,11 +188,17 @@ def _merge(mode: str, fw: str, bw: str) -> str:
 
 
 def _bind_outputs(node: Node, em: TorchEmitter) -> tuple[list[str], list[str]]:
-    """Variable names of the node's outputs: (the output or two, the final states)."""
+    """Variable names of the node's outputs: (the output or two, the final states), the
+    states named after the layer: `lstm_h`, `lstm_c` (`bilstm_fw_h`, `bilstm_bw_h`, ...)."""
     a = node.attrs
-    n_out = 2 if a["direction"] == "bidirectional" and a["merge_mode"] is None else 1
-    names = [em.bind(v) for v in node.outputs]
-    return names[:n_out], names[n_out:]
+    bidirectional = a["direction"] == "bidirectional"
+    n_out = 2 if bidirectional and a["merge_mode"] is None else 1
+    outs = [em.bind(v) for v in node.outputs[:n_out]]
+    kinds = ("h", "c")[: RNN_STATES[node.op]]
+    prefixes = [f"{node.name}_fw", f"{node.name}_bw"] if bidirectional else [node.name]
+    bases = [f"{prefix}_{kind}" for prefix in prefixes for kind in kinds]
+    states = [em.bind(v, base) for v, base in zip(node.outputs[n_out:], bases)]
+    return outs, states
 
 
 def _temp(em: TorchEmitter, node: Node, suffix: str) -> str:
@@ -224,7 +230,8 @@ def _native_rnn(node: Node, em: TorchEmitter) -> None:
         stacked = [f"torch.stack([{', '.join(g)}])" if bidirectional else f"{g[0]}.unsqueeze(0)" for g in groups]
         inp += ", " + (f"({stacked[0]}, {stacked[1]})" if per == 2 else stacked[0])
     outs, state_names = _bind_outputs(node, em)
-    seq = _temp(em, node, "seq") if bidirectional or not a["return_sequences"] else outs[0]
+    whole = a["return_sequences"] and (not bidirectional or a["merge_mode"] == "concat")
+    seq = outs[0] if whole else _temp(em, node, "seq")
     need_final = a["return_state"] or (bidirectional and not a["return_sequences"])
     if not need_final:
         if a["return_sequences"]:
@@ -233,7 +240,7 @@ def _native_rnn(node: Node, em: TorchEmitter) -> None:
             em.lines.append(f"{outs[0]} = {mod}({inp})[0][:, -1]")
             return
     else:
-        h, c = _temp(em, node, "h"), _temp(em, node, "c")
+        h, c = _temp(em, node, "hn"), _temp(em, node, "cn")
         em.lines.append(f"{seq}, {f'({h}, {c})' if per == 2 else h} = {mod}({inp})")
         finals = [h, c][:per]
         directions = 2 if bidirectional else 1
@@ -246,7 +253,6 @@ def _native_rnn(node: Node, em: TorchEmitter) -> None:
         return
     if a["return_sequences"]:
         if a["merge_mode"] == "concat":
-            em.lines.append(f"{outs[0]} = {seq}")
             return
         fw, bw = f"{seq}[..., :{units}]", f"{seq}[..., {units}:]"
     else:
