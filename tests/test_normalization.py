@@ -140,6 +140,25 @@ def test_keras2_layernorm(tmp_path):
     assert parity.passed and parity.worst_rel <= 1e-4, parity
 
 
+# -- RMSNormalization ---------------------------------------------------------------------
+def test_rms_normalization_on_sequences(keras, convert):
+    inp = keras.Input((5, 6))
+    x = keras.layers.Dense(6, name="dense")(inp)
+    out = keras.layers.RMSNormalization(epsilon=1e-5, name="rms")(x + 0.5)
+    result = convert(_randomized(keras.Model(inp, out)), fmt="keras")
+    assert "self.rms = nn.RMSNorm(6, eps=1e-05)" in (result.out / "model.py").read_text()
+
+
+def test_rms_normalization_on_channels(keras, convert):
+    """On the channel axis of a feature map: axis 1 of the emitted NCHW tensor."""
+    inp = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    out = keras.layers.RMSNormalization(name="rms")(x)
+    result = convert(_randomized(keras.Model(inp, out)))
+    forward = forward_source(result)
+    assert "rms_norm_over(conv, (1,)" in forward and "permute(" not in forward
+
+
 # -- GroupNormalization -----------------------------------------------------------------
 @pytest.mark.parametrize("groups", [1, 2, 3, -1])
 def test_groupnorm_on_feature_maps(keras, convert, groups):

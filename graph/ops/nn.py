@@ -251,6 +251,19 @@ define(
 )
 define(
     OpDef(
+        "rms_norm",
+        same_as_input,
+        attrs=(attr("axes", tuple), attr("epsilon", *_F)),
+        weights=("weight",),
+        layout=Layout.AXIS,
+        axis_attrs=("axes",),
+        axes_weights=("weight",),
+        doc="x * rsqrt(mean(x**2 over `axes`) + epsilon) * weight; weight (optional) shaped like those axes",
+        family="normalization",
+    )
+)
+define(
+    OpDef(
         "group_norm",
         same_as_input,
         attrs=(attr("groups", int), attr("axis", int), attr("epsilon", *_F)),

@@ -73,6 +73,16 @@ def layer_norm_from_keras(call: LayerCall) -> Value:
     return call.emit("layer_norm", [x], {"axes": axes, "epsilon": float(call.get("epsilon", 1e-3)), "rms_scaling": rms}, weights)
 
 
+@register("keras->ir", "RMSNormalization")
+def rms_norm_from_keras(call: LayerCall) -> Value:
+    """Keras 3: x * rsqrt(mean(x^2) + epsilon) * scale over `axis`."""
+    x = call.x
+    axes = _axes(call, x)
+    call.expect_weights(1)
+    scale = call.weight(0, expect=tuple(x.shape[a] for a in axes))
+    return call.emit("rms_norm", [x], {"axes": axes, "epsilon": float(call.get("epsilon", 1e-6))}, {"weight": scale})
+
+
 @register("keras->ir", "GroupNormalization")
 def group_norm_from_keras(call: LayerCall) -> Value:
     x = call.x

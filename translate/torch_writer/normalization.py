@@ -101,6 +101,35 @@ def layer_norm_to_torch(node: Node, em: TorchEmitter) -> None:
         em.assign(node, f"{helper}({v}, {py_literal(axes)}, {weight}, {bias}, {py_literal(eps)})")
 
 
+_RMS_OVER = '''def rms_norm_over(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """RMS normalisation over axes that nn.RMSNorm cannot take (not the trailing ones)."""
+    x = x * torch.rsqrt(x.square().mean(dims, keepdim=True) + eps)
+    return x if weight is None else x * weight
+'''
+
+
+@register("ir->torch", "rms_norm")
+def rms_norm_to_torch(node: Node, em: TorchEmitter) -> None:
+    x = node.inputs[0]
+    axes = tuple(node.attrs["axes"])
+    eps = float(node.attrs["epsilon"])
+    w = node.weights.get("weight")
+    v = em.var(x)
+    if axes == tuple(range(x.rank - len(axes), x.rank)):
+        shape = tuple(int(x.shape[a]) for a in axes)
+        kwargs: dict = {"eps": eps}
+        state = {"weight": w} if w is not None else {}
+        if w is None:
+            kwargs["elementwise_affine"] = False
+        mod = em.module(node, call("nn.RMSNorm", compact(shape) if len(shape) == 1 else shape, **kwargs), state)
+        em.assign(node, f"{mod}({v})")
+        return
+    helper = em.helper("rms_norm_over", _RMS_OVER)
+    full = tuple(x.shape[i] if i in axes else 1 for i in range(1, x.rank))
+    weight = em.module(node, f"nn.Parameter(torch.ones({py_literal(full)}))", {"": w.reshape(full)}) if w is not None else "None"
+    em.assign(node, f"{helper}({v}, {py_literal(axes)}, {weight}, {py_literal(eps)})")
+
+
 @register("ir->torch", "group_norm")
 def group_norm_to_torch(node: Node, em: TorchEmitter) -> None:
     x = node.inputs[0]
