@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import convert_tf_keras, forward_source, randomize_batchnorm, randomize_weights
+from conftest import (
+    convert_tf_keras,
+    forward_source,
+    randomize_batchnorm,
+    randomize_weights,
+)
 
 
 def _randomized(model):
