@@ -248,9 +248,9 @@ def test_keras2_hard_sigmoid_is_not_keras3(tf_keras, tmp_path):
     assert "* 0.2 + 0.5, 0.0, 1.0)" in code and "hardsigmoid" not in code
 
 
-@pytest.mark.parametrize("layer", ["LeakyReLU", "ReLU", "ELU", "PReLU", "Softmax"])
+@pytest.mark.parametrize("layer", ["LeakyReLU", "ReLU", "ELU", "PReLU", "Softmax", "ThresholdedReLU"])
 def test_keras2_activation_layers(tf_keras, tmp_path, layer):
-    kwargs = {"LeakyReLU": {"alpha": 0.2}, "ReLU": {"max_value": 4.0, "threshold": 0.2, "negative_slope": 0.1}, "ELU": {"alpha": 0.7}, "PReLU": {}, "Softmax": {"axis": 1}}[layer]
+    kwargs = {"LeakyReLU": {"alpha": 0.2}, "ReLU": {"max_value": 4.0, "threshold": 0.2, "negative_slope": 0.1}, "ELU": {"alpha": 0.7}, "PReLU": {}, "Softmax": {"axis": 1}, "ThresholdedReLU": {"theta": 0.4}}[layer]
     inp = tf_keras.Input((4, 6))
     x = tf_keras.layers.Dense(8)(inp)
     out = getattr(tf_keras.layers, layer)(**kwargs)(x)

@@ -93,6 +93,12 @@ def relu_from_keras(call: LayerCall) -> Value:
     )
 
 
+@register("keras->ir", "ThresholdedReLU")
+def thresholded_relu_from_keras(call: LayerCall) -> Value:
+    """tf.keras 2: x * (x > theta)."""
+    return call.emit("relu", [call.x], {"threshold": float(call.get("theta", 1.0))})
+
+
 @register("keras->ir", "LeakyReLU")
 def leaky_relu_from_keras(call: LayerCall) -> Value:
     # Keras 3 calls it negative_slope, Keras 2 alpha; both default to 0.3
