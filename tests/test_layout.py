@@ -135,6 +135,19 @@ def test_crnn_permute_reshape(keras, convert):
     assert forward_source(result).count("permute(") == 1
 
 
+def test_flatten_channels_first_after_channels_first_conv(keras, convert):
+    """Keras's Flatten(data_format="channels_first") permutes to NHWC before flattening; on a
+    tensor that PyTorch holds channels-first anyway, the permute folds into the Dense rows."""
+    L = keras.layers
+    x = keras.Input((3, 4, 5), name="x")
+    y = L.Conv2D(2, 1, data_format="channels_first", name="conv")(x)
+    y = L.Flatten(data_format="channels_first", name="flatten")(y)
+    model = keras.Model(x, L.Dense(2, name="head")(y), name="cf_flatten")
+    randomize_weights(model)
+    result = convert(model)
+    assert "permute(" not in forward_source(result)
+
+
 # -- the pass on hand-built graphs ------------------------------------------------------------
 N = 2
 
@@ -364,3 +377,20 @@ def test_pass_forces_channels_first_convs_for_torch():
     """A conv outvoted by an opaque consumer still runs channels-first for PyTorch."""
     graph = _check_pass(_reshape_mixing_channels)
     assert graph.find_node("c1").attrs["data_format"] == "channels_first"
+
+
+def _free_transpose_before_flatten(rng: np.random.Generator) -> Graph:
+    """A channels_first conv, then a permute to NHWC that only a Flatten -> Dense reads."""
+    g = Graph()
+    x = g.add_input("x", (None, 3, 4, 5))
+    y = _conv1x1(g, rng, x, 2, "c1", data_format="channels_first")
+    y = g.add_node("transpose", [y], {"perm": (0, 2, 3, 1)}, name="to_nhwc").output
+    y = g.add_node("flatten", [y], name="flatten").output
+    g.outputs = [_dense(g, rng, y, 3, "head")]
+    return g
+
+
+def test_pass_free_transpose_becomes_a_no_op():
+    graph = _check_pass(_free_transpose_before_flatten)
+    assert count_transposes(graph) == 0
+    assert [n.op for n in graph.nodes] == ["conv", "flatten", "dense"]

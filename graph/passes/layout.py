@@ -94,6 +94,16 @@ class _Components:
                 self._totals[root] = self._totals.get(root, 0) + sum(ws)
         return self._totals.get(self.find(key), 0) > 0
 
+    def voted(self, key: int) -> bool:
+        """Whether any op has a preference for the order of this value's component."""
+        self.moved(key)
+        return self.find(key) in self._totals
+
+    def settle(self, key: int, moved: bool) -> None:
+        """Fix the order of a component no op voted for."""
+        self.moved(key)
+        self._totals[self.find(key)] = 1 if moved else -1
+
 
 def _spatial_wants_move(node: Node, target: str) -> bool:
     return node.attrs["data_format"] != target
@@ -183,6 +193,20 @@ def assign_layout(graph: Graph, target: str = "channels_first", *, keep_io: bool
         if value.rank < 3:
             return identity(value.rank)
         return moved_perm(value.rank) if comps.moved(id(value)) else identity(value.rank)
+
+    # a transpose whose output no op has a preference for (it feeds a Flatten -> Dense, say)
+    # takes the order that makes it a no-op: Flatten(data_format="channels_first") after a
+    # channels-first conv, or a source's own NHWC -> NCHW permute
+    for node in graph.nodes:
+        out = node.outputs[0] if node.op == "transpose" else None
+        if out is None or out.rank < 3 or out in graph.outputs or comps.voted(id(out)):
+            continue
+        held = label(node.inputs[0])
+        for moved in (False, True):
+            wanted = moved_perm(out.rank) if moved else identity(out.rank)
+            if relative(held, tuple(node.attrs["perm"][w] for w in wanted)) == identity(out.rank):
+                comps.settle(id(out), moved)
+                break
 
     for value in graph.inputs:
         if keep_io:
