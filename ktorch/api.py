@@ -33,6 +33,8 @@ def detect_source(path: Path) -> str:
     directory ktorch emitted for PyTorch)."""
     from .torch_to_keras import is_torch_source
 
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
     if is_torch_source(path):
         return "torch"
     if path.is_dir():
@@ -53,7 +55,10 @@ def read_graph(src: str | Path, *, trust_code: bool = False) -> Graph:
     from .translate.keras_reader import ReadOptions, read_keras
 
     path = Path(src)
-    detect_source(path)
+    if detect_source(path) == "onnx":
+        from .translate.onnx_reader import read_onnx
+
+        return read_onnx(path)
     return read_keras(path, ReadOptions(trust_code=trust_code))
 
 
@@ -102,6 +107,13 @@ def convert(
 
     if to not in (None, "torch", "keras"):
         raise ValueError(f"to must be 'torch' or 'keras', not {to!r}")
+    from .onnx_io import convert_onnx, is_onnx_source
+
+    if is_onnx_source(src):
+        return convert_onnx(
+            src, out, to=to or "torch", layout="keep" if layout == "keep" else "native", verify=verify, force=force,
+            tolerance=tolerance, inputs=inputs, seed=seed, progress=progress,
+        )  # fmt: skip
     if is_torch_source(src):
         if to == "torch":
             raise ModelFileError(f"{src}: is a PyTorch model; it converts to Keras (to='keras')")

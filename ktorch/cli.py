@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "Keras -> PyTorch never imports TensorFlow to convert; verification runs Keras (on TensorFlow if installed). "
         "A 'package.module:factory' source IMPORTS AND RUNS that Python code: use it only for code you trust.",
     )
-    c.add_argument("src", type=Path, help="the source: .h5/.keras, .pt2, package.module:factory, or a ktorch output directory")
+    c.add_argument("src", type=Path, help="the source: .h5/.keras, .onnx, .pt2, package.module:factory, or a ktorch output directory")
     c.add_argument("-o", "--out", type=Path, help="output directory (default: SRC without suffix + '_torch', beside SRC)")
     c.add_argument(
         "--layout",
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the emitted model speaks its own framework's layout (default; 'torch'/'keras' name it): PyTorch NCHW..., "
         "Keras NHWC...; keep: it keeps the source's input/output layout",
     )
-    c.add_argument("--to", choices=("torch", "keras"), help="the target framework (default: the other one than the source's)")
+    c.add_argument("--to", choices=("torch", "keras"), help="the target framework (default: the other one than the source's; PyTorch for an ONNX source)")
     c.add_argument(
         "--input-shape",
         action="append",
@@ -82,6 +82,22 @@ def _parser() -> argparse.ArgumentParser:
     from .verify.cli import add_parser as add_verify_parser
 
     add_verify_parser(sub)
+
+    e = sub.add_parser(
+        "export",
+        help="export a Keras or PyTorch model to ONNX with its own framework's exporter, verified on ONNX Runtime",
+        description="Export a Keras .h5/.keras file (through tf2onnx) or a PyTorch model (.pt2, package.module:factory, "
+        "or a directory ktorch emitted for PyTorch; through torch.onnx.export) to an ONNX file with a dynamic batch axis, "
+        "then run the source and ONNX Runtime on the same seeded inputs and compare (unless --no-verify).",
+    )
+    e.add_argument("src", type=Path, help="the source: .h5/.keras, .pt2, package.module:factory, or a ktorch PyTorch output directory")
+    e.add_argument("-o", "--out", type=Path, required=True, help="the ONNX file to write")
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    e.add_argument("--input-shape", action="append", default=[], metavar="1,3,224,224", help="PyTorch factories: the shape of each input")
+    e.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
+    e.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
+    e.add_argument("--trust-code", action="store_true", help="allow Keras Lambda layers to be deserialized (trusted files only)")
+    e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -140,6 +156,22 @@ def _convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .onnx_io import export
+    from .torch_to_keras import is_factory_string
+
+    src = str(args.src) if is_factory_string(str(args.src)) else args.src
+    try:
+        shapes = [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
+    except ValueError:
+        raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
+    result = export(src, args.out, opset=args.opset, input_shapes=shapes or None, verify=not args.no_verify, tolerance=args.tolerance, trust_code=args.trust_code)
+    console = _console()
+    check = "" if result.parity is None else f"; ONNX Runtime vs source: max rel err {result.parity.worst_rel:.3g}"
+    console.print(f"[green]wrote[/] {result.path} ({result.exporter}, opset {result.opset}{check})")
+    return EXIT_OK
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -174,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STRUCTURE
     from .verify.cli import main as _verify
 
-    handler = {"convert": _convert, "inspect": _inspect, "verify": _verify}[args.command]
+    handler = {"convert": _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
     try:
         if getattr(args, "plugin", None):
             from .plugins import load_plugin

@@ -45,13 +45,15 @@ def _with_constant(call: OnnxCall, op: str, x: Value, c: np.ndarray, *, constant
     if axis is None:
         return None
     vector = np.ascontiguousarray(c.reshape(-1))
-    weights = {
-        "add": {"offset": vector},
-        "mul": {"scale": vector},
-        "sub": {"scale": -np.ones_like(vector), "offset": vector} if constant_first else {"offset": -vector},
-        "div": None if constant_first else {"scale": (1.0 / vector).astype(np.float32)},
-    }.get(op)
-    if weights is None:
+    if op == "add":
+        weights = {"offset": vector}
+    elif op == "mul":
+        weights = {"scale": vector}
+    elif op == "sub":
+        weights = {"scale": -np.ones_like(vector), "offset": vector} if constant_first else {"offset": -vector}
+    elif op == "div" and not constant_first:
+        weights = {"scale": (1.0 / vector).astype(np.float32)}
+    else:
         return None
     return call.emit("channel_affine", [x], {"axis": axis}, weights)
 

@@ -1,4 +1,4 @@
-"""Conversion-time folding of the affine pieces exporters leave behind.
+"""Conversion-time folding of the pieces exporters leave behind.
 
 tf2onnx splits a BatchNormalization it cannot fold (after a depthwise convolution) into
 a Mul and an Add of per-channel constants, and writes a Dense layer as MatMul + Add. The
@@ -66,7 +66,28 @@ def _fold_into_layer(graph: Graph) -> int:
     return folded
 
 
+def _fold_swish(graph: Graph) -> int:
+    """x * sigmoid(x), which exporters write out for swish/SiLU: one silu node."""
+    folded = 0
+    for node in list(graph.nodes):
+        if node not in graph.nodes or node.op != "mul" or len(node.inputs) != 2:
+            continue
+        for gate, x in (node.inputs, reversed(node.inputs)):
+            sig = gate.producer
+            if sig is not None and sig.op == "sigmoid" and sig.inputs[0] is x and gate.users == [node] and gate not in graph.outputs:
+                break
+        else:
+            continue
+        silu = graph.add_node("silu", [x], name=sig.name, source=sig.source, source_class="Sigmoid*Mul", index=graph.nodes.index(node))
+        graph.replace_uses(node.output, silu.output)
+        silu.output.source = node.output.source
+        graph.remove_node(node)
+        graph.remove_node(sig)
+        folded += 1
+    return folded
+
+
 def fold_affine(graph: Graph) -> int:
-    """Merge Mul/Add pairs and fold them into the preceding conv or dense; returns the
-    number of nodes removed."""
-    return _merge_affines(graph) + _fold_into_layer(graph)
+    """Merge Mul/Add pairs and fold them into the preceding conv or dense, and read
+    x * sigmoid(x) as silu; returns the number of nodes removed."""
+    return _merge_affines(graph) + _fold_into_layer(graph) + _fold_swish(graph)

@@ -31,6 +31,8 @@ from ...graph.errors import GraphError, KtorchError, ModelFileError, Unsupported
 from ..registry import lookup
 
 MIN_OPSET, MAX_OPSET = 13, 21
+# the batch size in a folded shape computation (Shape -> Gather -> Concat -> Reshape)
+BATCH = -987654321
 PASS_THROUGH = {"Identity", "Dropout"}
 
 # ONNX TensorProto element types -> graph dtype names
@@ -230,7 +232,7 @@ class OnnxReader:
         problems = []
         for node in self.model.graph.node:
             key = op_key(node)
-            if key == "Constant" or (node.input and all(i in constant for i in node.input)):
+            if key in ("Constant", "Shape") or (node.input and all(i in constant for i in node.input)):
                 constant.update(node.output)  # folded at conversion time
                 continue
             if key in PASS_THROUGH or lookup("onnx->ir", key) is not None:

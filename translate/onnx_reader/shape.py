@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ...graph import Value
 from ..registry import register
-from .reader import _DTYPES, OnnxCall
+from .reader import _DTYPES, BATCH, Const, OnnxCall
 
 
 def _reshape(call: OnnxCall, x: Value, target: tuple[int, ...]) -> Value:
@@ -31,10 +33,25 @@ def flatten_to_ir(call: OnnxCall) -> Value:
     return _reshape(call, x, (math.prod(x.shape[1:axis]), math.prod(x.shape[axis:])))
 
 
+@register("onnx->ir", "Shape")
+def shape_to_ir(call: OnnxCall) -> Const:
+    """The shape of a tensor, known at conversion time but for the batch size, which
+    stays a marker that Reshape recognises (so `x.view(x.size(0), -1)` folds)."""
+    x = call.value(0)
+    if None in x.shape[1:]:
+        raise call.unsupported(f"Shape of a tensor with dynamic non-batch axes {x.shape}")
+    dims = np.array([BATCH, *x.shape[1:]], dtype=np.int64)
+    start, end = call.attr("start", 0), call.attr("end")
+    return Const(call.node_name, dims[start:end])
+
+
 @register("onnx->ir", "Reshape")
 def reshape_to_ir(call: OnnxCall) -> Value:
     x = call.value(0)
     shape = [int(d) for d in call.const(1)]
+    if BATCH in shape[1:] or any(d < -1 and d != BATCH for d in shape):
+        raise call.unsupported(f"Reshape to a shape computed from the batch size ({[d if d != BATCH else 'N' for d in shape]})")
+    shape = [None if d == BATCH else d for d in shape]
     allowzero = bool(call.attr("allowzero", 0))
     if not allowzero:
         shape = [x.shape[i] if d == 0 and i < x.rank else d for i, d in enumerate(shape)]
