@@ -270,3 +270,13 @@ def test_keras2_rescaling_and_normalization(tmp_path):
     model = tf_keras.Model(inp, out, name="k2_pre")
     parity = convert_tf_keras(model, tmp_path)
     assert parity.passed and parity.worst_rel <= 1e-4, parity
+
+
+@pytest.mark.parametrize("size", [(5, 5), (4, 6), (7, 7)], ids=["odd", "mixed", "none"])
+def test_center_crop(keras, convert, size):
+    inp = keras.Input((7, 8, 3))
+    x = keras.layers.CenterCrop(*size, name="crop")(inp)
+    out = keras.layers.Conv2D(2, 3, name="conv")(x)
+    result = convert(_randomized(keras.Model(inp, out)))
+    assert result.parity.outputs[0].shape == (2, size[0] - 2, size[1] - 2, 2)
+    assert "permute(" not in forward_source(result)

@@ -70,3 +70,24 @@ def _stat(call: LayerCall, array: np.ndarray, shape: tuple) -> np.ndarray:
         return np.broadcast_to(array, shape).astype(np.float32)
     except ValueError:
         raise call.error(f"statistics of shape {array.shape} do not fit the normalised axes of size {shape}") from None
+
+
+@register("keras->ir", "CenterCrop")
+def center_crop_from_keras(call: LayerCall) -> Value:
+    """Keras crops the central height x width window (the extra row/column of an odd
+    difference stays at the end); smaller images it resizes instead, which is refused."""
+    x = call.x
+    height, width = int(call.get("height")), int(call.get("width"))
+    data_format = call.get("data_format") or "channels_last"
+    if x.rank != 4:
+        raise call.error(f"expects a batch of images (rank 4), got shape {x.shape}")
+    sizes = x.shape[1:3] if data_format == "channels_last" else x.shape[2:4]
+    if None in sizes:
+        raise call.error("the image size must be known to crop; give the model input a fixed size")
+    crops = []
+    for size, target in zip(sizes, (height, width)):
+        if size < target:
+            raise call.error(f"images of size {tuple(sizes)} are smaller than the crop {(height, width)}; Keras resizes those, which is not supported")
+        start = (size - target) // 2
+        crops.append((start, size - target - start))
+    return call.emit("crop", [x], {"crops": tuple(crops), "data_format": data_format})
