@@ -287,12 +287,13 @@ define(
 define(
     OpDef(
         "constant",
-        lambda n: [(tuple(n.weights["value"].shape), str(n.weights["value"].dtype))],
-        attrs=(attr("trainable", bool, default=True),),
+        lambda n: [((None, *n.weights["value"].shape[1:]) if n.attrs["per_example"] else tuple(n.weights["value"].shape), str(n.weights["value"].dtype))],
+        attrs=(attr("trainable", bool, default=True), attr("per_example", bool, default=False)),
         weights=("value",),
         layout=Layout.OPAQUE,
         doc="a tensor that does not depend on the inputs (a learned nn.Parameter used directly, a buffer); "
-        "its shape has no batch axis of its own and broadcasts against the batch",
+        "its shape has no batch axis of its own and broadcasts against the batch; with per_example, its "
+        "size-1 axis 0 is repeated for every example of the batch (a class token expanded to the batch)",
         family="tensor",
     )
 )
@@ -327,3 +328,26 @@ define(
 def interpolate_output_size(size: int, scale: float) -> int:
     """PyTorch's output size for a scale factor: floor(size * scale)."""
     return int(math.floor(size * scale))
+
+
+def _infer_attention(node):
+    q = node.inputs[0]
+    w = node.weights.get("out_weight")
+    e = int(w.shape[0]) if w is not None else q.shape[-1]
+    if q.rank != 3:
+        raise GraphError(f"{node.name}: attention takes (batch, length, features) inputs, got {q.shape}")
+    return [((q.shape[0], q.shape[1], e), q.dtype)]
+
+
+define(
+    OpDef(
+        "attention",
+        _infer_attention,
+        attrs=(attr("num_heads", int), attr("head_dim", int), attr("causal", bool, default=False)),
+        weights=("q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias", "out_weight", "out_bias"),
+        layout=Layout.OPAQUE,
+        doc="multi-head attention on (batch, length, features) inputs [query, key, value]: projections "
+        "x @ W.T + b (PyTorch Linear layout), softmax(q k^T / sqrt(head_dim)) v per head, then the output projection",
+        family="tensor",
+    )
+)

@@ -12,20 +12,25 @@ _PARAMETER = '''class Parameter(layers.Layer):
     """A learned tensor that does not depend on the inputs (a PyTorch nn.Parameter or
     buffer used directly in forward). It is called on the model input only to join the graph."""
 
-    def __init__(self, shape, value_trainable=True, **kwargs):
+    def __init__(self, shape, value_trainable=True, per_example=False, **kwargs):
         super().__init__(**kwargs)
         self.shape_ = tuple(shape)
         self.value_trainable = value_trainable
+        self.per_example = per_example  # repeat the size-1 axis 0 for every example of the batch
         self.value = self.add_weight(shape=self.shape_, initializer="zeros", trainable=value_trainable, name="value")
 
     def call(self, inputs):
-        return keras.ops.convert_to_tensor(self.value)
+        value = keras.ops.convert_to_tensor(self.value)
+        if self.per_example:
+            value = keras.ops.broadcast_to(value, (keras.ops.shape(inputs)[0], *self.shape_[1:]))
+        return value
 
     def compute_output_shape(self, input_shape):
-        return self.shape_
+        return (input_shape[0], *self.shape_[1:]) if self.per_example else self.shape_
 
     def get_config(self):
-        return {**super().get_config(), "shape": self.shape_, "value_trainable": self.value_trainable}
+        config = {"shape": self.shape_, "value_trainable": self.value_trainable, "per_example": self.per_example}
+        return {**super().get_config(), **config}
 '''
 
 
@@ -74,4 +79,27 @@ def constant_to_keras(node: Node, em: KerasEmitter) -> None:
     kwargs = {"shape": tuple(int(d) for d in value.shape)}
     if not node.attrs["trainable"]:
         kwargs["value_trainable"] = False
+    if node.attrs["per_example"]:
+        kwargs["per_example"] = True
     em.assign(node, f"{em.layer(node, cls, [value], **kwargs)}({anchor})")
+
+
+@register("ir->keras", "attention")
+def attention_to_keras(node: Node, em: KerasEmitter) -> None:
+    a = node.attrs
+    w = node.weights
+    h, d = a["num_heads"], a["head_dim"]
+    e_in = int(w["q_weight"].shape[1])
+    weights = []
+    for p in ("q", "k", "v"):
+        # PyTorch's (h * d, e) projection is Keras's (e, h, d) EinsumDense kernel
+        weights += [w[f"{p}_weight"].T.reshape(-1, h, d), w[f"{p}_bias"].reshape(h, d)]
+    weights += [w["out_weight"].T.reshape(h, d, -1), w["out_bias"]]
+    kwargs = {"num_heads": h, "key_dim": d}
+    if int(w["out_weight"].shape[0]) != e_in:
+        kwargs["output_shape"] = int(w["out_weight"].shape[0])
+    q, k, v = (em.var(x) for x in node.inputs)
+    layer = em.layer(node, "layers.MultiHeadAttention", weights, **kwargs)
+    args = f"{q}, {v}" if k == v else f"{q}, {v}, key={k}"
+    causal = ", use_causal_mask=True" if a["causal"] else ""
+    em.assign(node, f"{layer}({args}{causal})")

@@ -210,6 +210,54 @@ class AtenCall:
         return list(node.outputs)
 
 
+@dataclass
+class ModuleCall:
+    """All ATen calls of one module call, for a translator registered as
+    "module.<ClassName>" that translates the module as a whole (nn.MultiheadAttention)."""
+
+    reader: TorchReader
+    module: str  # "encoder.layers.encoder_layer_0.self_attention"
+    module_class: str
+    inputs: list[Value]  # the tensors the module reads from outside, in order of use
+    nodes: list[Any]  # its fx nodes, in order
+    outputs: list[Any]  # the fx nodes whose values are used outside the module
+    state: dict[str, np.ndarray]  # its parameters and buffers, by name inside the module
+
+    @property
+    def graph(self) -> Graph:
+        return self.reader.graph
+
+    @property
+    def name(self) -> str:
+        return identifier(self.module)
+
+    def unsupported(self, reason: str) -> UnsupportedOpError:
+        return UnsupportedOpError([(self.module, self.module_class, reason)], where="the PyTorch reader")
+
+    def targets(self, key: str) -> list[Any]:
+        """The module's fx nodes calling ATen op `key` ("aten.transpose")."""
+        return [n for n in self.nodes if aten_key(n.target) == key]
+
+    def emit(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None, weights: dict[str, np.ndarray] | None = None) -> Value:
+        node = self.graph.add_node(op, inputs, attrs, weights, name=self.name, source=self.module, source_class=self.module_class)
+        return node.outputs[0]
+
+
+def _stack_entries(node: Any) -> list[tuple[str, str]]:
+    """(raw path, class name) of every module around a node, outermost first."""
+    out = []
+    for path, cls in (node.meta.get("nn_module_stack") or {}).values():
+        out.append((str(path), cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"))
+    return out
+
+
+def _clean_path(path: str) -> str:
+    path = re.sub(r"@\d+", "", path)
+    if path.startswith("L__self__"):
+        path = path[len("L__self__") :].lstrip("_.")
+    return path
+
+
 def _module_of(node: Any) -> tuple[str, str]:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
@@ -246,6 +294,19 @@ class TorchReader:
         self.static_batch: int | None = None  # the batch size of an export without a dynamic batch
 
     # -- constants ------------------------------------------------------------------------
+    def per_example_value(self, const: Const) -> Value:
+        """A constant with a size-1 axis 0 repeated for every example of the batch."""
+        node = self.graph.add_node(
+            "constant",
+            [],
+            {"trainable": const.trainable, "per_example": True},
+            {"value": const.array},
+            name=identifier(const.name),
+            source=const.name,
+            source_class="Parameter",
+        )
+        return node.output
+
     def constant_value(self, const: Const, rank: int | None = None) -> Value:
         """A `constant` node holding `const` (one per constant and rank); with `rank`, the
         array gets leading size-1 axes so that it broadcasts like a same-rank operand."""
@@ -279,6 +340,7 @@ class TorchReader:
         state = ep.state_dict
         constants = getattr(ep, "constants", {}) or {}
         kinds = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
+        self._groups, self._owner = self._module_groups()
         self._check_supported()
         for node in ep.graph.nodes:
             if node.op == "placeholder":
@@ -291,6 +353,9 @@ class TorchReader:
                     self.env[node.name] = Const(spec.target, _to_numpy(tensor), spec.kind == InputKind.PARAMETER)
                 else:
                     raise UnsupportedOpError([(node.name, str(spec.kind), "this kind of program input is not supported")], where="the PyTorch reader")
+            elif node.op == "call_function" and node.name in self._owner:
+                if node.name not in self.env:
+                    self._translate_module(self._owner[node.name])
             elif node.op == "call_function":
                 self.env[node.name] = self._call(node)
             elif node.op == "get_attr":
@@ -316,7 +381,7 @@ class TorchReader:
     def _check_supported(self) -> None:
         problems = []
         for node in self.program.graph.nodes:
-            if node.op != "call_function":
+            if node.op != "call_function" or node.name in self._owner:
                 continue
             key = aten_key(node.target)
             if key in PASS_THROUGH or key in IGNORED or key in _PYTHON_OPS or key in _SYM_OPS or lookup("torch->ir", key) is not None:
@@ -330,6 +395,54 @@ class TorchReader:
                 where="the PyTorch program",
                 hint="Nothing was written. Add a translator with ktorch.translate.registry.register('torch->ir', 'aten.<op>').",
             )
+
+    def _module_groups(self) -> tuple[dict[str, tuple[str, list]], dict[str, str]]:
+        """Calls of modules that a "module.<Class>" translator takes as a whole."""
+        groups: dict[str, tuple[str, list]] = {}
+        owner: dict[str, str] = {}
+        for node in self.program.graph.nodes:
+            if node.op != "call_function":
+                continue
+            if aten_key(node.target) in _SYM_OPS or aten_key(node.target) in _PYTHON_OPS:
+                continue  # size arithmetic may be shared by several modules
+            for path, cls in _stack_entries(node):
+                short = cls.rsplit(".", 1)[-1]
+                if lookup("torch->ir", f"module.{short}") is not None:
+                    groups.setdefault(path, (short, []))[1].append(node)
+                    owner[node.name] = path
+                    break
+        return groups, owner
+
+    def _translate_module(self, path: str) -> None:
+        import torch.fx
+
+        short, nodes = self._groups[path]
+        names = {n.name for n in nodes}
+        inputs: list[Value] = []
+        for n in nodes:
+            for arg in _flatten(list(n.args) + list(n.kwargs.values())):
+                if isinstance(arg, torch.fx.Node) and arg.name not in names:
+                    v = self.env.get(arg.name)
+                    if isinstance(v, Value) and v not in inputs:
+                        inputs.append(v)
+        outputs = [n for n in nodes if any(u.name not in names for u in n.users)]
+        module = _clean_path(path)
+        prefix = module + "." if module else ""
+        state = {k[len(prefix) :]: _to_numpy(t) for k, t in self.program.state_dict.items() if k.startswith(prefix)}
+        call = ModuleCall(self, module, short, inputs, nodes, outputs, state)
+        translator: Callable = lookup("torch->ir", f"module.{short}")  # type: ignore[assignment]
+        results = translator(call)
+        if len(results) != len(outputs):
+            raise GraphError(f"{module} ({short}): the translator returned {len(results)} values for {len(outputs)} outputs")
+        for n in nodes:
+            self.env[n.name] = None
+        for n, v in zip(outputs, results):
+            self.env[n.name] = v
+            val = n.meta.get("val")
+            if isinstance(v, Value) and hasattr(val, "shape"):
+                expected = _shape(val, batch=True, where=n.name)
+                if len(expected) != v.rank or any(a is not None and b is not None and a != b for a, b in zip(v.shape, expected)):
+                    raise GraphError(f"{module} ({short}): the translation produced shape {v.shape}, PyTorch computes {expected}")
 
     def _add_input(self, node: Any) -> Value:
         val = node.meta.get("val")
@@ -474,14 +587,21 @@ def _sym_size(reader: TorchReader, node: Any, x: Any, dim: int) -> Any:
     raise GraphError(f"{node.name}: size() of {x!r}")
 
 
+class BatchExpr:
+    """Arithmetic on the symbolic batch size (x.size(0) * heads): only a translator that
+    uses it fails, naming the op."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def _sym_arith(fn: Callable) -> Callable:
     def apply(reader: TorchReader, node: Any, *args: Any) -> Any:
-        if any(isinstance(a, _Batch) for a in args):
-            raise UnsupportedOpError(
-                [(node.name, str(node.target), "arithmetic on the batch size")],
-                where="the PyTorch reader",
-                hint="Use -1 or x.size(0) directly in view/reshape, or export with a static batch size.",
-            )
+        if any(isinstance(a, (_Batch, BatchExpr)) for a in args):
+            return BatchExpr(f"{getattr(fn, '__name__', 'op')}{tuple(args)}")
         return fn(*args)
 
     return apply

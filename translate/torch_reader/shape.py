@@ -39,9 +39,9 @@ def flatten_to_ir(call: AtenCall) -> Value:
 def reshape_target(call: AtenCall, x: Value, size: list[Any]) -> tuple[int, ...]:
     """The target shape without the batch axis, if the reshape keeps the batch axis."""
     size = list(size)
-    rest = [int(s) for s in size[1:] if s is not BATCH]
-    if len(rest) != len(size) - 1:
-        raise call.unsupported("the batch size used on an axis other than 0")
+    if any(not isinstance(s, int) for s in size[1:]) or not (isinstance(size[0], int) or size[0] is BATCH):
+        raise call.unsupported(f"reshape to {tuple(size)}: the batch size is used on an axis other than 0 or in arithmetic")
+    rest = [int(s) for s in size[1:]]
     known = math.prod(x.shape[1:])
     if size[0] is BATCH:
         return tuple(rest)
@@ -200,8 +200,13 @@ def squeeze_to_ir(call: AtenCall) -> Value:
 
 @register("torch->ir", "aten.expand")
 def expand_to_ir(call: AtenCall) -> Value:
-    x = call.value("self")
     size = list(call.args["size"])
+    c = call.args["self"]
+    if isinstance(c, Const) and c.array.ndim == len(size) and c.array.shape[0] == 1:
+        batch = size[0] is BATCH or (call.reader.static_batch is not None and size[0] == call.reader.static_batch)
+        if batch and all(s == -1 or s == d for s, d in zip(size[1:], c.array.shape[1:])):
+            return call.reader.per_example_value(c)
+    x = call.value("self")
     same = len(size) == x.rank and all(s == -1 or s is BATCH or s == d for s, d in zip(size, x.shape))
     if not same:
         raise call.unsupported(f"expand of {x.shape} to {tuple(size)} (only a no-op expand is supported)")
@@ -259,3 +264,14 @@ def pad_to_ir(call: AtenCall) -> Value:
     if any(b < 0 or e < 0 for b, e in pairs):
         raise call.unsupported("padding that crops some axes and pads others")
     return call.emit("pad", [x], {"pads": tuple(pairs), "value": value, "data_format": "channels_first"})
+
+
+@register("torch->ir", "aten.unflatten")
+def unflatten_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    axis = call.axis("dim", x.rank)
+    _no_batch(call, axis, "unflatten")
+    sizes = [int(s) for s in call.args["sizes"]]
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = int(x.shape[axis]) // math.prod(s for s in sizes if s != -1)
+    return call.emit("reshape", [x], {"shape": tuple(x.shape[1:axis]) + tuple(sizes) + tuple(x.shape[axis + 1 :])})
