@@ -62,10 +62,10 @@ def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
         writes = _assigned(stmt)
         known.update(writes)
         code = compile(ast.Module(body=[stmt], type_ignores=[]), str(path), "exec")
-        statements.append(Statement(i, stmt.lineno, ast.get_source_segment(text, stmt) or ast.unparse(stmt), reads, writes, code))
+        statements.append(Statement(i, stmt.lineno, ast.unparse(stmt), reads, writes, code))
     ret = body[-1]
     returns = compile(ast.Expression(body=ret.value), str(path), "eval")
-    return Forward(arguments, tuple(statements), returns, ast.get_source_segment(text, ret.value) or ast.unparse(ret.value))
+    return Forward(arguments, tuple(statements), returns, ast.unparse(ret.value))
 
 
 _SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
@@ -190,8 +190,8 @@ def parse_build(path: str | Path, layer_names: set[str]) -> Forward:
         reads = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known))
         writes = _assigned(stmt)
         known.update(writes)
-        segment = ast.get_source_segment(text, stmt) or ast.unparse(stmt)
+        segment = ast.unparse(stmt)
         rewritten = ast.fix_missing_locations(transformer.visit(ast.Module(body=[stmt], type_ignores=[])))
         statements.append(Statement(i, stmt.lineno, segment, reads, writes, compile(rewritten, str(path), "exec")))
     returns = compile(ast.Expression(body=outs), str(path), "eval")
-    return Forward(arguments, tuple(statements), returns, ast.get_source_segment(text, outs) or ast.unparse(outs))
+    return Forward(arguments, tuple(statements), returns, ast.unparse(outs))
