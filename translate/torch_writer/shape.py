@@ -5,8 +5,8 @@ from __future__ import annotations
 from ...graph import Node
 from ...graph.errors import GraphError
 from ..registry import register
-from .codegen import TorchEmitter, py_literal
-from .conv import _require_channels_first, torch_pad
+from .codegen import TorchEmitter, call, py_literal
+from .conv import _require_channels_first, compact, torch_pad
 
 _DTYPES = {
     "float16": "torch.float16",
@@ -74,9 +74,13 @@ def upsample_to_torch(node: Node, em: TorchEmitter) -> None:
     mode = _MODES.get((a["mode"], rank))
     if mode is None:
         raise GraphError(f"{node.name}: {a['mode']} upsampling of rank {rank} is not supported")
-    scale = tuple(float(s) for s in a["scale"])
-    extra = f", align_corners={a['align_corners']}" if mode not in ("nearest", "nearest-exact") else ""
-    em.assign(node, f'{em.functional()}.interpolate({em.var(node.inputs[0])}, scale_factor={py_literal(scale)}, mode="{mode}"{extra})')
+    if mode == "nearest-exact":
+        mode = "nearest"  # the same for integer factors, and what people write
+    kwargs: dict = {"scale_factor": compact(tuple(int(s) for s in a["scale"])), "mode": mode}
+    if mode != "nearest":
+        kwargs["align_corners"] = bool(a["align_corners"])
+    mod = em.module(node, call("nn.Upsample", **kwargs))
+    em.assign(node, f"{mod}({em.var(node.inputs[0])})")
 
 
 @register("ir->torch", "resize")
