@@ -26,6 +26,15 @@ def test_dense(keras, convert, shape, use_bias):
     assert "torch.tanh(self.dense(" in forward_source(result)
 
 
+def test_dense_on_volumes(keras, convert):
+    inp = keras.Input((3, 4, 5, 6))
+    out = keras.layers.Dense(2, name="dense")(inp)
+    model = keras.Model(inp, out)
+    randomize_weights(model)
+    result = convert(model)
+    assert "self.dense = nn.Conv3d(6, 2, kernel_size=1)" in (result.out / "model.py").read_text()
+
+
 def test_dense_on_conv_features_has_no_transpose(keras, convert):
     """Conv -> Dense(channels) -> Conv, as in ConvNeXt's pointwise MLP."""
     inp = keras.Input((8, 8, 3))
