@@ -274,7 +274,31 @@ def _torch_module(src: Any, input_shapes: Sequence[Sequence[int]] | None) -> tup
         if node.op == "placeholder" and node.name in {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}:
             val = node.meta["val"]
             shapes.append([2] + [int(d) for d in val.shape[1:]])
-    return program.module(), shapes, [f"input_{i}" if i else "input" for i in range(len(shapes))], []
+    return _Program(program.module()), shapes, [f"input_{i}" if i else "input" for i in range(len(shapes))], []
+
+
+def _program_wrapper() -> type:
+    import torch
+
+    class Program(torch.nn.Module):
+        """An exported program's module for the TorchScript-based exporter, which switches
+        models to eval mode: an exported program is already in it and refuses train()."""
+
+        def __init__(self, module: Any) -> None:
+            super().__init__()
+            self.program = module
+
+        def train(self, mode: bool = True) -> Program:
+            return self
+
+        def forward(self, *args: Any) -> Any:
+            return self.program(*args)
+
+    return Program
+
+
+def _Program(module: Any) -> Any:  # noqa: N802 - a class built lazily, so that importing this file does not import torch
+    return _program_wrapper()(module)
 
 
 def _export_torch(src: Any, dst: Path, opset: int, input_shapes: Sequence[Sequence[int]] | None) -> tuple[Any, list[np.ndarray], str]:

@@ -67,6 +67,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     v.add_argument("--markdown", type=Path, metavar="PATH", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY); '-' for stdout")
     v.add_argument("--quiet", action="store_true", help="print only the verdict line")
     v.add_argument("--trust-code", action="store_true", help="allow the source's Lambda layers to be deserialized and run (trusted files only)")
+    v.add_argument(
+        "--referee",
+        choices=("onnxruntime",),
+        help="also export the source to ONNX with its own exporter and run it on ONNX Runtime: when source and emitted model "
+        "disagree, the report says which side ONNX Runtime agrees with",
+    )
     v.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return v
 
@@ -106,8 +112,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"{prefix}{report.summary()}", file=sys.stderr if report.exit_code == EXIT_CANNOT_RUN else sys.stdout)
     else:
         print_report(report, console)
+    data = report.to_dict()
+    if args.referee:
+        from .onnx_referee import referee_for_cli
+
+        data["referee"] = referee_for_cli(args, console)
     if args.json is not None:
-        _write(args.json, json.dumps(report.to_dict(), indent=1) + "\n")
+        _write(args.json, json.dumps(data, indent=1) + "\n")
     if args.junit is not None:
         _write(args.junit, to_junit(report))
     if args.markdown is not None:

@@ -235,3 +235,20 @@ def referee(
         )
     notes = [f"Keras ran on {keras_backend()}"] if manifest.get("direction", "").startswith("keras") else []
     return RefereeReport(results, exporter, None if onnx_file is None else str(onnx_file), notes)
+
+
+def referee_for_cli(args: Any, console: Any) -> dict[str, Any]:
+    """`ktorch verify --referee onnxruntime`: run the referee on the first batch size and
+    print its verdict; returns the JSON form (an "error" entry when it could not run)."""
+    from ..graph.errors import KtorchError
+
+    try:
+        report = referee(
+            args.src, args.converted, seed=args.seed, batch=args.batch[0], tolerance=args.tolerance or DEFAULT_RTOL, trust_code=args.trust_code
+        )
+    except (KtorchError, ImportError, OSError) as exc:
+        console.print(f"[yellow]referee (ONNX Runtime) could not run[/]: {exc}")
+        return {"error": str(exc)}
+    colour = {"agree": "green", "source": "red", "emitted": "yellow", "both": "yellow", "neither": "red"}[report.verdict]
+    console.print(f"[{colour}]{report.summary()}[/]")
+    return report.to_dict()
