@@ -227,3 +227,43 @@ def test_keras2_file_semantics(tmp_path):
     assert np.abs(got - expected).max() <= 1e-4 * scale
     code = (result.out / "model.py").read_text()
     assert "keras2_hard_sigmoid" in code and "reset_after=False" in code
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_mask_with_initial_state(keras, convert, cls, bidirectional, explicit):
+    """With an explicit mask, a masked first step keeps the given initial state while its
+    output is zeros (Keras starts the carried output at zero). Without one, Keras 3 does not
+    hand an RNN called with initial_state= its input's implicit mask: no masking at all."""
+    L = keras.layers
+    n_states = (2 if cls == "LSTM" else 1) * (2 if bidirectional else 1)
+    ids = keras.Input((T,), dtype="int32", name="ids")
+    states = [keras.Input((U,), name=f"s{i}") for i in range(n_states)]
+    layer = getattr(L, cls)(U, return_sequences=True, return_state=True, name="rnn")
+    if bidirectional:
+        layer = L.Bidirectional(layer, name="bi")
+    embedded = L.Embedding(VOCAB, F, mask_zero=True, name="emb")(ids)
+    kwargs = {"mask": keras.ops.not_equal(ids, 0)} if explicit else {}
+    out = layer(embedded, initial_state=states, **kwargs)
+    model = keras.Model([ids, *states], out, name=f"mask_init_{cls}_{bidirectional}_{explicit}")
+    randomize_weights(model)
+    rng = np.random.default_rng(7)
+    token_ids = _right_padded_ids(rng)
+    token_ids[2, 0] = 0  # the very first step masked
+    data = [token_ids] + [rng.standard_normal((3, U)).astype("float32") for _ in states]
+    result = convert(model, fmt="keras", inputs=data)
+    assert result.parity.worst_rel <= 1e-4
+    assert ("state=(" in forward_source(result)) == explicit
+
+
+def test_errors_name_the_layer(keras, tmp_path):
+    """A stateful RNN is refused with a message naming the layer and the way out."""
+    import ktorch
+    from ktorch.translate.keras_reader import KerasLayerError
+
+    x = keras.Input((T, F), batch_size=2, name="x")
+    model = keras.Model(x, keras.layers.LSTM(U, stateful=True, name="memory")(x), name="stateful")
+    model.save(tmp_path / "stateful.keras")
+    with pytest.raises(KerasLayerError, match=r"'memory' \(LSTM\).*stateful=False"):
+        ktorch.convert(tmp_path / "stateful.keras", tmp_path / "out")

@@ -106,10 +106,15 @@ class LayerCall:
 
     @property
     def mask(self) -> Value | None:
-        """The Keras mask of the first input ((batch, time) bool), or an explicit `mask=`."""
+        """The Keras mask of the first input ((batch, time) bool), or an explicit `mask=`.
+        Keras 3 fills an implicit `mask=` only into a call with one tensor argument (an RNN
+        called with `initial_state=` ignores its input's mask); Keras 2 always does."""
         explicit = self.kwargs.get("mask")
         if isinstance(explicit, Value):
             return explicit
+        tensor_args = [a for a in [*self.args, *self.kwargs.values()] if any(isinstance(v, Value) for v in _flatten(a))]
+        if not self.keras2 and len(tensor_args) != 1:
+            return None
         return self.masks[0] if self.masks else None
 
     def mask_of(self, value: Any) -> Value | None:
