@@ -26,6 +26,7 @@ CONV_CASES = {
     "c1_causal_d2": ("Conv1D", dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2), (9, 3)),
     "c1_same_d2": ("Conv1D", dict(filters=2, kernel_size=2, padding="same", dilation_rate=2), (9, 3)),
     "c1_groups": ("Conv1D", dict(filters=4, kernel_size=3, groups=2, use_bias=False), (9, 4)),
+    "c1_causal_s2": ("Conv1D", dict(filters=3, kernel_size=3, strides=2, padding="causal"), (9, 2)),
     "c1_causal_first": ("Conv1D", dict(filters=4, kernel_size=4, padding="causal", data_format="channels_first"), (3, 9)),
     "c1_first": ("Conv1D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 9)),
     # Conv2D
@@ -38,12 +39,14 @@ CONV_CASES = {
     "c2_groups_nobias": ("Conv2D", dict(filters=6, kernel_size=3, groups=2, use_bias=False), (7, 9, 4)),
     "c2_activation": ("Conv2D", dict(filters=4, kernel_size=3, activation="tanh"), (7, 9, 3)),
     "c2_first": ("Conv2D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 7, 9)),
+    "c2_first_dilation": ("Conv2D", dict(filters=3, kernel_size=2, dilation_rate=(1, 3), padding="same", data_format="channels_first"), (2, 7, 9)),
     "c2_groups_first": ("Conv2D", dict(filters=4, kernel_size=(2, 3), groups=2, padding="same", data_format="channels_first"), (4, 7, 8)),
     "c2_k1_s2_odd": ("Conv2D", dict(filters=4, kernel_size=1, strides=2, padding="same"), (7, 9, 3)),
     "c2_k5_s3_same": ("Conv2D", dict(filters=2, kernel_size=5, strides=3, padding="same"), (7, 11, 2)),
     # Conv3D
     "c3_same_s2": ("Conv3D", dict(filters=3, kernel_size=3, strides=2, padding="same"), (5, 6, 7, 2)),
     "c3_valid_d2": ("Conv3D", dict(filters=3, kernel_size=2, dilation_rate=2, activation="relu"), (5, 6, 7, 2)),
+    "c3_groups_nobias": ("Conv3D", dict(filters=4, kernel_size=(2, 1, 3), groups=2, use_bias=False, padding="same"), (4, 5, 6, 2)),
     "c3_first": ("Conv3D", dict(filters=3, kernel_size=(1, 2, 3), padding="same", data_format="channels_first"), (2, 5, 6, 7)),
     # depthwise and separable
     "dw1_mult2": ("DepthwiseConv1D", dict(kernel_size=3, depth_multiplier=2, padding="same"), (9, 3)),
@@ -53,6 +56,7 @@ CONV_CASES = {
     "dw2_d2": ("DepthwiseConv2D", dict(kernel_size=3, dilation_rate=2, padding="same"), (7, 9, 2)),
     "dw2_nobias_relu": ("DepthwiseConv2D", dict(kernel_size=3, use_bias=False, activation="relu"), (7, 9, 3)),
     "sep1_mult2": ("SeparableConv1D", dict(filters=5, kernel_size=3, depth_multiplier=2, strides=2, padding="same"), (9, 3)),
+    "sep1_first": ("SeparableConv1D", dict(filters=3, kernel_size=2, depth_multiplier=2, padding="same", data_format="channels_first"), (3, 8)),
     "sep2": ("SeparableConv2D", dict(filters=4, kernel_size=3, padding="same", activation="relu"), (7, 9, 3)),
     "sep2_mult2_d2": ("SeparableConv2D", dict(filters=4, kernel_size=2, depth_multiplier=2, dilation_rate=2, use_bias=False), (7, 9, 3)),
     "sep2_first": ("SeparableConv2D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 7, 9)),

@@ -44,6 +44,8 @@ CASES = {
     "resize_nearest_mixed": ("Resizing", {"height": 13, "width": 3, "interpolation": "nearest"}, (5, 7, 3)),
     "resize_first": ("Resizing", {"height": 3, "width": 10, **CF}, (3, 7, 5)),
     "resize_antialias_down": ("Resizing", {"height": 4, "width": 3, "antialias": True}, (9, 7, 3)),
+    "resize_antialias_mixed": ("Resizing", {"height": 13, "width": 3, "antialias": True}, (5, 8, 3)),
+    "resize_antialias_first": ("Resizing", {"height": 3, "width": 4, "antialias": True, **CF}, (3, 9, 10)),
     "resize_antialias_up": ("Resizing", {"height": 11, "width": 9, "antialias": True}, (5, 6, 3)),
 }
 
@@ -72,12 +74,15 @@ def test_reshaping_layout_keep(keras, convert, case):
     assert "perm" not in result.manifest["inputs"][0] and "perm" not in result.manifest["outputs"][0]
 
 
-def test_crop_and_pad_code(keras, convert):
-    """Cropping is a slice and padding one F.pad, both in torch's last-axis-first order."""
+def test_emitted_code(keras, convert):
+    """Cropping is a slice, padding one F.pad in torch's last-axis-first order, upsampling a
+    named nn.Upsample."""
     forward = forward_source(convert(_build(keras, "crop2_asym")))
     assert "x[:, :, :-2, 3:-1]" in forward
     forward = forward_source(convert(_build(keras, "pad2_asym")))
     assert "F.pad(x, (2, 3, 0, 1))" in forward
+    code = (convert(_build(keras, "up2_bilinear")).out / "model.py").read_text()
+    assert 'self.up2_bilinear = nn.Upsample(scale_factor=(2, 3), mode="bilinear", align_corners=False)' in code
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
