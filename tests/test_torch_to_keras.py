@@ -171,6 +171,25 @@ class Tokens(nn.Module):
         return self.fc(x[:, 0] + x[:, 1:].mean(1))
 
 
+class Attention(nn.Module):
+    """Self- and cross-attention with nn.MultiheadAttention, and F.scaled_dot_product_attention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(16)
+        self.self_attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+
+    def forward(self, x, memory):
+        h = self.norm(x)
+        x = x + self.self_attn(h, h, h, need_weights=False)[0]
+        x = x + self.cross_attn(x, memory, memory, need_weights=False)[0]
+        x = x + self.mlp(x)
+        q, k, v = (x.unflatten(-1, (4, 4)).transpose(1, 2) for _ in range(3))
+        return F.scaled_dot_product_attention(q, k * 0.5, v).flatten(2)
+
+
 class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -249,6 +268,15 @@ def test_embedding_and_parameter(tmp_path):
     code = (result.out / "model.py").read_text()
     assert "class Parameter(layers.Layer)" in code and "def get_config" in code
     assert 'dtype="int64"' in code
+
+
+def test_attention(tmp_path):
+    result = convert(Attention(), (torch.randn(2, 5, 16), torch.randn(2, 7, 16)), tmp_path / "attn")
+    assert result.parity.worst_rel <= 1e-4
+    code = build_source(result)
+    assert code.count("layers.MultiHeadAttention(") == 2
+    assert "num_heads=4, key_dim=4" in code and "num_heads=2, key_dim=8" in code
+    assert 'name="self_attn"' in code and 'name="cross_attn"' in code
 
 
 # -- the emitted model's contract ------------------------------------------------------------

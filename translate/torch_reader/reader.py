@@ -403,7 +403,7 @@ class TorchReader:
         for node in self.program.graph.nodes:
             if node.op != "call_function":
                 continue
-            if aten_key(node.target) in _SYM_OPS or aten_key(node.target) in _PYTHON_OPS:
+            if aten_key(node.target) in _SYM_OPS:
                 continue  # size arithmetic may be shared by several modules
             for path, cls in _stack_entries(node):
                 short = cls.rsplit(".", 1)[-1]
