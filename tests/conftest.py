@@ -29,13 +29,15 @@ def keras():
 
 
 def randomize_batchnorm(model: Any, seed: int = 0) -> None:
-    """Give every BatchNormalization random moving statistics and affine weights."""
+    """Give every BatchNormalization random moving statistics and affine weights
+    (Keras 3 or tf_keras models)."""
     import keras
 
     rng = np.random.default_rng(seed)
     layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else model.layers
     for layer in layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
+        tf_keras_bn = type(layer).__module__.startswith("tf_keras") and type(layer).__name__ == "BatchNormalization"
+        if isinstance(layer, keras.layers.BatchNormalization) or tf_keras_bn:
             weights = layer.get_weights()
             c = weights[-1].shape
             weights[-2] = rng.normal(0.0, 0.5, c).astype("float32")

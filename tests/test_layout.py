@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from conftest import forward_source, randomize_batchnorm, randomize_weights
+from conftest import convert_tf_keras, forward_source, randomize_batchnorm, randomize_weights
 
 from ktorch.graph import Graph, validate
 from ktorch.graph.ir import Value
@@ -53,6 +53,26 @@ def test_cnn_default_layout_has_no_permute(keras, convert):
     assert result.manifest["layout"]["transposes"] == 0
     assert "torch.cat([residual, conv3], dim=1)" in forward  # Keras's channel axis -1 is torch's 1
     assert "self.conv1 = nn.Conv2d(" in (result.out / "model.py").read_text()
+
+
+@pytest.mark.parametrize("fmt", ["keras", "tf_keras_h5"])
+def test_cnn_other_file_formats(keras, convert, tmp_path, fmt):
+    """The same CNN from a .keras archive and from a tf.keras 2.x .h5 (Keras 2 config:
+    batch_input_shape, nested-list inbound_nodes for Add and Concatenate)."""
+    if fmt == "keras":
+        result = convert(small_cnn(keras), fmt="keras")
+        assert result.manifest["layout"]["transposes"] == 0
+        return
+    tf_keras = pytest.importorskip("tf_keras")
+    model = small_cnn(tf_keras)
+    parity = convert_tf_keras(model, tmp_path)
+    assert parity.passed and parity.worst_rel <= 1e-4, parity.to_dict()
+    assert "permute(" not in forward_source_of(tmp_path / "small_cnn_torch")
+
+
+def forward_source_of(directory) -> str:
+    code = (directory / "model.py").read_text()
+    return code[code.index("def forward") : code.index("\ndef load")]
 
 
 def test_cnn_manifest_perms(keras, convert):
