@@ -84,7 +84,10 @@ def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     feed = list(inputs) if len(inputs) > 1 else inputs[0]
     out = model(feed, training=False)
     outs = out if isinstance(out, (list, tuple)) else [out]
-    return [np.asarray(o) for o in outs]
+    import keras
+
+    # convert_to_numpy, not np.asarray: on the torch backend outputs may live on CUDA
+    return [np.asarray(keras.ops.convert_to_numpy(o)) for o in outs]
 
 
 def import_emitted(directory: str | Path) -> Any:
