@@ -126,3 +126,45 @@ def test_time_distributed_conv_lstm(keras, convert, reduce):
     assert result.parity.worst_rel <= 1e-4
     code = (result.out / "model.py").read_text()
     assert "nn.Conv2d(3, 4" in code and "nn.LSTM(" in code
+
+
+def _tf_keras2_model(tf_keras, case: str):
+    L = tf_keras.layers
+    if case == "text":
+        return tf_keras.Sequential(
+            [
+                tf_keras.Input((T,), dtype="int32"),
+                L.Embedding(VOCAB, D, mask_zero=True),
+                L.Bidirectional(L.LSTM(6, return_sequences=True)),
+                L.GRU(5, reset_after=False),
+                L.Dense(3),
+            ]
+        )
+    if case == "mha":
+        ids = tf_keras.Input((T,), dtype="int32")
+        x = L.Embedding(VOCAB, D, mask_zero=True)(ids)
+        x = L.MultiHeadAttention(2, 4)(x, x)
+        return tf_keras.Model(ids, L.GlobalAveragePooling1D()(x))
+    frames = tf_keras.Input((5, 6, 6, 2))
+    x = L.TimeDistributed(L.Conv2D(3, 3))(frames)
+    x = L.TimeDistributed(L.Flatten())(x)
+    return tf_keras.Model(frames, L.SimpleRNN(4)(x))
+
+
+@pytest.mark.parametrize("case", ["text", "mha", "video"])
+def test_tf_keras2_files(tmp_path, case):
+    """tf.keras 2 files (Keras 2 masks, GRU reset_after=False, its MultiHeadAttention and
+    weight names), compared against tf_keras's own outputs."""
+    tf_keras = pytest.importorskip("tf_keras")
+    import ktorch
+    from ktorch.verify.runners import import_emitted, run_torch
+
+    model = _tf_keras2_model(tf_keras, case)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    model.save(tmp_path / "k2.h5")
+    data = rng.standard_normal((3, 5, 6, 6, 2)).astype("float32") if case == "video" else _ids(3)
+    expected = model(data).numpy()
+    result = ktorch.convert(tmp_path / "k2.h5", tmp_path / "out", verify=False)
+    got = run_torch(import_emitted(result.out).load(), [data])[0]
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()

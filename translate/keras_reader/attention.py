@@ -65,6 +65,8 @@ def multi_head_attention_from_keras(call: LayerCall) -> Value:
         raise call.error("sliding_window attention is not supported yet")
     call.get("dropout")  # inference: no dropout
     call.get("flash_attention")  # the same numbers, another kernel
+    for key_ in ("query_shape", "key_shape", "value_shape"):  # tf.keras 2 build shapes
+        call.get(key_)
     axes = call.get("attention_axes")
     if query.rank != 3 or value.rank != 3 or (key is not None and key.rank != 3):
         raise call.error(f"attention over (batch, time, features) inputs only; got query {query.shape}, value {value.shape}")
