@@ -276,3 +276,12 @@ def test_junit_error_case_when_it_cannot_run(converted, tmp_path):
     root = ET.fromstring(to_junit(report))
     suite = root.find("testsuite")
     assert suite.get("errors") == "1" and suite.find("testcase/error") is not None
+
+
+def test_json_to_stdout_is_pure_json(converted, capsys):
+    src, out = converted
+    assert main(["verify", str(src), str(out), "--mode", "outputs", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    validate_report(data)
+    assert data["status"] == "pass" and "PASS" in captured.err  # the table went to stderr

@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     console = Console(stderr=to_stdout, highlight=False)
     if args.quiet or report.exit_code == EXIT_CANNOT_RUN:
         prefix = "ktorch: error: " if report.exit_code == EXIT_CANNOT_RUN else ""
-        print(f"{prefix}{report.summary()}", file=sys.stderr if report.exit_code == EXIT_CANNOT_RUN else sys.stdout)
+        print(f"{prefix}{report.summary()}", file=sys.stderr if report.exit_code == EXIT_CANNOT_RUN or to_stdout else sys.stdout)
     else:
         print_report(report, console)
     data = report.to_dict()
