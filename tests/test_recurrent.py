@@ -267,3 +267,11 @@ def test_errors_name_the_layer(keras, tmp_path):
     model.save(tmp_path / "stateful.keras")
     with pytest.raises(KerasLayerError, match=r"'memory' \(LSTM\).*stateful=False"):
         ktorch.convert(tmp_path / "stateful.keras", tmp_path / "out")
+
+
+@pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell", "SimpleRNNCell"])
+def test_generic_rnn_layer(keras, convert, cell):
+    """keras.layers.RNN(cell) is the same layer as its LSTM / GRU / SimpleRNN."""
+    layer = keras.layers.RNN(getattr(keras.layers, cell)(U), return_sequences=True, go_backwards=True, name="rnn")
+    result = convert(seq_model(keras, layer, f"generic_{cell}"))
+    assert result.parity.worst_rel <= 1e-4

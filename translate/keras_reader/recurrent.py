@@ -123,10 +123,7 @@ def _emit_rnn(call: LayerCall, op: str, attrs: dict, weights: dict, x: Value, ma
     return node.outputs
 
 
-@register("keras->ir", "LSTM", "GRU", "SimpleRNN")
-def rnn_from_keras(call: LayerCall) -> list[Value]:
-    cls = call.class_name
-    config = call.config
+def _one_direction(call: LayerCall, cls: str, config: dict[str, Any]) -> list[Value]:
     x, mask, states = _inputs(call)
     if x.rank != 3 or x.shape[-1] is None:
         raise call.error(f"expects a (batch, time, features) input with known features, got {x.shape}")
@@ -137,6 +134,28 @@ def rnn_from_keras(call: LayerCall) -> list[Value]:
     if mask is not None:
         call.output_masks = [mask if attrs["return_sequences"] else None] + [None] * (len(outs) - 1)
     return outs
+
+
+@register("keras->ir", "LSTM", "GRU", "SimpleRNN")
+def rnn_from_keras(call: LayerCall) -> list[Value]:
+    return _one_direction(call, call.class_name, call.config)
+
+
+_CELLS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
+
+
+@register("keras->ir", "RNN")
+def generic_rnn_from_keras(call: LayerCall) -> list[Value]:
+    """keras.layers.RNN around one LSTMCell / GRUCell / SimpleRNNCell: the same layer as
+    LSTM / GRU / SimpleRNN, with the layer's options in the RNN config and the cell's in its own."""
+    cell = call.get("cell")
+    if isinstance(cell, list) or not isinstance(cell, dict) or cell.get("class_name") not in _CELLS:
+        name = cell.get("class_name") if isinstance(cell, dict) else "several cells"
+        raise call.error(f"an RNN around {name} is not supported (one LSTMCell, GRUCell or SimpleRNNCell is)")
+    cls = _CELLS[cell["class_name"]]
+    layer_options = {k: call.get(k) for k in ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask", "time_major")}
+    config = {**cell.get("config", {}), **{k: v for k, v in layer_options.items() if v is not None}}
+    return _one_direction(call, cls, config)
 
 
 def _direction_weights(call: LayerCall) -> tuple[list[np.ndarray], list[np.ndarray]]:
