@@ -63,10 +63,18 @@ def check_keras_to_torch(
     arrays = list(inputs) if inputs is not None else make_inputs(specs, seed=seed, batch=batch)
     if len(arrays) != len(specs):
         raise RunError(f"the model has {len(specs)} inputs, {len(arrays)} were given")
-    model = keras_model if keras_model is not None else load_keras_model(source, trust_code=trust_code)
     from .runners import keras_backend
 
-    expected = run_keras(model, arrays)
+    if keras_model is None:
+        from .sides import keras_device
+
+        # the source runs where the emitted model runs (Keras's torch backend would
+        # otherwise pick CUDA, with cuDNN's TF32, on a GPU machine)
+        with keras_device(device):
+            model = load_keras_model(source, trust_code=trust_code)
+            expected = run_keras(model, arrays)
+    else:
+        expected = run_keras(keras_model, arrays)
     module = import_emitted(converted)
     torch_model = module.load(Path(converted) / "model.safetensors", device=device)
     emitted_inputs = [to_emitted(a, s.get("perm")) for a, s in zip(arrays, specs)]

@@ -67,9 +67,12 @@ def _keras_device(device: str) -> str:
 
 @contextlib.contextmanager
 def keras_device(device: str) -> Iterator[None]:
+    """Run Keras code on `device` ('cpu' or 'cuda'); picks the Keras backend first if
+    Keras is not imported yet (TensorFlow when installed, else torch)."""
+    name = _keras_device(device)
     import keras
 
-    with keras.device(_keras_device(device)):
+    with keras.device(name):
         yield
 
 
@@ -340,9 +343,17 @@ class Direction:
     emitted: Callable[..., EmittedSide]
 
 
+def _onnx_source(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> SourceSide:
+    from .onnx_referee import OnnxSource  # ONNX Runtime, imported only for ONNX sources
+
+    return OnnxSource(path, device=device, trust_code=trust_code)
+
+
 DIRECTIONS: dict[str, Direction] = {
     "keras->torch": Direction(KerasSource, TorchEmitted),
     "torch->keras": Direction(TorchSource, KerasEmitted),
+    "onnx->torch": Direction(_onnx_source, TorchEmitted),
+    "onnx->keras": Direction(_onnx_source, KerasEmitted),
 }
 
 
