@@ -285,3 +285,14 @@ def test_json_to_stdout_is_pure_json(converted, capsys):
     data = json.loads(captured.out)
     validate_report(data)
     assert data["status"] == "pass" and "PASS" in captured.err  # the table went to stderr
+
+
+def test_two_planted_bugs_are_both_isolated_and_the_first_is_named(converted, tmp_path):
+    src, out = converted
+    planted = copy_of(out, tmp_path)
+    edit_model_py(planted, "sub = conv2 - conv3", "sub = conv3 - conv2")
+    edit_weight(planted, "conv1.bias", lambda b: b[::-1])
+    code, data = run_cli(str(src), str(planted))
+    assert code == 1
+    assert isolated_failures(data) == ["conv1", "sub"]
+    assert data["first_divergence"]["source"] == "conv1"

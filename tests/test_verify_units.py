@@ -158,3 +158,24 @@ def test_integer_inputs_stay_inside_the_vocabulary(tmp_path, keras):
     # out-of-vocabulary ids would fail in the source or the emitted gather; real data can be checked too
     data = {"tokens": np.random.default_rng(1).integers(0, 7, (4, 6)).astype("int32")}
     assert verify_conversion(src, out, inputs=data).passed
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays("float32", st.tuples(st.integers(1, 4), st.integers(1, 5)), elements=finite), st.floats(0, 1), st.integers(0, 2**31 - 1))
+def test_compare_tolerance_is_the_max_relative_error(reference, noise, seed):
+    got = reference + np.random.default_rng(seed).normal(0, noise, reference.shape).astype("float32")
+    c = compare("x", reference, got, 1e-4)
+    diff = np.abs(reference.astype(np.float64) - got.astype(np.float64))
+    scale = float(np.abs(reference).max()) or 1.0
+    assert c.max_abs == pytest.approx(float(diff.max()))
+    assert c.max_rel == pytest.approx(float(diff.max()) / scale)
+    assert compare("x", reference, got, c.max_rel).passed  # the reported error is the smallest passing tolerance
+    if c.max_rel > 0:
+        assert not compare("x", reference, got, c.max_rel * 0.999).passed
