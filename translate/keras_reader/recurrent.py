@@ -242,6 +242,13 @@ def time_distributed_from_keras(call: LayerCall) -> Value:
         config["data_format"] = "channels_first"
     else:
         spatial = False
+    if cls == "Flatten" and (config.get("data_format") or "channels_last") == "channels_last" and x.rank >= 3:
+        # each step flattened: one reshape of the sequence, (batch, time, features)
+        size = 1
+        for d in x.shape[2:]:
+            size = -1 if d is None or size == -1 else size * d
+        if steps is not None or size != -1:
+            return call.emit("reshape", [x], {"shape": (steps if steps is not None else -1, size)})
     inner_x = x if per_step else call.emit("fold_time", [x], suffix="_fold")
     inner_call = LayerCall(
         graph=call.graph,
@@ -272,7 +279,11 @@ def not_equal_from_keras(call: LayerCall) -> Value:
     an Embedding(mask_zero=True), passed on to its consumers as `mask=`."""
     if len(call.inputs) != 1 or len(call.args) != 2 or not isinstance(call.args[1], (int, float)):
         raise call.error("only not_equal(tensor, constant) is supported")
-    return call.emit("sequence_mask", [call.x], {"value": call.args[1]})
+    attrs = {"value": call.args[1], "reduce_last": False}
+    for user in call.x.users:  # the same mask, already computed for an Embedding(mask_zero=True)
+        if user.op == "sequence_mask" and user.attrs == attrs:
+            return call.emit("identity", [user.output])
+    return call.emit("sequence_mask", [call.x], attrs)
 
 
 @register("keras->ir", "Any")
@@ -294,4 +305,6 @@ def logical_from_keras(call: LayerCall) -> Value:
     a, b = call.inputs if len(call.inputs) == 2 else (None, None)
     if a is None or a.dtype != "bool" or b.dtype != "bool":
         raise call.error("only the logical OR/AND of two bool masks is supported")
+    if a is b:  # a residual Add of two tensors that carry the same mask
+        return call.emit("identity", [a])
     return call.emit("mask_merge", [a, b], {"mode": "or" if call.class_name == "LogicalOr" else "and"})

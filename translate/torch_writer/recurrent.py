@@ -343,8 +343,10 @@ def masked_mean_to_torch(node: Node, em: TorchEmitter) -> None:
     x, mask = node.inputs
     axis = node.attrs["axis"]
     keep = ", keepdim=True" if node.attrs["keepdims"] else ""
-    m = f"{em.var(mask)}.unsqueeze(-1)"
-    em.assign(node, f"torch.where({m}, {em.var(x)}, 0.0).sum({axis}{keep}) / {m}.sum({axis}{keep})")
+    m = em.var(mask)
+    total = f"torch.where({m}[..., None], {em.var(x)}, 0.0).sum({axis}{keep})"
+    count = f"{m}[..., None].sum({axis}, keepdim=True)" if node.attrs["keepdims"] else f"{m}.sum({axis}, keepdim=True)"
+    em.assign(node, f"{total} / {count}")
 
 
 @register("ir->torch", "fold_time")
