@@ -89,7 +89,7 @@ class KerasSource:
                 raise RunError("cannot run the Keras source on cuda: TensorFlow sees no GPU; use --device cpu, or KERAS_BACKEND=torch")
         with keras_device(device):
             self.model = load_keras_model(path, trust_code=trust_code)
-        self._captures: dict[tuple[str, ...], tuple[Any, list[str]]] = {}
+        self._captures: dict[tuple[str, ...], tuple[Any, list[str], dict[str, str]]] = {}
         self.calls = _call_counts(self.model)
 
     def layer_class(self, name: str) -> str | None:
