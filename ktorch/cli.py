@@ -204,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_STRUCTURE
+    if args.command in ("convert", "verify", "export"):
+        from .torch_to_keras import is_factory_string, prepare_torch
+
+        src = getattr(args, "src", None)
+        prepare_torch(str(src) if src is not None and is_factory_string(str(src)) else src)
     from .verify.cli import main as _verify
 
     handler = {"convert": _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]

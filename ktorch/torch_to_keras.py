@@ -18,9 +18,15 @@ import numpy as np
 
 from . import __version__
 from .graph import Graph, validate
-from .graph.errors import ModelFileError, ParityError
+from .graph.errors import KtorchError, ModelFileError, ParityError
 from .graph.passes import assign_layout, count_transposes, eliminate_dead, remove_noops
 from .translate.output import read_manifest, staged_directory, write_manifest
+
+class ImportOrderError(KtorchError):
+    """TensorFlow was imported before Triton; torch.export would crash."""
+
+    exit_code = 3
+
 
 LAYOUT_NAMES = {3: ("NCL", "NLC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
 NATIVE_LAYOUTS = ("keras", "native", "torch")  # "torch" is the API's historical default: the target's own idiom
@@ -48,6 +54,22 @@ def is_torch_source(src: Any) -> bool:
             except (OSError, ValueError):
                 return False
     return False
+
+
+def prepare_torch(src: Any = None) -> None:
+    """Load torch.export's native dependencies before TensorFlow when `src` (if given) is
+    a PyTorch source (see verify.runners.preload_before_tensorflow: the other order crashes)."""
+    if src is None or is_torch_source(src):
+        from .verify.runners import preload_before_tensorflow
+
+        preload_before_tensorflow()
+
+
+def _tensorflow_first() -> bool:
+    """TensorFlow was loaded before Triton in this process: torch.export would crash."""
+    import importlib.util
+
+    return "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton") is not None
 
 
 def _is_module(obj: Any) -> bool:
@@ -260,6 +282,12 @@ def convert_torch(
     from .translate.keras_writer import writer
 
     step = progress or (lambda message: None)
+    if _tensorflow_first():
+        raise ImportOrderError(
+            "TensorFlow was imported before Triton in this process, and torch.export would crash (segfault); "
+            "import triton (or torch.export a model once) before importing keras/tensorflow, or run `ktorch convert`"
+        )
+    prepare_torch()
     if layout not in (*NATIVE_LAYOUTS, "keep"):
         raise ValueError(f"layout must be 'keras' or 'keep', not {layout!r}")
     timings: dict[str, float] = {}
