@@ -188,3 +188,43 @@ def test_keras2_merge(tmp_path, name):
     model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
     parity = convert_tf_keras(model, tmp_path)
     assert parity.passed and parity.worst_rel <= 1e-4, parity
+
+
+def test_keras2_tf_op_lambda_arithmetic(tmp_path):
+    """tf.keras 2 saves `x + 3.0`, `x * y`, tf.nn.relu6(x) ... as TFOpLambda layers that
+    name a TensorFlow function: read without --trust-code, at parity."""
+    tf_keras = pytest.importorskip("tf_keras")
+    import tensorflow as tf
+
+    from conftest import convert_tf_keras
+
+    inp = tf_keras.Input((5, 5, 2))
+    x = tf_keras.layers.Conv2D(3, 3, padding="same")(inp)
+    y = tf_keras.layers.Conv2D(3, 3, padding="same")(inp)
+    a = tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+    b = (a - 0.25) / 2.0
+    c = tf.math.maximum(b * y, -0.1)
+    d = tf.math.sigmoid(c) + x
+    out = tf.math.minimum(d, 0.8)
+    model = tf_keras.Model(inp, out, name="k2_tfops")
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    parity = convert_tf_keras(model, tmp_path)
+    assert parity.passed and parity.worst_rel <= 1e-4, parity
+    forward = forward_source(type("R", (), {"out": tmp_path / "k2_tfops_torch"})())
+    assert "+ 3.0" in forward and "permute(" not in forward
+
+
+def test_keras2_unknown_tf_function_is_refused(tmp_path):
+    """A TFOpLambda naming a function ktorch does not know stays refused as code."""
+    tf_keras = pytest.importorskip("tf_keras")
+    import tensorflow as tf
+
+    import ktorch
+    from ktorch.graph.errors import UntrustedCodeError
+
+    inp = tf_keras.Input((4,))
+    model = tf_keras.Model(inp, tf.math.cumsum(inp, axis=1), name="k2_cumsum")
+    model.save(tmp_path / "m.h5")
+    with pytest.raises(UntrustedCodeError, match="cumsum"):
+        ktorch.convert(tmp_path / "m.h5", tmp_path / "out", verify=False)
