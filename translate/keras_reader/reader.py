@@ -255,6 +255,8 @@ class KerasReader:
 
     # -- support check ------------------------------------------------------------------
     def check_supported(self, cfg: dict[str, Any]) -> None:
+        from .merge import TF_FUNCTIONS as tf_functions
+
         problems: list[tuple[str, str, str]] = []
         untrusted: list[tuple[str, str]] = []
 
@@ -266,6 +268,8 @@ class KerasReader:
                     walk(layer, name + "/")
                 elif cls == "InputLayer":
                     continue
+                elif cls == "TFOpLambda" and layer.get("config", {}).get("function") in tf_functions:
+                    continue  # names a TensorFlow function (tf.math.multiply): no code to trust
                 elif cls in UNTRUSTED_CLASSES and not self.options.trust_code:
                     untrusted.append((name, cls))
                 elif lookup("keras->ir", cls) is None:
@@ -415,6 +419,8 @@ class KerasReader:
             args = sub(node.get("args", []))
             kwargs = sub(node.get("kwargs", {}))
         else:  # Keras 2: [[layer, node_index, tensor_index, kwargs], ...]
+            if node and isinstance(node[0], str):  # a TFOpLambda's node is one entry, unwrapped
+                node = [node]
             values = []
             kwargs = {}
             for entry in node:
