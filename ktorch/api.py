@@ -261,5 +261,8 @@ def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]
     from .translate.keras_reader.inspect import inspect_keras
 
     path = Path(src)
-    detect_source(path)
+    if detect_source(path) == "onnx":
+        from .translate.onnx_reader.inspect import inspect_onnx
+
+        return inspect_onnx(path)
     return inspect_keras(path, trust_code=trust_code)

@@ -201,7 +201,8 @@ def convert_onnx(
                 onnx_path = staging / ".source.onnx"
                 onnx_path.write_bytes(src.SerializeToString())
             try:
-                parity = check_onnx_parity(onnx_path, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance)
+                batch = graph.meta.get("static_batch") or 2  # a model exported with a fixed batch runs only that batch
+                parity = check_onnx_parity(onnx_path, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance)
             finally:
                 if path is None:
                     onnx_path.unlink()
@@ -274,31 +275,26 @@ def _torch_module(src: Any, input_shapes: Sequence[Sequence[int]] | None) -> tup
         if node.op == "placeholder" and node.name in {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}:
             val = node.meta["val"]
             shapes.append([2] + [int(d) for d in val.shape[1:]])
-    return _Program(program.module()), shapes, [f"input_{i}" if i else "input" for i in range(len(shapes))], []
+    return _eval_only(program.module()), shapes, [f"input_{i}" if i else "input" for i in range(len(shapes))], []
 
 
-def _program_wrapper() -> type:
+def _eval_only(module: Any) -> Any:
+    """An exported program's module, wrapped for the TorchScript-based exporter, which
+    switches the model to eval mode: an exported program already is, and refuses train()."""
     import torch
 
-    class Program(torch.nn.Module):
-        """An exported program's module for the TorchScript-based exporter, which switches
-        models to eval mode: an exported program is already in it and refuses train()."""
-
-        def __init__(self, module: Any) -> None:
+    class ExportedModule(torch.nn.Module):
+        def __init__(self) -> None:
             super().__init__()
             self.program = module
 
-        def train(self, mode: bool = True) -> Program:
+        def train(self, mode: bool = True) -> ExportedModule:
             return self
 
         def forward(self, *args: Any) -> Any:
             return self.program(*args)
 
-    return Program
-
-
-def _Program(module: Any) -> Any:  # noqa: N802 - a class built lazily, so that importing this file does not import torch
-    return _program_wrapper()(module)
+    return ExportedModule()
 
 
 def _export_torch(src: Any, dst: Path, opset: int, input_shapes: Sequence[Sequence[int]] | None) -> tuple[Any, list[np.ndarray], str]:

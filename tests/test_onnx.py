@@ -270,6 +270,15 @@ def test_cli_convert_onnx(tmp_path):
     assert main(["convert", str(onnx_path), "--to", "torch", "-o", str(tmp_path / "pool_torch")]) == 0
     code = (tmp_path / "pool_torch" / "model.py").read_text()
     assert re.search(r"self\.conv = nn\.Conv2d\(3, 8, kernel_size=3, padding=1\)", code)
+    # ktorch verify re-checks against ONNX Runtime, and fails on a planted mismatch
+    assert main(["verify", str(onnx_path), str(tmp_path / "pool_torch"), "--batch", "1,3", "--quiet"]) == 0
+    from safetensors.numpy import load_file, save_file
+
+    weights = tmp_path / "pool_torch" / "model.safetensors"
+    state = load_file(str(weights))
+    state["conv.bias"] = state["conv.bias"] + np.float32(0.5)
+    save_file(state, str(weights))
+    assert main(["verify", str(onnx_path), str(tmp_path / "pool_torch"), "--quiet"]) == 1
 
 
 def test_export_keras_and_pytorch(tmp_path, keras):

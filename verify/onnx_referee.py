@@ -102,6 +102,22 @@ def run_emitted(directory: Path, manifest: dict[str, Any], inputs: Sequence[np.n
     return run_torch(model, list(inputs))
 
 
+class OnnxSource:
+    """An ONNX source for `ktorch verify`: run on ONNX Runtime (CPU). Its intermediates
+    are not captured: ONNX tensors rarely line up one to one with the emitted locals."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> None:
+        self.path = Path(path)
+        self.backend = _ort_version()
+        self.session = ort_session(self.path)
+
+    def run(self, inputs: Sequence[np.ndarray], names: Sequence[str]) -> Any:
+        from .sides import Capture
+
+        skipped = {name: "intermediates of an ONNX source are not captured" for name in names}
+        return Capture(run_onnx(self.path, inputs, self.session), {}, skipped)
+
+
 # -- the referee ------------------------------------------------------------------------------
 @dataclass
 class RefereeOutput:

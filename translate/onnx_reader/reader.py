@@ -19,6 +19,7 @@ name ("Conv__339") takes the name of its weight initializer.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,6 +334,9 @@ class _Naming:
         self.suffix = re.search(r"_\d+$", self.prefix).group(0) if self.prefix and re.search(r"_\d+$", self.prefix) else ""
 
     def name(self, node: Any, inputs: list[Any]) -> str:
+        scopes = next((m.value for m in node.metadata_props if m.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes is not None:
+            return self._dynamo(scopes, node.op_type, inputs)
         text = node.name or ""
         if not text or re.search(r"__\d+$", text) or text == node.op_type:
             # a generated name: use the weight's ("model_1/Conv1_1/convolution/merged_input:0")
@@ -343,6 +347,25 @@ class _Naming:
         if text.startswith("/"):
             return self._torch(text, node.op_type)
         return self._tf(text, node.op_type)
+
+    @staticmethod
+    def _dynamo(scopes: str, op: str, inputs: list[Any]) -> str:
+        """torch.onnx.export(dynamo=True) records the module path of each node
+        ("['', 'layer1', 'layer1.0', 'layer1.0.conv1', 'conv2d']"); a layer's weight
+        initializer is named after its module ("layer1.0.conv1.weight"), which also names
+        a conv that a BatchNorm was folded into after the conv, not after the BatchNorm."""
+        weight = next((v.name for v in inputs[1:] if isinstance(v, Const) and v.name.endswith(".weight")), None)
+        if weight is not None and op in LAYER_OPS:
+            return identifier(weight[: -len(".weight")])
+        try:
+            path = [p for p in ast.literal_eval(scopes) if p]
+        except (ValueError, SyntaxError):
+            path = []
+        local = _COUNTED.sub("", path.pop()) if path else op
+        module = path[-1] if path else ""
+        if not module:
+            return identifier(local)
+        return identifier(module if op in LAYER_OPS else f"{module}_{local}")
 
     @staticmethod
     def _torch(text: str, op: str) -> str:
