@@ -46,6 +46,10 @@ CASES = {
     "resize_antialias_down": ("Resizing", {"height": 4, "width": 3, "antialias": True}, (9, 7, 3)),
     "resize_antialias_mixed": ("Resizing", {"height": 13, "width": 3, "antialias": True}, (5, 8, 3)),
     "resize_antialias_first": ("Resizing", {"height": 3, "width": 4, "antialias": True, **CF}, (3, 9, 10)),
+    "resize_crop_aspect": ("Resizing", {"height": 4, "width": 6, "crop_to_aspect_ratio": True}, (9, 7, 3)),
+    "resize_crop_aspect_wide": ("Resizing", {"height": 6, "width": 2, "crop_to_aspect_ratio": True, "interpolation": "nearest"}, (5, 8, 3)),
+    "resize_pad_aspect": ("Resizing", {"height": 6, "width": 3, "pad_to_aspect_ratio": True, "fill_value": 0.5}, (5, 8, 3)),
+    "resize_pad_aspect_first": ("Resizing", {"height": 3, "width": 9, "pad_to_aspect_ratio": True, **CF}, (3, 6, 7)),
     "resize_antialias_up": ("Resizing", {"height": 11, "width": 9, "antialias": True}, (5, 6, 3)),
 }
 
@@ -99,3 +103,20 @@ def test_reshaping_tf_keras2_h5(tmp_path, case):
     model = one_layer(tf_keras, getattr(tf_keras.layers, cls)(**kwargs, name=case), shape, case)
     parity = convert_tf_keras(model, tmp_path)
     assert parity.passed and parity.worst_rel <= 1e-4, parity.to_dict()
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [("UpSampling2D", {"size": 2, "interpolation": "bicubic"}), ("Resizing", {"height": 4, "width": 4, "interpolation": "lanczos3"})],
+    ids=["upsampling_bicubic", "resizing_lanczos"],
+)
+def test_inexact_interpolation_refused(keras, tmp_path, cls, kwargs):
+    """TensorFlow's bicubic/lanczos differ from PyTorch's: refused with the layer named, nothing written."""
+    import ktorch
+    from ktorch.graph.errors import KtorchError
+
+    model = one_layer(keras, getattr(keras.layers, cls)(**kwargs, name="smooth"), (5, 6, 3), "inexact")
+    model.save(tmp_path / "inexact.h5")
+    with pytest.raises(KtorchError, match=r"smooth.*no exact PyTorch equivalent.*plugins"):
+        ktorch.convert(tmp_path / "inexact.h5", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

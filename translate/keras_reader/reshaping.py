@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ...graph import Value
+from ...graph.ops import spatial_axes
 from ..registry import register
 from .reader import LayerCall
 
@@ -71,9 +74,7 @@ def cropping3d_from_keras(call: LayerCall) -> Value:
 def _upsample(call: LayerCall, rank: int) -> Value:
     size = call.get("size", 2)
     scale = (int(size),) * rank if isinstance(size, int) else tuple(int(s) for s in size)
-    mode = str(call.get("interpolation", "nearest"))
-    if mode not in ("nearest", "bilinear"):
-        raise call.error(f"interpolation {mode!r} is not supported (nearest and bilinear are)")
+    mode = _interpolation(call, "nearest")
     return call.emit("upsample", [call.x], {"scale": scale, "mode": mode, "data_format": _data_format(call)})
 
 
@@ -92,26 +93,64 @@ def upsampling3d_from_keras(call: LayerCall) -> Value:
     return _upsample(call, 3)
 
 
+_INTERPOLATIONS = ("nearest", "bilinear")
+
+
+def _interpolation(call: LayerCall, default: str) -> str:
+    mode = str(call.get("interpolation", default))
+    if mode not in _INTERPOLATIONS:
+        raise call.error(
+            f"interpolation {mode!r} has no exact PyTorch equivalent (TensorFlow's bicubic uses a = -0.5, "
+            "PyTorch's -0.75; lanczos and area have no counterpart); ktorch converts 'nearest' and 'bilinear'. "
+            "Register your own translator with @ktorch.plugins.keras_layer to accept an approximation"
+        )
+    return mode
+
+
+def _f32_div(a: int, b: int) -> int:
+    """int32(float32(a) / float32(b)), as Keras computes the aspect-ratio box on TensorFlow."""
+    return int(np.float32(a) / np.float32(b))
+
+
+def _aspect_ratio_box(call: LayerCall, x: Value, size: tuple[int, int], data_format: str, fill_value: float) -> Value:
+    """Keras's crop_to_aspect_ratio (a centred crop) or pad_to_aspect_ratio (centred padding
+    with fill_value) before the resize, resolved for the input's known size."""
+    h, w = (x.shape[a] for a in spatial_axes(x.rank, data_format))
+    if h is None or w is None:
+        raise call.error(
+            "crop_to_aspect_ratio / pad_to_aspect_ratio need a known input size; give the model's Input a fixed spatial size"
+        )
+    th, tw = size
+    want_h, want_w = _f32_div(w * th, tw), _f32_div(h * tw, th)
+    if call.get("crop_to_aspect_ratio"):
+        ch, cw = max(min(h, want_h), 1), max(min(w, want_w), 1)
+        hs, ws = _f32_div(h - ch, 2), _f32_div(w - cw, 2)
+        crops = ((hs, h - hs - ch), (ws, w - ws - cw))
+        if crops == ((0, 0), (0, 0)):
+            return x
+        return call.emit("crop", [x], {"crops": crops, "data_format": data_format}, suffix="_crop")
+    # TensorFlow pads the same amount before and after, so an odd difference loses a row
+    hs, ws = _f32_div(max(h, want_h) - h, 2), _f32_div(max(w, want_w) - w, 2)
+    if hs == 0 and ws == 0:
+        return x
+    return call.emit("pad", [x], {"pads": ((hs, hs), (ws, ws)), "value": fill_value, "data_format": data_format}, suffix="_pad")
+
+
 @register("keras->ir", "Resizing")
 def resizing_from_keras(call: LayerCall) -> Value:
-    if call.get("crop_to_aspect_ratio") or call.get("pad_to_aspect_ratio"):
-        raise call.error("crop_to_aspect_ratio / pad_to_aspect_ratio are not supported yet")
-    # fill_mode / fill_value only apply with pad_to_aspect_ratio, refused above: mark them read
-    call.get("fill_mode")
-    call.get("fill_value")
-    mode = str(call.get("interpolation", "bilinear"))
-    if mode not in ("nearest", "bilinear"):
-        raise call.error(f"interpolation {mode!r} is not supported (nearest and bilinear are)")
+    mode = _interpolation(call, "bilinear")
     x = call.x
     if x.rank != 4:
         raise call.error(f"expects a batch of images (rank 4), got shape {x.shape}")
+    data_format = _data_format(call)
+    size = (int(call.get("height")), int(call.get("width")))
+    if (call.get("fill_mode") or "constant") != "constant":  # Keras itself refuses other modes
+        raise call.error(f"fill_mode {call.get('fill_mode')!r} is not defined for resizing; Keras allows 'constant' only")
+    fill_value = float(call.get("fill_value") or 0.0)  # only used by pad_to_aspect_ratio
+    if call.get("crop_to_aspect_ratio") or call.get("pad_to_aspect_ratio"):
+        x = _aspect_ratio_box(call, x, size, data_format, fill_value)
     return call.emit(
         "resize",
         [x],
-        {
-            "size": (int(call.get("height")), int(call.get("width"))),
-            "mode": mode,
-            "antialias": bool(call.get("antialias", False)),
-            "data_format": _data_format(call),
-        },
+        {"size": size, "mode": mode, "antialias": bool(call.get("antialias", False)), "data_format": data_format},
     )
