@@ -207,7 +207,7 @@ def interpolate_to_keras(node: Node, em: KerasEmitter) -> None:
     kwargs = {"size": tuple(out), "mode": a["mode"]}
     if a["align_corners"]:
         kwargs["align_corners"] = True
-    if a["scale"] is not None and a["mode"] != "linear" or (a["scale"] is not None and not a["align_corners"]):
+    if a["scale"] is not None and not a["align_corners"]:  # PyTorch samples with 1 / scale_factor then
         kwargs["scale"] = tuple(a["scale"])
     kwargs.update(data_format(node))
     em.assign(node, f"{em.layer(node, cls, **kwargs)}({em.var(x)})")
