@@ -157,3 +157,55 @@ def test_layer_scale_is_a_parameter(keras, tmp_path):
     assert "*self.convnext_tiny_stage_0_block_0_layer_scale" in code
     assert "ChannelLayerNorm(96,eps=1e-06)" in code
     assert "self.convnext_tiny_stage_0_block_0_pointwise_conv_1=nn.Conv2d(96,384,kernel_size=1)" in code
+
+
+# -- tf.keras 2 (tf_keras) applications: .h5 files as most trained models were saved --------
+KERAS2_ZOO = {
+    "MobileNetV3Small": 32,  # hard-swish written as tf.__operators__.add / tf.math.multiply (TFOpLambda)
+    "ResNet50": 32,
+    "MobileNetV2": 32,
+    "EfficientNetB0": 32,
+    "EfficientNetV2B0": 32,
+    "DenseNet121": 32,
+    "InceptionV3": 75,
+    "Xception": 71,
+    "NASNetMobile": 32,
+    "ConvNeXtTiny": 32,
+}
+
+
+def check_keras2_model(name: str, tmp_path) -> float:
+    tf_keras = pytest.importorskip("tf_keras")
+    from conftest import convert_tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    size = KERAS2_ZOO[name]
+    model = getattr(tf_keras.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            weights = layer.get_weights()
+            c = weights[-1].shape
+            weights[-2] = rng.normal(0.0, 0.5, c).astype("float32")
+            weights[-1] = rng.uniform(0.5, 2.0, c).astype("float32")
+            for i in range(len(weights) - 2):
+                weights[i] = rng.normal(0.0, 0.5, c).astype("float32") + (1.0 if i == 0 and layer.scale else 0.0)
+            layer.set_weights(weights)
+        elif type(layer).__name__ == "LayerScale":
+            layer.set_weights([rng.normal(0.0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
+    parity = convert_tf_keras(model, tmp_path)
+    assert parity.passed and parity.worst_rel <= 1e-4, parity
+    forward = (tmp_path / f"{model.name}_torch" / "model.py").read_text()
+    forward = forward[forward.index("def forward") :]
+    assert "permute(" not in forward and "transpose(" not in forward
+    return parity.worst_rel
+
+
+def test_keras2_mobilenet_v3(tmp_path):
+    check_keras2_model("MobileNetV3Small", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(KERAS2_ZOO))
+def test_keras2_applications(tmp_path, name):
+    check_keras2_model(name, tmp_path)
