@@ -405,9 +405,21 @@ def test_factory_string(tmp_path, monkeypatch):
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    result = ktorch.convert("userpkg:make", tmp_path / "made", input_shapes=[[1, 3, 16, 16]])
+    import userpkg
+
+    trained = userpkg.make()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p))
+    torch.save(trained.state_dict(), tmp_path / "trained.pt")
+    result = ktorch.convert("userpkg:make", tmp_path / "made", input_shapes=[[1, 3, 16, 16]], weights=tmp_path / "trained.pt")
     assert result.parity.passed and result.parity.worst_rel <= 1e-4
     assert result.manifest["inputs"][0]["shape"] == [None, 3, 16, 16]
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype("float32")
+    with torch.no_grad():
+        expected = trained.eval()(torch.from_numpy(x)).numpy()
+    got = np.asarray(result.keras_model(x.transpose(0, 2, 3, 1)))
+    assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))  # the --weights, not the factory's
 
 
 def test_unsupported_op_names_the_module(tmp_path):
