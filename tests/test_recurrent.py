@@ -275,3 +275,23 @@ def test_generic_rnn_layer(keras, convert, cell):
     layer = keras.layers.RNN(getattr(keras.layers, cell)(U), return_sequences=True, go_backwards=True, name="rnn")
     result = convert(seq_model(keras, layer, f"generic_{cell}"))
     assert result.parity.worst_rel <= 1e-4
+
+
+CONV_LSTM_CASES = {
+    "last_valid": {"filters": 3, "kernel_size": 3},
+    "seq_same_back": {"filters": 3, "kernel_size": (3, 2), "padding": "same", "return_sequences": True, "go_backwards": True},
+    "state_strided": {"filters": 2, "kernel_size": 3, "strides": 2, "return_state": True},
+    "hardsig_relu_nobias": {"filters": 2, "kernel_size": 2, "activation": "relu", "recurrent_activation": "hard_sigmoid", "use_bias": False, "return_sequences": True},
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_LSTM_CASES), ids=list(CONV_LSTM_CASES))
+def test_conv_lstm2d(keras, convert, case):
+    layer = keras.layers.ConvLSTM2D(name="convlstm", **CONV_LSTM_CASES[case])
+    x = keras.Input((4, 7, 6, 2), name="frames")
+    model = keras.Model(x, layer(x), name=f"convlstm_{case}")
+    randomize_weights(model, scale=0.3)
+    result = convert(model)
+    assert result.parity.worst_rel <= 1e-4
+    code = (result.out / "model.py").read_text()
+    assert "ConvLSTMCell(" in code and "nn.Conv2d," in code

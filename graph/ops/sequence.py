@@ -96,6 +96,53 @@ for _name, _extra in (
     )
 
 
+def _infer_conv_lstm(node):
+    a = node.attrs
+    x = node.inputs[0]
+    rank = a["rank"]
+    if x.rank != rank + 3:
+        raise GraphError(f"{node.name}: ConvLSTM{rank}D needs (batch, time, channels, *{rank} spatial) steps, got {x.shape}")
+    sizes = []
+    for n, k, s_, d in zip(x.shape[3:], a["kernel_size"], a["strides"], a["dilation"]):
+        if n is None:
+            sizes.append(None)
+        elif a["padding"] == "same":
+            sizes.append(-(-n // s_))
+        else:
+            sizes.append((n - d * (k - 1) - 1) // s_ + 1)
+    step = (a["filters"], *sizes)
+    out = (x.shape[0], x.shape[1], *step) if a["return_sequences"] else (x.shape[0], *step)
+    return [(out, x.dtype)] + ([((x.shape[0], *step), x.dtype)] * 2 if a["return_state"] else [])
+
+
+define(
+    OpDef(
+        "conv_lstm",
+        _infer_conv_lstm,
+        attrs=(
+            attr("rank", int, choices=(1, 2, 3)),
+            attr("filters", int),
+            attr("kernel_size", tuple),
+            attr("strides", tuple),
+            attr("dilation", tuple),
+            attr("padding", str, choices=("valid", "same")),
+            attr("activation", dict),
+            attr("recurrent_activation", dict),
+            attr("use_bias", bool, default=True),
+            attr("direction", str, default="forward", choices=("forward", "backward")),
+            attr("return_sequences", bool, default=False),
+            attr("return_state", bool, default=False),
+        ),
+        weights=("weight_ih", "weight_hh", "bias"),
+        doc="Keras ConvLSTM over channels-first steps (batch, time, channels, *spatial): gates "
+        "(i, f, c, o) = conv(x_t; weight_ih, bias, strides, padding) + 'same' conv(h; weight_hh); "
+        "weights are torch conv weights (4 * filters, in, *kernel). Outputs: the last h (or every "
+        "h if return_sequences), then h and c if return_state",
+        family="recurrent",
+    )
+)
+
+
 # -- masks --------------------------------------------------------------------------------
 def _infer_sequence_mask(node):
     x = node.inputs[0]

@@ -116,7 +116,8 @@ def _inputs(call: LayerCall) -> tuple[Value, Value | None, list[Value]]:
 
 
 def _emit_rnn(call: LayerCall, op: str, attrs: dict, weights: dict, x: Value, mask: Value | None, states: list[Value]) -> list[Value]:
-    attrs = {**attrs, "masked": mask is not None}
+    if op != "conv_lstm":
+        attrs = {**attrs, "masked": mask is not None}
     inputs = [x] + ([mask] if mask is not None else []) + states
     node = call.graph.add_node(op, inputs, attrs, weights, name=call.name.replace("/", "_"), source=call.name, source_class=call.class_name)
     call._emitted.append(node)
@@ -205,6 +206,70 @@ def bidirectional_from_keras(call: LayerCall) -> list[Value]:
         n = 2 if merge_mode is None else 1
         call.output_masks = [mask] * n + [None] * (len(outs) - n)
     return outs
+
+
+_CONV_LSTM_RANK = {"ConvLSTM1D": 1, "ConvLSTM2D": 2, "ConvLSTM3D": 3}
+
+
+@register("keras->ir", *_CONV_LSTM_RANK)
+def conv_lstm_from_keras(call: LayerCall) -> Value | list[Value]:
+    """ConvLSTM1D/2D/3D. The op works on channels-first steps, so a channels-last sequence
+    is transposed in and out here (the layout pass cannot move axes through a recurrence)."""
+    rank = _CONV_LSTM_RANK[call.class_name]
+    x = call.x
+    if x.rank != rank + 3 or any(d is None for d in x.shape[2:]):
+        raise call.error(f"expects (batch, time, *{rank} spatial, channels) steps of known size, got {x.shape}")
+    config = call.config
+    if config.get("stateful"):
+        raise call.error("stateful RNNs carry state from one call to the next; save the model with stateful=False")
+    if call.mask is not None or call.kwargs.get("initial_state") is not None or len(call.inputs) > 1:
+        raise call.error("ConvLSTM with a mask or initial states is not supported yet")
+    for key in _TRAINING_ONLY:
+        config.get(key)
+    channels_last = (config.get("data_format") or "channels_last") == "channels_last"
+
+    def tup(key: str, default: int) -> tuple[int, ...]:
+        v = config.get(key, default)
+        return tuple(int(i) for i in v) if isinstance(v, (list, tuple)) else (int(v),) * rank
+
+    kernel_size, strides, dilation = tup("kernel_size", 1), tup("strides", 1), tup("dilation_rate", 1)
+    padding = str(config.get("padding", "valid")).lower()
+    if padding == "same" and any(s != 1 for s in strides):
+        raise call.error("'same' padding with strides > 1 is not supported for ConvLSTM yet")
+    filters = int(config["filters"])
+    channels = int(x.shape[-1] if channels_last else x.shape[2])
+    use_bias = bool(config.get("use_bias", True))
+    call.expect_weights(3 if use_bias else 2)
+    kernel = call.weight(0, expect=(*kernel_size, channels, 4 * filters))
+    recurrent = call.weight(1, expect=(*kernel_size, filters, 4 * filters))
+    to_torch = (rank + 1, rank, *range(rank))  # (*k, in, out) -> (out, in, *k)
+    weights = {"weight_ih": np.ascontiguousarray(kernel.transpose(to_torch)), "weight_hh": np.ascontiguousarray(recurrent.transpose(to_torch))}
+    if use_bias:
+        weights["bias"] = call.weight(2, expect=(4 * filters,))
+    attrs = {
+        "rank": rank,
+        "filters": filters,
+        "kernel_size": kernel_size,
+        "strides": strides,
+        "dilation": dilation,
+        "padding": padding,
+        "activation": activation_attr(call, config.get("activation", "tanh")),
+        "recurrent_activation": activation_attr(call, config.get("recurrent_activation", "sigmoid")),
+        "use_bias": use_bias,
+        "direction": "backward" if config.get("go_backwards") else "forward",
+        "return_sequences": bool(config.get("return_sequences", False)),
+        "return_state": bool(config.get("return_state", False)),
+    }
+    if channels_last:
+        x = call.emit("transpose", [x], {"perm": (0, 1, x.rank - 1, *range(2, x.rank - 1))}, suffix="_cf")
+    outs = _emit_rnn(call, "conv_lstm", attrs, weights, x, None, [])
+    if not channels_last:
+        return outs
+    back = []
+    for i, v in enumerate(outs):
+        perm = (0, *range(2, v.rank), 1) if v.rank == rank + 2 else (0, 1, *range(3, v.rank), 2)
+        back.append(call.emit("transpose", [v], {"perm": perm}, suffix="_cl" if i == 0 else f"_cl{i}"))
+    return back
 
 
 @register("keras->ir", "Masking")

@@ -17,6 +17,7 @@ from ...graph.ops.sequence import RNN_STATES, rnn_inputs
 from ..registry import register
 from .activations import activation_expr
 from .codegen import Raw, TorchEmitter, call, identifier
+from .conv import compact
 
 _KERAS_RNN = '''class KerasRNN(nn.Module):
     """Keras's recurrent loop around a torch cell: reads x (batch, time, features) step by
@@ -34,8 +35,7 @@ _KERAS_RNN = '''class KerasRNN(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, state: tuple[torch.Tensor, ...] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         if state is None:
-            zeros = x.new_zeros(x.shape[0], self.cell.hidden_size)
-            state = (zeros, zeros) if isinstance(self.cell, nn.LSTMCell) else (zeros,)
+            state = self.initial_state(x)
         output = torch.zeros_like(state[0])
         outputs = []
         steps = range(x.shape[1] - 1, -1, -1) if self.go_backwards else range(x.shape[1])
@@ -45,11 +45,48 @@ _KERAS_RNN = '''class KerasRNN(nn.Module):
             if mask is None:
                 state, output = new, new[0]
             else:
-                keep = mask[:, t, None]
+                keep = mask[:, t].view(-1, *[1] * (output.dim() - 1))
                 state = tuple(torch.where(keep, n, s) for n, s in zip(new, state))
                 output = torch.where(keep, new[0], torch.zeros_like(output) if self.zero_masked_outputs else output)
             outputs.append(output)
         return torch.stack(outputs, dim=1), state
+
+    def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Zeros shaped like the cell's state: (h, c) for an LSTM, (h,) otherwise."""
+        if hasattr(self.cell, "zero_state"):
+            return self.cell.zero_state(x[:, 0])
+        zeros = x.new_zeros(x.shape[0], self.cell.hidden_size)
+        return (zeros, zeros) if isinstance(self.cell, nn.LSTMCell) else (zeros,)
+'''
+
+_CONV_LSTM_CELL = '''class ConvLSTMCell(nn.Module):
+    """Keras's ConvLSTM cell on channels-first steps: the gates (i, f, c, o) are a
+    convolution of the input plus a "same" convolution of the hidden state."""
+
+    def __init__(
+        self, conv: type[nn.Module], in_channels: int, filters: int, kernel_size, stride=1, padding=0, dilation=1, bias: bool = True, activation=torch.tanh, recurrent_activation=torch.sigmoid
+    ) -> None:
+        super().__init__()
+        self.filters = filters
+        self.input_conv = conv(in_channels, 4 * filters, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias)
+        self.recurrent_conv = conv(filters, 4 * filters, kernel_size, padding="same", bias=False)
+        self.activation = activation
+        self.recurrent_activation = recurrent_activation
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state
+        i, f, g, o = (self.input_conv(x) + self.recurrent_conv(h)).chunk(4, dim=1)
+        c = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
+        h = self.recurrent_activation(o) * self.activation(c)
+        return h, c
+
+    def zero_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        conv = self.input_conv
+        size = list(x.shape[2:])
+        if conv.padding != "same":
+            size = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in zip(size, conv.padding, conv.dilation, conv.kernel_size, conv.stride)]
+        h = x.new_zeros(x.shape[0], self.filters, *size)
+        return h, h
 '''
 
 _KERAS_LSTM_CELL = '''class KerasLSTMCell(nn.LSTMCell):
@@ -315,6 +352,40 @@ def rnn_to_torch(node: Node, em: TorchEmitter) -> None:
         _loop_rnn(node, em)
     else:
         _native_rnn(node, em)
+
+
+@register("ir->torch", "conv_lstm")
+def conv_lstm_to_torch(node: Node, em: TorchEmitter) -> None:
+    """A KerasRNN loop around a ConvLSTMCell of torch convolutions."""
+    a = node.attrs
+    x = node.inputs[0]
+    em.helper("KerasRNN", _KERAS_RNN)
+    em.helper("ConvLSTMCell", _CONV_LSTM_CELL)
+    kwargs: dict[str, Any] = {"kernel_size": compact(a["kernel_size"])}
+    if any(s != 1 for s in a["strides"]):
+        kwargs["stride"] = compact(a["strides"])
+    if a["padding"] == "same":
+        kwargs["padding"] = "same"
+    if any(d != 1 for d in a["dilation"]):
+        kwargs["dilation"] = compact(a["dilation"])
+    if not a["use_bias"]:
+        kwargs["bias"] = False
+    if not _is(a["activation"], "tanh"):
+        kwargs["activation"] = Raw(_activation_fn(em, a["activation"]))
+    if not _is(a["recurrent_activation"], "sigmoid"):
+        kwargs["recurrent_activation"] = Raw(_activation_fn(em, a["recurrent_activation"]))
+    cell = call("ConvLSTMCell", Raw(f"nn.Conv{a['rank']}d"), int(x.shape[2]), a["filters"], **kwargs)
+    state = {"cell.input_conv.weight": node.weights["weight_ih"], "cell.recurrent_conv.weight": node.weights["weight_hh"]}
+    if a["use_bias"]:
+        state["cell.input_conv.bias"] = node.weights["bias"]
+    backwards = ", go_backwards=True" if a["direction"] == "backward" else ""
+    mod = em.module(node, f"KerasRNN({cell}{backwards})", state)
+    out = em.bind(node.outputs[0])
+    finals = [em.bind(v, f"{node.name}_{k}") for v, k in zip(node.outputs[1:], ("h", "c"))]
+    seq = out if a["return_sequences"] else _temp(em, node, "seq")
+    em.lines.append(f"{seq}, {'(' + ', '.join(finals) + ')' if finals else '_'} = {mod}({em.var(x)})")
+    if not a["return_sequences"]:
+        em.lines.append(f"{out} = {seq}[:, -1]")
 
 
 # -- masks and folds --------------------------------------------------------------------
