@@ -2,4 +2,14 @@
 
 from __future__ import annotations
 
-from . import activations, conv, core, normalization, pooling, shape, tensor  # noqa: F401
+from . import (  # noqa: F401
+    activations,
+    attention,
+    conv,
+    core,
+    normalization,
+    pooling,
+    recurrent,
+    shape,
+    tensor,
+)

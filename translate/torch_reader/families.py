@@ -2,4 +2,15 @@
 
 from __future__ import annotations
 
-from . import activations, arithmetic, attention, conv, core, normalization, pooling, resize, shape  # noqa: F401
+from . import (  # noqa: F401
+    activations,
+    arithmetic,
+    attention,
+    conv,
+    core,
+    normalization,
+    pooling,
+    recurrent,
+    resize,
+    shape,
+)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -210,6 +211,19 @@ class AtenCall:
         return list(node.outputs)
 
 
+class Deferred:
+    """A module output that no graph value can hold as PyTorch shapes it (an RNN's
+    (layers, batch, hidden) final states: the batch is on axis 1). A "module.<Class>"
+    translator may return one; every later ATen call that reads it is handed to `apply`
+    instead of a translator, and `materialize` gives a graph value for a model output."""
+
+    def apply(self, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def materialize(self, reader: TorchReader, name: str) -> Value:
+        raise NotImplementedError
+
+
 @dataclass
 class ModuleCall:
     """All ATen calls of one module call, for a translator registered as
@@ -326,7 +340,7 @@ class TorchReader:
             self._const_values[key] = node.output
         return self._const_values[key]
 
-    def scalar_value(self, number: float | int, rank: int, dtype: str = "float32") -> Value:
+    def scalar_value(self, number: float, rank: int, dtype: str = "float32") -> Value:
         """A Python number as a size-1 constant of `rank` (the Keras writer inlines it)."""
         self._scalars += 1
         return self.constant_value(Const(f"scalar_{self._scalars}", np.full((1,) * rank, number, dtype=dtype)))
@@ -367,6 +381,8 @@ class TorchReader:
                 for i, o in enumerate(user):
                     if isinstance(o, Const):
                         o = self.constant_value(o)
+                    if isinstance(o, Deferred):
+                        o = o.materialize(self, f"output_{i}")
                     if not isinstance(o, Value):
                         raise GraphError(f"output {i} of the program is {o!r}, not a tensor")
                     if o in self.graph.inputs or o in values:
@@ -481,6 +497,9 @@ class TorchReader:
         if key in PASS_THROUGH:
             return bound.get("input", bound.get("self", args[0] if args else None))
         flat = _flatten(list(bound.values()))
+        deferred = next((a for a in flat if isinstance(a, Deferred)), None)
+        if deferred is not None:
+            return deferred.apply(self, node, key, bound)
         if self.options.fold_constants and not any(isinstance(a, (Value, _Batch)) for a in flat) and any(isinstance(a, Const) for a in flat):
             return self._fold(node, args, kwargs)
         translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]

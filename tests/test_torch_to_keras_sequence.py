@@ -1,0 +1,153 @@
+"""PyTorch -> Keras at parity for sequence models: nn.LSTM / nn.GRU / nn.RNN (layers,
+directions, batch_first, final states used downstream, one RNN's states starting another),
+nn.Embedding with padding_idx, nn.MultiheadAttention (batch_first either way, masks, the
+attention weights), F.scaled_dot_product_attention, and nn.TransformerEncoder/Decoder
+stacks (norm_first, relu/gelu)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+
+def convert(module: "nn.Module", inputs: tuple, out, **kwargs):
+    """Convert with verification (raises ParityError above 1e-4) and return the result."""
+    import ktorch
+
+    result = ktorch.convert(module.eval(), out, example_inputs=inputs, to="keras", force=True, **kwargs)
+    assert result.parity is not None and result.parity.passed, result.parity
+    assert result.parity.worst_rel <= 1e-4
+    return result
+
+
+def build_source(result) -> str:
+    code = (result.out / "model.py").read_text()
+    return code[code.index("def build") : code.index("\ndef load")]
+
+
+def own_inputs_parity(result, module, arrays: list[np.ndarray]) -> float:
+    """Worst relative error of the emitted Keras model against the module on given inputs."""
+    with torch.no_grad():
+        ref = module(*[torch.from_numpy(a) for a in arrays])
+    ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
+    got = result.keras_model(arrays if len(arrays) > 1 else arrays[0], training=False)
+    got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
+    return max(float(np.max(np.abs(r - g)) / max(1.0, float(np.max(np.abs(r))))) for r, g in zip(ref, got))
+
+
+# -- recurrent ------------------------------------------------------------------------------
+class Classifier(nn.Module):
+    """Embedding(padding_idx) -> 2-layer bidirectional LSTM -> GRU -> Linear on the final
+    states (h_n[-1] of the GRU, both directions of the LSTM's last layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(30, 8, padding_idx=0)
+        self.lstm = nn.LSTM(8, 6, num_layers=2, bidirectional=True, batch_first=True, dropout=0.3)
+        self.gru = nn.GRU(12, 5, batch_first=True)
+        self.head = nn.Linear(5 + 12, 4)
+
+    def forward(self, ids):
+        seq, (h, _) = self.lstm(self.embed(ids))
+        _, hg = self.gru(seq)
+        return self.head(torch.cat([hg[-1], h[-2], h[-1]], dim=1))
+
+
+def test_lstm_gru_classifier(tmp_path):
+    torch.manual_seed(0)
+    module = Classifier()
+    result = convert(module, (torch.randint(0, 30, (2, 9)),), tmp_path / "clf")
+    code = build_source(result)
+    assert code.count("layers.Bidirectional(") == 2 and "layers.LSTM(units=6" in code and "layers.GRU(units=5" in code
+    assert 'name="lstm_l0"' in code and 'name="lstm_l1"' in code and 'name="gru"' in code
+    assert result.manifest["inputs"][0]["range"] == [0, 30]
+    # another batch size than the export's, with padding tokens: same numbers
+    ids = np.random.default_rng(1).integers(0, 30, (5, 9)).astype("int64")
+    ids[:, -3:] = 0  # padding tokens
+    assert own_inputs_parity(result, module, [ids]) <= 1e-4
+
+
+class Stack(nn.Module):
+    def __init__(self, cls: type, layers: int, bidirectional: bool, batch_first: bool, **kwargs) -> None:
+        super().__init__()
+        self.batch_first = batch_first
+        self.rnn = cls(5, 4, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, **kwargs)
+
+    def forward(self, x):
+        out, state = self.rnn(x)
+        h = state[0] if isinstance(state, tuple) else state
+        outs = [out, h.transpose(0, 1)]
+        if isinstance(state, tuple):
+            outs.append(state[1][-1])
+        return tuple(outs)
+
+
+@pytest.mark.parametrize(
+    "cls, layers, bidirectional, batch_first, kwargs",
+    [
+        (nn.LSTM, 1, False, True, {}),
+        (nn.LSTM, 2, True, False, {}),
+        (nn.LSTM, 1, True, True, {"bias": False}),
+        (nn.GRU, 2, False, True, {}),
+        (nn.GRU, 1, True, False, {}),
+        (nn.RNN, 2, True, True, {}),
+        (nn.RNN, 1, False, True, {"nonlinearity": "relu"}),
+    ],
+    ids=["lstm", "lstm2-bi-time-major", "bilstm-nobias", "gru2", "bigru-time-major", "rnn2-bi", "rnn-relu"],
+)
+def test_recurrent_options(tmp_path, cls, layers, bidirectional, batch_first, kwargs):
+    torch.manual_seed(1)
+    module = Stack(cls, layers, bidirectional, batch_first, **kwargs)
+    result = convert(module, (torch.randn(3, 6, 5),), tmp_path / "rnn")
+    code = build_source(result)
+    keras_cls = {nn.LSTM: "LSTM", nn.GRU: "GRU", nn.RNN: "SimpleRNN"}[cls]
+    assert code.count(f"layers.{keras_cls}(") == layers
+    assert ("layers.Bidirectional(" in code) == bidirectional
+    if kwargs.get("nonlinearity") == "relu":
+        assert 'activation="relu"' in code
+
+
+class Seq2Seq(nn.Module):
+    """An encoder's final (h, c) starts the decoder; the decoder's states are returned
+    batch-first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.LSTM(4, 6, num_layers=2, batch_first=True)
+        self.decoder = nn.LSTM(3, 6, num_layers=2, batch_first=True)
+        self.gru_enc = nn.GRU(4, 5, batch_first=True, bidirectional=True)
+        self.gru_dec = nn.GRU(3, 5, batch_first=True, bidirectional=True)
+
+    def forward(self, src, tgt):
+        _, state = self.encoder(src)
+        out, (h, c) = self.decoder(tgt, state)
+        _, hg = self.gru_enc(src)
+        out2, _ = self.gru_dec(tgt, hg)
+        return out, c.permute(1, 0, 2), out2
+
+
+def test_initial_states_from_another_rnn(tmp_path):
+    torch.manual_seed(2)
+    result = convert(Seq2Seq(), (torch.randn(2, 7, 4), torch.randn(2, 5, 3)), tmp_path / "s2s")
+    code = build_source(result)
+    assert "initial_state=[encoder_l0_h, encoder_l0_c]" in code
+    assert "initial_state=[gru_enc_fw_h, gru_enc_bw_h]" in code
+
+
+def test_raw_final_states_output_is_refused(tmp_path):
+    from ktorch.graph.errors import UnsupportedOpError
+
+    class Raw(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = nn.GRU(3, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.gru(x)[1]
+
+    with pytest.raises(UnsupportedOpError, match=r"h_n.transpose\(0, 1\)"):
+        convert(Raw(), (torch.randn(2, 5, 3),), tmp_path / "raw")

@@ -1,0 +1,3 @@
+"""Keras code for attention ops written by the PyTorch reader."""
+
+from __future__ import annotations
