@@ -96,7 +96,11 @@ def test_reshaping_file_formats(keras, convert, case, fmt):
     assert result.parity.worst_rel <= 1e-4
 
 
-@pytest.mark.parametrize("case", ["pad1_asym", "pad2_asym", "crop1_asym", "crop2_first", "up2_bilinear", "up3", "up1"])
+TF_KERAS_CASES = ["pad1_asym", "pad2_asym", "crop1_asym", "crop2_first", "up2_bilinear", "up3", "up1"]
+TF_KERAS_CASES += ["resize_nearest_down", "resize_bilinear_up", "resize_crop_aspect"]  # tf.keras has no antialias
+
+
+@pytest.mark.parametrize("case", TF_KERAS_CASES)
 def test_reshaping_tf_keras2_h5(tmp_path, case):
     tf_keras = pytest.importorskip("tf_keras")
     cls, kwargs, shape = CASES[case]
