@@ -11,6 +11,7 @@ from . import __version__
 from .graph import Graph, validate
 from .graph.errors import ModelFileError, ParityError
 from .graph.passes import assign_layout, eliminate_dead, fold_padding, fuse_activations, remove_noops
+from .graph.queries import id_range, is_spatial
 from .translate.output import staged_directory, write_manifest
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -62,17 +63,6 @@ def read_graph(src: str | Path, *, trust_code: bool = False) -> Graph:
     return read_keras(path, ReadOptions(trust_code=trust_code))
 
 
-def _vocabulary(graph: Graph, value) -> tuple[int, int] | None:
-    """For an input that feeds an embedding (possibly through a cast), its id range."""
-    frontier = [value]
-    while frontier:
-        v = frontier.pop()
-        for user in v.users:
-            if user.op == "embedding":
-                return (0, int(user.attrs["input_dim"]))
-            if user.op in ("cast", "identity"):
-                frontier.extend(user.outputs)
-    return None
 
 
 def convert(
@@ -147,7 +137,7 @@ def convert(
     step(f"reading {src.name}")
     graph = read_graph(src, trust_code=trust_code)
     source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
-    spatial = {id(v) for v in graph.values() if _is_spatial(graph, v)}
+    spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if is_spatial(v)}
     timings["read"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -182,7 +172,7 @@ def convert(
             names = LAYOUT_NAMES.get(len(shape))
             if names is not None and id(v) in spatial:
                 spec["layout"] = names[1] if v.perm is not None else names[0]
-            vocab = _vocabulary(graph, v) if v in graph.inputs else None
+            vocab = id_range(v) if v in graph.inputs else None
             if vocab is not None:
                 spec["range"] = list(vocab)
             specs.append(spec)
@@ -234,25 +224,6 @@ def convert(
     return result
 
 
-def _is_spatial(graph: Graph, value) -> bool:
-    """Whether a value feeds (or comes from) a spatial op, i.e. is image/sequence data."""
-    from .graph.ops import Layout, get_op
-
-    seen = set()
-    frontier = [value]
-    while frontier:
-        v = frontier.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        nodes = list(v.users) + ([v.producer] if v.producer is not None else [])
-        for n in nodes:
-            layout = get_op(n.op).layout
-            if layout == Layout.SPATIAL:
-                return True
-            if layout in (Layout.ELEMENTWISE, Layout.AXIS):
-                frontier.extend(x for x in [*n.inputs, *n.outputs] if x.rank == value.rank)
-    return False
 
 
 def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from . import __version__
 from .graph import Graph, validate
 from .graph.errors import ModelFileError, ParityError
 from .graph.passes import assign_layout, count_transposes, eliminate_dead, fuse_activations, remove_noops
+from .graph.queries import is_spatial
 from .translate.output import read_manifest, staged_directory, write_manifest
 
 ONNX_SUFFIX = ".onnx"
@@ -69,24 +70,6 @@ def absorb_input_transposes(graph: Graph) -> dict[int, tuple[int, ...]]:
     return taken
 
 
-def _is_spatial(value: Any) -> bool:
-    from .graph.ops import Layout, get_op
-
-    seen, frontier = set(), [value]
-    while frontier:
-        v = frontier.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        for n in list(v.users) + ([v.producer] if v.producer is not None else []):
-            layout = get_op(n.op).layout
-            if layout == Layout.SPATIAL:
-                return True
-            if layout in (Layout.ELEMENTWISE, Layout.AXIS, Layout.TRANSPOSE):
-                frontier.extend(x for x in [*n.inputs, *n.outputs] if x.rank == value.rank)
-    return False
-
-
 def convert_onnx(
     src: Any,
     out: str | Path | None = None,
@@ -123,7 +106,7 @@ def convert_onnx(
     step(f"reading {path.name if path else 'the ONNX model'}")
     graph = read_onnx(src)
     source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
-    spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if _is_spatial(v)}
+    spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if is_spatial(v)}
     timings["read"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()

@@ -20,6 +20,7 @@ from . import __version__
 from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, ParityError
 from .graph.passes import assign_layout, count_transposes, eliminate_dead, remove_noops
+from .graph.queries import id_range, is_spatial
 from .translate.output import read_manifest, staged_directory, write_manifest
 
 class ImportOrderError(KtorchError):
@@ -307,7 +308,7 @@ def convert_torch(
     step("reading the ATen graph")
     graph = read_torch_graph(program, name)
     source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
-    spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if _is_spatial(v)}
+    spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if is_spatial(v)}
     timings["read"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -335,7 +336,7 @@ def convert_torch(
             names = LAYOUT_NAMES.get(len(shape))
             if names is not None and id(v) in spatial:
                 spec["layout"] = names[1] if v.perm is not None else names[0]
-            vocab = _vocabulary(v) if v in graph.inputs else None
+            vocab = id_range(v) if v in graph.inputs else None
             if vocab is not None:
                 spec["range"] = list(vocab)
             specs.append(spec)
@@ -393,29 +394,3 @@ def convert_torch(
             f"{worst.max_rel:.3g} > {tolerance:g} ({worst.problem or 'numbers differ'}); the output was written to {out} for inspection"
         )
     return result
-
-
-def _is_spatial(value: Any) -> bool:
-    """Whether a graph input/output is image or sequence data (touches a spatial op)."""
-    from .graph.ops import Layout, get_op
-
-    seen, frontier = set(), [value]
-    while frontier:
-        v = frontier.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        for n in list(v.users) + ([v.producer] if v.producer is not None else []):
-            layout = get_op(n.op).layout
-            if layout == Layout.SPATIAL:
-                return True
-            if layout in (Layout.ELEMENTWISE, Layout.AXIS, Layout.TRANSPOSE):
-                frontier.extend(x for x in [*n.inputs, *n.outputs] if x.rank == value.rank)
-    return False
-
-
-def _vocabulary(value: Any) -> tuple[int, int] | None:
-    for user in value.users:
-        if user.op == "embedding":
-            return (0, int(user.attrs["input_dim"]))
-    return None
