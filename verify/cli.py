@@ -68,6 +68,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     v.add_argument("--quiet", action="store_true", help="print only the verdict line")
     v.add_argument("--trust-code", action="store_true", help="allow the source's Lambda layers to be deserialized and run (trusted files only)")
     v.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (e.g. one that registers the source's custom Keras layers; runs its code)"
+    )
+    v.add_argument(
         "--referee",
         choices=("onnxruntime",),
         help="also export the source to ONNX with its own exporter and run it on ONNX Runtime: when source and emitted model "

@@ -88,7 +88,10 @@ class KerasSource:
             if not tf.config.list_physical_devices("GPU"):
                 raise RunError("cannot run the Keras source on cuda: TensorFlow sees no GPU; use --device cpu, or KERAS_BACKEND=torch")
         with keras_device(device):
-            self.model = load_keras_model(path, trust_code=trust_code)
+            try:
+                self.model = load_keras_model(path, trust_code=trust_code)
+            except RunError as exc:
+                raise RunError(_load_hint(path, str(exc))) from None
         self._captures: dict[tuple[str, ...], tuple[Any, list[str], dict[str, str]]] = {}
         self.calls = _call_counts(self.model)
 
@@ -143,6 +146,19 @@ class KerasSource:
         values = dict(zip(wanted, arrays[n:]))
         classes = {name: cls for name in [*wanted, *skipped] if (cls := self.layer_class(name)) is not None}
         return Capture(arrays[:n], values, dict(skipped), classes)
+
+
+def _load_hint(path: str | Path, message: str) -> str:
+    """One line for a Keras load failure; names the way out for unregistered layers."""
+    import re
+
+    missing = re.search(r"Could not locate (?:class|function) '([^']+)'", message)
+    if missing:
+        return (
+            f"{path}: Keras cannot load the source to run it: custom class {missing.group(1)!r} is not registered; "
+            "pass --plugin MODULE naming a module that defines it with @keras.saving.register_keras_serializable"
+        )
+    return message.splitlines()[0] if message else message
 
 
 def _call_counts(model: Any) -> dict[str, int]:
