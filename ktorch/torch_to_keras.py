@@ -11,8 +11,10 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from .graph.errors import KtorchError, ModelFileError, ParityError
 from .graph.passes import assign_layout, count_transposes, eliminate_dead, remove_noops
 from .graph.queries import id_range, is_spatial
 from .translate.output import read_manifest, staged_directory, write_manifest
+
 
 class ImportOrderError(KtorchError):
     """TensorFlow was imported before Triton; torch.export would crash."""
@@ -110,8 +113,8 @@ def export_module(module: Any, example_inputs: tuple) -> Any:
     if all(getattr(x, "ndim", 0) and x.shape[0] >= 2 for x in example_inputs):
         try:
             return torch.export.export(module, example_inputs, dynamic_shapes=dims)
-        except Exception:  # noqa: BLE001 - torch raises many kinds here; the static export below reports
-            pass
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds; a static export may still work
+            warnings.warn(f"exporting with a dynamic batch failed ({type(exc).__name__}); exporting with the examples' batch size", stacklevel=2)
     return torch.export.export(module, example_inputs)
 
 
@@ -394,3 +397,7 @@ def convert_torch(
             f"{worst.max_rel:.3g} > {tolerance:g} ({worst.problem or 'numbers differ'}); the output was written to {out} for inspection"
         )
     return result
+
+
+
+

@@ -69,7 +69,7 @@ def round_trip(model, tmp_path, arrays: list[np.ndarray], fmt: str = "keras", to
 def test_round_trip_small_cnn(keras, tmp_path):
     model = small_cnn(keras)
     x = np.random.default_rng(0).standard_normal((3, 32, 32, 3)).astype("float32")
-    there, back, err = round_trip(model, tmp_path, [x])
+    _, back, _ = round_trip(model, tmp_path, [x])
     code = (back.out / "model.py").read_text()
     for name in ("stem_conv", "stem_bn", "block_conv1", "block_dw", "predictions"):
         assert f'name="{name}"' in code, name
@@ -82,7 +82,7 @@ def test_round_trip_multi_input(keras, tmp_path):
     model = multi_input(keras)
     rng = np.random.default_rng(1)
     arrays = [rng.standard_normal((2, 16, 16, 1)).astype("float32"), rng.standard_normal((2, 5)).astype("float32")]
-    there, back, err = round_trip(model, tmp_path, arrays, fmt="h5")
+    _, back, _ = round_trip(model, tmp_path, arrays, fmt="h5")
     assert len(back.manifest["outputs"]) == 2
     assert [s["shape"][1:] for s in back.manifest["inputs"]] == [[1, 16, 16], [5]]  # PyTorch's shapes, recorded
 
@@ -93,5 +93,5 @@ def test_round_trip_applications(keras, tmp_path, name):
     model = getattr(keras.applications, name)(weights=None, input_shape=(96, 96, 3), classes=10)
     randomize_batchnorm(model)
     x = np.random.default_rng(0).standard_normal((2, 96, 96, 3)).astype("float32")
-    there, back, err = round_trip(model, tmp_path, [x], fmt="h5")
+    _, back, _ = round_trip(model, tmp_path, [x], fmt="h5")
     assert back.manifest["layout"]["transposes"] == 0

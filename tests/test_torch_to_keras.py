@@ -22,7 +22,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 
-def randomize_bn(model: "nn.Module", seed: int = 0) -> "nn.Module":
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random running statistics and affine weights for every BatchNorm (seeded)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -36,7 +36,7 @@ def randomize_bn(model: "nn.Module", seed: int = 0) -> "nn.Module":
     return model
 
 
-def convert(module: "nn.Module", inputs: tuple, out: Path, **kwargs):
+def convert(module: nn.Module, inputs: tuple, out: Path, **kwargs):
     """Convert with verification (raises ParityError above tolerance) and return the result."""
     import ktorch
 
@@ -50,11 +50,6 @@ def convert(module: "nn.Module", inputs: tuple, out: Path, **kwargs):
 def build_source(result) -> str:
     code = (result.out / "model.py").read_text()
     return code[code.index("def build") : code.index("\ndef load")]
-
-
-def keras_outputs(result, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    out = result.keras_model([a if a.ndim < 3 else a for a in arrays] if len(arrays) > 1 else arrays[0], training=False)
-    return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
 # -- modules ----------------------------------------------------------------------------------
@@ -303,7 +298,7 @@ def test_emitted_code_runs_on_the_torch_backend(functional_result, tmp_path):
         np.savez({str(tmp_path / "outputs.npz")!r}, *[keras.ops.convert_to_numpy(o) for o in outs])
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     got = np.load(tmp_path / "outputs.npz")
     for i, e in enumerate(expected):
@@ -380,7 +375,7 @@ def test_pt2_file_and_cli(tmp_path):
     program = torch.export.export(module, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: torch.export.Dim("batch")},))
     path = tmp_path / "cnn.pt2"
     torch.export.save(program, path)
-    done = subprocess.run([sys.executable, "-m", "ktorch.cli", "convert", str(path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "ktorch.cli", "convert", str(path)], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "cnn_keras"
     manifest = json.loads((out / "ktorch.json").read_text())
@@ -423,8 +418,9 @@ def test_factory_string(tmp_path, monkeypatch):
 
 
 def test_unsupported_op_names_the_module(tmp_path):
-    import ktorch
     from ktorch.graph.errors import UnsupportedOpError
+
+    import ktorch
 
     class Sorts(nn.Module):
         def __init__(self) -> None:
@@ -440,8 +436,9 @@ def test_unsupported_op_names_the_module(tmp_path):
 
 
 def test_training_mode_batchnorm_is_refused(tmp_path):
-    import ktorch
     from ktorch.graph.errors import UnsupportedOpError
+
+    import ktorch
 
     module = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     program = torch.export.export(module.train(), (torch.randn(2, 3, 4, 4),))

@@ -3,15 +3,24 @@ directory: seeded inputs in PyTorch's layout, outputs compared in PyTorch's layo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL, compare
 from .parity import ParityResult
-from .runners import RunError, import_emitted, keras_backend, make_inputs, run_keras, to_emitted, to_source
+from .runners import (
+    RunError,
+    import_emitted,
+    keras_backend,
+    make_inputs,
+    run_keras,
+    to_emitted,
+    to_source,
+)
 
 
 def run_torch_source(source: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -6,8 +6,6 @@ Axis attributes count the batch axis (axis 0); none of these ops may move the ba
 
 from __future__ import annotations
 
-import math
-
 from ..errors import GraphError
 from . import Layout, OpDef, attr, define, spatial_axes
 
@@ -324,10 +322,6 @@ define(
     )
 )
 
-
-def interpolate_output_size(size: int, scale: float) -> int:
-    """PyTorch's output size for a scale factor: floor(size * scale)."""
-    return int(math.floor(size * scale))
 
 
 def _infer_attention(node):

@@ -13,8 +13,9 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

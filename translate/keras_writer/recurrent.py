@@ -30,12 +30,28 @@ def _activation(node: Node, spec: dict[str, Any] | None, default: str) -> str | 
     op, attrs = spec["op"], spec["attrs"]
     if op == "identity":
         name = "linear"
-    elif op in ("tanh", "sigmoid") or (op == "relu" and not any(attrs.get(k) for k in ("max_value", "negative_slope", "threshold"))):
+    elif op in ("tanh", "sigmoid") or (
+        op == "relu"
+        and not any(attrs.get(k) for k in ("max_value", "negative_slope", "threshold"))
+    ):
         name = op
-    elif op == "hard_sigmoid" and abs(attrs["slope"] - 1.0 / 6.0) < 1e-12 and attrs["offset"] == 0.5:
+    elif (
+        op == "hard_sigmoid"
+        and abs(attrs["slope"] - 1.0 / 6.0) < 1e-12
+        and attrs["offset"] == 0.5
+    ):
         name = "hard_sigmoid"
     else:
-        raise UnsupportedOpError([(node.source or node.name, node.op, f"activation {op} {attrs} in a Keras recurrent layer")], where="the Keras writer")
+        raise UnsupportedOpError(
+            [
+                (
+                    node.source or node.name,
+                    node.op,
+                    f"activation {op} {attrs} in a Keras recurrent layer",
+                )
+            ],
+            where="the Keras writer",
+        )
     return None if name == default else name
 
 
@@ -65,7 +81,16 @@ def keras_cell_weights(node: Node, suffix: str = "") -> list[np.ndarray]:
             out.append(np.stack([b_ih, b_hh]))
         else:
             if node.op == "gru" and np.any(b_hh):
-                raise UnsupportedOpError([(node.source or node.name, node.op, "a GRU with reset_after=False and a recurrent bias")], where="the Keras writer")
+                raise UnsupportedOpError(
+                    [
+                        (
+                            node.source or node.name,
+                            node.op,
+                            "a GRU with reset_after=False and a recurrent bias",
+                        )
+                    ],
+                    where="the Keras writer",
+                )
             out.append(b_ih + b_hh)
     return [np.ascontiguousarray(x, dtype=np.float32) for x in out]
 
@@ -96,7 +121,13 @@ def rnn_to_keras(node: Node, em: KerasEmitter) -> None:
     if a["direction"] == "bidirectional":
         weights += keras_cell_weights(node, "_reverse")
         inner = Raw(call(_LAYER[node.op], **kwargs))
-        layer = em.layer(node, "layers.Bidirectional", weights, layer=inner, merge_mode=a["merge_mode"])
+        layer = em.layer(
+            node,
+            "layers.Bidirectional",
+            weights,
+            layer=inner,
+            merge_mode=a["merge_mode"],
+        )
     else:
         if a["direction"] == "backward":
             kwargs["go_backwards"] = True
@@ -110,7 +141,11 @@ def rnn_to_keras(node: Node, em: KerasEmitter) -> None:
     n_out = 2 if a["direction"] == "bidirectional" and a["merge_mode"] is None else 1
     names = [em.bind(v) for v in node.outputs[:n_out]]
     kinds = ("h", "c") if node.op == "lstm" else ("h",)
-    prefixes = [f"{node.name}_fw", f"{node.name}_bw"] if a["direction"] == "bidirectional" else [node.name]
+    prefixes = (
+        [f"{node.name}_fw", f"{node.name}_bw"]
+        if a["direction"] == "bidirectional"
+        else [node.name]
+    )
     bases = [f"{prefix}_{kind}" for prefix in prefixes for kind in kinds]
     names += [em.bind(v, base) for v, base in zip(node.outputs[n_out:], bases)]
     em.line(f"{', '.join(names)} = {layer}({', '.join(args)})")

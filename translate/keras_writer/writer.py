@@ -72,7 +72,7 @@ def _describe(values: list[Value], names: dict[int, str]) -> str:
 
 def _register(code: str) -> str:
     """Custom layer classes are registered so that a saved .keras file reloads them."""
-    return re.sub(r"^class ", '@keras.saving.register_keras_serializable(package="ktorch")\nclass ', code, flags=re.M)
+    return re.sub(r"^class ", '@keras.saving.register_keras_serializable(package="ktorch")\nclass ', code, flags=re.MULTILINE)
 
 
 def render(graph: Graph, *, source: str, version: str) -> KerasOutput:

@@ -24,7 +24,12 @@ from ...graph import Value
 from ..registry import register
 from .reader import Deferred, ModuleCall, TorchReader, aten_key, bind_arguments
 
-_OPS = {"aten.lstm": "lstm", "aten.gru": "gru", "aten.rnn_tanh": "simple_rnn", "aten.rnn_relu": "simple_rnn"}
+_OPS = {
+    "aten.lstm": "lstm",
+    "aten.gru": "gru",
+    "aten.rnn_tanh": "simple_rnn",
+    "aten.rnn_relu": "simple_rnn",
+}
 _GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
 _SIGMOID = {"op": "sigmoid", "attrs": {}}
 
@@ -37,7 +42,9 @@ class StateStack(Deferred):
         self.states = states
         self.module = module
 
-    def apply(self, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+    def apply(
+        self, reader: TorchReader, node: Any, key: str, args: dict[str, Any]
+    ) -> Any:
         n = len(self.states)
         source = args.get("self", args.get("input"))
         if source is not self:
@@ -48,25 +55,42 @@ class StateStack(Deferred):
             start = args.get("start") or 0
             end = args.get("end")
             end = n if end is None or end > n else end
-            return StateStack(self.states[slice(int(start), int(end), int(args.get("step") or 1))], self.module)
+            return StateStack(
+                self.states[slice(int(start), int(end), int(args.get("step") or 1))],
+                self.module,
+            )
         if key == "aten.unbind" and int(args.get("dim", 0)) == 0:
             return list(self.states)
-        swap = (key == "aten.transpose" and sorted(int(d) % 3 for d in (args["dim0"], args["dim1"])) == [0, 1]) or (
-            key == "aten.permute" and [int(d) % 3 for d in args["dims"]] == [1, 0, 2]
-        )
+        swap = (
+            key == "aten.transpose"
+            and sorted(int(d) % 3 for d in (args["dim0"], args["dim1"])) == [0, 1]
+        ) or (key == "aten.permute" and [int(d) % 3 for d in args["dims"]] == [1, 0, 2])
         if swap:
             return self.stack(reader, axis=1, name=f"{self.module}_{node.name}")
         raise self.refuse(node, key, "this use of a final state")
 
     def stack(self, reader: TorchReader, axis: int, name: str) -> Value:
-        node = reader.graph.add_node("stack", list(self.states), {"axis": axis}, name=name, source=self.module, source_class="stack")
+        node = reader.graph.add_node(
+            "stack",
+            list(self.states),
+            {"axis": axis},
+            name=name,
+            source=self.module,
+            source_class="stack",
+        )
         return node.output
 
     def materialize(self, reader: TorchReader, name: str) -> Value:
         from ...graph.errors import UnsupportedOpError
 
         raise UnsupportedOpError(
-            [(name, "h_n / c_n", f"the final states of {self.module} returned as they are (batch on axis 1)")],
+            [
+                (
+                    name,
+                    "h_n / c_n",
+                    f"the final states of {self.module} returned as they are (batch on axis 1)",
+                )
+            ],
             where="the PyTorch reader",
             hint="Return h_n.transpose(0, 1) (batch first) or h_n[-1] instead; the Keras model keeps the batch on axis 0.",
         )
@@ -81,15 +105,21 @@ class StateStack(Deferred):
         )
 
 
-def _initial_states(call: ModuleCall, arg: Any, zero_nodes: set[str]) -> list[Value] | None:
+def _initial_states(
+    call: ModuleCall, arg: Any, zero_nodes: set[str]
+) -> list[Value] | None:
     """The (batch, hidden) rows of an hx argument, or None for the zeros torch makes itself."""
     args = arg if isinstance(arg, (list, tuple)) else [arg]
     rows: list[list[Value]] = []
     for a in args:
         if a is None or getattr(a, "name", None) in zero_nodes:
-            if len(args) == 1 or all(getattr(b, "name", None) in zero_nodes for b in args):
+            if len(args) == 1 or all(
+                getattr(b, "name", None) in zero_nodes for b in args
+            ):
                 return None
-            raise call.unsupported("an initial hidden state given without the cell state (or the reverse)")
+            raise call.unsupported(
+                "an initial hidden state given without the cell state (or the reverse)"
+            )
         v = call.reader.env.get(a.name)
         if not isinstance(v, StateStack):
             raise call.unsupported(
@@ -103,39 +133,71 @@ def _initial_states(call: ModuleCall, arg: Any, zero_nodes: set[str]) -> list[Va
 def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
     rnn_nodes = [n for n in call.nodes if aten_key(n.target) in _OPS]
     if len(rnn_nodes) != 1:
-        raise call.unsupported(f"expected one recurrent ATen call in the module, found {[aten_key(n.target) for n in rnn_nodes]}")
+        raise call.unsupported(
+            f"expected one recurrent ATen call in the module, found {[aten_key(n.target) for n in rnn_nodes]}"
+        )
     rnn = rnn_nodes[0]
     key = aten_key(rnn.target)
     if rnn.target._overloadname != "input":
-        raise call.unsupported("packed sequences (nn.utils.rnn.pack_padded_sequence); pass a padded tensor")
+        raise call.unsupported(
+            "packed sequences (nn.utils.rnn.pack_padded_sequence); pass a padded tensor"
+        )
     args = bind_arguments(rnn.target, rnn.args, rnn.kwargs)
     op = _OPS[key]
     if args["train"] and float(args["dropout"]) > 0:
-        raise call.unsupported("a module in training mode with dropout; export after model.eval()")
-    layers, bidirectional, batch_first = int(args["num_layers"]), bool(args["bidirectional"]), bool(args["batch_first"])
+        raise call.unsupported(
+            "a module in training mode with dropout; export after model.eval()"
+        )
+    layers, bidirectional, batch_first = (
+        int(args["num_layers"]),
+        bool(args["bidirectional"]),
+        bool(args["batch_first"]),
+    )
     if any(k.startswith("weight_hr") for k in call.state):
         raise call.unsupported("LSTM with proj_size")
     directions = 2 if bidirectional else 1
-    zero_nodes = {n.name for n in call.nodes if aten_key(n.target) in ("aten.zeros", "aten.zeros_like", "aten.new_zeros")}
+    zero_nodes = {
+        n.name
+        for n in call.nodes
+        if aten_key(n.target) in ("aten.zeros", "aten.zeros_like", "aten.new_zeros")
+    }
     init = _initial_states(call, args["hx"], zero_nodes)
     x = call.reader.env[rnn.args[0].name]
     if not isinstance(x, Value) or x.rank != 3:
         raise call.unsupported("an unbatched (time, features) input; add a batch axis")
     if not batch_first:
-        x = call.graph.add_node("transpose", [x], {"perm": (1, 0, 2)}, name=f"{call.name}_batch_first", source=call.module, source_class="transpose").output
+        x = call.graph.add_node(
+            "transpose",
+            [x],
+            {"perm": (1, 0, 2)},
+            name=f"{call.name}_batch_first",
+            source=call.module,
+            source_class="transpose",
+        ).output
     # what is used outside: getitem 0 (the sequence), 1 (h_n), 2 (c_n)
-    used = {int(n.args[1]) for n in call.outputs if n.target.__name__ == "getitem" and n.args[0] is rnn}
+    used = {
+        int(n.args[1])
+        for n in call.outputs
+        if n.target.__name__ == "getitem" and n.args[0] is rnn
+    }
     if any(n is rnn for n in call.outputs):
         used = {0, 1, 2}
     want_states = bool(used & {1, 2})
     units = int(call.state["weight_hh_l0"].shape[1])
     attrs_base: dict[str, Any] = {"units": units, "use_bias": bool(args["has_biases"])}
     if op == "simple_rnn":
-        attrs_base["activation"] = {"op": "relu" if key == "aten.rnn_relu" else "tanh", "attrs": {}}
+        attrs_base["activation"] = {
+            "op": "relu" if key == "aten.rnn_relu" else "tanh",
+            "attrs": {},
+        }
     else:
-        attrs_base.update(activation={"op": "tanh", "attrs": {}}, recurrent_activation=_SIGMOID)
+        attrs_base.update(
+            activation={"op": "tanh", "attrs": {}}, recurrent_activation=_SIGMOID
+        )
     if op == "gru":
-        attrs_base["reset_after"] = True  # torch's GRU applies the reset gate after the recurrent product
+        attrs_base["reset_after"] = (
+            True  # torch's GRU applies the reset gate after the recurrent product
+        )
     if bidirectional:
         attrs_base.update(direction="bidirectional", merge_mode="concat")
     per_direction = 2 if op == "lstm" else 1
@@ -148,9 +210,15 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
             for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 name = f"{w}_l{k}{suffix}"
                 if name in call.state:
-                    weights[w + suffix] = np.ascontiguousarray(call.state[name], dtype=np.float32)
+                    weights[w + suffix] = np.ascontiguousarray(
+                        call.state[name], dtype=np.float32
+                    )
         last = k == layers - 1
-        attrs = {**attrs_base, "return_sequences": not last or 0 in used, "return_state": want_states}
+        attrs = {
+            **attrs_base,
+            "return_sequences": not last or 0 in used,
+            "return_state": want_states,
+        }
         states: list[Value] = []
         if init is not None:
             for d in range(directions):
@@ -173,10 +241,21 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
                     c_rows.append(finals[d * per_direction + 1])
     out = seq
     if 0 in used and not batch_first:
-        out = call.graph.add_node("transpose", [seq], {"perm": (1, 0, 2)}, name=f"{call.name}_time_first", source=call.module, source_class="transpose").output
+        out = call.graph.add_node(
+            "transpose",
+            [seq],
+            {"perm": (1, 0, 2)},
+            name=f"{call.name}_time_first",
+            source=call.module,
+            source_class="transpose",
+        ).output
     results = []
     for n in call.outputs:
-        index = int(n.args[1]) if n.target.__name__ == "getitem" and n.args[0] is rnn else None
+        index = (
+            int(n.args[1])
+            if n.target.__name__ == "getitem" and n.args[0] is rnn
+            else None
+        )
         if index == 0:
             results.append(out)
         elif index == 1:
@@ -184,5 +263,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
         elif index == 2:
             results.append(StateStack(c_rows, call.module))
         else:
-            raise call.unsupported(f"a value computed inside the module ({n.name}) is used outside it")
+            raise call.unsupported(
+                f"a value computed inside the module ({n.name}) is used outside it"
+            )
     return results
