@@ -14,16 +14,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import __version__
 from .graph import Graph, validate
 from .graph.errors import ModelFileError, ParityError
-from .graph.passes import assign_layout, count_transposes, eliminate_dead, fuse_activations, remove_noops
+from .graph.passes import (
+    assign_layout,
+    count_transposes,
+    eliminate_dead,
+    fuse_activations,
+    remove_noops,
+)
 from .graph.queries import is_spatial
 from .translate.output import read_manifest, staged_directory, write_manifest
 
@@ -68,6 +75,8 @@ def absorb_input_transposes(graph: Graph) -> dict[int, tuple[int, ...]]:
             graph.remove_node(user)
         taken[id(value)] = perm
     return taken
+
+
 
 
 def convert_onnx(
@@ -325,14 +334,19 @@ def export(
         from .verify.runners import keras_backend, run_keras
 
         arrays = [rng.standard_normal((2, *tuple(t.shape)[1:])).astype("float32") for t in model.inputs]
-        run_source = lambda: run_keras(model, arrays)  # noqa: E731
+
+        def run_source() -> list[np.ndarray]:
+            return run_keras(model, arrays)
+
         backend = f"keras on {keras_backend()}"
     elif is_torch_source(src):
         module, examples, exporter = _export_torch(src, dst, opset, input_shapes)
         arrays = [rng.standard_normal(e.shape).astype("float32") for e in examples]
         from .verify.torch_source import run_torch_source
 
-        run_source = lambda: run_torch_source(module, arrays)  # noqa: E731
+        def run_source() -> list[np.ndarray]:
+            return run_torch_source(module, arrays)
+
         backend = "pytorch"
     else:
         raise ModelFileError(f"{src}: cannot export this to ONNX: expected a Keras .h5/.keras file or a PyTorch source (.pt2, package.module:factory, a ktorch PyTorch directory)")

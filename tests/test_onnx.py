@@ -10,16 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_batchnorm, randomize_weights
+from ktorch.graph.errors import ModelFileError, UnsupportedOpError
+from ktorch.verify.onnx_referee import run_onnx
+from ktorch.verify.runners import import_emitted
 from torch import nn
 from torch.nn import functional as F
 
 import ktorch
-from ktorch.graph.errors import ModelFileError, UnsupportedOpError
 from ktorch.onnx_io import convert_onnx, export
-from ktorch.verify.onnx_referee import run_onnx
-from ktorch.verify.runners import import_emitted
-
-from conftest import randomize_batchnorm, randomize_weights
 
 TOL = 1e-4
 
@@ -94,47 +93,79 @@ def convert_both(onnx_path: Path, tmp_path: Path, targets=("torch", "keras")) ->
 
 
 # -- the done-when models -------------------------------------------------------------------------
-def test_resnet18(tmp_path):
+# Each model converts to PyTorch in the fast suite and to Keras in the slow one (the Keras
+# target builds and runs a second framework's model: half a minute per model on a busy CPU).
+TARGETS = ["torch", pytest.param("keras", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx_models")
+
+
+@pytest.fixture(scope="module")
+def resnet18_onnx(onnx_dir):
     import torchvision
 
     torch.manual_seed(0)
     model = randomize_torch(torchvision.models.resnet18(weights=None, num_classes=10))
-    onnx_path = torch_to_onnx(model, tmp_path / "resnet18.onnx", (2, 3, 64, 64))
-    results = convert_both(onnx_path, tmp_path)
-    code = (results["torch"].out / "model.py").read_text()
+    return torch_to_onnx(model, onnx_dir / "resnet18.onnx", (2, 3, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v3_small_onnx(onnx_dir):
+    import torchvision
+
+    torch.manual_seed(1)
+    model = randomize_torch(torchvision.models.mobilenet_v3_small(weights=None, num_classes=10), seed=1)
+    return torch_to_onnx(model, onnx_dir / "mobilenet_v3_small.onnx", (2, 3, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2_onnx(onnx_dir):
+    import keras
+
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10)
+    randomize_weights(model, seed=2, scale=0.2)
+    randomize_batchnorm(model, seed=2)
+    return keras_to_onnx(model, onnx_dir / "mobilenet_v2.onnx")
+
+
+@pytest.mark.parametrize("to", TARGETS)
+def test_resnet18(resnet18_onnx, tmp_path, to):
+    result = convert_both(resnet18_onnx, tmp_path, targets=(to,))[to]
+    assert result.manifest["layout"]["transposes"] == 0
+    if to == "keras":
+        assert result.manifest["inputs"][0]["perm"] == [0, 2, 3, 1]  # Keras takes NHWC
+        return
+    code = (result.out / "model.py").read_text()
     # readable: module names recovered from the exporter's node names, no transposes
     assert "self.layer1_0_conv1 = nn.Conv2d(64, 64, kernel_size=3, padding=1)" in code
     assert "self.fc = nn.Linear(512, 10)" in code
     assert "layer1_0_add = layer1_0_conv2 + maxpool" in code
     assert "permute" not in code and "import ktorch" not in code
-    assert results["torch"].manifest["layout"]["transposes"] == 0
-    assert results["keras"].manifest["inputs"][0]["perm"] == [0, 2, 3, 1]  # Keras takes NHWC
+    assert "perm" not in result.manifest["inputs"][0]
 
 
-def test_mobilenet_v3_small(tmp_path):
-    import torchvision
-
-    torch.manual_seed(1)
-    model = randomize_torch(torchvision.models.mobilenet_v3_small(weights=None, num_classes=10), seed=1)
-    onnx_path = torch_to_onnx(model, tmp_path / "mobilenet_v3_small.onnx", (2, 3, 64, 64))
-    results = convert_both(onnx_path, tmp_path)
-    code = (results["torch"].out / "model.py").read_text()
-    assert "F.hardsigmoid(" in code and "F.hardswish(" in code  # PyTorch's own constants, not a clamp
-    assert "groups=16" in code
+@pytest.mark.parametrize("to", TARGETS)
+def test_mobilenet_v3_small(mobilenet_v3_small_onnx, tmp_path, to):
+    result = convert_both(mobilenet_v3_small_onnx, tmp_path, targets=(to,))[to]
+    code = (result.out / "model.py").read_text()
+    if to == "torch":
+        assert "F.hardsigmoid(" in code and "F.hardswish(" in code  # PyTorch's own constants, not a clamp
+        assert "groups=16" in code
 
 
-def test_keras_mobilenet_v2_through_tf2onnx(tmp_path, keras):
-    model = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None, classes=10)
-    randomize_weights(model, seed=2, scale=0.2)
-    randomize_batchnorm(model, seed=2)
-    onnx_path = keras_to_onnx(model, tmp_path / "mobilenet_v2.onnx")
-    results = convert_both(onnx_path, tmp_path)
-    torch_result, keras_result = results["torch"], results["keras"]
+@pytest.mark.parametrize("to", TARGETS)
+def test_keras_mobilenet_v2_through_tf2onnx(mobilenet_v2_onnx, tmp_path, to):
+    result = convert_both(mobilenet_v2_onnx, tmp_path, targets=(to,))[to]
     # the NHWC -> NCHW transpose tf2onnx puts after the input is gone in both directions
-    assert torch_result.manifest["layout"]["transposes"] == 0 and keras_result.manifest["layout"]["transposes"] == 0
-    assert torch_result.manifest["inputs"][0]["perm"] == [0, 3, 1, 2]  # PyTorch takes NCHW
-    assert "perm" not in keras_result.manifest["inputs"][0]  # Keras keeps NHWC
-    code = (torch_result.out / "model.py").read_text()
+    assert result.manifest["layout"]["transposes"] == 0
+    if to == "keras":
+        assert "perm" not in result.manifest["inputs"][0]  # Keras keeps NHWC
+        return
+    assert result.manifest["inputs"][0]["perm"] == [0, 3, 1, 2]  # PyTorch takes NCHW
+    code = (result.out / "model.py").read_text()
     # Keras layer names survive tf2onnx; the BatchNorm after each depthwise conv is folded into it
     assert "self.block_1_depthwise = nn.Conv2d(48, 48, kernel_size=3, stride=2, groups=48)" in code
     assert "block_1_pad = F.pad(" in code and "F.relu6(" in code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,8 @@ def inspect_onnx(path: Path) -> list[dict[str, Any]]:
     from . import families  # noqa: F401  (registers the translators)
 
     model = load_model(path)
-    try:
+    with contextlib.suppress(Exception):  # the shapes are a courtesy here
         model = shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - shapes are a courtesy here
-        pass
     shapes: dict[str, tuple] = {}
     for info in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         dims = info.type.tensor_type.shape.dim

@@ -431,7 +431,7 @@ def _evaluate(node: Any, arrays: list[np.ndarray | None], opset: int) -> list[np
     names = [f"in{i}" if a is not None else "" for i, a in enumerate(arrays)]
     ins = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in names if n]
     outs = [helper.make_tensor_value_info(f"out{i}", TensorProto.UNDEFINED, None) for i in range(len(node.output))]
-    one = helper.make_node(node.op_type, names, [o.name for o in outs], domain=node.domain, **{})
+    one = helper.make_node(node.op_type, names, [o.name for o in outs], domain=node.domain)
     one.attribute.extend(node.attribute)
     graph = helper.make_graph([one], "fold", ins, outs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(node.domain or "", opset)])

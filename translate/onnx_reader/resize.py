@@ -32,7 +32,7 @@ def resize_to_ir(call: OnnxCall) -> Value:
             raise call.unsupported(f"Resize with scales {list(scales)} on the batch or channel axis")
         if None in spatial:
             raise call.unsupported("Resize of dynamic spatial sizes")
-        out = [x.shape[0], x.shape[1]] + [int(math.floor(n * s)) for n, s in zip(spatial, scales[2:])]
+        out = [x.shape[0], x.shape[1]] + [math.floor(n * float(s)) for n, s in zip(spatial, scales[2:])]
     else:
         raise call.unsupported("Resize without constant scales or sizes")
     if out[1] != x.shape[1] or len(out) != x.rank:
