@@ -126,4 +126,4 @@ def global_pool_to_torch(node: Node, em: TorchEmitter) -> None:
     fn = "mean" if node.attrs["mode"] == "avg" else "amax"
     dim = dims[0] if len(dims) == 1 else dims
     keep = ", keepdim=True" if node.attrs["keepdims"] else ""
-    em.assign(node, f"{em.var(x)}.{fn}({py_literal(dim)}{keep})")
+    em.assign(node, f"{em.var(x)}.{fn}(dim={py_literal(dim)}{keep})")
