@@ -149,7 +149,8 @@ class Functional(nn.Module):
         seq = self.ln(self.proj(feats))
         q = seq.view(seq.size(0), -1, 5).permute(0, 2, 1).reshape(-1, 5 * feats.shape[1])
         r = torch.div(feats, 0.3, rounding_mode="floor") + torch.div(feats, 0.7, rounding_mode="trunc") + feats // 0.4
-        return pooled, torch.cat([z.flatten(1), t.flatten(1), q, s3.flatten(1), r[:, 0]], dim=1), ps
+        tiled = feats[:, :1].expand(-1, 3, -1).flatten(1) + feats[:, :3].repeat(1, 1, 1).flatten(1) + feats[:, 1:2].repeat(1, 3, 1).flatten(1)
+        return pooled, torch.cat([z.flatten(1), t.flatten(1), q, s3.flatten(1), r[:, 0], tiled], dim=1), ps
 
 
 class Tokens(nn.Module):
@@ -255,7 +256,7 @@ def test_functional_ops_multi_io(functional_result):
     assert len(result.parity.outputs) == 3
     code = build_source(result)
     for expected in ("keras.ops.split(", "keras.ops.einsum(", "keras.ops.matmul(", "keras.ops.concatenate(", "keras.ops.floor_divide(",
-                     "keras.ops.trunc(", "Interpolate(", "PixelShuffle(", "layers.UpSampling2D(", "layers.GroupNormalization(groups=8"):
+                     "keras.ops.trunc(", "keras.ops.tile(", "Interpolate(", "PixelShuffle(", "layers.UpSampling2D(", "layers.GroupNormalization(groups=8"):
         assert expected in code, expected  # fmt: skip
     # the (N, 7, 6) sequence input has no channels: it keeps PyTorch's order
     assert "perm" not in result.manifest["inputs"][1]

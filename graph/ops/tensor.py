@@ -345,3 +345,23 @@ define(
         family="tensor",
     )
 )
+
+
+def _infer_tile(node):
+    x = node.inputs[0]
+    reps = node.attrs["reps"]
+    if len(reps) != x.rank or reps[0] != 1:
+        raise GraphError(f"{node.name}: tile repetitions {reps} must cover the {x.rank} axes and keep the batch (1 first)")
+    return [(tuple(None if d is None else d * r for d, r in zip(x.shape, reps)), x.dtype)]
+
+
+define(
+    OpDef(
+        "tile",
+        _infer_tile,
+        attrs=(attr("reps", tuple),),
+        layout=Layout.OPAQUE,
+        doc="repeat the whole tensor reps[i] times along axis i (Tensor.repeat; expand of size-1 axes)",
+        family="tensor",
+    )
+)

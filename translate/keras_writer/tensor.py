@@ -62,6 +62,11 @@ def squeeze_to_keras(node: Node, em: KerasEmitter) -> None:
     em.assign(node, f"keras.ops.squeeze({em.var(node.inputs[0])}, axis={node.attrs['axis']})")
 
 
+@register("ir->keras", "tile")
+def tile_to_keras(node: Node, em: KerasEmitter) -> None:
+    em.assign(node, f"keras.ops.tile({em.var(node.inputs[0])}, {py_literal(tuple(node.attrs['reps']))})")
+
+
 @register("ir->keras", "stack")
 def stack_to_keras(node: Node, em: KerasEmitter) -> None:
     names = ", ".join(em.var(v) for v in node.inputs)

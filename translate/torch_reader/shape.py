@@ -207,10 +207,30 @@ def expand_to_ir(call: AtenCall) -> Value:
         if batch and all(s == -1 or s == d for s, d in zip(size[1:], c.array.shape[1:])):
             return call.reader.per_example_value(c)
     x = call.value("self")
-    same = len(size) == x.rank and all(s == -1 or s is BATCH or s == d for s, d in zip(size, x.shape))
-    if not same:
-        raise call.unsupported(f"expand of {x.shape} to {tuple(size)} (only a no-op expand is supported)")
-    return x
+    if len(size) != x.rank or not (size[0] == -1 or size[0] is BATCH or size[0] == call.reader.static_batch):
+        raise call.unsupported(f"expand of {x.shape} to {tuple(size)} (new axes, or an expanded batch axis)")
+    reps = [1]
+    for s, d in zip(size[1:], x.shape[1:]):
+        if s == -1 or s == d:
+            reps.append(1)
+        elif d == 1 and isinstance(s, int):
+            reps.append(int(s))  # a size-1 axis broadcast to s: the same as repeating it s times
+        else:
+            raise call.unsupported(f"expand of {x.shape} to {tuple(size)}")
+    if all(r == 1 for r in reps):
+        return x
+    return call.emit("tile", [x], {"reps": tuple(reps)})
+
+
+@register("torch->ir", "aten.repeat")
+def repeat_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    reps = [int(r) for r in call.args["repeats"]]
+    if len(reps) != x.rank or reps[0] != 1:
+        raise call.unsupported(f"repeat {tuple(reps)} of a rank-{x.rank} tensor (new axes, or a repeated batch axis)")
+    if all(r == 1 for r in reps):
+        return x
+    return call.emit("tile", [x], {"reps": tuple(reps)})
 
 
 _REDUCE = {"aten.mean": "mean", "aten.sum": "sum", "aten.amax": "max", "aten.amin": "min", "aten.prod": "prod"}
