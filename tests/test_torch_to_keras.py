@@ -263,8 +263,13 @@ def test_functional_ops_multi_io(functional_result):
     assert result.manifest["outputs"][2]["perm"] == [0, 2, 3, 1]
 
 
-def test_embedding_and_parameter(tmp_path):
-    result = convert(Tokens(), (torch.randint(0, 20, (2, 6)),), tmp_path / "tokens")
+@pytest.fixture(scope="module")
+def tokens_result(tmp_path_factory):
+    return convert(Tokens(), (torch.randint(0, 20, (2, 6)),), tmp_path_factory.mktemp("tokens") / "tokens")
+
+
+def test_embedding_and_parameter(tokens_result):
+    result = tokens_result
     assert result.parity.worst_rel <= 1e-4
     code = (result.out / "model.py").read_text()
     assert "class Parameter(layers.Layer)" in code and "def get_config" in code
@@ -359,11 +364,17 @@ def test_layout_keep(tmp_path):
     assert result.manifest["layout"]["transposes"] == 1  # NCHW -> NHWC at the input, then channels-last inside
 
 
-def test_custom_layers_save_and_reload(tmp_path):
-    """Interpolate / PixelShuffle / Parameter layers serialise with get_config."""
+def test_custom_layers_save_and_reload(tokens_result, functional_result, tmp_path):
+    """Custom layers (Parameter, Interpolate, PixelShuffle) serialise with get_config."""
     import keras
 
-    result = convert(Tokens(), (torch.randint(0, 20, (2, 6)),), tmp_path / "tok")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((2, 6, 8, 4)).astype("float32"), rng.standard_normal((2, 7, 6)).astype("float32")]
+    functional_result.keras_model.save(tmp_path / "func.keras")
+    reloaded = keras.models.load_model(tmp_path / "func.keras")
+    for a, b in zip(reloaded(inputs), functional_result.keras_model(inputs)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    result = tokens_result
     ids = np.random.default_rng(0).integers(0, 20, (3, 6))
     path = tmp_path / "tok.keras"
     result.keras_model.save(path)
