@@ -88,6 +88,7 @@ def test_torchvision_slow(name, tmp_path):
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_conversion_time_224(name, tmp_path):
     """The conversion time at 224 x 224 (export, read, write, verify), printed for the record."""
-    _, elapsed = check_model(name, tmp_path, size=224)
-    print(f"\n{name} -> Keras at 224x224: {elapsed:.1f} s")
+    result, elapsed = check_model(name, tmp_path, size=224)
+    steps = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
+    print(f"\n{name} -> Keras at 224x224: {elapsed:.1f} s ({steps})")
     assert elapsed < 600
