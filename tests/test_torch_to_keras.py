@@ -66,9 +66,11 @@ class Convs(nn.Module):
         self.same = nn.Conv2d(24, 8, 4, padding="same")
         self.up = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
         self.up2 = nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1, bias=False)
+        self.mirror = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")
 
     def forward(self, x):
         x = F.relu(self.bn(self.stem(x)))
+        x = self.mirror(F.pad(x, (1, 2, 0, 1), mode="reflect"))
         x = self.grouped(self.dilated(x))
         return self.up2(self.up(self.same(self.depthwise(x))))
 
@@ -216,6 +218,7 @@ def test_convolutions(tmp_path):
     assert "dilation_rate=2" in code
     assert "layers.Conv2DTranspose(" in code and "layers.Cropping2D(" in code
     assert "momentum=0.7" in code and "epsilon=0.001" in code  # Keras momentum = 1 - torch momentum
+    assert code.count('mode="reflect"') == 2
     assert "Permute" not in code and "transpose" not in code
 
 

@@ -365,3 +365,25 @@ define(
         family="tensor",
     )
 )
+
+
+def _infer_reflect_pad(node):
+    x = node.inputs[0]
+    pads = node.attrs["pads"]
+    sizes = [None if x.shape[a] is None else x.shape[a] + sum(p) for a, p in zip(spatial_axes(x.rank, node.attrs["data_format"]), pads)]
+    for a, (b, e) in zip(spatial_axes(x.rank, node.attrs["data_format"]), pads):
+        if x.shape[a] is not None and max(b, e) >= x.shape[a]:
+            raise GraphError(f"{node.name}: reflection padding {(b, e)} needs more than {x.shape[a]} elements")
+    return [(_infer_spatial(node, sizes), x.dtype)]
+
+
+define(
+    OpDef(
+        "reflect_pad",
+        _infer_reflect_pad,
+        attrs=(attr("pads", tuple), _DATA_FORMAT),
+        layout=Layout.SPATIAL,
+        doc="mirror padding ((begin, end), ...) of the spatial axes without repeating the edge (PyTorch 'reflect', numpy 'reflect')",
+        family="tensor",
+    )
+)

@@ -57,6 +57,16 @@ def pad_to_keras(node: Node, em: KerasEmitter) -> None:
     em.assign(node, f"keras.ops.pad({em.var(x)}, {py_literal(tuple(width))}, constant_values={py_literal(float(node.attrs['value']))})")
 
 
+@register("ir->keras", "reflect_pad")
+def reflect_pad_to_keras(node: Node, em: KerasEmitter) -> None:
+    x = node.inputs[0]
+    width: list[Any] = [(0, 0)] * x.rank
+    axes = range(1, x.rank - 1) if node.attrs["data_format"] == "channels_last" else range(2, x.rank)
+    for axis, p in zip(axes, node.attrs["pads"]):
+        width[axis] = tuple(p)
+    em.assign(node, f'keras.ops.pad({em.var(x)}, {py_literal(tuple(width))}, mode="reflect")')
+
+
 @register("ir->keras", "crop")
 def crop_to_keras(node: Node, em: KerasEmitter) -> None:
     x = node.inputs[0]

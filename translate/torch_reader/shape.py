@@ -265,12 +265,20 @@ def cast_to_ir(call: AtenCall) -> Value:
 __all__ = ["operand", "reshape_target"]
 
 
+@register("torch->ir", "aten.reflection_pad1d", "aten.reflection_pad2d", "aten.reflection_pad3d")
+def reflection_pad_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    flat = [int(p) for p in call.args["padding"]]
+    pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)][::-1]
+    return call.emit("reflect_pad", [x], {"pads": tuple([(0, 0)] * (x.rank - 2 - len(pairs)) + pairs), "data_format": "channels_first"})
+
+
 @register("torch->ir", "aten.pad", "aten.constant_pad_nd")
 def pad_to_ir(call: AtenCall) -> Value:
     x = call.value("self")
     mode = call.args.get("mode", "constant")
-    if mode != "constant":
-        raise call.unsupported(f"{mode!r} padding (only constant padding is translated)")
+    if mode not in ("constant", "reflect"):
+        raise call.unsupported(f"{mode!r} padding (constant and reflect padding are translated)")
     flat = [int(p) for p in call.args["pad"]]
     # F.pad lists (begin, end) pairs from the last axis backwards
     pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)][::-1]
@@ -278,6 +286,10 @@ def pad_to_ir(call: AtenCall) -> Value:
     if first < 2:
         raise call.unsupported(f"padding of {len(pairs)} trailing axes of a rank-{x.rank} tensor (only the spatial axes after N, C)")
     pairs = [(0, 0)] * (first - 2) + pairs
+    if mode == "reflect":
+        if any(b < 0 or e < 0 for b, e in pairs):
+            raise call.unsupported("negative reflection padding")
+        return call.emit("reflect_pad", [x], {"pads": tuple(pairs), "data_format": "channels_first"})
     value = float(call.args.get("value") or 0.0)
     if all(b <= 0 and e <= 0 for b, e in pairs):
         return call.emit("crop", [x], {"crops": tuple((-b, -e) for b, e in pairs), "data_format": "channels_first"})
