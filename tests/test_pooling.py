@@ -154,3 +154,35 @@ def test_avg_pool_same_dynamic_size_refused_clearly(keras, tmp_path):
     with pytest.raises(KtorchError, match=r"pool.*unknown spatial size.*fixed spatial size"):
         ktorch.convert(tmp_path / "dyn.h5", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_same_pooling_padding_exhaustive_1d():
+    """Every 1-D size/window/stride up to 10/4/3 against TensorFlow's own SAME pooling: the
+    torch padding, ceil_mode and output slice chosen by the writer give the same numbers."""
+    import tensorflow as tf
+    import torch
+
+    from ktorch.graph import Graph
+    from ktorch.translate.keras_reader.conv import same_padding
+    from ktorch.translate.torch_writer.pooling import _pool_padding
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for n in range(1, 11):
+        x = rng.standard_normal((1, n, 2)).astype("float32")
+        for k in range(1, 5):
+            for s in range(1, 4):
+                for mode in ("max", "avg"):
+                    g = Graph()
+                    v = g.add_input("x", (None, 2, n))
+                    attrs = {"mode": mode, "rank": 1, "pool_size": (k,), "strides": (s,), "data_format": "channels_first"}
+                    node = g.add_node("pool", [v], {**attrs, "padding": (same_padding(n, k, s, 1),)})
+                    padding, ceil_mode, slices = _pool_padding(node)
+                    pool = (torch.nn.MaxPool1d if mode == "max" else torch.nn.AvgPool1d)(k, s, padding, ceil_mode=ceil_mode, **({} if mode == "max" else {"count_include_pad": False}))
+                    got = pool(torch.from_numpy(x.transpose(0, 2, 1).copy())).numpy()
+                    if slices is not None:
+                        got = got[:, :, slices[0][0] : slices[0][1]]
+                    ref = (tf.nn.max_pool1d if mode == "max" else tf.nn.avg_pool1d)(x, k, s, "SAME").numpy()
+                    np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-6, atol=1e-6, err_msg=f"n={n} k={k} s={s} {mode}")
+                    checked += 1
+    assert checked == 10 * 4 * 3 * 2
