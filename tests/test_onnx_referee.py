@@ -73,3 +73,42 @@ def test_verify_cli_referee_option(converted, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["referee"]["verdict"] == "source"
     assert data["referee"]["outputs"][0]["onnxruntime_vs_source"]["passed"] is True
+
+
+def test_referee_for_a_pytorch_source(tmp_path):
+    """torch.export program -> Keras; the referee exports the program with torch.onnx.export."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(12)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    program = torch.export.export(net, (torch.randn(2, 3, 10, 10),))
+    src = tmp_path / "net.pt2"
+    torch.export.save(program, str(src))
+    result = ktorch.convert(src, tmp_path / "net_keras", to="keras")
+    assert result.parity.passed
+    report = referee(src, result.out)
+    assert report.exporter.startswith("torch.onnx.export")
+    assert report.verdict == "agree"
+    assert report.outputs[0].ort_vs_source.max_rel <= 1e-4 and report.outputs[0].ort_vs_emitted.max_rel <= 1e-4
+
+
+def test_export_of_an_emitted_pytorch_directory(converted):
+    """A directory ktorch emitted for PyTorch exports with torch.onnx.export (a round trip
+    Keras -> PyTorch -> ONNX), checked on ONNX Runtime against the emitted module."""
+    from ktorch.onnx_io import export
+    from ktorch.verify.onnx_referee import run_onnx
+
+    src, out = converted
+    result = export(out, out.parent / "from_torch.onnx")
+    assert result.parity.passed and result.parity.worst_rel <= 1e-4
+    # and it computes what the Keras source computes (inputs NHWC -> NCHW for the PyTorch export)
+    import keras
+
+    x = np.random.default_rng(3).standard_normal((3, 12, 12, 3)).astype("float32")
+    expected = np.asarray(keras.models.load_model(src)(x))
+    (got,) = run_onnx(out.parent / "from_torch.onnx", [x.transpose(0, 3, 1, 2)])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
