@@ -450,6 +450,19 @@ def test_unsupported_op_names_the_module(tmp_path):
     assert not (tmp_path / "sorts").exists()
 
 
+def test_parity_error_over_tolerance(tmp_path):
+    """A tolerance below float32 rounding fails the conversion, after writing the output."""
+    import ktorch
+    from ktorch.graph.errors import ParityError
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
+    with pytest.raises(ParityError, match="relative error"):
+        ktorch.convert(module, tmp_path / "strict", example_inputs=(torch.randn(2, 3, 6, 6),), to="keras", tolerance=1e-30)
+    manifest = json.loads((tmp_path / "strict" / "ktorch.json").read_text())
+    assert manifest["parity"]["passed"] is False and manifest["parity"]["max_rel"] > 1e-30
+
+
 def test_training_mode_batchnorm_is_refused(tmp_path):
     from ktorch.graph.errors import UnsupportedOpError
 
