@@ -36,6 +36,12 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test builds its modules and example inputs from the same seed."""
+    torch.manual_seed(0)
+
+
 def convert(module: nn.Module, inputs: tuple, out: Path, **kwargs):
     """Convert with verification (raises ParityError above tolerance) and return the result."""
     import ktorch
@@ -250,6 +256,7 @@ def test_activations(tmp_path):
 
 @pytest.fixture(scope="module")
 def functional_result(tmp_path_factory):
+    torch.manual_seed(0)
     return convert(Functional(), (torch.randn(2, 4, 6, 8), torch.randn(2, 7, 6)), tmp_path_factory.mktemp("func") / "func")
 
 
@@ -268,6 +275,7 @@ def test_functional_ops_multi_io(functional_result):
 
 @pytest.fixture(scope="module")
 def tokens_result(tmp_path_factory):
+    torch.manual_seed(0)
     return convert(Tokens(), (torch.randint(0, 20, (2, 6)),), tmp_path_factory.mktemp("tokens") / "tokens")
 
 
@@ -317,6 +325,7 @@ def test_emitted_code_runs_on_the_torch_backend(functional_result, tmp_path):
 # -- the emitted model's contract ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cnn_result(tmp_path_factory):
+    torch.manual_seed(0)
     return convert(SmallCNN(), (torch.randn(2, 3, 32, 32),), tmp_path_factory.mktemp("cnn") / "cnn_keras")
 
 
@@ -452,8 +461,9 @@ def test_unsupported_op_names_the_module(tmp_path):
 
 def test_parity_error_over_tolerance(tmp_path):
     """A tolerance below float32 rounding fails the conversion, after writing the output."""
-    import ktorch
     from ktorch.graph.errors import ParityError
+
+    import ktorch
 
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
