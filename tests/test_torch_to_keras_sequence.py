@@ -14,11 +14,13 @@ nn = torch.nn
 F = torch.nn.functional
 
 
-def convert(module: "nn.Module", inputs: tuple, out, **kwargs):
+def convert(module: nn.Module, inputs: tuple, out, **kwargs):
     """Convert with verification (raises ParityError above 1e-4) and return the result."""
     import ktorch
 
-    result = ktorch.convert(module.eval(), out, example_inputs=inputs, to="keras", force=True, **kwargs)
+    result = ktorch.convert(
+        module.eval(), out, example_inputs=inputs, to="keras", force=True, **kwargs
+    )
     assert result.parity is not None and result.parity.passed, result.parity
     assert result.parity.worst_rel <= 1e-4
     return result
@@ -36,7 +38,10 @@ def own_inputs_parity(result, module, arrays: list[np.ndarray]) -> float:
     ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
     got = result.keras_model(arrays if len(arrays) > 1 else arrays[0], training=False)
     got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
-    return max(float(np.max(np.abs(r - g)) / max(1.0, float(np.max(np.abs(r))))) for r, g in zip(ref, got))
+    return max(
+        float(np.max(np.abs(r - g)) / max(1.0, float(np.max(np.abs(r)))))
+        for r, g in zip(ref, got)
+    )
 
 
 # -- recurrent ------------------------------------------------------------------------------
@@ -47,7 +52,9 @@ class Classifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.embed = nn.Embedding(30, 8, padding_idx=0)
-        self.lstm = nn.LSTM(8, 6, num_layers=2, bidirectional=True, batch_first=True, dropout=0.3)
+        self.lstm = nn.LSTM(
+            8, 6, num_layers=2, bidirectional=True, batch_first=True, dropout=0.3
+        )
         self.gru = nn.GRU(12, 5, batch_first=True)
         self.head = nn.Linear(5 + 12, 4)
 
@@ -62,8 +69,14 @@ def test_lstm_gru_classifier(tmp_path):
     module = Classifier()
     result = convert(module, (torch.randint(0, 30, (2, 9)),), tmp_path / "clf")
     code = build_source(result)
-    assert code.count("layers.Bidirectional(") == 2 and "layers.LSTM(units=6" in code and "layers.GRU(units=5" in code
-    assert 'name="lstm_l0"' in code and 'name="lstm_l1"' in code and 'name="gru"' in code
+    assert (
+        code.count("layers.Bidirectional(") == 2
+        and "layers.LSTM(units=6" in code
+        and "layers.GRU(units=5" in code
+    )
+    assert (
+        'name="lstm_l0"' in code and 'name="lstm_l1"' in code and 'name="gru"' in code
+    )
     assert result.manifest["inputs"][0]["range"] == [0, 30]
     # another batch size than the export's, with padding tokens: same numbers
     ids = np.random.default_rng(1).integers(0, 30, (5, 9)).astype("int64")
@@ -72,10 +85,19 @@ def test_lstm_gru_classifier(tmp_path):
 
 
 class Stack(nn.Module):
-    def __init__(self, cls: type, layers: int, bidirectional: bool, batch_first: bool, **kwargs) -> None:
+    def __init__(
+        self, cls: type, layers: int, bidirectional: bool, batch_first: bool, **kwargs
+    ) -> None:
         super().__init__()
         self.batch_first = batch_first
-        self.rnn = cls(5, 4, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, **kwargs)
+        self.rnn = cls(
+            5,
+            4,
+            num_layers=layers,
+            bidirectional=bidirectional,
+            batch_first=batch_first,
+            **kwargs,
+        )
 
     def forward(self, x):
         out, state = self.rnn(x)
@@ -97,7 +119,15 @@ class Stack(nn.Module):
         (nn.RNN, 2, True, True, {}),
         (nn.RNN, 1, False, True, {"nonlinearity": "relu"}),
     ],
-    ids=["lstm", "lstm2-bi-time-major", "bilstm-nobias", "gru2", "bigru-time-major", "rnn2-bi", "rnn-relu"],
+    ids=[
+        "lstm",
+        "lstm2-bi-time-major",
+        "bilstm-nobias",
+        "gru2",
+        "bigru-time-major",
+        "rnn2-bi",
+        "rnn-relu",
+    ],
 )
 def test_recurrent_options(tmp_path, cls, layers, bidirectional, batch_first, kwargs):
     torch.manual_seed(1)
@@ -124,7 +154,7 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src, tgt):
         _, state = self.encoder(src)
-        out, (h, c) = self.decoder(tgt, state)
+        out, (_h, c) = self.decoder(tgt, state)
         _, hg = self.gru_enc(src)
         out2, _ = self.gru_dec(tgt, hg)
         return out, c.permute(1, 0, 2), out2
@@ -132,7 +162,9 @@ class Seq2Seq(nn.Module):
 
 def test_initial_states_from_another_rnn(tmp_path):
     torch.manual_seed(2)
-    result = convert(Seq2Seq(), (torch.randn(2, 7, 4), torch.randn(2, 5, 3)), tmp_path / "s2s")
+    result = convert(
+        Seq2Seq(), (torch.randn(2, 7, 4), torch.randn(2, 5, 3)), tmp_path / "s2s"
+    )
     code = build_source(result)
     assert "initial_state=[encoder_l0_h, encoder_l0_c]" in code
     assert "initial_state=[gru_enc_fw_h, gru_enc_bw_h]" in code
@@ -151,3 +183,84 @@ def test_raw_final_states_output_is_refused(tmp_path):
 
     with pytest.raises(UnsupportedOpError, match=r"h_n.transpose\(0, 1\)"):
         convert(Raw(), (torch.randn(2, 5, 3),), tmp_path / "raw")
+
+
+# -- transformers ---------------------------------------------------------------------------
+class Encoder(nn.Module):
+    def __init__(self, batch_first: bool, norm_first: bool, activation: str) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            16,
+            4,
+            32,
+            dropout=0.1,
+            activation=activation,
+            batch_first=batch_first,
+            norm_first=norm_first,
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=False
+        )
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+@pytest.mark.parametrize(
+    "batch_first, norm_first, activation",
+    [
+        (True, False, "relu"),
+        (True, True, "gelu"),
+        (False, False, "gelu"),
+        (False, True, "relu"),
+    ],
+    ids=["post-relu", "pre-gelu", "time-major-post-gelu", "time-major-pre-relu"],
+)
+def test_transformer_encoder(tmp_path, batch_first, norm_first, activation):
+    torch.manual_seed(3)
+    result = convert(
+        Encoder(batch_first, norm_first, activation),
+        (torch.randn(3, 5, 16),),
+        tmp_path / "enc",
+    )
+    code = build_source(result)
+    assert (
+        code.count("layers.MultiHeadAttention(") == 2
+        and "num_heads=4, key_dim=4" in code
+    )
+    assert code.count("layers.LayerNormalization(") == 5
+    assert (
+        'name="encoder_layers_0_self_attn"' in code
+        and 'name="encoder_layers_1_linear2"' in code
+    )
+
+
+class Decoder(nn.Module):
+    def __init__(self, norm_first: bool) -> None:
+        super().__init__()
+        layer = nn.TransformerDecoderLayer(
+            16,
+            2,
+            24,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=norm_first,
+        )
+        self.decoder = nn.TransformerDecoder(layer, 2)
+
+    def forward(self, tgt, memory):
+        return self.decoder(tgt, memory)
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post", "pre"])
+def test_transformer_decoder(tmp_path, norm_first):
+    torch.manual_seed(4)
+    result = convert(
+        Decoder(norm_first),
+        (torch.randn(2, 4, 16), torch.randn(2, 6, 16)),
+        tmp_path / "dec",
+    )
+    code = build_source(result)
+    assert code.count("layers.MultiHeadAttention(") == 4

@@ -269,7 +269,13 @@ def _infer_mha(node):
     q, v, k = node.inputs[:3]
     if q.rank != 3 or v.rank != 3 or k.rank != 3:
         raise GraphError(f"{node.name}: attention over (batch, time, features) inputs only, got {q.shape}, {v.shape}, {k.shape}")
-    return [((*q.shape[:-1], node.attrs["output_dim"]), q.dtype)]
+    out = [((*q.shape[:-1], node.attrs["output_dim"]), q.dtype)]
+    scores = node.attrs["return_scores"]
+    if scores == "heads":
+        out.append(((q.shape[0], node.attrs["num_heads"], q.shape[1], v.shape[1]), q.dtype))
+    elif scores == "mean":
+        out.append(((q.shape[0], q.shape[1], v.shape[1]), q.dtype))
+    return out
 
 
 define(
@@ -284,6 +290,7 @@ define(
             attr("use_bias", bool, default=True),
             attr("causal", bool, default=False),
             attr("mask_inputs", tuple, default=()),
+            attr("return_scores", str, default="none", choices=("none", "heads", "mean")),
         ),
         weights=("query_weight", "query_bias", "key_weight", "key_bias", "value_weight", "value_bias", "output_weight", "output_bias"),
         doc="Keras MultiHeadAttention over the time axis: inputs query, value, key, then the masks "
@@ -291,7 +298,8 @@ define(
         "attention; True = attend), all ANDed, with the causal (lower-left) mask if `causal`. "
         "Projections are Linear weights (heads * dim, features); scores are scaled by "
         "1/sqrt(key_dim); a masked score becomes -0.7 * float32 max (so a row that is all "
-        "masked attends uniformly, as in Keras)",
+        "masked attends uniformly, as in Keras). `return_scores` adds a second output, the softmax "
+        "weights: per head (batch, heads, Tq, Tv) or their mean over heads (batch, Tq, Tv)",
         family="attention",
     )
 )

@@ -1,55 +1,231 @@
-"""Attention: nn.MultiheadAttention as one `attention` node (a Keras MultiHeadAttention
+"""Attention: nn.MultiheadAttention as one `multi_head_attention` node (a Keras MultiHeadAttention
 layer), translated from the whole module call; F.scaled_dot_product_attention on its own
 as matmul / softmax nodes."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import AtenCall, ModuleCall, aten_key
+from .reader import AtenCall, Const, ModuleCall, aten_key, bind_arguments
+
+_THROUGH = (
+    "aten.transpose",
+    "aten.contiguous",
+    "aten.clone",
+    "aten.alias",
+    "aten.detach",
+    "aten.dropout",
+)
+
+
+def _trace_input(call: ModuleCall, node: Any) -> tuple[Any, bool]:
+    """Follow a projection's input back to the fx node outside the module; True if a
+    (0, 1) transpose was on the way (batch_first=True: PyTorch moves time first)."""
+    names = {n.name for n in call.nodes}
+    swapped = False
+    while getattr(node, "name", None) in names:
+        key = aten_key(node.target)
+        if key not in _THROUGH:
+            raise call.unsupported(
+                f"a projection input computed by {key} inside the module"
+            )
+        if key == "aten.transpose" and sorted(int(d) % 3 for d in node.args[1:3]) == [
+            0,
+            1,
+        ]:
+            swapped = not swapped
+        node = node.args[0]
+    return node, swapped
+
+
+def _mask_from_constant(call: ModuleCall, mask: np.ndarray) -> np.ndarray:
+    """A constant attn_mask as a bool "may attend" array: bool masks are True where
+    attention is NOT allowed; float masks are added to the scores (0 or -inf only)."""
+    if mask.dtype == np.bool_:
+        return ~mask
+    if not np.all((mask == 0) | np.isneginf(mask)):
+        raise call.unsupported(
+            "an additive float attn_mask with values other than 0 and -inf"
+        )
+    return mask == 0
 
 
 @register("torch->ir", "module.MultiheadAttention")
 def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
+    """nn.MultiheadAttention as one `multi_head_attention` node (a Keras MultiHeadAttention):
+    batch_first either way, a bool key_padding_mask, a constant attn_mask (the causal one
+    becomes use_causal_mask), and the attention weights when they are used."""
     st = call.state
-    if "in_proj_weight" not in st:
-        raise call.unsupported("separate query/key/value projections (kdim or vdim differ from embed_dim)")
+    reader = call.reader
     if "bias_k" in st or "bias_v" in st:
         raise call.unsupported("bias_k / bias_v")
-    sdpa = call.targets("aten.scaled_dot_product_attention")
-    if len(sdpa) != 1:
-        raise call.unsupported("a call that returns attention weights; call it with need_weights=False")
-    args = list(sdpa[0].args) + [None] * 4
-    if args[3] is not None or sdpa[0].kwargs.get("attn_mask") is not None:
-        raise call.unsupported("attention masks (attn_mask / key_padding_mask)")
-    causal = bool(sdpa[0].kwargs.get("is_causal", args[5] if len(args) > 5 and args[5] is not None else False))
-    num_heads, head_dim = (int(d) for d in sdpa[0].args[0].meta["val"].shape[1::2])
-    # batch_first=True: PyTorch transposes each input to (length, batch, features) first
-    names = {n.name for n in call.nodes}
-    for n in call.nodes:
-        external = [a for a in n.args if getattr(a, "name", None) not in names and isinstance(call.reader.env.get(getattr(a, "name", "")), Value)]
-        is_swap = aten_key(n.target) == "aten.transpose" and sorted(int(d) % 3 for d in n.args[1:3]) == [0, 1]
-        if external and not is_swap:
-            raise call.unsupported("batch_first=False (inputs shaped (length, batch, features)); construct it with batch_first=True")
-    if len(call.inputs) not in (1, 2, 3) or len(call.outputs) != 1:
-        raise call.unsupported(f"{len(call.inputs)} tensor inputs and {len(call.outputs)} outputs")
-    query = call.inputs[0]
-    key = call.inputs[1] if len(call.inputs) > 1 else query
-    value = call.inputs[2] if len(call.inputs) > 2 else key
-    w, e = st["in_proj_weight"], st["in_proj_weight"].shape[1]
-    b = st.get("in_proj_bias", np.zeros(3 * e, np.float32))
+    linears = call.targets("aten.linear")
+    out_proj = [
+        n for n in linears if getattr(n.args[1], "name", "").endswith("out_proj_weight")
+    ]
+    projections = [n for n in linears if n not in out_proj]
+    if len(out_proj) != 1 or len(projections) not in (1, 2, 3):
+        raise call.unsupported(
+            f"{len(projections)} input projections and {len(out_proj)} output projections (add_zero_attn?)"
+        )
+    traced = [_trace_input(call, n.args[0]) for n in projections]
+    swapped = {s for _, s in traced}
+    if len(swapped) != 1:
+        raise call.unsupported("query, key and value in different layouts")
+    batch_first = swapped.pop()
+    sources = [reader.env.get(n.name) for n, _ in traced]
+    if not all(isinstance(v, Value) and v.rank == 3 for v in sources):
+        raise call.unsupported("unbatched (length, features) inputs; add a batch axis")
+    query = sources[0]
+    key = sources[1] if len(sources) > 1 else query
+    value = sources[2] if len(sources) > 2 else key
+    if "in_proj_weight" in st:
+        w = st["in_proj_weight"]
+        e = w.shape[0] // 3
+        ws = [w[:e], w[e : 2 * e], w[2 * e :]]
+    else:
+        ws = [st["q_proj_weight"], st["k_proj_weight"], st["v_proj_weight"]]
+    embed = int(ws[0].shape[0])
+    b = st.get("in_proj_bias")
+    use_bias = b is not None
+    # heads: PyTorch's first view in the module is q.view(tgt_len, bsz * num_heads, head_dim)
+    views = [
+        n
+        for n in call.targets("aten.view")
+        if hasattr(n.meta.get("val"), "shape") and len(n.meta["val"].shape) == 3
+    ]
+    if not views:
+        raise call.unsupported("cannot find the per-head view of the queries")
+    num_heads = embed // int(views[0].meta["val"].shape[-1])
+    head_dim = embed // num_heads
     weights = {
-        "q_weight": w[:e], "k_weight": w[e : 2 * e], "v_weight": w[2 * e :],
-        "q_bias": b[:e], "k_bias": b[e : 2 * e], "v_bias": b[2 * e :],
-        "out_weight": st["out_proj.weight"],
-        "out_bias": st.get("out_proj.bias", np.zeros(e, np.float32)),
+        "query_weight": ws[0], "key_weight": ws[1], "value_weight": ws[2],
+        "output_weight": st["out_proj.weight"],
     }  # fmt: skip
-    weights = {k: np.ascontiguousarray(v) for k, v in weights.items()}
-    return [call.emit("attention", [query, key, value], {"num_heads": num_heads, "head_dim": head_dim, "causal": causal}, weights)]
+    if use_bias:
+        weights.update(
+            query_bias=b[:embed],
+            key_bias=b[embed : 2 * embed],
+            value_bias=b[2 * embed :],
+        )
+        weights["output_bias"] = st.get("out_proj.bias", np.zeros(embed, np.float32))
+    weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    # masks: a bool (batch, source) key_padding_mask tensor, a constant attn_mask
+    names = {n.name for n in call.nodes}
+    prefix = call.module + "." if call.module else ""
+    mask_values, mask_consts = [], []
+    for n in call.nodes:
+        for arg in _flat(list(n.args) + list(n.kwargs.values())):
+            if getattr(arg, "name", None) in names or not hasattr(arg, "name"):
+                continue
+            v = reader.env.get(arg.name)
+            if isinstance(v, Value) and v not in sources and v not in mask_values:
+                mask_values.append(v)
+            elif (
+                isinstance(v, Const)
+                and not v.name.startswith(prefix)
+                and all(v is not c for c in mask_consts)
+            ):
+                mask_consts.append(v)
+    sdpa = call.targets("aten.scaled_dot_product_attention")
+    causal = any(
+        bool(bind_arguments(n.target, n.args, n.kwargs).get("is_causal")) for n in sdpa
+    )
+    mask_inputs: list[Value] = []
+    mask_names: list[str] = []
+    for c in mask_consts:
+        allowed = _mask_from_constant(call, c.array)
+        if (
+            allowed.ndim == 2
+            and allowed.shape[0] == allowed.shape[1]
+            and np.array_equal(allowed, np.tril(np.ones_like(allowed)))
+        ):
+            causal = True
+        else:
+            raise call.unsupported("a constant attn_mask other than the causal one")
+    for v in mask_values:
+        if v.dtype != "bool" or v.rank != 2:
+            raise call.unsupported(
+                f"a key_padding_mask of dtype {v.dtype} and shape {v.shape}; pass a bool (batch, source) mask"
+            )
+        as_float = call.graph.add_node(
+            "cast",
+            [v],
+            {"dtype": "float32"},
+            name=f"{call.name}_padding",
+            source=call.module,
+            source_class="cast",
+        ).output
+        attend = call.graph.add_node(
+            "sequence_mask",
+            [as_float],
+            {"value": 1.0},
+            name=f"{call.name}_attend",
+            source=call.module,
+            source_class="key_padding_mask",
+        ).output
+        mask_inputs.append(attend)
+        mask_names.append("value_mask")
+    if not batch_first:
+        moved = {}
+        for v in dict.fromkeys([query, key, value]):
+            moved[id(v)] = call.graph.add_node(
+                "transpose",
+                [v],
+                {"perm": (1, 0, 2)},
+                name=f"{call.name}_batch_first",
+                source=call.module,
+                source_class="transpose",
+            ).output
+        query, key, value = moved[id(query)], moved[id(key)], moved[id(value)]
+    # which outputs are used: the attention output (after out_proj), the weights
+    after_proj: set[str] = set()
+    frontier = [out_proj[0]]
+    while frontier:
+        n = frontier.pop()
+        if n.name in names and n.name not in after_proj:
+            after_proj.add(n.name)
+            frontier.extend(n.users)
+    score_outputs = [n for n in call.outputs if n.name not in after_proj]
+    return_scores = "none"
+    if score_outputs:
+        rank = len(score_outputs[0].meta["val"].shape)
+        return_scores = "mean" if rank == 3 else "heads"
+    attrs = {
+        "num_heads": num_heads, "key_dim": head_dim, "value_dim": head_dim, "output_dim": int(st["out_proj.weight"].shape[0]),
+        "use_bias": use_bias, "causal": causal, "mask_inputs": tuple(mask_names), "return_scores": return_scores,
+    }  # fmt: skip
+    node = call.graph.add_node(
+        "multi_head_attention",
+        [query, value, key, *mask_inputs],
+        attrs,
+        weights,
+        name=call.name,
+        source=call.module,
+        source_class=call.module_class,
+    )
+    out = node.outputs[0]
+    if not batch_first:
+        out = call.graph.add_node(
+            "transpose",
+            [out],
+            {"perm": (1, 0, 2)},
+            name=f"{call.name}_time_first",
+            source=call.module,
+            source_class="transpose",
+        ).output
+    return [out if n.name in after_proj else node.outputs[1] for n in call.outputs]
+
+
+def _flat(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [i for o in obj for i in _flat(o)]
+    return [obj]
 
 
 @register("torch->ir", "aten.scaled_dot_product_attention")
@@ -63,6 +239,12 @@ def sdpa_to_ir(call: AtenCall) -> Value:
     kt = call.emit("transpose", [k], {"perm": perm}, suffix="_keys")
     scores = call.emit("matmul", [q, kt], suffix="_scores")
     scale = call.args.get("scale") or 1.0 / math.sqrt(int(q.shape[-1]))
-    scaled = call.emit("mul", [scores, call.reader.scalar_value(float(scale), scores.rank)], suffix="_scaled")
-    weights = call.emit("softmax", [scaled], {"axis": (scaled.rank - 1,)}, suffix="_weights")
+    scaled = call.emit(
+        "mul",
+        [scores, call.reader.scalar_value(float(scale), scores.rank)],
+        suffix="_scaled",
+    )
+    weights = call.emit(
+        "softmax", [scaled], {"axis": (scaled.rank - 1,)}, suffix="_weights"
+    )
     return call.emit("matmul", [weights, v])
