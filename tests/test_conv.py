@@ -193,3 +193,64 @@ def test_conv_transpose_dynamic_size(keras, convert, kwargs):
     result = convert(model, inputs=[x])
     assert result.parity.worst_rel <= 1e-4
     assert result.parity.outputs[0].shape[1:3] == tuple(np.asarray(model(x)).shape[1:3])
+
+
+def _torch_from_writer(graph, node, x_torch):
+    """Run one IR node through the PyTorch writer's own code: build the declared module,
+    load its state and evaluate the emitted forward expression."""
+    import types
+
+    import torch
+
+    from ktorch.translate.torch_writer.codegen import TorchEmitter
+    from ktorch.translate.registry import lookup
+    from ktorch.translate.torch_writer import families  # noqa: F401  (registers the writers)
+
+    em = TorchEmitter(graph, "M")
+    em.bind(node.inputs[0])
+    lookup("ir->torch", node.op)(node, em)
+    (declared,) = em.modules
+    module = eval(declared.expr, {"nn": torch.nn})
+    module.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(np.asarray(v)) for k, v in em.state.items()})
+    (line,) = em.lines
+    with torch.no_grad():
+        return eval(line.split(" = ", 1)[1], {"self": types.SimpleNamespace(**{declared.attr: module}), em.var(node.inputs[0]): x_torch}).numpy()
+
+
+def test_conv1d_transpose_exhaustive(keras):
+    """Every input length/kernel/stride up to 5/4/3, valid and same, with and without each
+    legal output_padding: the reader's crops and the writer's ConvTranspose1d (plus trim)
+    against Keras's own conv_transpose on TensorFlow."""
+    import torch
+
+    from ktorch.graph import Graph
+    from ktorch.graph.passes import assign_layout
+    from ktorch.translate.keras_reader.conv import conv1d_transpose_from_keras
+    from ktorch.translate.keras_reader.reader import LayerCall
+
+    rng = np.random.default_rng(6)
+    checked = 0
+    for n in range(1, 6):
+        x = rng.standard_normal((1, n, 2)).astype("float32")
+        for k in range(1, 5):
+            kernel = rng.standard_normal((k, 3, 2)).astype("float32")
+            bias = rng.standard_normal(3).astype("float32")
+            for s in range(1, 4):
+                for padding in ("valid", "same"):
+                    for out_pad in [None, *range(s)]:
+                        try:
+                            ref = np.asarray(keras.ops.conv_transpose(x, kernel, s, padding, output_padding=out_pad)) + bias
+                        except Exception:  # TensorFlow rejects this combination: no Keras model has it
+                            continue
+                        g = Graph()
+                        v = g.add_input("x", (None, n, 2))
+                        config = {"filters": 3, "kernel_size": [k], "strides": [s], "padding": padding, "output_padding": out_pad}
+                        call = LayerCall(g, "up", "Conv1DTranspose", config, [v], {}, [("kernel", kernel), ("bias", bias)], keras2=False)
+                        out = conv1d_transpose_from_keras(call)
+                        assert out.shape[1] == ref.shape[1], (n, k, s, padding, out_pad)
+                        assign_layout(g, "channels_first")
+                        node = next(nd for nd in g.nodes if nd.op == "conv_transpose")
+                        got = _torch_from_writer(g, node, torch.from_numpy(x.transpose(0, 2, 1).copy()))
+                        np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-5, atol=1e-5, err_msg=str((n, k, s, padding, out_pad)))
+                        checked += 1
+    assert checked > 300
