@@ -214,7 +214,8 @@ def _torch_from_writer(graph, node, x_torch):
     module.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(np.asarray(v)) for k, v in em.state.items()})
     (line,) = em.lines
     with torch.no_grad():
-        return eval(line.split(" = ", 1)[1], {"self": types.SimpleNamespace(**{declared.attr: module}), em.var(node.inputs[0]): x_torch}).numpy()
+        scope = {"self": types.SimpleNamespace(**{declared.attr: module}), "F": torch.nn.functional, em.var(node.inputs[0]): x_torch}
+        return eval(line.split(" = ", 1)[1], scope).numpy()
 
 
 def test_conv1d_transpose_exhaustive(keras):
@@ -254,3 +255,42 @@ def test_conv1d_transpose_exhaustive(keras):
                         np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-5, atol=1e-5, err_msg=str((n, k, s, padding, out_pad)))
                         checked += 1
     assert checked > 300
+
+
+def test_conv1d_padding_exhaustive(keras):
+    """Every input length/kernel/stride/dilation up to 8/4/3/2 with valid, same and causal
+    padding: the reader's TF padding and the writer's Conv1d (F.pad where asymmetric) against Keras's conv on TensorFlow (causal: left padding, as Conv1D does)."""
+    import torch
+
+    from ktorch.graph import Graph
+    from ktorch.graph.passes import assign_layout
+    from ktorch.translate.keras_reader.conv import conv1d_from_keras
+    from ktorch.translate.keras_reader.reader import LayerCall
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for n in range(1, 9):
+        x = rng.standard_normal((1, n, 2)).astype("float32")
+        for k in range(1, 5):
+            kernel = rng.standard_normal((k, 2, 3)).astype("float32")
+            for s, d in [(1, 1), (2, 1), (3, 1), (1, 2)]:
+                k_eff = (k - 1) * d + 1
+                for padding in ("valid", "same", "causal"):
+                    if padding == "causal":
+                        padded = np.pad(x, ((0, 0), (k_eff - 1, 0), (0, 0)))
+                        ref = np.asarray(keras.ops.conv(padded, kernel, s, "valid", dilation_rate=d)) if padded.shape[1] >= k_eff else None
+                    else:
+                        ref = np.asarray(keras.ops.conv(x, kernel, s, padding, dilation_rate=d)) if padding == "same" or n >= k_eff else None
+                    if ref is None:
+                        continue
+                    g = Graph()
+                    v = g.add_input("x", (None, n, 2))
+                    config = {"filters": 3, "kernel_size": [k], "strides": [s], "dilation_rate": [d], "padding": padding, "use_bias": False}
+                    out = conv1d_from_keras(LayerCall(g, "conv", "Conv1D", config, [v], {}, [("kernel", kernel)], keras2=False))
+                    assert out.shape[1] == ref.shape[1], (n, k, s, d, padding)
+                    assign_layout(g, "channels_first")
+                    node = next(nd for nd in g.nodes if nd.op == "conv")
+                    got = _torch_from_writer(g, node, torch.from_numpy(x.transpose(0, 2, 1).copy()))
+                    np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-5, atol=1e-5, err_msg=str((n, k, s, d, padding)))
+                    checked += 1
+    assert checked > 150
