@@ -185,3 +185,30 @@ def test_attention_embedding_masks(keras, convert, cls):
     result = convert(model, fmt="keras", inputs=[_ids(rng), _ids(rng, length=TV)])
     assert result.parity.worst_rel <= 1e-4
     assert "query_mask=" in forward_source(result)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mha_return_attention_scores(keras, convert, causal):
+    """return_attention_scores=True: the (batch, heads, Tq, Tv) weights as a second output."""
+    L = keras.layers
+    ids = keras.Input((TQ,), dtype="int32", name="ids")
+    x = L.Embedding(VOCAB, D, mask_zero=True, name="emb")(ids)
+    y, scores = L.MultiHeadAttention(2, 4, name="mha")(x, x, return_attention_scores=True, use_causal_mask=causal)
+    model = _model(keras, ids, [y, scores], f"mha_scores_{causal}")
+    result = convert(model, fmt="keras", inputs=[_ids(np.random.default_rng(6))])
+    assert result.parity.worst_rel <= 1e-4
+    assert result.manifest["outputs"][1]["shape"] == [None, 2, TQ, TQ]
+    assert "return_scores=True" in forward_source(result)
+
+
+def test_mha_with_dropout_masks_like_keras(keras, convert):
+    """A layer trained with dropout takes Keras's explicit softmax even at inference: a
+    padded query row attends to nothing (weights 0) instead of to every value."""
+    L = keras.layers
+    ids = keras.Input((TQ,), dtype="int32", name="ids")
+    x = L.Embedding(VOCAB, D, mask_zero=True, name="emb")(ids)
+    y = L.MultiHeadAttention(2, 4, dropout=0.1, name="mha")(x, x)
+    model = _model(keras, ids, y, "mha_dropout")
+    result = convert(model, fmt="keras", inputs=[_ids(np.random.default_rng(8))])
+    assert result.parity.worst_rel <= 1e-4
+    assert "zero_masked_rows=True" in (result.out / "model.py").read_text()

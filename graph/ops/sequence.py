@@ -291,6 +291,7 @@ define(
             attr("causal", bool, default=False),
             attr("mask_inputs", tuple, default=()),
             attr("return_scores", str, default="none", choices=("none", "heads", "mean")),
+            attr("zero_masked_rows", bool, default=False),
         ),
         weights=("query_weight", "query_bias", "key_weight", "key_bias", "value_weight", "value_bias", "output_weight", "output_bias"),
         doc="Keras MultiHeadAttention over the time axis: inputs query, value, key, then the masks "
@@ -299,7 +300,10 @@ define(
         "Projections are Linear weights (heads * dim, features); scores are scaled by "
         "1/sqrt(key_dim); a masked score becomes -0.7 * float32 max (so a row that is all "
         "masked attends uniformly, as in Keras). `return_scores` adds a second output, the softmax "
-        "weights: per head (batch, heads, Tq, Tv) or their mean over heads (batch, Tq, Tv)",
+        "weights: per head (batch, heads, Tq, Tv) or their mean over heads (batch, Tq, Tv). "
+        "zero_masked_rows: Keras's explicit softmax (taken with return_attention_scores or dropout > 0, "
+        "even at inference): masked scores become -1e9 and masked weights 0, so an all-masked row "
+        "attends to nothing",
         family="attention",
     )
 )

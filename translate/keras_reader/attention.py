@@ -57,13 +57,11 @@ def multi_head_attention_from_keras(call: LayerCall) -> Value:
     key = _tensor(call, 2, "key")
     if query is None or value is None:
         raise call.error("needs query and value tensors")
-    if call.kwargs.get("return_attention_scores"):
-        raise call.error("return_attention_scores=True is not supported yet")
     if call.get("use_gate"):
         raise call.error("use_gate=True is not supported yet")
     if call.get("sliding_window") is not None:
         raise call.error("sliding_window attention is not supported yet")
-    call.get("dropout")  # inference: no dropout
+    dropout = float(call.get("dropout") or 0.0)  # no dropout at inference, but it picks Keras's softmax
     call.get("flash_attention")  # the same numbers, another kernel
     for key_ in ("query_shape", "key_shape", "value_shape"):  # tf.keras 2 build shapes
         call.get(key_)
@@ -118,15 +116,21 @@ def multi_head_attention_from_keras(call: LayerCall) -> Value:
         "use_bias": use_bias,
         "causal": bool(call.kwargs.get("use_causal_mask", False)),
         "mask_inputs": tuple(given),
+        "return_scores": "heads" if call.kwargs.get("return_attention_scores") else "none",
+        "zero_masked_rows": bool(call.kwargs.get("return_attention_scores")) or dropout > 0,
     }
-    y = call.emit("multi_head_attention", inputs, attrs, weights)
+    node = call.graph.add_node(
+        "multi_head_attention", inputs, attrs, weights, name=call.name.replace("/", "_"), source=call.name, source_class=call.class_name
+    )
+    call._emitted.append(node)
+    outs = node.outputs
     # Keras's MultiHeadAttention removes the masks from its input tensors: layers called on
     # them afterwards (a residual Add) see no mask
     for tensor in (query, value, key):
         call.known_masks.pop(id(tensor), None)
     if isinstance(masks["query_mask"], Value):
-        call.output_masks = [masks["query_mask"]]
-    return y
+        call.output_masks = [masks["query_mask"]] + [None] * (len(outs) - 1)
+    return outs
 
 
 def _attention_masks(call: LayerCall, q: Value, v: Value) -> tuple[list[str], list[Value]]:

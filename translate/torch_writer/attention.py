@@ -15,13 +15,24 @@ _MHA = '''class MultiHeadAttention(nn.Module):
     key_dim / value_dim, attend over the time axis (scores scaled by 1/sqrt(key_dim)),
     and project the heads back. Masks are True where attention is allowed; Keras gives a
     masked score -0.7 * float32 max, so a query row with nothing to attend to averages
-    every value uniformly."""
+    every value uniformly, except on its explicit-softmax path (`zero_masked_rows`: a layer
+    with dropout, or asked for its scores), where masked weights are 0."""
 
     def __init__(
-        self, query_dim: int, key_dim_in: int, value_dim_in: int, num_heads: int, key_dim: int, value_dim: int, output_dim: int, bias: bool = True
+        self,
+        query_dim: int,
+        key_dim_in: int,
+        value_dim_in: int,
+        num_heads: int,
+        key_dim: int,
+        value_dim: int,
+        output_dim: int,
+        bias: bool = True,
+        zero_masked_rows: bool = False,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.zero_masked_rows = zero_masked_rows
         self.query = nn.Linear(query_dim, num_heads * key_dim, bias=bias)
         self.key = nn.Linear(key_dim_in, num_heads * key_dim, bias=bias)
         self.value = nn.Linear(value_dim_in, num_heads * value_dim, bias=bias)
@@ -37,7 +48,8 @@ _MHA = '''class MultiHeadAttention(nn.Module):
         key_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         causal: bool = False,
-    ) -> torch.Tensor:
+        return_scores: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         key = value if key is None else key
         q = self.query(query).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
         k = self.key(key).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
@@ -47,13 +59,21 @@ _MHA = '''class MultiHeadAttention(nn.Module):
             if m is not None:
                 m = m if m.dim() == 3 else m[:, None, :]
                 mask = m if mask is None else mask & m
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        else:
-            if causal:
-                mask = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
-            bias = torch.where(mask[:, None], 0.0, -0.7 * torch.finfo(torch.float32).max)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        explicit = return_scores or self.zero_masked_rows
+        if causal and (mask is not None or explicit):
+            tril = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+            mask = tril if mask is None else mask & tril
+        if explicit:  # attention written out: masked scores -1e9, masked weights 0
+            scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+            if mask is not None:
+                scores = torch.where(mask[:, None], scores, -1e9)
+            weights = torch.softmax(scores, dim=-1)
+            if mask is not None:
+                weights = torch.where(mask[:, None], weights, 0.0)
+            out = self.output((weights @ v).transpose(1, 2).flatten(2))
+            return (out, weights) if return_scores else out
+        bias = None if mask is None else torch.where(mask[:, None], 0.0, -0.7 * torch.finfo(torch.float32).max)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal and bias is None)
         return self.output(out.transpose(1, 2).flatten(2))
 '''
 
@@ -108,7 +128,9 @@ def multi_head_attention_to_torch(node: Node, em: TorchEmitter) -> None:
         state[f"{part}.weight"] = node.weights[f"{part}_weight"]
         if a["use_bias"]:
             state[f"{part}.bias"] = node.weights[f"{part}_bias"]
-    kwargs = {} if a["use_bias"] else {"bias": False}
+    kwargs: dict = {} if a["use_bias"] else {"bias": False}
+    if a["zero_masked_rows"]:
+        kwargs["zero_masked_rows"] = True
     expr = call(
         "MultiHeadAttention",
         int(query.shape[-1]),
@@ -128,7 +150,15 @@ def multi_head_attention_to_torch(node: Node, em: TorchEmitter) -> None:
         args.append(f"{name}={em.var(m)}")
     if a["causal"]:
         args.append("causal=True")
-    em.assign(node, f"{mod}({', '.join(args)})")
+    expr = f"{mod}({', '.join(args)})"
+    if a["return_scores"] != "none":
+        expr = expr[:-1] + ", return_scores=True)"
+    if a["return_scores"] == "mean":  # averaged over the heads (torch's need_weights convention)
+        out, scores = (em.bind(v) for v in node.outputs)
+        em.lines.append(f"{out}, {scores} = {expr}")
+        em.lines.append(f"{scores} = {scores}.mean(1)")
+        return
+    em.assign(node, expr)
 
 
 @register("ir->torch", "dot_attention")
