@@ -61,7 +61,29 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
     try:
         return keras.models.load_model(str(path), compile=False, safe_mode=not trust_code, custom_objects=_application_layers())
     except Exception as exc:  # keras raises many types here
+        legacy = _load_with_tf_keras(path, trust_code)
+        if legacy is not None:
+            return legacy
         raise RunError(f"{path}: Keras could not load the model to run it ({type(exc).__name__}: {exc})") from None
+
+
+def _load_with_tf_keras(path: str | Path, trust_code: bool) -> Any:
+    """Keras 3 cannot read every tf.keras 2 `.h5` (nested models, some layer options);
+    the tf_keras package (Keras 2 on TensorFlow) can, where it is installed."""
+    if not str(path).endswith((".h5", ".hdf5")) or importlib.util.find_spec("tf_keras") is None:
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version", b"")
+        if not (version.decode() if isinstance(version, bytes) else str(version)).startswith("2."):
+            return None
+        import tf_keras
+
+        return tf_keras.models.load_model(str(path), compile=False, safe_mode=not trust_code)
+    except Exception:  # the Keras 3 error is the one worth reporting
+        return None
 
 
 def _application_layers() -> dict[str, Any]:

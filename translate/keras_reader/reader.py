@@ -224,6 +224,7 @@ class KerasReader:
         self.options = options or ReadOptions()
         self.graph = Graph()
         self._weights: dict[tuple[str, ...], list] = {}  # one set of arrays per layer, shared by its calls
+        self._nested: set[str] = set()  # names of the functional models nested in the model being read
         self._masks: dict[int, Value] = {}  # id(value) -> its Keras mask, flowing implicitly in Keras
 
     # -- entry ----------------------------------------------------------------------
@@ -334,6 +335,19 @@ class KerasReader:
 
     def _run_functional(self, model_cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None) -> list[Value]:
         layers = {self._layer_name(layer): layer for layer in model_cfg.get("layers", [])}
+        # A nested functional model's node 0 is its own creation, so references to its calls
+        # count from 1 in output_layers (and everywhere in tf.keras 2 files); Keras 3 writes
+        # the plain call index in inbound nodes' keras_history.
+        outer_nested = self._nested
+        self._nested = {name for name, layer in layers.items() if layer.get("class_name") in ("Functional", "Model")}
+        try:
+            return self._run_functional_body(model_cfg, prefix, inputs, layers)
+        finally:
+            self._nested = outer_nested
+
+    def _run_functional_body(
+        self, model_cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None, layers: dict[str, Any]
+    ) -> list[Value]:
         tensors: dict[tuple[str, int, int], Value] = {}
         input_refs = _refs(model_cfg.get("input_layers", []))
         output_refs = _refs(model_cfg.get("output_layers", []))
@@ -370,10 +384,8 @@ class KerasReader:
                     continue
                 name = self._layer_name(layer)
                 outs = self._call_layer(layer, prefix, args, kwargs, call_index=node_index)
-                # a nested functional model's node 0 is its own creation: calls count from 1
-                offset = 1 if layer.get("class_name") in ("Functional", "Model") else 0
                 for t, value in enumerate(outs):
-                    tensors[(name, node_index + offset, t)] = value
+                    tensors[(name, node_index, t)] = value
                 progressed = True
             if not progressed:
                 missing = ", ".join(self._layer_name(layer) for layer, _, _ in remaining[:5])
@@ -381,7 +393,7 @@ class KerasReader:
             pending = remaining
         outputs = []
         for ref in output_refs:
-            key = (ref[0], ref[1], ref[2])
+            key = (ref[0], ref[1] - (ref[0] in self._nested), ref[2])
             if key not in tensors:
                 raise ModelFileError(f"{self.kfile.path}: output {ref[0]!r} is not produced by any layer")
             outputs.append(tensors[key])
@@ -424,7 +436,7 @@ class KerasReader:
             values = []
             kwargs = {}
             for entry in node:
-                key = (entry[0], entry[1], entry[2])
+                key = (entry[0], entry[1] - (entry[0] in self._nested), entry[2])
                 if key not in tensors:
                     missing = True
                     values.append(None)
@@ -438,12 +450,11 @@ class KerasReader:
                 missing = True
         return (None, {}) if missing else (args, kwargs)
 
-    @staticmethod
-    def _keras2_kwargs(kwargs: dict[str, Any], tensors: dict) -> dict[str, Any] | None:
+    def _keras2_kwargs(self, kwargs: dict[str, Any], tensors: dict) -> dict[str, Any] | None:
         out = {}
         for k, v in kwargs.items():
             if isinstance(v, list) and len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int):
-                key = (v[0], v[1], v[2])
+                key = (v[0], v[1] - (v[0] in self._nested), v[2])
                 if key not in tensors:
                     return None
                 out[k] = tensors[key]
