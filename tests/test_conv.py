@@ -258,7 +258,7 @@ def test_conv1d_transpose_exhaustive(keras):
 
 
 def test_conv1d_padding_exhaustive(keras):
-    """Every input length/kernel/stride/dilation up to 8/4/3/2 with valid, same and causal
+    """Every input length/kernel/stride/dilation up to 7/4/3/2 with valid, same and causal
     padding: the reader's TF padding and the writer's Conv1d (F.pad where asymmetric) against Keras's conv on TensorFlow (causal: left padding, as Conv1D does)."""
     import torch
 
@@ -269,7 +269,7 @@ def test_conv1d_padding_exhaustive(keras):
 
     rng = np.random.default_rng(7)
     checked = 0
-    for n in range(1, 9):
+    for n in range(1, 8):
         x = rng.standard_normal((1, n, 2)).astype("float32")
         for k in range(1, 5):
             kernel = rng.standard_normal((k, 2, 3)).astype("float32")
