@@ -5,12 +5,15 @@ transposes, the pass solves the layout globally:
 
 1. Values of rank >= 3 that must share an axis order (the operands of element-wise and
    axis ops, the input and output of a spatial op) are joined into components.
-2. Each op votes for the order it wants: a spatial op for the target's native order, an
-   opaque op (Dense on a sequence, an RNN, a general Reshape) for the source's order.
-   Each component takes the order with most votes (ties keep the source order).
+2. Each op votes for the order it wants: a spatial op for the target's native order (with
+   weight 2: held otherwise it costs a transpose in and one out), an opaque op (Dense on a
+   sequence, an RNN, a general Reshape) for the source's order. Each component takes the
+   order with most votes (ties keep the source order); a component nobody voted for behind
+   a transpose takes the order that makes that transpose a no-op.
 3. Materialisation rewrites every node into the chosen orders (axis attributes remapped,
    `data_format` flipped, broadcast weights permuted, Flatten -> Dense rows permuted) and
-   inserts a transpose only on an edge whose two ends disagree.
+   inserts a transpose only on an edge whose two ends disagree. For PyTorch, which has
+   channels-first layers only, a spatial op outvoted in its component is transposed around.
 4. Transposes that cancel or compose are folded away.
 
 Afterwards every value's `perm` says how its emitted axes relate to the source's:
