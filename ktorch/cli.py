@@ -6,6 +6,7 @@ Errors print one clear line and exit non-zero; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -212,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .verify.cli import main as _verify
 
     handler = {"convert": _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
+    if args.debug:
+        os.environ["KTORCH_DEBUG"] = "1"  # show native library output too
     try:
         if getattr(args, "plugin", None):
             from .plugins import load_plugin

@@ -48,7 +48,29 @@ def keras_backend() -> str:
         os.environ["KERAS_BACKEND"] = "tensorflow" if importlib.util.find_spec("tensorflow") else "torch"
     if os.environ["KERAS_BACKEND"] == "tensorflow":
         preload_before_tensorflow()
+        _import_tensorflow_quietly()
     return os.environ["KERAS_BACKEND"]
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the native start-up chatter (oneDNN, CUDA stubs, absl) sent to
+    /dev/null: those lines are written to file descriptor 2 by C++ before any Python-level
+    logging setting applies. Errors still surface as Python exceptions."""
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None or os.environ.get("KTORCH_DEBUG"):
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
