@@ -334,3 +334,43 @@ def test_export_keras_and_pytorch(tmp_path, keras):
     torch_export = export(tmp_path / "pool.pt2", tmp_path / "pool.onnx")
     assert torch_export.exporter.startswith("torch.onnx.export") and torch_export.parity.passed
     assert torch_export.parity.worst_rel <= TOL
+
+
+def test_handmade_graph_to_torch(tmp_path):
+    """ONNX ops exporters rarely combine, built by hand: Gemm with transB=0, alpha and beta,
+    constant-first Sub and Div by a constant, one-sided Clip, HardSigmoid with TF's slope,
+    Sqrt -> Reciprocal (TensorFlow's Rsqrt), Softmax on axis 1, and a Constant node."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(13)
+    w = rng.standard_normal((6, 5)).astype("float32")  # (in, out): transB = 0
+    b = rng.standard_normal((5,)).astype("float32")
+    per_unit = rng.uniform(0.5, 2.0, (1, 5)).astype("float32")
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w, "gemm.weight"), (b, "gemm.bias"), (per_unit, "per_unit"))]
+    nodes = [
+        helper.make_node("Gemm", ["x", "gemm.weight", "gemm.bias"], ["g"], name="/fc/Gemm", alpha=0.5, beta=2.0),
+        helper.make_node("Constant", [], ["three"], value=numpy_helper.from_array(np.array(3.0, dtype="float32"))),
+        helper.make_node("Sub", ["three", "g"], ["s"], name="/Sub"),
+        helper.make_node("Div", ["s", "per_unit"], ["d"], name="/Div"),
+        helper.make_node("Clip", ["d", "", "clip_max"], ["c"], name="/clip/Clip"),
+        helper.make_node("HardSigmoid", ["c"], ["h"], name="/act/HardSigmoid", alpha=0.2, beta=0.5),
+        helper.make_node("Abs", ["d"], ["a"], name="/Abs"),
+        helper.make_node("Add", ["a", "one"], ["a1"], name="/Add"),
+        helper.make_node("Sqrt", ["a1"], ["sq"], name="/norm/Sqrt"),
+        helper.make_node("Reciprocal", ["sq"], ["r"], name="/norm/Reciprocal"),
+        helper.make_node("Mul", ["h", "r"], ["m"], name="/Mul"),
+        helper.make_node("Softmax", ["m"], ["y"], name="/softmax/Softmax", axis=1),
+    ]
+    inits += [numpy_helper.from_array(np.array(1.5, dtype="float32"), "clip_max"), numpy_helper.from_array(np.array([1.0], dtype="float32"), "one")]
+    graph = helper.make_graph(
+        nodes, "handmade", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits,
+    )  # fmt: skip
+    path = tmp_path / "handmade.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    result = convert_both(path, tmp_path, targets=("torch",))["torch"]
+    code = (result.out / "model.py").read_text()
+    forward = code[code.index("def forward") :]
+    assert "self.fc = nn.Linear(6, 5)" in code
+    assert "torch.rsqrt(" in forward and "sqrt(a1" not in forward

@@ -94,3 +94,13 @@ def softmax_to_ir(call: OnnxCall) -> Value:
     if axis == 0:
         raise call.unsupported("softmax over the batch axis")
     return call.emit("softmax" if call.key == "Softmax" else "log_softmax", [x], {"axis": (axis,)})
+
+
+@register("onnx->ir", "Reciprocal")
+def reciprocal_to_ir(call: OnnxCall) -> Value:
+    """1 / sqrt(x), which tf2onnx writes as Sqrt then Reciprocal (TensorFlow's Rsqrt,
+    in every LayerNormalization); other reciprocals of computed tensors are refused."""
+    x = call.value(0)
+    if x.producer is not None and x.producer.op == "sqrt":
+        return call.emit("rsqrt", [x.producer.inputs[0]])  # the sqrt is dropped as dead if nothing else reads it
+    raise call.unsupported("Reciprocal of a computed tensor other than a square root")
