@@ -67,9 +67,19 @@ def test_text_classifier_without_mask_uses_torch_layers(keras, convert):
     result = convert(model)
     assert result.parity.worst_rel <= 1e-4
     code = (result.out / "model.py").read_text()
-    assert "nn.LSTM(8, 6, batch_first=True, bidirectional=True)" in code
-    assert "nn.GRU(12, 5, batch_first=True)" in code
+    assert "self.bilstm = nn.LSTM(8, 6, batch_first=True, bidirectional=True)" in code
+    assert "self.gru = nn.GRU(12, 5, batch_first=True)" in code
     assert "KerasRNN" not in code
+    forward = forward_source(result)
+    assert "bilstm, _ = self.bilstm(embed)\n" in forward
+    assert "gru = self.gru(bilstm)[0][:, -1]\n" in forward
+    # Keras's gate order i, f, c, o is torch's; GRU's z, r, h becomes r, z, n; the single
+    # Keras bias goes to bias_ih with a zero bias_hh
+    from safetensors.numpy import load_file
+
+    state = load_file(str(result.out / "model.safetensors"))
+    assert {"bilstm.weight_ih_l0_reverse", "bilstm.bias_hh_l0", "gru.weight_hh_l0"} <= set(state)
+    assert not state["bilstm.bias_hh_l0"].any()
 
 
 def _transformer(keras, *, positions: bool, mask_zero: bool, causal: bool):
