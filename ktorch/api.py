@@ -232,8 +232,13 @@ def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]
     from .translate.keras_reader.inspect import inspect_keras
 
     path = Path(src)
-    if detect_source(path) == "onnx":
+    kind = detect_source(path)
+    if kind == "onnx":
         from .translate.onnx_reader.inspect import inspect_onnx
 
         return inspect_onnx(path)
+    if kind == "torch":
+        from .torch_to_keras import inspect_torch
+
+        return inspect_torch(path)
     return inspect_keras(path, trust_code=trust_code)

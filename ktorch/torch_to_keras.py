@@ -214,6 +214,32 @@ def _capture_emitted(directory: Path, example_inputs: Sequence[Any] | None, seed
     return export_module(module, tuple(example_inputs)), f"{directory.name}/model.py", str(name)
 
 
+def inspect_torch(src: Any) -> list[dict[str, Any]]:
+    """The ATen calls of a PyTorch source (.pt2 or a ktorch PyTorch directory), each with its
+    module, output shape and whether a translator exists; nothing is converted."""
+    from .translate.registry import lookup
+    from .translate.torch_reader import families  # noqa: F401  (registers the translators)
+    from .translate.torch_reader.reader import IGNORED, PASS_THROUGH, _module_of, aten_key
+
+    prepare_torch(src)
+    program, _, _ = capture(src)
+    rows: list[dict[str, Any]] = []
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}:
+            rows.append({"name": node.name, "class": "input", "shape": tuple(node.meta["val"].shape), "status": "input"})
+        if node.op != "call_function":
+            continue
+        key = aten_key(node.target)
+        if not key.startswith("aten.") or key in IGNORED:
+            continue
+        module, cls = _module_of(node)
+        val = node.meta.get("val")
+        shape = tuple(val.shape) if hasattr(val, "shape") else None
+        ok = key in PASS_THROUGH or lookup("torch->ir", key) is not None
+        rows.append({"name": module or node.name, "class": f"{key} ({cls.rsplit('.', 1)[-1] or 'forward'})", "shape": shape, "status": "ok" if ok else "no translator"})
+    return rows
+
+
 # -- conversion -------------------------------------------------------------------------------
 def fold_constant_transposes(graph: Graph) -> int:
     """Permute constant arrays once instead of transposing them in the model."""
