@@ -219,7 +219,12 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
     module, output shape and whether a translator exists; nothing is converted."""
     from .translate.registry import lookup
     from .translate.torch_reader import families  # noqa: F401  (registers the translators)
-    from .translate.torch_reader.reader import IGNORED, PASS_THROUGH, _module_of, aten_key
+    from .translate.torch_reader.reader import (
+        IGNORED,
+        PASS_THROUGH,
+        _module_of,
+        aten_key,
+    )
 
     prepare_torch(src)
     program, _, _ = capture(src)
