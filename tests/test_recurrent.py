@@ -259,8 +259,9 @@ def test_mask_with_initial_state(keras, convert, cls, bidirectional, explicit):
 
 def test_errors_name_the_layer(keras, tmp_path):
     """A stateful RNN is refused with a message naming the layer and the way out."""
-    import ktorch
     from ktorch.translate.keras_reader import KerasLayerError
+
+    import ktorch
 
     x = keras.Input((T, F), batch_size=2, name="x")
     model = keras.Model(x, keras.layers.LSTM(U, stateful=True, name="memory")(x), name="stateful")
