@@ -228,23 +228,130 @@ def _flat(obj: Any) -> list[Any]:
     return [obj]
 
 
+def _known_mask(call: AtenCall, mask: Any) -> np.ndarray | None:
+    """The array of a mask known at conversion time (a constant, or one repeated for every
+    example of the batch), else None."""
+    if isinstance(mask, Const):
+        return mask.array
+    producer = mask.producer if isinstance(mask, Value) else None
+    while (
+        producer is not None and producer.op == "tile"
+    ):  # a constant expanded to the batch
+        producer = producer.inputs[0].producer
+    if producer is not None and producer.op == "constant":
+        return producer.weights["value"]
+    return None
+
+
+def _additive(call: AtenCall, mask: Any, rank: int) -> Value | None:
+    """attn_mask as a float term added to the scores (None where it masks nothing): a bool
+    mask is True where attention is allowed (False: -inf), a float mask is added as is."""
+    array = _known_mask(call, mask)
+    batch = call.reader.static_batch
+    if (
+        array is not None
+        and batch
+        and rank == array.ndim == 4
+        and array.shape[0] == batch
+        and (array == array[:1]).all()
+    ):
+        array = array[:1]  # a static-batch export's mask, the same for every example
+    if array is not None:
+        if array.dtype == np.bool_:
+            if array.all():
+                return None
+            array = np.where(array, 0.0, -np.inf).astype(np.float32)
+        elif not array.any():
+            return None
+        array = array.reshape((1,) * (rank - array.ndim) + array.shape).astype(
+            np.float32
+        )
+        return call.reader.constant_value(Const(f"{call.name}_mask", array))
+    if mask.dtype == "bool":
+        as_float = call.emit("cast", [mask], {"dtype": "float32"}, suffix="_mask_float")
+        blocked = call.emit(
+            "sub",
+            [call.reader.scalar_value(1.0, mask.rank), as_float],
+            suffix="_mask_blocked",
+        )
+        mask = call.emit(
+            "mul",
+            [
+                blocked,
+                call.reader.scalar_value(float(np.finfo(np.float32).min), mask.rank),
+            ],
+            suffix="_mask",
+        )
+    while mask.rank < rank:
+        mask = call.emit(
+            "expand_dims", [mask], {"axis": 1}, suffix=f"_mask_{mask.rank}d"
+        )
+    return mask
+
+
 @register("torch->ir", "aten.scaled_dot_product_attention")
 def sdpa_to_ir(call: AtenCall) -> Value:
+    """softmax(q k^T * scale + mask) v, written out: matmul, scale, mask, softmax, matmul."""
     q, k, v = call.value("query"), call.value("key"), call.value("value")
-    if call.args.get("attn_mask") is not None or call.args.get("is_causal"):
-        raise call.unsupported("scaled_dot_product_attention with a mask or is_causal")
     if q.rank < 3:
         raise call.unsupported("attention on tensors without a batch axis")
+    if call.args.get("enable_gqa") and q.rank == 4 and k.shape[1] != q.shape[1]:
+        raise call.unsupported(
+            "grouped-query attention (enable_gqa with fewer key heads)"
+        )
+    if float(call.args.get("dropout_p") or 0.0) > 0:
+        raise call.unsupported(
+            "attention dropout (dropout_p > 0): export after model.eval() with dropout_p=0"
+        )
     perm = tuple(range(k.rank - 2)) + (k.rank - 1, k.rank - 2)
     kt = call.emit("transpose", [k], {"perm": perm}, suffix="_keys")
     scores = call.emit("matmul", [q, kt], suffix="_scores")
     scale = call.args.get("scale") or 1.0 / math.sqrt(int(q.shape[-1]))
-    scaled = call.emit(
+    scores = call.emit(
         "mul",
         [scores, call.reader.scalar_value(float(scale), scores.rank)],
         suffix="_scaled",
     )
+    terms = []
+    if call.args.get("attn_mask") is not None:
+        terms.append(_additive(call, call.args["attn_mask"], scores.rank))
+    if call.args.get("is_causal"):
+        length, source = int(q.shape[-2]), int(k.shape[-2])
+        causal = np.where(
+            np.tril(np.ones((length, source), bool)), 0.0, -np.inf
+        ).astype(np.float32)
+        terms.append(
+            call.reader.constant_value(
+                Const(
+                    f"{call.name}_causal",
+                    causal.reshape((1,) * (scores.rank - 2) + causal.shape),
+                )
+            )
+        )
+    for i, term in enumerate(t for t in terms if t is not None):
+        scores = call.emit("add", [scores, term], suffix=f"_masked{i or ''}")
     weights = call.emit(
-        "softmax", [scaled], {"axis": (scaled.rank - 1,)}, suffix="_weights"
+        "softmax", [scores], {"axis": (scores.rank - 1,)}, suffix="_weights"
     )
     return call.emit("matmul", [weights, v])
+
+
+@register("torch->ir", "module.Conv1D")
+def hf_conv1d_to_ir(call: ModuleCall) -> list[Value]:
+    """Hugging Face's Conv1D (GPT-2's projections): a Linear with a transposed (in, out)
+    weight, written as x.view(-1, in) @ W + b viewed back; one Dense on the sequence."""
+    st = call.state
+    if set(st) != {"weight", "bias"} or len(call.inputs) != 1 or len(call.outputs) != 1:
+        raise call.unsupported(
+            "a Conv1D module other than transformers.pytorch_utils.Conv1D (weight, bias; one input)"
+        )
+    w = np.ascontiguousarray(st["weight"].T, dtype=np.float32)
+    attrs = {"units": int(w.shape[0]), "use_bias": True}
+    return [
+        call.emit(
+            "dense",
+            [call.inputs[0]],
+            attrs,
+            {"weight": w, "bias": np.ascontiguousarray(st["bias"], dtype=np.float32)},
+        )
+    ]

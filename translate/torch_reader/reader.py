@@ -354,9 +354,13 @@ class TorchReader:
         state = ep.state_dict
         constants = getattr(ep, "constants", {}) or {}
         kinds = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
+        self._live = _live_nodes(ep.graph)
+        self._constant = _constant_nodes(ep.graph, {name for name, spec in kinds.items() if spec.kind != InputKind.USER_INPUT})
         self._groups, self._owner = self._module_groups()
         self._check_supported()
         for node in ep.graph.nodes:
+            if node.op == "call_function" and node.name not in self._live:
+                continue  # computes nothing the outputs use (HF mask helpers leave such code)
             if node.op == "placeholder":
                 spec = kinds.get(node.name)
                 if spec is None or spec.kind == InputKind.USER_INPUT:
@@ -397,8 +401,10 @@ class TorchReader:
     def _check_supported(self) -> None:
         problems = []
         for node in self.program.graph.nodes:
-            if node.op != "call_function" or node.name in self._owner:
+            if node.op != "call_function" or node.name in self._owner or node.name not in self._live:
                 continue
+            if node.name in self._constant:
+                continue  # evaluated once at conversion time
             key = aten_key(node.target)
             if key in PASS_THROUGH or key in IGNORED or key in _PYTHON_OPS or key in _SYM_OPS or lookup("torch->ir", key) is not None:
                 continue
@@ -500,7 +506,8 @@ class TorchReader:
         deferred = next((a for a in flat if isinstance(a, Deferred)), None)
         if deferred is not None:
             return deferred.apply(self, node, key, bound)
-        if self.options.fold_constants and not any(isinstance(a, (Value, _Batch)) for a in flat) and any(isinstance(a, Const) for a in flat):
+        computed = any(isinstance(a, Const) for a in flat) or node.name in self._constant  # arange(7) has no tensor argument
+        if self.options.fold_constants and not any(isinstance(a, (Value, _Batch, BatchExpr)) for a in flat) and computed:
             return self._fold(node, args, kwargs)
         translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]
         module, cls = _module_of(node)
@@ -557,6 +564,36 @@ class TorchReader:
         if isinstance(out, (list, tuple)):
             return [Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)]
         return out
+
+
+def _constant_nodes(graph: Any, constant_inputs: set[str]) -> set[str]:
+    """Names of the calls that depend on parameters, buffers and literals only (never on
+    a user input or the symbolic batch size): the reader folds them."""
+    import torch.fx
+
+    constant = set(constant_inputs)
+    for n in graph.nodes:
+        if n.op != "call_function" or aten_key(n.target) in _SYM_OPS:
+            continue
+        args = [a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node)]
+        if all(a.name in constant for a in args):
+            constant.add(n.name)
+    return constant
+
+
+def _live_nodes(graph: Any) -> set[str]:
+    """Names of the nodes the program's outputs depend on."""
+    import torch.fx
+
+    live: set[str] = set()
+    frontier = [n for n in graph.nodes if n.op == "output"]
+    while frontier:
+        n = frontier.pop()
+        if n.name in live:
+            continue
+        live.add(n.name)
+        frontier.extend(a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node))
+    return live
 
 
 def _flatten(obj: Any) -> list[Any]:
