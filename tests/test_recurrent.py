@@ -296,3 +296,16 @@ def test_conv_lstm2d(keras, convert, case):
     assert result.parity.worst_rel <= 1e-4
     code = (result.out / "model.py").read_text()
     assert "ConvLSTMCell(" in code and "nn.Conv2d," in code
+
+
+def test_dynamic_length_sequences(keras, convert):
+    """Sequences of unknown length (Input((None,))): the emitted loops and layers take any length."""
+    L = keras.layers
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    y = L.Embedding(VOCAB, F, mask_zero=True, name="emb")(ids)
+    y = L.Bidirectional(L.GRU(U, return_sequences=True), name="bigru")(y)
+    model = keras.Model(ids, L.LSTM(U, name="lstm")(y), name="dynamic")
+    randomize_weights(model)
+    result = convert(model, fmt="keras")
+    assert result.parity.worst_rel <= 1e-4
+    assert result.manifest["inputs"][0]["shape"] == [None, None]
