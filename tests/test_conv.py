@@ -294,3 +294,27 @@ def test_conv1d_padding_exhaustive(keras):
                     np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-5, atol=1e-5, err_msg=str((n, k, s, d, padding)))
                     checked += 1
     assert checked > 150
+
+
+def _squeezed(code: str) -> str:
+    return "".join(code.split()).replace(",)", ")")
+
+
+def test_emitted_conv_code(keras, convert):
+    """The module declarations read as written by hand: positional channels, keyword options,
+    depthwise as groups, separable as two named convs, TF's extra 'same' row trimmed."""
+    L = keras.layers
+    x = keras.Input((7, 9, 4), name="image")
+    y = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(x)
+    y = L.SeparableConv2D(6, 3, strides=2, padding="same", use_bias=False, name="sep")(y)
+    y = L.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu", name="up")(y)
+    model = keras.Model(x, y, name="golden")
+    randomize_weights(model)
+    result = convert(model)
+    code = _squeezed((result.out / "model.py").read_text())  # the formatter may wrap long lines
+    assert _squeezed("self.dw = nn.Conv2d(4, 8, kernel_size=3, padding=1, groups=4)") in code
+    assert _squeezed("self.sep_depthwise = nn.Conv2d(8, 8, kernel_size=3, stride=2, padding=1, groups=8, bias=False)") in code
+    assert _squeezed("self.sep_pointwise = nn.Conv2d(8, 6, kernel_size=1, bias=False)") in code
+    assert _squeezed("self.up = nn.ConvTranspose2d(6, 3, kernel_size=3, stride=2)") in code
+    forward = forward_source(result)
+    assert "up = F.relu(self.up(sep_pointwise)[:, :, :-1, :-1])" in forward
