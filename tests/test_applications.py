@@ -4,7 +4,8 @@ Weights are random (weights=None, seeded), BatchNormalization statistics, Effici
 Normalization statistics and ConvNeXt's LayerScale gammas are randomised (Keras
 initialises the gammas at 1e-6, which would hide a wrong residual branch), and the
 classifier returns logits (a softmax over 1000 near-uniform classes would hide errors).
-Each model uses the smallest input its family accepts. The default run converts the
+Models that start with their own preprocessing get pixel inputs in [0, 255] (see
+sample_images). Each model uses the smallest input its family accepts. The default run converts the
 smallest member of each family; the `slow` run converts all 40 constructors.
 """
 
@@ -92,6 +93,24 @@ def randomize_application_state(model, seed: int = 1) -> None:
             layer.set_weights([rng.normal(0.0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
 
 
+def takes_pixels(name: str) -> bool:
+    """Families whose models begin with their own preprocessing (Rescaling, Normalization)
+    and so expect pixel values in [0, 255]."""
+    return name.lower().startswith(("efficientnet", "mobilenetv3", "mobilenet_v3", "convnext"))
+
+
+def sample_images(name: str, shape: tuple, seed: int = 0):
+    """Seeded inputs on the scale the model expects: pixels in [0, 255] for models with
+    built-in preprocessing (N(0, 1) would be a near-constant image after it, whose tiny
+    variations carry all the signal and all the float32 rounding), else N(0, 1)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if takes_pixels(name):
+        return rng.uniform(0.0, 255.0, shape).astype("float32")
+    return rng.standard_normal(shape).astype("float32")
+
+
 def build(keras, name: str):
     size, _ = ZOO[name]
     keras.utils.set_random_seed(0)
@@ -103,7 +122,8 @@ def build(keras, name: str):
 
 def check_zoo_model(keras, name: str, tmp_path) -> float:
     model = build(keras, name)
-    result = convert_keras(model, tmp_path, fmt=ZOO[name][1])
+    images = sample_images(name, (2, *model.input_shape[1:]))
+    result = convert_keras(model, tmp_path, fmt=ZOO[name][1], inputs=[images])
     forward = forward_source(result)
     assert "permute(" not in forward and "transpose(" not in forward, f"{name}: the emitted forward transposes"
     assert result.manifest["layout"]["transposes"] == 0
