@@ -104,3 +104,37 @@ def test_gpt2_causal_lm_from_pt2(tmp_path):
     la, lb = (np.asarray(result.keras_model(x, training=False)) for x in (a, b))
     np.testing.assert_allclose(la[:, :5], lb[:, :5], atol=1e-5)
     assert np.max(np.abs(la[:, 5:] - lb[:, 5:])) > 1e-3
+
+
+def test_distilbert(tmp_path):
+    torch.manual_seed(1)
+    config = transformers.DistilBertConfig(
+        vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37
+    )
+    model = Outputs(transformers.DistilBertModel(config).eval(), ("last_hidden_state",))
+    result = convert(model, (torch.randint(0, 99, (2, 7)),), tmp_path / "distilbert")
+    code = build_source(result)
+    assert (
+        'name="model_transformer_layer_1_attention_q_lin"' in code
+        and 'name="model_transformer_layer_1_output_layer_norm"' in code
+    )
+
+
+def test_vit(tmp_path):
+    torch.manual_seed(2)
+    config = transformers.ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+    )
+    model = Outputs(
+        transformers.ViTModel(config).eval(), ("last_hidden_state", "pooler_output")
+    )
+    result = convert(model, (torch.randn(2, 3, 16, 16),), tmp_path / "vit")
+    code = build_source(result)
+    assert "layers.Conv2D(filters=32, kernel_size=4, strides=4" in code
+    assert result.manifest["inputs"][0]["perm"] == [0, 2, 3, 1]  # channels-last images
