@@ -186,3 +186,17 @@ def test_same_pooling_padding_exhaustive_1d():
                     np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-6, atol=1e-6, err_msg=f"n={n} k={k} s={s} {mode}")
                     checked += 1
     assert checked == 10 * 4 * 3 * 2
+
+
+def test_symmetric_ceil_mode_pool_from_torch_sources():
+    """A pool read from PyTorch/ONNX (symmetric padding, ceil_mode, padding counted) is
+    written back as the same nn.AvgPool2d, not refused."""
+    from ktorch.graph import Graph
+    from ktorch.translate.torch_writer.pooling import _pool_padding
+
+    g = Graph()
+    x = g.add_input("x", (None, 3, 7, 8))
+    attrs = {"mode": "avg", "rank": 2, "pool_size": (3, 3), "strides": (2, 2), "padding": ((1, 1), (1, 1))}
+    node = g.add_node("pool", [x], {**attrs, "ceil_mode": True, "count_include_pad": True, "data_format": "channels_first"})
+    assert _pool_padding(node) == (1, True, None)
+    assert node.output.shape == (None, 3, 4, 5)  # torch's own sizes for 7 and 8 with ceil_mode

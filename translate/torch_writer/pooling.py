@@ -45,8 +45,8 @@ def _pool_padding(node: Node) -> tuple[int | tuple, bool, tuple[tuple[int, int],
         )
     if any(2 * b > k for (b, _), k in zip(pads, a["pool_size"])):
         raise GraphError(f"{node.name}: padding {pads} is larger than half the pool size {a['pool_size']}; PyTorch cannot pool it")
-    if all(b == e for b, e in pads) and not a["ceil_mode"]:
-        return compact(tuple(b for b, _ in pads)), False, None
+    if all(b == e for b, e in pads):  # what nn.*Pool*d itself does (ceil_mode as torch defines it)
+        return compact(tuple(b for b, _ in pads)), a["ceil_mode"], None
     if a["mode"] == "avg" and a["count_include_pad"]:
         raise GraphError(f"{node.name}: asymmetric padding counted in the average is not supported")
     wanted = node.output.shape[2:]
