@@ -116,8 +116,8 @@ def softmax_from_keras(call: LayerCall) -> Value:
     x = call.x
     axis = call.get("axis", -1)
     axes = tuple(a % x.rank for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
-    if call.kwargs.get("mask") is not None:
-        raise call.error("a Softmax called with a mask is not supported yet")
+    if call.mask is not None:  # explicit mask= or one Keras passes implicitly (Embedding mask_zero)
+        raise call.error("a Softmax with a mask (explicit or from mask_zero/Masking upstream) is not supported yet")
     return call.emit("softmax", [x], {"axis": axes})
 
 
