@@ -318,3 +318,35 @@ def test_emitted_conv_code(keras, convert):
     assert _squeezed("self.up = nn.ConvTranspose2d(6, 3, kernel_size=3, stride=2)") in code
     forward = forward_source(result)
     assert "up = F.relu(self.up(sep_pointwise)[:, :, :-1, :-1])" in forward
+
+
+def test_grouped_conv_transpose_writer():
+    """A grouped transposed convolution (from a PyTorch or ONNX source) keeps its groups."""
+    import torch
+
+    from ktorch.graph import Graph
+
+    rng = np.random.default_rng(8)
+    ref = torch.nn.ConvTranspose2d(4, 6, kernel_size=3, stride=2, padding=1, output_padding=1, groups=2)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.from_numpy(rng.standard_normal(tuple(p.shape)).astype("float32")))
+    g = Graph()
+    v = g.add_input("x", (None, 4, 5, 6))
+    attrs = {
+        "rank": 2,
+        "filters": 6,
+        "kernel_size": (3, 3),
+        "strides": (2, 2),
+        "dilation": (1, 1),
+        "groups": 2,
+        "padding": ((1, 1), (1, 1)),
+        "output_padding": (1, 1),
+        "data_format": "channels_first",
+    }
+    weights = {"weight": ref.weight.detach().numpy(), "bias": ref.bias.detach().numpy()}
+    node = g.add_node("conv_transpose", [v], attrs, weights, name="up")
+    x = torch.from_numpy(rng.standard_normal((2, 4, 5, 6)).astype("float32"))
+    got = _torch_from_writer(g, node, x)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, ref(x).numpy(), rtol=1e-5, atol=1e-5)

@@ -98,6 +98,8 @@ def conv_transpose_to_torch(node: Node, em: TorchEmitter) -> None:
         kwargs["padding"] = compact(begin)
     if any(out_pad):
         kwargs["output_padding"] = compact(out_pad)
+    if a["groups"] != 1:
+        kwargs["groups"] = a["groups"]
     if any(d != 1 for d in a["dilation"]):
         kwargs["dilation"] = compact(a["dilation"])
     state = {"weight": w}
