@@ -296,6 +296,7 @@ def test_attention(tmp_path):
     assert 'name="self_attn"' in code and 'name="cross_attn"' in code
 
 
+@pytest.mark.slow  # a fresh interpreter with Keras on torch: ~25 s
 def test_emitted_code_runs_on_the_torch_backend(functional_result, tmp_path):
     """model.py uses keras.ops only: under KERAS_BACKEND=torch (custom layers included) it
     computes what it computes on TensorFlow."""
@@ -320,6 +321,30 @@ def test_emitted_code_runs_on_the_torch_backend(functional_result, tmp_path):
     got = np.load(tmp_path / "outputs.npz")
     for i, e in enumerate(expected):
         assert np.max(np.abs(got[f"arr_{i}"] - e)) <= 1e-4 * np.max(np.abs(e))
+
+
+class IntegerIds(nn.Module):
+    """Integer arithmetic stays integer: floor division and offsets on token ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(12, 4)
+
+    def forward(self, ids):
+        return self.embed((ids + 3) // 2 + torch.div(ids, 2, rounding_mode="floor"))
+
+
+def test_integer_arithmetic(tmp_path):
+    result = convert(IntegerIds(), (torch.randint(0, 2, (2, 5)),), tmp_path / "ids")
+    code = build_source(result)
+    assert "ids + 3" in code and "keras.ops.floor_divide(add, 2)" in code  # int literals, not 3.0
+    # ids beyond the verification's range: same lookups as PyTorch with the same table
+    ids = np.array([[0, 1, 2, 3, 4], [7, 6, 5, 4, 3]])
+    module = IntegerIds()
+    module.load_state_dict({"embed.weight": torch.from_numpy(result.keras_model.get_layer("embed").get_weights()[0])})
+    with torch.no_grad():
+        expected = module(torch.from_numpy(ids)).numpy()
+    np.testing.assert_array_equal(np.asarray(result.keras_model(ids)), expected)
 
 
 # -- the emitted model's contract ------------------------------------------------------------

@@ -11,13 +11,16 @@ from ..registry import register
 from .reader import AtenCall, Const
 
 
-def operand(call: AtenCall, name: str, rank: int) -> Value:
-    """Argument `name` as a value of `rank` (numbers and constants broadcast)."""
+def operand(call: AtenCall, name: str, rank: int, dtype: str = "float32") -> Value:
+    """Argument `name` as a value of `rank` (numbers and constants broadcast); a Python
+    number takes `dtype` (the other operand's) where it is an integer."""
     v: Any = call.args[name]
     if isinstance(v, Value):
         return v
     if isinstance(v, Const):
         return call.reader.constant_value(v, rank)
+    if isinstance(v, (bool, int)) and not dtype.startswith("float"):
+        return call.reader.scalar_value(int(v), rank, dtype)
     if isinstance(v, (bool, int, float)):
         return call.reader.scalar_value(float(v), rank)
     raise call.unsupported(f"operand {name!r} is {type(v).__name__}")
@@ -27,11 +30,12 @@ def _binary(call: AtenCall, op: str, a_name: str = "self", b_name: str = "other"
     a, b = call.args[a_name], call.args[b_name]
     rank = max(v.rank if isinstance(v, Value) else getattr(getattr(v, "array", None), "ndim", 0) for v in (a, b))
     alpha = call.args.get("alpha", 1)
-    x = operand(call, a_name, rank)
+    dtype = next((v.dtype for v in (a, b) if isinstance(v, Value)), "float32")
+    x = operand(call, a_name, rank, dtype)
     if op in ("add", "sub") and alpha not in (1, None):
-        y = call.emit("mul", [operand(call, b_name, rank), call.reader.scalar_value(float(alpha), rank)], suffix="_alpha")
+        y = call.emit("mul", [operand(call, b_name, rank, dtype), call.reader.scalar_value(float(alpha), rank)], suffix="_alpha")
     else:
-        y = operand(call, b_name, rank)
+        y = operand(call, b_name, rank, dtype)
     return call.emit(op, [x, y])
 
 
