@@ -145,7 +145,7 @@ class Functional(nn.Module):
         lin = F.interpolate(y, size=(11, 7), mode="bilinear", align_corners=False)
         cor = F.interpolate(y, size=(9, 13), mode="bilinear", align_corners=True)
         cub = F.interpolate(y, scale_factor=1.5, mode="bicubic", align_corners=False)
-        near = F.interpolate(y, size=(5, 12), mode="nearest")
+        near = F.interpolate(y, size=(5, 12), mode="nearest") + F.interpolate(y, size=(5, 12), mode="nearest-exact")
         ps = self.shuffle(y)
         pooled = torch.cat(
             [up.mean(dim=(2, 3)), lin.amax(dim=(2, 3)), cor.sum(dim=(2, 3)) / 50.0, cub.mean(dim=(2, 3)), near.mean(dim=(2, 3)), ps.mean(dim=(2, 3))],
@@ -158,7 +158,8 @@ class Functional(nn.Module):
         q = seq.view(seq.size(0), -1, 5).permute(0, 2, 1).reshape(-1, 5 * feats.shape[1])
         r = torch.div(feats, 0.3, rounding_mode="floor") + torch.div(feats, 0.7, rounding_mode="trunc") + feats // 0.4
         tiled = feats[:, :1].expand(-1, 3, -1).flatten(1) + feats[:, :3].repeat(1, 1, 1).flatten(1) + feats[:, 1:2].repeat(1, 3, 1).flatten(1)
-        return pooled, torch.cat([z.flatten(1), t.flatten(1), q, s3.flatten(1), r[:, 0], tiled], dim=1), ps
+        stretched = F.interpolate(feats, size=10, mode="linear", align_corners=False).flatten(1)
+        return pooled, torch.cat([z.flatten(1), t.flatten(1), q, s3.flatten(1), r[:, 0], tiled, stretched], dim=1), ps
 
 
 class Tokens(nn.Module):
