@@ -14,12 +14,12 @@ nn = torch.nn
 F = torch.nn.functional
 
 
-def convert(module: nn.Module, inputs: tuple, out, **kwargs):
+def convert(module: nn.Module, example: tuple, out, **kwargs):
     """Convert with verification (raises ParityError above 1e-4) and return the result."""
     import ktorch
 
     result = ktorch.convert(
-        module.eval(), out, example_inputs=inputs, to="keras", force=True, **kwargs
+        module.eval(), out, example_inputs=example, to="keras", force=True, **kwargs
     )
     assert result.parity is not None and result.parity.passed, result.parity
     assert result.parity.worst_rel <= 1e-4
@@ -264,3 +264,96 @@ def test_transformer_decoder(tmp_path, norm_first):
     )
     code = build_source(result)
     assert code.count("layers.MultiHeadAttention(") == 4
+
+
+# -- attention ------------------------------------------------------------------------------
+class SelfAttentionWeights(nn.Module):
+    """Time-major self-attention that returns the head-averaged weights too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 4)
+
+    def forward(self, x):
+        return self.attn(x, x, x)
+
+
+class PaddedCrossAttention(nn.Module):
+    """Cross-attention over a memory with padding (a bool key_padding_mask input), kdim/vdim
+    other than embed_dim, no biases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True, kdim=12, vdim=12, bias=False)
+
+    def forward(self, x, memory, padding):
+        return self.attn(x, memory, memory, key_padding_mask=padding, need_weights=False)[0]
+
+
+class CausalAttention(nn.Module):
+    """A causal attn_mask (nn.Transformer's -inf upper triangle), per-head weights returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(6))
+
+    def forward(self, x):
+        return self.attn(x, x, x, attn_mask=self.mask, average_attn_weights=False)
+
+
+def test_multihead_attention_time_major_with_weights(tmp_path):
+    torch.manual_seed(5)
+    result = convert(SelfAttentionWeights(), (torch.randn(6, 2, 16),), tmp_path / "mha_w")
+    code = build_source(result)
+    assert "return_attention_scores=True" in code and "keras.ops.mean(" in code
+    assert result.parity.outputs[1].shape == (2, 6, 6)
+
+
+def test_multihead_attention_key_padding_mask(tmp_path):
+    torch.manual_seed(6)
+    rng = np.random.default_rng(0)
+    padding = np.zeros((3, 7), bool)
+    padding[0, 5:] = True
+    padding[2, 2:] = True
+    inputs = [rng.normal(size=(3, 5, 16)).astype("float32"), rng.normal(size=(3, 7, 12)).astype("float32"), padding]
+    example = tuple(torch.from_numpy(a) for a in inputs)
+    result = convert(PaddedCrossAttention(), example, tmp_path / "mha_pad", inputs=inputs)
+    code = build_source(result)
+    assert "value_mask=" in code and "use_bias=False" in code
+    # the mask matters: without it the numbers differ
+    unmasked = result.keras_model([inputs[0], inputs[1], np.zeros_like(padding)], training=False)
+    masked = result.keras_model(inputs, training=False)
+    assert np.max(np.abs(np.asarray(masked) - np.asarray(unmasked))) > 1e-3
+
+
+def test_multihead_attention_causal_mask(tmp_path):
+    torch.manual_seed(7)
+    result = convert(CausalAttention(), (torch.randn(2, 6, 16),), tmp_path / "mha_causal")
+    code = build_source(result)
+    assert "use_causal_mask=True" in code and "keras.ops.mean(" not in code
+    assert result.parity.outputs[1].shape == (2, 4, 6, 6)
+
+
+class Sdpa(nn.Module):
+    def __init__(self, causal: bool, masked: bool) -> None:
+        super().__init__()
+        self.causal, self.masked = causal, masked
+        self.qkv = nn.Linear(16, 48)
+
+    def forward(self, x, keep):
+        q, k, v = (t.unflatten(-1, (4, 4)).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        mask = keep[:, None, None, :] if self.masked else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=0.3).transpose(1, 2).flatten(2)
+
+
+@pytest.mark.parametrize("causal, masked", [(True, False), (False, True)], ids=["is_causal", "bool-mask"])
+def test_scaled_dot_product_attention(tmp_path, causal, masked):
+    torch.manual_seed(8)
+    rng = np.random.default_rng(1)
+    keep = np.ones((2, 5), bool)
+    keep[1, 3:] = False
+    inputs = [rng.normal(size=(2, 5, 16)).astype("float32"), keep]
+    result = convert(Sdpa(causal, masked), tuple(torch.from_numpy(a) for a in inputs), tmp_path / "sdpa", inputs=inputs)
+    code = build_source(result)
+    assert "layers.Softmax(" in code and "* 0.3" in code
