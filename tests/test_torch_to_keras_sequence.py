@@ -357,3 +357,29 @@ def test_scaled_dot_product_attention(tmp_path, causal, masked):
     result = convert(Sdpa(causal, masked), tuple(torch.from_numpy(a) for a in inputs), tmp_path / "sdpa", inputs=inputs)
     code = build_source(result)
     assert "layers.Softmax(" in code and "* 0.3" in code
+
+
+# -- normalisation --------------------------------------------------------------------------
+class Norms(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 12)
+        self.rms = nn.RMSNorm(12, eps=1e-5)
+        self.rms_default = nn.RMSNorm(12, elementwise_affine=False)
+        self.ln = nn.LayerNorm(12, bias=False)
+
+    def forward(self, x):
+        h = self.proj(x)
+        return self.rms(h), self.ln(self.rms_default(h * 3.0))
+
+
+def test_rms_norm_and_layer_norm(tmp_path):
+    torch.manual_seed(9)
+    module = Norms()
+    with torch.no_grad():
+        module.rms.weight.normal_()
+        module.ln.weight.normal_()
+    result = convert(module, (torch.randn(2, 5, 8),), tmp_path / "norms")
+    code = build_source(result)
+    assert code.count("layers.RMSNormalization(") == 2 and "epsilon=1e-05" in code
+    assert "epsilon=1.1920928955078125e-07" in code  # eps=None is float32's machine epsilon

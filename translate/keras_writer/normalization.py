@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ...graph import Node
 from ..registry import register
 from .codegen import KerasEmitter
@@ -60,3 +62,16 @@ def group_norm_to_keras(node: Node, em: KerasEmitter) -> None:
     kwargs = {"groups": node.attrs["groups"], "axis": keras_axis(node.attrs["axis"], x.rank), "epsilon": float(node.attrs["epsilon"])}
     weights = [node.weights["weight"], node.weights["bias"]]
     em.assign(node, f"{em.layer(node, 'layers.GroupNormalization', weights, **kwargs)}({em.var(x)})")
+
+
+@register("ir->keras", "rms_norm")
+def rms_norm_to_keras(node: Node, em: KerasEmitter) -> None:
+    """layers.RMSNormalization (x * rsqrt(mean(x**2) + epsilon) * scale; a scale of ones
+    where the source has no weight)."""
+    x = node.inputs[0]
+    axes = tuple(node.attrs["axes"])
+    shape = tuple(int(x.shape[a]) for a in axes)
+    scale = node.weights.get("weight")
+    scale = np.ones(shape, np.float32) if scale is None else scale.reshape(shape)
+    kwargs: dict[str, Any] = {"axis": keras_axis(axes[0], x.rank) if len(axes) == 1 else list(axes), "epsilon": float(node.attrs["epsilon"])}
+    em.assign(node, f"{em.layer(node, 'layers.RMSNormalization', [scale], **kwargs)}({em.var(x)})")

@@ -72,3 +72,15 @@ def instance_norm_to_ir(call: AtenCall) -> Value:
     # instance normalisation is group normalisation with one channel per group
     attrs = {"groups": c, "axis": 1, "epsilon": float(call.args["eps"])}
     return call.emit("group_norm", [x], attrs, _affine(call, c, fill=True))
+
+
+@register("torch->ir", "aten.rms_norm")
+def rms_norm_to_ir(call: AtenCall) -> Value:
+    """nn.RMSNorm / F.rms_norm over the trailing `normalized_shape` axes; eps None is
+    torch.finfo(dtype).eps."""
+    x = call.value("input")
+    n = len(call.args["normalized_shape"])
+    eps = call.args.get("eps")
+    eps = float(np.finfo(np.float32).eps) if eps is None else float(eps)
+    w = call.const("weight", optional=True)
+    return call.emit("rms_norm", [x], {"axes": tuple(range(x.rank - n, x.rank)), "epsilon": eps}, {} if w is None else {"weight": w})
