@@ -285,6 +285,48 @@ def fold_pads_into_convs(graph: Graph) -> int:
     return folded
 
 
+# activations Keras layers take by name (`activation="relu"`), with the attributes that name means
+KERAS_ACTIVATION_NAMES = {
+    "relu": ("relu", {"max_value": None, "threshold": 0.0, "negative_slope": 0.0}),
+    "sigmoid": ("sigmoid", {}),
+    "tanh": ("tanh", {}),
+    "silu": ("silu", {}),
+    "hard_silu": ("hard_silu", {}),
+    "gelu": ("gelu", {"approximate": False}),
+    "softmax": ("softmax", None),
+}
+
+
+def fuse_functional_activations(graph: Graph) -> int:
+    """An activation written functionally right after a Dense/Conv (`torch.softmax(self.fc(x), 1)`,
+    `F.relu(self.conv(x))`) becomes that Keras layer's `activation=`; activation modules
+    (nn.ReLU) stay layers of their own, named after the module. Runs after the layout pass."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.op not in ("dense", "conv", "conv_transpose") or node.attrs.get("activation") is not None:
+            continue
+        out = node.output
+        if len(out.users) != 1 or out in graph.outputs:
+            continue
+        act = out.users[0]
+        spec = KERAS_ACTIVATION_NAMES.get(act.op)
+        if spec is None or not (act.source_class or "").startswith("aten.") or act.inputs != [out]:
+            continue
+        name, defaults = spec
+        if defaults is None:  # softmax: over the last axis only
+            if tuple(act.attrs["axis"]) != (out.rank - 1,):
+                continue
+        elif any(act.attrs.get(k) != v for k, v in defaults.items()):
+            continue
+        node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs), "name": name}
+        act_out = act.output
+        graph.replace_uses(act_out, out)
+        graph.remove_node(act)
+        out.source = act_out.source
+        fused += 1
+    return fused
+
+
 def read_torch_graph(program: Any, name: str) -> Graph:
     from .translate.torch_reader import read_program
 
@@ -352,6 +394,7 @@ def convert_torch(
     eliminate_dead(graph)
     assign_layout(graph, "channels_last", keep_io=(layout == "keep"))
     fold_constant_transposes(graph)
+    fuse_functional_activations(graph)
     validate(graph)
     timings["passes"] = time.perf_counter() - t2
 

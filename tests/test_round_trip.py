@@ -76,6 +76,10 @@ def test_round_trip_small_cnn(keras, tmp_path):
     assert "keras.Input(shape=(32, 32, 3)" in code  # channels-last again, as the original
     assert back.manifest["layout"]["transposes"] == 0
     assert "layers.DepthwiseConv2D(" in code
+    # the activations PyTorch writes functionally come back as the layers' activation=
+    assert 'activation="relu", name="block_conv1"' in code
+    assert 'activation="softmax", name="predictions"' in code
+    assert back.manifest["outputs"][0]["name"] == "predictions"
 
 
 def test_round_trip_multi_input(keras, tmp_path):

@@ -119,7 +119,7 @@ class KerasEmitter:
     def assign(self, node: Node, expr: str) -> None:
         """The statement of `node`: `<out> = <expr>` (several outputs unpacked)."""
         act = node.attrs.get("activation")
-        if act is not None:
+        if act is not None and "name" not in act:  # a named activation is the layer's activation=
             from .activations import activation_expr
 
             expr = activation_expr(self, node, act["op"], act["attrs"], expr)
@@ -131,6 +131,12 @@ class KerasEmitter:
         name = self.vars_ns.take(base)
         self.lines.append(f"{name} = {expr}")
         return name
+
+
+def activation_kwarg(node: Node) -> dict[str, str]:
+    """`activation="relu"` for a layer whose activation was fused into it by name."""
+    act = node.attrs.get("activation")
+    return {"activation": act["name"]} if act is not None and "name" in act else {}
 
 
 def emit_graph(graph: Graph) -> KerasEmitter:

@@ -13,7 +13,7 @@ from ...graph import Node
 from ...graph.errors import GraphError
 from ...graph.ops import spatial_axes
 from ..registry import register
-from .codegen import KerasEmitter
+from .codegen import KerasEmitter, activation_kwarg
 
 _CONV = {1: "layers.Conv1D", 2: "layers.Conv2D", 3: "layers.Conv3D"}
 _DEPTHWISE = {1: "layers.DepthwiseConv1D", 2: "layers.DepthwiseConv2D"}
@@ -117,6 +117,7 @@ def conv_to_keras(node: Node, em: KerasEmitter) -> None:
         weights.append(node.weights["bias"])
     else:
         kwargs["use_bias"] = False
+    kwargs.update(activation_kwarg(node))
     kwargs.update(data_format(node))
     em.assign(node, f"{em.layer(node, cls, weights, **kwargs)}({x})")
 
@@ -146,6 +147,7 @@ def conv_transpose_to_keras(node: Node, em: KerasEmitter) -> None:
         weights.append(node.weights["bias"])
     else:
         kwargs["use_bias"] = False
+    kwargs.update(activation_kwarg(node))
     kwargs.update(data_format(node))
     expr = f"{em.layer(node, _TRANSPOSE[rank], weights, **kwargs)}({em.var(node.inputs[0])})"
     if any(b or e for b, e in crops):

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...graph import Node
 from ..registry import register
-from .codegen import KerasEmitter, py_literal
+from .codegen import KerasEmitter, activation_kwarg, py_literal
 
 _PARAMETER = '''class Parameter(layers.Layer):
     """A learned tensor that does not depend on the inputs (a PyTorch nn.Parameter or
@@ -43,6 +43,7 @@ def dense_to_keras(node: Node, em: KerasEmitter) -> None:
         weights.append(node.weights["bias"])
     else:
         kwargs["use_bias"] = False
+    kwargs.update(activation_kwarg(node))
     em.assign(node, f"{em.layer(node, 'layers.Dense', weights, units=int(w.shape[0]), **kwargs)}({em.var(node.inputs[0])})")
 
 

@@ -202,7 +202,7 @@ class AtenCall:
             weights,
             name=self.name + suffix,
             source=self.module if self.leaf else self.name,
-            source_class=self.module_class or self.key,
+            source_class=self.module_class if self.leaf else self.key,  # functional code: the ATen op
         )
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs  # type: ignore[return-value]
 
