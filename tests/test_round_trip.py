@@ -79,7 +79,7 @@ def test_round_trip_small_cnn(keras, tmp_path):
     # the activations PyTorch writes functionally come back as the layers' activation=
     assert 'activation="relu", name="block_conv1"' in code
     assert 'activation="softmax", name="predictions"' in code
-    assert back.manifest["outputs"][0]["name"] == "predictions"
+    assert back.manifest["outputs"][0]["emitted_name"] == "predictions"
 
 
 def test_round_trip_multi_input(keras, tmp_path):
