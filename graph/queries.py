@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .ir import Value
+from .ir import Node, Value
 from .ops import Layout, get_op
 
 
-def is_spatial(value: Value) -> bool:
-    """Whether a value is image or sequence data: it reaches a spatial op through ops that
-    keep its rank and axis meaning (element-wise, axis, transpose)."""
+def _first_spatial_op(value: Value, through: tuple[str, ...]) -> Node | None:
+    """The first spatial op (of the value's rank) reached from `value` through ops of the
+    layout classes `through` that keep its rank."""
     seen: set[int] = set()
     frontier = [value]
     while frontier:
@@ -18,11 +18,25 @@ def is_spatial(value: Value) -> bool:
         seen.add(id(v))
         for node in list(v.users) + ([v.producer] if v.producer is not None else []):
             layout = get_op(node.op).layout
-            if layout == Layout.SPATIAL:
-                return True
-            if layout in (Layout.ELEMENTWISE, Layout.AXIS, Layout.TRANSPOSE):
+            if layout == Layout.SPATIAL and node.inputs[0].rank == value.rank:
+                return node
+            if layout in through:
                 frontier.extend(x for x in [*node.inputs, *node.outputs] if x.rank == value.rank)
-    return False
+    return None
+
+
+def is_spatial(value: Value) -> bool:
+    """Whether a value is image or sequence data: it reaches a spatial op through ops that
+    keep its rank (element-wise, axis, transpose)."""
+    return _first_spatial_op(value, (Layout.ELEMENTWISE, Layout.AXIS, Layout.TRANSPOSE)) is not None
+
+
+def spatial_format(value: Value) -> str | None:
+    """The data_format ('channels_last' / 'channels_first') in which a value is image or
+    sequence data: that of the first spatial op it reaches without crossing a transpose
+    (which would move the channels). None if it is not spatial data."""
+    node = _first_spatial_op(value, (Layout.ELEMENTWISE, Layout.AXIS))
+    return None if node is None else str(node.attrs["data_format"])
 
 
 def id_range(value: Value) -> tuple[int, int] | None:

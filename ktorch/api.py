@@ -11,7 +11,7 @@ from . import __version__
 from .graph import Graph, validate
 from .graph.errors import ModelFileError, ParityError
 from .graph.passes import assign_layout, eliminate_dead, fold_padding, fuse_activations, remove_noops
-from .graph.queries import id_range, is_spatial
+from .graph.queries import id_range, spatial_format
 from .translate.output import staged_directory, write_manifest
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -137,7 +137,7 @@ def convert(
     step(f"reading {src.name}")
     graph = read_graph(src, trust_code=trust_code)
     source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
-    spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if is_spatial(v)}
+    formats = {id(v): spatial_format(v) for v in [*graph.inputs, *graph.outputs]}  # before the layout pass
     timings["read"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -170,8 +170,11 @@ def convert(
             if v.perm is not None:
                 spec["perm"] = list(v.perm)
             names = LAYOUT_NAMES.get(len(shape))
-            if names is not None and id(v) in spatial:
-                spec["layout"] = names[1] if v.perm is not None else names[0]
+            fmt = formats.get(id(v))
+            if names is not None and fmt is not None:
+                # the emitted tensor's layout: the source's, moved by perm if there is one
+                channels_first = (fmt == "channels_first") != (v.perm is not None)
+                spec["layout"] = names[1] if channels_first else names[0]
             vocab = id_range(v) if v in graph.inputs else None
             if vocab is not None:
                 spec["range"] = list(vocab)

@@ -76,3 +76,22 @@ def test_tf_keras2_functional(tmp_path, nested):
     x = tf_keras.layers.GlobalAveragePooling2D(name="gap")(x)
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="head")(x), name="k2")
     convert_keras(model, tmp_path, fmt="h5")
+
+
+def test_manifest_layout_names_follow_the_source_data_format(keras, tmp_path):
+    inputs = keras.Input((3, 7, 9), name="chw")
+    x = keras.layers.Conv2D(4, 3, data_format="channels_first", name="conv")(inputs)
+    model = keras.Model(inputs, x, name="cf_model")
+    result = convert_keras(model, tmp_path)
+    (spec,) = result.manifest["inputs"]
+    assert spec["layout"] == "NCHW" and "perm" not in spec
+    (out,) = result.manifest["outputs"]
+    assert out["layout"] == "NCHW" and "perm" not in out
+
+
+def test_manifest_layout_of_a_moved_channels_last_input(keras, tmp_path):
+    inputs = keras.Input((7, 9, 3), name="hwc")
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs), name="cl_model")
+    result = convert_keras(model, tmp_path)
+    (spec,) = result.manifest["inputs"]
+    assert spec["layout"] == "NCHW" and spec["perm"] == [0, 3, 1, 2] and spec["shape"] == [None, 7, 9, 3]
