@@ -383,3 +383,28 @@ def test_rms_norm_and_layer_norm(tmp_path):
     code = build_source(result)
     assert code.count("layers.RMSNormalization(") == 2 and "epsilon=1e-05" in code
     assert "epsilon=1.1920928955078125e-07" in code  # eps=None is float32's machine epsilon
+
+
+class MaskedEncoder(nn.Module):
+    """nn.TransformerEncoder with a causal mask and a bool src_key_padding_mask input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(5))
+
+    def forward(self, x, padding):
+        return self.encoder(x, mask=self.causal, src_key_padding_mask=padding, is_causal=True)
+
+
+def test_transformer_encoder_with_masks(tmp_path):
+    torch.manual_seed(10)
+    rng = np.random.default_rng(2)
+    padding = np.zeros((3, 5), bool)
+    padding[0, 3:] = True
+    padding[2, 4:] = True
+    inputs = [rng.normal(size=(3, 5, 16)).astype("float32"), padding]
+    result = convert(MaskedEncoder(), tuple(torch.from_numpy(a) for a in inputs), tmp_path / "enc_mask", inputs=inputs)
+    code = build_source(result)
+    assert code.count("use_causal_mask=True") == 2 and code.count("value_mask=") == 2

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from ...graph import Value
+from ...graph.errors import UnsupportedOpError
 from ..registry import register
-from .reader import AtenCall, Const, ModuleCall, aten_key, bind_arguments
+from .reader import AtenCall, Const, Deferred, ModuleCall, aten_key, bind_arguments
 
 _THROUGH = (
     "aten.transpose",
@@ -53,6 +54,63 @@ def _mask_from_constant(call: ModuleCall, mask: np.ndarray) -> np.ndarray:
             "an additive float attn_mask with values other than 0 and -inf"
         )
     return mask == 0
+
+
+class FloatMask(Deferred):
+    """The float form of a bool padding mask that nn.TransformerEncoder/Decoder build with
+    F._canonical_mask: zeros_like(mask, dtype=float), then masked_fill(mask, -inf). It stays
+    the bool mask until an nn.MultiheadAttention reads it as its key_padding_mask."""
+
+    def __init__(self, mask: Value, filled: bool) -> None:
+        self.mask = mask
+        self.filled = filled
+
+    def apply(self, reader: Any, node: Any, key: str, args: dict[str, Any]) -> Any:
+        if (
+            key == "aten.masked_fill"
+            and not self.filled
+            and args.get("mask") is self.mask
+            and args.get("value") == -math.inf
+        ):
+            return FloatMask(self.mask, True)
+        raise self.refuse(node.name, key)
+
+    def materialize(self, reader: Any, name: str) -> Value:
+        raise self.refuse(name, "output")
+
+    @staticmethod
+    def refuse(where: str, key: str) -> UnsupportedOpError:
+        return UnsupportedOpError(
+            [
+                (
+                    where,
+                    key,
+                    "a float mask made from a bool one is only read by nn.MultiheadAttention (as its key_padding_mask)",
+                )
+            ],
+            where="the PyTorch reader",
+        )
+
+
+@register("torch->ir", "aten.zeros_like")
+def zeros_like_to_ir(call: AtenCall) -> Any:
+    x = call.args.get("self")
+    if (
+        isinstance(x, Value)
+        and x.dtype == "bool"
+        and call.meta_dtypes[0].startswith("float")
+    ):
+        return FloatMask(x, False)
+    raise call.unsupported(
+        "zeros_like other than the start of a float padding mask (F._canonical_mask)"
+    )
+
+
+@register("torch->ir", "aten.masked_fill")
+def masked_fill_to_ir(call: AtenCall) -> Any:
+    raise call.unsupported(
+        "masked_fill other than F._canonical_mask's (zeros_like(mask).masked_fill(mask, -inf))"
+    )
 
 
 @register("torch->ir", "module.MultiheadAttention")
@@ -124,6 +182,10 @@ def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
             if getattr(arg, "name", None) in names or not hasattr(arg, "name"):
                 continue
             v = reader.env.get(arg.name)
+            if isinstance(v, FloatMask) and v.filled:
+                v = (
+                    v.mask
+                )  # nn.TransformerEncoder's float key_padding_mask: its bool source
             if isinstance(v, Value) and v not in sources and v not in mask_values:
                 mask_values.append(v)
             elif (
