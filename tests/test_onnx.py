@@ -374,3 +374,24 @@ def test_handmade_graph_to_torch(tmp_path):
     forward = code[code.index("def forward") :]
     assert "self.fc = nn.Linear(6, 5)" in code
     assert "torch.rsqrt(" in forward and "sqrt(a1" not in forward
+
+
+def test_keras_layer_norm_through_tf2onnx(tmp_path, keras):
+    """tf2onnx writes Keras's LayerNormalization out as moments + rsqrt arithmetic; the
+    reader fuses it back into one layer norm (over the channel axis of an NCHW image, and
+    over the features of a vector) for both targets."""
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(6, 3, padding="same", name="conv")(inputs)
+    x = layers.LayerNormalization(epsilon=1e-3, name="ln")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.LayerNormalization(name="ln2")(x)
+    outputs = layers.Dense(3, name="out")(x)
+    model = keras.Model(inputs, outputs, name="ln_net")
+    randomize_weights(model, seed=14, scale=0.6)
+    onnx_path = keras_to_onnx(model, tmp_path / "ln_net.onnx")
+    results = convert_both(onnx_path, tmp_path)
+    code = (results["torch"].out / "model.py").read_text()
+    forward = code[code.index("    def forward(self, input_") :]
+    assert "ln = self.ln(conv)" in forward and "ln2 = self.ln2(" in forward
+    assert "rsqrt" not in forward

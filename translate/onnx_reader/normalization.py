@@ -49,3 +49,13 @@ def instance_norm_to_ir(call: OnnxCall) -> Value:
     return call.emit(
         "group_norm", [x], {"groups": int(scale.shape[0]), "axis": 1, "epsilon": call.attr("epsilon", 1e-5)}, {"weight": scale, "bias": bias}
     )
+
+
+@register("onnx->ir", "ktorch::LayerNormalization")
+def fused_layer_norm_to_ir(call: OnnxCall) -> Value:
+    """A layer normalisation over any non-batch axes, fused from tf2onnx's op-by-op
+    subgraph (see patterns.py); scale and bias are shaped like those axes."""
+    x = call.value(0)
+    axes = tuple(sorted(call.axis(int(a), x.rank) for a in call.attr("axes")))
+    weights = {"weight": call.const(1), "bias": call.const(2)}
+    return call.emit("layer_norm", [x], {"axes": axes, "epsilon": call.attr("epsilon")}, weights)

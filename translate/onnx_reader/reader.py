@@ -474,12 +474,33 @@ def load_model(src: Any) -> Any:
     return model
 
 
+def _fuse_patterns(model: Any) -> Any:
+    """A copy of `model` with exporters' op-by-op subgraphs rewritten into single ONNX
+    ops (see patterns.py), or `model` itself when there is nothing to rewrite."""
+    import onnx
+    from onnx import shape_inference
+
+    from .patterns import fuse_layer_norm
+
+    if not any(n.op_type == "Reciprocal" for n in model.graph.node):
+        return model
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - without shapes, nothing is fused
+        return model
+    shapes = {info.name: _shape_of(info, batch=False) for info in [*inferred.graph.input, *inferred.graph.value_info]}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    fuse_layer_norm(copy, shapes)
+    return copy
+
+
 def read_onnx(src: Any, *, name: str | None = None) -> Graph:
     """Read an ONNX model (a path or a ModelProto) into a graph."""
     from . import families  # noqa: F401  (registers the translators)
     from .fold import fold_affine
 
-    model = load_model(src)
+    model = _fuse_patterns(load_model(src))
     if name is None:
         name = Path(src).stem if isinstance(src, (str, Path)) else (model.graph.name or "model")
     graph = OnnxReader(model, identifier(name) or "model").read()
