@@ -90,7 +90,12 @@ def test_gpt2_causal_lm_from_pt2(tmp_path):
     )
     ids = torch.randint(0, 99, (2, 7))
     path = tmp_path / "gpt2.pt2"
-    torch.export.save(torch.export.export(model, (ids,)), str(path))
+    torch.export.save(
+        torch.export.export(
+            model, (ids,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+        ),
+        str(path),
+    )
     result = convert(str(path), (), tmp_path / "gpt2")
     code = build_source(result)
     assert (
@@ -98,11 +103,16 @@ def test_gpt2_causal_lm_from_pt2(tmp_path):
         and "layers.Dense(units=96" in code
     )  # HF Conv1D -> Dense
     # causal: changing a later token leaves the earlier logits alone, in both models
-    a = np.random.default_rng(0).integers(0, 99, (2, 7)).astype("int64")
+    a = (
+        np.random.default_rng(0).integers(0, 99, (3, 7)).astype("int64")
+    )  # another batch size than the export's
     b = a.copy()
     b[:, 5:] = (b[:, 5:] + 1) % 99
     la, lb = (np.asarray(result.keras_model(x, training=False)) for x in (a, b))
     np.testing.assert_allclose(la[:, :5], lb[:, :5], atol=1e-5)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(a))[0].numpy()
+    assert np.max(np.abs(ref - la)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
     assert np.max(np.abs(la[:, 5:] - lb[:, 5:])) > 1e-3
 
 

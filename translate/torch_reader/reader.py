@@ -356,6 +356,8 @@ class TorchReader:
         kinds = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
         self._live = _live_nodes(ep.graph)
         self._constant = _constant_nodes(ep.graph, {name for name, spec in kinds.items() if spec.kind != InputKind.USER_INPUT})
+        self._batch_only = _batch_only_nodes(ep.graph, self._constant)
+        self._batch_values: dict[str, dict[int, Any]] = {}
         self._groups, self._owner = self._module_groups()
         self._check_supported()
         for node in ep.graph.nodes:
@@ -374,6 +376,8 @@ class TorchReader:
             elif node.op == "call_function" and node.name in self._owner:
                 if node.name not in self.env:
                     self._translate_module(self._owner[node.name])
+            elif node.op == "call_function" and node.name in self._batch_only:
+                self.env[node.name] = self._batch_only_call(node)
             elif node.op == "call_function":
                 self.env[node.name] = self._call(node)
             elif node.op == "get_attr":
@@ -403,7 +407,7 @@ class TorchReader:
         for node in self.program.graph.nodes:
             if node.op != "call_function" or node.name in self._owner or node.name not in self._live:
                 continue
-            if node.name in self._constant:
+            if node.name in self._constant or node.name in self._batch_only:
                 continue  # evaluated once at conversion time
             key = aten_key(node.target)
             if key in PASS_THROUGH or key in IGNORED or key in _PYTHON_OPS or key in _SYM_OPS or lookup("torch->ir", key) is not None:
@@ -538,6 +542,54 @@ class TorchReader:
         self._check_shapes(call, result)
         return result
 
+    _BATCH_SIZES = (2, 3)
+
+    def _batch_only_call(self, node: Any) -> Any:
+        """A call that depends on constants and the batch size only (Hugging Face's mask
+        helpers: arange(batch), index, cumsum, ...). It is evaluated at conversion time for
+        two batch sizes; where every example gets the same rows, it is that (1, ...)
+        constant. A call with a translator (expand to the batch) is also translated."""
+        import torch
+        import torch.fx
+
+        def concrete(arg: Any, b: int) -> Any:
+            if isinstance(arg, torch.fx.Node):
+                if arg.name in self._batch_values:
+                    return self._batch_values[arg.name][b]
+                v = self.env.get(arg.name)
+                return torch.from_numpy(np.array(v.array)) if isinstance(v, Const) else v
+            if isinstance(arg, (list, tuple)):
+                return type(arg)(concrete(a, b) for a in arg)
+            return arg
+
+        key = aten_key(node.target)
+        if key == "aten.sym_size":
+            values = {b: b for b in self._BATCH_SIZES}
+        else:
+            with torch.no_grad():
+                values = {b: node.target(*concrete(node.args, b), **concrete(dict(node.kwargs), b)) for b in self._BATCH_SIZES}
+        self._batch_values[node.name] = values
+        if key in _SYM_OPS or key in _PYTHON_OPS:
+            return self._call(node)
+        if lookup("torch->ir", key) is not None:
+            try:
+                return self._call(node)
+            except KtorchError:
+                pass  # an operand is batch-dependent data only the evaluation below knows
+        a, b = (values[n] for n in self._BATCH_SIZES)
+        same = (
+            isinstance(a, torch.Tensor)
+            and a.ndim > 0
+            and tuple(a.shape[:1]) == (2,)
+            and tuple(b.shape[:1]) == (3,)
+            and bool((a == a[:1]).all())
+            and bool((b == b[:1]).all())
+            and torch.equal(a[:1], b[:1])
+        )
+        if not same:
+            return BatchExpr(f"{node.name} (depends on the batch size)")
+        return Const(node.name, _to_numpy(a[:1]))
+
     def _check_shapes(self, call: AtenCall, result: Any) -> None:
         outs = [result] if isinstance(result, Value) else [r for r in (result or []) if isinstance(r, Value)] if isinstance(result, (list, tuple)) else []
         for v, expected in zip(outs, call.meta_shapes):
@@ -579,6 +631,22 @@ def _constant_nodes(graph: Any, constant_inputs: set[str]) -> set[str]:
         if all(a.name in constant for a in args):
             constant.add(n.name)
     return constant
+
+
+def _batch_only_nodes(graph: Any, constant: set[str]) -> set[str]:
+    """Names of the calls that depend on constants and the batch size (x.size(0)) only,
+    not on the data and not on constants alone."""
+    import torch.fx
+
+    batch: set[str] = set()
+    for n in graph.nodes:
+        if n.op != "call_function" or n.name in constant:
+            continue
+        args = [a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node)]
+        batch_size = aten_key(n.target) == "aten.sym_size" and len(n.args) > 1 and n.args[1] == 0 and args[:1] and args[0].op == "placeholder"
+        if batch_size or (args and all(a.name in constant or a.name in batch for a in args) and any(a.name in batch for a in args)):
+            batch.add(n.name)
+    return batch
 
 
 def _live_nodes(graph: Any) -> set[str]:
