@@ -395,3 +395,20 @@ def test_keras_layer_norm_through_tf2onnx(tmp_path, keras):
     forward = code[code.index("    def forward(self, input_") :]
     assert "ln = self.ln(conv)" in forward and "ln2 = self.ln2(" in forward
     assert "rsqrt" not in forward
+
+
+def test_keras_sequence_dense_through_tf2onnx(tmp_path, keras):
+    """Dense on a (batch, time, features) tensor comes out of tf2onnx as Reshape -> MatMul ->
+    Reshape (a Tensordot); it is read back as one Linear on the sequence."""
+    layers = keras.layers
+    inputs = keras.Input((10, 6))
+    x = layers.Dense(8, activation="tanh", name="d1")(inputs)
+    x = layers.LayerNormalization(name="ln")(x)
+    outputs = layers.Dense(3, name="out")(x)
+    model = keras.Model(inputs, outputs, name="seq_net")
+    randomize_weights(model, seed=15, scale=0.5)
+    onnx_path = keras_to_onnx(model, tmp_path / "seq_net.onnx")
+    results = convert_both(onnx_path, tmp_path)
+    code = (results["torch"].out / "model.py").read_text()
+    assert "self.d1 = nn.Linear(6, 8)" in code and "self.out = nn.Linear(8, 3)" in code
+    assert "reshape" not in code[code.index("    def forward(self") :]

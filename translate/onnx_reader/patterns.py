@@ -11,7 +11,8 @@ then `batch_normalization`):
 The normalised axes are the trailing ones for a sequence, but the channel axis (1) of an
 NCHW image tensor, which ONNX's own LayerNormalization cannot express: `fuse_layer_norm`
 replaces each such subgraph by one `ktorch::LayerNormalization` node (any axes), which
-the reader then translates like any other node.
+the reader then translates like any other node. `fuse_tensordot` undoes tf2onnx's
+Reshape-MatMul-Reshape around a Dense layer on a sequence.
 """
 
 from __future__ import annotations
@@ -157,6 +158,66 @@ def fuse_layer_norm(model: Any, shapes: dict[str, tuple]) -> int:
         position = list(index.graph.node).index(final)
         index.graph.node.insert(position, ln)
         index.graph.node.remove(final)
+        fused += 1
+    if fused:
+        _drop_dead(model)
+    return fused
+
+
+def _through_casts(index: _Index, name: str) -> Any | None:
+    node = index.producer.get(name)
+    while node is not None and node.op_type == "Cast":
+        node = index.producer.get(node.input[0])
+    return node
+
+
+def _is_leading_shape(index: _Index, name: str, x_name: str, rank: int, units: int) -> bool:
+    """Whether tensor `name` is concat(shape(x)[:rank - 1], [units]), as tf2onnx computes
+    the target of a Tensordot's final Reshape."""
+    concat = _through_casts(index, name)
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
+        return False
+    gather, tail = _through_casts(index, concat.input[0]), index.const(concat.input[1])
+    if gather is None or gather.op_type != "Gather" or tail is None or tail.reshape(-1).tolist() != [units]:
+        return False
+    shape, indices = _through_casts(index, gather.input[0]), index.const(gather.input[1])
+    return (
+        shape is not None and shape.op_type == "Shape" and shape.input[0] == x_name
+        and indices is not None and indices.reshape(-1).tolist() == list(range(rank - 1))
+    )  # fmt: skip
+
+
+def fuse_tensordot(model: Any, shapes: dict[str, tuple]) -> int:
+    """tf2onnx writes a Dense layer on a (batch, ..., features) tensor as Reshape to
+    (-1, features), MatMul, Reshape back to (batch, ..., units): one MatMul on the
+    original tensor (ONNX's MatMul broadcasts over the leading axes). Returns the count."""
+    index = _Index(model)
+    fused = 0
+    for first in list(index.graph.node):
+        if first.op_type != "Reshape":
+            continue
+        x_name = first.input[0]
+        x_shape = shapes.get(x_name)
+        target = index.const(first.input[1])
+        if x_shape is None or len(x_shape) < 3 or target is None or target.reshape(-1).tolist() != [-1, x_shape[-1]]:
+            continue
+        users = index.consumers.get(first.output[0], [])
+        if len(users) != 1 or users[0].op_type != "MatMul" or users[0].input[0] != first.output[0]:
+            continue
+        matmul = users[0]
+        weight = index.const(matmul.input[1])
+        after = index.consumers.get(matmul.output[0], [])
+        if weight is None or weight.ndim != 2 or len(after) != 1 or after[0].op_type != "Reshape":
+            continue
+        last = after[0]
+        if not _is_leading_shape(index, last.input[1], x_name, len(x_shape), int(weight.shape[1])):
+            continue
+        position = list(index.graph.node).index(last)
+        from onnx import helper
+
+        fused_node = helper.make_node("MatMul", [x_name, matmul.input[1]], list(last.output), name=matmul.name)
+        index.graph.node.insert(position, fused_node)
+        index.graph.node.remove(last)
         fused += 1
     if fused:
         _drop_dead(model)

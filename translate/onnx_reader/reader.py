@@ -480,9 +480,9 @@ def _fuse_patterns(model: Any) -> Any:
     import onnx
     from onnx import shape_inference
 
-    from .patterns import fuse_layer_norm
+    from .patterns import fuse_layer_norm, fuse_tensordot
 
-    if not any(n.op_type == "Reciprocal" for n in model.graph.node):
+    if not any(n.op_type in ("Reciprocal", "Reshape") for n in model.graph.node):
         return model
     try:
         inferred = shape_inference.infer_shapes(model)
@@ -492,6 +492,7 @@ def _fuse_patterns(model: Any) -> Any:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     fuse_layer_norm(copy, shapes)
+    fuse_tensordot(copy, shapes)
     return copy
 
 

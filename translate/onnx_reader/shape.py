@@ -57,7 +57,8 @@ def reshape_to_ir(call: OnnxCall) -> Value:
         shape = [x.shape[i] if d == 0 and i < x.rank else d for i, d in enumerate(shape)]
     first, rest = shape[0], shape[1:]
     batch = call.reader.static_batch
-    if first is None or first == -1 and -1 not in rest or (batch is not None and first == batch):
+    whole = None not in x.shape[1:] and None not in rest and -1 not in rest and math.prod(rest) == math.prod(x.shape[1:])
+    if first is None or (first == -1 and whole) or (batch is not None and first == batch):
         if None in rest:
             raise call.unsupported(f"Reshape to {tuple(call.const(1))} copies a dynamic axis other than the batch")
         return _reshape(call, x, tuple(rest))
