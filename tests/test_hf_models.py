@@ -40,6 +40,7 @@ def convert(module, inputs: tuple, out, **kwargs):
     )
     assert result.parity is not None and result.parity.passed, result.parity
     assert result.parity.worst_rel <= 1e-4
+    print(f"parity {out.name}: worst relative error {result.parity.worst_rel:.2e}")
     return result
 
 
