@@ -1,6 +1,7 @@
 """keras.applications: every family converts at parity, with no transpose in forward.
 
-Weights are random (weights=None, seeded), BatchNormalization statistics, EfficientNet's
+Weights are random (weights=None, seeded), BatchNormalization statistics (random, on the
+scale of the activations: see normalize_batchnorm_scale), EfficientNet's
 Normalization statistics and ConvNeXt's LayerScale gammas are randomised (Keras
 initialises the gammas at 1e-6, which would hide a wrong residual branch), and the
 classifier returns logits (a softmax over 1000 near-uniform classes would hide errors).
@@ -111,12 +112,42 @@ def sample_images(name: str, shape: tuple, seed: int = 0):
     return rng.standard_normal(shape).astype("float32")
 
 
+def normalize_batchnorm_scale(model, batchnorm_class, seed: int = 2) -> None:
+    """Random moving statistics on the scale of the activations they normalise.
+
+    With independent random statistics every BatchNormalization passes on a random gain,
+    and through the hundreds of them in EfficientNetV2 the activations reach 1e3 while
+    its squeeze-excite gates stay O(1): the gates cancel large numbers, and float32
+    rounding (the emitted model agrees layer by layer to 1e-6) grows past 1e-4 at the
+    output. So one training-mode pass with momentum 0 measures each layer's batch
+    statistics; the moving mean becomes the batch mean shifted by N(0, 0.3) standard
+    deviations and the moving variance the batch variance (floored at the layer's mean
+    variance, so that a near-constant channel is not blown up) times U(0.5, 2). The
+    random gamma/beta stay; a wrong epsilon, axis or weight order still shows."""
+    import numpy as np
+
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, batchnorm_class)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(sample_images(model.name, (8, *model.input_shape[1:]), seed=seed), training=True)
+    rng = np.random.default_rng(seed)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+        weights = layer.get_weights()
+        mean, var = weights[-2], np.maximum(weights[-1], weights[-1].mean())
+        weights[-2] = (mean + rng.normal(0.0, 0.3, mean.shape) * np.sqrt(var)).astype("float32")
+        weights[-1] = (var * rng.uniform(0.5, 2.0, var.shape)).astype("float32")
+        layer.set_weights(weights)
+
+
 def build(keras, name: str):
     size, _ = ZOO[name]
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
     randomize_batchnorm(model)
     randomize_application_state(model)
+    normalize_batchnorm_scale(model, keras.layers.BatchNormalization)
     return model
 
 
