@@ -63,7 +63,14 @@ def test_bert_encoder_and_pooler(tmp_path):
     model = Outputs(
         transformers.BertModel(config).eval(), ("last_hidden_state", "pooler_output")
     )
-    result = convert(model, (torch.randint(0, 99, (2, 7)),), tmp_path / "bert")
+    path = tmp_path / "bert.pt2"
+    program = torch.export.export(
+        model,
+        (torch.randint(0, 99, (2, 7)),),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    torch.export.save(program, str(path))
+    result = convert(str(path), (), tmp_path / "bert")
     assert len(result.parity.outputs) == 2
     code = build_source(result)
     assert code.count("layers.LayerNormalization(") == 5 and "epsilon=1e-12" in code
