@@ -104,3 +104,4 @@ def reciprocal_to_ir(call: OnnxCall) -> Value:
     if x.producer is not None and x.producer.op == "sqrt":
         return call.emit("rsqrt", [x.producer.inputs[0]])  # the sqrt is dropped as dead if nothing else reads it
     raise call.unsupported("Reciprocal of a computed tensor other than a square root")
+

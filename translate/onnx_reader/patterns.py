@@ -171,9 +171,9 @@ def _through_casts(index: _Index, name: str) -> Any | None:
     return node
 
 
-def _is_leading_shape(index: _Index, name: str, x_name: str, rank: int, units: int) -> bool:
-    """Whether tensor `name` is concat(shape(x)[:rank - 1], [units]), as tf2onnx computes
-    the target of a Tensordot's final Reshape."""
+def _is_leading_shape(index: _Index, name: str, x_name: str, units: int) -> bool:
+    """Whether tensor `name` is concat(shape(x)[:-1], [units]) for a rank >= 3 x, as
+    tf2onnx computes the target of a Tensordot's final Reshape."""
     concat = _through_casts(index, name)
     if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
         return False
@@ -181,13 +181,13 @@ def _is_leading_shape(index: _Index, name: str, x_name: str, rank: int, units: i
     if gather is None or gather.op_type != "Gather" or tail is None or tail.reshape(-1).tolist() != [units]:
         return False
     shape, indices = _through_casts(index, gather.input[0]), index.const(gather.input[1])
-    return (
-        shape is not None and shape.op_type == "Shape" and shape.input[0] == x_name
-        and indices is not None and indices.reshape(-1).tolist() == list(range(rank - 1))
-    )  # fmt: skip
+    if shape is None or shape.op_type != "Shape" or shape.input[0] != x_name or indices is None:
+        return False
+    leading = indices.reshape(-1).tolist()
+    return len(leading) >= 2 and leading == list(range(len(leading)))
 
 
-def fuse_tensordot(model: Any, shapes: dict[str, tuple]) -> int:
+def fuse_tensordot(model: Any) -> int:
     """tf2onnx writes a Dense layer on a (batch, ..., features) tensor as Reshape to
     (-1, features), MatMul, Reshape back to (batch, ..., units): one MatMul on the
     original tensor (ONNX's MatMul broadcasts over the leading axes). Returns the count."""
@@ -197,21 +197,22 @@ def fuse_tensordot(model: Any, shapes: dict[str, tuple]) -> int:
         if first.op_type != "Reshape":
             continue
         x_name = first.input[0]
-        x_shape = shapes.get(x_name)
         target = index.const(first.input[1])
-        if x_shape is None or len(x_shape) < 3 or target is None or target.reshape(-1).tolist() != [-1, x_shape[-1]]:
-            continue
+        if target is None or target.size != 2 or int(target.reshape(-1)[0]) != -1:
+            continue  # the features axis is checked by the MatMul's weight
         users = index.consumers.get(first.output[0], [])
         if len(users) != 1 or users[0].op_type != "MatMul" or users[0].input[0] != first.output[0]:
             continue
         matmul = users[0]
         weight = index.const(matmul.input[1])
         after = index.consumers.get(matmul.output[0], [])
-        if weight is None or weight.ndim != 2 or len(after) != 1 or after[0].op_type != "Reshape":
+        if weight is None or weight.ndim != 2 or int(target.reshape(-1)[1]) != weight.shape[0]:
+            continue
+        if len(after) != 1 or after[0].op_type != "Reshape":
             continue
         last = after[0]
-        if not _is_leading_shape(index, last.input[1], x_name, len(x_shape), int(weight.shape[1])):
-            continue
+        if not _is_leading_shape(index, last.input[1], x_name, int(weight.shape[1])):
+            continue  # the Reshape back must restore x's leading axes (the rank is the Gather's)
         position = list(index.graph.node).index(last)
         from onnx import helper
 

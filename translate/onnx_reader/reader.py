@@ -492,7 +492,7 @@ def _fuse_patterns(model: Any) -> Any:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     fuse_layer_norm(copy, shapes)
-    fuse_tensordot(copy, shapes)
+    fuse_tensordot(copy)
     return copy
 
 

@@ -60,9 +60,9 @@ def reshape_to_ir(call: OnnxCall) -> Value:
     whole = None not in x.shape[1:] and None not in rest and -1 not in rest and math.prod(rest) == math.prod(x.shape[1:])
     if first is None or (first == -1 and whole) or (batch is not None and first == batch):
         if None in rest:
-            raise call.unsupported(f"Reshape to {tuple(call.const(1))} copies a dynamic axis other than the batch")
+            raise call.unsupported(f"Reshape to {call.const(1).tolist()} copies a dynamic axis other than the batch")
         return _reshape(call, x, tuple(rest))
-    raise call.unsupported(f"Reshape of {x.shape} to {tuple(call.const(1))} mixes the batch axis with others; keep the batch size (or 0) first")
+    raise call.unsupported(f"Reshape of {x.shape} to {call.const(1).tolist()} mixes the batch axis with others; keep the batch size (or 0) first")
 
 
 def _axes(call: OnnxCall, rank: int, index: int = 1) -> list[int] | None:
