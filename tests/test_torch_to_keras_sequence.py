@@ -285,10 +285,14 @@ class PaddedCrossAttention(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(16, 2, batch_first=True, kdim=12, vdim=12, bias=False)
+        self.attn = nn.MultiheadAttention(
+            16, 2, batch_first=True, kdim=12, vdim=12, bias=False
+        )
 
     def forward(self, x, memory, padding):
-        return self.attn(x, memory, memory, key_padding_mask=padding, need_weights=False)[0]
+        return self.attn(
+            x, memory, memory, key_padding_mask=padding, need_weights=False
+        )[0]
 
 
 class CausalAttention(nn.Module):
@@ -305,7 +309,9 @@ class CausalAttention(nn.Module):
 
 def test_multihead_attention_time_major_with_weights(tmp_path):
     torch.manual_seed(5)
-    result = convert(SelfAttentionWeights(), (torch.randn(6, 2, 16),), tmp_path / "mha_w")
+    result = convert(
+        SelfAttentionWeights(), (torch.randn(6, 2, 16),), tmp_path / "mha_w"
+    )
     code = build_source(result)
     assert "return_attention_scores=True" in code and "keras.ops.mean(" in code
     assert result.parity.outputs[1].shape == (2, 6, 6)
@@ -317,20 +323,30 @@ def test_multihead_attention_key_padding_mask(tmp_path):
     padding = np.zeros((3, 7), bool)
     padding[0, 5:] = True
     padding[2, 2:] = True
-    inputs = [rng.normal(size=(3, 5, 16)).astype("float32"), rng.normal(size=(3, 7, 12)).astype("float32"), padding]
+    inputs = [
+        rng.normal(size=(3, 5, 16)).astype("float32"),
+        rng.normal(size=(3, 7, 12)).astype("float32"),
+        padding,
+    ]
     example = tuple(torch.from_numpy(a) for a in inputs)
-    result = convert(PaddedCrossAttention(), example, tmp_path / "mha_pad", inputs=inputs)
+    result = convert(
+        PaddedCrossAttention(), example, tmp_path / "mha_pad", inputs=inputs
+    )
     code = build_source(result)
     assert "value_mask=" in code and "use_bias=False" in code
     # the mask matters: without it the numbers differ
-    unmasked = result.keras_model([inputs[0], inputs[1], np.zeros_like(padding)], training=False)
+    unmasked = result.keras_model(
+        [inputs[0], inputs[1], np.zeros_like(padding)], training=False
+    )
     masked = result.keras_model(inputs, training=False)
     assert np.max(np.abs(np.asarray(masked) - np.asarray(unmasked))) > 1e-3
 
 
 def test_multihead_attention_causal_mask(tmp_path):
     torch.manual_seed(7)
-    result = convert(CausalAttention(), (torch.randn(2, 6, 16),), tmp_path / "mha_causal")
+    result = convert(
+        CausalAttention(), (torch.randn(2, 6, 16),), tmp_path / "mha_causal"
+    )
     code = build_source(result)
     assert "use_causal_mask=True" in code and "keras.ops.mean(" not in code
     assert result.parity.outputs[1].shape == (2, 4, 6, 6)
@@ -343,19 +359,35 @@ class Sdpa(nn.Module):
         self.qkv = nn.Linear(16, 48)
 
     def forward(self, x, keep):
-        q, k, v = (t.unflatten(-1, (4, 4)).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = (
+            t.unflatten(-1, (4, 4)).transpose(1, 2)
+            for t in self.qkv(x).chunk(3, dim=-1)
+        )
         mask = keep[:, None, None, :] if self.masked else None
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=0.3).transpose(1, 2).flatten(2)
+        return (
+            F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=self.causal, scale=0.3
+            )
+            .transpose(1, 2)
+            .flatten(2)
+        )
 
 
-@pytest.mark.parametrize("causal, masked", [(True, False), (False, True)], ids=["is_causal", "bool-mask"])
+@pytest.mark.parametrize(
+    "causal, masked", [(True, False), (False, True)], ids=["is_causal", "bool-mask"]
+)
 def test_scaled_dot_product_attention(tmp_path, causal, masked):
     torch.manual_seed(8)
     rng = np.random.default_rng(1)
     keep = np.ones((2, 5), bool)
     keep[1, 3:] = False
     inputs = [rng.normal(size=(2, 5, 16)).astype("float32"), keep]
-    result = convert(Sdpa(causal, masked), tuple(torch.from_numpy(a) for a in inputs), tmp_path / "sdpa", inputs=inputs)
+    result = convert(
+        Sdpa(causal, masked),
+        tuple(torch.from_numpy(a) for a in inputs),
+        tmp_path / "sdpa",
+        inputs=inputs,
+    )
     code = build_source(result)
     assert "layers.Softmax(" in code and "* 0.3" in code
 
@@ -383,7 +415,9 @@ def test_rms_norm_and_layer_norm(tmp_path):
     result = convert(module, (torch.randn(2, 5, 8),), tmp_path / "norms")
     code = build_source(result)
     assert code.count("layers.RMSNormalization(") == 2 and "epsilon=1e-05" in code
-    assert "epsilon=1.1920928955078125e-07" in code  # eps=None is float32's machine epsilon
+    assert (
+        "epsilon=1.1920928955078125e-07" in code
+    )  # eps=None is float32's machine epsilon
 
 
 class MaskedEncoder(nn.Module):
@@ -393,10 +427,14 @@ class MaskedEncoder(nn.Module):
         super().__init__()
         layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(5))
+        self.register_buffer(
+            "causal", nn.Transformer.generate_square_subsequent_mask(5)
+        )
 
     def forward(self, x, padding):
-        return self.encoder(x, mask=self.causal, src_key_padding_mask=padding, is_causal=True)
+        return self.encoder(
+            x, mask=self.causal, src_key_padding_mask=padding, is_causal=True
+        )
 
 
 def test_transformer_encoder_with_masks(tmp_path):
@@ -406,6 +444,71 @@ def test_transformer_encoder_with_masks(tmp_path):
     padding[0, 3:] = True
     padding[2, 4:] = True
     inputs = [rng.normal(size=(3, 5, 16)).astype("float32"), padding]
-    result = convert(MaskedEncoder(), tuple(torch.from_numpy(a) for a in inputs), tmp_path / "enc_mask", inputs=inputs)
+    result = convert(
+        MaskedEncoder(),
+        tuple(torch.from_numpy(a) for a in inputs),
+        tmp_path / "enc_mask",
+        inputs=inputs,
+    )
     code = build_source(result)
     assert code.count("use_causal_mask=True") == 2 and code.count("value_mask=") == 2
+
+
+# -- other Keras backends -------------------------------------------------------------------
+_RUN_ON_TORCH_BACKEND = """
+import importlib.util, os, sys
+os.environ["KERAS_BACKEND"] = "torch"
+import numpy as np
+import keras
+worst = 0.0
+for directory in sys.argv[1:]:
+    spec = importlib.util.spec_from_file_location("emitted", os.path.join(directory, "model.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    io = np.load(os.path.join(directory, "io.npz"))
+    ins = [io[k] for k in sorted(k for k in io if k.startswith("in"))]
+    out = module.load()(ins if len(ins) > 1 else ins[0], training=False)
+    ref = io["out0"]
+    worst = max(worst, float(np.max(np.abs(keras.ops.convert_to_numpy(out) - ref)) / max(1.0, float(np.max(np.abs(ref))))))
+print(keras.backend.backend(), worst)
+"""
+
+
+@pytest.mark.slow
+def test_emitted_sequence_models_run_on_the_torch_backend(tmp_path):
+    """The emitted LSTM/GRU classifier and masked transformer encoder use keras.ops only:
+    the same files run on Keras's torch backend at parity."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(3)
+    padding = np.zeros((3, 5), bool)
+    padding[1, 2:] = True
+    cases = [
+        (Classifier, [rng.integers(0, 30, (3, 9)).astype("int64")]),
+        (MaskedEncoder, [rng.normal(size=(3, 5, 16)).astype("float32"), padding]),
+    ]
+    dirs = []
+    for i, (cls, arrays) in enumerate(cases):
+        torch.manual_seed(i)
+        module = cls().eval()
+        example = tuple(torch.from_numpy(a) for a in arrays)
+        result = convert(module, example, tmp_path / cls.__name__, inputs=arrays)
+        with torch.no_grad():
+            ref = module(*example).numpy()
+        np.savez(
+            result.out / "io.npz",
+            out0=ref,
+            **{f"in{j}": a for j, a in enumerate(arrays)},
+        )
+        dirs.append(str(result.out))
+    run = subprocess.run(
+        [sys.executable, "-c", _RUN_ON_TORCH_BACKEND, *dirs],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    backend, worst = run.stdout.split()[-2:]
+    assert backend == "torch" and float(worst) <= 1e-4, run.stdout
