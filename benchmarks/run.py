@@ -82,9 +82,26 @@ def build_models(workdir: Path, quick: bool) -> list[tuple[str, Path, tuple]]:
         if ctor is None:
             path = ROOT / "samples" / "small_cnn.h5"
         else:
-            ctor(weights=None, input_shape=shape).save(path)
+            # raw scores and random BatchNorm statistics: a saturated softmax would hide errors
+            model = ctor(weights=None, input_shape=shape, classifier_activation=None)
+            _randomize_batchnorm(model)
+            model.save(path)
         models.append((name, path, shape))
     return models
+
+
+def _randomize_batchnorm(model) -> None:
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            weights = layer.get_weights()
+            c = weights[-1].shape
+            weights[-2] = rng.normal(0.0, 0.5, c).astype("float32")
+            weights[-1] = rng.uniform(0.5, 2.0, c).astype("float32")
+            layer.set_weights(weights)
 
 
 def median_time(fn, repeats: int = 10, warmup: int = 3) -> float:
@@ -98,8 +115,11 @@ def median_time(fn, repeats: int = 10, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def forward_ratio(emitted_dir: Path) -> dict:
-    """Emitted ResNet50 (from Keras) vs torchvision's resnet50, same input and threads."""
+REFERENCES = {"ResNet50": "resnet50", "MobileNetV2": "mobilenet_v2"}
+
+
+def forward_ratio(name: str, emitted_dir: Path) -> dict:
+    """An emitted model (from Keras) vs torchvision's counterpart, same input and threads."""
     import torch
     import torchvision
 
@@ -107,7 +127,7 @@ def forward_ratio(emitted_dir: Path) -> dict:
 
     torch.manual_seed(0)
     emitted = import_emitted(emitted_dir).load()
-    reference = torchvision.models.resnet50(weights=None).eval()
+    reference = getattr(torchvision.models, REFERENCES[name])(weights=None).eval()
     x = torch.randn(8, 3, 224, 224)
     with torch.no_grad():
         t_emitted = median_time(lambda: emitted(x))
@@ -190,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 "transposes": conv["transposes"],
                 "tensorflow_imported": conv["tensorflow"],
             }
-            if name == "ResNet50":
-                row["forward"] = forward_ratio(out)
+            if name in REFERENCES:
+                row["forward"] = forward_ratio(name, out)
             if not args.no_baseline:
                 row["baseline"] = baseline_route(name, path, shape)
             rows.append(row)
@@ -208,14 +228,18 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['model']} | {r['nodes']} | {r['file_mb']:.0f} | {r['convert_s']:.2f} | {r['keras_load_s']:.2f} | "
             f"{r['ratio']:.2f} | {r['peak_mb']:.0f} | {bound:.0f} | {r['transposes']} | {r['tensorflow_imported']} |"
         )
-    for r in rows:
-        if "forward" in r:
+    forward_rows = [r for r in rows if "forward" in r]
+    if forward_rows:
+        lines.append("\n## Emitted PyTorch forward vs torchvision (same process, batch 8 at 224x224, median of 10)\n")
+        lines.append("| model | emitted ms | torchvision ms | ratio | transposes in forward | threads |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in forward_rows:
             f = r["forward"]
             lines.append(
-                f"\n## Emitted forward\n\nResNet50 from Keras vs torchvision resnet50, batch 8 at 224x224, {f['threads']} threads: "
-                f"{f['emitted_s'] * 1000:.0f} ms vs {f['torchvision_s'] * 1000:.0f} ms, ratio {f['ratio']:.2f}; "
-                f"{f['transposes_in_forward']} transposes in forward.\n"
+                f"| {r['model']} | {f['emitted_s'] * 1000:.0f} | {f['torchvision_s'] * 1000:.0f} | {f['ratio']:.2f} | "
+                f"{f['transposes_in_forward']} | {f['threads']} |"
             )
+        lines.append("")
     if any("baseline" in r for r in rows):
         lines.append("## Baseline route: tf2onnx + onnx2torch on the same files\n")
         lines.append("| model | ok | seconds (in-process, excl. imports) | max rel error vs Keras | lines of code | note |")
