@@ -466,7 +466,8 @@ def convert_torch(
 
             t5 = time.perf_counter()
             keras_model = load_emitted_keras(staging)
-            batch = fixed_batch(program) or 2  # a program exported with a fixed batch runs only that batch
+            # the export example's axis-0 size (a fixed-batch program runs only that one)
+            batch = fixed_batch(program) or graph.meta.get("static_batch") or 2
             parity = check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance, keras_model=keras_model)
             timings["verify"] = time.perf_counter() - t5
             manifest["parity"] = parity.to_dict()
