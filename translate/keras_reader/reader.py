@@ -339,11 +339,17 @@ class KerasReader:
         # count from 1 in output_layers (and everywhere in tf.keras 2 files); Keras 3 writes
         # the plain call index in inbound nodes' keras_history.
         outer_nested = self._nested
-        self._nested = {name for name, layer in layers.items() if layer.get("class_name") in ("Functional", "Model")}
+        self._nested = {name for name, layer in layers.items() if layer.get("class_name") in ("Functional", "Model") or self._keras2_graph_sequential(layer)}
         try:
             return self._run_functional_body(model_cfg, prefix, inputs, layers)
         finally:
             self._nested = outer_nested
+
+    def _keras2_graph_sequential(self, layer: dict[str, Any]) -> bool:
+        """A tf.keras 2 Sequential built on an InputLayer is a graph network: like a
+        functional model, its node 0 is its own creation (ConvNeXt's stem)."""
+        inner = layer.get("config", {}).get("layers", []) if layer.get("class_name") == "Sequential" else []
+        return self.kfile.keras2 and bool(inner) and inner[0].get("class_name") == "InputLayer"
 
     def _run_functional_body(
         self, model_cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None, layers: dict[str, Any]
