@@ -32,11 +32,11 @@ class Outputs(torch.nn.Module):
         return tuple(getattr(out, n) for n in self.names)
 
 
-def convert(module, inputs: tuple, out, **kwargs):
+def convert(module, example: tuple, out, **kwargs):
     import ktorch
 
     result = ktorch.convert(
-        module, out, example_inputs=inputs, to="keras", force=True, **kwargs
+        module, out, example_inputs=example, to="keras", force=True, **kwargs
     )
     assert result.parity is not None and result.parity.passed, result.parity
     assert result.parity.worst_rel <= 1e-4
@@ -156,3 +156,43 @@ def test_vit(tmp_path):
     code = build_source(result)
     assert "layers.Conv2D(filters=32, kernel_size=4, strides=4" in code
     assert result.manifest["inputs"][0]["perm"] == [0, 2, 3, 1]  # channels-last images
+
+
+class MaskedBert(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
+
+
+def test_bert_with_attention_mask(tmp_path):
+    """Padding: the (batch, length) attention_mask input becomes the attention's mask."""
+    torch.manual_seed(3)
+    config = transformers.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+    )
+    model = MaskedBert(transformers.BertModel(config).eval())
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 99, (3, 7)).astype("int64")
+    mask = np.ones((3, 7), "int64")
+    mask[0, 4:] = 0
+    mask[2, 6:] = 0
+    result = convert(
+        model,
+        (torch.from_numpy(ids), torch.from_numpy(mask)),
+        tmp_path / "bert_mask",
+        inputs=[ids, mask],
+    )
+    unmasked = np.asarray(result.keras_model([ids, np.ones_like(mask)], training=False))
+    masked = np.asarray(result.keras_model([ids, mask], training=False))
+    assert (
+        np.max(np.abs(masked[0, :4] - unmasked[0, :4])) > 1e-3
+    )  # the padding is not attended

@@ -68,3 +68,14 @@ def sequence_mask_to_keras(node: Node, em: KerasEmitter) -> None:
     if node.attrs["reduce_last"]:
         expr = f"keras.ops.any({expr}, axis=-1)"
     em.assign(node, expr)
+
+
+@register("ir->keras", "mask_merge")
+def mask_merge_to_keras(node: Node, em: KerasEmitter) -> None:
+    fn = (
+        "keras.ops.logical_and"
+        if node.attrs["mode"] == "and"
+        else "keras.ops.logical_or"
+    )
+    a, b = node.inputs
+    em.assign(node, f"{fn}({em.var(a)}, {em.var(b)})")

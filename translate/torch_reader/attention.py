@@ -12,7 +12,15 @@ import numpy as np
 from ...graph import Value
 from ...graph.errors import UnsupportedOpError
 from ..registry import register
-from .reader import AtenCall, Const, Deferred, ModuleCall, aten_key, bind_arguments
+from .reader import (
+    AtenCall,
+    BatchRange,
+    Const,
+    Deferred,
+    ModuleCall,
+    aten_key,
+    bind_arguments,
+)
 
 _THROUGH = (
     "aten.transpose",
@@ -417,3 +425,54 @@ def hf_conv1d_to_ir(call: ModuleCall) -> list[Value]:
             {"weight": w, "bias": np.ascontiguousarray(st["bias"], dtype=np.float32)},
         )
     ]
+
+
+# -- attention masks that Hugging Face's masking utilities build from attention_mask ----------
+@register("torch->ir", "aten.index")
+def index_to_ir(call: AtenCall) -> Value:
+    """x[arange(batch), positions] with x a (batch, length) padding mask and positions the
+    constant 0..length-1 (broadcast to a 4-D mask): the mask itself, reshaped."""
+    x = call.args.get("self")
+    indices = list(call.args.get("indices") or [])
+    if not (
+        isinstance(x, Value)
+        and x.rank == 2
+        and len(indices) == 2
+        and isinstance(indices[0], BatchRange)
+        and isinstance(indices[1], Const)
+    ):
+        raise call.unsupported(
+            "indexing other than mask[arange(batch), positions] (a padding mask read by position)"
+        )
+    positions = indices[1].array
+    if (
+        x.shape[1] is None
+        or not np.array_equal(positions.reshape(-1), np.arange(int(x.shape[1])))
+        or positions.shape[-1] != positions.size
+    ):
+        raise call.unsupported(
+            "indexing a padding mask by positions other than 0..length-1 along the last axis"
+        )
+    rank = max(indices[0].ndim, positions.ndim)
+    return call.emit("reshape", [x], {"shape": (1,) * (rank - 2) + (int(x.shape[1]),)})
+
+
+@register("torch->ir", "aten.__and__", "aten.bitwise_and", "aten.logical_and")
+def mask_and_to_ir(call: AtenCall) -> Value:
+    """a & b of bool masks; an all-True constant operand only broadcasts the other."""
+    a, b = call.args.get("self", call.args.get("input")), call.args.get("other")
+    if isinstance(a, Const):
+        a, b = b, a
+    if not isinstance(a, Value) or a.dtype != "bool":
+        raise call.unsupported("& of tensors that are not bool masks")
+    if isinstance(b, Const):
+        if b.array.dtype != np.bool_ or not b.array.all():
+            raise call.unsupported("& with a constant mask that is not all True")
+        target = call.meta_shapes[0]
+        reps = tuple(
+            1 if d is None or s == d else int(d) for s, d in zip(a.shape, target)
+        )
+        return (
+            a if all(r == 1 for r in reps) else call.emit("tile", [a], {"reps": reps})
+        )
+    return call.emit("mask_merge", [a, call.value("other")], {"mode": "and"})

@@ -587,6 +587,8 @@ class TorchReader:
             and torch.equal(a[:1], b[:1])
         )
         if not same:
+            if all(isinstance(t, torch.Tensor) and t.shape[:1] == (n,) and t.numel() == n and torch.equal(t.flatten(), torch.arange(n)) for n, t in values.items()):
+                return BatchRange(a.ndim)
             return BatchExpr(f"{node.name} (depends on the batch size)")
         return Const(node.name, _to_numpy(a[:1]))
 
@@ -720,6 +722,17 @@ class BatchExpr:
 
     def __repr__(self) -> str:
         return self.text
+
+
+class BatchRange:
+    """arange(batch size) with `ndim - 1` unit axes after it: the index of every example
+    (Hugging Face's mask helpers index with it)."""
+
+    def __init__(self, ndim: int) -> None:
+        self.ndim = ndim
+
+    def __repr__(self) -> str:
+        return f"BatchRange({self.ndim})"
 
 
 def _sym_arith(fn: Callable) -> Callable:
