@@ -196,3 +196,34 @@ def test_bert_with_attention_mask(tmp_path):
     assert (
         np.max(np.abs(masked[0, :4] - unmasked[0, :4])) > 1e-3
     )  # the padding is not attended
+
+
+class MaskedGpt2(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).logits
+
+
+def test_gpt2_with_attention_mask(tmp_path):
+    """Causal and padding masks together (the causal one a constant, ANDed with the input's)."""
+    torch.manual_seed(4)
+    config = transformers.GPT2Config(
+        vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=16
+    )
+    model = MaskedGpt2(transformers.GPT2LMHeadModel(config).eval())
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 99, (3, 7)).astype("int64")
+    mask = np.ones((3, 7), "int64")
+    mask[1, :2] = 0  # left padding
+    result = convert(
+        model,
+        (torch.from_numpy(ids), torch.from_numpy(mask)),
+        tmp_path / "gpt2_mask",
+        inputs=[ids, mask],
+    )
+    assert "keras.ops.logical_and(" in build_source(result)

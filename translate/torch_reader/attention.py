@@ -313,7 +313,9 @@ def _known_mask(call: AtenCall, mask: Any) -> np.ndarray | None:
     return None
 
 
-def _additive(call: AtenCall, mask: Any, rank: int) -> Value | None:
+def _additive(
+    call: AtenCall, mask: Any, rank: int, safe_rows: list[Value]
+) -> Value | None:
     """attn_mask as a float term added to the scores (None where it masks nothing): a bool
     mask is True where attention is allowed (False: -inf), a float mask is added as is."""
     array = _known_mask(call, mask)
@@ -339,6 +341,21 @@ def _additive(call: AtenCall, mask: Any, rank: int) -> Value | None:
         return call.reader.constant_value(Const(f"{call.name}_mask", array))
     if mask.dtype == "bool":
         as_float = call.emit("cast", [mask], {"dtype": "float32"}, suffix="_mask_float")
+        # PyTorch's safe softmax: a query that may attend to no key gets zero weights
+        row_ok = call.emit(
+            "reduce",
+            [as_float],
+            {"mode": "max", "axes": (as_float.rank - 1,), "keepdims": True},
+            suffix="_mask_rows",
+        )
+        while row_ok.rank < rank:
+            row_ok = call.emit(
+                "expand_dims",
+                [row_ok],
+                {"axis": 1},
+                suffix=f"_mask_rows_{row_ok.rank}d",
+            )
+        safe_rows.append(row_ok)
         blocked = call.emit(
             "sub",
             [call.reader.scalar_value(1.0, mask.rank), as_float],
@@ -383,8 +400,11 @@ def sdpa_to_ir(call: AtenCall) -> Value:
         suffix="_scaled",
     )
     terms = []
+    safe_rows: list[
+        Value
+    ] = []  # where a query may attend to no key, its weights are zero
     if call.args.get("attn_mask") is not None:
-        terms.append(_additive(call, call.args["attn_mask"], scores.rank))
+        terms.append(_additive(call, call.args["attn_mask"], scores.rank, safe_rows))
     if call.args.get("is_causal"):
         length, source = int(q.shape[-2]), int(k.shape[-2])
         causal = np.where(
@@ -403,6 +423,8 @@ def sdpa_to_ir(call: AtenCall) -> Value:
     weights = call.emit(
         "softmax", [scores], {"axis": (scores.rank - 1,)}, suffix="_weights"
     )
+    for row_ok in safe_rows:
+        weights = call.emit("mul", [weights, row_ok], suffix="_weights_safe")
     return call.emit("matmul", [weights, v])
 
 
@@ -466,8 +488,14 @@ def mask_and_to_ir(call: AtenCall) -> Value:
     if not isinstance(a, Value) or a.dtype != "bool":
         raise call.unsupported("& of tensors that are not bool masks")
     if isinstance(b, Const):
-        if b.array.dtype != np.bool_ or not b.array.all():
-            raise call.unsupported("& with a constant mask that is not all True")
+        if b.array.dtype != np.bool_:
+            raise call.unsupported("& with a constant that is not a bool mask")
+        if not b.array.all():  # e.g. the causal mask
+            return call.emit(
+                "mask_merge",
+                [a, call.reader.constant_value(b, a.rank)],
+                {"mode": "and"},
+            )
         target = call.meta_shapes[0]
         reps = tuple(
             1 if d is None or s == d else int(d) for s, d in zip(a.shape, target)
