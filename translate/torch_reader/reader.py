@@ -511,7 +511,7 @@ class TorchReader:
         if deferred is not None:
             return deferred.apply(self, node, key, bound)
         computed = any(isinstance(a, Const) for a in flat) or node.name in self._constant  # arange(7) has no tensor argument
-        if self.options.fold_constants and not any(isinstance(a, (Value, _Batch, BatchExpr)) for a in flat) and computed:
+        if self.options.fold_constants and not any(isinstance(a, (Value, _Batch, BatchExpr, BatchRange)) for a in flat) and computed:
             return self._fold(node, args, kwargs)
         translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]
         module, cls = _module_of(node)
