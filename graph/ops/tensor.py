@@ -324,29 +324,6 @@ define(
 
 
 
-def _infer_attention(node):
-    q = node.inputs[0]
-    w = node.weights.get("out_weight")
-    e = int(w.shape[0]) if w is not None else q.shape[-1]
-    if q.rank != 3:
-        raise GraphError(f"{node.name}: attention takes (batch, length, features) inputs, got {q.shape}")
-    return [((q.shape[0], q.shape[1], e), q.dtype)]
-
-
-define(
-    OpDef(
-        "attention",
-        _infer_attention,
-        attrs=(attr("num_heads", int), attr("head_dim", int), attr("causal", bool, default=False)),
-        weights=("q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias", "out_weight", "out_bias"),
-        layout=Layout.OPAQUE,
-        doc="multi-head attention on (batch, length, features) inputs [query, key, value]: projections "
-        "x @ W.T + b (PyTorch Linear layout), softmax(q k^T / sqrt(head_dim)) v per head, then the output projection",
-        family="tensor",
-    )
-)
-
-
 def _infer_tile(node):
     x = node.inputs[0]
     reps = node.attrs["reps"]

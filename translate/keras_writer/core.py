@@ -83,24 +83,3 @@ def constant_to_keras(node: Node, em: KerasEmitter) -> None:
     if node.attrs["per_example"]:
         kwargs["per_example"] = True
     em.assign(node, f"{em.layer(node, cls, [value], **kwargs)}({anchor})")
-
-
-@register("ir->keras", "attention")
-def attention_to_keras(node: Node, em: KerasEmitter) -> None:
-    a = node.attrs
-    w = node.weights
-    h, d = a["num_heads"], a["head_dim"]
-    e_in = int(w["q_weight"].shape[1])
-    weights = []
-    for p in ("q", "k", "v"):
-        # PyTorch's (h * d, e) projection is Keras's (e, h, d) EinsumDense kernel
-        weights += [w[f"{p}_weight"].T.reshape(-1, h, d), w[f"{p}_bias"].reshape(h, d)]
-    weights += [w["out_weight"].T.reshape(h, d, -1), w["out_bias"]]
-    kwargs = {"num_heads": h, "key_dim": d}
-    if int(w["out_weight"].shape[0]) != e_in:
-        kwargs["output_shape"] = int(w["out_weight"].shape[0])
-    q, k, v = (em.var(x) for x in node.inputs)
-    layer = em.layer(node, "layers.MultiHeadAttention", weights, **kwargs)
-    args = f"{q}, {v}" if k == v else f"{q}, {v}, key={k}"
-    causal = ", use_causal_mask=True" if a["causal"] else ""
-    em.assign(node, f"{layer}({args}{causal})")
