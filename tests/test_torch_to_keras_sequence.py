@@ -19,7 +19,12 @@ def convert(module: nn.Module, example: tuple, out, **kwargs):
     import ktorch
 
     result = ktorch.convert(
-        module.eval(), out, example_inputs=example, to="keras", force=True, **kwargs
+        module.eval() if isinstance(module, nn.Module) else module,
+        out,
+        example_inputs=example,
+        to="keras",
+        force=True,
+        **kwargs,
     )
     assert result.parity is not None and result.parity.passed, result.parity
     assert result.parity.worst_rel <= 1e-4
@@ -512,3 +517,12 @@ def test_emitted_sequence_models_run_on_the_torch_backend(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     backend, worst = run.stdout.split()[-2:]
     assert backend == "torch" and float(worst) <= 1e-4, run.stdout
+
+
+def test_decomposed_lstm_is_refused_with_the_way_out(tmp_path):
+    from ktorch.graph.errors import UnsupportedOpError
+
+    module = nn.LSTM(4, 3, batch_first=True).eval()
+    program = torch.export.export(module, (torch.randn(2, 5, 4),)).run_decompositions()
+    with pytest.raises(UnsupportedOpError, match="without decompositions"):
+        convert(program, (), tmp_path / "decomposed")

@@ -132,10 +132,13 @@ def _initial_states(
 @register("torch->ir", "module.LSTM", "module.GRU", "module.RNN")
 def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
     rnn_nodes = [n for n in call.nodes if aten_key(n.target) in _OPS]
-    if len(rnn_nodes) != 1:
+    if not rnn_nodes:
         raise call.unsupported(
-            f"expected one recurrent ATen call in the module, found {[aten_key(n.target) for n in rnn_nodes]}"
+            "the recurrent call was decomposed into per-step ATen ops (a program after run_decompositions()); "
+            "save the torch.export program without decompositions so that aten.lstm / aten.gru stays one call"
         )
+    if len(rnn_nodes) != 1:
+        raise call.unsupported(f"expected one recurrent ATen call in the module, found {len(rnn_nodes)}")
     rnn = rnn_nodes[0]
     key = aten_key(rnn.target)
     if rnn.target._overloadname != "input":
