@@ -1,6 +1,17 @@
-"""Attention: nn.MultiheadAttention as one `multi_head_attention` node (a Keras MultiHeadAttention
-layer), translated from the whole module call; F.scaled_dot_product_attention on its own
-as matmul / softmax nodes."""
+"""Attention.
+
+* nn.MultiheadAttention, translated from the whole module call, is one
+  `multi_head_attention` node (a Keras MultiHeadAttention): batch_first either way, kdim /
+  vdim, a bool key_padding_mask (or the float one nn.TransformerEncoder makes from it), a
+  causal attn_mask, the attention weights (per head or averaged) when they are used.
+* F.scaled_dot_product_attention (Hugging Face's attention, or a model's own) is written out
+  as matmul / scale / mask / softmax / matmul nodes; masks known at conversion time become
+  additive constants (dropped where they mask nothing), bool mask tensors an additive term
+  with PyTorch's safe softmax (a query with no key to attend gets zero weights).
+* Hugging Face's Conv1D (GPT-2's projections) is a Dense; the masks its masking utilities
+  build from an attention_mask input (mask[arange(batch), positions] & causal) are a reshape
+  and a logical AND.
+"""
 
 from __future__ import annotations
 
