@@ -526,3 +526,33 @@ def test_decomposed_lstm_is_refused_with_the_way_out(tmp_path):
     program = torch.export.export(module, (torch.randn(2, 5, 4),)).run_decompositions()
     with pytest.raises(UnsupportedOpError, match="without decompositions"):
         convert(program, (), tmp_path / "decomposed")
+
+
+class Seq2SeqTransformer(nn.Module):
+    """nn.Transformer (encoder and decoder stacks, final norms) with a causal target mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transformer = nn.Transformer(
+            16, 2, 1, 2, 24, dropout=0.1, batch_first=True, norm_first=True
+        )
+        self.register_buffer(
+            "causal", nn.Transformer.generate_square_subsequent_mask(4)
+        )
+
+    def forward(self, src, tgt):
+        return self.transformer(src, tgt, tgt_mask=self.causal, tgt_is_causal=True)
+
+
+def test_nn_transformer(tmp_path):
+    torch.manual_seed(11)
+    result = convert(
+        Seq2SeqTransformer(),
+        (torch.randn(2, 6, 16), torch.randn(2, 4, 16)),
+        tmp_path / "transformer",
+    )
+    code = build_source(result)
+    assert (
+        code.count("layers.MultiHeadAttention(") == 5
+        and code.count("use_causal_mask=True") == 2
+    )
