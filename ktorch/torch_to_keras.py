@@ -451,6 +451,9 @@ def convert_torch(
         "layout": {"mode": "keep" if layout == "keep" else "keras", "transposes": count_transposes(graph)},
         "inputs": io(graph.inputs),
         "outputs": io(graph.outputs),
+        # source module path -> emitted variable in build() (the last value a module produced
+        # is its output), for the verifier's layer-by-layer comparison
+        "values": _value_map(graph, rendered.value_names),
         "parity": None,
     }
 
@@ -487,5 +490,21 @@ def convert_torch(
     return result
 
 
-
-
+def _value_map(graph: Graph, names: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Source module path -> the emitted variable holding that module's output (the last
+    value its nodes produce) and its perm, for the verifier's layer-by-layer comparison."""
+    out: dict[str, dict[str, Any]] = {}
+    for v in graph.values():
+        if v in graph.inputs or v.name not in names:
+            continue
+        key = v.source or (v.producer.source if v.producer is not None else None)
+        cls = v.producer.source_class if v.producer is not None else None
+        if not key or (cls or "").startswith("aten."):  # functional code has no module path to match
+            continue
+        entry: dict[str, Any] = {"emitted": names[v.name]}
+        if v.perm:
+            entry["perm"] = list(v.perm)
+        if v.producer is not None and v.producer.source_class:
+            entry["class"] = v.producer.source_class
+        out[key] = entry
+    return out

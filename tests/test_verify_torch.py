@@ -64,8 +64,8 @@ def test_torch_to_keras_planted_epsilon_fails(converted, tmp_path):
     report = verify_conversion(src, planted)
     assert report.exit_code == 1, report.summary()
     manifest = json.loads((planted / "ktorch.json").read_text())
-    if manifest.get("values"):  # with the layer map recorded, the BatchNorm is named
-        assert report.first_divergence[1].source == "bn"
+    assert {"conv", "bn", "fc"} <= set(manifest["values"])  # the layer map recorded at conversion
+    assert report.first_divergence[1].source == "bn"
 
 
 def test_torch_to_keras_layers_with_a_layer_map(converted, tmp_path):
@@ -92,3 +92,36 @@ def test_torch_to_keras_layers_with_a_layer_map(converted, tmp_path):
     assert report.exit_code == 1
     run, layer = report.first_divergence
     assert layer.source == "bn" and [r.source for r in run.layers if not r.isolated.passed] == ["bn"]
+
+
+class InplaceNet(torch.nn.Module):
+    """torchvision style: a ReLU(inplace=True) overwrites the BatchNorm's output tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.relu = torch.nn.ReLU(inplace=True)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_fixed_batch_export_and_inplace_relu_verify_layer_by_layer(tmp_path):
+    torch.manual_seed(1)
+    net = InplaceNet().eval()
+    with torch.no_grad():
+        net.bn.running_mean.normal_(0.0, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+    src = tmp_path / "inplace.pt2"
+    torch.export.save(torch.export.export(net, (torch.randn(1, 3, 9, 9),)), str(src))  # batch fixed at 1
+    out = tmp_path / "inplace_keras"
+    torch_to_keras.convert_torch(src, out, verify=False)
+    report = verify_conversion(src, out, batches=(2,))
+    assert report.passed, report.summary()
+    assert [r.batch for r in report.runs] == [1] and any("fixed batch" in w for w in report.warnings)
+    layers = {layer.source: layer for layer in report.runs[0].layers}
+    assert {"conv", "bn", "relu", "fc"} <= set(layers)
+    # the BatchNorm's captured output is its own, not the ReLU's that overwrote it in place
+    assert layers["bn"].isolated.max_rel < 1e-5 and layers["bn"].propagated.max_rel < 1e-5

@@ -284,7 +284,7 @@ def _interpret(module: Any, tensors: list[Any], wanted: set[str], classes: dict[
             if isinstance(out, torch.Tensor):
                 for key in (n.name, by_node.get(n.name)):
                     if key in wanted:
-                        values[key] = out.detach().cpu().numpy()
+                        values[key] = out.detach().cpu().numpy().copy()  # later in-place ops must not change it
             return out
 
     with torch.no_grad():

@@ -132,6 +132,10 @@ def verify_conversion(
         expected_sha = manifest.get("source", {}).get("sha256")
         if expected_sha and _sha256(src) != expected_sha:
             report.warnings.append(f"{src} is not the file this directory was converted from (sha256 differs from {MANIFEST})")
+        fixed = manifest.get("source", {}).get("batch")
+        if fixed and inputs is None and list(batches) != [fixed]:
+            report.warnings.append(f"the source was exported with a fixed batch of {fixed}; verifying at that batch")
+            batches = [int(fixed)]
         if mode != "outputs" and not manifest.get("values"):
             report.warnings.append(f"{MANIFEST} records no layer map ('values'): only the outputs were compared")
         unknown = set(output_tolerances or {}) - {o["name"] for o in manifest["outputs"]}
