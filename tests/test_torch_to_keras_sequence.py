@@ -556,3 +556,25 @@ def test_nn_transformer(tmp_path):
         code.count("layers.MultiHeadAttention(") == 5
         and code.count("use_causal_mask=True") == 2
     )
+
+
+class ZeroStates(nn.Module):
+    """The tutorial pattern: explicit zero initial states sized from the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(5, 4, num_layers=2, batch_first=True)
+        self.gru = nn.GRU(4, 3, batch_first=True)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h0 = torch.zeros(2, x.size(0), 4)
+        out, _ = self.lstm(x, (h0, torch.zeros(2, x.size(0), 4)))
+        out, _ = self.gru(out, torch.zeros(1, x.size(0), 3))
+        return self.fc(out[:, -1, :])
+
+
+def test_zero_initial_states_made_in_forward(tmp_path):
+    torch.manual_seed(12)
+    result = convert(ZeroStates(), (torch.randn(3, 6, 5),), tmp_path / "zeros")
+    assert "initial_state" not in build_source(result)

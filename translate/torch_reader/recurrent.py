@@ -105,12 +105,30 @@ class StateStack(Deferred):
         )
 
 
+def _all_zeros(call: ModuleCall, node: Any) -> bool:
+    """Whether an hx argument is zeros the model made itself (a constant, or one that
+    depends only on the batch size)."""
+    from .reader import Const
+
+    value = call.reader.env.get(getattr(node, "name", ""))
+    if isinstance(value, Const):
+        return not value.array.any()
+    by_batch = call.reader._batch_values.get(getattr(node, "name", ""))
+    return bool(by_batch) and all(
+        hasattr(t, "any") and not bool(t.any()) for t in by_batch.values()
+    )
+
+
 def _initial_states(
     call: ModuleCall, arg: Any, zero_nodes: set[str]
 ) -> list[Value] | None:
     """The (batch, hidden) rows of an hx argument, or None for the zeros torch makes itself."""
     args = arg if isinstance(arg, (list, tuple)) else [arg]
     rows: list[list[Value]] = []
+    # torch.zeros(layers, x.size(0), hidden) made in the forward counts as no state too
+    zero_nodes = zero_nodes | {
+        a.name for a in args if a is not None and _all_zeros(call, a)
+    }
     for a in args:
         if a is None or getattr(a, "name", None) in zero_nodes:
             if len(args) == 1 or all(
@@ -138,7 +156,9 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
             "save the torch.export program without decompositions so that aten.lstm / aten.gru stays one call"
         )
     if len(rnn_nodes) != 1:
-        raise call.unsupported(f"expected one recurrent ATen call in the module, found {len(rnn_nodes)}")
+        raise call.unsupported(
+            f"expected one recurrent ATen call in the module, found {len(rnn_nodes)}"
+        )
     rnn = rnn_nodes[0]
     key = aten_key(rnn.target)
     if rnn.target._overloadname != "input":
