@@ -102,6 +102,9 @@ def precision_settings(device: str, *, tf32: bool = False) -> Iterator[dict[str,
     except ImportError:
         pass
     if _tensorflow_in_use():
+        from .runners import keras_backend
+
+        keras_backend()  # imports TensorFlow quietly (and Triton first) if not done yet
         import tensorflow as tf
 
         old_tf = tf.config.experimental.tensor_float_32_execution_enabled()
