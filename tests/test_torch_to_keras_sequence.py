@@ -578,3 +578,29 @@ def test_zero_initial_states_made_in_forward(tmp_path):
     torch.manual_seed(12)
     result = convert(ZeroStates(), (torch.randn(3, 6, 5),), tmp_path / "zeros")
     assert "initial_state" not in build_source(result)
+
+
+class DefaultCall(nn.Module):
+    """mha(x, x, x) with its defaults (need_weights=True, weights unused) and a classifier head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(40, 16)
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        out, _ = self.attn(x, x, x)
+        return self.fc(out.mean(dim=1))
+
+
+def test_multihead_attention_default_call(tmp_path):
+    torch.manual_seed(13)
+    result = convert(
+        DefaultCall(), (torch.randint(0, 40, (2, 6)),), tmp_path / "mha_default"
+    )
+    code = build_source(result)
+    assert (
+        "layers.MultiHeadAttention(" in code and "return_attention_scores" not in code
+    )
