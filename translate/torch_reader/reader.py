@@ -566,8 +566,11 @@ class TorchReader:
         if key == "aten.sym_size":
             values = {b: b for b in self._BATCH_SIZES}
         else:
-            with torch.no_grad():
-                values = {b: node.target(*concrete(node.args, b), **concrete(dict(node.kwargs), b)) for b in self._BATCH_SIZES}
+            try:
+                with torch.no_grad():
+                    values = {b: node.target(*concrete(node.args, b), **concrete(dict(node.kwargs), b)) for b in self._BATCH_SIZES}
+            except Exception:  # noqa: BLE001 - an operand only its translator understands
+                return self._call(node)
         self._batch_values[node.name] = values
         if key in _SYM_OPS or key in _PYTHON_OPS:
             return self._call(node)
