@@ -149,6 +149,9 @@ def _initial_states(
 
 @register("torch->ir", "module.LSTM", "module.GRU", "module.RNN")
 def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
+    """One recurrent node per layer of the stack (bidirectional: both directions in one),
+    transposes around it for batch_first=False; the sequence output, and h_n / c_n as
+    StateStacks, for whichever of them the model uses."""
     rnn_nodes = [n for n in call.nodes if aten_key(n.target) in _OPS]
     if not rnn_nodes:
         raise call.unsupported(
