@@ -30,3 +30,16 @@ def test_cli_converts_sample(tmp_path, name):
 def test_version():
     done = subprocess.run([sys.executable, "-m", "ktorch.cli", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("ktorch ")
+
+
+def test_supported_ops_table_is_current():
+    """docs/supported_ops.md is generated from the registry; regenerate with `python -m ktorch.docs`."""
+    done = subprocess.run([sys.executable, "-m", "ktorch.docs", "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_help_lists_every_command():
+    done = subprocess.run([sys.executable, "-m", "ktorch.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for command in ("convert", "inspect", "verify", "export"):
+        assert command in done.stdout
