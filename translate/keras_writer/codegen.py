@@ -22,7 +22,7 @@ import numpy as np
 from ...graph import Graph, Node, Value
 from ...graph.errors import GraphError, UnsupportedOpError
 from ..registry import lookup
-from ..torch_writer.codegen import Raw, call, py_literal
+from ..codegen import Raw, call, py_literal
 
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"keras", "layers", "ops", "np", "Path", "build", "load", "annotations", "model"}
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...graph import Graph, Value
+from ...graph import Graph
 from ...graph.errors import GraphError
+from ..codegen import describe_values
 from ..format import format_source
 from .codegen import KerasEmitter, emit_graph, py_literal
 
@@ -62,14 +63,6 @@ def model_name(name: str) -> str:
     return re.sub(r"\W", "_", name).strip("_") or "model"
 
 
-def _describe(values: list[Value], names: dict[int, str]) -> str:
-    lines = []
-    for v in values:
-        dims = ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d)) for i, d in enumerate(v.shape))
-        lines.append(f"    {names[id(v)]}: {v.dtype}[{dims}]")
-    return "\n".join(lines)
-
-
 def _register(code: str) -> str:
     """Custom layer classes are registered so that a saved .keras file reloads them."""
     return re.sub(r"^class ", '@keras.saving.register_keras_serializable(package="ktorch")\nclass ', code, flags=re.MULTILINE)
@@ -86,8 +79,8 @@ def render(graph: Graph, *, source: str, version: str) -> KerasOutput:
             title=f"Keras translation of the {graph.meta.get('source_framework', 'source')} model {graph.name!r}.",
             version=version,
             source=source,
-            inputs=_describe(graph.inputs, em.value_names),
-            outputs=_describe(graph.outputs, em.value_names),
+            inputs=describe_values(graph.inputs, em.value_names),
+            outputs=describe_values(graph.outputs, em.value_names),
             numpy="import numpy as np\n" if "np." in helpers else "",
         ),
         helpers,

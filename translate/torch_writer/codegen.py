@@ -12,47 +12,16 @@ import builtins
 import keyword
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from ...graph import Graph, Node, Value
 from ...graph.errors import GraphError, UnsupportedOpError
+from ..codegen import Raw, call, py_literal  # noqa: F401  (re-exported for the op families)
 from ..registry import lookup
 
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "Path", "load", "load_file", "annotations"}
-
-
-def py_literal(value: Any) -> str:
-    """A Python literal for attribute values (tuples, floats, strings, None)."""
-    if isinstance(value, (bool, np.bool_)):
-        return repr(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return repr(int(value))
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        if f == float("inf"):
-            return 'float("inf")'
-        if f == float("-inf"):
-            return 'float("-inf")'
-        return repr(f)
-    if isinstance(value, tuple):
-        inner = ", ".join(py_literal(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, list):
-        return "[" + ", ".join(py_literal(v) for v in value) + "]"
-    return repr(value)
-
-
-def call(callee: str, *args: Any, **kwargs: Any) -> str:
-    """`callee(arg, ..., key=value, ...)` with literals; pass str args through `Raw`."""
-    parts = [a if isinstance(a, Raw) else py_literal(a) for a in args]
-    parts += [f"{k}={v if isinstance(v, Raw) else py_literal(v)}" for k, v in kwargs.items()]
-    return f"{callee}({', '.join(parts)})"
-
-
-class Raw(str):
-    """A code fragment passed to `call` as is."""
 
 
 def identifier(text: str) -> str:

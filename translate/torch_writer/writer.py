@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...graph import Graph, Value
+from ...graph import Graph
+from ..codegen import describe_values
 from ..format import format_source
 from .codegen import TorchEmitter, emit_graph, identifier
 
@@ -73,14 +74,6 @@ def class_name_for(name: str) -> str:
     return cls
 
 
-def _describe(values: list[Value], names: dict[int, str]) -> str:
-    lines = []
-    for v in values:
-        dims = ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d)) for i, d in enumerate(v.shape))
-        lines.append(f"    {names[id(v)]}: {v.dtype}[{dims}]")
-    return "\n".join(lines)
-
-
 def _annotation(count: int) -> str:
     return "torch.Tensor" if count == 1 else f"tuple[{', '.join(['torch.Tensor'] * count)}]"
 
@@ -96,8 +89,8 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
             title=f"{cls}: PyTorch translation of the {graph.meta.get('source_framework', 'source')} model {graph.name!r}.",
             version=version,
             source=source,
-            inputs=_describe(graph.inputs, em.value_names),
-            outputs=_describe(graph.outputs, em.value_names),
+            inputs=describe_values(graph.inputs, em.value_names),
+            outputs=describe_values(graph.outputs, em.value_names),
             functional="import torch.nn.functional as F\n" if em.uses_functional else "",
         )
     ]
