@@ -9,10 +9,10 @@ from typing import Any, Callable
 
 from . import __version__
 from .graph import Graph, validate
-from .graph.errors import ModelFileError, ParityError
+from .graph.errors import ModelFileError
 from .graph.passes import assign_layout, eliminate_dead, fold_padding, fuse_activations, remove_noops
 from .graph.queries import id_range, spatial_format
-from .translate.output import staged_directory, write_manifest
+from .translate.output import raise_on_mismatch, write_verified
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
@@ -201,29 +201,24 @@ def convert(
         "parity": None,
     }
 
-    parity = None
-    with staged_directory(out, force=force) as staging:
-        t3 = time.perf_counter()
-        writer.write(rendered, staging)
-        timings["write"] = time.perf_counter() - t3
-        if verify:
-            step("verifying parity")
-            from .verify.parity import check_keras_to_torch
+    def check(staging: Path):
+        step("verifying parity")
+        from .verify.parity import check_keras_to_torch
 
-            t4 = time.perf_counter()
-            parity = check_keras_to_torch(src, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance, trust_code=trust_code)
-            timings["verify"] = time.perf_counter() - t4
-            manifest["parity"] = parity.to_dict()
-        write_manifest(staging, manifest)
+        return check_keras_to_torch(src, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance, trust_code=trust_code)
+
+    parity = write_verified(
+        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings
+    )
     timings["total"] = time.perf_counter() - t0
     result = ConversionResult(out, graph, manifest, parity, timings)
-    if parity is not None and not parity.passed:
-        worst = max(parity.outputs, key=lambda c: c.max_rel)
-        raise ParityError(
-            f"{src}: the emitted model differs from the source: output {worst.name!r} has relative error "
-            f"{worst.max_rel:.3g} > {tolerance:g} ({worst.problem or 'numbers differ'}); the output was written to {out} "
-            "for inspection; run `ktorch verify` for a layer-by-layer report"
-        )
+    raise_on_mismatch(
+        parity,
+        what=f"{src}: the emitted model differs from the source",
+        tolerance=tolerance,
+        out=out,
+        hint="; run `ktorch verify` for a layer-by-layer report",
+    )
     return result
 
 

@@ -32,7 +32,7 @@ from .graph.passes import (
     remove_noops,
 )
 from .graph.queries import is_spatial
-from .translate.output import read_manifest, staged_directory, write_manifest
+from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
 ONNX_SUFFIX = ".onnx"
 LAYOUT_NAMES = {3: ("NCL", "NLC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
@@ -178,37 +178,27 @@ def convert_onnx(
         "parity": None,
     }
 
-    parity = None
-    with staged_directory(out, force=force) as staging:
-        t3 = time.perf_counter()
-        writer.write(rendered, staging)
-        timings["write"] = time.perf_counter() - t3
-        if verify:
-            step("verifying parity against ONNX Runtime")
-            from .verify.onnx_referee import check_onnx_parity
+    def check(staging: Path):
+        step("verifying parity against ONNX Runtime")
+        from .verify.onnx_referee import check_onnx_parity
 
-            t4 = time.perf_counter()
-            onnx_path = path
-            if onnx_path is None:
-                onnx_path = staging / ".source.onnx"
-                onnx_path.write_bytes(src.SerializeToString())
-            try:
-                batch = graph.meta.get("static_batch") or 2  # a model exported with a fixed batch runs only that batch
-                parity = check_onnx_parity(onnx_path, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance)
-            finally:
-                if path is None:
-                    onnx_path.unlink()
-            timings["verify"] = time.perf_counter() - t4
-            manifest["parity"] = parity.to_dict()
-        write_manifest(staging, manifest)
+        onnx_path = path
+        if onnx_path is None:
+            onnx_path = staging / ".source.onnx"
+            onnx_path.write_bytes(src.SerializeToString())
+        try:
+            batch = graph.meta.get("static_batch") or 2  # a model exported with a fixed batch runs only that batch
+            return check_onnx_parity(onnx_path, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance)
+        finally:
+            if path is None:
+                onnx_path.unlink()
+
+    parity = write_verified(
+        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings
+    )
     timings["total"] = time.perf_counter() - t0
     result = ConversionResult(out, graph, manifest, parity, timings)
-    if parity is not None and not parity.passed:
-        worst = max(parity.outputs, key=lambda c: c.max_rel)
-        raise ParityError(
-            f"{desc}: the emitted model differs from ONNX Runtime's run of the source: output {worst.name!r} has relative error "
-            f"{worst.max_rel:.3g} > {tolerance:g} ({worst.problem or 'numbers differ'}); the output was written to {out} for inspection"
-        )
+    raise_on_mismatch(parity, what=f"{desc}: the emitted model differs from ONNX Runtime's run of the source", tolerance=tolerance, out=out)
     return result
 
 

@@ -20,10 +20,10 @@ import numpy as np
 
 from . import __version__
 from .graph import Graph, validate
-from .graph.errors import KtorchError, ModelFileError, ParityError
+from .graph.errors import KtorchError, ModelFileError
 from .graph.passes import assign_layout, count_transposes, eliminate_dead, remove_noops
 from .graph.queries import id_range, is_spatial
-from .translate.output import read_manifest, staged_directory, write_manifest
+from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
 
 class ImportOrderError(KtorchError):
@@ -457,36 +457,28 @@ def convert_torch(
         "parity": None,
     }
 
-    parity = None
     keras_model = None
-    with staged_directory(out, force=force) as staging:
-        t4 = time.perf_counter()
-        writer.write(rendered, staging)
-        timings["write"] = time.perf_counter() - t4
-        if verify:
-            step("verifying parity")
-            from .verify.torch_source import check_torch_to_keras, load_emitted_keras
 
-            t5 = time.perf_counter()
-            keras_model = load_emitted_keras(staging)
-            # the export example's axis-0 size (a fixed-batch program runs only that one)
-            batch = fixed_batch(program) or graph.meta.get("static_batch") or 2
-            parity = check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance, keras_model=keras_model)
-            timings["verify"] = time.perf_counter() - t5
-            manifest["parity"] = parity.to_dict()
-        write_manifest(staging, manifest)
+    def check(staging: Path):
+        nonlocal keras_model
+        step("verifying parity")
+        from .verify.torch_source import check_torch_to_keras, load_emitted_keras
+
+        keras_model = load_emitted_keras(staging)
+        # the export example's axis-0 size (a fixed-batch program runs only that one)
+        batch = fixed_batch(program) or graph.meta.get("static_batch") or 2
+        return check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance, keras_model=keras_model)
+
+    parity = write_verified(
+        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings
+    )
     timings["total"] = time.perf_counter() - t0
     if keras_model is None:
         from .verify.torch_source import load_emitted_keras
 
         keras_model = load_emitted_keras(out)
     result = ConversionResult(out, graph, manifest, parity, timings, keras_model=keras_model)
-    if parity is not None and not parity.passed:
-        worst = max(parity.outputs, key=lambda c: c.max_rel)
-        raise ParityError(
-            f"{desc}: the emitted Keras model differs from the PyTorch source: output {worst.name!r} has relative error "
-            f"{worst.max_rel:.3g} > {tolerance:g} ({worst.problem or 'numbers differ'}); the output was written to {out} for inspection"
-        )
+    raise_on_mismatch(parity, what=f"{desc}: the emitted Keras model differs from the PyTorch source", tolerance=tolerance, out=out)
     return result
 
 

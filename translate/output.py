@@ -11,9 +11,10 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..graph.errors import OutputExistsError
 
@@ -60,3 +61,43 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 def read_manifest(directory: Path) -> dict[str, Any]:
     path = Path(directory) / MANIFEST
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_verified(
+    out: Path,
+    *,
+    force: bool,
+    manifest: dict[str, Any],
+    write: Callable[[Path], Any],
+    verify: Callable[[Path], Any] | None,
+    timings: dict[str, float],
+) -> Any:
+    """Build the output directory: `write(staging)`, then `verify(staging)` (if given) whose
+    result goes into the manifest's `parity`, then the manifest; the directory replaces
+    `out` only when all of that succeeded. Returns the parity result (or None)."""
+    parity = None
+    with staged_directory(out, force=force) as staging:
+        t0 = time.perf_counter()
+        write(staging)
+        timings["write"] = time.perf_counter() - t0
+        if verify is not None:
+            t1 = time.perf_counter()
+            parity = verify(staging)
+            timings["verify"] = time.perf_counter() - t1
+            manifest["parity"] = parity.to_dict()
+        write_manifest(staging, manifest)
+    return parity
+
+
+def raise_on_mismatch(parity: Any, *, what: str, tolerance: float, out: Path, hint: str = "") -> None:
+    """ParityError naming the worst output when a conversion-time check failed (the output
+    was written, with the failed result in its manifest, for inspection)."""
+    if parity is None or parity.passed:
+        return
+    from ..graph.errors import ParityError
+
+    worst = max(parity.outputs, key=lambda c: c.max_rel)
+    raise ParityError(
+        f"{what}: output {worst.name!r} has relative error {worst.max_rel:.3g} > {tolerance:g} "
+        f"({worst.problem or 'numbers differ'}); the output was written to {out} for inspection{hint}"
+    )
