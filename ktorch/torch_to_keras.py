@@ -156,10 +156,20 @@ def capture(
         path = Path(src)
         if not path.is_file():
             raise ModelFileError(f"{path}: no such file")
+        import logging
+        import zipfile
+
+        if not zipfile.is_zipfile(path):
+            raise ModelFileError(f"{path}: not a torch.export program (not a zip archive; it may be truncated); save one with torch.export.save")
+        export_log = logging.getLogger("torch.export")
+        level = export_log.level
+        export_log.setLevel(logging.CRITICAL)  # torch logs its own traceback before raising
         try:
             program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001
             raise ModelFileError(f"{path}: not a torch.export program ({type(exc).__name__}: {exc}); save one with torch.export.save") from None
+        finally:
+            export_log.setLevel(level)
         return program, path.name, path.stem
     if isinstance(src, (str, Path)) and Path(src).is_dir():
         return _capture_emitted(Path(src), example_inputs, seed)

@@ -217,3 +217,26 @@ def test_unknown_option_is_refused_not_ignored(tmp_path):
     with pytest.raises(KtorchError, match=r"'conv' \(Conv2D\).*foveation=3"):
         ktorch.convert(path, tmp_path / "out", verify=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+def test_random_and_truncated_pytorch_and_onnx_files(tmp_path, suffix):
+    noise = tmp_path / f"noise{suffix}"
+    noise.write_bytes(np.random.default_rng(1).bytes(2048))
+    assert_one_clear_line(run_cli("convert", str(noise)), noise.name)
+    empty = tmp_path / f"empty{suffix}"
+    empty.write_bytes(b"")
+    assert_one_clear_line(run_cli("convert", str(empty)), empty.name)
+
+
+def test_truncated_pt2(tmp_path):
+    import torch
+
+    program = torch.export.export(torch.nn.Linear(3, 2).eval(), (torch.randn(1, 3),))
+    whole = tmp_path / "whole.pt2"
+    torch.export.save(program, str(whole))
+    cut = tmp_path / "cut.pt2"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    done = run_cli("convert", str(cut))
+    assert_one_clear_line(done, "cut.pt2")
+    assert not (tmp_path / "cut_keras").exists()

@@ -93,3 +93,39 @@ def test_duplicate_registration_is_an_error():
 
     with pytest.raises(GraphError, match="registered twice"):
         ktorch.plugins.keras_layer("Dense")(lambda call: None)
+
+
+def test_torch_module_plugin(tmp_path):
+    """PyTorch -> Keras: a module whose code uses an op ktorch cannot read (torch.sign) is
+    translated as a whole by a plugin."""
+    import torch
+
+    class MySoftsign(torch.nn.Module):
+        def forward(self, x):
+            return torch.sign(x) * torch.abs(x) / (1 + torch.abs(x))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+            self.act = MySoftsign()
+
+        def forward(self, x):
+            return self.act(self.fc(x))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    example = (torch.randn(2, 4),)
+    with pytest.raises(UnsupportedOpError, match="sign"):
+        ktorch.convert(net, tmp_path / "without", example_inputs=example, to="keras", verify=False)
+
+    @ktorch.plugins.torch_module("MySoftsign")
+    def my_softsign_to_ir(call):
+        return [call.emit("softsign", call.inputs[:1])]
+
+    try:
+        result = ktorch.convert(net, tmp_path / "with", example_inputs=example, to="keras")
+    finally:
+        ktorch.plugins.unregister("torch->ir", "module.MySoftsign")
+    assert result.parity.passed and result.parity.worst_rel < 1e-5
+    assert "softsign" in (tmp_path / "with" / "model.py").read_text()
