@@ -92,3 +92,30 @@ def test_load_puts_model_on_device_in_eval_mode(small_cnn):
     net = import_emitted(small_cnn).load(device="cpu")
     assert not net.training
     assert next(net.parameters()).device.type == "cpu"
+
+
+def test_streaming_safetensors_writer_round_trips():
+    from safetensors.numpy import load_file
+
+    from ktorch.translate.safetensors_io import save_streaming
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "conv.weight": rng.standard_normal((4, 3, 3, 3)).astype("float32"),
+        "bn.num_batches_tracked": np.array(0, np.int64),
+        "ids": rng.integers(0, 9, (2, 3)).astype("int32"),
+        "empty": np.zeros((0, 3), np.float32),
+        "fortran": np.asfortranarray(rng.standard_normal((5, 6))),
+        "half": rng.standard_normal(7).astype("float16"),
+        "mask": np.array([True, False, True]),
+    }
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/w.safetensors"
+        save_streaming(tensors, path)
+        back = load_file(path)
+    assert set(back) == set(tensors)
+    for name, array in tensors.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape
+        np.testing.assert_array_equal(back[name], array)

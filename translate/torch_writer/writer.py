@@ -115,10 +115,10 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
 
 def write(output: TorchOutput, directory: Path) -> list[str]:
     """Write model.py and model.safetensors into `directory`; returns the file names."""
-    from safetensors.numpy import save_file
+    from ..safetensors_io import save_streaming
 
     (directory / "model.py").write_text(output.source_code, encoding="utf-8")
-    save_file({k: v if v.ndim == 0 else np.ascontiguousarray(v) for k, v in output.state.items()}, str(directory / "model.safetensors"))
+    save_streaming(output.state, directory / "model.safetensors")  # one tensor at a time: no extra copy
     return ["model.py", "model.safetensors"]
 
 
