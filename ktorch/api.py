@@ -117,6 +117,7 @@ def convert(
             layout="keep" if layout == "keep" else "keras",
             verify=verify,
             force=force,
+            trust_code=trust_code,
             tolerance=tolerance,
             inputs=inputs,
             seed=seed,

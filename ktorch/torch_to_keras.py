@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .graph import Graph, validate
-from .graph.errors import KtorchError, ModelFileError
+from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
 from .graph.passes import assign_layout, count_transposes, eliminate_dead, remove_noops
 from .graph.queries import id_range, is_spatial
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
@@ -50,7 +50,7 @@ def is_torch_source(src: Any) -> bool:
         return True
     if isinstance(src, (str, Path)):
         path = Path(src)
-        if path.suffix.lower() == ".pt2":
+        if path.suffix.lower() in (".pt2", *PICKLE_SUFFIXES):
             return True
         if path.is_dir() and (path / "ktorch.json").is_file() and (path / "model.py").is_file():
             try:
@@ -118,6 +118,38 @@ def export_module(module: Any, example_inputs: tuple) -> Any:
     return torch.export.export(module, example_inputs)
 
 
+PICKLE_SUFFIXES = (".pt", ".pth")
+
+
+def _load_pickled_module(path: Path, trust_code: bool) -> Any:
+    """A whole module saved with torch.save(model): unpickling runs code from the file, so it
+    is refused unless the user trusts the file (--trust-code)."""
+    import torch
+
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    if not trust_code:
+        try:
+            torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - weights_only refuses arbitrary pickled objects
+            raise UntrustedCodeError(
+                f"{path}: holds pickled Python objects (a whole module saved with torch.save(model)); "
+                "unpickling runs code from the file, so ktorch does not do it by default. Pass --trust-code "
+                "if you trust this file, or save a torch.export program (.pt2) instead"
+            ) from None
+        raise ModelFileError(
+            f"{path}: holds only weights (a state dict); convert the module that uses them: "
+            f"`ktorch convert package.module:factory --input-shape ... --weights {path.name}`"
+        )
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelFileError(f"{path}: cannot be loaded by torch.load ({type(exc).__name__}: {exc})") from None
+    if not _is_module(obj):
+        raise ModelFileError(f"{path}: holds a {type(obj).__name__}, not a torch.nn.Module")
+    return obj
+
+
 def _load_weights(module: Any, weights: str | Path) -> None:
     import torch
 
@@ -146,6 +178,7 @@ def capture(
     input_dtypes: Sequence[str] | None = None,
     weights: str | Path | None = None,
     seed: int = 0,
+    trust_code: bool = False,
 ) -> tuple[Any, str, str]:
     """(ExportedProgram, a description of the source, a model name) for any supported source."""
     import torch
@@ -173,7 +206,9 @@ def capture(
         return program, path.name, path.stem
     if isinstance(src, (str, Path)) and Path(src).is_dir():
         return _capture_emitted(Path(src), example_inputs, seed)
-    if is_factory_string(src):
+    if isinstance(src, (str, Path)) and Path(src).suffix.lower() in PICKLE_SUFFIXES and not is_factory_string(src):
+        module, name, desc = _load_pickled_module(Path(src), trust_code), Path(src).stem, Path(src).name
+    elif is_factory_string(src):
         module_name, _, factory = str(src).partition(":")
         if "" not in sys.path and "." not in sys.path:
             sys.path.insert(0, ".")
@@ -368,6 +403,7 @@ def convert_torch(
     inputs: list | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    trust_code: bool = False,
 ) -> Any:
     """Convert a PyTorch source into a Keras output directory (see the module doc).
 
@@ -390,7 +426,9 @@ def convert_torch(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     step("exporting the PyTorch model")
-    program, desc, name = capture(src, example_inputs=example_inputs, input_shapes=input_shapes, input_dtypes=input_dtypes, weights=weights, seed=seed)
+    program, desc, name = capture(
+        src, example_inputs=example_inputs, input_shapes=input_shapes, input_dtypes=input_dtypes, weights=weights, seed=seed, trust_code=trust_code
+    )
     timings["export"] = time.perf_counter() - t0
     if out is None:
         if isinstance(src, (str, Path)) and not is_factory_string(src):

@@ -240,3 +240,20 @@ def test_truncated_pt2(tmp_path):
     done = run_cli("convert", str(cut))
     assert_one_clear_line(done, "cut.pt2")
     assert not (tmp_path / "cut_keras").exists()
+
+
+def test_pickled_torch_module_refused_unless_trusted(tmp_path):
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh())
+    whole, state = tmp_path / "whole.pt", tmp_path / "state.pt"
+    torch.save(net, whole)
+    torch.save(net.state_dict(), state)
+    with pytest.raises(UntrustedCodeError, match="pickled Python objects.*--trust-code"):
+        ktorch.convert(whole, tmp_path / "refused", verify=False)
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(ModelFileError, match="only weights.*--weights state.pt"):
+        ktorch.convert(state, tmp_path / "weights_only", verify=False)
+    assert_one_clear_line(run_cli("convert", str(whole)), "whole.pt", "--trust-code")
+    result = ktorch.convert(whole, tmp_path / "trusted", trust_code=True, input_shapes=[(2, 3)])
+    assert result.parity.passed
