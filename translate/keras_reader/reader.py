@@ -405,7 +405,12 @@ class KerasReader:
             outputs.append(tensors[key])
         return outputs
 
-    def _layer_weights(self, path: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+    def _layer_weights(self, path: tuple[str, ...], *, shared: bool) -> list[tuple[str, np.ndarray]]:
+        """The layer's arrays, read from the file; kept for a layer called several times (one
+        set of arrays, so that the writer sees one shared module), else dropped with the call
+        (the graph keeps only the converted copies: conversion holds no third copy)."""
+        if not shared:
+            return self.kfile.layer_weights(path)
         if path not in self._weights:
             self._weights[path] = self.kfile.layer_weights(path)
         return self._weights[path]
@@ -489,7 +494,7 @@ class KerasReader:
             config=TrackedConfig(config),
             args=args,
             kwargs={k: v for k, v in kwargs.items() if k not in ("training",)},
-            weights=self._layer_weights(path),
+            weights=self._layer_weights(path, shared=len(layer.get("inbound_nodes") or []) > 1),
             keras2=self.kfile.keras2,
             call_index=call_index,
             masks=[self._masks.get(id(v)) for v in _flatten(args) if isinstance(v, Value)],
