@@ -95,3 +95,12 @@ def test_manifest_layout_of_a_moved_channels_last_input(keras, tmp_path):
     result = convert_keras(model, tmp_path)
     (spec,) = result.manifest["inputs"]
     assert spec["layout"] == "NCHW" and spec["perm"] == [0, 3, 1, 2] and spec["shape"] == [None, 7, 9, 3]
+
+
+def test_nested_layer_names_are_not_doubled(keras, tmp_path):
+    stem_in = keras.Input((6, 6, 3))
+    stem = keras.Sequential([stem_in, keras.layers.Conv2D(4, 3, name="stem_conv")], name="stem")
+    inputs = keras.Input((6, 6, 3), name="image")
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(stem(inputs)), name="named")
+    code = (convert_keras(model, tmp_path, fmt="keras").out / "model.py").read_text()
+    assert "self.stem_conv = nn.Conv2d(" in code and "stem_stem_conv" not in code

@@ -165,7 +165,7 @@ class LayerCall:
             inputs,
             attrs,
             weights,
-            name=_identifier(self.name) + suffix,
+            name=_node_name(self.name) + suffix,
             source=self.name,
             source_class=self.class_name,
         )
@@ -185,6 +185,17 @@ def _flatten(obj: Any) -> list[Any]:
     if isinstance(obj, dict):
         return [i for o in obj.values() for i in _flatten(o)]
     return [obj]
+
+
+def _node_name(path: str) -> str:
+    """An identifier for a layer at `path` ("outer/inner"): the parts joined by "_", except
+    that a part already starting with the enclosing model's name (Keras names the layers of
+    a nested model "convnext_tiny_stem_conv" inside "convnext_tiny_stem") replaces it."""
+    parts = [_identifier(p) for p in path.split("/")]
+    out = parts[0]
+    for part in parts[1:]:
+        out = part if part.startswith(out + "_") else f"{out}_{part}"
+    return out
 
 
 def _identifier(name: str) -> str:
