@@ -55,3 +55,12 @@ def id_range(value: Value) -> tuple[int, int] | None:
             if user.op in ("cast", "identity"):
                 frontier.extend(user.outputs)
     return None
+
+
+_LAYOUT_NAMES = {3: ("NLC", "NCL"), 4: ("NHWC", "NCHW"), 5: ("NDHWC", "NCDHW")}
+
+
+def layout_name(rank: int, channels_first: bool) -> str | None:
+    """'NCHW', 'NHWC', 'NCL', ... for image/sequence data of `rank` (None for other ranks)."""
+    names = _LAYOUT_NAMES.get(rank)
+    return None if names is None else names[1 if channels_first else 0]

@@ -11,12 +11,11 @@ from . import __version__
 from .graph import Graph, validate
 from .graph.errors import ModelFileError
 from .graph.passes import assign_layout, eliminate_dead, fold_padding, fuse_activations, remove_noops
-from .graph.queries import id_range, spatial_format
+from .graph.queries import id_range, layout_name, spatial_format
 from .translate.output import raise_on_mismatch, write_verified
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
-LAYOUT_NAMES = {3: ("NLC", "NCL"), 4: ("NHWC", "NCHW"), 5: ("NDHWC", "NCDHW")}
 
 
 @dataclass
@@ -170,12 +169,11 @@ def convert(
             }
             if v.perm is not None:
                 spec["perm"] = list(v.perm)
-            names = LAYOUT_NAMES.get(len(shape))
             fmt = formats.get(id(v))
-            if names is not None and fmt is not None:
-                # the emitted tensor's layout: the source's, moved by perm if there is one
-                channels_first = (fmt == "channels_first") != (v.perm is not None)
-                spec["layout"] = names[1] if channels_first else names[0]
+            # the emitted tensor's layout: the source's, moved by perm if there is one
+            name = None if fmt is None else layout_name(len(shape), (fmt == "channels_first") != (v.perm is not None))
+            if name is not None:
+                spec["layout"] = name
             vocab = id_range(v) if v in graph.inputs else None
             if vocab is not None:
                 spec["range"] = list(vocab)

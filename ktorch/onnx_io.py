@@ -31,11 +31,10 @@ from .graph.passes import (
     fuse_activations,
     remove_noops,
 )
-from .graph.queries import is_spatial
+from .graph.queries import is_spatial, layout_name
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
 ONNX_SUFFIX = ".onnx"
-LAYOUT_NAMES = {3: ("NCL", "NLC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
 EXPORT_OPSET = 17
 
 
@@ -151,9 +150,8 @@ def convert_onnx(
             spec: dict[str, Any] = {"name": v.source or v.name, "emitted_name": rendered.value_names.get(v.name, v.name), "shape": list(shape), "dtype": dtype}
             if perm is not None:
                 spec["perm"] = list(perm)
-            names = LAYOUT_NAMES.get(len(shape))
-            if names is not None and id(v) in spatial:
-                native = names[0] if to == "torch" else names[1]
+            native = layout_name(len(shape), channels_first=(to == "torch"))
+            if native is not None and id(v) in spatial:
                 spec["layout"] = native if not keep else ("source order")
             specs.append(spec)
         return specs

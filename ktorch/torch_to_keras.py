@@ -22,7 +22,7 @@ from . import __version__
 from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
 from .graph.passes import assign_layout, count_transposes, eliminate_dead, remove_noops
-from .graph.queries import id_range, is_spatial
+from .graph.queries import id_range, is_spatial, layout_name
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
 
@@ -32,7 +32,6 @@ class ImportOrderError(KtorchError):
     exit_code = 3
 
 
-LAYOUT_NAMES = {3: ("NCL", "NLC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
 NATIVE_LAYOUTS = ("keras", "native", "torch")  # "torch" is the API's historical default: the target's own idiom
 
 
@@ -468,9 +467,9 @@ def convert_torch(
             spec: dict[str, Any] = {"name": v.source or v.name, "emitted_name": rendered.value_names.get(v.name, v.name), "shape": list(shape), "dtype": dtype}
             if v.perm is not None:
                 spec["perm"] = list(v.perm)
-            names = LAYOUT_NAMES.get(len(shape))
-            if names is not None and id(v) in spatial:
-                spec["layout"] = names[1] if v.perm is not None else names[0]
+            name = layout_name(len(shape), channels_first=v.perm is None)
+            if name is not None and id(v) in spatial:
+                spec["layout"] = name
             vocab = id_range(v) if v in graph.inputs else None
             if vocab is not None:
                 spec["range"] = list(vocab)
