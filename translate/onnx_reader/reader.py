@@ -63,6 +63,29 @@ class Const:
     array: np.ndarray
 
 
+class Deferred:
+    """A tensor ONNX computes that the graph cannot hold as a Value as it is (its batch
+    is not on axis 0: an RNN's time-major sequence, its (directions, batch, hidden)
+    states, zeros shaped from the batch size). It stays one of these until a node reads it
+    in a way that puts the batch back first; `apply` translates that node."""
+
+    what = "a tensor with the batch off axis 0"
+
+    def apply(self, call: OnnxCall) -> Any:
+        raise self.refuse(call)
+
+    def refuse(self, call: OnnxCall, reason: str = "") -> UnsupportedOpError:
+        return call.unsupported(reason or f"this use of {self.what}")
+
+    def materialize(self, name: str) -> Value:
+        """The value for a graph output; refused by default."""
+        raise UnsupportedOpError(
+            [(name, "output", f"the output is {self.what}, which the emitted model cannot return batch first")],
+            where="the ONNX reader",
+            hint="Export the model so that the output has the batch on axis 0 (batch_first=True, h_n.transpose(0, 1)).",
+        )
+
+
 @dataclass
 class OnnxCall:
     """One ONNX node, as its translator sees it."""
@@ -75,6 +98,12 @@ class OnnxCall:
     attrs: dict[str, Any]  # decoded ONNX attributes
     opset: int
     expected: list[tuple | None] = field(default_factory=list)  # output shapes ONNX shape inference found
+    outputs: list[str] = field(default_factory=list)  # the ONNX node's output names ("" for an omitted one)
+    proto: Any = None  # the ONNX NodeProto
+
+    def used(self, index: int) -> bool:
+        """Whether output `index` is read by another node or is a graph output."""
+        return index < len(self.outputs) and bool(self.outputs[index]) and self.reader.is_used(self.outputs[index])
 
     @property
     def graph(self) -> Graph:
@@ -135,8 +164,10 @@ class OnnxCall:
         node = self.graph.add_node(op, inputs, attrs, weights, name=self.base + suffix, source=self.base, source_class=self.key)
         return node.outputs[0]
 
-    def emit_all(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None) -> list[Value]:
-        node = self.graph.add_node(op, inputs, attrs, name=self.base, source=self.base, source_class=self.key)
+    def emit_all(
+        self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None, weights: dict[str, np.ndarray] | None = None
+    ) -> list[Value]:
+        node = self.graph.add_node(op, inputs, attrs, weights, name=self.base, source=self.base, source_class=self.key)
         return list(node.outputs)
 
 
@@ -178,6 +209,10 @@ class OnnxReader:
         self.static_batch: int | None = None
         self._naming = _Naming(model)
         self._expected: dict[str, tuple | None] = {}
+        self._used = {i for n in model.graph.node for i in n.input if i} | {o.name for o in model.graph.output}
+
+    def is_used(self, name: str) -> bool:
+        return name in self._used
 
     # -- entry --------------------------------------------------------------------------
     def read(self) -> Graph:
@@ -197,6 +232,8 @@ class OnnxReader:
         outputs = []
         for i, out in enumerate(g.output):
             v = self.env.get(out.name)
+            if isinstance(v, Deferred):
+                v = v.materialize(identifier(out.name))
             if isinstance(v, Const):
                 raise UnsupportedOpError([(out.name, "output", "the output is a constant that does not depend on the inputs")], where="the ONNX reader")
             if not isinstance(v, Value):
@@ -274,11 +311,19 @@ class OnnxReader:
             for out, v in zip(node.output, inputs):
                 self.env[out] = v
             return
+        if key == "ConstantOfShape" and isinstance(inputs[0], Const) and BATCH in inputs[0].array:
+            from .recurrent import BatchFill
+
+            self.env[node.output[0]] = BatchFill.of_shape(inputs[0].array, self._constant(node, "value", np.zeros(1, np.float32)))
+            return
         if inputs and all(v is None or isinstance(v, Const) for v in inputs):
             for out, array in zip(node.output, _evaluate(node, [v.array if v is not None else None for v in inputs], self.opset)):
                 self.env[out] = Const(out, array)
             return
         translator = lookup("onnx->ir", key)
+        deferred = next((v for v in inputs if isinstance(v, Deferred)), None)
+        if deferred is not None and not getattr(translator, "accepts_deferred", False):
+            translator = deferred.apply  # the Deferred knows which reads put the batch back first
         if translator is None:
             raise UnsupportedOpError([(node.name, key, "no translator")], where="the ONNX reader")
         call = OnnxCall(
@@ -290,6 +335,8 @@ class OnnxReader:
             attrs={a.name: _decode_attr(a) for a in node.attribute},
             opset=self.opset,
             expected=[self._expected.get(o) for o in node.output],
+            outputs=list(node.output),
+            proto=node,
         )
         try:
             result = translator(call)
@@ -303,10 +350,12 @@ class OnnxReader:
                 self.env[out] = v
         self._check_shapes(call, results)
 
-    def _constant(self, node: Any) -> np.ndarray:
+    def _constant(self, node: Any, attr: str = "value", default: np.ndarray | None = None) -> np.ndarray:
         attrs = {a.name: _decode_attr(a) for a in node.attribute}
-        if "value" in attrs:
-            return np.asarray(attrs["value"])
+        if attr in attrs:
+            return np.asarray(attrs[attr])
+        if default is not None:
+            return default
         for name, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64), ("value_ints", np.int64)):
             if name in attrs:
                 return np.asarray(attrs[name], dtype=dtype)

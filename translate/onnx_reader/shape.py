@@ -102,11 +102,80 @@ def unsqueeze_to_ir(call: OnnxCall) -> Value:
 def transpose_to_ir(call: OnnxCall) -> Value:
     x = call.value(0)
     perm = tuple(int(p) for p in call.attr("perm", list(reversed(range(x.rank)))))
+    if perm == (1, 0, 2):
+        from .recurrent import TimeMajor
+
+        return TimeMajor(x)  # time-major, for an RNN (or refused where it is read otherwise)
     if perm[0] != 0:
         raise call.unsupported(f"Transpose {perm} moves the batch axis")
     if perm == tuple(range(x.rank)):
         return x
     return call.emit("transpose", [x], {"perm": perm})
+
+
+@register("onnx->ir", "Gather")
+def gather_to_ir(call: OnnxCall) -> Value:
+    """x[..., i, ...] with a constant index: `select` for a scalar, `slice` for a run of
+    consecutive indices; other gathers of computed tensors are refused."""
+    x = call.value(0)
+    axis = call.axis(int(call.attr("axis", 0)), x.rank)
+    if axis == 0:
+        raise call.unsupported("Gather along the batch axis")
+    index = call.const(1)
+    size = x.shape[axis]
+    flat = [int(i) + (size if int(i) < 0 and size is not None else 0) for i in index.reshape(-1)]
+    if any(i < 0 for i in flat):
+        raise call.unsupported(f"Gather with a negative index on an axis of unknown size {x.shape}")
+    if index.ndim == 0:
+        return call.emit("select", [x], {"axis": axis, "index": int(index)})  # x[:, -1] stays -1
+    if index.ndim == 1 and flat == list(range(flat[0], flat[0] + len(flat))):
+        return call.emit("slice", [x], {"axis": axis, "start": flat[0], "stop": flat[0] + len(flat), "step": 1})
+    raise call.unsupported(f"Gather of indices {index.tolist()} (only one index or a run of consecutive ones)")
+
+
+@register("onnx->ir", "Slice")
+def slice_to_ir(call: OnnxCall) -> Value:
+    """Constant starts/ends/axes/steps: one `slice` per sliced axis (positive steps)."""
+    x = call.value(0)
+    starts, ends = call.const(1).reshape(-1), call.const(2).reshape(-1)
+    axes = call.const(3, optional=True) if call.has(3) else None
+    steps = call.const(4, optional=True) if call.has(4) else None
+    axes_list = list(range(len(starts))) if axes is None else [call.axis(int(a), x.rank) for a in axes.reshape(-1)]
+    steps_list = [1] * len(starts) if steps is None else [int(t) for t in steps.reshape(-1)]
+    out = x
+    for a, b, e, t in zip(axes_list, starts, ends, steps_list):
+        size = x.shape[a]
+        if a == 0:
+            raise call.unsupported("Slice of the batch axis")
+        if t <= 0 or size is None:
+            raise call.unsupported(f"Slice with step {t} on an axis of size {size}")
+        start, stop, step = slice(int(b), int(min(e, size) if e > 0 else e), t).indices(size)
+        if (start, stop, step) == (0, size, 1):
+            continue
+        out = call.emit("slice", [out], {"axis": a, "start": start, "stop": max(stop, start), "step": step})
+    return out
+
+
+@register("onnx->ir", "Split")
+def split_to_ir(call: OnnxCall) -> list[Value]:
+    x = call.value(0)
+    axis = call.axis(int(call.attr("axis", 0)), x.rank)
+    if axis == 0:
+        raise call.unsupported("Split of the batch axis")
+    size = x.shape[axis]
+    sizes = call.const(1, optional=True) if call.has(1) else None
+    if sizes is None:
+        sizes = call.attr("split")
+    if sizes is None:
+        n = int(call.attr("num_outputs", len(call.outputs)))
+        if size is None:
+            raise call.unsupported("Split of an axis of unknown size")
+        chunk = -(-size // n)
+        sizes = [min(chunk, size - i * chunk) for i in range(n)]
+    sizes = tuple(int(s) for s in np.reshape(sizes, -1))
+    if len(sizes) == 1:
+        return [x]
+    return call.emit_all("split", [x], {"axis": axis, "sizes": sizes})
 
 
 @register("onnx->ir", "Concat")
