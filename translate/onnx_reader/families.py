@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from . import activations, arithmetic, conv, core, normalization, pooling, recurrent, resize, shape  # noqa: F401
+from . import activations, arithmetic, attention, conv, core, normalization, pooling, recurrent, resize, shape  # noqa: F401

@@ -44,7 +44,7 @@ LAYER_OPS = {
     "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization", "InstanceNormalization",
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "LeakyRelu", "PRelu", "Elu", "Selu",
     "Celu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Gelu", "Mish", "Clip",
-    "Softmax", "LogSoftmax", "Resize", "Pad", "Flatten", "LSTM", "GRU",
+    "Softmax", "LogSoftmax", "Resize", "Pad", "Flatten", "LSTM", "GRU", "MultiHeadAttention",
 }  # fmt: skip
 
 
@@ -529,6 +529,7 @@ def _fuse_patterns(model: Any) -> Any:
     import onnx
     from onnx import shape_inference
 
+    from .attention import fuse_attention
     from .patterns import fuse_layer_norm, fuse_tensordot
 
     if not any(n.op_type in ("Reciprocal", "Reshape") for n in model.graph.node):
@@ -542,6 +543,8 @@ def _fuse_patterns(model: Any) -> Any:
     copy.CopyFrom(model)
     fuse_layer_norm(copy, shapes)
     fuse_tensordot(copy)
+    if any(n.op_type == "Softmax" for n in copy.graph.node):
+        fuse_attention(copy, shapes, _default_opset(copy))
     return copy
 
 
