@@ -378,7 +378,7 @@ class _Naming:
         self.prefix = ""
         if firsts and not any(n.name.startswith("/") for n in model.graph.node):
             top = max(set(firsts), key=firsts.count)
-            if firsts.count(top) > len(model.graph.node) // 2:
+            if firsts.count(top) > len(firsts) // 2:  # tf2onnx's own nodes ("Transpose__486") have no scope
                 self.prefix = top  # tf2onnx: every node sits under the Keras model's name scope
         self.suffix = re.search(r"_\d+$", self.prefix).group(0) if self.prefix and re.search(r"_\d+$", self.prefix) else ""
 
@@ -391,6 +391,9 @@ class _Naming:
             # a generated name: use the weight's ("model_1/Conv1_1/convolution/merged_input:0")
             weight = next((v.name for v in inputs[1:] if isinstance(v, Const) and "/" in v.name), None)
             if weight is None:
+                number = re.search(r"__(\d+)$", text)
+                if number and node.op_type in LAYER_OPS:  # a Keras layer named "pad" would clash with keras.ops.pad's own "pad"
+                    return identifier(f"{node.op_type}_{number.group(1)}")
                 return identifier(node.op_type)
             text = weight
         if text.startswith("/"):

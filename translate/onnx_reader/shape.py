@@ -156,6 +156,33 @@ def slice_to_ir(call: OnnxCall) -> Value:
     return out
 
 
+@register("onnx->ir", "Compress")
+def compress_to_ir(call: OnnxCall) -> Value:
+    """x with a constant boolean mask along an axis: the kept runs sliced and concatenated
+    (tf2onnx writes TensorFlow's SYMMETRIC padding as a reflect Pad whose mirrored edge
+    rows a Compress removes)."""
+    x = call.value(0)
+    if call.attr("axis") is None:
+        raise call.unsupported("Compress without an axis (of the flattened tensor)")
+    axis = call.axis(int(call.attr("axis")), x.rank)
+    keep = call.const(1).reshape(-1).astype(bool)
+    size = x.shape[axis]
+    if axis == 0 or size is None:
+        raise call.unsupported(f"Compress along axis {axis} of shape {x.shape}")
+    keep = np.concatenate([keep[:size], np.zeros(max(size - keep.size, 0), bool)])
+    runs, start = [], None
+    for i, k in enumerate([*keep, False]):
+        if k and start is None:
+            start = i
+        elif not k and start is not None:
+            runs.append((start, i))
+            start = None
+    if not runs:
+        raise call.unsupported("Compress that keeps nothing")
+    parts = [x if (b, e) == (0, size) else call.emit("slice", [x], {"axis": axis, "start": b, "stop": e, "step": 1}, suffix=f"_{b}") for b, e in runs]
+    return parts[0] if len(parts) == 1 else call.emit("concat", parts, {"axis": axis})
+
+
 @register("onnx->ir", "Split")
 def split_to_ir(call: OnnxCall) -> list[Value]:
     x = call.value(0)
@@ -191,9 +218,12 @@ def concat_to_ir(call: OnnxCall) -> Value:
 
 @register("onnx->ir", "Pad")
 def pad_to_ir(call: OnnxCall) -> Value:
+    """constant -> `pad` (or `crop` for negative pads), reflect -> `reflect_pad`, edge ->
+    concatenated copies of the edge slices (the graph has no replicate padding op)."""
     x = call.value(0)
-    if call.attr("mode", "constant") != "constant":
-        raise call.unsupported(f"Pad mode {call.attr('mode')!r} (only constant padding)")
+    mode = call.attr("mode", "constant")
+    if mode not in ("constant", "reflect", "edge"):
+        raise call.unsupported(f"Pad mode {mode!r} (constant, reflect and edge are translated)")
     pads = [int(p) for p in call.const(1)]
     value = call.const(2, optional=True) if call.has(2) else None
     fill = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
@@ -205,6 +235,8 @@ def pad_to_ir(call: OnnxCall) -> Value:
         return x
     if 0 in padded:
         raise call.unsupported("padding of the batch axis")
+    if mode == "edge":
+        return _edge_pad(call, x, per_axis)
     # ONNX pads any axes; the graph's pad op pads the spatial axes of a channels-first or -last tensor
     if 1 not in padded:
         fmt, spatial = "channels_first", range(2, x.rank)
@@ -213,11 +245,40 @@ def pad_to_ir(call: OnnxCall) -> Value:
     else:
         raise call.unsupported(f"Pad of every non-batch axis {padded}")
     widths = tuple(per_axis.get(a, (0, 0)) for a in spatial)
-    if any(b < 0 or e < 0 for b, e in widths):
+    negative = any(b < 0 or e < 0 for b, e in widths)
+    if mode == "reflect":
+        if negative:
+            raise call.unsupported(f"reflect Pad with negative pads {pads}")
+        return call.emit("reflect_pad", [x], {"pads": widths, "data_format": fmt})
+    if negative:
         if fill == 0.0 and all(b <= 0 and e <= 0 for b, e in widths):
             return call.emit("crop", [x], {"crops": tuple((-b, -e) for b, e in widths), "data_format": fmt})
         raise call.unsupported(f"Pad with negative and positive pads {pads}")
     return call.emit("pad", [x], {"pads": widths, "value": fill, "data_format": fmt})
+
+
+def _edge_pad(call: OnnxCall, x: Value, per_axis: dict[int, tuple[int, int]]) -> Value:
+    """Edge (replicate) padding, one axis at a time: the first and last slices repeated."""
+    out = x
+    for axis in sorted(per_axis):
+        before, after = per_axis[axis]
+        if (before, after) == (0, 0):
+            continue
+        if before < 0 or after < 0:
+            raise call.unsupported(f"edge Pad with negative pads {per_axis[axis]}")
+        parts = []
+        if before:
+            first = call.emit("slice", [out], {"axis": axis, "start": 0, "stop": 1, "step": 1}, suffix="_first")
+            parts += [first] * before
+        parts.append(out)
+        if after:
+            size = out.shape[axis]
+            if size is None:
+                raise call.unsupported("edge Pad of an axis of unknown size")
+            last = call.emit("slice", [out], {"axis": axis, "start": size - 1, "stop": size, "step": 1}, suffix="_last")
+            parts += [last] * after
+        out = call.emit("concat", parts, {"axis": axis})
+    return out
 
 
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod"}
