@@ -49,7 +49,9 @@ def test_reads_like_hand_written(small_cnn):
     assert "self.stem_bn = nn.BatchNorm2d(16, eps=0.001, momentum=0.01)" in code
     forward = code[code.index("def forward") : code.index("\ndef load")]
     assert "permute(" not in forward and "transpose(" not in forward
-    assert "block_add = stem_relu + block_dw" in forward
+    # in place where nothing else reads the tensor, as torchvision writes ReLU(inplace=True), `out += identity`
+    assert "stem_relu = F.relu(stem_bn, inplace=True)" in forward
+    assert "block_add = block_dw.add_(stem_relu)" in forward
     assert "predictions = torch.softmax(self.predictions(flatten), dim=1)" in forward
     assert "image: float32[N, 3, 32, 32]" in code  # the docstring states the shapes
 

@@ -57,6 +57,44 @@ def test_fold_padding_keeps_a_shared_or_nonzero_pad():
     assert fold_padding(g2) == 0
 
 
+def pool_graph(producer: str, pads=((1, 1), (1, 1)), pool_padding=((0, 0), (0, 0))):
+    g = Graph("g")
+    x = g.add_input("x", (None, 8, 8, 2))
+    if producer == "relu":
+        x = g.add_node("relu", [x], {"max_value": None, "threshold": 0.0, "negative_slope": 0.0}, source="relu").output
+    elif producer == "leaky_relu":
+        x = g.add_node("relu", [x], {"max_value": None, "threshold": 0.0, "negative_slope": 0.1}, source="relu").output
+    p = g.add_node("pad", [x], {"pads": pads, "data_format": "channels_last"}, source="pad").output
+    attrs = {"mode": "max", "rank": 2, "pool_size": (3, 3), "strides": (2, 2), "padding": pool_padding, "data_format": "channels_last"}
+    g.outputs = [g.add_node("pool", [p], attrs, source="pool").output]
+    return g
+
+
+def test_fold_zero_padding_into_max_pool_of_a_relu():
+    g = pool_graph("relu")
+    shape = g.outputs[0].shape
+    assert fold_padding(g) == 1
+    assert [n.op for n in g.nodes] == ["relu", "pool"]
+    assert g.nodes[1].attrs["padding"] == ((1, 1), (1, 1))
+    validate(g)
+    assert g.outputs[0].shape == shape
+
+
+@pytest.mark.parametrize(
+    "producer, pads, pool_padding",
+    [
+        ("input", ((1, 1), (1, 1)), ((0, 0), (0, 0))),  # may be negative: a zero can win the max
+        ("leaky_relu", ((1, 1), (1, 1)), ((0, 0), (0, 0))),  # negative slope: values below 0
+        ("relu", ((2, 2), (1, 1)), ((0, 0), (0, 0))),  # a window only in padding: 0 vs -inf
+        ("relu", ((1, 1), (1, 1)), ((1, 0), (0, 0))),  # 2 + the pool's own: over half the window
+    ],
+)
+def test_keep_zero_padding_before_max_pool(producer, pads, pool_padding):
+    g = pool_graph(producer, pads, pool_padding)
+    assert fold_padding(g) == 0
+    assert "pad" in [n.op for n in g.nodes]
+
+
 def test_remove_noops_and_dead_code():
     g = Graph("g")
     x = g.add_input("x", (None, 4))

@@ -200,3 +200,19 @@ def test_symmetric_ceil_mode_pool_from_torch_sources():
     node = g.add_node("pool", [x], {**attrs, "ceil_mode": True, "count_include_pad": True, "data_format": "channels_first"})
     assert _pool_padding(node) == (1, True, None)
     assert node.output.shape == (None, 3, 4, 5)  # torch's own sizes for 7 and 8 with ceil_mode
+
+
+@pytest.mark.parametrize("activation, folded", [("relu", True), ("sigmoid", True), (None, False)])
+def test_zero_padding_before_max_pool(keras, convert, activation, folded):
+    """Keras's ResNet stem: ZeroPadding2D + MaxPooling2D after a ReLU becomes one MaxPool2d
+    with padding (PyTorch pads a max pool with -inf, the same maximum when nothing is below
+    zero); after a layer that may be negative the zeros can win, so the pad stays."""
+    x = keras.Input((9, 10, 3), name="x")
+    y = keras.layers.Conv2D(4, 3, activation=activation, name="conv")(x)
+    y = keras.layers.ZeroPadding2D(1, name="pad")(y)
+    y = keras.layers.MaxPooling2D(3, strides=2, name="pool")(y)
+    model = keras.Model(x, y, name=f"pad_pool_{activation}")
+    np.random.seed(0)
+    model.get_layer("conv").set_weights([np.random.randn(3, 3, 3, 4).astype("float32"), np.full(4, -2.0, "float32")])  # many negatives
+    forward = forward_source(convert(model))
+    assert ("F.pad(" not in forward) == folded, forward

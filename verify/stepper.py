@@ -27,6 +27,7 @@ class Statement:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     code: Any  # a compiled code object (exec mode)
+    mutates: bool = False  # overwrites a tensor it reads (`inplace=True`, `a.add_(b)`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +63,24 @@ def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
         writes = _assigned(stmt)
         known.update(writes)
         code = compile(ast.Module(body=[stmt], type_ignores=[]), str(path), "exec")
-        statements.append(Statement(i, stmt.lineno, ast.unparse(stmt), reads, writes, code))
+        statements.append(Statement(i, stmt.lineno, ast.unparse(stmt), reads, writes, code, _mutates(stmt)))
     ret = body[-1]
     returns = compile(ast.Expression(body=ret.value), str(path), "eval")
     return Forward(arguments, tuple(statements), returns, ast.unparse(ret.value))
+
+
+def _mutates(stmt: ast.stmt) -> bool:
+    """Whether a statement may overwrite a tensor in place: a call with `inplace=True`
+    or a PyTorch in-place method (`x.add_(y)`, `x.clamp_(...)`)."""
+    for node in ast.walk(stmt):
+        if not isinstance(node, ast.Call):
+            continue
+        if any(k.arg == "inplace" and not (isinstance(k.value, ast.Constant) and k.value.value is False) for k in node.keywords):
+            return True
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr.endswith("_") and not func.attr.startswith("_"):
+            return True
+    return isinstance(stmt, ast.AugAssign)
 
 
 _SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
@@ -96,6 +111,10 @@ class Stepper:
     def _run(self, statement: Statement, env: dict[str, Any]) -> dict[str, Any]:
         scope = dict(self.globals)
         scope.update(env)
+        if statement.mutates:
+            # an in-place statement gets copies: the locals kept for comparison (and the
+            # source's intermediates fed in isolated mode) must keep the values they had
+            scope.update({name: _copy(env[name]) for name in statement.reads if name in env})
         scope["self"] = scope[MODEL_NAME] = self.model
         try:
             exec(statement.code, scope)  # noqa: S102 (the emitted model's own code)
@@ -136,6 +155,11 @@ class Stepper:
 
 
 MODEL_NAME = "__ktorch_model__"
+
+
+def _copy(value: Any) -> Any:
+    clone = getattr(value, "clone", None)
+    return clone() if callable(clone) else value
 
 
 class _LayerLookup(ast.NodeTransformer):

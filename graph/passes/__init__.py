@@ -80,23 +80,56 @@ def eliminate_dead(graph: Graph) -> int:
 
 def fold_padding(graph: Graph) -> int:
     """Fold a zero `pad` that feeds only a convolution into the convolution's own padding
-    (Keras writes ZeroPadding2D + a 'valid' Conv2D where PyTorch writes padding=3)."""
+    (Keras writes ZeroPadding2D + a 'valid' Conv2D where PyTorch writes padding=3), and one
+    that feeds only a max pooling of a non-negative tensor into the pooling's padding
+    (ZeroPadding2D + MaxPooling2D after a ReLU, as in Keras's ResNet stem): PyTorch pads a
+    max pool with -inf, which selects the same maximum as a zero when no value is below 0."""
     folded = 0
     for node in list(graph.nodes):
-        if node.op != "pad" or node.attrs["value"] != 0.0:
+        if node.op != "pad" or node.attrs["value"] != 0.0 or node.attrs.get("mode", "constant") != "constant":
             continue
         out = node.output
         if out in graph.outputs or len(out.users) != 1:
             continue
-        conv = out.users[0]
-        if conv.op != "conv" or conv.inputs[0] is not out or conv.attrs["padding"] == "same":
+        user = out.users[0]
+        if user.inputs[0] is not out or user.attrs.get("padding") == "same" or user.attrs.get("data_format") != node.attrs["data_format"]:
             continue
-        if conv.attrs["data_format"] != node.attrs["data_format"]:
+        if user.op == "conv":
+            pass
+        elif user.op == "pool" and user.attrs["mode"] == "max" and _non_negative(node.inputs[0]):
+            if any(b + pb > k // 2 or e + pe > k // 2 for (b, e), (pb, pe), k in zip(user.attrs["padding"], node.attrs["pads"], user.attrs["pool_size"])):
+                continue  # a window entirely in the padding would give -inf, not 0
+        else:
             continue
-        conv.attrs["padding"] = tuple(
-            (b + pb, e + pe) for (b, e), (pb, pe) in zip(conv.attrs["padding"], node.attrs["pads"])
+        user.attrs["padding"] = tuple(
+            (b + pb, e + pe) for (b, e), (pb, pe) in zip(user.attrs["padding"], node.attrs["pads"])
         )
-        graph.set_input(conv, 0, node.inputs[0])
+        graph.set_input(user, 0, node.inputs[0])
         graph.remove_node(node)
         folded += 1
     return folded
+
+
+# activations whose output is never below zero (with the attributes that keep it so)
+_NON_NEGATIVE = {
+    "relu": lambda a: float(a["negative_slope"]) == 0.0 and float(a["threshold"]) >= 0.0,
+    "clip": lambda a: a["min"] is not None and float(a["min"]) >= 0.0,
+    "sigmoid": lambda a: True,
+    "hard_sigmoid": lambda a: True,
+    "softmax": lambda a: True,
+    "exp": lambda a: True,
+    "softplus": lambda a: True,
+    "abs": lambda a: True,
+    "square": lambda a: True,
+}
+
+
+def _non_negative(value) -> bool:
+    """Whether `value` is known to hold no negative number (the output of a ReLU, ...)."""
+    node = value.producer
+    if node is None:
+        return False
+    act = node.attrs.get("activation") if node.op in FUSABLE else {"op": node.op, "attrs": node.attrs}
+    if act is None or act["op"] not in _NON_NEGATIVE:
+        return False
+    return bool(_NON_NEGATIVE[act["op"]](act["attrs"]))

@@ -29,17 +29,20 @@ _SQUAREPLUS = '''def squareplus(x: torch.Tensor, b: float) -> torch.Tensor:
 '''
 
 
-def _relu(em: TorchEmitter, a: dict[str, Any], x: str) -> str:
+def _relu(em: TorchEmitter, a: dict[str, Any], x: str, inplace: bool = False) -> str:
     mv, thr, slope = a["max_value"], float(a["threshold"]), float(a["negative_slope"])
     f = em.functional()
+    flag = ", inplace=True" if inplace else ""
     if thr == 0.0 and slope == 0.0:
         if mv is None:
-            return f"{f}.relu({x})"
+            return f"{f}.relu({x}{flag})"
         if float(mv) == 6.0:
-            return f"{f}.relu6({x})"
+            return f"{f}.relu6({x}{flag})"
         return f"torch.clamp({x}, 0.0, {py_literal(float(mv))})"
     if thr == 0.0 and mv is None:
-        return f"{f}.leaky_relu({x}, negative_slope={py_literal(slope)})"
+        # in place only for a positive slope: PyTorch's in-place backward cannot invert a negative one
+        flag = flag if slope > 0.0 else ""
+        return f"{f}.leaky_relu({x}, negative_slope={py_literal(slope)}{flag})"
     name = em.helper("keras_relu", _KERAS_RELU)
     return call(name, Raw(x), negative_slope=slope, max_value=None if mv is None else float(mv), threshold=thr)
 
@@ -98,7 +101,11 @@ _EXPR: dict[str, Callable[[TorchEmitter, dict[str, Any], str], str]] = {
 }
 
 
-def activation_expr(em: TorchEmitter, op: str, attrs: dict[str, Any], x: str) -> str:
+def activation_expr(em: TorchEmitter, op: str, attrs: dict[str, Any], x: str, *, inplace: bool = False) -> str:
+    """The expression of activation `op` applied to `x`; with `inplace`, one that may
+    overwrite `x` (the ReLU family only: their backward reads their output, not their input)."""
+    if op == "relu":
+        return _relu(em, attrs, x, inplace)
     if op == "glu":
         return f"{em.functional()}.glu({x}, dim={attrs['axis'][0]})"
     if op in ("softmax", "log_softmax"):
@@ -111,7 +118,8 @@ def activation_expr(em: TorchEmitter, op: str, attrs: dict[str, Any], x: str) ->
 
 @register("ir->torch", *_EXPR)
 def unary_to_torch(node: Node, em: TorchEmitter) -> None:
-    em.assign(node, activation_expr(em, node.op, node.attrs, em.var(node.inputs[0])))
+    x = node.inputs[0]
+    em.assign(node, activation_expr(em, node.op, node.attrs, em.var(x), inplace=em.overwritable(x, node)))
 
 
 @register("ir->torch", "glu")
@@ -137,6 +145,16 @@ _INFIX = {"add": "+", "mul": "*", "sub": "-", "div": "/", "pow": "**"}
 @register("ir->torch", "add", "mul", "sub", "div", "pow", "maximum", "minimum", "average")
 def arithmetic_to_torch(node: Node, em: TorchEmitter) -> None:
     names = [em.var(v) for v in node.inputs]
+    if node.op in ("add", "sub") and len(node.inputs) == 2 and node.outputs[0].rank >= 3:
+        # `a.add_(b)` into a feature map nothing else reads: torchvision's `out += identity`
+        # (small tensors gain nothing and read better as `a + b`)
+        out = node.outputs[0]
+        a, b = node.inputs
+        candidates = [(a, b)] if node.op == "sub" else [(a, b), (b, a)]
+        for target, other in candidates:
+            if em.overwritable(target, node) and target.shape == out.shape and target.dtype == out.dtype:
+                em.assign(node, f"{em.var(target)}.{node.op}_({em.var(other)})")
+                return
     if node.op in _INFIX:
         expr = f" {_INFIX[node.op]} ".join(names)
     elif node.op == "average":

@@ -59,6 +59,12 @@ class EmittedModule:
     source: str | None
 
 
+# Ops whose emitted expression yields a new tensor that their backward does not read back:
+# an activation or addition may overwrite it in place, as torchvision's ReLU(inplace=True)
+# and `out += identity` do (a fresh output per activation costs page faults on every call).
+FRESH_OUTPUT_OPS = frozenset({"conv", "conv_transpose", "batch_norm", "dense", "layer_norm", "group_norm", "add", "sub", "concat"})
+
+
 @dataclass
 class TorchEmitter:
     graph: Graph
@@ -105,6 +111,19 @@ class TorchEmitter:
             self.state[f"{attr}.{k}" if k else attr] = np.asarray(w) if np.ndim(w) == 0 else np.ascontiguousarray(w)
         return f"self.{attr}"
 
+    def overwritable(self, value: Value, node: Node) -> bool:
+        """Whether `node` may overwrite `value` in place: a fresh tensor (see
+        FRESH_OUTPUT_OPS) that no other statement reads and forward does not return."""
+        producer = value.producer
+        return (
+            producer is not None
+            and producer.op in FRESH_OUTPUT_OPS
+            and producer.attrs.get("activation") is None
+            and len(value.users) == 1
+            and value.users[0] is node
+            and all(value is not v for v in self.graph.outputs)
+        )
+
     def helper(self, name: str, code: str) -> str:
         """A module-level helper function, emitted once."""
         self.helpers.setdefault(name, code)
@@ -120,7 +139,8 @@ class TorchEmitter:
         if act is not None:
             from .activations import activation_expr
 
-            expr = activation_expr(self, act["op"], act["attrs"], expr)
+            # the node's own result is a temporary nothing else holds
+            expr = activation_expr(self, act["op"], act["attrs"], expr, inplace=node.op in FRESH_OUTPUT_OPS)
         outs = node.outputs
         names = [self.bind(v) for v in outs]
         target = names[0] if len(names) == 1 else ", ".join(names)
