@@ -311,11 +311,13 @@ class OnnxReader:
             for out, v in zip(node.output, inputs):
                 self.env[out] = v
             return
-        if key == "ConstantOfShape" and isinstance(inputs[0], Const) and BATCH in inputs[0].array:
-            from .recurrent import BatchFill
+        if key in ("ConstantOfShape", "Expand") and all(isinstance(v, Const) for v in inputs) and BATCH in inputs[-1].array:
+            from .recurrent import BatchFill  # zeros shaped by the batch size (an RNN's initial state)
 
-            self.env[node.output[0]] = BatchFill.of_shape(inputs[0].array, self._constant(node, "value", np.zeros(1, np.float32)))
-            return
+            fill = self._constant(node, "value", np.zeros(1, np.float32)) if key == "ConstantOfShape" else inputs[0].array
+            if fill.size and np.all(fill == fill.reshape(-1)[0]):
+                self.env[node.output[0]] = BatchFill.of_shape(inputs[-1].array, fill)
+                return
         if inputs and all(v is None or isinstance(v, Const) for v in inputs):
             for out, array in zip(node.output, _evaluate(node, [v.array if v is not None else None for v in inputs], self.opset)):
                 self.env[out] = Const(out, array)
