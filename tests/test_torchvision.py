@@ -64,12 +64,12 @@ def check_model(name: str, tmp_path, size: int = 64):
         expected = model(torch.from_numpy(x)).numpy()
     got = np.asarray(result.keras_model(x.transpose(0, 2, 3, 1), training=False))
     assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))
-    return result, elapsed
+    return result, elapsed, model
 
 
 @pytest.mark.parametrize("name", FAST)
 def test_torchvision_fast(name, tmp_path):
-    result, _ = check_model(name, tmp_path)
+    result, _, _ = check_model(name, tmp_path)
     code = (result.out / "model.py").read_text()
     assert "import torch" not in code and "tensorflow" not in code
     if name == "resnet18":  # one Keras layer per PyTorch module, named after the module path
@@ -85,10 +85,28 @@ def test_torchvision_slow(name, tmp_path):
 
 
 @pytest.mark.slow
+def test_swin_t(tmp_path):
+    """Shifted-window attention folds the windows into the batch ((B, H, W, C) ->
+    (B * windows, 49, C)), rolls the image and adds a relative position bias and a mask:
+    the emitted model holds the windows on an axis of their own, after a dynamic batch."""
+    result, elapsed, model = check_model("swin_t", tmp_path)
+    print(f"\nswin_t -> Keras at 64x64: {elapsed:.1f} s, worst relative error {result.parity.worst_rel:.2e}")
+    code = (result.out / "model.py").read_text()
+    assert "keras.ops.roll(" in code and "target_shape=(9, 49, 96)" in code
+    for batch in (1, 2):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 64, 64)).astype("float32")
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = np.asarray(result.keras_model(x.transpose(0, 2, 3, 1), training=False))
+        assert got.shape == expected.shape
+        assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected)), batch
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_conversion_time_224(name, tmp_path):
     """The conversion time at 224 x 224 (export, read, write, verify), printed for the record."""
-    result, elapsed = check_model(name, tmp_path, size=224)
+    result, elapsed, _ = check_model(name, tmp_path, size=224)
     steps = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
     print(f"\n{name} -> Keras at 224x224: {elapsed:.1f} s ({steps})")
     assert elapsed < 600

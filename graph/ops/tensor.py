@@ -364,3 +364,21 @@ define(
         family="tensor",
     )
 )
+
+
+def _infer_roll(node):
+    _check_axis(node, node.attrs["axis"])
+    return [(node.inputs[0].shape, node.inputs[0].dtype)]
+
+
+define(
+    OpDef(
+        "roll",
+        _infer_roll,
+        attrs=(attr("axis", int), attr("shift", int)),
+        layout=Layout.AXIS,
+        axis_attrs=("axis",),
+        doc="shift the elements `shift` places along `axis`, wrapping around (torch.roll on one dim)",
+        family="tensor",
+    )
+)

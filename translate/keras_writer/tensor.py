@@ -67,6 +67,11 @@ def tile_to_keras(node: Node, em: KerasEmitter) -> None:
     em.assign(node, f"keras.ops.tile({em.var(node.inputs[0])}, {py_literal(tuple(node.attrs['reps']))})")
 
 
+@register("ir->keras", "roll")
+def roll_to_keras(node: Node, em: KerasEmitter) -> None:
+    em.assign(node, f"keras.ops.roll({em.var(node.inputs[0])}, {node.attrs['shift']}, axis={node.attrs['axis']})")
+
+
 @register("ir->keras", "stack")
 def stack_to_keras(node: Node, em: KerasEmitter) -> None:
     names = ", ".join(em.var(v) for v in node.inputs)

@@ -136,10 +136,24 @@ class AtenCall:
         return self.reader.graph
 
     @property
+    def owner(self) -> str | None:
+        """For functional code that uses a submodule's parameters (Swin's
+        F.linear(x, self.qkv.weight, self.qkv.bias)): that submodule's path."""
+        if self.leaf:
+            return None
+        weight = self.args.get("weight")
+        if isinstance(weight, Const) and weight.trainable and weight.name.endswith(".weight"):
+            owner = weight.name[: -len(".weight")]
+            return owner if owner != self.module else None
+        return None
+
+    @property
     def name(self) -> str:
         """The base name of the nodes this call emits."""
         if self.leaf:
             return identifier(self.module)
+        if self.owner:
+            return identifier(self.owner)
         op = self.key.split(".", 1)[1].strip("_")
         return identifier(f"{self.module}_{op}" if self.module else op)
 
@@ -179,10 +193,13 @@ class AtenCall:
         return v * rank if len(v) == 1 else v
 
     def axis(self, name: str, rank: int) -> int:
-        a = int(self.args[name])
+        return self.axis_of(self.args[name], rank)
+
+    def axis_of(self, dim: int, rank: int) -> int:
+        a = int(dim)
         a = a + rank if a < 0 else a
         if not 0 <= a < rank:
-            raise self.error(f"dim {self.args[name]} is out of range for rank {rank}")
+            raise self.error(f"dim {dim} is out of range for rank {rank}")
         return a
 
     # -- emission -----------------------------------------------------------------------
@@ -201,7 +218,7 @@ class AtenCall:
             attrs,
             weights,
             name=self.name + suffix,
-            source=self.module if self.leaf else self.name,
+            source=self.module if self.leaf else self.owner or self.name,
             source_class=self.module_class if self.leaf else self.key,  # functional code: the ATen op
         )
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs  # type: ignore[return-value]
@@ -358,6 +375,9 @@ class TorchReader:
         self._constant = _constant_nodes(ep.graph, {name for name, spec in kinds.items() if spec.kind != InputKind.USER_INPUT})
         self._batch_only = _batch_only_nodes(ep.graph, self._constant)
         self._batch_values: dict[str, dict[int, Any]] = {}
+        # constants that in-place calls write into, and the views they write through
+        self._aliased = {a.name for n in ep.graph.nodes if _mutates(n) and n.name in self._live for a in _view_chain(n)}
+        self._tensors: dict[str, Any] = {}
         self._groups, self._owner = self._module_groups()
         self._check_supported()
         for node in ep.graph.nodes:
@@ -507,13 +527,24 @@ class TorchReader:
         if key in PASS_THROUGH:
             return bound.get("input", bound.get("self", args[0] if args else None))
         flat = _flatten(list(bound.values()))
+        if key in FACTORIES and node.name in self._constant and self.options.fold_constants:
+            return self._fold(node, args, kwargs)
         deferred = next((a for a in flat if isinstance(a, Deferred)), None)
         if deferred is not None:
             return deferred.apply(self, node, key, bound)
         computed = any(isinstance(a, Const) for a in flat) or node.name in self._constant  # arange(7) has no tensor argument
         if self.options.fold_constants and not any(isinstance(a, (Value, _Batch, BatchExpr, BatchRange)) for a in flat) and computed:
             return self._fold(node, args, kwargs)
+        val = node.meta.get("val")
+        vals = list(val) if isinstance(val, (list, tuple)) else [val]
+        return self.translate(node, key, bound, [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals])
+
+    def translate(self, node: Any, key: str, bound: dict[str, Any], meta_shapes: list[tuple]) -> Any:
+        """Hand one ATen call to its translator; `meta_shapes` are the shapes its outputs
+        must have in the graph (the batch axis as None)."""
         translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]
+        if translator is None:
+            raise UnsupportedOpError([(node.name, key, "no translator")], where="the PyTorch reader")
         module, cls = _module_of(node)
         leaf = _is_leaf(cls) and bool(module)
         if leaf:
@@ -530,7 +561,7 @@ class TorchReader:
             module=module,
             module_class=cls.rsplit(".", 1)[-1],
             leaf=leaf,
-            meta_shapes=[_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals],
+            meta_shapes=meta_shapes,
             meta_dtypes=[dtype_name(getattr(v, "dtype", None)) for v in vals],
         )
         try:
@@ -605,22 +636,71 @@ class TorchReader:
                 raise GraphError(f"{call.where}: the translation produced shape {got}, PyTorch computes {expected}")
 
     def _fold(self, node: Any, args: Any, kwargs: Any) -> Any:
+        """Evaluate a call on constants. The tensors that an in-place call writes into (and
+        the views it writes through) are kept as torch tensors, so that the write reaches
+        every later reader, as in PyTorch."""
         import torch
+        import torch.fx
 
-        def unwrap(a: Any) -> Any:
+        def unwrap(a: Any, fx: Any) -> Any:
+            if isinstance(fx, torch.fx.Node) and fx.name in self._tensors:
+                return self._tensors[fx.name]
             if isinstance(a, Const):
-                return torch.from_numpy(np.array(a.array))
+                t = torch.from_numpy(np.array(a.array))
+                val = fx.meta.get("val") if isinstance(fx, torch.fx.Node) else None
+                return t.reshape(()) if getattr(val, "ndim", None) == 0 and t.numel() == 1 else t  # _to_numpy made it 1-d
             if isinstance(a, (list, tuple)):
-                return type(a)(unwrap(i) for i in a)
+                fxs = fx if isinstance(fx, (list, tuple)) and len(fx) == len(a) else [None] * len(a)
+                return type(a)(unwrap(i, f) for i, f in zip(a, fxs))
             return a
 
+        fx_kwargs = dict(node.kwargs)
         with torch.no_grad():
-            out = node.target(*unwrap(args), **unwrap(kwargs))
+            if aten_key(node.target) in FACTORIES:  # x.new_zeros(size): only the dtype of x matters
+                args = (torch.zeros((), dtype=node.meta["val"].dtype), *args[1:])
+            out = node.target(*unwrap(args, node.args), **{k: unwrap(v, fx_kwargs.get(k)) for k, v in kwargs.items()})
+        if node.name in self._aliased and isinstance(out, torch.Tensor):
+            self._tensors[node.name] = out
+        if _mutates(node):
+            for n in _view_chain(node):  # refresh the constants the write changed
+                if n.name in self._tensors:
+                    self.env[n.name] = Const(n.name, _to_numpy(self._tensors[n.name]))
         if isinstance(out, torch.Tensor):
             return Const(f"{node.name}", _to_numpy(out))
         if isinstance(out, (list, tuple)):
             return [Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)]
         return out
+
+
+# x.new_zeros(size) and friends read only the dtype of x: with a static size, a constant
+FACTORIES = {"aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty"}
+# ops whose output is a view of their first argument (an in-place op on it writes through)
+VIEWS = {"aten.slice", "aten.select", "aten.view", "aten.narrow", "aten.unsqueeze", "aten.squeeze", "aten.permute", "aten.transpose", "aten.t", "aten.expand", "aten.alias", "aten.diagonal", "aten.as_strided", "aten.unflatten"}
+
+
+def _is_factory(n: Any) -> bool:
+    size = n.args[1] if len(n.args) > 1 else n.kwargs.get("size")
+    return aten_key(n.target) in FACTORIES and isinstance(size, (list, tuple)) and all(isinstance(d, int) for d in size)
+
+
+def _mutates(n: Any) -> bool:
+    """An in-place call (fill_, copy_, add_ ...) that writes into its first argument."""
+    schema = getattr(n.target, "_schema", None)
+    return n.op == "call_function" and bool(getattr(schema, "is_mutable", False)) and bool(n.args)
+
+
+def _view_chain(n: Any) -> list[Any]:
+    """The fx nodes a mutation writes into: its first argument and the views it was taken from."""
+    import torch.fx
+
+    chain = []
+    a = n.args[0]
+    while isinstance(a, torch.fx.Node):
+        chain.append(a)
+        if a.op != "call_function" or aten_key(a.target) not in VIEWS or not a.args:
+            break
+        a = a.args[0]
+    return chain
 
 
 def _constant_nodes(graph: Any, constant_inputs: set[str]) -> set[str]:
@@ -631,6 +711,9 @@ def _constant_nodes(graph: Any, constant_inputs: set[str]) -> set[str]:
     constant = set(constant_inputs)
     for n in graph.nodes:
         if n.op != "call_function" or aten_key(n.target) in _SYM_OPS:
+            continue
+        if _is_factory(n):
+            constant.add(n.name)
             continue
         args = [a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node)]
         if all(a.name in constant for a in args):
@@ -660,12 +743,18 @@ def _live_nodes(graph: Any) -> set[str]:
 
     live: set[str] = set()
     frontier = [n for n in graph.nodes if n.op == "output"]
+    mutations = [n for n in graph.nodes if _mutates(n) and not n.users]
     while frontier:
-        n = frontier.pop()
-        if n.name in live:
-            continue
-        live.add(n.name)
-        frontier.extend(a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node))
+        while frontier:
+            n = frontier.pop()
+            if n.name in live:
+                continue
+            live.add(n.name)
+            frontier.extend(a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node))
+        # an in-place write (Swin's mask: zeros, then fill_ on slices of it) into a live tensor
+        for n in mutations:
+            if n.name not in live and any(a.name in live for a in _view_chain(n)):
+                frontier.append(n)
     return live
 
 
@@ -713,15 +802,20 @@ def _sym_size(reader: TorchReader, node: Any, x: Any, dim: int) -> Any:
         return BATCH if d == 0 else x.shape[d]
     if isinstance(x, Const):
         return x.array.shape[dim]
+    if hasattr(x, "size"):  # a MergedBatch
+        return x.size(dim)
     raise GraphError(f"{node.name}: size() of {x!r}")
 
 
 class BatchExpr:
-    """Arithmetic on the symbolic batch size (x.size(0) * heads): only a translator that
-    uses it fails, naming the op."""
+    """Arithmetic on the symbolic batch size (x.size(0) * heads). A product of the batch
+    size and a whole number keeps that `factor` (a reshape may merge the batch axis with
+    an axis of that size: Swin's windows); any other expression fails only in a translator
+    that uses it, naming the op."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, factor: int | None = None) -> None:
         self.text = text
+        self.factor = factor
 
     def __repr__(self) -> str:
         return self.text
@@ -738,10 +832,35 @@ class BatchRange:
         return f"BatchRange({self.ndim})"
 
 
+def batch_factor(size: Any) -> int | None:
+    """k where `size` is k times the symbolic batch size (BATCH: 1), else None."""
+    if size is BATCH:
+        return 1
+    return size.factor if isinstance(size, BatchExpr) else None
+
+
+def _scaled_batch(fn: Callable, args: tuple) -> Any:
+    """batch * k, k * batch and (batch * k) // d (d dividing k) as a multiple of the batch."""
+    factors = [batch_factor(a) for a in args]
+    if len(args) != 2 or sum(f is not None for f in factors) != 1:
+        return None
+    f, other = (factors[0], args[1]) if factors[0] is not None else (factors[1], args[0])
+    if not isinstance(other, int) or isinstance(other, bool):
+        return None
+    if fn is operator.mul:
+        f = f * other
+    elif fn in (operator.floordiv, operator.truediv) and factors[0] is not None and other and f % other == 0:
+        f = f // other
+    else:
+        return None
+    return BATCH if f == 1 else BatchExpr(f"batch * {f}", f) if f > 0 else None
+
+
 def _sym_arith(fn: Callable) -> Callable:
     def apply(reader: TorchReader, node: Any, *args: Any) -> Any:
         if any(isinstance(a, (_Batch, BatchExpr)) for a in args):
-            return BatchExpr(f"{getattr(fn, '__name__', 'op')}{tuple(args)}")
+            scaled = _scaled_batch(fn, args)
+            return scaled if scaled is not None else BatchExpr(f"{getattr(fn, '__name__', 'op')}{tuple(args)}")
         return fn(*args)
 
     return apply

@@ -1,8 +1,9 @@
 """ATen data movement: flatten, view/reshape, permute/transpose, cat/stack, chunk/split/
-unbind, slice/select, unsqueeze/squeeze, expand (no-op only), reductions and casts.
+unbind, slice/select, unsqueeze/squeeze, expand (no-op only), roll, reductions and casts.
 
 The batch axis (0) stays in place: an op that would move, split or reduce it is refused
-with the reason, since the emitted Keras model keeps a dynamic batch."""
+with the reason, since the emitted Keras model keeps a dynamic batch. A reshape that
+merges the batch with other axes (window attention) gives a `MergedBatch` (merged.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from ...graph import Value
 from ..registry import register
 from .arithmetic import operand
+from .merged import MergedBatch, batch_target
 from .reader import BATCH, AtenCall, Const, dtype_name
 
 _BIG = 2**62
@@ -60,15 +62,24 @@ def reshape_to_ir(call: AtenCall) -> Value:
     size = call.args.get("size", call.args.get("shape"))
     if not isinstance(size, (list, tuple)):
         raise call.unsupported("view as another dtype")
+    merged = batch_target(list(size), math.prod(x.shape[1:]), call.reader.static_batch) if None not in x.shape[1:] else None
+    if merged is not None and merged[0] != 1:
+        # (B, H, W, C) -> (B * windows, tokens, C): held as (B, windows, tokens, C)
+        k, rest = merged
+        return MergedBatch(call.emit("reshape", [x], {"shape": (k, *rest)}), 0)
     target = reshape_target(call, x, size)
     if target == tuple(x.shape[1:]):
         return x
     return call.emit("reshape", [x], {"shape": target})
 
 
-def _transpose(call: AtenCall, x: Value, perm: tuple[int, ...]) -> Value:
+def _transpose(call: AtenCall, x: Value, perm: tuple[int, ...]) -> Value | MergedBatch:
     if perm[0] != 0:
-        raise call.unsupported(f"permutation {perm} moves the batch axis")
+        # the batch moves inward (Swin's (B * 1, tokens, 3, heads, d) -> (3, B * 1, heads, tokens, d)):
+        # hold it as a batch merged with a size-1 axis, which the permutation moves
+        x = call.emit("expand_dims", [x], {"axis": 1}, suffix="_batch")
+        y = call.emit("transpose", [x], {"perm": (0, *(p + 1 for p in perm))})
+        return MergedBatch(y, perm.index(0))
     if perm == tuple(range(x.rank)):
         return x
     return call.emit("transpose", [x], {"perm": perm})
@@ -282,20 +293,41 @@ def pad_to_ir(call: AtenCall) -> Value:
     flat = [int(p) for p in call.args["pad"]]
     # F.pad lists (begin, end) pairs from the last axis backwards
     pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)][::-1]
-    first = x.rank - len(pairs)
-    if first < 2:
+    if all(p == (0, 0) for p in pairs):
+        return x
+    data_format = "channels_first"
+    if x.rank - len(pairs) == 1 and pairs[-1] == (0, 0) and mode == "constant":
+        pairs, data_format = pairs[:-1], "channels_last"  # (B, H, W, C) padded on H and W (Swin's windows)
+    first = x.rank - len(pairs) if data_format == "channels_first" else 1
+    if first < 1 or (first == 1 and data_format == "channels_first"):
         raise call.unsupported(f"padding of {len(pairs)} trailing axes of a rank-{x.rank} tensor (only the spatial axes after N, C)")
-    pairs = [(0, 0)] * (first - 2) + pairs
+    pairs = [(0, 0)] * (first - 2) + pairs if data_format == "channels_first" else pairs
     if mode == "reflect":
         if any(b < 0 or e < 0 for b, e in pairs):
             raise call.unsupported("negative reflection padding")
         return call.emit("reflect_pad", [x], {"pads": tuple(pairs), "data_format": "channels_first"})
     value = float(call.args.get("value") or 0.0)
     if all(b <= 0 and e <= 0 for b, e in pairs):
-        return call.emit("crop", [x], {"crops": tuple((-b, -e) for b, e in pairs), "data_format": "channels_first"})
+        return call.emit("crop", [x], {"crops": tuple((-b, -e) for b, e in pairs), "data_format": data_format})
     if any(b < 0 or e < 0 for b, e in pairs):
         raise call.unsupported("padding that crops some axes and pads others")
-    return call.emit("pad", [x], {"pads": tuple(pairs), "value": value, "data_format": "channels_first"})
+    return call.emit("pad", [x], {"pads": tuple(pairs), "value": value, "data_format": data_format})
+
+
+@register("torch->ir", "aten.roll")
+def roll_to_ir(call: AtenCall) -> Value:
+    """torch.roll over several dims is one roll per dim, in turn."""
+    x = call.value("self")
+    shifts = [int(s) for s in call.args["shifts"]]
+    dims = call.args.get("dims") or []
+    if len(dims) != len(shifts):
+        raise call.unsupported("roll of the flattened tensor (no dims)")
+    for i, (shift, dim) in enumerate(zip(shifts, dims)):
+        axis = call.axis_of(dim, x.rank)
+        _no_batch(call, axis, "roll")
+        if shift % int(x.shape[axis]):
+            x = call.emit("roll", [x], {"axis": axis, "shift": shift % int(x.shape[axis])}, suffix=f"_{i}" if i else "")
+    return x
 
 
 @register("torch->ir", "aten.unflatten")
