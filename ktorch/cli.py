@@ -37,8 +37,20 @@ def _parser() -> argparse.ArgumentParser:
         "Keras -> PyTorch never imports TensorFlow to convert; verification runs Keras (on TensorFlow if installed). "
         "A 'package.module:factory' source IMPORTS AND RUNS that Python code: use it only for code you trust.",
     )
-    c.add_argument("src", type=Path, help="the source: .h5/.keras, .onnx, .pt2, package.module:factory, or a ktorch output directory")
-    c.add_argument("-o", "--out", type=Path, help="output directory (default: SRC without suffix + '_torch', beside SRC)")
+    c.add_argument(
+        "src",
+        nargs="+",
+        help="the source: .h5/.keras, .onnx, .pt2, package.module:factory, or a ktorch output directory; "
+        "several sources or a quoted glob pattern ('models/*.h5') convert in batch",
+    )
+    c.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="output directory (default: SRC without suffix + '_torch', beside SRC); with several sources, "
+        "the directory that receives one <stem>_torch/ (or <stem>_keras/) per source",
+    )
+    c.add_argument("-j", "--jobs", type=int, metavar="N", help="batch: models converted at once, each in its own process (default: CPU count, at most one per model)")
     c.add_argument(
         "--layout",
         choices=("torch", "keras", "keep"),
@@ -118,10 +130,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     console = _console()
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
-    try:
-        shapes = [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
-    except ValueError:
-        raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
+    shapes = _input_shapes(args)
     with Status("starting", console=console) as status:
         try:
             result = convert(
@@ -155,6 +164,44 @@ def _convert(args: argparse.Namespace) -> int:
             table.add_row(c.name, str(tuple(c.shape)), f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
         console.print(table)
     return EXIT_OK
+
+
+def _input_shapes(args: argparse.Namespace) -> list[list[int]]:
+    try:
+        return [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
+    except ValueError:
+        raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
+
+
+def _is_batch(sources: Sequence[str]) -> bool:
+    """Several sources, or a glob pattern: a batch (a single plain SRC converts as always)."""
+    from .batch import is_glob
+
+    return len(sources) > 1 or any(is_glob(s) for s in sources)
+
+
+def _convert_batch(args: argparse.Namespace) -> int:
+    from .batch import expand_sources, plan, run_batch
+
+    if args.jobs is not None and args.jobs < 1:
+        raise SystemExit("ktorch: error: --jobs takes a positive number")
+    sources = expand_sources(args.src)
+    shapes = _input_shapes(args)
+    options = dict(
+        input_shapes=shapes or None,
+        input_dtypes=args.input_dtype or None,
+        weights=args.weights,
+        layout=args.layout,
+        verify=not args.no_verify,
+        force=args.force,
+        tolerance=args.tolerance,
+        trust_code=args.trust_code,
+        seed=args.seed,
+    )
+    jobs = plan(sources, args.out, args.to, options)
+    workers = args.jobs or min(os.cpu_count() or 1, len(jobs))
+    _, code = run_batch(jobs, workers=workers, plugins=args.plugin, debug=args.debug)
+    return code
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -205,14 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_STRUCTURE
-    if args.command in ("convert", "verify", "export"):
+    batch = args.command == "convert" and _is_batch(args.src)
+    if args.command == "convert" and not batch:
+        args.src = Path(args.src[0])
+    if args.command in ("convert", "verify", "export") and not batch:  # a batch's workers do this themselves
         from .torch_to_keras import is_factory_string, prepare_torch
 
         src = getattr(args, "src", None)
         prepare_torch(str(src) if src is not None and is_factory_string(str(src)) else src)
     from .verify.cli import main as _verify
 
-    handler = {"convert": _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
+    handler = {"convert": _convert_batch if batch else _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
     if args.debug:
         os.environ["KTORCH_DEBUG"] = "1"  # show native library output too
     try:
