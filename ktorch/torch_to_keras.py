@@ -8,6 +8,7 @@ emitted for PyTorch (a round trip: its model.py is imported and `load()`ed).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import time
@@ -505,6 +506,18 @@ def convert_torch(
     }
 
     keras_model = None
+    if not verify:
+        # Only the verification runs the source again: let go of the captured program, so its
+        # weights (when this call loaded them) are freed before the Keras model is built.
+        program = None
+        gc.collect()  # an ExportedProgram sits in reference cycles
+
+    def write(staging: Path) -> None:
+        writer.write(rendered, staging)
+        # The arrays are in model.weights.h5 now; the Keras model that is loaded next (for
+        # verification or as `keras_model`) must not sit beside another copy of every weight.
+        rendered.weights.clear()
+        gc.collect()  # and the model write() built (TensorFlow variables wait for a collection)
 
     def check(staging: Path):
         nonlocal keras_model
@@ -516,9 +529,7 @@ def convert_torch(
         batch = fixed_batch(program) or graph.meta.get("static_batch") or 2
         return check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance, keras_model=keras_model)
 
-    parity = write_verified(
-        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings
-    )
+    parity = write_verified(out, force=force, manifest=manifest, write=write, verify=check if verify else None, timings=timings)
     timings["total"] = time.perf_counter() - t0
     if keras_model is None:
         from .verify.torch_source import load_emitted_keras
