@@ -10,7 +10,7 @@ from typing import Any, Callable
 from . import __version__
 from .graph import Graph, validate
 from .graph.errors import ModelFileError
-from .graph.passes import assign_layout, eliminate_dead, fold_padding, fuse_activations, remove_noops
+from .graph.passes import assign_layout, eliminate_dead, fold_bias_into_batch_norm, fold_padding, fuse_activations, remove_noops
 from .graph.queries import id_range, layout_name, spatial_format
 from .translate.output import raise_on_mismatch, write_verified
 
@@ -144,6 +144,7 @@ def convert(
     step("rewriting the graph")
     remove_noops(graph)
     fold_padding(graph)
+    fold_bias_into_batch_norm(graph)
     fuse_activations(graph)
     eliminate_dead(graph)
     report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))
@@ -180,6 +181,7 @@ def convert(
             specs.append(spec)
         return specs
 
+    merged = graph.meta.get("merged_layers", {})  # source layers computed inside another's statement
     manifest: dict[str, Any] = {
         "ktorch_version": __version__,
         "direction": "keras->torch",
@@ -193,6 +195,7 @@ def convert(
                 "emitted": rendered.value_names[v.name],
                 **({"perm": list(v.perm)} if v.perm else {}),
                 "class": v.producer.source_class if v.producer is not None and v.producer.source_class else "InputLayer" if v in graph.inputs else None,
+                **({"merged": merged[v.source]} if v.source in merged else {}),
             }
             for v in graph.values()
             if v.source and v.name in rendered.value_names

@@ -317,7 +317,7 @@ def test_emitted_conv_code(keras, convert):
     assert _squeezed("self.sep_pointwise = nn.Conv2d(8, 6, kernel_size=1, bias=False)") in code
     assert _squeezed("self.up = nn.ConvTranspose2d(6, 3, kernel_size=3, stride=2)") in code
     forward = forward_source(result)
-    assert "up = F.relu(self.up(sep_pointwise)[:, :, :-1, :-1])" in forward
+    assert "up = F.relu(self.up(sep_pointwise)[:, :, :-1, :-1], inplace=True)" in forward
 
 
 def test_grouped_conv_transpose_writer():

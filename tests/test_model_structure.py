@@ -28,7 +28,7 @@ def test_transfer_learning_pattern(keras, tmp_path, fmt):
     model = keras.Model(inputs, outputs, name="transfer")
     randomize_batchnorm(model)
     result = convert_keras(model, tmp_path, fmt=fmt)
-    assert "self.base_conv = nn.Conv2d(3, 4, kernel_size=3)" in (result.out / "model.py").read_text()
+    assert "self.base_conv = nn.Conv2d(3, 4, kernel_size=3, bias=False)" in (result.out / "model.py").read_text()  # bias folded into base_bn
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])

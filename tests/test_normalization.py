@@ -42,6 +42,33 @@ def test_batchnorm_after_conv(keras, convert, center, scale):
     assert "permute(" not in forward_source(result)
 
 
+def test_conv_bias_folded_into_batchnorm(keras, convert):
+    """Conv2D(use_bias=True) + BatchNormalization becomes Conv2d(bias=False) + BatchNorm2d
+    with running_mean - bias: the same numbers at inference and, with batch statistics,
+    in training mode (the batch mean absorbs the bias), so it stays trainable."""
+    import torch
+
+    from ktorch.verify.runners import import_emitted
+
+    inp = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    out = keras.layers.BatchNormalization(epsilon=1e-3, name="bn")(x)
+    model = _randomized(keras.Model(inp, out))
+    result = convert(model)
+    code = (result.out / "model.py").read_text()
+    assert "self.conv = nn.Conv2d(3, 4, kernel_size=3, bias=False)" in code
+    net = import_emitted(result.out).load()
+    bias = model.get_layer("conv").get_weights()[1]
+    mean = model.get_layer("bn").moving_mean.numpy()
+    np.testing.assert_allclose(net.bn.running_mean.numpy(), mean - bias, rtol=1e-6, atol=1e-6)
+    assert "conv" not in result.manifest["values"] and "bn" in result.manifest["values"]  # no longer the layer's output
+
+    x = np.random.default_rng(1).standard_normal((4, 6, 6, 3)).astype("float32")
+    expected = np.asarray(model(x, training=True))
+    got = net.train()(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("axis", [-1, 1, 2])
 def test_batchnorm_on_sequences(keras, convert, axis):
     inp = keras.Input((5, 4))

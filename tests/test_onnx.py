@@ -142,7 +142,7 @@ def test_resnet18(resnet18_onnx, tmp_path, to):
     # readable: module names recovered from the exporter's node names, no transposes
     assert "self.layer1_0_conv1 = nn.Conv2d(64, 64, kernel_size=3, padding=1)" in code
     assert "self.fc = nn.Linear(512, 10)" in code
-    assert "layer1_0_add = layer1_0_conv2 + maxpool" in code
+    assert "layer1_0_add = layer1_0_conv2.add_(maxpool)" in code  # in place, as torchvision writes `out += identity`
     assert "permute" not in code and "import ktorch" not in code
     assert "perm" not in result.manifest["inputs"][0]
 

@@ -95,6 +95,29 @@ def test_keep_zero_padding_before_max_pool(producer, pads, pool_padding):
     assert "pad" in [n.op for n in g.nodes]
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_fold_bias_into_batch_norm(shared):
+    from ktorch.graph.passes import fold_bias_into_batch_norm
+
+    g = Graph("g")
+    x = g.add_input("x", (None, 8, 8, 2))
+    weights = conv_weights()
+    weights["bias"] = np.arange(4, dtype="float32")
+    conv = g.add_node("conv", [x], {**conv_attrs(), "use_bias": True}, weights, source="conv")
+    mean = np.ones(4, "float32")
+    bn_weights = {"weight": np.ones(4, "float32"), "bias": np.zeros(4, "float32"), "running_mean": mean, "running_var": np.ones(4, "float32")}
+    y = g.add_node("batch_norm", [conv.output], {"axis": 3, "epsilon": 1e-3}, bn_weights, source="bn").output
+    g.outputs = [y]
+    if shared:  # the same layer called again elsewhere keeps its bias
+        g.outputs.append(g.add_node("conv", [x], {**conv_attrs(), "use_bias": True}, weights, source="conv").output)
+    assert fold_bias_into_batch_norm(g) == (0 if shared else 1)
+    if not shared:
+        assert "bias" not in conv.weights and conv.attrs["use_bias"] is False
+        np.testing.assert_array_equal(g.nodes[1].weights["running_mean"], [1, 0, -1, -2])
+        assert conv.output.source is None
+        validate(g)
+
+
 def test_remove_noops_and_dead_code():
     g = Graph("g")
     x = g.add_input("x", (None, 4))

@@ -93,7 +93,9 @@ def test_correct_conversion_verifies(converted, tmp_path):
     assert run["profile"] == "cpu-fp32" and run["rtol"] == 1e-4
     assert run["settings"]["tf32"] is False
     # every layer of the network is aligned, in forward order, with tiny isolated errors
-    assert [layer["source"] for layer in run["layers"]] == ["conv1", "bn", "relu", "conv2", "conv3", "sub", "gap", "logits"]
+    # conv1's bias is folded into bn (Conv2d(bias=False) + BatchNorm2d): the two compare as one layer
+    assert [layer["source"] for layer in run["layers"]] == ["bn", "relu", "conv2", "conv3", "sub", "gap", "logits"]
+    assert run["layers"][0]["merged"] == ["conv1"] and run["layers"][1]["merged"] == []
     assert {layer["class"] for layer in run["layers"]} >= {"Conv2D", "BatchNormalization", "Subtract", "Dense"}
     assert all(layer["isolated"]["max_rel"] < 1e-5 and layer["propagated"]["max_rel"] < 1e-5 for layer in run["layers"])
     assert 0 < data["min_passing_tolerance"] < 1e-5
@@ -291,8 +293,9 @@ def test_two_planted_bugs_are_both_isolated_and_the_first_is_named(converted, tm
     src, out = converted
     planted = copy_of(out, tmp_path)
     edit_model_py(planted, "sub = conv2 - conv3", "sub = conv3 - conv2")
-    edit_weight(planted, "conv1.bias", lambda b: b[::-1])
+    edit_weight(planted, "conv1.weight", lambda w: w[::-1])  # output channels permuted
     code, data = run_cli(str(src), str(planted))
     assert code == 1
-    assert isolated_failures(data) == ["conv1", "sub"]
-    assert data["first_divergence"]["source"] == "conv1"
+    assert isolated_failures(data) == ["bn", "sub"]
+    assert data["first_divergence"]["source"] == "bn" and data["first_divergence"]["merged"] == ["conv1"]
+    assert "first divergence at layer 'conv1 + bn'" in data["summary"]

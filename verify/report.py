@@ -30,12 +30,19 @@ class LayerResult:
     emitted: str
     statement: str | None
     perm: list[int] | None
+    merged: list[str] = field(default_factory=list)  # source layers folded into this one (a conv's bias into its BatchNorm)
     propagated: Comparison | None = None
     isolated: Comparison | None = None
+
+    @property
+    def label(self) -> str:
+        """The source layer(s) this result stands for: 'conv1 + bn' when conv1 was folded in."""
+        return " + ".join([*self.merged, self.source])
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "merged": list(self.merged),
             "class": self.class_name,
             "emitted": self.emitted,
             "statement": self.statement,
@@ -190,7 +197,7 @@ class VerifyReport:
             prop = next((r.first_propagated_divergence for r in self.runs if r.first_propagated_divergence is not None), None)
             if prop is not None:
                 parts.append(
-                    f"no aligned layer diverges in isolation; errors first exceed the tolerance at layer {prop.source!r} "
+                    f"no aligned layer diverges in isolation; errors first exceed the tolerance at layer {prop.label!r} "
                     f"({prop.class_name or '?'}) when propagated (accumulated rounding: consider a looser --tolerance)"
                 )
         if first is not None:
@@ -198,7 +205,7 @@ class VerifyReport:
             c = layer.isolated
             assert c is not None
             parts.append(
-                f"first divergence at layer {layer.source!r} ({layer.class_name or '?'}) -> `{layer.emitted}`: "
+                f"first divergence at layer {layer.label!r} ({layer.class_name or '?'}) -> `{layer.emitted}`: "
                 f"isolated relative error {_num(c.max_rel)} > {c.tolerance:g}"
             )
         return "; ".join(parts)
@@ -281,6 +288,7 @@ _LAYER = {
         "emitted": {"type": "string"},
         "statement": {"type": ["string", "null"]},
         "perm": {"type": ["array", "null"], "items": {"type": "integer"}},
+        "merged": {"type": "array", "items": {"type": "string"}},
         "propagated": _COMPARISON,
         "isolated": _COMPARISON,
     },
@@ -449,7 +457,7 @@ def to_markdown(report: VerifyReport) -> str:
         c = layer.isolated
         assert c is not None
         lines += [
-            f"**First divergence** ({run.device}, batch {run.batch}): layer `{layer.source}` ({layer.class_name}) -> `{layer.emitted}`",
+            f"**First divergence** ({run.device}, batch {run.batch}): layer `{layer.label}` ({layer.class_name}) -> `{layer.emitted}`",
             f"isolated max abs {_num(c.max_abs)}, max rel {_num(c.max_rel)} (tolerance {c.tolerance:g})",
             "",
         ]
@@ -487,7 +495,7 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
                 p, s = layer.propagated, layer.isolated
                 failed = (s is not None and not s.passed) or (s is None and p is not None and not p.passed)
                 tag = "[red]FIRST DIVERGENCE[/]" if layer is first else ("[red]FAIL[/]" if failed else "[green]ok[/]")
-                layers.add_row(str(i), layer.source, layer.class_name or "?", layer.emitted, _num(p.max_rel) if p else "-", _num(s.max_rel) if s else "-", tag)
+                layers.add_row(str(i), layer.label, layer.class_name or "?", layer.emitted, _num(p.max_rel) if p else "-", _num(s.max_rel) if s else "-", tag)
             if len(run.layers) > max_layers:
                 layers.add_row("…", f"{len(run.layers) - max_layers} more", "", "", "", "", "")
             console.print(layers)
@@ -500,7 +508,7 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
         run, layer = first
         c = layer.isolated
         assert c is not None
-        console.print(f"[red]first divergence[/] ({run.device}, batch {run.batch}): layer [bold]{layer.source}[/] ({layer.class_name}) -> `{layer.emitted}`")
+        console.print(f"[red]first divergence[/] ({run.device}, batch {run.batch}): layer [bold]{layer.label}[/] ({layer.class_name}) -> `{layer.emitted}`")
         if layer.statement:
             console.print(f"  statement: {layer.statement}")
         console.print(f"  isolated max abs {_num(c.max_abs)}, max rel {_num(c.max_rel)} > {c.tolerance:g}")

@@ -240,7 +240,7 @@ def _run_once(
         name, perm = aligned[var]
         reference = capture.values[name]
         entry = values[name]
-        layer = LayerResult(name, entry.get("class") or capture.classes.get(name), var, emitted.statement_of(var), perm)
+        layer = LayerResult(name, entry.get("class") or capture.classes.get(name), var, emitted.statement_of(var), perm, list(entry.get("merged", [])))
         if mode in ("both", "propagated"):
             layer.propagated = compare(name, reference, to_source(emitted.to_numpy(env[var]), perm), rtol, worst=WORST)
         if var in isolated:

@@ -11,6 +11,7 @@ __all__ = [
     "assign_layout",
     "count_transposes",
     "eliminate_dead",
+    "fold_bias_into_batch_norm",
     "fold_padding",
     "fuse_activations",
     "remove_noops",
@@ -106,6 +107,41 @@ def fold_padding(graph: Graph) -> int:
         )
         graph.set_input(user, 0, node.inputs[0])
         graph.remove_node(node)
+        folded += 1
+    return folded
+
+
+def fold_bias_into_batch_norm(graph: Graph) -> int:
+    """Drop the bias of a convolution or dense layer whose only reader is a BatchNorm over
+    its channels, subtracting it from the BatchNorm's running mean instead (Keras's ResNet
+    writes Conv2D(use_bias=True) + BatchNormalization; PyTorch code writes bias=False).
+    Exact in both modes: at inference BN(y + b) = BN with running_mean - b, and in training
+    the batch mean absorbs b (the bias gets no gradient there) while the running mean keeps
+    tracking mean - b. The layer's own output then differs from the source layer's by b,
+    so it is no longer aligned with it: graph.meta["merged_layers"] maps the BatchNorm's
+    source layer to it, and the verifier reports the two as one ("conv + bn")."""
+    folded = 0
+    for bn in graph.nodes:
+        if bn.op != "batch_norm":
+            continue
+        x = bn.inputs[0]
+        layer = x.producer
+        if layer is None or layer.op not in ("conv", "conv_transpose", "dense") or not layer.attrs.get("use_bias"):
+            continue
+        if layer.attrs.get("activation") is not None or len(x.users) != 1 or any(x is v for v in graph.outputs):
+            continue
+        if any(n is not layer and (n.weights is layer.weights or (n.source == layer.source and n.op == layer.op)) for n in graph.nodes):
+            continue  # a shared layer: its other calls keep the bias
+        channels = 1 if layer.attrs.get("data_format") == "channels_first" else x.rank - 1
+        if bn.attrs["axis"] % x.rank != channels:
+            continue
+        bias, mean = layer.weights.pop("bias"), bn.weights["running_mean"]
+        bn.weights["running_mean"] = (mean.astype("float64") - bias.astype("float64")).astype(mean.dtype)
+        layer.attrs["use_bias"] = False
+        if x.source is not None and bn.output.source is not None:
+            # the verifier compares the BatchNorm's output as that of both source layers
+            graph.meta.setdefault("merged_layers", {}).setdefault(bn.output.source, []).append(x.source)
+        x.source = None
         folded += 1
     return folded
 
