@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,56 +105,103 @@ def _randomize_batchnorm(model) -> None:
             layer.set_weights(weights)
 
 
-def median_time(fn, repeats: int = 10, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int = 15, warmup: int = 2) -> dict[str, dict[str, float]]:
+    """Time several callables in interleaved rounds (A B C A B C ...), so that a busy spell
+    of this shared machine hits them alike; report each one's minimum and median. The
+    minimum is the figure compared: noise only ever adds time."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: {"min": min(v), "median": statistics.median(v)} for k, v in times.items()}
+
+
+def neutral_batchnorm_torch(net: Any) -> None:
+    """Random BatchNorm statistics (used for the parity runs) push the activations of a deep
+    random network into denormal floats, ~10x slower on CPU; timing is about the code, so
+    both sides get the same neutral statistics."""
+    import torch
+
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.zero_()
+            module.running_var.fill_(1.0)
 
 
 REFERENCES = {"ResNet50": "resnet50", "MobileNetV2": "mobilenet_v2"}
 
 
-def forward_ratio(name: str, emitted_dir: Path) -> dict:
-    """An emitted model (from Keras) vs torchvision's counterpart, same input and threads."""
+def forward_ratio(name: str, emitted_dir: Path, baseline: Any | None = None) -> dict:
+    """The PyTorch model ktorch emitted (from Keras) vs torchvision's counterpart and, when
+    given, the onnx2torch module of the baseline route: same process, threads and input."""
     import torch
     import torchvision
 
     from ktorch.verify.runners import import_emitted
 
     torch.manual_seed(0)
-    # Random weights can drive activations into denormal floats, which CPUs process far more
-    # slowly; flushing them keeps the comparison about the code, for both models alike.
     torch.set_flush_denormal(True)
     emitted = import_emitted(emitted_dir).load()
     reference = getattr(torchvision.models, REFERENCES[name])(weights=None).eval()
-    # The parity runs use random BatchNorm statistics, which push activations of a deep
-    # random network into denormal floats (oneDNN's worker threads do not flush them, and
-    # they are ~10x slower). Timing is about the code: use the same neutral statistics on
-    # both sides.
     for net in (emitted, reference):
-        for module in net.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.running_mean.zero_()
-                module.running_var.fill_(1.0)
+        neutral_batchnorm_torch(net)
     x = torch.randn(8, 3, 224, 224)
+    fns = {"emitted": lambda: emitted(x), "torchvision": lambda: reference(x)}
+    if baseline is not None:
+        neutral_batchnorm_torch(baseline)
+        x_nhwc = x.permute(0, 2, 3, 1).contiguous()  # the baseline keeps Keras's layout
+        fns["onnx2torch"] = lambda: baseline(x_nhwc)
     with torch.no_grad():
-        t_emitted = median_time(lambda: emitted(x))
-        t_reference = median_time(lambda: reference(x))
-        t_emitted2 = median_time(lambda: emitted(x))  # again, in case the machine drifted
-    t_emitted = min(t_emitted, t_emitted2)
+        times = interleaved_times(fns)
     code = (emitted_dir / "model.py").read_text()
     forward = code[code.index("def forward") : code.index("\ndef load")]
     return {
-        "emitted_s": t_emitted,
-        "torchvision_s": t_reference,
-        "ratio": t_emitted / t_reference,
+        "emitted_s": times["emitted"]["min"],
+        "torchvision_s": times["torchvision"]["min"],
+        "onnx2torch_s": times["onnx2torch"]["min"] if baseline is not None else None,
+        "medians_s": {k: v["median"] for k, v in times.items()},
+        "ratio": times["emitted"]["min"] / times["torchvision"]["min"],
         "threads": torch.get_num_threads(),
         "transposes_in_forward": forward.count("permute(") + forward.count("transpose("),
+    }
+
+
+def keras_forward_ratio(work: Path) -> dict:
+    """The other direction: torchvision's resnet50 -> the Keras model ktorch emits, vs
+    keras.applications.ResNet50, both on TensorFlow (predict_on_batch, a compiled call),
+    batch 8 at 224x224 channels-last, same process and threads."""
+    import keras
+    import numpy as np
+    import torch
+    import torchvision
+
+    import ktorch
+    from ktorch.verify.runners import import_emitted
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50(weights=None).eval()
+    neutral_batchnorm_torch(net)
+    out = work / "tv_resnet50_keras"
+    t0 = time.perf_counter()
+    ktorch.convert(net, out, example_inputs=(torch.randn(1, 3, 224, 224),), to="keras", verify=False, force=True)
+    convert_s = time.perf_counter() - t0
+    emitted = import_emitted(out).load()
+    reference = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
+    x = np.random.default_rng(0).standard_normal((8, 224, 224, 3)).astype("float32")
+    times = interleaved_times({"emitted": lambda: emitted.predict_on_batch(x), "keras": lambda: reference.predict_on_batch(x)}, rounds=10)
+    code = (out / "model.py").read_text()
+    return {
+        "convert_s": convert_s,
+        "emitted_s": times["emitted"]["min"],
+        "keras_s": times["keras"]["min"],
+        "medians_s": {k: v["median"] for k, v in times.items()},
+        "ratio": times["emitted"]["min"] / times["keras"]["min"],
+        "transposes": code.count("layers.Permute(") + code.count("ops.transpose("),
     }
 
 
@@ -184,7 +232,7 @@ def baseline_route(name: str, path: Path, shape: tuple) -> dict:
         got = module(torch.from_numpy(x)).numpy()
     err = float(np.max(np.abs(got - expected)) / max(np.max(np.abs(expected)), 1e-12))
     lines = len(module.code.splitlines()) if hasattr(module, "code") else None
-    return {"ok": True, "seconds": seconds, "max_rel": err, "lines": lines}
+    return {"ok": True, "seconds": seconds, "max_rel": err, "lines": lines, "module": module}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,12 +270,15 @@ def main(argv: list[str] | None = None) -> int:
                 "transposes": conv["transposes"],
                 "tensorflow_imported": conv["tensorflow"],
             }
-            if name in REFERENCES:
-                row["forward"] = forward_ratio(name, out)
             if not args.no_baseline:
                 row["baseline"] = baseline_route(name, path, shape)
+            if name in REFERENCES:
+                row["forward"] = forward_ratio(name, out, row.get("baseline", {}).pop("module", None))
+            row.get("baseline", {}).pop("module", None)
             rows.append(row)
             print(json.dumps(row), flush=True)
+        keras_forward = None if args.quick else keras_forward_ratio(work)
+        print(json.dumps({"keras_forward": keras_forward}), flush=True)
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines.append(f"# ktorch benchmarks\n\n{datetime.date.today()} on {machine}. `python benchmarks/run.py`.\n")
@@ -242,15 +293,28 @@ def main(argv: list[str] | None = None) -> int:
         )
     forward_rows = [r for r in rows if "forward" in r]
     if forward_rows:
-        lines.append("\n## Emitted PyTorch forward vs torchvision (same process, batch 8 at 224x224, median of 10)\n")
-        lines.append("| model | emitted ms | torchvision ms | ratio | transposes in forward | threads |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append(
+            "\n## Emitted PyTorch forward vs torchvision (same process, batch 8 at 224x224, fastest of 15 interleaved rounds)\n"
+        )
+        lines.append("| model | emitted ms | torchvision ms | ratio | onnx2torch (baseline) ms | transposes in forward | threads |")
+        lines.append("|---|---|---|---|---|---|---|")
         for r in forward_rows:
             f = r["forward"]
+            base = f"{f['onnx2torch_s'] * 1000:.0f}" if f["onnx2torch_s"] else "-"
             lines.append(
-                f"| {r['model']} | {f['emitted_s'] * 1000:.0f} | {f['torchvision_s'] * 1000:.0f} | {f['ratio']:.2f} | "
+                f"| {r['model']} | {f['emitted_s'] * 1000:.0f} | {f['torchvision_s'] * 1000:.0f} | {f['ratio']:.2f} | {base} | "
                 f"{f['transposes_in_forward']} | {f['threads']} |"
             )
+        lines.append("")
+    if keras_forward is not None:
+        k = keras_forward
+        lines.append("## Emitted Keras forward vs keras.applications (TensorFlow, predict_on_batch, batch 8 at 224x224, fastest of 10 rounds)\n")
+        lines.append("| model | conversion s (.pt2 export included) | emitted ms | keras.applications ms | ratio | transposes |")
+        lines.append("|---|---|---|---|---|---|")
+        lines.append(
+            f"| torchvision resnet50 -> Keras vs ResNet50 | {k['convert_s']:.1f} | {k['emitted_s'] * 1000:.0f} | "
+            f"{k['keras_s'] * 1000:.0f} | {k['ratio']:.2f} | {k['transposes']} |"
+        )
         lines.append("")
     if any("baseline" in r for r in rows):
         lines.append("## Baseline route: tf2onnx + onnx2torch on the same files\n")
