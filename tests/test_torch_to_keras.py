@@ -297,6 +297,88 @@ def test_attention(tmp_path):
     assert 'name="self_attn"' in code and 'name="cross_attn"' in code
 
 
+class PatchEmbedding(nn.Module):
+    """ViT's stem: patches by a strided conv, (N, C, H, W) -> (N, H * W, C) by flatten + transpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 16, 4, stride=4)
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, x):
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))
+
+
+def test_patch_embedding_needs_no_permute(tmp_path):
+    """Held channels-last, the conv's output (N, H, W, C) reshapes straight to (N, H * W, C)."""
+    result = convert(PatchEmbedding(), (torch.randn(2, 3, 16, 16),), tmp_path / "patches")
+    assert result.parity.worst_rel <= 1e-4
+    assert result.manifest["layout"]["transposes"] == 0
+    assert "layers.Permute(" not in build_source(result)
+
+
+class ShiftedWindows(nn.Module):
+    """Two Swin blocks (the second shifted: roll, mask) and a patch merging: the windows are
+    folded into the batch axis, (N, H, W, C) -> (N * windows, tokens, C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models.swin_transformer import (
+            PatchMerging,
+            SwinTransformerBlock,
+        )
+
+        self.stem = nn.Conv2d(3, 16, 4, stride=4)
+        self.block = SwinTransformerBlock(16, 2, window_size=[4, 4], shift_size=[0, 0])
+        self.shifted = SwinTransformerBlock(16, 2, window_size=[4, 4], shift_size=[2, 2])
+        self.merge = PatchMerging(16)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.stem(x).permute(0, 2, 3, 1)
+        x = self.merge(self.shifted(self.block(x)))
+        return self.head(x.mean(dim=(1, 2)))
+
+
+def test_shifted_window_attention(tmp_path):
+    pytest.importorskip("torchvision")
+    module = ShiftedWindows().eval()
+    result = convert(module, (torch.randn(2, 3, 24, 24),), tmp_path / "swin")
+    assert result.parity.worst_rel <= 1e-4
+    code = build_source(result)
+    # 6 x 6 patches padded to 8 x 8: 4 windows of 16 tokens, on an axis after the batch
+    assert "target_shape=(4, 16, 16)" in code and code.count("keras.ops.roll(") == 4
+    for batch in (1, 3):  # the batch stays dynamic
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 24, 24)).astype("float32")
+        with torch.no_grad():
+            expected = module(torch.from_numpy(x)).numpy()
+        got = np.asarray(result.keras_model(x.transpose(0, 2, 3, 1)))
+        assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))
+
+
+def test_static_batch_only_for_a_fixed_batch_export():
+    """A dynamic batch export has no static batch (int() of its symbolic size is the example's)."""
+    from ktorch.translate.torch_reader import read_program
+
+    module, x = nn.Linear(4, 3).eval(), torch.randn(2, 4)
+    dynamic = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    assert read_program(dynamic).meta["static_batch"] is None
+    assert read_program(torch.export.export(module, (x,))).meta["static_batch"] == 2
+
+
+def test_batch_merged_into_another_axis_is_held_apart():
+    """A reshape (N, H, W, C) -> (N * windows, tokens, C) reads as (N, windows, tokens, C)."""
+    from ktorch.translate.torch_reader.merged import batch_target
+    from ktorch.translate.torch_reader.reader import BATCH, BatchExpr
+
+    assert batch_target([BatchExpr("b * 9", 9), 49, 96], 21 * 21 * 96, None) == (9, (49, 96))
+    assert batch_target([-1, 49, 96], 21 * 21 * 96, None) == (9, (49, 96))
+    assert batch_target([BATCH, -1], 12, None) == (1, (12,))
+    assert batch_target([18, 49, 96], 21 * 21 * 96, 2) == (9, (49, 96))  # a fixed batch of 2
+    assert batch_target([7, 49, 96], 21 * 21 * 96, None) is None  # a number on a dynamic batch
+    assert batch_target([BATCH, 5, 7], 36, None) is None
+
+
 @pytest.mark.slow  # a fresh interpreter with Keras on torch: ~25 s
 def test_emitted_code_runs_on_the_torch_backend(functional_result, tmp_path):
     """model.py uses keras.ops only: under KERAS_BACKEND=torch (custom layers included) it

@@ -58,6 +58,8 @@ def check_model(name: str, tmp_path, size: int = 64):
     assert manifest["parity"]["passed"] and manifest["direction"] == "torch->keras"
     if name in STANDARD_CNNS:
         assert manifest["layout"]["transposes"] == 0, "a standard CNN runs channels-last with no transpose"
+    if name.startswith("vit"):  # the channels-last patches reshape straight to (N, tokens, C)
+        assert manifest["layout"]["transposes"] == 0 and "layers.Permute(" not in (result.out / "model.py").read_text()
     # the emitted model keeps a dynamic batch: run it on a batch of 3 against PyTorch
     x = np.random.default_rng(3).standard_normal((3, 3, size, size)).astype("float32")
     with torch.no_grad():

@@ -124,13 +124,15 @@ def _flatten_folds(graph: Graph, node: Node) -> bool:
     return bool(out.users) and out not in graph.outputs and all(u.op == "dense" and u.inputs[0] is out for u in out.users)
 
 
-def _reshape_ok(node: Node, in_perm: Perm, out_perm: Perm) -> tuple | None:
+def _reshape_ok(node: Node, in_perm: Perm, out_perm: Perm, in_shape: tuple | None = None) -> tuple | None:
     """The emitted reshape target (without batch) if reshaping the input held in
-    `in_perm` can produce the output held in `out_perm`; None if it cannot."""
+    `in_perm` can produce the output held in `out_perm`; None if it cannot. `in_shape` is
+    the input's shape in the source's order (default: its current shape)."""
     x, y = node.inputs[0], node.output
-    if any(d is None for d in x.shape[1:]) or any(d is None for d in y.shape[1:]):
+    shape = tuple(x.shape) if in_shape is None else in_shape
+    if any(d is None for d in shape[1:]) or any(d is None for d in y.shape[1:]):
         return tuple(node.attrs["shape"]) if in_perm == identity(x.rank) and out_perm == identity(y.rank) else None
-    src = np.arange(int(np.prod(x.shape[1:]))).reshape(x.shape[1:])
+    src = np.arange(int(np.prod(shape[1:]))).reshape(shape[1:])
     src_out = src.reshape(y.shape[1:])
     emitted_in = src.transpose([p - 1 for p in in_perm[1:]])
     emitted_out = src_out.transpose([p - 1 for p in out_perm[1:]])
@@ -199,15 +201,27 @@ def assign_layout(graph: Graph, target: str = "channels_first", *, keep_io: bool
 
     # a transpose whose output no op has a preference for (it feeds a Flatten -> Dense, say)
     # takes the order that makes it a no-op: Flatten(data_format="channels_first") after a
-    # channels-first conv, or a source's own NHWC -> NCHW permute
+    # channels-first conv, or a source's own NHWC -> NCHW permute. Likewise a reshape's output
+    # takes an order that the reshape produces from its input without a transpose (ViT's
+    # (N, C, H, W) -> (N, C, H * W) of a channels-last conv is (N, H * W, C)). In graph
+    # order, so that a settled value settles the ones after it.
+    output_comps = {comps.find(id(v)) for v in graph.outputs if v.rank >= 3}
     for node in graph.nodes:
-        out = node.outputs[0] if node.op == "transpose" else None
-        if out is None or out.rank < 3 or out in graph.outputs or comps.voted(id(out)):
+        if node.op not in ("transpose", "reshape"):
             continue
+        out = node.outputs[0]
+        if out.rank < 3 or out in graph.outputs or comps.voted(id(out)):
+            continue
+        if node.op == "reshape" and comps.find(id(out)) in output_comps:
+            continue  # an output keeps the source's order unless an op wants another
         held = label(node.inputs[0])
         for moved in (False, True):
             wanted = moved_perm(out.rank) if moved else identity(out.rank)
-            if relative(held, tuple(node.attrs["perm"][w] for w in wanted)) == identity(out.rank):
+            if node.op == "transpose":
+                free = relative(held, tuple(node.attrs["perm"][w] for w in wanted)) == identity(out.rank)
+            else:
+                free = _reshape_ok(node, held, wanted) is not None
+            if free:
                 comps.settle(id(out), moved)
                 break
 
@@ -389,8 +403,9 @@ class _Materializer:
         x, y = node.inputs[0], node.output
         wanted = self.label(y)
         actual = self.held(x)
+        source_shape = tuple(x.shape[actual.index(i)] for i in range(x.rank))  # x.shape is the emitted one
         for in_perm, out_perm in ((actual, wanted), (identity(x.rank), wanted), (actual, identity(y.rank))):
-            target = _reshape_ok(node, in_perm, out_perm)
+            target = _reshape_ok(node, in_perm, out_perm, source_shape)
             if target is not None:
                 break
         else:

@@ -94,10 +94,10 @@ class MergedBatch(Deferred):
             where="the PyTorch reader",
         )
 
-    def dim(self, node: Any, key: str, d: int, rank: int | None = None) -> int:
-        """The value's axis for PyTorch dim `d` (of a tensor of `rank`, this one's by default)."""
-        d = int(d) % (self.rank if rank is None else rank)
-        if d == self.axis and rank is None:
+    def dim(self, node: Any, key: str, d: int) -> int:
+        """The value's axis for PyTorch dim `d` (not the merged one)."""
+        d = int(d) % self.rank
+        if d == self.axis:
             raise _refuse(node, key, f"works on axis {d}, which holds the batch merged with another axis")
         return d + 1
 
@@ -112,7 +112,7 @@ def _shapes(x: MergedBatch, node: Any, axis: int | None) -> list[tuple]:
     val = node.meta.get("val")
     dims = []
     for i, d in enumerate(val.shape):
-        if i == axis:
+        if i == (0 if axis is None else axis):
             dims.append(None)
             continue
         try:
