@@ -372,16 +372,6 @@ def fuse_functional_activations(graph: Graph) -> int:
     return fused
 
 
-def fixed_batch(program: Any) -> int | None:
-    """The batch size a program was exported with, if it is not symbolic (None: dynamic)."""
-    users = {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}
-    for node in program.graph.nodes:
-        val = node.meta.get("val") if node.op == "placeholder" and node.name in users else None
-        if val is not None and getattr(val, "ndim", 0):
-            return val.shape[0] if isinstance(val.shape[0], int) else None  # a symbolic size is a torch.SymInt
-    return None
-
-
 def read_torch_graph(program: Any, name: str) -> Graph:
     from .translate.torch_reader import read_program
 
@@ -478,7 +468,7 @@ def convert_torch(
         return specs
 
     source_info: dict[str, Any] = {"file": desc, "format": "torch.export"}
-    batch = fixed_batch(program)
+    batch = graph.meta.get("static_batch")  # None for an export with a dynamic batch
     if batch is not None:  # the program itself runs only this batch size
         source_info["batch"] = batch
     if isinstance(src, (str, Path)) and Path(src).is_file():
@@ -526,7 +516,7 @@ def convert_torch(
 
         keras_model = load_emitted_keras(staging)
         # the export example's axis-0 size (a fixed-batch program runs only that one)
-        batch = fixed_batch(program) or graph.meta.get("static_batch") or 2
+        batch = graph.meta.get("static_batch") or graph.meta.get("example_batch") or 2
         return check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance, keras_model=keras_model)
 
     parity = write_verified(out, force=force, manifest=manifest, write=write, verify=check if verify else None, timings=timings)

@@ -323,6 +323,7 @@ class TorchReader:
         self._leaf_calls: dict[str, int] = {}
         self._scalars = 0
         self.static_batch: int | None = None  # the batch size of an export without a dynamic batch
+        self.example_batch: int | None = None  # the batch size of the export's example inputs
 
     # -- constants ------------------------------------------------------------------------
     def per_example_value(self, const: Const) -> Value:
@@ -419,7 +420,7 @@ class TorchReader:
                 self.graph.outputs = values
         for i, v in enumerate(self.graph.outputs):
             v.source = v.source or v.name
-        self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export", "static_batch": self.static_batch})
+        self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export", "static_batch": self.static_batch, "example_batch": self.example_batch})
         return self.graph
 
     def _check_supported(self) -> None:
@@ -495,10 +496,13 @@ class TorchReader:
         if val is None or not hasattr(val, "shape"):
             raise UnsupportedOpError([(node.name, type(val).__name__, "only tensor inputs are supported")], where="the PyTorch reader")
         shape = _shape(val, batch=True, where=f"input {node.name!r}")
-        try:
+        if isinstance(val.shape[0], int):  # a dynamic batch is a torch.SymInt, no int
             self.static_batch = int(val.shape[0])
-        except (TypeError, ValueError):
-            pass
+        if self.example_batch is None:
+            try:
+                self.example_batch = int(val.shape[0])  # of a SymInt: the size in the export's example
+            except (TypeError, ValueError):
+                pass
         return self.graph.add_input(identifier(node.name), shape, dtype_name(val.dtype))
 
     # -- calls ----------------------------------------------------------------------------
