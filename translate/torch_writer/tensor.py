@@ -1,5 +1,5 @@
-"""PyTorch code for indexing, splitting and stacking (x[:, -1], x.split, torch.stack) and
-reflection padding."""
+"""PyTorch code for indexing, splitting and stacking (x[:, -1], x.split, torch.stack),
+rolling (torch.roll) and reflection padding."""
 
 from __future__ import annotations
 
@@ -48,3 +48,9 @@ def reflect_pad_to_torch(node: Node, em: TorchEmitter) -> None:
     _require_channels_first(node)
     pads = torch_pad(node.attrs["pads"])
     em.assign(node, f'{em.functional()}.pad({em.var(node.inputs[0])}, {py_literal(pads)}, mode="reflect")')
+
+
+@register("ir->torch", "roll")
+def roll_to_torch(node: Node, em: TorchEmitter) -> None:
+    a = node.attrs
+    em.assign(node, f"torch.roll({em.var(node.inputs[0])}, shifts={a['shift']}, dims={a['axis']})")
