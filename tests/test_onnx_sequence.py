@@ -163,3 +163,19 @@ def test_tf2onnx_keras_gru_loop_is_refused(tmp_path, keras):
     onnx_path = keras_to_onnx(model, tmp_path / "gru.onnx")
     with pytest.raises(UnsupportedOpError, match="Loop"):
         convert_onnx(onnx_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("to", TARGETS)
+def test_tf2onnx_keras_lstm(tmp_path, keras, to):
+    """tf2onnx fuses a Keras LSTM into an ONNX LSTM with zeros Expand-ed to the batch size as
+    its initial states and Slice + Squeeze for the last step: one LSTM, then x[:, -1]."""
+    layers = keras.layers
+    inputs = keras.Input((6, 4))
+    outputs = layers.Dense(2, name="out")(layers.LSTM(5, name="lstm")(inputs))
+    model = keras.Model(inputs, outputs)
+    randomize_weights(model, seed=6, scale=0.5)
+    onnx_path = keras_to_onnx(model, tmp_path / "lstm.onnx")
+    result = convert_both(onnx_path, tmp_path, targets=(to,))[to]
+    if to == "torch":
+        code = (result.out / "model.py").read_text()
+        assert "nn.LSTM(4, 5, batch_first=True)" in code and "[:, -1]" in code

@@ -119,8 +119,9 @@ class TimeMajor(Deferred):
 
     what = "a time-major (time, batch, features) sequence"
 
-    def __init__(self, value: Value) -> None:
+    def __init__(self, value: Value, step: tuple[Value, int] | None = None) -> None:
         self.value = value
+        self.step = step  # (sequence, index) when `value` is one step sliced out of a sequence
 
     def apply(self, call: OnnxCall) -> Any:
         x = self.value
@@ -135,7 +136,15 @@ class TimeMajor(Deferred):
         if call.key == "Slice" and x.shape[1] is not None:
             s = _slice_axis0(call, x.shape[1])
             if s is not None and s.step > 0:
-                return TimeMajor(call.emit("slice", [x], {"axis": 1, "start": s.start, "stop": s.stop, "step": s.step}))
+                one = (x, s.start) if len(range(s.start, s.stop, s.step)) == 1 else None
+                return TimeMajor(call.emit("slice", [x], {"axis": 1, "start": s.start, "stop": s.stop, "step": s.step}), one)
+        if call.key == "Squeeze" and x.shape[1] == 1:  # tf2onnx's last step: Slice then Squeeze of the time axis
+            axes = call.const(1, optional=True) if call.has(1) else call.attr("axes")
+            if axes is not None and [int(a) % 3 for a in np.reshape(axes, -1)] == [0]:
+                seq, index = self.step if self.step is not None else (x, 0)
+                if seq.shape[1] is not None and index == seq.shape[1] - 1:
+                    index = -1
+                return call.emit("select", [seq], {"axis": 1, "index": index})
         raise self.refuse(call, f"this use of {self.what}; read it with Transpose(1, 0, 2) or as another RNN's input")
 
 
