@@ -187,17 +187,17 @@ def _convert_batch(args: argparse.Namespace) -> int:
         raise SystemExit("ktorch: error: --jobs takes a positive number")
     sources = expand_sources(args.src)
     shapes = _input_shapes(args)
-    options = dict(
-        input_shapes=shapes or None,
-        input_dtypes=args.input_dtype or None,
-        weights=args.weights,
-        layout=args.layout,
-        verify=not args.no_verify,
-        force=args.force,
-        tolerance=args.tolerance,
-        trust_code=args.trust_code,
-        seed=args.seed,
-    )
+    options = {
+        "input_shapes": shapes or None,
+        "input_dtypes": args.input_dtype or None,
+        "weights": args.weights,
+        "layout": args.layout,
+        "verify": not args.no_verify,
+        "force": args.force,
+        "tolerance": args.tolerance,
+        "trust_code": args.trust_code,
+        "seed": args.seed,
+    }
     jobs = plan(sources, args.out, args.to, options)
     workers = args.jobs or min(os.cpu_count() or 1, len(jobs))
     _, code = run_batch(jobs, workers=workers, plugins=args.plugin, debug=args.debug)

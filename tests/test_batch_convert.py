@@ -17,7 +17,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ktorch.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "ktorch.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd, check=False)
 
 
 @pytest.fixture
