@@ -412,3 +412,71 @@ def test_keras_sequence_dense_through_tf2onnx(tmp_path, keras):
     code = (results["torch"].out / "model.py").read_text()
     assert "self.d1 = nn.Linear(6, 8)" in code and "self.out = nn.Linear(8, 3)" in code
     assert "reshape" not in code[code.index("    def forward(self") :]
+
+
+# the Keras writer has no "upsample" translator yet (the reader's nearest Resize reads as one too)
+KERAS_UPSAMPLE = pytest.mark.xfail(raises=UnsupportedOpError, strict=True, reason="no ir->keras translator for 'upsample' yet")
+
+
+@pytest.mark.parametrize("to", ["torch", pytest.param("keras", marks=KERAS_UPSAMPLE)])
+def test_keras_upsampling2d_through_tf2onnx(tmp_path, keras, to):
+    """tf2onnx writes UpSampling2D as one Unsqueeze -> Tile -> Reshape repeat per axis (with
+    the NCHW -> NHWC Transpose after the conv pushed inside the first); the reader reads the
+    chain back as one nearest upsample, with no transposes left between the convs."""
+    layers = keras.layers
+    inputs = keras.Input((6, 5, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = layers.UpSampling2D((2, 3), name="up")(x)
+    outputs = layers.Conv2D(2, 3, padding="same", name="head")(x)
+    model = keras.Model(inputs, outputs, name="up_net")
+    randomize_weights(model, seed=16, scale=0.5)
+    onnx_path = keras_to_onnx(model, tmp_path / "up_net.onnx")
+    result = convert_both(onnx_path, tmp_path, targets=(to,))[to]
+    code = (result.out / "model.py").read_text()
+    if to == "torch":
+        assert 'self.up = nn.Upsample(scale_factor=(2, 3), mode="nearest")' in code
+        forward = code[code.index("    def forward(self") :]
+        assert "up = self.up(conv)" in forward and "head = self.head(up)" in forward
+        assert forward.count(".permute(") == 1  # the model's NHWC output only
+    else:
+        assert 'layers.UpSampling2D(size=(2, 3), name="up")' in code
+        assert result.manifest["layout"]["transposes"] == 0
+
+
+@pytest.mark.parametrize("layer, shape", [("UpSampling1D", (7, 3)), ("UpSampling2D", (4, 5, 2)), ("UpSampling3D", (2, 3, 4, 2))])
+def test_keras_upsampling_ranks_through_tf2onnx(tmp_path, keras, layer, shape):
+    """Each rank, on the NHWC input itself; a factor of 1 (Unsqueeze -> Reshape, no Tile) joins the chain."""
+    size = {"UpSampling1D": 3, "UpSampling2D": (2, 2), "UpSampling3D": (2, 1, 2)}[layer]
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, getattr(keras.layers, layer)(size, name="up")(inputs))
+    onnx_path = keras_to_onnx(model, tmp_path / f"{layer.lower()}.onnx")
+    result = convert_both(onnx_path, tmp_path, targets=("torch",))["torch"]
+    code = (result.out / "model.py").read_text()
+    scale = size if isinstance(size, int) else (size[0] if len(set(size)) == 1 else size)
+    assert f'nn.Upsample(scale_factor={scale}, mode="nearest")' in code
+
+
+def test_tile_that_is_not_a_repeat_is_refused(tmp_path):
+    """Unsqueeze -> Tile -> Reshape that tiles H whole (np.tile, not a nearest repeat): the
+    chain's shapes do not merge the new axis into the axis before it, so it stays a Tile
+    and is refused, naming the node."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = {"axes": np.array([2]), "reps": np.array([1, 1, 2, 1, 1]), "target": np.array([0, 3, 8, 5])}
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axes"], ["u"], name="up/ExpandDims"),
+        helper.make_node("Tile", ["u", "reps"], ["t"], name="up/Tile"),
+        helper.make_node("Reshape", ["t", "target"], ["y"], name="up/Reshape"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8, 5])],
+        initializer=[numpy_helper.from_array(v.astype(np.int64), k) for k, v in consts.items()],
+    )  # fmt: skip
+    path = tmp_path / "tile.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(UnsupportedOpError) as info:
+        convert_onnx(path, tmp_path / "out")
+    assert "up/Tile (Tile)" in str(info.value) and "UpSampling" in str(info.value)
+    assert not (tmp_path / "out").exists()

@@ -12,11 +12,13 @@ The normalised axes are the trailing ones for a sequence, but the channel axis (
 NCHW image tensor, which ONNX's own LayerNormalization cannot express: `fuse_layer_norm`
 replaces each such subgraph by one `ktorch::LayerNormalization` node (any axes), which
 the reader then translates like any other node. `fuse_tensordot` undoes tf2onnx's
-Reshape-MatMul-Reshape around a Dense layer on a sequence.
+Reshape-MatMul-Reshape around a Dense layer on a sequence. `fuse_repeat_upsample` reads
+the Unsqueeze-Tile-Reshape chains of Keras's UpSampling layers back as one nearest Resize.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -223,6 +225,162 @@ def fuse_tensordot(model: Any) -> int:
     if fused:
         _drop_dead(model)
     return fused
+
+
+@dataclass(frozen=True)
+class _Repeat:
+    """One `repeat` link: out = x repeated `factor` times in place along axis `axis`,
+    then transposed (out axis i is axis perm[i] of x)."""
+
+    x: str
+    out: str
+    axis: int
+    factor: int
+    perm: tuple[int, ...]
+    nodes: tuple[Any, ...]
+
+
+def _repeat_link(index: _Index, unsqueeze: Any, shapes: dict[str, tuple]) -> _Repeat | None:
+    """Match tf2onnx's `repeat` (Keras's backend.repeat_elements):
+
+        Unsqueeze(x, [u]) -> Tile(reps: 1 but f at u) -> [Transpose] -> Reshape
+
+    where the Reshape merges the new axis into the x axis just before it (the Tile is
+    missing for f = 1). The Reshape target is computed from Shape nodes; ONNX shape
+    inference with data propagation gives its output shape, which must be exactly the
+    merged shape (all axes but the batch fixed), so the whole chain is element for element
+    a nearest repeat."""
+    x_shape = shapes.get(unsqueeze.input[0])
+    axes = index.const(unsqueeze.input[1]) if len(unsqueeze.input) > 1 else None
+    if x_shape is None or len(x_shape) < 3 or None in x_shape[1:] or axes is None or axes.size != 1:
+        return None
+    rank = len(x_shape)
+    u = int(axes.reshape(-1)[0]) % (rank + 1)
+    nodes, name, factor = [unsqueeze], unsqueeze.output[0], 1
+    users = index.consumers.get(name, [])
+    if len(users) == 1 and users[0].op_type == "Tile":
+        tile = users[0]
+        reps = index.const(tile.input[1])
+        if reps is None or reps.size != rank + 1 or any(int(r) != 1 for i, r in enumerate(reps.reshape(-1)) if i != u):
+            return None
+        factor, name = int(reps.reshape(-1)[u]), tile.output[0]
+        nodes.append(tile)
+        users = index.consumers.get(name, [])
+    labels = [None if j == u else (j if j < u else j - 1) for j in range(rank + 1)]  # None: the new axis
+    if len(users) == 1 and users[0].op_type == "Transpose":
+        perm = next((list(a.ints) for a in users[0].attribute if a.name == "perm"), None)
+        if perm is None or sorted(perm) != list(range(rank + 1)):
+            return None
+        labels = [labels[p] for p in perm]
+        nodes.append(users[0])
+        name = users[0].output[0]
+        users = index.consumers.get(name, [])
+    if len(users) != 1 or users[0].op_type != "Reshape" or factor < 1:
+        return None
+    reshape = users[0]
+    q = labels.index(None)
+    if q == 0 or labels[q - 1] in (None, 0) or labels[0] != 0:
+        return None
+    axis = labels[q - 1]
+    order = tuple(a for a in labels if a is not None)
+    merged = tuple(x_shape[a] * (factor if a == axis else 1) for a in order[1:])
+    got = shapes.get(reshape.output[0])
+    if got is None or tuple(got[1:]) != merged:
+        return None
+    return _Repeat(unsqueeze.input[0], reshape.output[0], axis, factor, order, (*nodes, reshape))
+
+
+def fuse_repeat_upsample(model: Any) -> int:
+    """tf2onnx writes Keras's UpSampling1D/2D/3D (nearest) as one `repeat` per spatial
+    axis (see `_repeat_link`), on the NHWC tensor, or with the Transpose from a preceding
+    NCHW conv pushed inside. A chain of them is one nearest Resize (asymmetric, floor:
+    each element repeated) on a channels-first tensor, plus the chain's net transpose,
+    which cancels against the NHWC -> NCHW Transpose before the next conv. Chains that do
+    not match exactly are left alone, and the reader refuses their Tile. Returns the count."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    if not any(n.op_type == "Tile" for n in model.graph.node):
+        return 0
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - without shapes, nothing is fused
+        return 0
+    from .reader import _shape_of
+
+    shapes = {info.name: _shape_of(info, batch=False) for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    index = _Index(model)
+    outputs = {o.name for o in model.graph.output}
+    found = [_repeat_link(index, n, shapes) for n in index.graph.node if n.op_type == "Unsqueeze"]
+    found = [link for link in found if link is not None]
+    links = {link.x: link for link in found}  # the next link of a chain (`_chains`: only one)
+    by_out = {link.out: link for link in found}
+    fused = 0
+    for first in found:
+        prev = by_out.get(first.x)
+        if prev is not None and _chains(index, prev, outputs):
+            continue  # not the head of its chain
+        chain = [first]
+        while chain[-1].out in links and _chains(index, chain[-1], outputs):
+            chain.append(links[chain[-1].out])
+        rank = len(shapes[first.x])
+        factors, perm = [1] * rank, tuple(range(rank))
+        for link in chain:  # out = transpose(repeat(x), perm): compose in terms of the head's axes
+            factors[perm[link.axis]] *= link.factor
+            perm = tuple(perm[p] for p in link.perm)
+        repeated = {a for a, f in enumerate(factors) if f > 1}
+        if not repeated:
+            continue
+        if repeated <= set(range(2, rank)):
+            pre = tuple(range(rank))
+        elif repeated <= set(range(1, rank - 1)):
+            pre = (0, rank - 1, *range(1, rank - 1))  # NHWC -> NCHW
+        else:
+            continue
+        post = tuple(pre.index(p) for p in perm)
+        scope = _common_scope([n.name for link in chain for n in link.nodes])
+        new, x = [], first.x
+        if pre != tuple(range(rank)):
+            new.append(helper.make_node("Transpose", [x], [f"{scope}/to_nchw:0"], name=f"{scope}/to_nchw", perm=list(pre)))
+            x = new[-1].output[0]
+        scales = f"{scope}/scales"
+        index.graph.initializer.append(numpy_helper.from_array(np.array([factors[p] for p in pre], np.float32), scales))
+        last = chain[-1].out
+        resized = last if post == tuple(range(rank)) else f"{scope}/Resize:0"
+        new.append(
+            helper.make_node(
+                "Resize", [x, "", scales], [resized], name=f"{scope}/Resize",
+                mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+            )
+        )  # fmt: skip
+        if resized != last:
+            new.append(helper.make_node("Transpose", [resized], [last], name=f"{scope}/Transpose", perm=list(post)))
+        position = list(index.graph.node).index(chain[-1].nodes[-1])
+        for offset, node in enumerate(new):
+            index.graph.node.insert(position + offset, node)
+        index.graph.node.remove(chain[-1].nodes[-1])
+        fused += 1
+    if fused:
+        _drop_dead(model)
+    return fused
+
+
+def _chains(index: _Index, link: _Repeat, outputs: set[str]) -> bool:
+    """Whether `link`'s output feeds only the next repeat (and the Shape nodes that compute
+    its Reshape target), so that the two fuse."""
+    users = index.consumers.get(link.out, [])
+    return link.out not in outputs and sum(u.op_type == "Unsqueeze" for u in users) == 1 and all(u.op_type in ("Unsqueeze", "Shape") for u in users)
+
+
+def _common_scope(names: list[str]) -> str:
+    """The longest common '/'-scope of node names ("model/up_sampling2d/Repeat/Tile" and
+    "model/up_sampling2d/Repeat_1/Tile" -> "model/up_sampling2d")."""
+    parts = [n.split("/")[:-1] for n in names if "/" in n]  # tf2onnx's own nodes ("Transpose__42") have no scope
+    common: list[str] = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return "/".join(common) or "repeat"
 
 
 def _drop_dead(model: Any) -> None:

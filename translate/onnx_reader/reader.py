@@ -48,6 +48,12 @@ LAYER_OPS = {
 }  # fmt: skip
 
 
+# why an op with no translator of its own is refused, where it is read as part of a pattern
+_NO_TRANSLATOR = {
+    "Tile": "no translator: a Tile is read only as tf2onnx writes Keras's UpSampling (Unsqueeze -> Tile -> "
+    "[Transpose] -> Reshape repeating each element in place), and this one is not that",
+}
+
 _COUNTED = re.compile(r"_\d+$")  # "Relu_1": the second Relu of a module
 
 
@@ -275,7 +281,7 @@ class OnnxReader:
                 continue
             if key in PASS_THROUGH or lookup("onnx->ir", key) is not None:
                 continue
-            problems.append((node.name or node.output[0], key, "no translator"))
+            problems.append((node.name or node.output[0], key, _NO_TRANSLATOR.get(key, "no translator")))
         if problems:
             unique = sorted(set(problems), key=problems.index)
             raise UnsupportedOpError(
@@ -535,7 +541,7 @@ def _fuse_patterns(model: Any) -> Any:
     from onnx import shape_inference
 
     from .attention import fuse_attention
-    from .patterns import fuse_layer_norm, fuse_tensordot
+    from .patterns import fuse_layer_norm, fuse_repeat_upsample, fuse_tensordot
 
     if not any(n.op_type in ("Reciprocal", "Reshape") for n in model.graph.node):
         return model
@@ -548,6 +554,7 @@ def _fuse_patterns(model: Any) -> Any:
     copy.CopyFrom(model)
     fuse_layer_norm(copy, shapes)
     fuse_tensordot(copy)
+    fuse_repeat_upsample(copy)
     if any(n.op_type == "Softmax" for n in copy.graph.node):
         fuse_attention(copy, shapes, _default_opset(copy))
     return copy
