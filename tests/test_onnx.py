@@ -414,11 +414,7 @@ def test_keras_sequence_dense_through_tf2onnx(tmp_path, keras):
     assert "reshape" not in code[code.index("    def forward(self") :]
 
 
-# the Keras writer has no "upsample" translator yet (the reader's nearest Resize reads as one too)
-KERAS_UPSAMPLE = pytest.mark.xfail(raises=UnsupportedOpError, strict=True, reason="no ir->keras translator for 'upsample' yet")
-
-
-@pytest.mark.parametrize("to", ["torch", pytest.param("keras", marks=KERAS_UPSAMPLE)])
+@pytest.mark.parametrize("to", ["torch", "keras"])
 def test_keras_upsampling2d_through_tf2onnx(tmp_path, keras, to):
     """tf2onnx writes UpSampling2D as one Unsqueeze -> Tile -> Reshape repeat per axis (with
     the NCHW -> NHWC Transpose after the conv pushed inside the first); the reader reads the
@@ -450,10 +446,11 @@ def test_keras_upsampling_ranks_through_tf2onnx(tmp_path, keras, layer, shape):
     inputs = keras.Input(shape)
     model = keras.Model(inputs, getattr(keras.layers, layer)(size, name="up")(inputs))
     onnx_path = keras_to_onnx(model, tmp_path / f"{layer.lower()}.onnx")
-    result = convert_both(onnx_path, tmp_path, targets=("torch",))["torch"]
-    code = (result.out / "model.py").read_text()
+    results = convert_both(onnx_path, tmp_path)
+    code = (results["torch"].out / "model.py").read_text()
     scale = size if isinstance(size, int) else (size[0] if len(set(size)) == 1 else size)
     assert f'nn.Upsample(scale_factor={scale}, mode="nearest")' in code
+    assert f"layers.{layer}(size={size if isinstance(size, int) else (size[0] if len(set(size)) == 1 else size)}" in (results["keras"].out / "model.py").read_text()
 
 
 def test_tile_that_is_not_a_repeat_is_refused(tmp_path):

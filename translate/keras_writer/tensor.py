@@ -221,3 +221,23 @@ def interpolate_to_keras(node: Node, em: KerasEmitter) -> None:
         kwargs["scale"] = tuple(a["scale"])
     kwargs.update(data_format(node))
     em.assign(node, f"{em.layer(node, cls, **kwargs)}({em.var(x)})")
+
+
+@register("ir->keras", "upsample")
+def upsample_to_keras(node: Node, em: KerasEmitter) -> None:
+    """Integer-factor upsampling (Keras's UpSampling layers, ONNX nearest Resize,
+    tf2onnx's repeat chains): 'nearest' repeats elements, 'bilinear' samples at half-pixel
+    centres as Keras's UpSampling2D(interpolation="bilinear") does."""
+    a = node.attrs
+    rank = len(a["scale"])
+    nearest = a["mode"] == "nearest"
+    if not (nearest or (a["mode"] == "bilinear" and rank == 2 and not a["align_corners"])):
+        raise GraphError(
+            f"{node.source or node.name}: {a['mode']} upsampling (align_corners={a['align_corners']}) has no Keras UpSampling layer "
+            "(Keras's bicubic uses another kernel; 1-D and 3-D layers only repeat)"
+        )
+    kwargs: dict[str, Any] = {"size": compact(tuple(int(s) for s in a["scale"])) if rank > 1 else int(a["scale"][0])}
+    if not nearest:
+        kwargs["interpolation"] = "bilinear"
+    kwargs.update(data_format(node) if rank > 1 else {})
+    em.assign(node, f"{em.layer(node, _UPSAMPLING[rank], **kwargs)}({em.var(node.inputs[0])})")
