@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     pairs = []
     for spec in args.models:
         name, path = spec.split("=", 1)
-        pairs.append((name, neutral(emitted_class(Path(path))().eval()), neutral(getattr(torchvision.models, name)(weights=None).eval())))
+        ours = emitted_class(Path(path))().eval()
+        if "memory_format=torch.channels_last" in Path(path).read_text():  # as the emitted load() does
+            ours = ours.to(memory_format=torch.channels_last)
+        pairs.append((name, neutral(ours), neutral(getattr(torchvision.models, name)(weights=None).eval())))
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)

@@ -74,6 +74,18 @@ def test_trainable_with_keras_statistics(small_cnn, keras):
     assert not torch.equal(bn.running_mean, torch.from_numpy(source.moving_mean.numpy()))  # train mode updates stats
 
 
+def test_load_gives_channels_last_convolutions(small_cnn):
+    """load() keeps the NCHW shapes but lays a CNN's weights out channels-last, where oneDNN
+    and cuDNN need no reordering per call; the numbers are those of the plain layout."""
+    net = import_emitted(small_cnn).load()
+    weight = net.stem_conv.weight
+    assert weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    plain = import_emitted(small_cnn).SmallCnn()
+    plain.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net(x), plain.eval()(x), rtol=1e-5, atol=1e-6)
+
+
 def test_torch_jit_script_and_export(small_cnn):
     net = import_emitted(small_cnn).load()
     x = torch.randn(2, 3, 32, 32)
