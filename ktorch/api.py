@@ -21,7 +21,7 @@ KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 @dataclass
 class ConversionResult:
     out: Path
-    graph: Graph
+    graph: Graph  # the intermediate graph (PyTorch -> Keras: its weights are let go once written)
     manifest: dict[str, Any]
     parity: Any = None  # verify.parity.ParityResult, when verified
     timings: dict[str, float] = field(default_factory=dict)

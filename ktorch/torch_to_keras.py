@@ -503,9 +503,13 @@ def convert_torch(
         gc.collect()  # an ExportedProgram sits in reference cycles
 
     def write(staging: Path) -> None:
-        writer.write(rendered, staging)
-        # The arrays are in model.weights.h5 now; the Keras model that is loaded next (for
-        # verification or as `keras_model`) must not sit beside another copy of every weight.
+        # The rendered output holds every array the Keras model needs: the graph lets go of
+        # its own references, and each layer's arrays are dropped as the Keras model takes
+        # them, so that the weights are not held twice while the model fills up; the Keras
+        # model loaded next (for verification or as `keras_model`) sits beside no other copy.
+        for node in graph.nodes:
+            node.weights = {}
+        writer.write(rendered, staging, release=True)
         rendered.weights.clear()
         gc.collect()  # and the model write() built (TensorFlow variables wait for a collection)
 

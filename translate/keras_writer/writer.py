@@ -100,8 +100,10 @@ def render(graph: Graph, *, source: str, version: str) -> KerasOutput:
     return KerasOutput(code, em.weights, names, em.layer_count, list(em.helpers))
 
 
-def write(output: KerasOutput, directory: Path) -> list[str]:
-    """Write model.py, then build it and save model.weights.h5 with Keras's save_weights."""
+def write(output: KerasOutput, directory: Path, *, release: bool = False) -> list[str]:
+    """Write model.py, then build it and save model.weights.h5 with Keras's save_weights.
+    With `release`, each layer's arrays are dropped from `output` once the layer holds them,
+    so that the weights are not held twice while the Keras model fills up."""
     from ...verify.runners import import_emitted, keras_backend
 
     keras_backend()
@@ -113,13 +115,15 @@ def write(output: KerasOutput, directory: Path) -> list[str]:
     unknown = sorted(set(output.weights) - {layer.name for layer in _all_layers(model)})
     if missing or unknown:
         raise GraphError(f"the emitted Keras model and its weights disagree: layers without weights {missing[:5]}, weights without a layer {unknown[:5]}")
-    for name, arrays in output.weights.items():
+    for name in list(output.weights):
+        arrays = output.weights.pop(name) if release else output.weights[name]
         layer = model.get_layer(name)
         shapes = [tuple(w.shape) for w in layer.weights]
         given = [tuple(a.shape) for a in arrays]
         if shapes != given:
             raise GraphError(f"layer {name!r}: Keras expects weights of shapes {shapes}, the conversion produced {given}")
-        layer.set_weights([a.astype(w.dtype) for a, w in zip(arrays, layer.weights)])
+        layer.set_weights([a.astype(w.dtype, copy=False) for a, w in zip(arrays, layer.weights)])
+        del arrays
     model.save_weights(str(directory / WEIGHTS_FILE))
     return ["model.py", WEIGHTS_FILE]
 

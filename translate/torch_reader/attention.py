@@ -448,7 +448,8 @@ def hf_conv1d_to_ir(call: ModuleCall) -> list[Value]:
         raise call.unsupported(
             "a Conv1D module other than transformers.pytorch_utils.Conv1D (weight, bias; one input)"
         )
-    w = np.ascontiguousarray(st["weight"].T, dtype=np.float32)
+    # a transposed view, not a copy: the Keras writer transposes it back to (in, out)
+    w = np.asarray(st["weight"], dtype=np.float32).T
     attrs = {"units": int(w.shape[0]), "use_bias": True}
     return [
         call.emit(
