@@ -511,6 +511,8 @@ def convert_torch(
             node.weights = {}
         writer.write(rendered, staging, release=True)
         rendered.weights.clear()
+        if verify:
+            rendered.model = None  # verification loads the written files themselves
         gc.collect()  # and the model write() built (TensorFlow variables wait for a collection)
 
     def check(staging: Path):
@@ -525,6 +527,8 @@ def convert_torch(
 
     parity = write_verified(out, force=force, manifest=manifest, write=write, verify=check if verify else None, timings=timings)
     timings["total"] = time.perf_counter() - t0
+    if keras_model is None and rendered.model is not None:
+        keras_model = rendered.model  # unverified: the model write() built holds the weights already
     if keras_model is None:
         from .verify.torch_source import load_emitted_keras
 

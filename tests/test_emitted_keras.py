@@ -81,3 +81,28 @@ def test_jit_compile_training_step_matches_eager(emitted):
     for eager, xla in zip(*trained):
         np.testing.assert_allclose(xla, eager, rtol=1e-4, atol=1e-5)
     assert not np.allclose(trained[1][0], np.asarray(load(emitted).weights[0]))  # the step changed the weights
+
+
+def test_no_scratch_weights_left_behind(emitted):
+    """The Keras writer spills the weights to a scratch file while it builds the model
+    (so that they are never held twice); only model.py, the weights and ktorch.json remain."""
+    assert sorted(p.name for p in emitted.out.iterdir()) == ["ktorch.json", "model.py", "model.weights.h5"]
+
+
+def test_streaming_reader_round_trip(tmp_path):
+    from ktorch.translate.safetensors_io import StreamingReader, save_streaming
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "0:dense": rng.standard_normal((3, 4)).astype("float32"),
+        "1:dense": rng.standard_normal((4,)).astype("float64"),
+        "0:ids": np.arange(6, dtype="int64").reshape(2, 3),
+        "0:flag": np.array([True, False]),
+        "0:transposed": rng.standard_normal((5, 2)).astype("float32").T,  # not contiguous
+    }
+    save_streaming(tensors, tmp_path / "w.safetensors")
+    with StreamingReader(tmp_path / "w.safetensors") as reader:
+        for name, expected in tensors.items():
+            got = reader.get_tensor(name)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected)

@@ -51,3 +51,36 @@ def save_streaming(tensors: dict[str, np.ndarray], path: str | Path, metadata: d
             if array.dtype.byteorder == ">":
                 array = array.astype(array.dtype.newbyteorder("<"))
             f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data if array.size else b"")
+
+
+class StreamingReader:
+    """Read tensors of a safetensors file one at a time with plain reads: unlike a memory
+    map, a tensor read and dropped leaves nothing of the file resident in this process."""
+
+    def __init__(self, path: str | Path) -> None:
+        import json
+
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close() / the with block)
+        length = int.from_bytes(self._file.read(8), "little")
+        header = json.loads(self._file.read(length))
+        header.pop("__metadata__", None)
+        self._start = 8 + length
+        self._header = header
+        self._dtypes = {code: dtype for dtype, code in _DTYPES.items()}
+
+    def get_tensor(self, name: str) -> np.ndarray:
+        entry = self._header[name]
+        begin, end = entry["data_offsets"]
+        self._file.seek(self._start + begin)
+        data = bytearray(end - begin)
+        self._file.readinto(data)
+        return np.frombuffer(data, dtype=self._dtypes[entry["dtype"]].newbyteorder("<")).reshape(entry["shape"])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "StreamingReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

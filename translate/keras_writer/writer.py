@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,7 @@ class KerasOutput:
     value_names: dict[str, str]  # IR value name -> variable name in build()
     layer_count: int
     custom_layers: list[str]
+    model: Any = None  # the Keras model write() built and saved the weights of
 
 
 def model_name(name: str) -> str:
@@ -102,30 +105,52 @@ def render(graph: Graph, *, source: str, version: str) -> KerasOutput:
 
 def write(output: KerasOutput, directory: Path, *, release: bool = False) -> list[str]:
     """Write model.py, then build it and save model.weights.h5 with Keras's save_weights.
-    With `release`, each layer's arrays are dropped from `output` once the layer holds them,
-    so that the weights are not held twice while the Keras model fills up."""
+
+    With `release` (the caller holds no other reference to the arrays), the arrays are
+    first spilled to a scratch safetensors file and dropped from `output`, then read back one
+    layer at a time once the Keras model (whose variables take as much memory again) is
+    built: the weights are never held twice."""
     from ...verify.runners import import_emitted, keras_backend
 
     keras_backend()
     (directory / "model.py").write_text(output.source_code, encoding="utf-8")
-    module = import_emitted(directory)
-    model = module.build()
-    expected = {layer.name for layer in _all_layers(model) if layer.weights}
-    missing = sorted(expected - set(output.weights))
-    unknown = sorted(set(output.weights) - {layer.name for layer in _all_layers(model)})
-    if missing or unknown:
-        raise GraphError(f"the emitted Keras model and its weights disagree: layers without weights {missing[:5]}, weights without a layer {unknown[:5]}")
-    for name in list(output.weights):
-        arrays = output.weights.pop(name) if release else output.weights[name]
-        layer = model.get_layer(name)
-        shapes = [tuple(w.shape) for w in layer.weights]
-        given = [tuple(a.shape) for a in arrays]
-        if shapes != given:
-            raise GraphError(f"layer {name!r}: Keras expects weights of shapes {shapes}, the conversion produced {given}")
-        layer.set_weights([a.astype(w.dtype, copy=False) for a, w in zip(arrays, layer.weights)])
-        del arrays
-    model.save_weights(str(directory / WEIGHTS_FILE))
+    spill = directory / ".ktorch_weights.safetensors"
+    counts = {name: len(arrays) for name, arrays in output.weights.items()}
+    if release:
+        from ..safetensors_io import save_streaming
+
+        save_streaming({f"{i}:{name}": a for name, arrays in output.weights.items() for i, a in enumerate(arrays)}, spill)
+        output.weights.clear()
+        gc.collect()
+    try:
+        module = import_emitted(directory)
+        model = module.build()
+        expected = {layer.name for layer in _all_layers(model) if layer.weights}
+        missing = sorted(expected - set(counts))
+        unknown = sorted(set(counts) - {layer.name for layer in _all_layers(model)})
+        if missing or unknown:
+            raise GraphError(f"the emitted Keras model and its weights disagree: layers without weights {missing[:5]}, weights without a layer {unknown[:5]}")
+        with _open_spill(spill) if release else contextlib.nullcontext() as spilled:
+            for name, count in counts.items():
+                arrays = [spilled.get_tensor(f"{i}:{name}") for i in range(count)] if spilled is not None else output.weights[name]
+                layer = model.get_layer(name)
+                shapes = [tuple(w.shape) for w in layer.weights]
+                given = [tuple(a.shape) for a in arrays]
+                if shapes != given:
+                    raise GraphError(f"layer {name!r}: Keras expects weights of shapes {shapes}, the conversion produced {given}")
+                layer.set_weights([np.asarray(a).astype(w.dtype, copy=False) for a, w in zip(arrays, layer.weights)])
+                del arrays
+        model.save_weights(str(directory / WEIGHTS_FILE))
+        output.model = model
+    finally:
+        spill.unlink(missing_ok=True)
     return ["model.py", WEIGHTS_FILE]
+
+
+def _open_spill(path: Path):
+    from ..safetensors_io import StreamingReader
+
+    return StreamingReader(path)
 
 
 def _all_layers(model) -> list:
