@@ -160,6 +160,7 @@ def check_zoo_model(keras, name: str, tmp_path) -> float:
     assert result.manifest["layout"]["transposes"] == 0
     assert result.manifest["inputs"][0]["layout"] == "NCHW"
     assert result.parity.worst_rel <= 1e-4
+    print(f"\n{name}: worst relative error {result.parity.worst_rel:.2e}")
     return result.parity.worst_rel
 
 
