@@ -32,3 +32,15 @@ def test_roll(tmp_path, axis, shift):
     data = np.arange(2 * 4 * 6, dtype="float32").reshape(2, 4, 6)
     np.testing.assert_array_equal(run_graph(g, tmp_path, data), np.roll(data, shift, axis=axis))
     assert "torch.roll(" in (tmp_path / "model.py").read_text()
+
+
+def test_tile(tmp_path):
+    from ktorch.graph import Graph, validate
+
+    g = Graph("tiled")
+    x = g.add_input("x", (None, 2, 3))
+    g.outputs = [g.add_node("tile", [x], {"reps": (1, 3, 2)}, source="tile").output]
+    validate(g)
+    data = np.arange(2 * 2 * 3, dtype="float32").reshape(2, 2, 3)
+    np.testing.assert_array_equal(run_graph(g, tmp_path, data), np.tile(data, (1, 3, 2)))
+    assert "x.repeat(1, 3, 2)" in (tmp_path / "model.py").read_text()

@@ -1,5 +1,5 @@
 """PyTorch code for indexing, splitting and stacking (x[:, -1], x.split, torch.stack),
-rolling (torch.roll) and reflection padding."""
+rolling (torch.roll), tiling (Tensor.repeat) and reflection padding."""
 
 from __future__ import annotations
 
@@ -54,3 +54,9 @@ def reflect_pad_to_torch(node: Node, em: TorchEmitter) -> None:
 def roll_to_torch(node: Node, em: TorchEmitter) -> None:
     a = node.attrs
     em.assign(node, f"torch.roll({em.var(node.inputs[0])}, shifts={a['shift']}, dims={a['axis']})")
+
+
+@register("ir->torch", "tile")
+def tile_to_torch(node: Node, em: TorchEmitter) -> None:
+    reps = ", ".join(str(int(r)) for r in node.attrs["reps"])
+    em.assign(node, f"{em.var(node.inputs[0])}.repeat({reps})")
