@@ -73,6 +73,9 @@ def child(code: str, *args: str) -> dict:
 def build_models(workdir: Path, quick: bool) -> list[tuple[str, Path, tuple]]:
     import keras
 
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import randomize_batchnorm  # the test suite's: random statistics and affine weights
+
     specs = [("small_cnn", None, (32, 32, 3))]
     if not quick:
         specs += [("MobileNetV2", keras.applications.MobileNetV2, (224, 224, 3))]
@@ -85,24 +88,10 @@ def build_models(workdir: Path, quick: bool) -> list[tuple[str, Path, tuple]]:
         else:
             # raw scores and random BatchNorm statistics: a saturated softmax would hide errors
             model = ctor(weights=None, input_shape=shape, classifier_activation=None)
-            _randomize_batchnorm(model)
+            randomize_batchnorm(model)
             model.save(path)
         models.append((name, path, shape))
     return models
-
-
-def _randomize_batchnorm(model) -> None:
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            weights = layer.get_weights()
-            c = weights[-1].shape
-            weights[-2] = rng.normal(0.0, 0.5, c).astype("float32")
-            weights[-1] = rng.uniform(0.5, 2.0, c).astype("float32")
-            layer.set_weights(weights)
 
 
 def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int = 15, warmup: int = 2) -> dict[str, dict[str, float]]:
