@@ -477,3 +477,25 @@ def test_tile_that_is_not_a_repeat_is_refused(tmp_path):
         convert_onnx(path, tmp_path / "out")
     assert "up/Tile (Tile)" in str(info.value) and "UpSampling" in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_per_channel_affine_to_keras(tmp_path):
+    """A per-channel Mul and Add by (C, 1, 1) constants that cannot fold into the conv (a
+    ReLU between; ConvNeXt's layer scale is the same): one channel_affine, written for
+    Keras as Parameter layers broadcast channels-last, with no transpose."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.gamma = nn.Parameter(torch.randn(4, 1, 1))
+            self.beta = nn.Parameter(torch.randn(4, 1, 1))
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)) * self.gamma + self.beta
+
+    onnx_path = torch_to_onnx(Scaled(), tmp_path / "scaled.onnx", (2, 3, 8, 8))
+    result = convert_both(onnx_path, tmp_path)["keras"]
+    code = (result.out / "model.py").read_text()
+    assert 'name="mul_scale"' in code and 'name="mul_offset"' in code and code.count("shape=(1, 1, 4)") == 2
+    assert result.manifest["layout"]["transposes"] == 0

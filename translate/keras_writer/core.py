@@ -1,4 +1,4 @@
-"""Keras code for Dense, Embedding, matmul, einsum and learned constants."""
+"""Keras code for Dense, Embedding, matmul, einsum, learned constants and per-channel affines."""
 
 from __future__ import annotations
 
@@ -83,3 +83,23 @@ def constant_to_keras(node: Node, em: KerasEmitter) -> None:
     if node.attrs["per_example"]:
         kwargs["per_example"] = True
     em.assign(node, f"{em.layer(node, cls, [value], **kwargs)}({anchor})")
+
+
+@register("ir->keras", "channel_affine")
+def channel_affine_to_keras(node: Node, em: KerasEmitter) -> None:
+    """x * scale + offset with per-channel vectors (ONNX's Mul/Add by a (C, 1, 1) constant,
+    LayerScale's gamma): each vector is a Parameter layer shaped to broadcast over the
+    example axes, trainable when the source learned it."""
+    x = node.inputs[0]
+    axis = node.attrs["axis"]
+    shape = tuple(int(x.shape[axis]) if i == axis else 1 for i in range(1, x.rank))  # the batch broadcasts
+    cls = em.helper("Parameter", _PARAMETER)
+    anchor = em.var(em.graph.inputs[0])
+    expr = em.var(x)
+    for key, op in (("scale", "*"), ("offset", "+")):
+        if key not in node.weights:
+            continue
+        kwargs = {"shape": shape} if node.attrs["learned"] else {"shape": shape, "value_trainable": False}
+        param = em.layer(node, cls, [np.asarray(node.weights[key]).reshape(shape)], suffix=key, **kwargs)
+        expr = f"{expr} {op} {param}({anchor})"
+    em.assign(node, expr)
