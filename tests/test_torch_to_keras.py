@@ -229,6 +229,27 @@ def test_convolutions(tmp_path):
     assert "Permute" not in code and "transpose" not in code
 
 
+class Replicate(nn.Module):
+    """Replicate (edge) padding: nn.ReplicationPad2d and F.pad(mode="replicate"), 1-D too."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ReplicationPad2d((1, 2, 0, 3))
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = F.pad(self.conv(self.pad(x)), (2, 1, 1, 0), mode="replicate")
+        return y, F.pad(y.mean(dim=2), (0, 2), mode="replicate")
+
+
+def test_replicate_padding(tmp_path):
+    result = convert(Replicate(), (torch.randn(2, 3, 8, 9),), tmp_path / "replicate")
+    assert result.parity.worst_rel <= 1e-6  # copies of the edge: exact
+    code = build_source(result)
+    assert "keras.ops.concatenate(" in code
+    assert code.count("layers.Permute(") == 1  # the (N, C, W) output: the image part has none
+
+
 def test_conv1d_conv3d_two_inputs(tmp_path):
     result = convert(Conv1d3d(), (torch.randn(2, 4, 19), torch.randn(2, 2, 4, 5, 6)), tmp_path / "c13")
     assert result.parity.worst_rel <= 1e-4

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ...graph import Value
+from ..edge_pad import edge_pad
 from ..registry import register
 from .reader import _DTYPES, BATCH, Const, OnnxCall
 
@@ -236,7 +237,7 @@ def pad_to_ir(call: OnnxCall) -> Value:
     if 0 in padded:
         raise call.unsupported("padding of the batch axis")
     if mode == "edge":
-        return _edge_pad(call, x, per_axis)
+        return edge_pad(call, x, per_axis, what="edge Pad")
     # ONNX pads any axes; the graph's pad op pads the spatial axes of a channels-first or -last tensor
     if 1 not in padded:
         fmt, spatial = "channels_first", range(2, x.rank)
@@ -255,30 +256,6 @@ def pad_to_ir(call: OnnxCall) -> Value:
             return call.emit("crop", [x], {"crops": tuple((-b, -e) for b, e in widths), "data_format": fmt})
         raise call.unsupported(f"Pad with negative and positive pads {pads}")
     return call.emit("pad", [x], {"pads": widths, "value": fill, "data_format": fmt})
-
-
-def _edge_pad(call: OnnxCall, x: Value, per_axis: dict[int, tuple[int, int]]) -> Value:
-    """Edge (replicate) padding, one axis at a time: the first and last slices repeated."""
-    out = x
-    for axis in sorted(per_axis):
-        before, after = per_axis[axis]
-        if (before, after) == (0, 0):
-            continue
-        if before < 0 or after < 0:
-            raise call.unsupported(f"edge Pad with negative pads {per_axis[axis]}")
-        parts = []
-        if before:
-            first = call.emit("slice", [out], {"axis": axis, "start": 0, "stop": 1, "step": 1}, suffix="_first")
-            parts += [first] * before
-        parts.append(out)
-        if after:
-            size = out.shape[axis]
-            if size is None:
-                raise call.unsupported("edge Pad of an axis of unknown size")
-            last = call.emit("slice", [out], {"axis": axis, "start": size - 1, "stop": size, "step": 1}, suffix="_last")
-            parts += [last] * after
-        out = call.emit("concat", parts, {"axis": axis})
-    return out
 
 
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod"}

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from ...graph import Value
+from ..edge_pad import edge_pad
 from ..registry import register
 from .arithmetic import operand
 from .merged import MergedBatch, batch_target
@@ -284,12 +285,20 @@ def reflection_pad_to_ir(call: AtenCall) -> Value:
     return call.emit("reflect_pad", [x], {"pads": tuple([(0, 0)] * (x.rank - 2 - len(pairs)) + pairs), "data_format": "channels_first"})
 
 
+@register("torch->ir", "aten.replication_pad1d", "aten.replication_pad2d", "aten.replication_pad3d")
+def replication_pad_to_ir(call: AtenCall) -> Value:
+    x = call.value("self")
+    flat = [int(p) for p in call.args["padding"]]
+    pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)][::-1]  # from the last axis backwards
+    return edge_pad(call, x, {x.rank - len(pairs) + i: pair for i, pair in enumerate(pairs) if pair != (0, 0)}, what="replicate padding")
+
+
 @register("torch->ir", "aten.pad", "aten.constant_pad_nd")
 def pad_to_ir(call: AtenCall) -> Value:
     x = call.value("self")
     mode = call.args.get("mode", "constant")
-    if mode not in ("constant", "reflect"):
-        raise call.unsupported(f"{mode!r} padding (constant and reflect padding are translated)")
+    if mode not in ("constant", "reflect", "replicate"):
+        raise call.unsupported(f"{mode!r} padding (constant, reflect and replicate padding are translated)")
     flat = [int(p) for p in call.args["pad"]]
     # F.pad lists (begin, end) pairs from the last axis backwards
     pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)][::-1]
@@ -302,6 +311,8 @@ def pad_to_ir(call: AtenCall) -> Value:
     if first < 1 or (first == 1 and data_format == "channels_first"):
         raise call.unsupported(f"padding of {len(pairs)} trailing axes of a rank-{x.rank} tensor (only the spatial axes after N, C)")
     pairs = [(0, 0)] * (first - 2) + pairs if data_format == "channels_first" else pairs
+    if mode == "replicate":
+        return edge_pad(call, x, {axis: pair for axis, pair in enumerate(pairs, start=2) if pair != (0, 0)}, what="replicate padding")
     if mode == "reflect":
         if any(b < 0 or e < 0 for b, e in pairs):
             raise call.unsupported("negative reflection padding")
