@@ -255,14 +255,7 @@ def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
     if not batch_first:
         moved = {}
         for v in dict.fromkeys([query, key, value]):
-            moved[id(v)] = call.graph.add_node(
-                "transpose",
-                [v],
-                {"perm": (1, 0, 2)},
-                name=f"{call.name}_batch_first",
-                source=call.module,
-                source_class="transpose",
-            ).output
+            moved[id(v)] = call.swap_time_and_batch(v, "batch_first")
         query, key, value = moved[id(query)], moved[id(key)], moved[id(value)]
     # which outputs are used: the attention output (after out_proj), the weights
     after_proj: set[str] = set()
@@ -292,14 +285,7 @@ def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
     )
     out = node.outputs[0]
     if not batch_first:
-        out = call.graph.add_node(
-            "transpose",
-            [out],
-            {"perm": (1, 0, 2)},
-            name=f"{call.name}_time_first",
-            source=call.module,
-            source_class="transpose",
-        ).output
+        out = call.swap_time_and_batch(out, "time_first")
     return [out if n.name in after_proj else node.outputs[1] for n in call.outputs]
 
 

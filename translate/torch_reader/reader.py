@@ -273,6 +273,11 @@ class ModuleCall:
         node = self.graph.add_node(op, inputs, attrs, weights, name=self.name, source=self.module, source_class=self.module_class)
         return node.outputs[0]
 
+    def swap_time_and_batch(self, value: Value, suffix: str) -> Value:
+        """(T, B, F) <-> (B, T, F): the transpose around a batch_first=False RNN or attention."""
+        node = self.graph.add_node("transpose", [value], {"perm": (1, 0, 2)}, name=f"{self.name}_{suffix}", source=self.module, source_class="transpose")
+        return node.output
+
 
 def _stack_entries(node: Any) -> list[tuple[str, str]]:
     """(raw path, class name) of every module around a node, outermost first."""

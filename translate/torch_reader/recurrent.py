@@ -192,14 +192,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
     if not isinstance(x, Value) or x.rank != 3:
         raise call.unsupported("an unbatched (time, features) input; add a batch axis")
     if not batch_first:
-        x = call.graph.add_node(
-            "transpose",
-            [x],
-            {"perm": (1, 0, 2)},
-            name=f"{call.name}_batch_first",
-            source=call.module,
-            source_class="transpose",
-        ).output
+        x = call.swap_time_and_batch(x, "batch_first")
     # what is used outside: getitem 0 (the sequence), 1 (h_n), 2 (c_n)
     used = {
         int(n.args[1])
@@ -267,14 +260,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
                     c_rows.append(finals[d * per_direction + 1])
     out = seq
     if 0 in used and not batch_first:
-        out = call.graph.add_node(
-            "transpose",
-            [seq],
-            {"perm": (1, 0, 2)},
-            name=f"{call.name}_time_first",
-            source=call.module,
-            source_class="transpose",
-        ).output
+        out = call.swap_time_and_batch(seq, "time_first")
     results = []
     for n in call.outputs:
         index = (
