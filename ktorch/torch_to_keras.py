@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__
 from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
-from .graph.passes import assign_layout, count_transposes, eliminate_dead, remove_noops
+from .graph.passes import absorb_activation, assign_layout, count_transposes, eliminate_dead, remove_noops
 from .graph.queries import id_range, is_spatial, layout_name
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
@@ -363,11 +363,7 @@ def fuse_functional_activations(graph: Graph) -> int:
                 continue
         elif any(act.attrs.get(k) != v for k, v in defaults.items()):
             continue
-        node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs), "name": name}
-        act_out = act.output
-        graph.replace_uses(act_out, out)
-        graph.remove_node(act)
-        out.source = act_out.source
+        absorb_activation(graph, node, act, name=name)
         fused += 1
     return fused
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from ..ir import Graph
+from typing import Any
+
+from ..ir import Graph, Node
 from ..ops import get_op
 from .layout import LayoutReport, assign_layout, count_transposes
 
 __all__ = [
     "LayoutReport",
+    "absorb_activation",
     "assign_layout",
     "count_transposes",
     "eliminate_dead",
@@ -53,13 +56,20 @@ def fuse_activations(graph: Graph) -> int:
         if "axis" in act.attrs and node.op != "dense":
             continue  # the layout pass remaps a conv's axes, not those of a fused softmax
 
-        node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs)}
-        act_out = act.output
-        graph.replace_uses(act_out, out)
-        graph.remove_node(act)
-        out.source = act_out.source
+        absorb_activation(graph, node, act)
         fused += 1
     return fused
+
+
+def absorb_activation(graph: Graph, node: Node, act: Node, **extra: Any) -> None:
+    """Make the activation `act`, the only reader of `node`'s output, part of `node`
+    (its `activation` attribute, with `extra` keys): act's readers read node's output,
+    which takes act's source layer."""
+    out, act_out = node.output, act.output
+    node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs), **extra}
+    graph.replace_uses(act_out, out)
+    graph.remove_node(act)
+    out.source = act_out.source
 
 
 def eliminate_dead(graph: Graph) -> int:
