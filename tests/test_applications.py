@@ -233,17 +233,10 @@ def check_keras2_model(name: str, tmp_path) -> float:
     tf_keras.utils.set_random_seed(0)
     size = KERAS2_ZOO[name]
     model = getattr(tf_keras.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
-    rng = np.random.default_rng(0)
+    randomize_batchnorm(model, seed=0)  # handles tf_keras BatchNormalization too
+    rng = np.random.default_rng(1)
     for layer in model.layers:
-        if isinstance(layer, tf_keras.layers.BatchNormalization):
-            weights = layer.get_weights()
-            c = weights[-1].shape
-            weights[-2] = rng.normal(0.0, 0.5, c).astype("float32")
-            weights[-1] = rng.uniform(0.5, 2.0, c).astype("float32")
-            for i in range(len(weights) - 2):
-                weights[i] = rng.normal(0.0, 0.5, c).astype("float32") + (1.0 if i == 0 and layer.scale else 0.0)
-            layer.set_weights(weights)
-        elif type(layer).__name__ == "LayerScale":
+        if type(layer).__name__ == "LayerScale":
             layer.set_weights([rng.normal(0.0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
     parity = convert_tf_keras(model, tmp_path)
     assert parity.passed and parity.worst_rel <= 1e-4, parity
