@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..ir import Graph, Node
@@ -131,6 +132,9 @@ def fold_bias_into_batch_norm(graph: Graph) -> int:
     so it is no longer aligned with it: graph.meta["merged_layers"] maps the BatchNorm's
     source layer to it, and the verifier reports the two as one ("conv + bn")."""
     folded = 0
+    # a shared layer is called more than once (one source layer, or one weights dict)
+    calls = Counter((n.source, n.op) for n in graph.nodes)
+    holders = Counter(id(n.weights) for n in graph.nodes)
     for bn in graph.nodes:
         if bn.op != "batch_norm":
             continue
@@ -140,7 +144,7 @@ def fold_bias_into_batch_norm(graph: Graph) -> int:
             continue
         if layer.attrs.get("activation") is not None or len(x.users) != 1 or any(x is v for v in graph.outputs):
             continue
-        if any(n is not layer and (n.weights is layer.weights or (n.source == layer.source and n.op == layer.op)) for n in graph.nodes):
+        if calls[(layer.source, layer.op)] > 1 or holders[id(layer.weights)] > 1:
             continue  # a shared layer: its other calls keep the bias
         channels = 1 if layer.attrs.get("data_format") == "channels_first" else x.rank - 1
         if bn.attrs["axis"] % x.rank != channels:
