@@ -1,0 +1,478 @@
+"""Keras -> PyTorch through torch.export: the route for what the Keras reader cannot read.
+
+`ktorch.keras_export` captures the Keras model on its torch backend in a worker process;
+here the program is lowered a little (the few ATen spellings Keras's torch backend uses
+that the PyTorch reader does not translate), read by the PyTorch reader, re-formed into
+the Keras layers it came from (BatchNormalization decomposed by the backend becomes one
+batch_norm again; every op is named after its Keras layer path), laid out channels-first
+(which removes the backend's NHWC <-> NCHW permutes) and written as PyTorch code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .graph import Graph, Node, Value, validate
+from .graph.errors import KtorchError, UnsupportedOpError
+from .graph.passes import assign_layout, eliminate_dead, fold_bias_into_batch_norm, fold_padding, fuse_activations, remove_noops
+from .keras_export import Capture, capture_keras, model_classes
+
+ROUTES = ("direct", "export", "auto")
+KERAS_HUB_PACKAGES = ("keras_hub", "keras_nlp", "keras_cv")
+
+
+# -- route selection ----------------------------------------------------------------------------
+def export_reason(src: Path) -> str | None:
+    """Why the direct reader cannot take `src` at all (a KerasHub Backbone/Task, a subclassed
+    model), or None when it should be tried first."""
+    classes = model_classes(src)
+    if not classes:
+        return None
+    module, cls = classes[0]
+    package = module.split(".", 1)[0]
+    if package in KERAS_HUB_PACKAGES:
+        return f"the top-level object is a {cls} ({package}), not a Functional or Sequential model"
+    if cls not in ("Functional", "Sequential", "Model") and not module.startswith("keras"):
+        return f"the top-level object is a subclassed model ({cls})"
+    return None
+
+
+# -- lowering the program for the reader ----------------------------------------------------------
+def _aliases() -> dict[Any, Any]:
+    import torch
+
+    aten = torch.ops.aten
+    return {
+        aten.subtract.Tensor: aten.sub.Tensor,
+        aten.multiply.Tensor: aten.mul.Tensor,
+        aten.divide.Tensor: aten.div.Tensor,
+        aten.true_divide.Tensor: aten.div.Tensor,
+        aten.broadcast_to.default: aten.expand.default,
+    }
+
+
+def _fake_call(target: Any, args: tuple) -> Any:
+    """The output of `target` on the fake values of fx `args` (the metadata a new node needs)."""
+    import torch.fx
+    from torch._guards import detect_fake_mode
+
+    vals = [a.meta["val"] if isinstance(a, torch.fx.Node) else a for a in args]
+    mode = detect_fake_mode([v for v in vals if hasattr(v, "shape")])
+    with mode:
+        return target(*vals)
+
+
+def lower_program(program: Any) -> dict[str, int]:
+    """Rewrite the calls of Keras's torch backend that the PyTorch reader has no translator
+    for into ones it has, exactly:
+
+    - `subtract`/`multiply`/`divide`/`broadcast_to`: their canonical ATen names;
+    - `where(ids < 0, ids + n, ids)` before an embedding (Keras wraps negative ids, as Python
+      indexing does): `ids` (ids are valid, non-negative indices);
+    - `where(cond, a, b)` on floats (a masked softmax): `a * cond + b * (1 - cond)`, exact
+      for finite a and b.
+    """
+    import torch
+    import torch.fx
+
+    aten = torch.ops.aten
+    graph = program.graph
+    counts: dict[str, int] = defaultdict(int)
+    aliases = _aliases()
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in aliases:
+            node.target = aliases[node.target]
+            counts["renamed"] += 1
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target != aten.where.self:
+            continue
+        cond, a, b = node.args
+        if _is_negative_wrap(cond, a, b):
+            node.replace_all_uses_with(b)
+            counts["index_wrap"] += 1
+            continue
+        val = node.meta.get("val")
+        if val is None or not val.dtype.is_floating_point:
+            continue
+        with graph.inserting_before(node):
+            made = []
+
+            def call(target: Any, *args: Any) -> Any:
+                n = graph.call_function(target, args)
+                n.meta.update({k: v for k, v in node.meta.items() if k != "val"})
+                n.meta["val"] = _fake_call(target, args)
+                made.append(n)
+                return n
+
+            mask = call(aten.to.dtype, cond, val.dtype)
+            kept = call(aten.mul.Tensor, a, mask)
+            if _is_zero(b):
+                out = kept
+            else:
+                rest = call(aten.mul.Tensor, b, call(aten.rsub.Scalar, mask, 1.0))
+                out = call(aten.add.Tensor, kept, rest)
+        node.replace_all_uses_with(out)
+        counts["where"] += 1
+    graph.eliminate_dead_code()
+    program.graph_module.recompile()
+    return dict(counts)
+
+
+def _is_negative_wrap(cond: Any, a: Any, b: Any) -> bool:
+    import torch
+    import torch.fx
+
+    aten = torch.ops.aten
+    if not all(isinstance(x, torch.fx.Node) for x in (cond, a)):
+        return False
+    return (
+        cond.target == aten.lt.Scalar
+        and cond.args[0] is b
+        and cond.args[1] == 0
+        and a.target in (aten.add.Tensor, aten.add.Scalar)
+        and a.args[0] is b
+    )
+
+
+def _is_zero(x: Any) -> bool:
+    import torch.fx
+
+    if isinstance(x, (int, float)):
+        return x == 0
+    if not isinstance(x, torch.fx.Node):
+        return False
+    val = x.meta.get("val")
+    if val is None or val.ndim != 0:
+        return False
+    try:
+        return bool(val == 0)  # a constant fake tensor knows its value
+    except Exception:  # noqa: BLE001 - a fake tensor without a known value
+        return False
+
+
+# -- re-forming the Keras layers ------------------------------------------------------------------
+def _ident(text: str) -> str:
+    return re.sub(r"\W", "_", text).strip("_") or "x"
+
+
+class LayerIndex:
+    """Which Keras layer each graph node came from, and that layer's variables."""
+
+    def __init__(self, graph: Graph, capture: Capture) -> None:
+        info = capture.info
+        self.classes: dict[str, str] = info.get("layers", {})
+        self.configs: dict[str, dict] = info.get("configs", {})
+        self.by_ident = sorted(((_ident(p), p) for p in self.classes), key=lambda t: -len(t[0]))
+        self.layer_of: dict[int, str] = {}
+        for node in graph.nodes:
+            for prefix, path in self.by_ident:
+                if node.name == prefix or node.name.startswith(prefix + "_"):
+                    self.layer_of[id(node)] = path
+                    break
+        # Keras variable path ("conv1_bn/gamma") -> its value
+        constants = getattr(capture.program, "constants", {}) or {}
+        self.variables: dict[str, np.ndarray] = {}
+        for name, entry in info.get("constants", {}).items():
+            tensor = constants.get(name)
+            if tensor is not None:
+                self.variables[entry["path"]] = tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.numpy()
+
+    def nodes(self, graph: Graph, path: str) -> list[Node]:
+        return [n for n in graph.nodes if self.layer_of.get(id(n)) == path]
+
+    def variable(self, path: str, name: str) -> np.ndarray | None:
+        return self.variables.get(f"{path.replace('.', '/')}/{name}")
+
+
+def _region(graph: Graph, nodes: list[Node]) -> tuple[list[Value], list[Value]]:
+    """The non-constant values a set of nodes reads from outside, and those it gives out."""
+    inside = {id(n) for n in nodes}
+    ins: list[Value] = []
+    outs: list[Value] = []
+    for n in nodes:
+        for v in n.inputs:
+            p = v.producer
+            if (p is None or id(p) not in inside) and not (p is not None and p.op == "constant") and v not in ins:
+                ins.append(v)
+        for v in n.outputs:
+            if v in graph.outputs or any(id(u) not in inside for u in v.users):
+                outs.append(v)
+    return ins, outs
+
+
+def reform_batch_norm(graph: Graph, index: LayerIndex, path: str) -> bool:
+    """A BatchNormalization the backend decomposed ((x - mean) * scale + beta, the scale
+    folded) becomes one batch_norm with the layer's own four variables."""
+    nodes = index.nodes(graph, path)
+    ins, outs = _region(graph, nodes)
+    if len(ins) != 1 or len(outs) != 1 or not nodes:
+        return False
+    if any(n.op not in ("sub", "mul", "add", "div", "rsqrt", "sqrt", "constant", "reshape") for n in nodes):
+        return False
+    mean, var = index.variable(path, "moving_mean"), index.variable(path, "moving_variance")
+    if mean is None or var is None:
+        return False
+    config = index.configs.get(path, {})
+    x = ins[0]
+    axis = int(config.get("axis", -1))
+    axis = axis % x.rank
+    gamma = index.variable(path, "gamma")
+    beta = index.variable(path, "beta")
+    weights = {
+        "weight": gamma if gamma is not None else np.ones_like(mean),
+        "bias": beta if beta is not None else np.zeros_like(mean),
+        "running_mean": mean,
+        "running_var": var,
+    }
+    momentum = round(1.0 - float(config.get("momentum", 0.99)), 6)
+    last = nodes[-1]
+    new = graph.add_node(
+        "batch_norm",
+        [x],
+        {"axis": axis, "epsilon": float(config.get("epsilon", 1e-3)), "momentum": momentum},
+        weights,
+        name=_ident(path),
+        source=path,
+        source_class="BatchNormalization",
+        index=graph.nodes.index(last) + 1,
+    )
+    graph.replace_uses(outs[0], new.output)
+    new.output.source = path
+    return True
+
+
+REFORMERS: dict[str, Callable[[Graph, LayerIndex, str], bool]] = {"BatchNormalization": reform_batch_norm}
+
+# ops that are a layer of their own in the emitted module (named after the Keras layer)
+MODULE_OPS = {"conv", "conv_transpose", "dense", "einsum_dense", "batch_norm", "layer_norm", "rms_norm", "group_norm", "embedding", "pool", "global_pool"}
+
+
+def reform_layers(graph: Graph, capture: Capture) -> dict[str, int]:
+    """Re-form decomposed Keras layers and name every node after its Keras layer path: the
+    layer's one module op (or its only op) takes the layer's name (`conv1_conv`), the rest
+    keep `<layer>_<op>`."""
+    index = LayerIndex(graph, capture)
+    counts: dict[str, int] = defaultdict(int)
+    for path, cls in index.classes.items():
+        reformer = REFORMERS.get(cls)
+        if reformer is not None and reformer(graph, index, path):
+            counts[cls] += 1
+    eliminate_dead(graph)
+    index = LayerIndex(graph, capture)  # after the rewrite
+    groups: dict[str, list[Node]] = defaultdict(list)
+    for node in graph.nodes:
+        path = index.layer_of.get(id(node))
+        if path is not None and node.op != "constant":
+            groups[path].append(node)
+    taken = {n.name for n in graph.nodes}
+    for path, nodes in groups.items():
+        main = [n for n in nodes if n.op in MODULE_OPS]
+        pick = main[0] if len(main) == 1 else nodes[0] if len(nodes) == 1 else None
+        name = _ident(path)
+        if pick is None or pick.name == name or name in taken:
+            if pick is not None and pick.name == name:
+                pick.source_class = index.classes[path]
+            continue
+        taken.discard(pick.name)
+        pick.name = name
+        taken.add(name)
+        pick.source, pick.source_class = path, index.classes[path]
+        for v in pick.outputs:
+            v.source = path
+    _name_values(graph)
+    return dict(counts)
+
+
+def _name_values(graph: Graph) -> None:
+    """Every single-output node's value takes the node's name (`conv1_bn = self.conv1_bn(...)`)."""
+    used = {v.name for v in graph.values()}
+    for node in graph.nodes:
+        if len(node.outputs) != 1 or node.output.name == node.name or node.name in used:
+            continue
+        used.discard(node.output.name)
+        node.output.name = node.name
+        used.add(node.name)
+
+
+# -- the pipeline ---------------------------------------------------------------------------------
+def convert_export(
+    src: str | Path,
+    out: str | Path | None = None,
+    *,
+    layout: str = "torch",
+    verify: bool = True,
+    force: bool = False,
+    tolerance: float = 1e-4,
+    trust_code: bool = False,
+    custom_objects: str | None = None,
+    inputs: list | None = None,
+    seed: int = 0,
+    reason: str = "requested with route='export'",
+    progress: Callable[[str], None] | None = None,
+) -> Any:
+    """Convert a Keras model file to a PyTorch output directory through torch.export."""
+    from .api import ConversionResult
+    from .graph.queries import layout_name, spatial_format
+    from .translate.keras_reader.file import sha256
+    from .translate.output import raise_on_mismatch, write_verified
+    from .translate.torch_reader import read_program
+    from .translate.torch_writer import writer
+
+    step = progress or (lambda message: None)
+    src = Path(src)
+    out = Path(out) if out is not None else src.with_name(src.stem + "_torch")
+    if layout not in ("torch", "keep"):
+        raise ValueError(f"layout must be 'torch' or 'keep', not {layout!r}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    step(f"capturing {src.name} with torch.export (Keras on its torch backend, in a worker)")
+    capture = capture_keras(src, custom_objects=custom_objects, trust_code=trust_code, seed=seed)
+    timings["export"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    step("reading the ATen graph")
+    lowered = lower_program(capture.program)
+    info = capture.info
+    graph = read_program(capture.program, name=_ident(info["model"]["name"]))
+    used = {v.name for v in graph.values()}
+    for v, spec in zip(graph.inputs, info["inputs"]):
+        v.source = spec["name"]
+        name = _ident(spec["name"]) if not spec["name"].startswith("keras_tensor") else "inputs"
+        if name not in used:
+            used.discard(v.name)
+            v.name = name
+            used.add(name)
+    for v, spec in zip(graph.outputs, info["outputs"]):
+        v.source = spec["name"]
+    timings["read"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    step("re-forming the Keras layers")
+    source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
+    formats = {id(v): spatial_format(v) for v in [*graph.inputs, *graph.outputs]}
+    remove_noops(graph)
+    reformed = reform_layers(graph, capture)
+    fold_padding(graph)
+    fold_bias_into_batch_norm(graph)
+    fuse_activations(graph)
+    eliminate_dead(graph)
+    report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))
+    fold_padding(graph)  # the backend's permutes stood between a ZeroPadding2D and its Conv2D
+    eliminate_dead(graph)
+    validate(graph)
+    timings["passes"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    step("writing PyTorch code")
+    rendered = writer.render(graph, source=src.name, version=__version__)
+    timings["render"] = time.perf_counter() - t3
+
+    def io(values: list[Value], specs: list[dict]) -> list[dict[str, Any]]:
+        rows = []
+        for v, given in zip(values, specs):
+            shape, dtype = source_io.get(id(v), (tuple(v.shape), v.dtype))
+            spec: dict[str, Any] = {"name": given["name"], "emitted_name": rendered.value_names.get(v.name, v.name)}
+            spec.update({"shape": list(shape), "dtype": given.get("dtype", dtype)})
+            if v.perm is not None:
+                spec["perm"] = list(v.perm)
+            fmt = formats.get(id(v))
+            name = None if fmt is None else layout_name(len(shape), (fmt == "channels_first") != (v.perm is not None))
+            if name is not None:
+                spec["layout"] = name
+            if given.get("range") is not None:
+                spec["range"] = list(given["range"])
+            rows.append(spec)
+        return rows
+
+    manifest: dict[str, Any] = {
+        "ktorch_version": __version__,
+        "direction": "keras->torch",
+        "route": {"name": "export", "reason": reason},
+        "source": {
+            "file": src.name,
+            "sha256": sha256(src),
+            "format": "keras",
+            "keras_version": info.get("keras_version"),
+            "class": info["model"]["class"],
+            "module": info["model"]["module"],
+        },
+        "model": {
+            "name": graph.name,
+            "class_name": rendered.class_name,
+            "nodes": len(graph.nodes),
+            "parameters": int(sum(a.size for a in rendered.state.values())),
+        },
+        "layout": {"mode": layout, "transposes": report.transposes},
+        "export": {"lowered": lowered, "reformed": reformed, "layers": len(info.get("layers", {}))},
+        "inputs": io(graph.inputs, info["inputs"]),
+        "outputs": io(graph.outputs, info["outputs"]),
+        "values": {},
+        "parity": None,
+    }
+    if custom_objects:
+        manifest["source"]["custom_objects"] = custom_objects
+
+    def check(staging: Path) -> Any:
+        step("verifying parity")
+        from .verify.parity import check_keras_to_torch
+
+        prepare_keras_source(src, custom_objects=custom_objects, trust_code=trust_code)
+        return check_keras_to_torch(src, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance, trust_code=trust_code)
+
+    parity = write_verified(
+        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings
+    )
+    timings["total"] = time.perf_counter() - t0
+    result = ConversionResult(out, graph, manifest, parity, timings)
+    raise_on_mismatch(
+        parity, what=f"{src}: the emitted model differs from the source", tolerance=tolerance, out=out, hint="; run `ktorch verify` for a report"
+    )
+    return result
+
+
+def prepare_keras_source(src: Path, *, custom_objects: str | None = None, trust_code: bool = False) -> None:
+    """Make the classes a Keras file names loadable in this process: import the KerasHub
+    package it references (which registers its classes) and the user's module."""
+    import importlib
+
+    for module, _ in model_classes(Path(src)):
+        package = module.split(".", 1)[0]
+        if package in KERAS_HUB_PACKAGES:
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                pass
+    if custom_objects and trust_code:
+        import sys
+
+        if "" not in sys.path:
+            sys.path.insert(0, "")
+        importlib.import_module(custom_objects)
+
+
+def convert_auto(src: str | Path, out: str | Path | None, *, route: str, direct: Callable[[], Any], **options: Any) -> Any:
+    """The direct reader first; the export route when it cannot read the file."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
+    if route == "direct":
+        return direct()
+    if route == "export":
+        return convert_export(src, out, **options)
+    reason = export_reason(Path(src))
+    if reason is None:
+        try:
+            return direct()
+        except UnsupportedOpError as exc:
+            first = exc.items[0] if exc.items else ("?", "?", "")
+            reason = f"the direct reader cannot translate {first[0]} ({first[1]}){f' and {len(exc.items) - 1} more' if len(exc.items) > 1 else ''}"
+        except KtorchError as exc:
+            if "not a model" not in str(exc) and "subclass" not in str(exc):
+                raise
+            reason = str(exc).splitlines()[0]
+    return convert_export(src, out, reason=reason, **options)
