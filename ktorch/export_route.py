@@ -23,6 +23,7 @@ from .graph import Graph, Node, Value, validate
 from .graph.errors import KtorchError, UnsupportedOpError
 from .graph.passes import assign_layout, eliminate_dead, fold_bias_into_batch_norm, fold_padding, fuse_activations, remove_noops
 from .keras_export import Capture, capture_keras, model_classes
+from .torch_to_keras import fold_constant_transposes
 
 ROUTES = ("direct", "export", "auto")
 KERAS_HUB_PACKAGES = ("keras_hub", "keras_nlp", "keras_cv")
@@ -364,6 +365,7 @@ def convert_export(
     eliminate_dead(graph)
     report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))
     fold_padding(graph)  # the backend's permutes stood between a ZeroPadding2D and its Conv2D
+    fold_constant_transposes(graph)
     eliminate_dead(graph)
     validate(graph)
     timings["passes"] = time.perf_counter() - t2

@@ -125,10 +125,14 @@ def _application_layers() -> dict[str, Any]:
 
 
 def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    feed = list(inputs) if len(inputs) > 1 else inputs[0]
-    out = model(feed, training=False)
-    outs = out if isinstance(out, (list, tuple)) else [out]
     import keras
+
+    feed = list(inputs) if len(inputs) > 1 else inputs[0]
+    structure = getattr(model, "_inputs_struct", None)
+    if isinstance(structure, dict):  # a KerasHub backbone takes a dict: inputs come in its flattened order
+        feed = keras.tree.pack_sequence_as(structure, list(inputs))
+    out = model(feed, training=False)
+    outs = keras.tree.flatten(out) if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else [out]
 
     # convert_to_numpy, not np.asarray: on the torch backend outputs may live on CUDA
     return [np.asarray(keras.ops.convert_to_numpy(o)) for o in outs]
