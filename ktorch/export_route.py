@@ -102,6 +102,7 @@ def lower_program(program: Any) -> dict[str, int]:
         val = node.meta.get("val")
         if val is None or not val.dtype.is_floating_point:
             continue
+        zero = _is_zero(b, program)
         with graph.inserting_before(node):
             made = []
 
@@ -114,7 +115,7 @@ def lower_program(program: Any) -> dict[str, int]:
 
             mask = call(aten.to.dtype, cond, val.dtype)
             kept = call(aten.mul.Tensor, a, mask)
-            if _is_zero(b):
+            if zero:
                 out = kept
             else:
                 rest = call(aten.mul.Tensor, b, call(aten.rsub.Scalar, mask, 1.0))
@@ -142,20 +143,22 @@ def _is_negative_wrap(cond: Any, a: Any, b: Any) -> bool:
     )
 
 
-def _is_zero(x: Any) -> bool:
+def _is_zero(x: Any, program: Any) -> bool:
+    """Whether fx argument `x` is the number 0 (a literal, or a lifted 0-d constant)."""
+    import torch
     import torch.fx
 
     if isinstance(x, (int, float)):
         return x == 0
-    if not isinstance(x, torch.fx.Node):
+    while isinstance(x, torch.fx.Node) and x.op == "call_function" and x.args:
+        if x.target not in (torch.ops.aten.lift_fresh_copy.default, torch.ops.aten.to.dtype, torch.ops.aten.clone.default):
+            return False
+        x = x.args[0]
+    if not isinstance(x, torch.fx.Node) or x.op != "placeholder":
         return False
-    val = x.meta.get("val")
-    if val is None or val.ndim != 0:
-        return False
-    try:
-        return bool(val == 0)  # a constant fake tensor knows its value
-    except Exception:  # noqa: BLE001 - a fake tensor without a known value
-        return False
+    targets = {s.arg.name: s.target for s in program.graph_signature.input_specs if hasattr(s.arg, "name")}
+    tensor = (getattr(program, "constants", {}) or {}).get(targets.get(x.name))
+    return tensor is not None and tensor.numel() == 1 and float(tensor.reshape(())) == 0.0
 
 
 # -- re-forming the Keras layers ------------------------------------------------------------------
@@ -256,43 +259,119 @@ MODULE_OPS = {"conv", "conv_transpose", "dense", "einsum_dense", "batch_norm", "
 
 
 def reform_layers(graph: Graph, capture: Capture) -> dict[str, int]:
-    """Re-form decomposed Keras layers and name every node after its Keras layer path: the
-    layer's one module op (or its only op) takes the layer's name (`conv1_conv`), the rest
-    keep `<layer>_<op>`."""
+    """Mark every node with its Keras layer path (`node.source`), name the constants after the
+    Keras variables they hold, and re-form the layers the backend decomposed."""
     index = LayerIndex(graph, capture)
+    for node in graph.nodes:
+        path = index.layer_of.get(id(node))
+        if path is not None and node.op != "constant":
+            node.source = path
+    variables = capture.info.get("constants", {})
+    taken = {n.name for n in graph.nodes}
+    for node in graph.nodes:
+        entry = variables.get(node.source or "") if node.op == "constant" else None
+        if entry is None:
+            continue
+        node.attrs["trainable"] = bool(entry["trainable"])
+        name = _ident(entry["path"])
+        if name not in taken:
+            taken.discard(node.name)
+            node.name, node.source = name, entry["path"]
+            taken.add(name)
     counts: dict[str, int] = defaultdict(int)
     for path, cls in index.classes.items():
         reformer = REFORMERS.get(cls)
         if reformer is not None and reformer(graph, index, path):
             counts[cls] += 1
     eliminate_dead(graph)
-    index = LayerIndex(graph, capture)  # after the rewrite
+    return dict(counts)
+
+
+def _const(v: Value) -> np.ndarray | None:
+    p = v.producer
+    return None if p is None or p.op != "constant" else np.asarray(p.weights["value"])
+
+
+def _bias_vector(array: np.ndarray, out: Value, axis: int) -> np.ndarray | None:
+    """`array` as a per-channel vector along `axis` of `out`, if it broadcasts as one."""
+    size = out.shape[axis]
+    if array.ndim > out.rank or size is None or array.size != size:
+        return None
+    padded = array.reshape((1,) * (out.rank - array.ndim) + array.shape)
+    if padded.shape[axis] != size:
+        return None
+    return padded.reshape(size).astype(np.float32)
+
+
+def fold_layer_biases(graph: Graph) -> int:
+    """`dense(x) + b`, `conv(x) + b` (Keras adds the bias after the matmul/convolution on its
+    torch backend) become the layer's own bias; `einsum(x, kernel) + b` becomes einsum_dense."""
+    folded = 0
+    for node in list(graph.nodes):
+        if node.op == "einsum" and len(node.inputs) == 2 and _const(node.inputs[1]) is not None and _const(node.inputs[0]) is None:
+            kernel = _const(node.inputs[1])
+            new = graph.add_node(
+                "einsum_dense", [node.inputs[0]], {"equation": node.attrs["equation"]}, {"kernel": kernel},
+                name=node.name, source=node.source, source_class=node.source_class, index=graph.nodes.index(node),
+            )  # fmt: skip
+            graph.replace_uses(node.output, new.output)
+            graph.remove_node(node)
+            node = new
+        if node.op not in ("dense", "conv", "einsum_dense") or len(node.output.users) != 1 or node.output in graph.outputs:
+            continue
+        add = node.output.users[0]
+        if add.op != "add" or len(add.inputs) != 2 or add.source != node.source:
+            continue
+        other = add.inputs[1] if add.inputs[0] is node.output else add.inputs[0]
+        array = _const(other)
+        if array is None:
+            continue
+        if node.op == "einsum_dense":
+            if "bias" in node.weights:
+                continue
+            out = node.output.shape
+            trimmed = array.reshape(array.shape[next((i for i, d in enumerate(array.shape) if d != 1), array.ndim) :])
+            if trimmed.ndim > len(out) or any(d != 1 and d != o for d, o in zip(trimmed.shape[::-1], out[::-1])):
+                continue
+            node.weights["bias"] = trimmed.astype(np.float32)
+        else:
+            if node.attrs.get("use_bias") and node.weights.get("bias") is not None:
+                continue
+            axis = node.output.rank - 1 if node.op == "dense" else (1 if node.attrs["data_format"] == "channels_first" else node.output.rank - 1)
+            vector = _bias_vector(array, node.output, axis)
+            if vector is None:
+                continue
+            node.weights["bias"] = vector
+            node.attrs["use_bias"] = True
+        graph.replace_uses(add.output, node.output)
+        graph.remove_node(add)
+        folded += 1
+    eliminate_dead(graph)
+    return folded
+
+
+def name_after_layers(graph: Graph, classes: dict[str, str]) -> None:
+    """The one module op of a Keras layer (or its only op) takes the layer's name
+    (`conv1_conv`), the other ops keep `<layer>_<op>`; values take their node's name."""
     groups: dict[str, list[Node]] = defaultdict(list)
     for node in graph.nodes:
-        path = index.layer_of.get(id(node))
-        if path is not None and node.op != "constant":
-            groups[path].append(node)
+        if node.op != "constant" and node.source in classes:
+            groups[node.source].append(node)
     taken = {n.name for n in graph.nodes}
     for path, nodes in groups.items():
         main = [n for n in nodes if n.op in MODULE_OPS]
         pick = main[0] if len(main) == 1 else nodes[0] if len(nodes) == 1 else None
+        if pick is None:
+            continue
+        pick.source_class = classes[path]
         name = _ident(path)
-        if pick is None or pick.name == name or name in taken:
-            if pick is not None and pick.name == name:
-                pick.source_class = index.classes[path]
+        if pick.name == name or name in taken:
             continue
         taken.discard(pick.name)
         pick.name = name
         taken.add(name)
-        pick.source, pick.source_class = path, index.classes[path]
         for v in pick.outputs:
             v.source = path
-    _name_values(graph)
-    return dict(counts)
-
-
-def _name_values(graph: Graph) -> None:
-    """Every single-output node's value takes the node's name (`conv1_bn = self.conv1_bn(...)`)."""
     used = {v.name for v in graph.values()}
     for node in graph.nodes:
         if len(node.outputs) != 1 or node.output.name == node.name or node.name in used:
@@ -359,13 +438,13 @@ def convert_export(
     formats = {id(v): spatial_format(v) for v in [*graph.inputs, *graph.outputs]}
     remove_noops(graph)
     reformed = reform_layers(graph, capture)
-    fold_padding(graph)
+    report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))
+    fold_constant_transposes(graph)
+    fold_padding(graph)  # the backend's permutes stood between a ZeroPadding2D and its Conv2D
+    reformed["biases"] = fold_layer_biases(graph)
     fold_bias_into_batch_norm(graph)
     fuse_activations(graph)
-    eliminate_dead(graph)
-    report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))
-    fold_padding(graph)  # the backend's permutes stood between a ZeroPadding2D and its Conv2D
-    fold_constant_transposes(graph)
+    name_after_layers(graph, info.get("layers", {}))
     eliminate_dead(graph)
     validate(graph)
     timings["passes"] = time.perf_counter() - t2
