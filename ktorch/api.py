@@ -81,6 +81,8 @@ def convert(
     inputs: list | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    route: str = "auto",
+    custom_objects: str | None = None,
 ) -> ConversionResult:
     """Convert a Keras model file into a PyTorch output directory, or a PyTorch model
     (.pt2 file, nn.Module, 'package.module:factory', a ktorch PyTorch output directory)
@@ -88,6 +90,11 @@ def convert(
     source decides it when omitted. `example_inputs` / `input_shapes` / `input_dtypes` /
     `weights` only apply to PyTorch sources that still need torch.export; the result's
     `keras_model` is the emitted Keras model.
+
+    Keras sources: `route` "direct" reads the file with ktorch's Keras reader, "export" loads
+    it with Keras on its torch backend and captures it with torch.export (KerasHub backbones,
+    custom layers, subclassed models; `custom_objects` names a module of custom classes,
+    imported only with `trust_code`), "auto" tries the direct reader first.
 
     Raises ParityError (after writing the output, with the failed result recorded in
     ktorch.json) when verification finds an error above `tolerance`.
@@ -124,6 +131,14 @@ def convert(
         )
     if to == "keras":
         raise ModelFileError(f"{src}: is not a PyTorch source (.pt2, nn.Module, 'package.module:factory' or a ktorch PyTorch directory)")
+    if route != "direct" or custom_objects:
+        from .export_route import convert_auto
+
+        options = dict(layout=layout, verify=verify, force=force, tolerance=tolerance, trust_code=trust_code, inputs=inputs, seed=seed)
+        return convert_auto(
+            src, out, route=route, custom_objects=custom_objects, progress=progress, **options,
+            direct=lambda: convert(src, out, route="direct", progress=progress, **options),
+        )  # fmt: skip
     from .translate.keras_reader.file import sha256
     from .translate.torch_writer import writer
 

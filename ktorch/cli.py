@@ -78,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
         help="allow Keras Lambda layers and other serialized Python code to be deserialized and run; only for files you trust",
     )
     c.add_argument(
+        "--route",
+        choices=("auto", "direct", "export"),
+        default="auto",
+        help="Keras sources: 'direct' reads the file with ktorch's Keras reader; 'export' runs Keras on its torch backend "
+        "and captures it with torch.export (KerasHub backbones, custom layers, subclassed models); 'auto' (default) tries "
+        "the direct reader first",
+    )
+    c.add_argument(
+        "--custom-objects",
+        metavar="MODULE",
+        help="Keras sources: import MODULE for the custom layer/model classes the file names (with --trust-code only)",
+    )
+    c.add_argument(
         "--plugin",
         action="append",
         default=[],
@@ -147,6 +160,7 @@ def _convert(args: argparse.Namespace) -> int:
                 trust_code=args.trust_code,
                 seed=args.seed,
                 progress=lambda message: status.update(message),
+                **_route_options(args),
             )
         except ParityError:
             status.stop()
@@ -156,6 +170,8 @@ def _convert(args: argparse.Namespace) -> int:
         f"[green]wrote[/] {result.out}/ ({m['model'].get('class_name', m['model']['name'])}: {m['model']['nodes']} nodes, "
         f"{m['model']['parameters']:,} parameters, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
     )
+    if m.get("route"):
+        console.print(f"route: {m['route']['name']} ({m['route']['reason']})")
     if result.parity is not None:
         from rich.table import Table
 
@@ -164,6 +180,16 @@ def _convert(args: argparse.Namespace) -> int:
             table.add_row(c.name, str(tuple(c.shape)), f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
         console.print(table)
     return EXIT_OK
+
+
+def _route_options(args: argparse.Namespace) -> dict:
+    """--route / --custom-objects, for Keras sources only (the API's defaults otherwise)."""
+    options = {}
+    if getattr(args, "route", "auto") != "auto":
+        options["route"] = args.route
+    if getattr(args, "custom_objects", None):
+        options["custom_objects"] = args.custom_objects
+    return options
 
 
 def _input_shapes(args: argparse.Namespace) -> list[list[int]]:

@@ -538,22 +538,38 @@ def prepare_keras_source(src: Path, *, custom_objects: str | None = None, trust_
 
 
 def convert_auto(src: str | Path, out: str | Path | None, *, route: str, direct: Callable[[], Any], **options: Any) -> Any:
-    """The direct reader first; the export route when it cannot read the file."""
+    """The direct reader first; the export route when it cannot read the file (see export_reason)."""
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
-    if route == "direct":
-        return direct()
     if route == "export":
         return convert_export(src, out, **options)
-    reason = export_reason(Path(src))
+    reason = None if route == "direct" else export_reason(Path(src))
     if reason is None:
         try:
-            return direct()
+            return _record_route(direct(), "direct", "requested with route='direct'" if route == "direct" else "the Keras reader reads every layer")
         except UnsupportedOpError as exc:
-            first = exc.items[0] if exc.items else ("?", "?", "")
-            reason = f"the direct reader cannot translate {first[0]} ({first[1]}){f' and {len(exc.items) - 1} more' if len(exc.items) > 1 else ''}"
-        except KtorchError as exc:
-            if "not a model" not in str(exc) and "subclass" not in str(exc):
+            if route == "direct":
                 raise
-            reason = str(exc).splitlines()[0]
+            first = exc.items[0] if exc.items else ("?", "?", "")
+            more = f" and {len(exc.items) - 1} more" if len(exc.items) > 1 else ""
+            reason = f"the direct reader cannot translate {first[0]} ({first[1]}){more}"
+        except KtorchError as exc:
+            text = str(exc).splitlines()[0]
+            if route == "direct" or not any(k in text for k in ("not a model", "subclass", "Unknown", "unknown layer", "custom")):
+                raise
+            reason = f"the direct reader cannot read it: {text}"
     return convert_export(src, out, reason=reason, **options)
+
+
+def _record_route(result: Any, name: str, reason: str) -> Any:
+    """Write the route taken into the result's manifest and its ktorch.json."""
+    from .translate.output import read_manifest, write_manifest
+
+    result.manifest["route"] = {"name": name, "reason": reason}
+    try:
+        manifest = read_manifest(result.out)
+        manifest["route"] = result.manifest["route"]
+        write_manifest(result.out, manifest)
+    except (OSError, ValueError):
+        pass
+    return result

@@ -1,0 +1,155 @@
+"""The export route (Keras -> PyTorch through torch.export, issue 13): KerasHub backbones and
+custom layers that the Keras reader cannot read, captured by Keras on its torch backend in a
+worker process, converted to readable PyTorch named after the Keras layers, and verified
+against Keras on TensorFlow at two batch sizes."""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import randomize_batchnorm, randomize_weights
+
+keras_hub = pytest.importorskip("keras_hub")
+
+
+def _convert(model: Any, tmp_path: Path, name: str, **kwargs: Any) -> Any:
+    import ktorch
+    from ktorch.verify.parity import check_keras_to_torch
+
+    src = tmp_path / f"{name}.keras"
+    model.save(src)
+    result = ktorch.convert(src, tmp_path / f"{name}_torch", **kwargs)
+    assert result.parity is not None and result.parity.passed, result.parity
+    again = check_keras_to_torch(src, result.out, batch=3, trust_code=kwargs.get("trust_code", False), seed=1)
+    assert again.passed and again.batch == 3, again
+    return result
+
+
+def _forward(out: Path) -> str:
+    code = (out / "model.py").read_text()
+    return code[code.index("def forward") : code.index("def load")]
+
+
+def test_resnet_backbone(tmp_path: Path) -> None:
+    keras_hub.models.ResNetBackbone  # noqa: B018  (registers the class)
+    model = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16], stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2], block_type="basic_block", use_pre_activation=False, image_shape=(32, 32, 3),
+    )  # fmt: skip
+    randomize_batchnorm(model)
+    result = _convert(model, tmp_path, "resnet")
+    m = result.manifest
+    assert m["route"]["name"] == "export" and "ResNetBackbone" in m["route"]["reason"]
+    assert m["layout"]["transposes"] == 0
+    code = (result.out / "model.py").read_text()
+    assert "import ktorch" not in code and "from ktorch" not in code
+    assert "self.conv1_conv = nn.Conv2d(3, 64, kernel_size=3, stride=2" in code
+    assert "self.stack1_block0_0_bn = nn.BatchNorm2d(16" in code
+    forward = _forward(result.out)
+    assert not re.search(r"\.permute\(|\.transpose\(|\.contiguous\(", forward), forward
+    assert "stack0_block0_2_bn = self.stack0_block0_2_bn(stack0_block0_2_conv)" in forward
+
+
+def test_bert_backbone(tmp_path: Path) -> None:
+    model = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
+    )
+    result = _convert(model, tmp_path, "bert")
+    m = result.manifest
+    assert m["route"]["name"] == "export"
+    assert [spec["name"] for spec in m["inputs"]] == ["padding_mask", "segment_ids", "token_ids"]
+    assert m["inputs"][2]["range"] == [0, 100]
+    code = (result.out / "model.py").read_text()
+    assert "import ktorch" not in code
+    assert "self.token_embedding = nn.Embedding(100, 16)" in code
+    assert "self.transformer_layer_0_feedforward_intermediate_dense = nn.Linear(16, 32)" in code
+    assert "self.transformer_layer_1_feedforward_layer_norm = nn.LayerNorm(16, eps=1e-12)" in code
+    assert "self.transformer_layer_0_self_attention_layer_query_kernel = nn.Parameter" in code
+    assert "torch.where" not in code
+
+
+@pytest.mark.slow
+def test_gpt2_backbone(tmp_path: Path) -> None:
+    model = keras_hub.models.GPT2Backbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
+    )
+    result = _convert(model, tmp_path, "gpt2")
+    code = (result.out / "model.py").read_text()
+    assert "import ktorch" not in code and "nn.LayerNorm(16" in code
+
+
+CUSTOM_MODULE = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="route_layers")
+class ScaledDense(keras.layers.Layer):
+    """x @ kernel * scale, then tanh: a layer the Keras reader has no translator for."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+        self.scale = self.add_weight(shape=(self.units,), name="scale", initializer="ones")
+
+    def call(self, x):
+        return keras.ops.tanh(keras.ops.matmul(x, self.kernel) * self.scale)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+'''
+
+
+def test_custom_layer_with_custom_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras: Any) -> None:
+    import ktorch
+    from ktorch.keras_export import MissingClassError
+
+    (tmp_path / "route_layers.py").write_text(textwrap.dedent(CUSTOM_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    import route_layers
+
+    inputs = keras.Input((6,), name="features")
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    outputs = route_layers.ScaledDense(4, name="scaled")(x)
+    model = keras.Model(inputs, outputs, name="custom")
+    randomize_weights(model)
+    src = tmp_path / "custom.keras"
+    model.save(src)
+    result = _convert(model, tmp_path, "custom2", route="export", custom_objects="route_layers", trust_code=True)
+    code = (result.out / "model.py").read_text()
+    assert "self.hidden = nn.Linear(6, 8)" in code
+    assert "self.scaled_kernel = nn.Parameter" in code or "scaled_kernel" in code
+
+    # without the module, one line naming the class and the flag that provides it
+    sys.modules.pop("route_layers", None)
+    keras.saving.get_custom_objects().pop("route_layers>ScaledDense", None)
+    monkeypatch.delenv("PYTHONPATH")
+    with pytest.raises(MissingClassError, match=r"ScaledDense.*--custom-objects"):
+        ktorch.convert(src, tmp_path / "missing", route="export", verify=False)
+    with pytest.raises(ktorch.graph.errors.UntrustedCodeError):
+        ktorch.convert(src, tmp_path / "untrusted", route="export", custom_objects="route_layers", verify=False)
+
+
+def test_direct_route_stays_first(tmp_path: Path, keras: Any) -> None:
+    import ktorch
+
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(inputs))
+    src = tmp_path / "plain.keras"
+    model.save(src)
+    result = ktorch.convert(src, tmp_path / "plain_torch")
+    assert result.manifest["route"]["name"] == "direct"
+    from ktorch.translate.output import read_manifest
+
+    assert read_manifest(result.out)["route"]["name"] == "direct"
+    np.testing.assert_equal(result.parity.passed, True)
