@@ -420,6 +420,7 @@ def convert_export(
     lowered = lower_program(capture.program)
     info = capture.info
     graph = read_program(capture.program, name=_ident(info["model"]["name"]))
+    graph.meta.update({"source_framework": "keras", "source_format": "keras (torch.export)", "keras_version": info.get("keras_version")})
     used = {v.name for v in graph.values()}
     for v, spec in zip(graph.inputs, info["inputs"]):
         v.source = spec["name"]

@@ -133,19 +133,20 @@ def capture_keras(
 # -- worker side --------------------------------------------------------------------------------
 def _missing_class_message(src: Path, exc: Exception) -> str | None:
     """One line naming the class Keras could not find and what would provide it."""
+    import re
+
     text = str(exc)
-    for module, cls in model_classes(src):
-        if f"'{cls}'" not in text and f"`{cls}`" not in text and f" {cls}" not in text:
-            continue
-        if "Could not locate" not in text and "Unknown" not in text and "not found" not in text:
-            continue
-        package = module.split(".", 1)[0] if module else ""
-        if package in ("keras_hub", "keras_nlp", "keras_cv"):
-            way = f"install {package.replace('_', '-')} (pip install {package.replace('_', '-')})"
-        else:
-            way = "pass --custom-objects MODULE --trust-code naming the Python module that defines it"
-        return f"{src.name}: uses class {cls}{f' from {module}' if module else ''}, which is not importable here; {way}"
-    return None
+    found = re.search(r"[Cc]ould not locate (?:class|function) '([^']+)'", text) or re.search(r"Unknown layer: '([^']+)'", text)
+    if found is None:
+        return None
+    cls = found.group(1).rsplit(">", 1)[-1]
+    module = next((m for m, c in model_classes(src) if c == cls), "")
+    package = module.split(".", 1)[0] if module else ""
+    if package in ("keras_hub", "keras_nlp", "keras_cv"):
+        way = f"install {package.replace('_', '-')} (pip install {package.replace('_', '-')})"
+    else:
+        way = "pass --custom-objects MODULE --trust-code naming the Python module that defines it"
+    return f"{src.name}: uses class {cls}{f' from {module}' if module else ''}, which is not importable here; {way}"
 
 
 def _import_packages(src: Path, custom_objects: str | None) -> dict[str, Any]:

@@ -128,7 +128,8 @@ def test_custom_layer_with_custom_objects(tmp_path: Path, monkeypatch: pytest.Mo
     result = _convert(model, tmp_path, "custom2", route="export", custom_objects="route_layers", trust_code=True)
     code = (result.out / "model.py").read_text()
     assert "self.hidden = nn.Linear(6, 8)" in code
-    assert "self.scaled_kernel = nn.Parameter" in code or "scaled_kernel" in code
+    assert "self.scaled = nn.Linear(8, 4, bias=False)" in code and "self.scaled_scale = nn.Parameter" in code
+    assert "scaled_tanh = torch.tanh(scaled_mul)" in code
 
     # without the module, one line naming the class and the flag that provides it
     sys.modules.pop("route_layers", None)
