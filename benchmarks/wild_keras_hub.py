@@ -1,0 +1,138 @@
+"""KerasHub backbones from small explicit configs through the export route (not a test).
+
+For each backbone: build it from a tiny config (no preset, nothing downloaded), save it as
+.keras, convert it with `ktorch.convert(route="auto")` (the direct reader refuses a Backbone,
+so the export route takes it), verify at batch 2, and record the route, the worst relative
+error, the conversion time and the transposes left in the emitted code.
+
+    python benchmarks/wild_keras_hub.py [--only NAME ...] [--json results.json]
+
+Each model runs in its own process (one failure or crash cannot stop the rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TEXT = dict(vocabulary_size=100, num_layers=2, hidden_dim=16, intermediate_dim=32)
+IMAGE = (32, 32, 3)
+
+CONFIGS: dict[str, tuple[str, dict]] = {
+    "resnet": ("ResNetBackbone", dict(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16], stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2], block_type="basic_block", use_pre_activation=False, image_shape=IMAGE)),
+    "efficientnet": ("EfficientNetBackbone", dict(
+        stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 1], stackwise_input_filters=[8, 8],
+        stackwise_output_filters=[8, 16], stackwise_expansion_ratios=[1, 4], stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+        stackwise_strides=[1, 2], stackwise_block_types=["v1", "v1"], image_shape=IMAGE)),
+    "mobilenet": ("MobileNetBackbone", dict(
+        stackwise_expansion=[[1], [4]], stackwise_num_blocks=[1, 1], stackwise_num_filters=[[8], [16]],
+        stackwise_kernel_size=[[3], [3]], stackwise_num_strides=[[2], [2]], stackwise_se_ratio=[[0.25], [None]],
+        stackwise_activation=[["relu"], ["hard_swish"]], stackwise_padding=[[1], [1]], output_num_filters=32,
+        depthwise_filters=8, depthwise_stride=1, depthwise_residual=False, last_layer_filter=32, image_shape=IMAGE)),
+    "densenet": ("DenseNetBackbone", dict(stackwise_num_repeats=[1, 1], growth_rate=8, image_shape=IMAGE)),
+    "cspnet": ("CSPNetBackbone", dict(
+        stem_filters=8, stem_kernel_size=3, stem_strides=2, stackwise_depth=[1, 1], stackwise_strides=[1, 2],
+        stackwise_num_filters=[8, 16], block_type="bottleneck_block", image_shape=IMAGE)),
+    "vit": ("ViTBackbone", dict(image_shape=IMAGE, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32)),
+    "mit": ("MiTBackbone", dict(
+        layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2], layerwise_sr_ratios=[2, 1], max_drop_path_rate=0.0,
+        layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[8, 16], image_shape=IMAGE)),
+    "bert": ("BertBackbone", dict(**TEXT, num_heads=2, max_sequence_length=16)),
+    "roberta": ("RobertaBackbone", dict(**TEXT, num_heads=2, max_sequence_length=16)),
+    "distilbert": ("DistilBertBackbone", dict(**TEXT, num_heads=2, max_sequence_length=16)),
+    "albert": ("AlbertBackbone", dict(**TEXT, num_heads=2, embedding_dim=8, num_groups=1, num_inner_repetitions=1, max_sequence_length=16)),
+    "gpt2": ("GPT2Backbone", dict(**TEXT, num_heads=2, max_sequence_length=16)),
+    "llama": ("LlamaBackbone", dict(**TEXT, num_query_heads=2, num_key_value_heads=1)),
+    "mistral": ("MistralBackbone", dict(**TEXT, num_query_heads=2, num_key_value_heads=1)),
+    "gemma": ("GemmaBackbone", dict(**TEXT, num_query_heads=2, num_key_value_heads=1, head_dim=8)),
+    "qwen": ("QwenBackbone", dict(**TEXT, num_query_heads=2, num_key_value_heads=1)),
+    "t5": ("T5Backbone", dict(**TEXT, num_heads=2)),
+    "whisper": ("WhisperBackbone", dict(**TEXT, num_heads=2, max_encoder_sequence_length=16, max_decoder_sequence_length=16)),
+    "clip_vision": ("CLIPVisionEncoder", dict(patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=IMAGE)),
+}  # fmt: skip
+
+
+def run_one(name: str, workdir: Path) -> dict:
+    """Build, save, convert and verify one backbone (in this process)."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from ktorch.verify.runners import preload_before_tensorflow
+
+    preload_before_tensorflow()
+    import keras
+    import keras_hub
+
+    import ktorch
+
+    cls, config = CONFIGS[name]
+    row: dict = {"model": name, "class": cls}
+    try:
+        keras.utils.set_random_seed(0)
+        model = getattr(keras_hub.models, cls)(**config)
+        src = workdir / f"{name}.keras"
+        model.save(src)
+    except Exception as exc:  # noqa: BLE001 - a config this script got wrong is reported, not raised
+        row.update(status="build error", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        return row
+    t0 = time.perf_counter()
+    try:
+        result = ktorch.convert(src, workdir / f"{name}_torch", route="auto")
+    except Exception as exc:  # noqa: BLE001
+        row.update(status="fail", seconds=round(time.perf_counter() - t0, 1), error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        manifest = getattr(exc, "manifest", None)
+        return row
+    m = result.manifest
+    worst = max((c.max_rel for c in result.parity.outputs), default=0.0) if result.parity else None
+    row.update(
+        status="pass" if result.parity and result.parity.passed else "mismatch",
+        route=m.get("route", {}).get("name"),
+        worst_rel=worst,
+        seconds=round(time.perf_counter() - t0, 1),
+        transposes=m["layout"]["transposes"],
+        parameters=m["model"]["parameters"],
+    )
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="model names (default: all)")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    if args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("ROW " + json.dumps(run_one(args.one, Path(tmp))), flush=True)
+        return 0
+    rows = []
+    for name in args.only or list(CONFIGS):
+        try:
+            proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=args.timeout)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
+            row = json.loads(line[4:]) if line else {"model": name, "status": "crash", "error": (proc.stderr or "").strip().splitlines()[-1:]}
+        except subprocess.TimeoutExpired:
+            row = {"model": name, "status": "timeout"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+    passed = sum(r["status"] == "pass" for r in rows)
+    print(f"\n{passed}/{len(rows)} pass")
+    print("| model | status | route | worst rel err | seconds | transposes | note |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        err = "" if r.get("worst_rel") is None else f"{r['worst_rel']:.2g}"
+        print(f"| {r['model']} | {r['status']} | {r.get('route', '')} | {err} | {r.get('seconds', '')} | {r.get('transposes', '')} | {r.get('error', '')} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
