@@ -10,6 +10,7 @@ batch_norm again; every op is named after its Keras layer path), laid out channe
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import defaultdict
@@ -18,12 +19,23 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
 from .graph import Graph, Node, Value, validate
-from .graph.errors import KtorchError, UnsupportedOpError
-from .graph.passes import assign_layout, eliminate_dead, fold_bias_into_batch_norm, fold_padding, fuse_activations, remove_noops
+from .graph.errors import KtorchError, UnsupportedOpError, UntrustedCodeError
+from .graph.passes import (
+    assign_layout,
+    count_transposes,
+    eliminate_dead,
+    fold_bias_into_batch_norm,
+    fold_constant_transposes,
+    fold_padding,
+    fuse_activations,
+    remove_noops,
+)
+from .graph.queries import spatial_format
 from .keras_export import Capture, capture_keras, model_classes
-from .torch_to_keras import fold_constant_transposes
+from .pipeline import Direction, Options, Read
+from .pipeline import convert as run_pipeline
+from .result import ConversionResult
 
 ROUTES = ("direct", "export", "auto")
 KERAS_HUB_PACKAGES = ("keras_hub", "keras_nlp", "keras_cv")
@@ -381,46 +393,23 @@ def name_after_layers(graph: Graph, classes: dict[str, str]) -> None:
         used.add(node.name)
 
 
-# -- the pipeline ---------------------------------------------------------------------------------
-def convert_export(
-    src: str | Path,
-    out: str | Path | None = None,
-    *,
-    layout: str = "torch",
-    verify: bool = True,
-    force: bool = False,
-    tolerance: float = 1e-4,
-    trust_code: bool = False,
-    custom_objects: str | None = None,
-    inputs: list | None = None,
-    seed: int = 0,
-    reason: str = "requested with route='export'",
-    progress: Callable[[str], None] | None = None,
-) -> Any:
-    """Convert a Keras model file to a PyTorch output directory through torch.export."""
-    from .api import ConversionResult
-    from .graph.queries import layout_name, spatial_format
+# -- the direction -------------------------------------------------------------------------------
+def read_keras_export(src: Any, options: Options, timings: dict[str, float], *, custom_objects: str | None = None) -> Read:
+    """Capture `src` in the worker, lower the program and read it into the graph."""
     from .translate.keras_reader.file import sha256
-    from .translate.output import raise_on_mismatch, write_verified
     from .translate.torch_reader import read_program
-    from .translate.torch_writer import writer
 
-    step = progress or (lambda message: None)
-    src = Path(src)
-    out = Path(out) if out is not None else src.with_name(src.stem + "_torch")
-    if layout not in ("torch", "keep"):
-        raise ValueError(f"layout must be 'torch' or 'keep', not {layout!r}")
-    timings: dict[str, float] = {}
+    path = Path(src)
     t0 = time.perf_counter()
-    step(f"capturing {src.name} with torch.export (Keras on its torch backend, in a worker)")
-    capture = capture_keras(src, custom_objects=custom_objects, trust_code=trust_code, seed=seed)
+    options.step(f"capturing {path.name} with torch.export (Keras on its torch backend, in a worker)")
+    capture = capture_keras(path, custom_objects=custom_objects, trust_code=options.trust_code, seed=options.seed)
     timings["export"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    step("reading the ATen graph")
+    options.step("reading the ATen graph")
     lowered = lower_program(capture.program)
     info = capture.info
     graph = read_program(capture.program, name=_ident(info["model"]["name"]))
     graph.meta.update({"source_framework": "keras", "source_format": "keras (torch.export)", "keras_version": info.get("keras_version")})
+    graph.meta["export_lowered"] = lowered
     used = {v.name for v in graph.values()}
     for v, spec in zip(graph.inputs, info["inputs"]):
         v.source = spec["name"]
@@ -431,97 +420,79 @@ def convert_export(
             used.add(name)
     for v, spec in zip(graph.outputs, info["outputs"]):
         v.source = spec["name"]
-    timings["read"] = time.perf_counter() - t1
+    source = {
+        "file": path.name, "sha256": sha256(path), "format": "keras", "keras_version": info.get("keras_version"),
+        "class": info["model"]["class"], "module": info["model"]["module"],
+    }  # fmt: skip
+    if custom_objects:
+        source["custom_objects"] = custom_objects
+    state = {"path": path, "capture": capture, "custom_objects": custom_objects}
+    return Read(graph, label=str(src), desc=path.name, source=source, state=state)
 
-    t2 = time.perf_counter()
-    step("re-forming the Keras layers")
-    source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
-    formats = {id(v): spatial_format(v) for v in [*graph.inputs, *graph.outputs]}
+
+def rewrite_export(graph: Graph, read: Read, options: Options) -> int:
+    """Re-form the Keras layers, lay the graph out channels-first (the backend's permutes go),
+    fold the biases and activations into their layers, and name everything after the layers."""
+    capture = read.state["capture"]
     remove_noops(graph)
     reformed = reform_layers(graph, capture)
-    report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))
+    assign_layout(graph, "channels_first", keep_io=options.keep_layout)
     fold_constant_transposes(graph)
     fold_padding(graph)  # the backend's permutes stood between a ZeroPadding2D and its Conv2D
     reformed["biases"] = fold_layer_biases(graph)
     fold_bias_into_batch_norm(graph)
     fuse_activations(graph)
-    name_after_layers(graph, info.get("layers", {}))
+    name_after_layers(graph, capture.info.get("layers", {}))
     eliminate_dead(graph)
-    validate(graph)
-    timings["passes"] = time.perf_counter() - t2
+    graph.meta["export_reformed"] = reformed
+    return count_transposes(graph)
 
-    t3 = time.perf_counter()
-    step("writing PyTorch code")
-    rendered = writer.render(graph, source=src.name, version=__version__)
-    timings["render"] = time.perf_counter() - t3
 
-    def io(values: list[Value], specs: list[dict]) -> list[dict[str, Any]]:
-        rows = []
-        for v, given in zip(values, specs):
-            shape, dtype = source_io.get(id(v), (tuple(v.shape), v.dtype))
-            spec: dict[str, Any] = {"name": given["name"], "emitted_name": rendered.value_names.get(v.name, v.name)}
-            spec.update({"shape": list(shape), "dtype": given.get("dtype", dtype)})
-            if v.perm is not None:
-                spec["perm"] = list(v.perm)
-            fmt = formats.get(id(v))
-            name = None if fmt is None else layout_name(len(shape), (fmt == "channels_first") != (v.perm is not None))
-            if name is not None:
-                spec["layout"] = name
-            if given.get("range") is not None:
-                spec["range"] = list(given["range"])
-            rows.append(spec)
-        return rows
+def check_export_source(read: Read, staging: Path, manifest: dict[str, Any], options: Options) -> Any:
+    """Keras (on TensorFlow here) runs the source; its KerasHub package or the user's module of
+    custom objects is imported first, so that the file's classes load."""
+    from .verify.parity import check_keras_to_torch
 
-    manifest: dict[str, Any] = {
-        "ktorch_version": __version__,
-        "direction": "keras->torch",
-        "route": {"name": "export", "reason": reason},
-        "source": {
-            "file": src.name,
-            "sha256": sha256(src),
-            "format": "keras",
-            "keras_version": info.get("keras_version"),
-            "class": info["model"]["class"],
-            "module": info["model"]["module"],
-        },
-        "model": {
-            "name": graph.name,
-            "class_name": rendered.class_name,
-            "nodes": len(graph.nodes),
-            "parameters": int(sum(a.size for a in rendered.state.values())),
-        },
-        "layout": {"mode": layout, "transposes": report.transposes},
-        "export": {"lowered": lowered, "reformed": reformed, "layers": len(info.get("layers", {}))},
-        "inputs": io(graph.inputs, info["inputs"]),
-        "outputs": io(graph.outputs, info["outputs"]),
-        "values": {},
-        "parity": None,
-    }
-    if custom_objects:
-        manifest["source"]["custom_objects"] = custom_objects
+    path = read.state["path"]
+    prepare_keras_source(path, custom_objects=read.state.get("custom_objects"), trust_code=options.trust_code)
+    return check_keras_to_torch(
+        path, staging, manifest=manifest, inputs=options.inputs, seed=options.seed, tolerance=options.tolerance,
+        trust_code=options.trust_code,
+    )  # fmt: skip
 
-    def check(staging: Path) -> Any:
-        step("verifying parity")
-        from .verify.parity import check_keras_to_torch
 
-        prepare_keras_source(src, custom_objects=custom_objects, trust_code=trust_code)
-        return check_keras_to_torch(src, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance, trust_code=trust_code)
+def export_direction(reason: str, custom_objects: str | None = None) -> Direction:
+    """Keras -> PyTorch through torch.export, recording `reason` as the route's."""
 
-    parity = write_verified(
-        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings
-    )
-    timings["total"] = time.perf_counter() - t0
-    result = ConversionResult(out, graph, manifest, parity, timings)
-    raise_on_mismatch(
-        parity, what=f"{src}: the emitted model differs from the source", tolerance=tolerance, out=out, hint="; run `ktorch verify` for a report"
-    )
-    return result
+    def read(src: Any, options: Options, timings: dict[str, float]) -> Read:
+        result = read_keras_export(src, options, timings, custom_objects=custom_objects)
+        result.route = {"name": "export", "reason": reason}
+        return result
+
+    return Direction(
+        name="keras->torch", target="torch", read=read, io_format=spatial_format, rewrite=rewrite_export,
+        check=check_export_source, mismatch="the emitted model differs from the source",
+        hint="; run `ktorch verify` for a report",
+    )  # fmt: skip
+
+
+def direct_direction(reason: str) -> Direction:
+    """The Keras reader's own direction, recording the route."""
+    from .directions import KERAS_TO_TORCH
+
+    def read(src: Any, options: Options, timings: dict[str, float]) -> Read:
+        result = KERAS_TO_TORCH.read(src, options, timings)
+        result.route = {"name": "direct", "reason": reason}
+        return result
+
+    return dataclasses.replace(KERAS_TO_TORCH, read=read)
 
 
 def prepare_keras_source(src: Path, *, custom_objects: str | None = None, trust_code: bool = False) -> None:
     """Make the classes a Keras file names loadable in this process: import the KerasHub
     package it references (which registers its classes) and the user's module."""
     import importlib
+    import sys
 
     for module, _ in model_classes(Path(src)):
         package = module.split(".", 1)[0]
@@ -531,23 +502,25 @@ def prepare_keras_source(src: Path, *, custom_objects: str | None = None, trust_
             except ImportError:
                 pass
     if custom_objects and trust_code:
-        import sys
-
         if "" not in sys.path:
             sys.path.insert(0, "")
         importlib.import_module(custom_objects)
 
 
-def convert_auto(src: str | Path, out: str | Path | None, *, route: str, direct: Callable[[], Any], **options: Any) -> Any:
-    """The direct reader first; the export route when it cannot read the file (see export_reason)."""
+def convert_keras(src: Any, out: Any, options: Options, *, route: str = "auto", custom_objects: str | None = None) -> ConversionResult:
+    """A Keras file to PyTorch: the direct reader first (route "auto"), the export route when
+    it cannot read the file (see export_reason) or when asked for (route "export")."""
     if route not in ROUTES:
-        raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
+        raise ValueError(f"route must be one of {', '.join(ROUTES)}, not {route!r}")
+    if custom_objects and not options.trust_code:
+        raise UntrustedCodeError(f"custom_objects={custom_objects!r}: importing it runs its code; pass trust_code=True (--trust-code)")
     if route == "export":
-        return convert_export(src, out, **options)
+        return run_pipeline(export_direction("requested (route 'export')", custom_objects), src, out, options)
     reason = None if route == "direct" else export_reason(Path(src))
     if reason is None:
+        why = "requested (route 'direct')" if route == "direct" else "the Keras reader reads every layer"
         try:
-            return _record_route(direct(), "direct", "requested with route='direct'" if route == "direct" else "the Keras reader reads every layer")
+            return run_pipeline(direct_direction(why), src, out, options)
         except UnsupportedOpError as exc:
             if route == "direct":
                 raise
@@ -556,21 +529,8 @@ def convert_auto(src: str | Path, out: str | Path | None, *, route: str, direct:
             reason = f"the direct reader cannot translate {first[0]} ({first[1]}){more}"
         except KtorchError as exc:
             text = str(exc).splitlines()[0]
-            if route == "direct" or not any(k in text for k in ("not a model", "subclass", "Unknown", "unknown layer", "custom")):
+            if route == "direct" or not any(k in text for k in ("not a model", "subclass", "Unknown", "unknown", "custom")):
                 raise
             reason = f"the direct reader cannot read it: {text}"
-    return convert_export(src, out, reason=reason, **options)
-
-
-def _record_route(result: Any, name: str, reason: str) -> Any:
-    """Write the route taken into the result's manifest and its ktorch.json."""
-    from .translate.output import read_manifest, write_manifest
-
-    result.manifest["route"] = {"name": name, "reason": reason}
-    try:
-        manifest = read_manifest(result.out)
-        manifest["route"] = result.manifest["route"]
-        write_manifest(result.out, manifest)
-    except (OSError, ValueError):
-        pass
-    return result
+    options.step(f"export route: {reason}")
+    return run_pipeline(export_direction(reason, custom_objects), src, out, options)
