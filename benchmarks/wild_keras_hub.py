@@ -31,7 +31,9 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "efficientnet": ("EfficientNetBackbone", dict(
         stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 1], stackwise_input_filters=[8, 8],
         stackwise_output_filters=[8, 16], stackwise_expansion_ratios=[1, 4], stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
-        stackwise_strides=[1, 2], stackwise_block_types=["v1", "v1"], image_shape=IMAGE)),
+        stackwise_strides=[1, 2], stackwise_block_types=["v1", "v1"], stackwise_width_coefficients=[1.0, 1.0],
+        stackwise_depth_coefficients=[1.0, 1.0], stackwise_force_input_filters=[0, 0], stackwise_nores_option=[False, False],
+        num_features=32, input_shape=IMAGE)),
     "mobilenet": ("MobileNetBackbone", dict(
         stackwise_expansion=[[1], [4]], stackwise_num_blocks=[1, 1], stackwise_num_filters=[[8], [16]],
         stackwise_kernel_size=[[3], [3]], stackwise_num_strides=[[2], [2]], stackwise_se_ratio=[[0.25], [None]],

@@ -109,13 +109,10 @@ class ScaledDense(keras.layers.Layer):
 '''
 
 
-def test_custom_layer_with_custom_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras: Any) -> None:
-    import ktorch
-    from ktorch.keras_export import MissingClassError
-
+def _custom_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras: Any) -> Any:
     (tmp_path / "route_layers.py").write_text(textwrap.dedent(CUSTOM_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the export worker imports it too
     import route_layers
 
     inputs = keras.Input((6,), name="features")
@@ -123,22 +120,36 @@ def test_custom_layer_with_custom_objects(tmp_path: Path, monkeypatch: pytest.Mo
     outputs = route_layers.ScaledDense(4, name="scaled")(x)
     model = keras.Model(inputs, outputs, name="custom")
     randomize_weights(model)
-    src = tmp_path / "custom.keras"
-    model.save(src)
-    result = _convert(model, tmp_path, "custom2", route="export", custom_objects="route_layers", trust_code=True)
+    return model
+
+
+def test_custom_layer_with_custom_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras: Any) -> None:
+    model = _custom_model(tmp_path, monkeypatch, keras)
+    result = _convert(model, tmp_path, "custom", custom_objects="route_layers", trust_code=True)
+    assert result.manifest["route"]["name"] == "export"  # the Keras reader has no translator for ScaledDense
+    assert "ScaledDense" in result.manifest["route"]["reason"]
     code = (result.out / "model.py").read_text()
     assert "self.hidden = nn.Linear(6, 8)" in code
     assert "self.scaled = nn.Linear(8, 4, bias=False)" in code and "self.scaled_scale = nn.Parameter" in code
     assert "scaled_tanh = torch.tanh(scaled_mul)" in code
 
-    # without the module, one line naming the class and the flag that provides it
+
+def test_missing_custom_class_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras: Any) -> None:
+    import ktorch
+    from ktorch.graph.errors import UntrustedCodeError
+    from ktorch.keras_export import MissingClassError
+
+    model = _custom_model(tmp_path, monkeypatch, keras)
+    src = tmp_path / "custom.keras"
+    model.save(src)
+    with pytest.raises(UntrustedCodeError, match="trust"):
+        ktorch.convert(src, tmp_path / "untrusted", route="export", custom_objects="route_layers", verify=False)
     sys.modules.pop("route_layers", None)
     keras.saving.get_custom_objects().pop("route_layers>ScaledDense", None)
     monkeypatch.delenv("PYTHONPATH")
-    with pytest.raises(MissingClassError, match=r"ScaledDense.*--custom-objects"):
+    with pytest.raises(MissingClassError, match=r"uses class ScaledDense.*--custom-objects") as info:
         ktorch.convert(src, tmp_path / "missing", route="export", verify=False)
-    with pytest.raises(ktorch.graph.errors.UntrustedCodeError):
-        ktorch.convert(src, tmp_path / "untrusted", route="export", custom_objects="route_layers", verify=False)
+    assert "\n" not in str(info.value)
 
 
 def test_direct_route_stays_first(tmp_path: Path, keras: Any) -> None:
