@@ -42,7 +42,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "densenet": ("DenseNetBackbone", dict(stackwise_num_repeats=[1, 1], growth_rate=8, image_shape=IMAGE)),
     "cspnet": ("CSPNetBackbone", dict(
         stem_filters=8, stem_kernel_size=3, stem_strides=2, stackwise_depth=[1, 1], stackwise_strides=[1, 2],
-        stackwise_num_filters=[8, 16], block_type="bottleneck_block", image_shape=IMAGE)),
+        stackwise_num_filters=[8, 16], block_type="bottleneck_block", stage_type="csp", image_shape=IMAGE)),
     "vit": ("ViTBackbone", dict(image_shape=IMAGE, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32)),
     "mit": ("MiTBackbone", dict(
         layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2], layerwise_sr_ratios=[2, 1], max_drop_path_rate=0.0,

@@ -22,6 +22,7 @@ import numpy as np
 from .graph import Graph, Node, Value, validate
 from .graph.errors import KtorchError, UnsupportedOpError, UntrustedCodeError
 from .graph.passes import (
+    absorb_input_transposes,
     assign_layout,
     count_transposes,
     eliminate_dead,
@@ -31,6 +32,7 @@ from .graph.passes import (
     fuse_activations,
     remove_noops,
 )
+from .directions import compose
 from .graph.queries import spatial_format
 from .keras_export import Capture, capture_keras, model_classes
 from .pipeline import Direction, Options, Read
@@ -90,7 +92,8 @@ def lower_program(program: Any) -> dict[str, int]:
     - `where(ids < 0, ids + n, ids)` before an embedding (Keras wraps negative ids, as Python
       indexing does): `ids` (ids are valid, non-negative indices);
     - `where(cond, a, b)` on floats (a masked softmax): `a * cond + b * (1 - cond)`, exact
-      for finite a and b.
+      for finite a and b;
+    - `tile(x, [batch, 1, ...])` of a one-row x (a class token): `expand(x, [batch, -1, ...])`.
     """
     import torch
     import torch.fx
@@ -103,6 +106,12 @@ def lower_program(program: Any) -> dict[str, int]:
         if node.op == "call_function" and node.target in aliases:
             node.target = aliases[node.target]
             counts["renamed"] += 1
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target == aten.tile.default and _tiles_batch_only(node):
+            x, reps = node.args
+            node.target = aten.expand.default  # the same rows for every example (ViT's class token)
+            node.args = (x, [reps[0], *[-1] * (len(reps) - 1)])
+            counts["tile"] += 1
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target != aten.where.self:
             continue
@@ -137,6 +146,17 @@ def lower_program(program: Any) -> dict[str, int]:
     graph.eliminate_dead_code()
     program.graph_module.recompile()
     return dict(counts)
+
+
+def _tiles_batch_only(node: Any) -> bool:
+    """tile(x, [batch, 1, ..., 1]) of an x with one row: an expand to the batch."""
+    import torch.fx
+
+    x, reps = node.args[0], node.args[1]
+    val = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
+    if val is None or val.ndim != len(reps) or val.shape[0] != 1:
+        return False
+    return isinstance(reps[0], torch.fx.Node) and all(r == 1 for r in reps[1:])
 
 
 def _is_negative_wrap(cond: Any, a: Any, b: Any) -> bool:
@@ -435,6 +455,8 @@ def rewrite_export(graph: Graph, read: Read, options: Options) -> int:
     fold the biases and activations into their layers, and name everything after the layers."""
     capture = read.state["capture"]
     remove_noops(graph)
+    # an image input the backend permutes NHWC -> NCHW straight away is taken in NCHW
+    read.state["taken"] = {} if options.keep_layout else absorb_input_transposes(graph)
     reformed = reform_layers(graph, capture)
     assign_layout(graph, "channels_first", keep_io=options.keep_layout)
     fold_constant_transposes(graph)
@@ -472,6 +494,7 @@ def export_direction(reason: str, custom_objects: str | None = None) -> Directio
     return Direction(
         name="keras->torch", target="torch", read=read, io_format=spatial_format, rewrite=rewrite_export,
         check=check_export_source, mismatch="the emitted model differs from the source",
+        perm_of=lambda value, read: compose(read.state.get("taken", {}).get(id(value)), value.perm),
         hint="; run `ktorch verify` for a report",
     )  # fmt: skip
 

@@ -273,7 +273,7 @@ def _export(model: Any, examples: list[Any]) -> Any:
 def _name_constants(program: Any, model: Any) -> dict[str, dict[str, Any]]:
     """Lifted constant -> the Keras variable it is, by the storage of the tensor, and every
     call computed from exactly one such constant (a kernel's permute) -> that variable."""
-    import torch.fx
+    import torch
     from torch.export.graph_signature import InputKind
 
     by_storage: dict[int, Any] = {}
@@ -297,8 +297,10 @@ def _name_constants(program: Any, model: Any) -> dict[str, dict[str, Any]]:
     for node in program.graph.nodes:
         if node.op != "call_function":
             continue
-        sources = {origin.get(a.name) for a in node.all_input_nodes if isinstance(a, torch.fx.Node)}
-        if len(sources) == 1 and None not in sources and len(node.all_input_nodes) == 1:
+        # tensor arguments only: broadcast_to(table, [batch, 8, 16]) also reads the symbolic batch size
+        tensors = [a for a in node.all_input_nodes if isinstance(a.meta.get("val"), torch.Tensor)]
+        sources = {origin.get(a.name) for a in tensors}
+        if len(sources) == 1 and None not in sources and len(tensors) == 1:
             target = sources.pop()
             origin[node.name] = target
             names.setdefault(node.name, names[target])

@@ -46,7 +46,13 @@ def constant_to_torch(node: Node, em: TorchEmitter) -> None:
         expr = f"nn.Parameter(torch.zeros({shape}{dtype}))"
     else:
         expr = f"nn.Buffer(torch.zeros({shape}{dtype}))"
-    em.value_names[id(out)] = em.module(node, expr, {"": value})
+    attr = em.module(node, expr, {"": value})
+    if node.attrs.get("per_example") and em.graph.inputs:
+        # the same rows for every example of the batch (a class token): expanded to the batch
+        batch = f"{em.var(em.graph.inputs[0])}.shape[0]"
+        em.assign(node, f"{attr}.expand({batch}{', -1' * (value.ndim - 1)})")
+        return
+    em.value_names[id(out)] = attr
 
 
 @_register("einsum")
