@@ -87,8 +87,10 @@ def run_one(name: str, workdir: Path) -> dict:
     try:
         result = ktorch.convert(src, workdir / f"{name}_torch", route="auto")
     except Exception as exc:  # noqa: BLE001
-        row.update(status="fail", seconds=round(time.perf_counter() - t0, 1), error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-        manifest = getattr(exc, "manifest", None)
+        lines = str(exc).splitlines()
+        detail = "; ".join(line.strip(" -") for line in lines[1:4]) if isinstance(exc, ktorch.graph.errors.UnsupportedOpError) else ""
+        error = f"{type(exc).__name__}: {(detail or lines[0])[:200]}"
+        row.update(status="fail", seconds=round(time.perf_counter() - t0, 1), error=error)
         return row
     m = result.manifest
     worst = max((c.max_rel for c in result.parity.outputs), default=0.0) if result.parity else None

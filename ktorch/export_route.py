@@ -113,7 +113,15 @@ def lower_program(program: Any) -> dict[str, int]:
             node.args = (x, [reps[0], *[-1] * (len(reps) - 1)])
             counts["tile"] += 1
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target != aten.where.self:
+        if node.op == "call_function" and node.target in (aten.moveaxis.intlist, aten.movedim.intlist, aten.moveaxis.int, aten.movedim.int):
+            node.args = (node.args[0], _movedim_perm(node))
+            node.target = aten.permute.default
+            counts["moveaxis"] += 1
+        elif node.op == "call_function" and node.target in _COMPARISONS and _integer_operands(node):
+            _lower_integer_comparison(graph, node)
+            counts["compare"] += 1
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar):
             continue
         cond, a, b = node.args
         if _is_negative_wrap(cond, a, b):
@@ -121,9 +129,10 @@ def lower_program(program: Any) -> dict[str, int]:
             counts["index_wrap"] += 1
             continue
         val = node.meta.get("val")
-        if val is None or not val.dtype.is_floating_point:
+        if val is None or val.dtype.is_complex:
             continue
-        zero = _is_zero(b, program)
+        zero_a, zero_b = _is_zero(a, program), _is_zero(b, program)
+        dtype = val.dtype if val.dtype.is_floating_point else torch.int32  # bools and ints: exact in int32
         with graph.inserting_before(node):
             made = []
 
@@ -134,18 +143,94 @@ def lower_program(program: Any) -> dict[str, int]:
                 made.append(n)
                 return n
 
-            mask = call(aten.to.dtype, cond, val.dtype)
-            kept = call(aten.mul.Tensor, a, mask)
-            if zero:
-                out = kept
-            else:
-                rest = call(aten.mul.Tensor, b, call(aten.rsub.Scalar, mask, 1.0))
-                out = call(aten.add.Tensor, kept, rest)
+            mask = call(aten.to.dtype, cond, dtype)
+            if dtype != val.dtype:
+                a, b = (call(aten.to.dtype, v, dtype) if isinstance(v, torch.fx.Node) else v for v in (a, b))
+            terms = [] if zero_a else [call(aten.mul.Tensor, mask, a)]
+            if not zero_b:
+                terms.append(call(aten.mul.Tensor, call(aten.rsub.Scalar, mask, 1), b))
+            out = call(aten.add.Tensor, *terms) if len(terms) == 2 else terms[0] if terms else call(aten.mul.Tensor, mask, 0)
+            if dtype != val.dtype:
+                out = call(aten.to.dtype, out, val.dtype)
         node.replace_all_uses_with(out)
         counts["where"] += 1
     graph.eliminate_dead_code()
     program.graph_module.recompile()
     return dict(counts)
+
+
+def _comparisons() -> dict[Any, tuple[int, int]]:
+    """ATen comparisons -> (sign, offset): x > y is clamp(sign * (x - y) + offset, 0, 1) on integers."""
+    import torch
+
+    aten = torch.ops.aten
+    table = {}
+    for name, rule in (("gt", (1, 0)), ("greater", (1, 0)), ("lt", (-1, 0)), ("less", (-1, 0)), ("ge", (1, 1)), ("greater_equal", (1, 1)), ("le", (-1, 1)), ("less_equal", (-1, 1))):
+        packet = getattr(aten, name, None)
+        for overload in ("Tensor", "Scalar"):
+            if packet is not None and hasattr(packet, overload):
+                table[getattr(packet, overload)] = rule
+    return table
+
+
+_COMPARISONS = _comparisons()
+
+
+def _integer_operands(node: Any) -> bool:
+    import torch.fx
+
+    for a in node.args[:2]:
+        if isinstance(a, torch.fx.Node):
+            val = a.meta.get("val")
+            if val is None or val.dtype.is_floating_point or val.dtype.is_complex:
+                return False
+        elif not isinstance(a, int) or isinstance(a, bool):
+            return False
+    return True
+
+
+def _lower_integer_comparison(graph: Any, node: Any) -> None:
+    """x > y on integers as clamp(x - y, 0, 1) cast to bool (and <, >=, <= alike): exact."""
+    import torch
+    import torch.fx
+
+    aten = torch.ops.aten
+    sign, offset = _COMPARISONS[node.target]
+    x, y = node.args[:2]
+    with graph.inserting_before(node):
+
+        def call(target: Any, *args: Any) -> Any:
+            n = graph.call_function(target, args)
+            n.meta.update({k: v for k, v in node.meta.items() if k != "val"})
+            n.meta["val"] = _fake_call(target, args)
+            return n
+
+        def int32(v: Any) -> Any:
+            return call(aten.to.dtype, v, torch.int32) if isinstance(v, torch.fx.Node) else v
+
+        x, y = int32(x), int32(y)
+        if not isinstance(x, torch.fx.Node):
+            x, y, sign = y, x, -sign  # the tensor first
+        diff = call(aten.sub.Tensor if isinstance(y, torch.fx.Node) else aten.sub.Scalar, x, y)
+        if sign < 0:
+            diff = call(aten.neg.default, diff)
+        if offset:
+            diff = call(aten.add.Scalar, diff, offset)
+        out = call(aten.to.dtype, call(aten.clamp.default, diff, 0, 1), torch.bool)
+    node.replace_all_uses_with(out)
+
+
+def _movedim_perm(node: Any) -> list[int]:
+    x, src, dst = node.args[:3]
+    rank = x.meta["val"].ndim
+    src = [s % rank for s in (src if isinstance(src, (list, tuple)) else [src])]
+    dst = [d % rank for d in (dst if isinstance(dst, (list, tuple)) else [dst])]
+    rest = [i for i in range(rank) if i not in src]
+    perm = [-1] * rank
+    for s, d in zip(src, dst):
+        perm[d] = s
+    it = iter(rest)
+    return [p if p >= 0 else next(it) for p in perm]
 
 
 def _tiles_batch_only(node: Any) -> bool:
