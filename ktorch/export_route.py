@@ -117,9 +117,6 @@ def lower_program(program: Any) -> dict[str, int]:
             node.args = (node.args[0], _movedim_perm(node))
             node.target = aten.permute.default
             counts["moveaxis"] += 1
-        elif node.op == "call_function" and node.target in _COMPARISONS and _integer_operands(node):
-            _lower_integer_comparison(graph, node)
-            counts["compare"] += 1
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in (aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar):
             continue
@@ -154,6 +151,10 @@ def lower_program(program: Any) -> dict[str, int]:
                 out = call(aten.to.dtype, out, val.dtype)
         node.replace_all_uses_with(out)
         counts["where"] += 1
+    for node in list(graph.nodes):  # after the wheres: an id wrap's `ids < 0` goes with its where
+        if node.op == "call_function" and node.target in _COMPARISONS and node.users and _integer_operands(node):
+            _lower_integer_comparison(graph, node)
+            counts["compare"] += 1
     graph.eliminate_dead_code()
     program.graph_module.recompile()
     return dict(counts)
