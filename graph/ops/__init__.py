@@ -149,4 +149,4 @@ def normalize_axis(axis: int, rank: int, *, where: str) -> int:
     return axis % rank
 
 
-from . import elementwise, nn, sequence, shape, tensor  # noqa: E402,F401  (family modules register their ops)
+from . import elementwise, nn, sequence, shape, tensor, training  # noqa: E402,F401  (family modules register their ops)

@@ -77,9 +77,13 @@ class TorchEmitter:
     statement_of: dict[str, str] = field(default_factory=dict)  # value var -> source layer
     _module_keys: dict[tuple, tuple[str, dict]] = field(default_factory=dict)
     uses_functional: bool = False
+    node_modules: dict[int, list[str]] = field(default_factory=dict)  # id(node) -> attrs it declared
+    node_state: dict[int, list[str]] = field(default_factory=dict)  # id(node) -> state keys it added
 
     def __post_init__(self) -> None:
-        self.attrs_ns = Namespace({"training", "forward", "eval", "train", "to", "cuda", "cpu", "state_dict", "parameters"})
+        self.attrs_ns = Namespace(
+            {"training", "forward", "eval", "train", "to", "cuda", "cpu", "state_dict", "parameters", "activations", "regularization_loss", "apply_constraints"}
+        )
         self.vars_ns = Namespace({self.class_name})
 
     # -- names ---------------------------------------------------------------------------
@@ -159,5 +163,8 @@ def emit_graph(graph: Graph, class_name: str) -> TorchEmitter:
         em.bind(value)
     for node in graph.nodes:
         translator: Callable = lookup("ir->torch", node.op)  # type: ignore[assignment]
+        modules, state = len(em.modules), len(em.state)
         translator(node, em)
+        em.node_modules[id(node)] = [m.attr for m in em.modules[modules:]]
+        em.node_state[id(node)] = list(em.state)[state:]
     return em
