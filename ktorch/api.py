@@ -12,6 +12,7 @@ from .graph import Graph, validate
 from .graph.errors import ModelFileError
 from .graph.passes import assign_layout, eliminate_dead, fold_bias_into_batch_norm, fold_padding, fuse_activations, remove_noops
 from .graph.queries import id_range, layout_name, spatial_format
+from .graph.training import summary as training_summary
 from .translate.output import raise_on_mismatch, write_verified
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -81,13 +82,17 @@ def convert(
     inputs: list | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    regularizers: dict[str, Any] | None = None,
 ) -> ConversionResult:
     """Convert a Keras model file into a PyTorch output directory, or a PyTorch model
     (.pt2 file, nn.Module, 'package.module:factory', a ktorch PyTorch output directory)
     into a Keras one (see DESIGN.md). `to` ("torch" or "keras") states the target; the
     source decides it when omitted. `example_inputs` / `input_shapes` / `input_dtypes` /
     `weights` only apply to PyTorch sources that still need torch.export; the result's
-    `keras_model` is the emitted Keras model.
+    `keras_model` is the emitted Keras model. `regularizers` (PyTorch -> Keras) names the
+    weight regularizers the Keras model trains with, by parameter:
+    `{"fc.weight": ("l2", 1e-4), "conv1.weight": ("l1l2", 1e-5, 1e-4)}` ->
+    `kernel_regularizer=keras.regularizers.L2(0.0001)` (Keras's L2 is l2 * sum(w**2), no 1/2).
 
     Raises ParityError (after writing the output, with the failed result recorded in
     ktorch.json) when verification finds an error above `tolerance`.
@@ -121,7 +126,10 @@ def convert(
             inputs=inputs,
             seed=seed,
             progress=progress,
+            regularizers=regularizers,
         )
+    if regularizers:
+        raise ValueError("regularizers= names PyTorch parameters; it applies to PyTorch -> Keras conversions only")
     if to == "keras":
         raise ModelFileError(f"{src}: is not a PyTorch source (.pt2, nn.Module, 'package.module:factory' or a ktorch PyTorch directory)")
     from .translate.keras_reader.file import sha256
@@ -202,6 +210,9 @@ def convert(
         },
         "parity": None,
     }
+    training = training_summary(graph)
+    if training:
+        manifest["training"] = training
 
     def check(staging: Path):
         step("verifying parity")

@@ -24,6 +24,7 @@ from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
 from .graph.passes import absorb_activation, assign_layout, count_transposes, eliminate_dead, remove_noops
 from .graph.queries import id_range, is_spatial, layout_name
+from .graph.training import summary as training_summary
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
 
@@ -390,8 +391,11 @@ def convert_torch(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     trust_code: bool = False,
+    regularizers: dict[str, Any] | None = None,
 ) -> Any:
     """Convert a PyTorch source into a Keras output directory (see the module doc).
+    `regularizers` ({"fc.weight": ("l2", 1e-4)}, see translate/torch_reader/regularization.py)
+    become the Keras layers' kernel/bias regularizers.
 
     Returns a ConversionResult whose `keras_model` is the emitted model with its weights.
     Raises ParityError (after writing the output) when verification finds an error above
@@ -427,6 +431,10 @@ def convert_torch(
     t1 = time.perf_counter()
     step("reading the ATen graph")
     graph = read_torch_graph(program, name)
+    if regularizers:
+        from .translate.torch_reader.regularization import attach_regularizers
+
+        attach_regularizers(graph, regularizers)
     source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
     spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if is_spatial(v)}
     timings["read"] = time.perf_counter() - t1
@@ -490,6 +498,9 @@ def convert_torch(
         "values": _value_map(graph, rendered.value_names),
         "parity": None,
     }
+    training = training_summary(graph)
+    if training:
+        manifest["training"] = training
 
     keras_model = None
     if not verify:

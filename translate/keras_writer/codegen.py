@@ -100,6 +100,10 @@ class KerasEmitter:
         self.layer_count += 1
         if weights:
             self.weights[name] = [np.ascontiguousarray(w) if np.ndim(w) else np.asarray(w) for w in weights]
+            if node.training and not suffix:
+                from .regularization import training_kwargs
+
+                kwargs.update(training_kwargs(node, cls))
         expr = call(cls, **kwargs, name=name)
         if not suffix and key in self._shared_keys:
             var = self.vars_ns.take(f"{name}_layer")

@@ -28,9 +28,6 @@ from ...graph.errors import GraphError, KtorchError, UnsupportedOpError
 from ..registry import lookup
 
 PASS_THROUGH = {
-    "aten.dropout",
-    "aten.feature_dropout",
-    "aten.alpha_dropout",
     "aten.contiguous",
     "aten.clone",
     "aten.alias",
@@ -426,6 +423,9 @@ class TorchReader:
         for i, v in enumerate(self.graph.outputs):
             v.source = v.source or v.name
         self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export", "static_batch": self.static_batch, "example_batch": self.example_batch})
+        from .regularization import mark_frozen
+
+        mark_frozen(self.graph, self.program)
         return self.graph
 
     def _check_supported(self) -> None:
