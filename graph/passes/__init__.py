@@ -148,6 +148,8 @@ def fold_bias_into_batch_norm(graph: Graph) -> int:
             continue  # a shared layer: its other calls keep the bias
         if any("bias" in layer.training.get(k, {}) for k in ("regularizers", "constraints")):
             continue  # a regularized or constrained bias trains on its own: keep it
+        if bn.training.get("frozen") and not layer.training.get("frozen"):
+            continue  # a frozen BatchNorm uses its moving mean in training: the bias still trains
         channels = 1 if layer.attrs.get("data_format") == "channels_first" else x.rank - 1
         if bn.attrs["axis"] % x.rank != channels:
             continue
