@@ -46,7 +46,7 @@ def test_reads_like_hand_written(small_cnn):
     code = (small_cnn / "model.py").read_text()
     assert "class SmallCnn(nn.Module):" in code
     assert "self.stem_conv = nn.Conv2d(3, 16, kernel_size=3, stride=2, bias=False)" in code
-    assert "self.stem_bn = nn.BatchNorm2d(16, eps=0.001, momentum=0.01)" in code
+    assert "self.stem_bn = KerasBatchNorm2d(16, eps=0.001, momentum=0.01)" in code
     forward = code[code.index("def forward") : code.index("\ndef load")]
     assert "permute(" not in forward and "transpose(" not in forward
     # in place where nothing else reads the tensor, as torchvision writes ReLU(inplace=True), `out += identity`
