@@ -52,7 +52,8 @@ def test_reads_like_hand_written(small_cnn):
     # in place where nothing else reads the tensor, as torchvision writes ReLU(inplace=True), `out += identity`
     assert "stem_relu = F.relu(stem_bn, inplace=True)" in forward
     assert "block_add = block_dw.add_(stem_relu)" in forward
-    assert "predictions = torch.softmax(self.predictions(flatten), dim=1)" in forward
+    assert "dropout = self.dropout(flatten)" in forward and "self.dropout = nn.Dropout(0.5)" in code  # kept for training
+    assert "predictions = torch.softmax(self.predictions(dropout), dim=1)" in forward
     assert "image: float32[N, 3, 32, 32]" in code  # the docstring states the shapes
 
 

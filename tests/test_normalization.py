@@ -85,7 +85,7 @@ def test_batchnorm_conv_1d_and_3d(keras, convert, rank):
     x = getattr(keras.layers, f"Conv{rank}D")(3, 3, name="conv")(inp)
     out = keras.layers.BatchNormalization(name="bn")(x)
     result = convert(_randomized(keras.Model(inp, out)))
-    assert f"nn.BatchNorm{rank}d(3" in (result.out / "model.py").read_text()
+    assert f"KerasBatchNorm{rank}d(3" in (result.out / "model.py").read_text()
 
 
 def test_batchnorm_dense(keras, convert):

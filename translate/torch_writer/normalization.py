@@ -17,12 +17,13 @@ _KERAS_BN = '''class Keras{name}(nn.{name}):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            return super().forward(x)
-        var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], unbiased=False)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var, self.momentum)
-            self.num_batches_tracked.add_(1)
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), unbiased=False)
+        running_mean, running_var, momentum = self.running_mean, self.running_var, self.momentum
+        if running_mean is not None and running_var is not None and momentum is not None:
+            with torch.no_grad():
+                running_mean.lerp_(mean, momentum)
+                running_var.lerp_(var, momentum)
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 '''
 

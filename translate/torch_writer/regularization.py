@@ -174,7 +174,8 @@ def training_members(graph: Graph, em: TorchEmitter, cls: str) -> tuple[list[str
         init += [f"self.{a}.requires_grad_(False)" for a in frozen_attrs]
     activity = [n for n in graph.nodes if n.op == "activity_regularization"]
     if activity:
-        init.append("self.activations: dict[str, torch.Tensor] = {}  # kept by forward in training mode")
+        # (a dict attribute written in forward: torch.jit.script, deprecated, refuses it; torch.export and compile take it)
+        init.append("self.activations: dict[str, torch.Tensor] = {}  # the outputs activity regularizers read, kept in training")
 
     frozen_bn = list(dict.fromkeys(a for n in frozen if n.op == "batch_norm" for a in em.node_modules.get(id(n), [])))
     if frozen_bn:
