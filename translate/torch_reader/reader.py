@@ -303,8 +303,14 @@ def _module_of(node: Any) -> tuple[str, str]:
     return path, cls_name
 
 
+# subclasses of torch.nn leaf modules that ktorch writes into an emitted model.py (a round
+# trip reads them back as the leaf modules they extend)
+EMITTED_LEAVES = frozenset({"KerasBatchNorm1d", "KerasBatchNorm2d", "KerasBatchNorm3d"})
+
+
 def _is_leaf(cls_name: str) -> bool:
-    return cls_name.startswith("torch.nn.modules.") and cls_name.rsplit(".", 1)[-1] not in CONTAINERS
+    short = cls_name.rsplit(".", 1)[-1]
+    return (cls_name.startswith("torch.nn.modules.") and short not in CONTAINERS) or short in EMITTED_LEAVES
 
 
 @dataclass
