@@ -73,6 +73,8 @@ def summary(graph: Graph) -> dict[str, Any]:
         },
         "layers": sorted({n.source or n.name for n in graph.nodes if get_op(n.op).family == "training"}),
     }
+    if graph.meta.get("parameter_regularizers"):
+        out["parameter_regularizers"] = dict(graph.meta["parameter_regularizers"])  # emitted parameter -> factors
     dropped = graph.meta.get("training_dropped")
     if dropped:
         out["dropped"] = list(dropped)

@@ -431,6 +431,9 @@ def convert_torch(
     t1 = time.perf_counter()
     step("reading the ATen graph")
     graph = read_torch_graph(program, name)
+    if regularizers is None and isinstance(src, (str, Path)) and Path(src).is_dir():
+        # a round trip: the regularizers ktorch wrote as regularization_loss(), by parameter
+        regularizers = read_manifest(Path(src)).get("training", {}).get("parameter_regularizers")
     if regularizers:
         from .translate.torch_reader.regularization import attach_regularizers
 

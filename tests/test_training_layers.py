@@ -125,14 +125,15 @@ def test_torch_dropouts_become_keras_layers(tmp_path, kind):
     assert result.manifest["training"]["layers"] == ["drop"]
 
 
-def test_round_trip_keeps_dropout_and_frozen_layers(keras, tmp_path):
-    """Keras -> PyTorch -> Keras: Dropout, SpatialDropout2D and trainable=False survive."""
+def test_round_trip_keeps_dropout_frozen_layers_and_regularizers(keras, tmp_path):
+    """Keras -> PyTorch -> Keras: Dropout, SpatialDropout2D, trainable=False and the kernel
+    regularizer survive."""
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", name="conv", trainable=False)(inp)
     x = keras.layers.SpatialDropout2D(0.2, name="sdrop")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dropout(0.5, name="drop")(x)
-    out = keras.layers.Dense(3, name="fc")(x)
+    out = keras.layers.Dense(3, kernel_regularizer=keras.regularizers.L1L2(1e-3, 1e-4), name="fc")(x)
     model = keras.Model(inp, out, name="rt")
     randomize_weights(model)
     model.save(tmp_path / "rt.keras")
@@ -143,6 +144,9 @@ def test_round_trip_keeps_dropout_and_frozen_layers(keras, tmp_path):
     assert type(layers["drop"]).__name__ == "Dropout" and layers["drop"].rate == 0.5
     assert layers["conv"].trainable is False and layers["fc"].trainable is True
     assert there.manifest["training"]["frozen"] == ["conv"] == back.manifest["training"]["frozen"]
+    # regularizers are code in PyTorch (regularization_loss()); ktorch.json carries them back
+    assert there.manifest["training"]["parameter_regularizers"] == {"fc.weight": {"l1": 0.001, "l2": 0.0001}}
+    assert layers["fc"].kernel_regularizer.get_config() == {"l1": 0.001, "l2": 0.0001}
 
 
 # -- frozen layers ---------------------------------------------------------------------------

@@ -44,7 +44,10 @@ def _noise_shared_axes(call: LayerCall, x: Value) -> tuple[int, ...]:
 @register("keras->ir", "Dropout")
 def dropout_from_keras(call: LayerCall) -> Value:
     call.get("seed")
-    return call.emit("dropout", [call.x], {"rate": float(call.get("rate")), "shared_axes": _noise_shared_axes(call, call.x)})
+    shared = _noise_shared_axes(call, call.x)
+    if float(call.get("rate")) == 0.0:
+        return call.emit("identity", [call.x])  # does nothing, in training too
+    return call.emit("dropout", [call.x], {"rate": float(call.get("rate")), "shared_axes": shared})
 
 
 @register("keras->ir", "AlphaDropout")

@@ -26,6 +26,8 @@ def _dropout(call: AtenCall, *, channels: bool, alpha: bool) -> Value:
     x = call.value("input")
     if call.args.get("train"):
         raise call.unsupported("a module in training mode; export after model.eval()")
+    if float(call.args["p"]) == 0.0:
+        return x  # does nothing, in training too (torchvision's attention_dropout=0.0)
     shared = tuple(range(2, x.rank)) if channels else ()
     return call.emit("dropout", [x], {"rate": float(call.args["p"]), "shared_axes": shared, "alpha": alpha})
 

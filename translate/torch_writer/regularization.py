@@ -200,6 +200,8 @@ def training_members(graph: Graph, em: TorchEmitter, cls: str) -> tuple[list[str
             if term is not None and param not in seen:
                 seen.add(param)
                 terms.append(term)
+                # by parameter name in the manifest: a round trip back to Keras restores them
+                graph.meta.setdefault("parameter_regularizers", {})[param.removeprefix("self.")] = dict(factors)
     activity_lines: list[str] = []
     for node in activity:
         term = _term(node.attrs, "y")
