@@ -64,7 +64,9 @@ def summary(graph: Graph) -> dict[str, Any]:
     out: dict[str, Any] = {
         "frozen": sorted({n.source or n.name for n in graph.nodes if is_frozen(n)}),
         "regularizers": {
-            f"{n.source or n.name}:{w}": spec for n in graph.nodes for w, spec in n.training.get("regularizers", {}).items()
+            f"{n.source or n.name}:{w}": spec
+            for n in graph.nodes
+            for w, spec in n.training.get("regularizers", {}).items()
         },
         "constraints": {
             f"{n.source or n.name}:{w}": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}

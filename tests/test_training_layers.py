@@ -35,7 +35,10 @@ KERAS_TRAINING_LAYERS = {
     "AlphaDropout": (lambda k: k.layers.AlphaDropout(0.125, name="t"), "self.t = nn.AlphaDropout(0.125)"),
     "GaussianNoise": (lambda k: k.layers.GaussianNoise(0.3, name="t"), "self.t = GaussianNoise(0.3)"),
     "GaussianDropout": (lambda k: k.layers.GaussianDropout(0.2, name="t"), "self.t = GaussianDropout(0.2)"),
-    "noise_shape": (lambda k: k.layers.Dropout(0.5, noise_shape=(None, 1, 6, 1), name="t"), "self.t = SharedDropout(0.5, (1, 2))"),  # NHWC (1, 3) -> NCHW
+    "noise_shape": (
+        lambda k: k.layers.Dropout(0.5, noise_shape=(None, 1, 6, 1), name="t"),
+        "self.t = SharedDropout(0.5, (1, 2))",
+    ),  # NHWC (1, 3) -> NCHW
 }
 
 
@@ -212,7 +215,9 @@ def test_keras_regularizers_become_regularization_loss(keras, convert):
     inp = keras.Input((6, 6, 3))
     x = keras.layers.Conv2D(4, 3, kernel_regularizer=regs.L2(1e-2), bias_regularizer=regs.L1(1e-2), name="conv")(inp)
     x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(5, activation="relu", kernel_regularizer=regs.L1L2(1e-3, 2e-3), activity_regularizer=regs.L2(1e-2), name="fc")(x)
+    x = keras.layers.Dense(
+        5, activation="relu", kernel_regularizer=regs.L1L2(1e-3, 2e-3), activity_regularizer=regs.L2(1e-2), name="fc"
+    )(x)
     x = keras.layers.Dense(4, kernel_regularizer=regs.L2(0.5), name="frozen", trainable=False)(x)
     out = keras.layers.ActivityRegularization(l1=0.03, name="act")(x)
     model = keras.Model(inp, out, name="regs")
@@ -233,17 +238,28 @@ def test_regularizers_argument_for_torch_sources(tmp_path):
 
     net = _torch_net("Dropout")
     result = ktorch.convert(
-        net, tmp_path / "k", example_inputs=(torch.randn(2, 3, 6, 6),), regularizers={"fc.weight": ("l2", 1e-4), "conv.bias": ("l1l2", 1e-3, 2e-3)}
+        net,
+        tmp_path / "k",
+        example_inputs=(torch.randn(2, 3, 6, 6),),
+        regularizers={"fc.weight": ("l2", 1e-4), "conv.bias": ("l1l2", 1e-3, 2e-3)},
     )
     code = _code(result)
     assert "kernel_regularizer=keras.regularizers.L2(0.0001)" in code
     assert "bias_regularizer=keras.regularizers.L1L2(l1=0.001, l2=0.002)" in code
     layers = {layer.name: layer for layer in result.keras_model.layers}
-    expected = 1e-4 * float((net.fc.weight.detach() ** 2).sum()) + 1e-3 * float(net.conv.bias.detach().abs().sum()) + 2e-3 * float((net.conv.bias.detach() ** 2).sum())
-    got = sum(float(layer.kernel_regularizer(layer.kernel)) for layer in [layers["fc"]]) + float(layers["conv"].bias_regularizer(layers["conv"].bias))
+    expected = (
+        1e-4 * float((net.fc.weight.detach() ** 2).sum())
+        + 1e-3 * float(net.conv.bias.detach().abs().sum())
+        + 2e-3 * float((net.conv.bias.detach() ** 2).sum())
+    )
+    got = sum(float(layer.kernel_regularizer(layer.kernel)) for layer in [layers["fc"]]) + float(
+        layers["conv"].bias_regularizer(layers["conv"].bias)
+    )
     assert got == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ktorch.graph.KtorchError, match="no layer holds the parameter 'fc.kernel'"):
-        ktorch.convert(net, tmp_path / "k2", example_inputs=(torch.randn(2, 3, 6, 6),), regularizers={"fc.kernel": ("l2", 1e-4)})
+        ktorch.convert(
+            net, tmp_path / "k2", example_inputs=(torch.randn(2, 3, 6, 6),), regularizers={"fc.kernel": ("l2", 1e-4)}
+        )
 
 
 # -- constraints ----------------------------------------------------------------------------
@@ -276,9 +292,14 @@ def test_constraints_project_like_keras(keras, convert, name):
         kernel = layer.kernel_constraint(kernel)
     if layer.bias_constraint is not None:
         bias = layer.bias_constraint(bias)
-    np.testing.assert_allclose(net.conv.weight.detach().numpy(), np.asarray(kernel).transpose(3, 2, 0, 1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        net.conv.weight.detach().numpy(), np.asarray(kernel).transpose(3, 2, 0, 1), rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_allclose(net.conv.bias.detach().numpy(), np.asarray(bias), rtol=1e-6, atol=1e-6)
-    assert not torch.equal(net.conv.weight, torch.from_numpy(layer.get_weights()[0].transpose(3, 2, 0, 1))) or name == "non_neg_bias"
+    assert (
+        not torch.equal(net.conv.weight, torch.from_numpy(layer.get_weights()[0].transpose(3, 2, 0, 1)))
+        or name == "non_neg_bias"
+    )
 
 
 def test_dense_constraint_axis(keras, convert):
@@ -292,7 +313,9 @@ def test_dense_constraint_axis(keras, convert):
     net = _emitted(result).load()
     net.apply_constraints()
     layer = model.get_layer("fc")
-    np.testing.assert_allclose(net.fc.weight.detach().numpy(), np.asarray(layer.kernel_constraint(layer.kernel)).T, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        net.fc.weight.detach().numpy(), np.asarray(layer.kernel_constraint(layer.kernel)).T, rtol=1e-6, atol=1e-6
+    )
 
 
 # -- BatchNorm running statistics -----------------------------------------------------------
@@ -415,4 +438,6 @@ def test_five_sgd_steps_match(keras, tmp_path):
     assert max(errors.values()) <= 1e-4, errors
     # the frozen layers did not move
     original = keras.models.load_model(tmp_path / "train_cnn.keras")
-    np.testing.assert_array_equal(model.get_layer("conv2").get_weights()[0], original.get_layer("conv2").get_weights()[0])
+    np.testing.assert_array_equal(
+        model.get_layer("conv2").get_weights()[0], original.get_layer("conv2").get_weights()[0]
+    )

@@ -37,7 +37,9 @@ def _noise_shared_axes(call: LayerCall, x: Value) -> tuple[int, ...]:
         if n == 1:
             shared.append(axis)
         else:
-            raise call.error(f"noise_shape {noise_shape}: size {n} on axis {axis} is neither 1 nor the input's size {d}")
+            raise call.error(
+                f"noise_shape {noise_shape}: size {n} on axis {axis} is neither 1 nor the input's size {d}"
+            )
     return tuple(shared)
 
 
@@ -128,7 +130,14 @@ WEIGHT_MAP: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, AxisMap]]]] = 
     "Embedding": (("embedding",), {"embeddings": ("weight", _same)}),
 }
 
-_REGULARIZERS = {"L1": ("l1",), "L2": ("l2",), "L1L2": ("l1", "l2"), "l1": ("l1",), "l2": ("l2",), "l1_l2": ("l1", "l2")}
+_REGULARIZERS = {
+    "L1": ("l1",),
+    "L2": ("l2",),
+    "L1L2": ("l1", "l2"),
+    "l1": ("l1",),
+    "l2": ("l2",),
+    "l1_l2": ("l1", "l2"),
+}
 _CONSTRAINTS = {
     "MaxNorm": "max_norm", "max_norm": "max_norm", "NonNeg": "non_neg", "non_neg": "non_neg",
     "UnitNorm": "unit_norm", "unit_norm": "unit_norm", "MinMaxNorm": "min_max_norm", "min_max_norm": "min_max_norm",
@@ -167,7 +176,11 @@ def _constraint(spec: Any) -> tuple[str, dict[str, Any]] | None:
         "max_norm": {"max_value": float(c.get("max_value", 2.0))},
         "non_neg": {},
         "unit_norm": {},
-        "min_max_norm": {"min_value": float(c.get("min_value", 0.0)), "max_value": float(c.get("max_value", 1.0)), "rate": float(c.get("rate", 1.0))},
+        "min_max_norm": {
+            "min_value": float(c.get("min_value", 0.0)),
+            "max_value": float(c.get("max_value", 1.0)),
+            "rate": float(c.get("rate", 1.0)),
+        },
     }[kind]
     if kind != "non_neg":
         axis = c.get("axis", 0)
@@ -225,7 +238,9 @@ def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> li
     if activity is not None and call.class_name != "ActivityRegularization":
         factors = regularizer_factors(activity)
         if factors is None or len(outs) != 1:
-            dropped.append(f"{call.name} ({call.class_name}): activity_regularizer {activity!r} (only L1, L2, L1L2 on one output)")
+            dropped.append(
+                f"{call.name} ({call.class_name}): activity_regularizer {activity!r} (only L1, L2, L1L2 on one output)"
+            )
         else:
             y = call.emit("activity_regularization", [outs[0]], factors, suffix="_activity")
             outs = [y]

@@ -38,12 +38,16 @@ def dropout_to_keras(node: Node, em: KerasEmitter) -> None:
 
 @register("ir->keras", "gaussian_noise")
 def gaussian_noise_to_keras(node: Node, em: KerasEmitter) -> None:
-    em.assign(node, f"{em.layer(node, 'layers.GaussianNoise', stddev=float(node.attrs['stddev']))}({em.var(node.inputs[0])})")
+    em.assign(
+        node, f"{em.layer(node, 'layers.GaussianNoise', stddev=float(node.attrs['stddev']))}({em.var(node.inputs[0])})"
+    )
 
 
 @register("ir->keras", "gaussian_dropout")
 def gaussian_dropout_to_keras(node: Node, em: KerasEmitter) -> None:
-    em.assign(node, f"{em.layer(node, 'layers.GaussianDropout', rate=float(node.attrs['rate']))}({em.var(node.inputs[0])})")
+    em.assign(
+        node, f"{em.layer(node, 'layers.GaussianDropout', rate=float(node.attrs['rate']))}({em.var(node.inputs[0])})"
+    )
 
 
 @register("ir->keras", "activity_regularization")

@@ -78,7 +78,8 @@ def mark_frozen(graph: Graph, program: Any) -> None:
         if any(own.values()):
             frozen = sorted(k for k, v in own.items() if not v)
             graph.meta.setdefault("training_dropped", []).append(
-                f"{node.source}: only {frozen} have requires_grad=False; Keras freezes whole layers, so the layer stays trainable"
+                f"{node.source}: only {frozen} have requires_grad=False; "
+                "Keras freezes whole layers, so the layer stays trainable"
             )
             continue
         node.training["frozen"] = True
@@ -95,7 +96,9 @@ def _factors(spec: Any, name: str) -> dict[str, float]:
             return {"l1": 0.0, "l2": 0.0, kind: float(spec[1])}
         if kind in ("l1l2", "l1_l2") and len(spec) == 3:
             return {"l1": float(spec[1]), "l2": float(spec[2])}
-    raise KtorchError(f"regularizers[{name!r}] = {spec!r}: expected ('l1', a), ('l2', b), ('l1l2', a, b) or {{'l1': a, 'l2': b}}")
+    raise KtorchError(
+        f"regularizers[{name!r}] = {spec!r}: expected ('l1', a), ('l2', b), ('l1l2', a, b) or {{'l1': a, 'l2': b}}"
+    )
 
 
 def attach_regularizers(graph: Graph, regularizers: dict[str, Any]) -> None:
@@ -113,7 +116,9 @@ def attach_regularizers(graph: Graph, regularizers: dict[str, Any]) -> None:
                 set_regularizer(node, local, **factors)
                 found = True
         if not found:
-            held = sorted({f"{n.source}.{w}" for n in graph.nodes if n.source and n.op != "constant" for w in n.weights})
+            held = sorted(
+                {f"{n.source}.{w}" for n in graph.nodes if n.source and n.op != "constant" for w in n.weights}
+            )
             raise KtorchError(
                 f"regularizers: no layer holds the parameter {name!r}; parameters by name: {', '.join(held[:12])}"
                 + (" ..." if len(held) > 12 else "")

@@ -153,11 +153,15 @@ def _constraint_lines(x: str, spec: dict) -> list[str]:
         return [f"{x}.clamp_(min=0.0)"]
     norms = _norms(x, tuple(spec["axes"]))
     if kind == "max_norm":
-        return [f"norms = {norms}", f"{x}.mul_(norms.clamp(0.0, {py_literal(float(spec['max_value']))}) / ({eps} + norms))"]
+        return [
+            f"norms = {norms}",
+            f"{x}.mul_(norms.clamp(0.0, {py_literal(float(spec['max_value']))}) / ({eps} + norms))",
+        ]
     if kind == "unit_norm":
         return [f"{x}.div_({eps} + {norms})"]
     rate = float(spec["rate"])
-    desired = f"{py_literal(rate)} * norms.clamp({py_literal(float(spec['min_value']))}, {py_literal(float(spec['max_value']))})"
+    low, high = py_literal(float(spec["min_value"])), py_literal(float(spec["max_value"]))
+    desired = f"{py_literal(rate)} * norms.clamp({low}, {high})"
     if rate != 1.0:
         desired += f" + (1.0 - {py_literal(rate)}) * norms"
     return [f"norms = {norms}", f"{x}.mul_(({desired}) / ({eps} + norms))"]
@@ -174,8 +178,10 @@ def training_members(graph: Graph, em: TorchEmitter, cls: str) -> tuple[list[str
         init += [f"self.{a}.requires_grad_(False)" for a in frozen_attrs]
     activity = [n for n in graph.nodes if n.op == "activity_regularization"]
     if activity:
-        # (a dict attribute written in forward: torch.jit.script, deprecated, refuses it; torch.export and compile take it)
-        init.append("self.activations: dict[str, torch.Tensor] = {}  # the outputs activity regularizers read, kept in training")
+        # a dict attribute written in forward: torch.jit.script (deprecated) refuses it; export and compile take it
+        init.append(
+            "self.activations: dict[str, torch.Tensor] = {}  # the outputs activity regularizers read, kept in training"
+        )
 
     frozen_bn = list(dict.fromkeys(a for n in frozen if n.op == "batch_norm" for a in em.node_modules.get(id(n), [])))
     if frozen_bn:
@@ -183,7 +189,8 @@ def training_members(graph: Graph, em: TorchEmitter, cls: str) -> tuple[list[str
             "",
             f"def train(self, mode: bool = True) -> {cls}:",
             '    """As nn.Module.train, but the frozen batch norms stay in eval mode: Keras 3 normalises a',
-            '    non-trainable BatchNormalization with its moving statistics, and never updates them, even in training."""',
+            '    non-trainable BatchNormalization with its moving statistics, and never updates them,',
+            '    even in training."""',
             "    super().train(mode)",
             *[f"    self.{a}.eval()" for a in frozen_bn],
             "    return self",
