@@ -12,7 +12,7 @@ from .graph import Graph, validate
 from .graph.errors import ModelFileError
 from .graph.passes import assign_layout, eliminate_dead, fold_bias_into_batch_norm, fold_padding, fuse_activations, remove_noops
 from .graph.queries import id_range, layout_name, spatial_format
-from .translate.output import raise_on_mismatch, write_verified
+from .translate.output import check_output, raise_on_mismatch, write_verified
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
@@ -130,6 +130,7 @@ def convert(
     step = progress or (lambda message: None)
     src = Path(src)
     out = Path(out) if out is not None else src.with_name(src.stem + "_torch")
+    check_output(out, force=force, sources=[src])  # before any expensive work
     if layout not in ("torch", "keep"):
         raise ValueError(f"layout must be 'torch' or 'keep', not {layout!r}")
     timings: dict[str, float] = {}
@@ -210,8 +211,9 @@ def convert(
         return check_keras_to_torch(src, staging, manifest=manifest, inputs=inputs, seed=seed, tolerance=tolerance, trust_code=trust_code)
 
     parity = write_verified(
-        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings
-    )
+        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings,
+        sources=[src],
+    )  # fmt: skip
     timings["total"] = time.perf_counter() - t0
     result = ConversionResult(out, graph, manifest, parity, timings)
     raise_on_mismatch(

@@ -32,7 +32,7 @@ from .graph.passes import (
     remove_noops,
 )
 from .graph.queries import is_spatial, layout_name
-from .translate.output import raise_on_mismatch, read_manifest, write_verified
+from .translate.output import check_output, raise_on_mismatch, read_manifest, write_verified
 
 ONNX_SUFFIX = ".onnx"
 EXPORT_OPSET = 17
@@ -108,6 +108,7 @@ def convert_onnx(
     if out is None:
         out = path.with_name(f"{path.stem}_{to}") if path is not None else Path(f"model_{to}")
     out = Path(out)
+    check_output(out, force=force, sources=[path])  # before any expensive work
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -192,8 +193,9 @@ def convert_onnx(
                 onnx_path.unlink()
 
     parity = write_verified(
-        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings
-    )
+        out, force=force, manifest=manifest, write=lambda d: writer.write(rendered, d), verify=check if verify else None, timings=timings,
+        sources=[path],
+    )  # fmt: skip
     timings["total"] = time.perf_counter() - t0
     result = ConversionResult(out, graph, manifest, parity, timings)
     raise_on_mismatch(parity, what=f"{desc}: the emitted model differs from ONNX Runtime's run of the source", tolerance=tolerance, out=out)

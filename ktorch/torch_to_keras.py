@@ -24,7 +24,7 @@ from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
 from .graph.passes import absorb_activation, assign_layout, count_transposes, eliminate_dead, remove_noops
 from .graph.queries import id_range, is_spatial, layout_name
-from .translate.output import raise_on_mismatch, read_manifest, write_verified
+from .translate.output import check_output, raise_on_mismatch, read_manifest, write_verified
 
 
 class ImportOrderError(KtorchError):
@@ -374,6 +374,19 @@ def read_torch_graph(program: Any, name: str) -> Graph:
     return read_program(program, name=name)
 
 
+def default_out(src: Any) -> Path:
+    """`<name>_keras`, named as capture() names the model: beside a path source, in the
+    current directory for an object or a 'package.module:factory'."""
+    if isinstance(src, (str, Path)) and not is_factory_string(src):
+        path = Path(src) if Path(src).name not in ("", "..") else Path(src).resolve()
+        return path.with_name(path.name.rstrip("/") + "_keras") if path.is_dir() else path.with_name(path.stem + "_keras")
+    if is_factory_string(src):
+        name = str(src).partition(":")[2]
+    else:
+        name = "model" if hasattr(src, "graph_signature") else type(src).__name__
+    return Path(f"{name}_keras")
+
+
 def convert_torch(
     src: Any,
     out: str | Path | None = None,
@@ -401,6 +414,9 @@ def convert_torch(
     from .translate.keras_writer import writer
 
     step = progress or (lambda message: None)
+    out = Path(out) if out is not None else default_out(src)
+    sources = [src if isinstance(src, (str, Path)) and not is_factory_string(src) else None, weights]
+    check_output(out, force=force, sources=sources)  # before any expensive work (torch.export can take minutes)
     if _tensorflow_first():
         raise ImportOrderError(
             "TensorFlow was imported before Triton in this process, and torch.export would crash (segfault); "
@@ -416,13 +432,6 @@ def convert_torch(
         src, example_inputs=example_inputs, input_shapes=input_shapes, input_dtypes=input_dtypes, weights=weights, seed=seed, trust_code=trust_code
     )
     timings["export"] = time.perf_counter() - t0
-    if out is None:
-        if isinstance(src, (str, Path)) and not is_factory_string(src):
-            path = Path(src)
-            out = path.with_name(path.name.rstrip("/") + "_keras") if path.is_dir() else path.with_name(path.stem + "_keras")
-        else:
-            out = Path(f"{name}_keras")
-    out = Path(out)
 
     t1 = time.perf_counter()
     step("reading the ATen graph")
@@ -521,7 +530,7 @@ def convert_torch(
         batch = graph.meta.get("static_batch") or graph.meta.get("example_batch") or 2
         return check_torch_to_keras(program, staging, manifest=manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance, keras_model=keras_model)
 
-    parity = write_verified(out, force=force, manifest=manifest, write=write, verify=check if verify else None, timings=timings)
+    parity = write_verified(out, force=force, manifest=manifest, write=write, verify=check if verify else None, timings=timings, sources=sources)
     timings["total"] = time.perf_counter() - t0
     if keras_model is None and rendered.model is not None:
         keras_model = rendered.model  # unverified: the model write() built holds the weights already
