@@ -192,17 +192,15 @@ def staged_directory(target: Path, *, force: bool, sources: Sequence[str | Path 
     """Yield a fresh temporary directory beside `target`; on success it replaces `target`.
 
     `target` is checked (see check_output) before anything is created and again right
-    before the swap. The swap renames an existing output aside, the new one into place,
-    then removes the old one, with Ctrl-C held back: an interruption leaves either the old
-    or the new output, and never a temporary directory."""
+    before the swap, which happens with Ctrl-C held back (see _swap). Whatever happens, no
+    temporary directory is left behind."""
     target = Path(os.path.abspath(target))
     check_output(target, force=force, sources=sources)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)  # missing parents are created, as --help says
     except OSError as exc:
         raise UnsafeOutputError(f"{target}: cannot create {target.parent} ({exc.strerror}): {CHOOSE}") from None
-    staging = _sibling(target, ".partial")
-    backup: Path | None = None
+    staging: Path | None = _sibling(target, ".partial")
     try:
         try:
             staging.mkdir(mode=0o700)
@@ -213,23 +211,31 @@ def staged_directory(target: Path, *, force: bool, sources: Sequence[str | Path 
         check_output(target, force=force, sources=sources)  # it may have changed during a long verify
         staging.chmod(0o777 & ~current_umask())  # the user's usual mode, not mkdir's private 0700
         with deferred_interrupt():
-            if target.exists():
-                backup = _sibling(target, ".old")
-                os.replace(target, backup)
-                try:
-                    os.replace(staging, target)
-                except BaseException:
-                    kept, backup = backup, None  # from here on the old output is never removed
-                    os.replace(kept, target)
-                    raise
-            else:
-                os.replace(staging, target)
-            _written.append(target)
+            _swap(staging, target)
     finally:
         with deferred_interrupt():
-            for leftover in (staging, backup):
-                if leftover is not None and (leftover.exists() or leftover.is_symlink()):
-                    shutil.rmtree(leftover, ignore_errors=True)
+            if staging is not None and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap(staging: Path, target: Path) -> None:
+    """Move the finished `staging` to `target`: an existing output is renamed aside, the
+    new one into place, then the old one removed. An exception at any point (both renames
+    included) leaves the old output in place, or the new one and no old one."""
+    aside = _sibling(target, ".old") if target.exists() else None
+    try:
+        if aside is not None:
+            os.replace(target, aside)
+        os.replace(staging, target)
+    except BaseException:
+        if aside is not None and aside.exists() and not target.exists():
+            os.replace(aside, target)  # the old output back (if even this fails, it stays aside: never removed)
+        raise
+    finally:
+        if not staging.exists():  # the new output is in place
+            _written.append(target)
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
