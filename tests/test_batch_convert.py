@@ -71,7 +71,7 @@ def test_verification_and_flags_reach_each_model(models, tmp_path):
     worker starts), not the batch's."""
     (models / "broken.h5").unlink()
     out = tmp_path / "out"
-    done = run_cli("convert", str(models / "multi.keras"), "-o", str(out), "--no-verify")
+    done = run_cli("convert", str(models / "multi.keras"), "-o", str(out / "multi_torch"), "--no-verify")
     assert done.returncode == 0, done.stderr
     (out / "multi_torch" / "model.py").write_text("# mine")
     done = run_cli("convert", str(models / "cnn.h5"), str(models / "multi.keras"), "-o", str(out), "--layout", "keep", "--jobs", "1")

@@ -395,7 +395,7 @@ def earlier_output(tmp_path_factory) -> Path:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    src=st.sampled_from(SOURCES),
+    src=st.one_of(st.just("model.h5"), st.sampled_from(SOURCES)),  # mostly the one that converts
     out=st.sampled_from(OUTPUTS),
     force=st.booleans(),
     to=st.sampled_from([None, "torch", "keras"]),
@@ -428,6 +428,10 @@ def test_no_command_touches_what_is_not_its_output(earlier_output, monkeypatch, 
         if code == 0:
             written = Path(os.path.abspath(out)) if out else world / "model_torch"
             assert is_complete_output(written), args
+            assert written not in (world, root, world / "home"), args
+            replaced = [Path(k) for k in before if written in Path(k).parents]
+            foreign = [p for p in replaced if p.name not in {*KTORCH_FILES, "__pycache__"} and p.parent.name != "__pycache__"]
+            assert not foreign, (args, foreign)  # it replaced nothing but ktorch's own files
             kept = {k: v for k, v in before.items() if Path(k) != written and written not in Path(k).parents}
             after = snapshot(root, skip=written)
             created = set(after) - set(kept)
