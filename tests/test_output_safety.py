@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ktorch.graph.errors import OutputExistsError, UnsafeOutputError
+from ktorch.translate import output
 
 import ktorch
 from ktorch import batch
 from ktorch.cli import main
-from ktorch.graph.errors import OutputExistsError, UnsafeOutputError
-from ktorch.translate import output
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 LITTER = re.compile(r"^\..+\.[0-9a-f]{12}\.(partial|old)$")
@@ -71,7 +71,11 @@ def assert_refused(code: int, err: str, *needles: str) -> None:
 
 
 def is_complete_output(path: Path) -> bool:
-    return path.is_dir() and KTORCH_FILES <= {p.name for p in path.iterdir()} and "direction" in json.loads((path / "ktorch.json").read_text())
+    return (
+        path.is_dir()
+        and KTORCH_FILES <= {p.name for p in path.iterdir()}
+        and "direction" in json.loads((path / "ktorch.json").read_text())
+    )
 
 
 @pytest.fixture
@@ -103,7 +107,12 @@ def test_repository_holding_the_source(world):
     (proj / "README.txt").write_text("read me\n")
     shutil.move(world / "model.h5", proj / "model.h5")
     for force in ([], ["--force"]):
-        refused_untouched(world, ["convert", "proj/model.h5", "-o", "proj", "--no-verify", *force], "contains the source", "choose another -o")
+        refused_untouched(
+            world,
+            ["convert", "proj/model.h5", "-o", "proj", "--no-verify", *force],
+            "contains the source",
+            "choose another -o",
+        )
 
 
 def test_repository_root(world):
@@ -119,7 +128,9 @@ def test_current_directory(world):
 def test_current_directory_that_is_a_ktorch_output(world, monkeypatch):
     ktorch.convert(world / "model.h5", world / "out", verify=False)
     monkeypatch.chdir(world / "out")
-    refused_untouched(world, ["convert", "../model.h5", "-o", ".", "--no-verify", "--force"], "is the current directory")
+    refused_untouched(
+        world, ["convert", "../model.h5", "-o", ".", "--no-verify", "--force"], "is the current directory"
+    )
 
 
 def test_home_and_above(world):
@@ -134,7 +145,9 @@ def test_home_and_above(world):
 def test_directory_holding_the_source(world):
     (world / "models").mkdir()
     shutil.move(world / "model.h5", world / "models" / "a.h5")
-    refused_untouched(world, ["convert", "models/a.h5", "-o", "models", "--no-verify", "--force"], "contains the source")
+    refused_untouched(
+        world, ["convert", "models/a.h5", "-o", "models", "--no-verify", "--force"], "contains the source"
+    )
 
 
 def test_inside_a_source_directory(world):
@@ -146,7 +159,9 @@ def test_inside_a_source_directory(world):
 def test_a_file(world):
     (world / "victim.txt").write_text("precious\n")
     refused_untouched(world, ["convert", "model.h5", "-o", "victim.txt", "--no-verify", "--force"], "is a file")
-    refused_untouched(world, ["convert", "model.h5", "-o", "victim.txt/out", "--no-verify", "--force"], "not a directory")
+    refused_untouched(
+        world, ["convert", "model.h5", "-o", "victim.txt/out", "--no-verify", "--force"], "not a directory"
+    )
 
 
 def test_the_source_itself(world):
@@ -156,7 +171,12 @@ def test_the_source_itself(world):
 def test_foreign_file_beside_a_manifest(world):
     ktorch.convert(world / "model.h5", world / "out", verify=False)
     (world / "out" / "notes.txt").write_text("mine\n")
-    refused_untouched(world, ["convert", "model.h5", "-o", "out", "--no-verify", "--force"], "notes.txt", "not a directory ktorch wrote")
+    refused_untouched(
+        world,
+        ["convert", "model.h5", "-o", "out", "--no-verify", "--force"],
+        "notes.txt",
+        "not a directory ktorch wrote",
+    )
 
 
 @pytest.mark.parametrize("manifest", ["{not json", '{"hello": 1}', '["ktorch_version", "direction"]', None])
@@ -248,7 +268,9 @@ def test_interrupt_while_writing_or_verifying(earlier, world, monkeypatch, step)
     def interrupt(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(*(writer, "write") if step == "write" else ("ktorch.verify.parity.check_keras_to_torch",), interrupt)
+    monkeypatch.setattr(
+        *(writer, "write") if step == "write" else ("ktorch.verify.parity.check_keras_to_torch",), interrupt
+    )
     before = snapshot(world)
     code, err = cli("convert", "model.h5", "-o", "out", "--force", *(["--no-verify"] if step == "write" else []))
     assert code == 130 and "nothing was written" in err, err
@@ -373,7 +395,7 @@ def test_batch_interrupt_names_written_and_unwritten_outputs(world, monkeypatch)
     text = stream.getvalue()
     assert code == 130
     assert f"1 of 2 output(s) written completely: {jobs[0].out}" in text, text
-    assert re.search(r"not written.*: " + re.escape(jobs[1].out) + "$", text, re.M), text
+    assert re.search(r"not written.*: " + re.escape(jobs[1].out) + "$", text, re.MULTILINE), text
     assert "unfinished outputs were not written" not in text
     assert snapshot(out / "b_torch") == before and not litter(world)
 
@@ -419,7 +441,14 @@ def test_no_command_touches_what_is_not_its_output(earlier_output, monkeypatch, 
         (world / "home").mkdir()
         monkeypatch.setenv("HOME", str(world / "home"))
         monkeypatch.chdir(world)
-        args = ["convert", src, "--no-verify", *(["-o", out] if out else []), *(["--force"] if force else []), *(["--to", to] if to else [])]
+        args = [
+            "convert",
+            src,
+            "--no-verify",
+            *(["-o", out] if out else []),
+            *(["--force"] if force else []),
+            *(["--to", to] if to else []),
+        ]
         before = snapshot(root)
         code, err = cli(*args)
         assert code in (0, 1, 2, 3), (args, code, err)
@@ -430,7 +459,9 @@ def test_no_command_touches_what_is_not_its_output(earlier_output, monkeypatch, 
             assert is_complete_output(written), args
             assert written not in (world, root, world / "home"), args
             replaced = [Path(k) for k in before if written in Path(k).parents]
-            foreign = [p for p in replaced if p.name not in {*KTORCH_FILES, "__pycache__"} and p.parent.name != "__pycache__"]
+            foreign = [
+                p for p in replaced if p.name not in {*KTORCH_FILES, "__pycache__"} and p.parent.name != "__pycache__"
+            ]
             assert not foreign, (args, foreign)  # it replaced nothing but ktorch's own files
             kept = {k: v for k, v in before.items() if Path(k) != written and written not in Path(k).parents}
             after = snapshot(root, skip=written)

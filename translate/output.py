@@ -52,7 +52,9 @@ def check_output(target: str | Path, *, force: bool, sources: Iterable[str | Pat
     `sources` are the paths the conversion reads (non-path sources are skipped). Touches nothing."""
     target = Path(os.path.abspath(target))
     if target.is_symlink():
-        raise UnsafeOutputError(f"{target}: is a symbolic link; ktorch never replaces a link or writes through one: {CHOOSE}")
+        raise UnsafeOutputError(
+            f"{target}: is a symbolic link; ktorch never replaces a link or writes through one: {CHOOSE}"
+        )
     real = Path(os.path.realpath(target))
     _check_protected(target, real)
     _check_sources(target, real, sources)
@@ -60,7 +62,9 @@ def check_output(target: str | Path, *, force: bool, sources: Iterable[str | Pat
         _check_creatable(target)
         return
     if not target.is_dir():
-        raise UnsafeOutputError(f"{target}: is a file, not a directory; ktorch writes a directory and never replaces a file: {CHOOSE}")
+        raise UnsafeOutputError(
+            f"{target}: is a file, not a directory; ktorch writes a directory and never replaces a file: {CHOOSE}"
+        )
     try:
         entries = sorted(os.listdir(target))
     except OSError as exc:
@@ -69,7 +73,9 @@ def check_output(target: str | Path, *, force: bool, sources: Iterable[str | Pat
         return
     markers = [m for m in REPOSITORY_MARKERS if m in entries]
     if markers:
-        raise UnsafeOutputError(f"{target}: is a repository root (it holds {markers[0]}); ktorch never replaces one: {CHOOSE}")
+        raise UnsafeOutputError(
+            f"{target}: is a repository root (it holds {markers[0]}); ktorch never replaces one: {CHOOSE}"
+        )
     problem = _not_ktorch_output(target, entries)
     if problem:
         raise UnsafeOutputError(
@@ -115,7 +121,9 @@ def _check_creatable(target: Path) -> None:
     for parent in target.parents:
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
-                raise UnsafeOutputError(f"{target}: {parent} is not a directory, so the output cannot be created there: {CHOOSE}")
+                raise UnsafeOutputError(
+                    f"{target}: {parent} is not a directory, so the output cannot be created there: {CHOOSE}"
+                )
             return
 
 
@@ -131,7 +139,11 @@ def _not_ktorch_output(directory: Path, entries: Sequence[str]) -> str:
         return f"it has no {MANIFEST}"
     except (OSError, ValueError):
         return f"its {MANIFEST} does not parse"
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("ktorch_version"), str) or manifest.get("direction") not in DIRECTIONS:
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("ktorch_version"), str)
+        or manifest.get("direction") not in DIRECTIONS
+    ):
         return f"its {MANIFEST} is not one ktorch wrote"
     return ""
 
@@ -142,13 +154,11 @@ def _ktorch_entry(path: Path) -> bool:
     if path.name in KTORCH_FILES:
         return path.is_file()
     if path.name == PYCACHE and path.is_dir():
-        return all(p.name.startswith("model.") and p.suffix == ".pyc" and p.is_file() and not p.is_symlink() for p in path.iterdir())
+        return all(
+            p.name.startswith("model.") and p.suffix == ".pyc" and p.is_file() and not p.is_symlink()
+            for p in path.iterdir()
+        )
     return False
-
-
-def check_target(target: Path, force: bool) -> None:
-    """Kept for callers of the older name: `check_output` without sources."""
-    check_output(target, force=force)
 
 
 def current_umask() -> int:
@@ -170,7 +180,10 @@ def deferred_interrupt() -> Iterator[None]:
     """Hold back Ctrl-C (SIGINT) for the duration, and raise it afterwards: the renames
     and the clean-up inside happen completely or not at all. Elsewhere than in the main
     thread (where signals cannot be handled) it does nothing."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     caught: list[int] = []
