@@ -85,7 +85,7 @@ class Outcome:
 
 def output_name(src: str, to: str | None) -> str:
     """`<stem>_torch` or `<stem>_keras`, as a single conversion names its default output."""
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     if is_factory_string(src):
         return src.partition(":")[2] + "_keras"
@@ -100,7 +100,7 @@ def output_name(src: str, to: str | None) -> str:
 def default_out(src: str, to: str | None) -> str:
     """Where a single conversion writes `src` by default: beside a path source, in the
     current directory for a 'package.module:factory'."""
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     name = output_name(src, to)
     if is_factory_string(src):
@@ -115,7 +115,7 @@ def plan(sources: Sequence[str], outdir: Path | None, to: str | None, options: d
     batch) before any worker starts: a job whose output may not be written is marked
     `refused` and reported as failed without running."""
     from .graph.errors import KtorchError
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
     from .translate.output import check_output
 
     read = [s for s in sources if not is_factory_string(s)] + [options.get("weights")]
@@ -143,7 +143,7 @@ def _init_worker(plugins: Sequence[str], threads: int) -> None:
         os.environ.setdefault(var, str(threads))  # the workers share the cores
     if plugins:
         from .plugins import load_plugin
-        from .torch_to_keras import prepare_torch
+        from .capture import prepare_torch
 
         prepare_torch()  # a plugin may import TensorFlow: Triton first
         for module in plugins:
@@ -154,7 +154,7 @@ def convert_one(job: Job) -> Outcome:
     """Convert one model (in a worker); every error becomes an Outcome, never an exception."""
     from .api import convert
     from .graph.errors import KtorchError
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     t0 = time.perf_counter()
     src: Any = job.src if is_factory_string(job.src) else Path(job.src)

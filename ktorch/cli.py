@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from .version import __version__
 from .graph.errors import KtorchError
+from .verify.compare import DEFAULT_RTOL
 
 EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
@@ -75,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         help="replace an earlier ktorch output directory, once the new one is complete; ktorch never replaces anything else "
         "(a file, a link, a directory with other files, the current or home directory, a repository root, the source)",
     )
-    c.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
+    c.add_argument(
+        "--tolerance",
+        type=float,
+        help="max error relative to each output's scale (default: the verification profile of the outputs' dtype, "
+        "1e-4 for float32 on CPU)",
+    )
     c.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
     c.add_argument(
         "--trust-code",
@@ -113,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     e.add_argument("--input-shape", action="append", default=[], metavar="1,3,224,224", help="PyTorch factories: the shape of each input")
     e.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
-    e.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
+    e.add_argument("--tolerance", type=float, default=DEFAULT_RTOL, help=f"max error relative to each output's scale (default {DEFAULT_RTOL:g})")
     e.add_argument("--trust-code", action="store_true", help="allow Keras Lambda layers to be deserialized (trusted files only)")
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -131,7 +137,7 @@ def _convert(args: argparse.Namespace) -> int:
     from .api import convert
     from .graph.errors import ParityError
 
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     console = _console()
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
@@ -211,7 +217,7 @@ def _convert_batch(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .onnx_io import export
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
     try:
@@ -223,6 +229,13 @@ def _export(args: argparse.Namespace) -> int:
     check = "" if result.parity is None else f"; ONNX Runtime vs source: max rel err {result.parity.worst_rel:.3g}"
     console.print(f"[green]wrote[/] {result.path} ({result.exporter}, opset {result.opset}{check})")
     return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .onnx_io import export
+    from .verify.cli import main
+
+    return main(args, exporter=export)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -261,12 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "convert" and not batch:
         args.src = Path(args.src[0])
     if args.command in ("convert", "verify", "export") and not batch:  # a batch's workers do this themselves
-        from .torch_to_keras import is_factory_string, prepare_torch
+        from .capture import prepare_torch
+        from .sources import is_factory_string
 
         src = getattr(args, "src", None)
         prepare_torch(str(src) if src is not None and is_factory_string(str(src)) else src)
-    from .verify.cli import main as _verify
-
     handler = {"convert": _convert_batch if batch else _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
     if args.debug:
         os.environ["KTORCH_DEBUG"] = "1"  # show native library output too
