@@ -150,16 +150,26 @@ def _init_worker(plugins: Sequence[str], threads: int) -> None:
             load_plugin(module)
 
 
+_interrupted = False  # this worker saw Ctrl-C: the jobs already queued to it are not started
+
+
 def convert_one(job: Job) -> Outcome:
-    """Convert one model (in a worker); every error becomes an Outcome, never an exception."""
+    """Convert one model (in a worker); every error becomes an Outcome, never an exception
+    (Ctrl-C excepted: it stops the batch)."""
+    global _interrupted
     from .api import convert
     from .graph.errors import KtorchError
     from .sources import is_factory_string
 
+    if _interrupted:
+        return Outcome(job.src, job.out, False, 0.0, EXIT_INTERRUPTED, "not started: interrupted")
     t0 = time.perf_counter()
     src: Any = job.src if is_factory_string(job.src) else Path(job.src)
     try:
         result = convert(src, job.out, **job.options)
+    except KeyboardInterrupt:
+        _interrupted = True
+        raise
     except KtorchError as exc:
         return Outcome(job.src, job.out, False, time.perf_counter() - t0, exc.exit_code, _one_line(str(exc)), traceback.format_exc())
     except Exception as exc:  # noqa: BLE001 - an internal error is this model's failure, not the batch's

@@ -400,6 +400,24 @@ def test_batch_interrupt_names_written_and_unwritten_outputs(world, monkeypatch)
     assert snapshot(out / "b_torch") == before and not litter(world)
 
 
+def test_worker_interrupted_starts_no_queued_job(world, monkeypatch):
+    """After Ctrl-C a worker skips the jobs already queued to it instead of converting them."""
+    calls: list[str] = []
+
+    def interrupted(src: Any, out: Any, **kwargs: Any) -> None:
+        calls.append(str(src))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ktorch.api, "convert", interrupted)
+    monkeypatch.setattr(batch, "_interrupted", False)
+    jobs = batch.plan(["model.h5", "b.h5"], world / "out", None, {"verify": False})
+    with pytest.raises(KeyboardInterrupt):
+        batch.convert_one(jobs[0])
+    skipped = batch.convert_one(jobs[1])
+    assert calls == ["model.h5"] and not skipped.ok and "interrupted" in skipped.reason
+    assert not (world / "out").exists()
+
+
 # -- anything goes --------------------------------------------------------------------------
 SOURCES = ["model.h5", "missing.h5", "srcdir", "notes.txt", "missing.onnx"]
 OUTPUTS = [
