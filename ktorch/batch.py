@@ -124,7 +124,9 @@ def plan(sources: Sequence[str], outdir: Path | None, to: str | None, options: d
         out = default_out(src, to) if outdir is None else str(outdir / output_name(src, to))
         key = os.path.abspath(out)
         if key in owners:
-            raise ModelFileError(f"{owners[key]} and {src} would both be written to {out}; convert them in separate runs or rename one")
+            raise ModelFileError(
+                f"{owners[key]} and {src} would both be written to {out}; convert them in separate runs or rename one"
+            )
         owners[key] = src
         job = Job(src, out, dict(options, to=to))
         try:

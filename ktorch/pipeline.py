@@ -135,10 +135,10 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         return direction.check(read, staging, manifest, options)
 
     write = write_lean(writer, rendered, graph, options) if direction.target == "keras" else lambda d: writer.write(rendered, d)
+    verify = check if options.verify else None
     parity = write_verified(
-        out, force=options.force, manifest=manifest, write=write, verify=check if options.verify else None, timings=timings,
-        sources=sources,
-    )  # fmt: skip
+        out, force=options.force, manifest=manifest, write=write, verify=verify, timings=timings, sources=sources
+    )
     timings["total"] = time.perf_counter() - t0
     keras_model = emitted_keras_model(read, rendered, out) if direction.target == "keras" else None
     result = ConversionResult(out, graph, manifest, parity, timings, keras_model=keras_model)

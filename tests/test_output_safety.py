@@ -337,10 +337,28 @@ def test_real_ctrl_c_during_the_swap_is_held_back(earlier, world, monkeypatch):
     assert old_or_new(earlier) == "new" and not litter(world)
 
 
+def test_target_checked_again_right_before_the_swap(earlier, world, monkeypatch):
+    """Someone puts a file of theirs into the earlier output while the new one is written:
+    the swap is refused and their file, and the earlier output, stay."""
+    from ktorch.translate.torch_writer import writer
+
+    real = writer.write
+
+    def write(rendered: Any, directory: Path, **kwargs: Any) -> Any:
+        (earlier / "notes.txt").write_text("mine\n")
+        return real(rendered, directory, **kwargs)
+
+    monkeypatch.setattr(writer, "write", write)
+    assert_refused(*cli("convert", "model.h5", "-o", "out", "--no-verify", "--force"), "notes.txt")
+    assert old_or_new(earlier) == "old" and (earlier / "notes.txt").read_text() == "mine\n"
+    assert not litter(world)
+
+
 # -- the check comes first ------------------------------------------------------------------
 def test_factory_is_never_called_when_the_output_is_refused(world, monkeypatch):
     (world / "slowmod.py").write_text(
-        "from pathlib import Path\n\n\ndef build():\n    Path('factory_was_called').write_text('yes')\n    raise SystemExit('called')\n"
+        "from pathlib import Path\n\n\ndef build():\n"
+        "    Path('factory_was_called').write_text('yes')\n    raise SystemExit('called')\n"
     )
     monkeypatch.syspath_prepend(str(world))
     (world / "taken").mkdir()
