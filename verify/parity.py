@@ -11,7 +11,7 @@ import numpy as np
 
 from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL, Comparison, compare
-from .runners import RunError, import_emitted, load_keras_model, make_inputs, run_keras, run_torch, to_emitted, to_source
+from .runners import RunError, import_emitted, keras_device, load_keras_model, make_inputs, run_keras, run_torch, to_emitted, to_source
 
 
 @dataclass
@@ -98,8 +98,6 @@ def check_keras_to_torch(
     def run_source(arrays: list[np.ndarray]) -> list[np.ndarray]:
         if keras_model is not None:
             return run_keras(keras_model, arrays)
-        from .sides import keras_device
-
         # the source runs where the emitted model runs (Keras's torch backend would
         # otherwise pick CUDA, with cuDNN's TF32, on a GPU machine)
         with keras_device(device):
