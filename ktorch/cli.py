@@ -119,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     e.add_argument("--input-shape", action="append", default=[], metavar="1,3,224,224", help="PyTorch factories: the shape of each input")
     e.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
+    e.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing OUT file (never a link, a directory or the source); the file appears only once complete",
+    )
     e.add_argument("--tolerance", type=float, default=DEFAULT_RTOL, help=f"max error relative to each output's scale (default {DEFAULT_RTOL:g})")
     e.add_argument("--trust-code", action="store_true", help="allow Keras Lambda layers to be deserialized (trusted files only)")
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -224,7 +229,7 @@ def _export(args: argparse.Namespace) -> int:
         shapes = [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
     except ValueError:
         raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
-    result = export(src, args.out, opset=args.opset, input_shapes=shapes or None, verify=not args.no_verify, tolerance=args.tolerance, trust_code=args.trust_code)
+    result = export(src, args.out, opset=args.opset, input_shapes=shapes or None, verify=not args.no_verify, tolerance=args.tolerance, trust_code=args.trust_code, force=args.force)
     console = _console()
     check = "" if result.parity is None else f"; ONNX Runtime vs source: max rel err {result.parity.worst_rel:.3g}"
     console.print(f"[green]wrote[/] {result.path} ({result.exporter}, opset {result.opset}{check})")

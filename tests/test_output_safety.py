@@ -28,7 +28,7 @@ from ktorch import batch
 from ktorch.cli import main
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-LITTER = re.compile(r"^\..+\.[0-9a-f]{12}\.(partial|old)$")
+LITTER = re.compile(r"^\..+\.[0-9a-f]{12}\.(partial|old)(\.onnx)?$")
 KTORCH_FILES = {"model.py", "model.safetensors", "ktorch.json"}
 
 
@@ -508,3 +508,28 @@ def test_no_command_touches_what_is_not_its_output(earlier_output, monkeypatch, 
     finally:
         monkeypatch.undo()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- ktorch export's single file ------------------------------------------------------------
+def test_export_refuses_an_existing_file_without_force(world):
+    (world / "model.onnx").write_bytes(b"the user's own file")
+    refused_untouched(world.parent, ["export", "model.h5", "-o", "model.onnx", "--no-verify"], "--force")
+
+
+@pytest.mark.parametrize("target", ["model.h5", "sub", "link.onnx"])
+def test_export_never_replaces_the_source_a_directory_or_a_link(world, target):
+    (world / "sub").mkdir()
+    (world / "sub" / "keep.txt").write_text("mine\n")
+    (world / "link.onnx").symlink_to(world / "sub" / "keep.txt")
+    refused_untouched(world.parent, ["export", "model.h5", "-o", target, "--no-verify", "--force"])
+
+
+def test_export_with_force_replaces_the_file_whole(world):
+    pytest.importorskip("tf2onnx")
+    (world / "model.onnx").write_bytes(b"old")
+    code, err = cli("export", "model.h5", "-o", "model.onnx", "--force")
+    assert code == 0, err
+    import onnx
+
+    assert onnx.load(str(world / "model.onnx")).graph.node  # a real ONNX model replaced the old bytes
+    assert not litter(world) and sorted(p.name for p in world.iterdir()) == ["model.h5", "model.onnx"]

@@ -200,6 +200,37 @@ def _sibling(target: Path, suffix: str) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
 
 
+def check_output_file(target: str | Path, *, force: bool, sources: Iterable[str | Path | None] = ()) -> None:
+    """check_output for a single-file output (`ktorch export`'s .onnx): never a link, a directory
+    or the source; an existing file only with `force` (the user named that file to be replaced)."""
+    target = Path(os.path.abspath(target))
+    if target.is_symlink():
+        raise UnsafeOutputError(f"{target}: is a symbolic link; ktorch never replaces a link or writes through one: {CHOOSE}")
+    _check_sources(target, Path(os.path.realpath(target)), sources)
+    if target.is_dir():
+        raise UnsafeOutputError(f"{target}: is a directory; ktorch export writes one file: {CHOOSE}")
+    if not target.exists():
+        _check_creatable(target)
+    elif not force:
+        raise OutputExistsError(f"{target}: exists; pass --force to replace it")
+
+
+@contextmanager
+def staged_file(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target` (same suffix); on success it replaces `target` in
+    one rename. Whatever happens, no temporary file is left behind."""
+    target = Path(os.path.abspath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(target, ".partial" + target.suffix)
+    try:
+        yield staging
+        with deferred_interrupt():
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            staging.unlink()
+
+
 @contextmanager
 def staged_directory(target: Path, *, force: bool, sources: Sequence[str | Path | None] = ()) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `target`; on success it replaces `target`.
