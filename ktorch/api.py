@@ -12,6 +12,7 @@ from .graph import Graph, validate
 from .graph.errors import ModelFileError
 from .graph.passes import assign_layout, eliminate_dead, fold_bias_into_batch_norm, fold_padding, fuse_activations, remove_noops
 from .graph.queries import id_range, layout_name, spatial_format
+from .options import Layout, normalize_layout
 from .translate.output import raise_on_mismatch, write_verified
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -73,7 +74,7 @@ def convert(
     input_shapes: list | None = None,
     input_dtypes: list | None = None,
     weights: str | Path | None = None,
-    layout: str = "torch",
+    layout: str | Layout = "native",
     verify: bool = True,
     force: bool = False,
     tolerance: float = 1e-4,
@@ -100,7 +101,7 @@ def convert(
 
     if is_onnx_source(src):
         return convert_onnx(
-            src, out, to=to or "torch", layout="keep" if layout == "keep" else "native", verify=verify, force=force,
+            src, out, to=to or "torch", layout=layout, verify=verify, force=force,
             tolerance=tolerance, inputs=inputs, seed=seed, progress=progress,
         )  # fmt: skip
     if is_torch_source(src):
@@ -113,7 +114,7 @@ def convert(
             input_shapes=input_shapes,
             input_dtypes=input_dtypes,
             weights=weights,
-            layout="keep" if layout == "keep" else "keras",
+            layout=layout,
             verify=verify,
             force=force,
             trust_code=trust_code,
@@ -130,8 +131,7 @@ def convert(
     step = progress or (lambda message: None)
     src = Path(src)
     out = Path(out) if out is not None else src.with_name(src.stem + "_torch")
-    if layout not in ("torch", "keep"):
-        raise ValueError(f"layout must be 'torch' or 'keep', not {layout!r}")
+    layout = normalize_layout(layout, target="torch")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     step(f"reading {src.name}")
@@ -147,7 +147,7 @@ def convert(
     fold_bias_into_batch_norm(graph)
     fuse_activations(graph)
     eliminate_dead(graph)
-    report = assign_layout(graph, "channels_first", keep_io=(layout == "keep"))
+    report = assign_layout(graph, "channels_first", keep_io=(layout is Layout.KEEP))
     validate(graph)
     timings["passes"] = time.perf_counter() - t1
 
@@ -187,7 +187,7 @@ def convert(
         "direction": "keras->torch",
         "source": {"file": src.name, "sha256": sha256(src), "format": graph.meta.get("source_format"), "keras_version": graph.meta.get("keras_version")},
         "model": {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), "parameters": int(sum(a.size for a in rendered.state.values()))},
-        "layout": {"mode": layout, "transposes": report.transposes},
+        "layout": {"mode": layout.value, "transposes": report.transposes},
         "inputs": io(graph.inputs),
         "outputs": io(graph.outputs),
         "values": {

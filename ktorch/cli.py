@@ -13,6 +13,7 @@ from typing import Sequence
 
 from . import __version__
 from .graph.errors import KtorchError
+from .options import LAYOUT_CHOICES, OptionError, normalize_layout
 
 EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
@@ -53,10 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-j", "--jobs", type=int, metavar="N", help="batch: models converted at once, each in its own process (default: CPU count, at most one per model)")
     c.add_argument(
         "--layout",
-        choices=("torch", "keras", "keep"),
-        default="torch",
-        help="the emitted model speaks its own framework's layout (default; 'torch'/'keras' name it): PyTorch NCHW..., "
-        "Keras NHWC...; keep: it keeps the source's input/output layout",
+        choices=LAYOUT_CHOICES,
+        default="native",
+        metavar="{native,keep}",
+        help="native (default): the emitted model takes and returns its own framework's layout, PyTorch NCHW..., "
+        "Keras NHWC...; keep: the source's input/output layout. The target's name ('torch' converting to PyTorch, "
+        "'keras' converting to Keras) is an alias of native; the other framework's name is refused",
     )
     c.add_argument("--to", choices=("torch", "keras"), help="the target framework (default: the other one than the source's; PyTorch for an ONNX source)")
     c.add_argument(
@@ -246,12 +249,48 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands' own parsers, by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _target_of(src: str, to: str | None) -> str:
+    """The framework a convert source goes to: --to, else the source's other framework (PyTorch for ONNX)."""
+    if to is not None:
+        return to
+    from .onnx_io import is_onnx_source
+    from .torch_to_keras import is_torch_source
+
+    return "keras" if not is_onnx_source(src) and is_torch_source(src) else "torch"
+
+
+def _check_layout(args: argparse.Namespace, sub: argparse.ArgumentParser) -> None:
+    """Refuse --layout naming the other framework than the target, before anything runs (argparse-style, exit 2)."""
+    from .batch import is_glob
+
+    for src in args.src:
+        if args.to is None and is_glob(src):
+            continue  # each match is checked by its own conversion
+        try:
+            normalize_layout(args.layout, target=_target_of(src, args.to))
+        except OptionError as exc:
+            sub.error(f"argument --layout: {exc}" + (f" ({src} converts to {_target_of(src, args.to)})" if args.to is None else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    subs = _subparsers(parser)
+    if extra:  # a mistyped flag: the subcommand's own usage, not the top-level one
+        (subs.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_STRUCTURE
+    if args.command == "convert":
+        _check_layout(args, subs["convert"])
     batch = args.command == "convert" and _is_batch(args.src)
     if args.command == "convert" and not batch:
         args.src = Path(args.src[0])

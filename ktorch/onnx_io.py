@@ -32,6 +32,7 @@ from .graph.passes import (
     remove_noops,
 )
 from .graph.queries import is_spatial, layout_name
+from .options import Layout, normalize_layout
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
 ONNX_SUFFIX = ".onnx"
@@ -83,7 +84,7 @@ def convert_onnx(
     out: str | Path | None = None,
     *,
     to: str = "torch",
-    layout: str = "native",
+    layout: str | Layout = "native",
     verify: bool = True,
     force: bool = False,
     tolerance: float = 1e-4,
@@ -100,7 +101,7 @@ def convert_onnx(
 
     if to not in ("torch", "keras"):
         raise ValueError(f"to must be 'torch' or 'keras', not {to!r}")
-    keep = layout == "keep"
+    keep = normalize_layout(layout, target=to) is Layout.KEEP
     step = progress or (lambda message: None)
     path = Path(src) if isinstance(src, (str, Path)) else None
     if path is not None and not path.is_file():
@@ -170,7 +171,7 @@ def convert_onnx(
         "direction": f"onnx->{to}",
         "source": source_info,
         "model": model_info,
-        "layout": {"mode": "keep" if keep else to, "transposes": count_transposes(graph)},
+        "layout": {"mode": (Layout.KEEP if keep else Layout.NATIVE).value, "transposes": count_transposes(graph)},
         "inputs": io(graph.inputs),
         "outputs": io(graph.outputs),
         "parity": None,

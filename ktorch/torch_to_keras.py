@@ -24,6 +24,7 @@ from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
 from .graph.passes import absorb_activation, assign_layout, count_transposes, eliminate_dead, remove_noops
 from .graph.queries import id_range, is_spatial, layout_name
+from .options import Layout, normalize_layout
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
 
@@ -33,7 +34,6 @@ class ImportOrderError(KtorchError):
     exit_code = 3
 
 
-NATIVE_LAYOUTS = ("keras", "native", "torch")  # "torch" is the API's historical default: the target's own idiom
 
 
 def is_factory_string(src: Any) -> bool:
@@ -382,7 +382,7 @@ def convert_torch(
     input_shapes: Sequence[Sequence[int]] | None = None,
     input_dtypes: Sequence[str] | None = None,
     weights: str | Path | None = None,
-    layout: str = "keras",
+    layout: str | Layout = "native",
     verify: bool = True,
     force: bool = False,
     tolerance: float = 1e-4,
@@ -400,6 +400,7 @@ def convert_torch(
     from .api import ConversionResult
     from .translate.keras_writer import writer
 
+    layout = normalize_layout(layout, target="keras")
     step = progress or (lambda message: None)
     if _tensorflow_first():
         raise ImportOrderError(
@@ -407,8 +408,6 @@ def convert_torch(
             "import triton (or torch.export a model once) before importing keras/tensorflow, or run `ktorch convert`"
         )
     prepare_torch()
-    if layout not in (*NATIVE_LAYOUTS, "keep"):
-        raise ValueError(f"layout must be 'keras' or 'keep', not {layout!r}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     step("exporting the PyTorch model")
@@ -436,7 +435,7 @@ def convert_torch(
     remove_noops(graph)
     fold_pads_into_convs(graph)
     eliminate_dead(graph)
-    assign_layout(graph, "channels_last", keep_io=(layout == "keep"))
+    assign_layout(graph, "channels_last", keep_io=(layout is Layout.KEEP))
     fold_constant_transposes(graph)
     fuse_functional_activations(graph)
     validate(graph)
@@ -482,7 +481,7 @@ def convert_torch(
             "custom_layers": rendered.custom_layers,
             "parameters": int(sum(a.size for arrays in rendered.weights.values() for a in arrays)),
         },
-        "layout": {"mode": "keep" if layout == "keep" else "keras", "transposes": count_transposes(graph)},
+        "layout": {"mode": layout.value, "transposes": count_transposes(graph)},
         "inputs": io(graph.inputs),
         "outputs": io(graph.outputs),
         # source module path -> emitted variable in build() (the last value a module produced
