@@ -16,6 +16,10 @@ from .options import Layout, normalize_layout
 from .translate.output import raise_on_mismatch, write_verified
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+ACCEPTED_SOURCES = (
+    "a Keras model file (.h5, .hdf5, .keras), an ONNX file (.onnx), a torch.export program (.pt2), "
+    "'package.module:factory' (a function returning an nn.Module), or a directory ktorch emitted for PyTorch"
+)
 
 
 
@@ -30,7 +34,7 @@ class ConversionResult:
 
 
 def detect_source(path: Path) -> str:
-    """Which reader a source path needs: 'keras', or 'torch' (a .pt2 program or a
+    """Which reader a source path needs: 'keras', 'onnx', or 'torch' (a .pt2 program or a
     directory ktorch emitted for PyTorch)."""
     from .torch_to_keras import is_torch_source
 
@@ -39,7 +43,7 @@ def detect_source(path: Path) -> str:
     if is_torch_source(path):
         return "torch"
     if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory; expected a Keras model file (.h5 or .keras)")
+        raise ModelFileError(f"{path}: is a directory but not one ktorch emitted for PyTorch (no model.py + ktorch.json); expected {ACCEPTED_SOURCES}")
     if path.suffix.lower() in KERAS_SUFFIXES:
         return "keras"
     if path.exists():
@@ -49,7 +53,7 @@ def detect_source(path: Path) -> str:
             return "keras"
     if not path.exists():
         raise ModelFileError(f"{path}: no such file")
-    raise ModelFileError(f"{path}: unknown model format (expected .h5 or .keras)")
+    raise ModelFileError(f"{path}: unknown model format; expected {ACCEPTED_SOURCES}")
 
 
 def read_graph(src: str | Path, *, trust_code: bool = False) -> Graph:
