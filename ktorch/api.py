@@ -33,6 +33,13 @@ class ConversionResult:
     keras_model: Any = None  # PyTorch -> Keras: the emitted model, weights loaded
 
 
+def model_counts(rendered: Any) -> dict[str, int]:
+    """The manifest's counts for a PyTorch target: `parameters` (elements of nn.Parameter tensors,
+    trainable or not) and `buffers` (elements of buffers: BatchNorm running statistics, constants)."""
+    parameters, buffers = rendered.counts()
+    return {"parameters": parameters, "buffers": buffers}
+
+
 def detect_source(path: Path) -> str:
     """Which reader a source path needs: 'keras', 'onnx', or 'torch' (a .pt2 program or a
     directory ktorch emitted for PyTorch)."""
@@ -190,7 +197,7 @@ def convert(
         "ktorch_version": __version__,
         "direction": "keras->torch",
         "source": {"file": src.name, "sha256": sha256(src), "format": graph.meta.get("source_format"), "keras_version": graph.meta.get("keras_version")},
-        "model": {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), "parameters": int(sum(a.size for a in rendered.state.values()))},
+        "model": {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), **model_counts(rendered)},
         "layout": {"mode": layout.value, "transposes": report.transposes},
         "inputs": io(graph.inputs),
         "outputs": io(graph.outputs),

@@ -118,9 +118,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _console():
-    from rich.console import Console
+    from .console import make_console
 
-    return Console(stderr=True, highlight=False)
+    return make_console(stderr=True)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -157,7 +157,7 @@ def _convert(args: argparse.Namespace) -> int:
     m = result.manifest
     console.print(
         f"[green]wrote[/] {result.out}/ ({m['model'].get('class_name', m['model']['name'])}: {m['model']['nodes']} nodes, "
-        f"{m['model']['parameters']:,} parameters, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
+        f"{_sizes(m)}, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
     )
     if result.parity is not None:
         from rich.table import Table
@@ -167,6 +167,14 @@ def _convert(args: argparse.Namespace) -> int:
             table.add_row(c.name, str(tuple(c.shape)), f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
         console.print(table)
     return EXIT_OK
+
+
+def _sizes(manifest: dict) -> str:
+    """The summary's counts, each named for what it is in the target framework."""
+    model = manifest["model"]
+    if manifest.get("direction", "").endswith("->keras"):
+        return f"{model['parameters']:,} weights (trainable + non-trainable, BatchNorm moving statistics included)"
+    return f"{model['parameters']:,} parameters + {model.get('buffers', 0):,} buffer values"
 
 
 def _input_shapes(args: argparse.Namespace) -> list[list[int]]:
@@ -224,8 +232,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from .console import make_console
 
     if args.json:
         from .api import read_graph
@@ -242,7 +251,7 @@ def _inspect(args: argparse.Namespace) -> int:
         ok = r["status"] in ("ok", "input")
         bad += not ok
         table.add_row(r["name"], r["class"], "" if r["shape"] is None else str(r["shape"]), r["status"] if ok else f"[red]{r['status']}[/]")
-    Console().print(table)
+    make_console().print(table)
     if bad:
         print(f"{bad} layer(s) cannot be converted", file=sys.stderr)
         return EXIT_STRUCTURE

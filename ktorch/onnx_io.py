@@ -158,8 +158,9 @@ def convert_onnx(
         return specs
 
     if to == "torch":
-        parameters = int(sum(a.size for a in rendered.state.values()))
-        model_info: dict[str, Any] = {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), "parameters": parameters}
+        from .api import model_counts
+
+        model_info: dict[str, Any] = {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), **model_counts(rendered)}
     else:
         parameters = int(sum(a.size for arrays in rendered.weights.values() for a in arrays))
         model_info = {"name": graph.name, "nodes": len(graph.nodes), "layers": rendered.layer_count, "parameters": parameters}

@@ -94,8 +94,7 @@ def _write(path: Path, text: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the verification and write the requested reports; returns the exit code."""
-    from rich.console import Console
-
+    from ..console import make_console
     from .report import print_report, to_junit, to_markdown
     from .verifier import verify_conversion
 
@@ -114,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
         allow_different_source=args.allow_different_source,
     )
     to_stdout = any(str(p) == "-" for p in (args.json, args.markdown) if p is not None)
-    console = Console(stderr=to_stdout, highlight=False)
+    console = make_console(stderr=to_stdout)
     if args.quiet or report.error is not None:
         prefix = "ktorch: error: " if report.error is not None else ""
         print(f"{prefix}{report.summary()}", file=sys.stderr if report.error is not None or to_stdout else sys.stdout)

@@ -477,10 +477,11 @@ def to_markdown(report: VerifyReport) -> str:
 # -- terminal ------------------------------------------------------------------------------
 def print_report(report: VerifyReport, console: Any = None, *, max_layers: int = 60) -> None:
     """Rich tables: outputs, then the aligned layers, then the verdict."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(highlight=False)
+    from ..console import make_console
+
+    console = console or make_console()
     for run in report.runs:
         table = Table(
             "output", "shape", "max abs err", "max rel err", "tolerance", "result",
