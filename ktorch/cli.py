@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     i = sub.add_parser("inspect", help="list a model's layers, their shapes and whether ktorch supports them")
-    i.add_argument("src", type=Path)
+    i.add_argument("src", type=Path, help="the model: .h5/.hdf5/.keras, .onnx, .pt2, or a ktorch PyTorch output directory")
     i.add_argument("--json", action="store_true", help="print the graph as JSON instead of a table")
     i.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (custom layer translators)")
     i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
