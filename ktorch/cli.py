@@ -85,14 +85,20 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import MODULE before converting, to register translators for custom layers (runs that module's code)",
+        help="import MODULE before converting, to register translators for custom layers (runs that module's code): "
+        "a module on sys.path or in the current directory, or a path to a .py file",
     )
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
-    i = sub.add_parser("inspect", help="list a model's layers, their shapes and whether ktorch supports them")
+    i = sub.add_parser(
+        "inspect",
+        help="list a model's layers, their shapes and whether ktorch supports them",
+        description="List a model's layers (nested models expanded), their output shapes and whether ktorch can "
+        "translate each one, without converting anything. Exit 2 if some layer is unsupported.",
+    )
     i.add_argument("src", type=Path, help="the model: .h5/.hdf5/.keras, .onnx, .pt2, or a ktorch PyTorch output directory")
     i.add_argument("--json", action="store_true", help="print the graph as JSON instead of a table")
-    i.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (custom layer translators)")
+    i.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (custom layer translators; a module name or a .py path)")
     i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     from .verify.cli import add_parser as add_verify_parser
