@@ -172,6 +172,16 @@ def test_parameters_and_buffers_counted_apart(converted, tmp_path, capsys):
     assert "13,194 parameters + 33 buffer values" in capsys.readouterr().err
 
 
+def test_keras_target_counts_what_count_params_counts(tmp_path):
+    torch = pytest.importorskip("torch")
+    from ktorch.cli import _sizes
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    result = ktorch.convert(net, tmp_path / "k", example_inputs=(torch.randn(2, 3, 8, 8),), verify=False)
+    assert result.manifest["model"]["parameters"] == result.keras_model.count_params() == 112 + 16  # BN: 4 x 4 weights
+    assert _sizes(result.manifest).startswith("128 weights (trainable + non-trainable, BatchNorm moving statistics")
+
+
 # -- 6. no wrapping at 80 columns off a terminal ------------------------------------------------------
 def test_tables_are_not_wrapped_when_not_a_terminal(tmp_path, capsys, keras):
     long_name = "a_rather_long_layer_name_that_would_not_fit_in_an_eighty_column_terminal_table"
@@ -197,6 +207,13 @@ def test_mistyped_flag_prints_the_subcommands_usage(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: ktorch convert") and "ktorch convert: error: unrecognized arguments: --bogus" in err
+
+
+def test_python_dash_m_ktorch_is_the_cli(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "ktorch", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("ktorch "), done.stderr
 
 
 def test_every_positional_has_help():
