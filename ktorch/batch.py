@@ -83,7 +83,7 @@ class Outcome:
 
 def output_name(src: str, to: str | None) -> str:
     """`<stem>_torch` or `<stem>_keras`, as a single conversion names its default output."""
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     if is_factory_string(src):
         return src.partition(":")[2] + "_keras"
@@ -116,7 +116,7 @@ def _init_worker(plugins: Sequence[str], threads: int) -> None:
         os.environ.setdefault(var, str(threads))  # the workers share the cores
     if plugins:
         from .plugins import load_plugin
-        from .torch_to_keras import prepare_torch
+        from .capture import prepare_torch
 
         prepare_torch()  # a plugin may import TensorFlow: Triton first
         for module in plugins:
@@ -127,7 +127,7 @@ def convert_one(job: Job) -> Outcome:
     """Convert one model (in a worker); every error becomes an Outcome, never an exception."""
     from .api import convert
     from .graph.errors import KtorchError
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     t0 = time.perf_counter()
     src: Any = job.src if is_factory_string(job.src) else Path(job.src)

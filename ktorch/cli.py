@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from .version import __version__
 from .graph.errors import KtorchError
-from .options import LAYOUT_CHOICES, OptionError, normalize_layout
+from .options import DEFAULT_TARGET, LAYOUT_CHOICES, OptionError, normalize_layout
+from .verify.compare import DEFAULT_RTOL
 
 EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
@@ -73,7 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--weights", type=Path, help="for 'package.module:factory': a state_dict (.pt/.pth, loaded with weights_only=True, or .safetensors) to load")
     c.add_argument("--no-verify", action="store_true", help="skip the parity check")
     c.add_argument("--force", action="store_true", help="replace an existing non-empty output directory (only once the new one is complete)")
-    c.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
+    c.add_argument(
+        "--tolerance",
+        type=float,
+        help="max error relative to each output's scale (default: the verification profile of the outputs' dtype, "
+        "1e-4 for float32 on CPU)",
+    )
     c.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
     c.add_argument(
         "--trust-code",
@@ -117,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     e.add_argument("--input-shape", action="append", default=[], metavar="1,3,224,224", help="PyTorch factories: the shape of each input")
     e.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
-    e.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
+    e.add_argument("--tolerance", type=float, default=DEFAULT_RTOL, help=f"max error relative to each output's scale (default {DEFAULT_RTOL:g})")
     e.add_argument("--trust-code", action="store_true", help="allow Keras Lambda layers to be deserialized (trusted files only)")
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -135,7 +141,7 @@ def _convert(args: argparse.Namespace) -> int:
     from .api import convert
     from .graph.errors import ParityError
 
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     console = _console()
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
@@ -223,7 +229,7 @@ def _convert_batch(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .onnx_io import export
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
     try:
@@ -235,6 +241,13 @@ def _export(args: argparse.Namespace) -> int:
     check = "" if result.parity is None else f"; ONNX Runtime vs source: max rel err {result.parity.worst_rel:.3g}"
     console.print(f"[green]wrote[/] {result.path} ({result.exporter}, opset {result.opset}{check})")
     return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .onnx_io import export
+    from .verify.cli import main
+
+    return main(args, exporter=export)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -272,14 +285,17 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-def _target_of(src: str, to: str | None) -> str:
-    """The framework a convert source goes to: --to, else the source's other framework (PyTorch for ONNX)."""
+def _target_of(src: str, to: str | None) -> str | None:
+    """The framework a convert source goes to: --to, else the source's other framework (PyTorch for ONNX);
+    None when the source cannot be told (its conversion says why)."""
     if to is not None:
         return to
-    from .onnx_io import is_onnx_source
-    from .torch_to_keras import is_torch_source
+    from .sources import source_kind
 
-    return "keras" if not is_onnx_source(src) and is_torch_source(src) else "torch"
+    try:
+        return DEFAULT_TARGET[source_kind(src)]
+    except KtorchError:
+        return None
 
 
 def _check_layout(args: argparse.Namespace, sub: argparse.ArgumentParser) -> None:
@@ -287,12 +303,13 @@ def _check_layout(args: argparse.Namespace, sub: argparse.ArgumentParser) -> Non
     from .batch import is_glob
 
     for src in args.src:
-        if args.to is None and is_glob(src):
-            continue  # each match is checked by its own conversion
+        target = None if args.to is None and is_glob(src) else _target_of(src, args.to)
+        if target is None:
+            continue  # a glob's matches, or an unknown source: each conversion checks its own
         try:
-            normalize_layout(args.layout, target=_target_of(src, args.to))
+            normalize_layout(args.layout, target=target)
         except OptionError as exc:
-            sub.error(f"argument --layout: {exc}" + (f" ({src} converts to {_target_of(src, args.to)})" if args.to is None else ""))
+            sub.error(f"argument --layout: {exc}" + (f" ({src} converts to {target})" if args.to is None else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -310,12 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "convert" and not batch:
         args.src = Path(args.src[0])
     if args.command in ("convert", "verify", "export") and not batch:  # a batch's workers do this themselves
-        from .torch_to_keras import is_factory_string, prepare_torch
+        from .capture import prepare_torch
+        from .sources import is_factory_string
 
         src = getattr(args, "src", None)
         prepare_torch(str(src) if src is not None and is_factory_string(str(src)) else src)
-    from .verify.cli import main as _verify
-
     handler = {"convert": _convert_batch if batch else _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
     if args.debug:
         os.environ["KTORCH_DEBUG"] = "1"  # show native library output too

@@ -17,7 +17,7 @@ from .graph.errors import (
     UntrustedCodeError,
 )
 from .options import OptionError
-from .torch_to_keras import ImportOrderError
+from .capture import ImportOrderError
 from .translate.keras_reader.reader import KerasLayerError
 from .translate.onnx_reader.reader import OnnxOpError
 from .translate.torch_reader.reader import TorchOpError

@@ -10,6 +10,7 @@ from enum import Enum
 from .graph.errors import KtorchError
 
 FRAMEWORKS = ("torch", "keras")
+DEFAULT_TARGET = {"keras": "torch", "torch": "keras", "onnx": "torch"}  # source kind -> target when `to` is not given
 
 
 class OptionError(KtorchError, ValueError):
@@ -55,4 +56,4 @@ def normalize_layout(value: str | Layout, *, target: str) -> Layout:
         raise OptionError(f"layout must be 'native', 'keep' or {target!r}, not {value!r}") from None
 
 
-__all__ = ["FRAMEWORKS", "LAYOUT_CHOICES", "Layout", "OptionError", "normalize_layout"]
+__all__ = ["DEFAULT_TARGET", "FRAMEWORKS", "LAYOUT_CHOICES", "Layout", "OptionError", "normalize_layout"]

@@ -151,7 +151,7 @@ def test_unknown_source_lists_every_accepted_kind(tmp_path, capsys):
     notes.write_text("not a model\n")
     assert main(["convert", str(notes), "--no-verify"]) == 3
     err = capsys.readouterr().err
-    for kind in (".h5", ".hdf5", ".keras", ".onnx", ".pt2", "package.module:factory", "directory ktorch emitted for PyTorch"):
+    for kind in (".h5", ".hdf5", ".keras", ".onnx", ".pt2", "package.module:factory", "a directory ktorch wrote"):
         assert kind in err, kind
 
 
