@@ -19,7 +19,7 @@ from .verify.compare import DEFAULT_RTOL
 EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ktorch",
         description="Translate trained models between Keras and PyTorch as readable code, with the weights, "
@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _console():
-    from .console import make_console
+    from .verify.console import make_console
 
     return make_console(stderr=True)
 
@@ -253,7 +253,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from .console import make_console
+    from .verify.console import make_console
 
     if args.json:
         from .api import read_graph
@@ -277,7 +277,7 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """The subcommands' own parsers, by name."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -313,9 +313,9 @@ def _check_layout(args: argparse.Namespace, sub: argparse.ArgumentParser) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    subs = _subparsers(parser)
+    subs = subcommand_parsers(parser)
     if extra:  # a mistyped flag: the subcommand's own usage, not the top-level one
         (subs.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:

@@ -108,12 +108,12 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
 
 def render_cli() -> str:
     """docs/cli.md: every subcommand's usage and every flag with its default, from the parser itself."""
-    from .cli import _parser, _subparsers
+    from .cli import build_parser, subcommand_parsers
 
     columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "100"  # usage lines wrap the same on every machine
     try:
-        return _render_cli(_parser(), _subparsers)
+        return _render_cli(build_parser(), subcommand_parsers)
     finally:
         if columns is None:
             del os.environ["COLUMNS"]

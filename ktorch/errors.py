@@ -7,6 +7,7 @@ All derive from `KtorchError`; each has an `exit_code` (what the CLI exits with)
 
 from __future__ import annotations
 
+from .capture import ImportOrderError
 from .graph.errors import (
     GraphError,
     KtorchError,
@@ -17,7 +18,6 @@ from .graph.errors import (
     UntrustedCodeError,
 )
 from .options import OptionError
-from .capture import ImportOrderError
 from .translate.keras_reader.reader import KerasLayerError
 from .translate.onnx_reader.reader import OnnxOpError
 from .translate.torch_reader.reader import TorchOpError

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ktorch
-from ktorch.cli import _parser, _subparsers, main
+from ktorch.cli import build_parser, main, subcommand_parsers
 from ktorch.options import Layout, OptionError, normalize_layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +139,7 @@ def test_plugin_by_path(plugin_dir):
 
 def test_missing_plugin_says_how_to_make_it_importable(plugin_dir):
     from ktorch.graph.errors import KtorchError
+
     from ktorch.plugins import load_plugin
 
     with pytest.raises(KtorchError, match="No module named 'no_such_plugin_xyz'.*PYTHONPATH.*path to its .py file"):
@@ -212,12 +213,12 @@ def test_mistyped_flag_prints_the_subcommands_usage(capsys):
 def test_python_dash_m_ktorch_is_the_cli(tmp_path):
     import subprocess
 
-    done = subprocess.run([sys.executable, "-m", "ktorch", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-m", "ktorch", "--version"], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 0 and done.stdout.startswith("ktorch "), done.stderr
 
 
 def test_every_positional_has_help():
-    for name, sub in _subparsers(_parser()).items():
+    for name, sub in subcommand_parsers(build_parser()).items():
         for action in sub._actions:
             if not action.option_strings:
                 assert action.help, f"ktorch {name} {action.dest}"
@@ -238,7 +239,7 @@ def test_inspect_shows_shapes_around_an_unsupported_layer(tmp_path, keras):
 
 
 def test_conversion_result_repr_is_one_short_line(converted):
-    src, out = converted
+    _, out = converted
     result = ktorch.api.ConversionResult(out, None, json.loads((out / "ktorch.json").read_text()))
     text = repr(result)
     assert len(text) < 200 and "\n" not in text
@@ -267,7 +268,7 @@ def test_cli_reference_documents_every_flag_with_its_default():
     from ktorch.docs import render_cli
 
     text = render_cli()
-    for name, sub in _subparsers(_parser()).items():
+    for name, sub in subcommand_parsers(build_parser()).items():
         section = text[text.index(f"## ktorch {name}") :]
         for action in sub._actions:
             for flag in action.option_strings:
@@ -279,7 +280,7 @@ def test_cli_reference_documents_every_flag_with_its_default():
 def test_readme_command_table_matches_the_parser():
     readme = (ROOT / "README.md").read_text()
     assert "docs/cli.md" in readme
-    subs = _subparsers(_parser())
+    subs = subcommand_parsers(build_parser())
     rows = [line for line in readme.splitlines() if line.startswith("| `ktorch ")]
     assert rows
     for row in rows:
@@ -296,8 +297,9 @@ def test_readme_command_table_matches_the_parser():
 
 # -- 9. one public home for the errors ---------------------------------------------------------------------
 def test_public_errors():
-    import ktorch.errors
     from ktorch.graph import errors as graph_errors
+
+    import ktorch.errors
 
     for name in ("KtorchError", "ModelFileError", "UnsupportedOpError", "UntrustedCodeError", "ParityError",
                  "OutputExistsError", "StructuralError", "SourceMismatchError", "RunError", "OptionError"):  # fmt: skip

@@ -95,7 +95,7 @@ def _write(path: Path, text: str) -> None:
 def main(args: argparse.Namespace, *, exporter: Any = None) -> int:
     """Run the verification and write the requested reports; returns the exit code.
     `exporter` is the ONNX export the referee uses (`ktorch.onnx_io.export`)."""
-    from ..console import make_console
+    from .console import make_console
     from .report import print_report, to_junit, to_markdown
     from .verifier import verify_conversion
 

@@ -479,7 +479,7 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
     """Rich tables: outputs, then the aligned layers, then the verdict."""
     from rich.table import Table
 
-    from ..console import make_console
+    from .console import make_console
 
     console = console or make_console()
     for run in report.runs:

@@ -1,5 +1,6 @@
-"""The consoles the CLI prints through: a terminal's own width, or unlimited width when the
-stream is a file or a pipe (CI logs), so that tables and lines are never wrapped or cut at 80."""
+"""The consoles the CLI (`ktorch verify` included) prints through: a terminal's own width, or
+unlimited width when the stream is a file or a pipe (CI logs), so that tables and lines are
+never wrapped or cut at 80 columns."""
 
 from __future__ import annotations
 
