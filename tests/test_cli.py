@@ -55,6 +55,8 @@ def test_verify_refuses_a_source_that_is_not_the_converted_file(converted, tmp_p
     report = ktorch.verify.verify_conversion(other, out)
     assert report.exit_code == 2 and report.status == "structural" and not report.runs
     assert "sha256 differs" in report.summary()
+    with pytest.raises(ktorch.errors.SourceMismatchError, match="sha256 differs"):
+        ktorch.verify.assert_parity(other, out)
 
 
 def test_verify_allow_different_source_compares_anyway(converted, tmp_path):

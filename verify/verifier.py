@@ -302,6 +302,8 @@ def assert_parity(
     code = report.exit_code
     if code == EXIT_CANNOT_RUN:
         raise RunError(f"ktorch verify {src} {converted}: {report.summary()}")
+    if code == EXIT_STRUCTURE and report.error is not None:
+        raise SourceMismatchError(f"ktorch verify {src} {converted}: {report.summary()}")
     if code == EXIT_STRUCTURE:
         raise StructuralError(f"ktorch verify {src} {converted}: {report.summary()}")
     if code == EXIT_MISMATCH:
