@@ -107,9 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="List a model's layers (nested models expanded), their output shapes and whether ktorch can "
         "translate each one, without converting anything. Exit 2 if some layer is unsupported.",
     )
-    i.add_argument("src", type=Path, help="the model: .h5/.hdf5/.keras, .onnx, .pt2, or a ktorch PyTorch output directory")
+    i.add_argument(
+        "src", type=Path, help="the model: .h5/.hdf5/.keras, .onnx, .pt2, or a ktorch PyTorch output directory"
+    )
     i.add_argument("--json", action="store_true", help="print the graph as JSON instead of a table")
-    i.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (custom layer translators; a module name or a .py path)")
+    i.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (custom layer translators; a module name or a .py path)",
+    )
     i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     from .verify.cli import add_parser as add_verify_parser

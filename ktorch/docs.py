@@ -130,7 +130,12 @@ def render_cli() -> str:
     from .cli import build_parser, subcommand_parsers
 
     parser = build_parser()
-    helps = {a.dest: a.help for action in parser._actions if isinstance(action, argparse._SubParsersAction) for a in action._choices_actions}
+    helps = {
+        a.dest: a.help
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for a in action._choices_actions
+    }
     lines = [
         "# Command reference",
         "",

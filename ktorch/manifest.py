@@ -77,7 +77,13 @@ def model_info(graph: Graph, rendered: Any, target: str) -> dict[str, Any]:
     BatchNorm's moving statistics as non-trainable weights; it has no buffers)."""
     if target == "torch":
         parameters, buffers = rendered.counts()
-        return {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), "parameters": parameters, "buffers": buffers}
+        return {
+            "name": graph.name,
+            "class_name": rendered.class_name,
+            "nodes": len(graph.nodes),
+            "parameters": parameters,
+            "buffers": buffers,
+        }
     parameters = int(sum(a.size for arrays in rendered.weights.values() for a in arrays))
     return {
         "name": graph.name,

@@ -38,7 +38,9 @@ def _other_source(src: Path, dst: Path) -> Path:
     shutil.copy(src, dst)
     with h5py.File(dst, "r+") as f:
         kernels = []
-        f["model_weights"].visititems(lambda name, obj: kernels.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim == 4 else None)
+        f["model_weights"].visititems(
+            lambda name, obj: kernels.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim == 4 else None
+        )
         kernels[0][...] = kernels[0][...] * 1.5
     return dst
 
@@ -200,7 +202,8 @@ def test_verify_report_is_not_wrapped_when_not_a_terminal(converted, capsys):
     assert main(["verify", str(src), str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any("propagated rel" in line and "isolated rel" in line for line in lines), lines  # headers not wrapped
-    assert any("stem_bn" in line and "BatchNormalization" in line for line in lines), lines  # cells not cut ("BatchNorm…")
+    # cells not cut to "BatchNorm…"
+    assert any("stem_bn" in line and "BatchNormalization" in line for line in lines), lines
 
 
 # -- 7. smaller truths -------------------------------------------------------------------------------
@@ -215,7 +218,9 @@ def test_mistyped_flag_prints_the_subcommands_usage(capsys):
 def test_python_dash_m_ktorch_is_the_cli(tmp_path):
     import subprocess
 
-    done = subprocess.run([sys.executable, "-m", "ktorch", "--version"], capture_output=True, text=True, cwd=tmp_path, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "ktorch", "--version"], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
     assert done.returncode == 0 and done.stdout.startswith("ktorch "), done.stderr
 
 
@@ -237,7 +242,8 @@ def test_inspect_shows_shapes_around_an_unsupported_layer(tmp_path, keras):
     keras.Model(x, y, name="partly").save(tmp_path / "partly.keras")
     rows = {r["name"]: r for r in ktorch.inspect(tmp_path / "partly.keras")}
     assert rows["doubler"]["status"] == "UNSUPPORTED"
-    assert [tuple(rows[n]["shape"]) for n in ("x", "first", "doubler", "last")] == [(None, 8), (None, 4), (None, 4), (None, 3)]
+    shapes = [tuple(rows[n]["shape"]) for n in ("x", "first", "doubler", "last")]
+    assert shapes == [(None, 8), (None, 4), (None, 4), (None, 3)]
 
 
 def test_conversion_result_repr_is_one_short_line(converted):

@@ -117,7 +117,7 @@ class VerifyReport:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     tolerance: dict[str, Any] = field(default_factory=dict)  # {"rtol": override or None, "outputs": {...}}
-    error_code: int = EXIT_CANNOT_RUN  # the exit code of `error`: EXIT_STRUCTURE when the source is not the converted file
+    error_code: int = EXIT_CANNOT_RUN  # exit code of `error`: EXIT_STRUCTURE when the source is not the converted file
 
     @property
     def exit_code(self) -> int:

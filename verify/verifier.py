@@ -144,7 +144,8 @@ def verify_conversion(
         if expected_sha and _sha256(src) != expected_sha:
             what = f"{src} is not the file that was converted to {converted} (sha256 differs from {converted / MANIFEST})"
             if not allow_different_source:
-                raise SourceMismatchError(f"{what}; pass --allow-different-source (allow_different_source=True) to compare anyway")
+                how = "pass --allow-different-source (allow_different_source=True) to compare anyway"
+                raise SourceMismatchError(f"{what}; {how}")
             report.warnings.append(what)
         fixed = manifest.get("source", {}).get("batch")
         if fixed and inputs is None and list(batches) != [fixed]:

@@ -26,7 +26,9 @@ class _PartialReader(KerasReader):
         except UnsupportedOpError:
             pass
 
-    def _call_layer(self, layer: dict[str, Any], prefix: tuple[str, ...], args: list, kwargs: dict, call_index: int) -> list[Value]:
+    def _call_layer(
+        self, layer: dict[str, Any], prefix: tuple[str, ...], args: list, kwargs: dict, call_index: int
+    ) -> list[Value]:
         """An unsupported layer whose output shape the config records stands in as a placeholder,
         so the layers after it still get their shapes."""
         try:
