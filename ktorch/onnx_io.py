@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .graph import Graph, validate
+from .graph import validate
 from .graph.errors import ModelFileError, ParityError
 from .graph.passes import (
+    absorb_input_transposes,
     assign_layout,
     count_transposes,
     eliminate_dead,
@@ -54,28 +55,6 @@ def _compose(first: Sequence[int] | None, then: Sequence[int] | None) -> tuple[i
     b = tuple(then) if then is not None else tuple(range(rank))
     out = tuple(a[i] for i in b)
     return None if out == tuple(range(rank)) else out
-
-
-def absorb_input_transposes(graph: Graph) -> dict[int, tuple[int, ...]]:
-    """Take each input that only feeds transposes of one permutation P in P's order,
-    removing the transposes. Returns {id(input): P}: the new input is source.transpose(P)."""
-    taken: dict[int, tuple[int, ...]] = {}
-    for value in graph.inputs:
-        users = list(value.users)
-        if value.rank < 3 or not users or value in graph.outputs or any(u.op != "transpose" for u in users):
-            continue
-        perms = {tuple(u.attrs["perm"]) for u in users}
-        if len(perms) != 1:
-            continue
-        (perm,) = perms
-        value.shape = tuple(value.shape[p] for p in perm)
-        for user in users:
-            graph.replace_uses(user.output, value)
-            graph.remove_node(user)
-        taken[id(value)] = perm
-    return taken
-
-
 
 
 def convert_onnx(

@@ -17,12 +17,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from . import __version__
 from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
-from .graph.passes import absorb_activation, assign_layout, count_transposes, eliminate_dead, remove_noops
+from .graph.passes import (
+    assign_layout,
+    count_transposes,
+    eliminate_dead,
+    fold_constant_transposes,
+    fold_padding,
+    fuse_functional_activations,
+    remove_noops,
+)
 from .graph.queries import id_range, is_spatial, layout_name
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
 
@@ -291,81 +298,10 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
 
 
 # -- conversion -------------------------------------------------------------------------------
-def fold_constant_transposes(graph: Graph) -> int:
-    """Permute constant arrays once instead of transposing them in the model."""
-    folded = 0
-    for node in list(graph.nodes):
-        if node.op != "transpose" or node.inputs[0].producer is None or node.inputs[0].producer.op != "constant":
-            continue
-        const = node.inputs[0].producer
-        if len(node.inputs[0].users) != 1:
-            continue
-        const.weights["value"] = np.ascontiguousarray(const.weights["value"].transpose(node.attrs["perm"]))
-        out = const.output
-        out.shape = tuple(node.output.shape)
-        out.perm = node.output.perm
-        graph.replace_uses(node.output, out)
-        graph.remove_node(node)
-        folded += 1
-    return folded
-
-
 def fold_pads_into_convs(graph: Graph) -> int:
     """A zero `pad` read only by a convolution becomes part of the convolution's padding
-    (F.pad before a conv, as the PyTorch code ktorch emits for TensorFlow's "same")."""
-    folded = 0
-    for node in list(graph.nodes):
-        if node.op != "pad" or float(node.attrs["value"]) != 0.0 or node.output in graph.outputs:
-            continue
-        users = node.output.users
-        if len(users) != 1 or users[0].op != "conv" or users[0].attrs["padding"] == "same":
-            continue
-        conv = users[0]
-        if conv.attrs["data_format"] != node.attrs["data_format"]:
-            continue
-        conv.attrs["padding"] = tuple((b + pb, e + pe) for (b, e), (pb, pe) in zip(conv.attrs["padding"], node.attrs["pads"]))
-        graph.set_input(conv, 0, node.inputs[0])
-        graph.remove_node(node)
-        folded += 1
-    return folded
-
-
-# activations Keras layers take by name (`activation="relu"`), with the attributes that name means
-KERAS_ACTIVATION_NAMES = {
-    "relu": ("relu", {"max_value": None, "threshold": 0.0, "negative_slope": 0.0}),
-    "sigmoid": ("sigmoid", {}),
-    "tanh": ("tanh", {}),
-    "silu": ("silu", {}),
-    "hard_silu": ("hard_silu", {}),
-    "gelu": ("gelu", {"approximate": False}),
-    "softmax": ("softmax", None),
-}
-
-
-def fuse_functional_activations(graph: Graph) -> int:
-    """An activation written functionally right after a Dense/Conv (`torch.softmax(self.fc(x), 1)`,
-    `F.relu(self.conv(x))`) becomes that Keras layer's `activation=`; activation modules
-    (nn.ReLU) stay layers of their own, named after the module. Runs after the layout pass."""
-    fused = 0
-    for node in list(graph.nodes):
-        if node.op not in ("dense", "conv", "conv_transpose") or node.attrs.get("activation") is not None:
-            continue
-        out = node.output
-        if len(out.users) != 1 or out in graph.outputs:
-            continue
-        act = out.users[0]
-        spec = KERAS_ACTIVATION_NAMES.get(act.op)
-        if spec is None or not (act.source_class or "").startswith("aten.") or act.inputs != [out]:
-            continue
-        name, defaults = spec
-        if defaults is None:  # softmax: over the last axis only
-            if tuple(act.attrs["axis"]) != (out.rank - 1,):
-                continue
-        elif any(act.attrs.get(k) != v for k, v in defaults.items()):
-            continue
-        absorb_activation(graph, node, act, name=name)
-        fused += 1
-    return fused
+    (graph.passes.fold_padding without the max-pooling case)."""
+    return fold_padding(graph, pools=False)
 
 
 def read_torch_graph(program: Any, name: str) -> Graph:

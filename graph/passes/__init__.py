@@ -7,17 +7,24 @@ from typing import Any
 
 from ..ir import Graph, Node
 from ..ops import get_op
+from .affine import fold_affine
 from .layout import LayoutReport, assign_layout, count_transposes
+from .transposes import absorb_input_transposes, fold_constant_transposes
 
 __all__ = [
+    "KERAS_ACTIVATION_NAMES",
     "LayoutReport",
     "absorb_activation",
+    "absorb_input_transposes",
     "assign_layout",
     "count_transposes",
     "eliminate_dead",
+    "fold_affine",
     "fold_bias_into_batch_norm",
+    "fold_constant_transposes",
     "fold_padding",
     "fuse_activations",
+    "fuse_functional_activations",
     "remove_noops",
 ]
 
@@ -73,6 +80,44 @@ def absorb_activation(graph: Graph, node: Node, act: Node, **extra: Any) -> None
     out.source = act_out.source
 
 
+# activations Keras layers take by name (`activation="relu"`), with the attributes that name means
+KERAS_ACTIVATION_NAMES = {
+    "relu": ("relu", {"max_value": None, "threshold": 0.0, "negative_slope": 0.0}),
+    "sigmoid": ("sigmoid", {}),
+    "tanh": ("tanh", {}),
+    "silu": ("silu", {}),
+    "hard_silu": ("hard_silu", {}),
+    "gelu": ("gelu", {"approximate": False}),
+    "softmax": ("softmax", None),
+}
+
+
+def fuse_functional_activations(graph: Graph) -> int:
+    """An activation written functionally right after a Dense/Conv (`torch.softmax(self.fc(x), 1)`,
+    `F.relu(self.conv(x))`) becomes that Keras layer's `activation=`; activation modules
+    (nn.ReLU) stay layers of their own, named after the module. Runs after the layout pass."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.op not in ("dense", "conv", "conv_transpose") or node.attrs.get("activation") is not None:
+            continue
+        out = node.output
+        if len(out.users) != 1 or out in graph.outputs:
+            continue
+        act = out.users[0]
+        spec = KERAS_ACTIVATION_NAMES.get(act.op)
+        if spec is None or not (act.source_class or "").startswith("aten.") or act.inputs != [out]:
+            continue
+        name, defaults = spec
+        if defaults is None:  # softmax: over the last axis only
+            if tuple(act.attrs["axis"]) != (out.rank - 1,):
+                continue
+        elif any(act.attrs.get(k) != v for k, v in defaults.items()):
+            continue
+        absorb_activation(graph, node, act, name=name)
+        fused += 1
+    return fused
+
+
 def eliminate_dead(graph: Graph) -> int:
     """Remove nodes whose outputs reach no graph output."""
     live: set[int] = {id(v) for v in graph.outputs}
@@ -90,10 +135,11 @@ def eliminate_dead(graph: Graph) -> int:
     return len(removed)
 
 
-def fold_padding(graph: Graph) -> int:
+def fold_padding(graph: Graph, *, pools: bool = True) -> int:
     """Fold a zero `pad` that feeds only a convolution into the convolution's own padding
-    (Keras writes ZeroPadding2D + a 'valid' Conv2D where PyTorch writes padding=3), and one
-    that feeds only a max pooling of a non-negative tensor into the pooling's padding
+    (Keras writes ZeroPadding2D + a 'valid' Conv2D where PyTorch writes padding=3, PyTorch
+    code writes F.pad before a conv for TensorFlow's "same"), and, with `pools`, one that
+    feeds only a max pooling of a non-negative tensor into the pooling's padding
     (ZeroPadding2D + MaxPooling2D after a ReLU, as in Keras's ResNet stem): PyTorch pads a
     max pool with -inf, which selects the same maximum as a zero when no value is below 0."""
     folded = 0
@@ -108,7 +154,7 @@ def fold_padding(graph: Graph) -> int:
             continue
         if user.op == "conv":
             pass
-        elif user.op == "pool" and user.attrs["mode"] == "max" and _non_negative(node.inputs[0]):
+        elif pools and user.op == "pool" and user.attrs["mode"] == "max" and _non_negative(node.inputs[0]):
             if any(b + pb > k // 2 or e + pe > k // 2 for (b, e), (pb, pe), k in zip(user.attrs["padding"], node.attrs["pads"], user.attrs["pool_size"])):
                 continue  # a window entirely in the padding would give -inf, not 0
         else:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ...graph import Graph, Value
 from ...graph.errors import GraphError, KtorchError, ModelFileError, UnsupportedOpError
+from ...graph.passes import fold_affine
 from ..registry import lookup
 
 MIN_OPSET, MAX_OPSET = 13, 21
@@ -563,7 +564,6 @@ def _fuse_patterns(model: Any) -> Any:
 def read_onnx(src: Any, *, name: str | None = None) -> Graph:
     """Read an ONNX model (a path or a ModelProto) into a graph."""
     from . import families  # noqa: F401  (registers the translators)
-    from .fold import fold_affine
 
     model = _fuse_patterns(load_model(src))
     if name is None:
