@@ -274,7 +274,7 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
     from .translate.torch_reader.reader import (
         IGNORED,
         PASS_THROUGH,
-        _module_of,
+        module_of,
         aten_key,
     )
 
@@ -289,7 +289,7 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
         key = aten_key(node.target)
         if not key.startswith("aten.") or key in IGNORED:
             continue
-        module, cls = _module_of(node)
+        module, cls = module_of(node)
         val = node.meta.get("val")
         shape = tuple(val.shape) if hasattr(val, "shape") else None
         ok = key in PASS_THROUGH or lookup("torch->ir", key) is not None

@@ -267,11 +267,11 @@ def _interpret(module: Any, tensors: list[Any], wanted: set[str], classes: dict[
     import torch
     import torch.fx
 
-    from ..translate.torch_reader.reader import _module_of
+    from ..translate.torch_reader.reader import module_of
 
     last_of: dict[str, str] = {}
     for node in module.graph.nodes:
-        path, cls = _module_of(node)
+        path, cls = module_of(node)
         if path and node.op == "call_function":
             last_of[path] = node.name
             classes[path] = cls.rsplit(".", 1)[-1]

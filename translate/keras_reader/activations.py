@@ -9,7 +9,7 @@ from ..registry import register
 from .reader import LayerCall
 
 # name -> (op kind, attrs); Keras 3 definitions (keras/src/activations/activations.py)
-_SIMPLE: dict[str, tuple[str, dict[str, Any]]] = {
+SIMPLE_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "relu": ("relu", {}),
     "relu6": ("relu", {"max_value": 6.0}),
     "elu": ("elu", {"alpha": 1.0}),
@@ -66,9 +66,9 @@ def activation_nodes(call: LayerCall, x: Value, spec: Any, *, suffix: str = "_ac
         # Keras 2 (and TF1): clip(0.2 x + 0.5); Keras 3: relu6(x + 3) / 6
         attrs = {"slope": 0.2, "offset": 0.5} if call.keras2 else {"slope": 1.0 / 6.0, "offset": 0.5}
         return call.emit("hard_sigmoid", [x], attrs, suffix=suffix)
-    if name not in _SIMPLE:
+    if name not in SIMPLE_ACTIVATIONS:
         raise call.error(f"activation {name!r} is not supported")
-    op, attrs = _SIMPLE[name]
+    op, attrs = SIMPLE_ACTIVATIONS[name]
     return call.emit(op, [x], dict(attrs), suffix=suffix)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .patterns import DOMAIN, _drop_dead
+from .patterns import DOMAIN, drop_dead
 from .reader import OnnxCall
 
 MHA = "MultiHeadAttention"  # inputs x, q/k/v/out weights (torch Linear layout) and biases; attrs num_heads, causal
@@ -108,9 +108,9 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
     (after checking its numbers); returns the count."""
     from onnx import helper, numpy_helper
 
-    from .patterns import _Index
+    from .patterns import ModelIndex
 
-    index = _Index(model)
+    index = ModelIndex(model)
     graph = model.graph
     scopes = dict.fromkeys(n.name.rsplit("/", 1)[0] for n in graph.node if n.op_type == "Softmax" and n.name.startswith("/") and n.name.count("/") >= 2)
     fused = 0
@@ -173,10 +173,10 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
         graph.node.insert(position + 1, node)
         for n in ordered:
             graph.node.remove(n)
-        index = _Index(model)
+        index = ModelIndex(model)
         fused += 1
     if fused:
-        _drop_dead(model)
+        drop_dead(model)
     return fused
 
 

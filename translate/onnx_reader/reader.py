@@ -38,7 +38,7 @@ BATCH = -987654321
 PASS_THROUGH = {"Identity", "Dropout"}
 
 # ONNX TensorProto element types -> graph dtype names
-_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 # ops named after their module alone (a layer); the others get the op appended ("layer1_0_add")
 LAYER_OPS = {
@@ -270,7 +270,7 @@ class OnnxReader:
         except Exception:  # noqa: BLE001 - shape inference is a cross-check only
             return
         for info in [*inferred.graph.value_info, *inferred.graph.output]:
-            self._expected[info.name] = _shape_of(info, batch=False)
+            self._expected[info.name] = shape_of(info, batch=False)
 
     def _check_supported(self) -> None:
         constant = {name for name, v in self.env.items() if isinstance(v, Const)} | {""}
@@ -290,7 +290,7 @@ class OnnxReader:
             )
 
     def _add_input(self, info: Any) -> Value:
-        shape = _shape_of(info, batch=True)
+        shape = shape_of(info, batch=True)
         dims = info.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value"):
             self.static_batch = int(dims[0].dim_value)
@@ -301,7 +301,7 @@ class OnnxReader:
                     where="the ONNX reader",
                     hint="Export with fixed sizes for every axis but the batch, or fix them with onnx.tools.update_model_dims.",
                 )
-        dtype = _DTYPES.get(info.type.tensor_type.elem_type, "float32")
+        dtype = ONNX_DTYPES.get(info.type.tensor_type.elem_type, "float32")
         return self.graph.add_input(identifier(info.name), shape, dtype)
 
     # -- nodes ----------------------------------------------------------------------------
@@ -319,14 +319,16 @@ class OnnxReader:
                 self.env[out] = v
             return
         if key in ("ConstantOfShape", "Expand") and all(isinstance(v, Const) for v in inputs) and BATCH in inputs[-1].array:
-            from .recurrent import BatchFill  # zeros shaped by the batch size (an RNN's initial state)
+            from .recurrent import (
+                BatchFill,  # zeros shaped by the batch size (an RNN's initial state)
+            )
 
             fill = self._constant(node, "value", np.zeros(1, np.float32)) if key == "ConstantOfShape" else inputs[0].array
             if fill.size and np.all(fill == fill.reshape(-1)[0]):
                 self.env[node.output[0]] = BatchFill.of_shape(inputs[-1].array, fill)
                 return
         if inputs and all(v is None or isinstance(v, Const) for v in inputs):
-            for out, array in zip(node.output, _evaluate(node, [v.array if v is not None else None for v in inputs], self.opset)):
+            for out, array in zip(node.output, evaluate_node(node, [v.array if v is not None else None for v in inputs], self.opset)):
                 self.env[out] = Const(out, array)
             return
         translator = lookup("onnx->ir", key)
@@ -469,7 +471,7 @@ def _default_opset(model: Any) -> int:
     return MAX_OPSET
 
 
-def _shape_of(info: Any, *, batch: bool) -> tuple:
+def shape_of(info: Any, *, batch: bool) -> tuple:
     t = info.type.tensor_type
     if not t.HasField("shape"):
         return ()
@@ -484,7 +486,7 @@ def _shape_of(info: Any, *, batch: bool) -> tuple:
     return tuple(dims)
 
 
-def _evaluate(node: Any, arrays: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
+def evaluate_node(node: Any, arrays: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
     """Run one node on constant inputs with ONNX's reference implementation."""
     from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
@@ -550,7 +552,7 @@ def _fuse_patterns(model: Any) -> Any:
         inferred = shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - without shapes, nothing is fused
         return model
-    shapes = {info.name: _shape_of(info, batch=False) for info in [*inferred.graph.input, *inferred.graph.value_info]}
+    shapes = {info.name: shape_of(info, batch=False) for info in [*inferred.graph.input, *inferred.graph.value_info]}
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     fuse_layer_norm(copy, shapes)

@@ -294,7 +294,7 @@ def _clean_path(path: str) -> str:
     return path
 
 
-def _module_of(node: Any) -> tuple[str, str]:
+def module_of(node: Any) -> tuple[str, str]:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return "", ""
@@ -438,7 +438,7 @@ class TorchReader:
             key = aten_key(node.target)
             if key in PASS_THROUGH or key in IGNORED or key in _PYTHON_OPS or key in _SYM_OPS or lookup("torch->ir", key) is not None:
                 continue
-            module, cls = _module_of(node)
+            module, cls = module_of(node)
             problems.append((module or node.name, key, f"no translator (called in {cls.rsplit('.', 1)[-1] or 'the top-level forward'})"))
         if problems:
             unique = sorted(set(problems), key=problems.index)
@@ -554,7 +554,7 @@ class TorchReader:
         translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]
         if translator is None:
             raise UnsupportedOpError([(node.name, key, "no translator")], where="the PyTorch reader")
-        module, cls = _module_of(node)
+        module, cls = module_of(node)
         leaf = _is_leaf(cls) and bool(module)
         if leaf:
             # a module called several times: each call is its own (weightless) layer
