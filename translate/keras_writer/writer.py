@@ -33,7 +33,6 @@ beside this file. It uses only Keras 3 APIs (keras.layers, keras.ops) and runs o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import keras
 {numpy}from keras import layers
