@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .api import ConversionResult, convert, inspect  # noqa: E402
-from . import verify  # noqa: E402  (ktorch.verify.assert_parity, ktorch.verify.verify_conversion)
+from . import verify  # (ktorch.verify.assert_parity, ktorch.verify.verify_conversion)
+from .api import ConversionResult, convert, inspect
+from .version import __version__
 
 __all__ = ["ConversionResult", "__version__", "convert", "inspect", "verify"]

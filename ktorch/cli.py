@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
 from .graph.errors import KtorchError
+from .version import __version__
 
 EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 

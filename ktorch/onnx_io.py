@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
 from .graph import validate
 from .graph.errors import ModelFileError, ParityError
 from .graph.passes import (
@@ -34,6 +33,7 @@ from .graph.passes import (
 )
 from .graph.queries import is_spatial, layout_name
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
+from .version import __version__
 
 ONNX_SUFFIX = ".onnx"
 EXPORT_OPSET = 17

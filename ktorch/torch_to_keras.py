@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 
-from . import __version__
 from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
 from .graph.passes import (
@@ -32,6 +31,7 @@ from .graph.passes import (
 )
 from .graph.queries import id_range, is_spatial, layout_name
 from .translate.output import raise_on_mismatch, read_manifest, write_verified
+from .version import __version__
 
 
 class ImportOrderError(KtorchError):

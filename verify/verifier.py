@@ -112,7 +112,7 @@ def verify_conversion(
     `tolerance` overrides the device/dtype profile's relative tolerance (verify.profiles)
     for every tensor; `output_tolerances` overrides it per output name.
     """
-    from .. import __version__
+    from ..version import __version__
 
     src, converted = Path(src), Path(converted)
     report = VerifyReport(str(src), str(converted), "?", __version__)
