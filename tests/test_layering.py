@@ -75,12 +75,30 @@ def _resolve(module: Module, node: ast.ImportFrom) -> str:
     return f"{package}.{node.module}" if node.module else package
 
 
+def _type_checking_only(node: ast.AST) -> bool:
+    """`if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`): imports for annotations, never run."""
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of the tree, function bodies included, except those under `if TYPE_CHECKING:`."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if _type_checking_only(node):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def parse(modules: dict[str, Module]) -> None:
     """Fill in each module's imports, function-level ones included."""
     for module in modules.values():
         tree = ast.parse(module.path.read_text(), filename=str(module.path))
         aliases: dict[str, str] = {}  # local name -> internal module it is bound to
-        for node in ast.walk(tree):
+        for node in _runtime_nodes(tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name in modules:
@@ -101,7 +119,7 @@ def parse(modules: dict[str, Module]) -> None:
                         aliases[alias.asname or alias.name] = sub
                     else:
                         module.imports.append(Import(module.name, base, alias.name, node.lineno))
-        for node in ast.walk(tree):  # `reader._module_of(...)` through a module alias
+        for node in _runtime_nodes(tree):  # `reader._module_of(...)` through a module alias
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
                 module.imports.append(Import(module.name, aliases[node.value.id], node.attr, node.lineno))
 
@@ -213,7 +231,7 @@ CLEAN_TREE = {
     "graph/ir.py": "class Graph: pass\n",
     "translate/__init__.py": "",
     "translate/writer.py": "from ..graph.ir import Graph\n\ndef render():\n    from .runtime import preload\n    return preload\n",
-    "translate/runtime.py": "def preload(): pass\n",
+    "translate/runtime.py": "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .writer import render\n\ndef preload(): pass\n",
     "verify/__init__.py": "",
     "verify/check.py": "from ..translate.runtime import preload\n\ndef check():\n    return preload()\n",
 }
