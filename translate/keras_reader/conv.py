@@ -15,7 +15,7 @@ import numpy as np
 from ...graph import Value
 from ...graph.ops import channel_axis, spatial_axes
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 
 def int_tuple(value: Any, rank: int) -> tuple[int, ...]:

@@ -14,8 +14,6 @@ from .reader import MODEL_CLASSES, UNTRUSTED_CLASSES, KerasReader, ReadOptions
 def inspect_keras(path: Path, *, trust_code: bool = False) -> list[dict[str, Any]]:
     """One row per layer (nested models expanded): name, class, status and, when the
     whole model can be read, its output shapes."""
-    from . import families  # noqa: F401
-
     rows: list[dict[str, Any]] = []
     with open_keras_file(path) as kfile:
 

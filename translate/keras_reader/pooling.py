@@ -5,8 +5,8 @@ from __future__ import annotations
 from ...graph import Value
 from ...graph.ops import spatial_axes
 from ..registry import register
+from .calls import LayerCall
 from .conv import int_tuple, same_padding
-from .reader import LayerCall
 
 
 def _pool(call: LayerCall, mode: str, rank: int) -> Value:

@@ -17,8 +17,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import lookup, register
-from .activations import SIMPLE_ACTIVATIONS, activation_name
-from .reader import LayerCall
+from .calls import SIMPLE_ACTIVATIONS, LayerCall, activation_name
 
 _OPS = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simple_rnn"}
 _GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}

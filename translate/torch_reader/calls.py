@@ -5,17 +5,21 @@ that the op families (which import it) and the reader (which imports them) form 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...graph import Graph, Value
 from ...graph.errors import KtorchError, UnsupportedOpError
+from ..codegen import identifier as python_identifier
 
 if TYPE_CHECKING:
     from .reader import TorchReader
+
+# node names from module paths ("layer1.0.conv1" -> "layer1_0_conv1"); a leading digit stays
+identifier = partial(python_identifier, digit_prefix=False)
 
 
 TORCH_DTYPES = {
@@ -53,10 +57,6 @@ class SymbolicBatch:
 
 
 BATCH = SymbolicBatch()
-
-
-def identifier(text: str) -> str:
-    return re.sub(r"\W", "_", text).strip("_") or "x"
 
 
 def dtype_name(dtype: Any) -> str:

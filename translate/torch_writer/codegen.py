@@ -10,46 +10,17 @@ from __future__ import annotations
 
 import builtins
 import keyword
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from ...graph import Graph, Node, Value
-from ...graph.errors import GraphError, UnsupportedOpError
-from ..codegen import Raw, call, py_literal  # noqa: F401  (re-exported for the op families)
+from ...graph.errors import UnsupportedOpError
+from ..codegen import Namespace, Raw, ValueNames, call, py_literal  # noqa: F401  (Raw, call, py_literal: re-exported for the op families)
 from ..registry import lookup
 
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "Path", "load", "load_file", "annotations"}
-
-
-def identifier(text: str) -> str:
-    name = re.sub(r"\W", "_", text).strip("_")
-    if not name:
-        name = "x"
-    if name[0].isdigit():
-        name = f"x{name}"
-    return name
-
-
-class Namespace:
-    """Deterministic unique Python identifiers that never shadow a builtin or keyword."""
-
-    def __init__(self, reserved: set[str]) -> None:
-        self.used = set(reserved)
-
-    def take(self, base: str) -> str:
-        name = identifier(base)
-        if name in RESERVED or name in self.used:
-            stem = name if name not in RESERVED else f"{name}_"
-            candidate, i = stem, 1
-            while candidate in self.used or candidate in RESERVED:
-                candidate = f"{stem}_{i}" if not stem.endswith("_") else f"{stem}{i}"
-                i += 1
-            name = candidate
-        self.used.add(name)
-        return name
 
 
 @dataclass
@@ -66,7 +37,7 @@ FRESH_OUTPUT_OPS = frozenset({"conv", "conv_transpose", "batch_norm", "dense", "
 
 
 @dataclass
-class TorchEmitter:
+class TorchEmitter(ValueNames):
     graph: Graph
     class_name: str
     modules: list[EmittedModule] = field(default_factory=list)
@@ -79,20 +50,9 @@ class TorchEmitter:
     uses_functional: bool = False
 
     def __post_init__(self) -> None:
-        self.attrs_ns = Namespace({"training", "forward", "eval", "train", "to", "cuda", "cpu", "state_dict", "parameters"})
-        self.vars_ns = Namespace({self.class_name})
-
-    # -- names ---------------------------------------------------------------------------
-    def var(self, value: Value) -> str:
-        try:
-            return self.value_names[id(value)]
-        except KeyError:
-            raise GraphError(f"value {value.name!r} is used before it is computed") from None
-
-    def bind(self, value: Value, base: str | None = None) -> str:
-        name = self.vars_ns.take(base or value.name)
-        self.value_names[id(value)] = name
-        return name
+        taken = {"training", "forward", "eval", "train", "to", "cuda", "cpu", "state_dict", "parameters"}
+        self.attrs_ns = Namespace(RESERVED, taken, escape_reserved=True)
+        self.vars_ns = Namespace(RESERVED, {self.class_name}, escape_reserved=True)
 
     # -- building -----------------------------------------------------------------------
     def module(self, node: Node, expr: str, state: dict[str, np.ndarray] | None = None, *, suffix: str = "") -> str:
