@@ -226,8 +226,8 @@ def test_conv1d_transpose_exhaustive(keras):
 
     from ktorch.graph import Graph
     from ktorch.graph.passes import assign_layout
+    from ktorch.translate.keras_reader.calls import LayerCall
     from ktorch.translate.keras_reader.conv import conv1d_transpose_from_keras
-    from ktorch.translate.keras_reader.reader import LayerCall
 
     rng = np.random.default_rng(6)
     checked = 0
@@ -265,7 +265,7 @@ def test_conv1d_padding_exhaustive(keras):
     from ktorch.graph import Graph
     from ktorch.graph.passes import assign_layout
     from ktorch.translate.keras_reader.conv import conv1d_from_keras
-    from ktorch.translate.keras_reader.reader import LayerCall
+    from ktorch.translate.keras_reader.calls import LayerCall
 
     rng = np.random.default_rng(7)
     checked = 0

@@ -22,8 +22,8 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
+from .calls import OnnxCall
 from .patterns import DOMAIN, drop_dead
-from .reader import OnnxCall
 
 MHA = "MultiHeadAttention"  # inputs x, q/k/v/out weights (torch Linear layout) and biases; attrs num_heads, causal
 

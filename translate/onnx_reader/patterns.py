@@ -305,7 +305,7 @@ def fuse_repeat_upsample(model: Any) -> int:
         inferred = shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001 - without shapes, nothing is fused
         return 0
-    from .reader import shape_of
+    from .calls import shape_of
 
     shapes = {info.name: shape_of(info, batch=False) for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
     index = ModelIndex(model)

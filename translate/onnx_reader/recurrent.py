@@ -31,7 +31,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import BATCH, Const, Deferred, OnnxCall, evaluate_node
+from .calls import BATCH, Const, Deferred, OnnxCall, evaluate_node
 
 _GATE_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}  # ONNX iofc -> torch ifgo; zrh -> rzn
 _GATES = {"LSTM": 4, "GRU": 3}

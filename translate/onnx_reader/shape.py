@@ -11,7 +11,7 @@ import numpy as np
 from ...graph import Value
 from ..edge_pad import edge_pad
 from ..registry import register
-from .reader import BATCH, ONNX_DTYPES, Const, OnnxCall
+from .calls import BATCH, ONNX_DTYPES, Const, OnnxCall
 
 
 def _reshape(call: OnnxCall, x: Value, target: tuple[int, ...]) -> Value:
