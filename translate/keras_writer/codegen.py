@@ -102,8 +102,6 @@ def activation_kwarg(node: Node) -> dict[str, str]:
 
 def emit_graph(graph: Graph) -> KerasEmitter:
     """Run every node's translator; raise UnsupportedOpError listing all missing ones."""
-    from . import families  # noqa: F401  (registers the translators)
-
     missing = [(n.source or n.name, n.op, "no Keras writer for this op kind") for n in graph.nodes if lookup("ir->keras", n.op) is None]
     if missing:
         raise UnsupportedOpError(sorted(set(missing)), where="the Keras writer")

@@ -109,8 +109,6 @@ class TorchEmitter(ValueNames):
 
 def emit_graph(graph: Graph, class_name: str) -> TorchEmitter:
     """Run every node's translator; raise UnsupportedOpError listing all missing ones."""
-    from . import families  # noqa: F401  (registers the translators)
-
     missing = [(n.source or n.name, n.op, "no PyTorch writer for this op kind") for n in graph.nodes if lookup("ir->torch", n.op) is None]
     if missing:
         raise UnsupportedOpError(sorted(set(missing)), where="the PyTorch writer")
