@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ..errors import GraphError
-from . import Layout, OpDef, attr, channel_axis, define, same_as_input, spatial_axes
+from .schema import Layout, OpDef, attr, channel_axis, define, same_as_input, spatial_axes
 
 _F = (int, float)
 _DATA_FORMAT = attr("data_format", str, choices=("channels_last", "channels_first"))
