@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .graph import Graph, validate
 from .graph.errors import ModelFileError
-from .graph.passes import assign_layout, eliminate_dead, fold_bias_into_batch_norm, fold_padding, fuse_activations, remove_noops
+from .graph.passes import (
+    assign_layout,
+    eliminate_dead,
+    fold_bias_into_batch_norm,
+    fold_padding,
+    fuse_activations,
+    remove_noops,
+)
 from .graph.queries import id_range, layout_name, spatial_format
 from .translate.output import raise_on_mismatch, write_verified
 from .version import __version__

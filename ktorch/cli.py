@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .graph.errors import KtorchError
 from .version import __version__
@@ -125,7 +125,6 @@ def _convert(args: argparse.Namespace) -> int:
 
     from .api import convert
     from .graph.errors import ParityError
-
     from .torch_to_keras import is_factory_string
 
     console = _console()

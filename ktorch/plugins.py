@@ -20,7 +20,8 @@ the source for verification: register it with `keras.saving.register_keras_seria
 from __future__ import annotations
 
 import importlib
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .translate.registry import register, unregister
 

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from .graph import Graph, validate
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
 from .graph.passes import (
@@ -274,8 +273,8 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
     from .translate.torch_reader.reader import (
         IGNORED,
         PASS_THROUGH,
-        module_of,
         aten_key,
+        module_of,
     )
 
     prepare_torch(src)

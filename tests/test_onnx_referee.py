@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 from conftest import randomize_batchnorm, randomize_weights
-from ktorch.verify.onnx_referee import referee
 from safetensors.numpy import load_file, save_file
 
 import ktorch
+from ktorch.verify.onnx_referee import referee
 
 
 @pytest.fixture

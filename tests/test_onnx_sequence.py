@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import randomize_weights
-from ktorch.graph.errors import UnsupportedOpError
 from test_onnx import convert_both, keras_to_onnx, torch_to_onnx
 from torch import nn
 from torch.nn import functional as F
 
+from ktorch.graph.errors import UnsupportedOpError
 from ktorch.onnx_io import convert_onnx
 
 TARGETS = ["torch", pytest.param("keras", marks=pytest.mark.slow)]

@@ -4,6 +4,7 @@ library before TensorFlow's. Importing this module imports no framework."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -27,10 +28,8 @@ def preload_before_tensorflow() -> None:
     TensorFlow's: the other way round, the process dies with a segmentation fault."""
     if "tensorflow" in sys.modules or importlib.util.find_spec("triton") is None:
         return
-    try:
+    with contextlib.suppress(Exception):  # a broken triton only matters to code that needs it
         import triton  # noqa: F401
-    except Exception:  # a broken triton only matters to code that needs it
-        pass
 
 
 def keras_backend() -> str:

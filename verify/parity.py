@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL, Comparison, compare
-from .runners import RunError, import_emitted, load_keras_model, make_inputs, run_keras, run_torch, to_emitted, to_source
+from .runners import (
+    RunError,
+    import_emitted,
+    load_keras_model,
+    make_inputs,
+    run_keras,
+    run_torch,
+    to_emitted,
+    to_source,
+)
 
 
 @dataclass

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
         raise RunError(f"cannot run the Keras source: keras is not installed ({exc})") from None
     try:
         return keras.models.load_model(str(path), compile=False, safe_mode=not trust_code, custom_objects=_application_layers())
-    except Exception as exc:  # keras raises many types here
+    except Exception as exc:  # noqa: BLE001 - keras raises many types here
         legacy = _load_with_tf_keras(path, trust_code)
         if legacy is not None:
             return legacy
@@ -66,7 +67,7 @@ def _load_with_tf_keras(path: str | Path, trust_code: bool) -> Any:
         import tf_keras
 
         return tf_keras.models.load_model(str(path), compile=False, safe_mode=not trust_code)
-    except Exception:  # the Keras 3 error is the one worth reporting
+    except Exception:  # noqa: BLE001 - the Keras 3 error is the one worth reporting
         return None
 
 

@@ -11,9 +11,10 @@ translation and, to localise errors, runs it with the source's intermediates fed
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -165,7 +166,7 @@ def _call_counts(model: Any) -> dict[str, int]:
     """How many times each top-level layer is called in a functional model's config."""
     try:
         config = model.get_config()
-    except Exception:  # subclassed models have no config to read
+    except Exception:  # noqa: BLE001 - subclassed models have no config to read
         return {}
     counts = {}
     for layer in config.get("layers", []) if isinstance(config, dict) else []:
@@ -239,7 +240,7 @@ class TorchSource:
         elif path.suffix.lower() == ".pt2":
             try:
                 program = torch.export.load(str(path))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported as a RunError, whatever failed
                 raise RunError(f"{path}: torch.export could not load the program ({type(exc).__name__}: {exc})") from None
             self.module, self.stepper = program.module().to(device), None
         else:

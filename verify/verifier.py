@@ -14,8 +14,9 @@ them (`emitted = source.transpose(perm)`). Two modes:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -130,7 +130,7 @@ def _infer_pool(node):
         b, e = a["padding"][i]
         rounding = math.ceil if a["ceil_mode"] else math.floor
 
-        def size(n, b=b, e=e, k=k, s=s):
+        def size(n, b=b, e=e, k=k, s=s, rounding=rounding):
             o = rounding((n + b + e - k) / s) + 1
             if a["ceil_mode"] and (o - 1) * s >= n + b:  # torch: the last window must start inside
                 o -= 1

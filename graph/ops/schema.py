@@ -4,8 +4,9 @@ helpers the definitions share. The family modules import this, never the package
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GraphError
 
@@ -108,7 +109,7 @@ def all_ops() -> dict[str, OpDef]:
 
 
 # -- shape helpers shared by the families --------------------------------------------------
-def same_as_input(node: "Node") -> list[tuple[tuple, str]]:
+def same_as_input(node: Node) -> list[tuple[tuple, str]]:
     return [(node.inputs[0].shape, node.inputs[0].dtype)]
 
 

@@ -121,11 +121,15 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
         produced = {o for n in region for o in n.output}
         # constants without a scope ("Constant_81") that only this scope reads
         for n in graph.node:
-            if n.op_type == "Constant" and id(n) not in members and all(id(u) in members for u in index.consumers.get(n.output[0], [])):
-                if index.consumers.get(n.output[0]):
-                    region.append(n)
-                    members.add(id(n))
-                    produced.update(n.output)
+            if (
+                n.op_type == "Constant"
+                and id(n) not in members
+                and all(id(u) in members for u in index.consumers.get(n.output[0], []))
+                and index.consumers.get(n.output[0])
+            ):
+                region.append(n)
+                members.add(id(n))
+                produced.update(n.output)
         outside = [i for n in region for i in n.input if i and i not in produced and index.const(i) is None]
         inputs = list(dict.fromkeys(outside))
         outputs = [o for o in produced if o in graph_outputs or any(id(u) not in members for u in index.consumers.get(o, []))]

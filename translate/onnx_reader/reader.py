@@ -112,7 +112,7 @@ class OnnxReader:
         for node in g.node:
             self._call(node)
         outputs = []
-        for i, out in enumerate(g.output):
+        for out in g.output:
             v = self.env.get(out.name)
             if isinstance(v, Deferred):
                 v = v.materialize(identifier(out.name))

@@ -15,6 +15,7 @@ kept dynamic.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 from collections.abc import Callable
@@ -204,7 +205,7 @@ class TorchReader:
                         o = self.graph.add_node("identity", [o], name=f"output_{i}").output
                     values.append(o)
                 self.graph.outputs = values
-        for i, v in enumerate(self.graph.outputs):
+        for v in self.graph.outputs:
             v.source = v.source or v.name
         self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export", "static_batch": self.static_batch, "example_batch": self.example_batch})
         return self.graph
@@ -285,10 +286,8 @@ class TorchReader:
         if isinstance(val.shape[0], int):  # a dynamic batch is a torch.SymInt, no int
             self.static_batch = int(val.shape[0])
         if self.example_batch is None:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 self.example_batch = int(val.shape[0])  # of a SymInt: the size in the export's example
-            except (TypeError, ValueError):
-                pass
         return self.graph.add_input(identifier(node.name), shape, dtype_name(val.dtype))
 
     # -- calls ----------------------------------------------------------------------------

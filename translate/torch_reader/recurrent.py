@@ -228,7 +228,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
     seq = x
     for k in range(layers):
         weights = {}
-        for d, suffix in enumerate(("", "_reverse")[:directions]):
+        for suffix in ("", "_reverse")[:directions]:
             for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 name = f"{w}_l{k}{suffix}"
                 if name in call.state:
