@@ -109,7 +109,7 @@ def route_ktorch_h5(path: Path, work: Path, x: np.ndarray, expected: np.ndarray)
 
 def route_ktorch_onnx(model: Any, shape: tuple, work: Path, x: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
     """tf2onnx, then ktorch's ONNX reader."""
-    from ktorch.onnx_io import convert_onnx
+    from ktorch import convert as convert_onnx
     from ktorch.verify.runners import import_emitted
 
     onnx_path = work / f"{model.name}.onnx"

@@ -1,3 +1,3 @@
-"""The ktorch version, in a module of its own that imports nothing (setup.cfg reads it)."""
+"""The package version, in a module that imports nothing (everything may import it)."""
 
 __version__ = "0.1.0"

@@ -15,8 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import ktorch
+from ktorch import convert as convert_onnx
 from ktorch.graph.errors import ModelFileError, UnsupportedOpError
-from ktorch.onnx_io import convert_onnx, export
+from ktorch.onnx_io import export
 from ktorch.verify.onnx_referee import run_onnx
 from ktorch.verify.runners import import_emitted
 

@@ -7,25 +7,23 @@ module does not import TensorFlow or Keras by itself.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..translate.runtime import (
-    RunError,
-    import_emitted,
-    keras_backend,
-    preload_before_tensorflow,
-)
+from ..translate.runtime import RunError, import_emitted, keras_backend, preload_before_tensorflow
 
 __all__ = [
     "RunError",
     "import_emitted",
     "keras_backend",
+    "keras_device",
+    "keras_device_name",
     "load_keras_model",
     "make_inputs",
     "preload_before_tensorflow",
@@ -132,3 +130,22 @@ def to_source(array: np.ndarray, perm: Sequence[int] | None) -> np.ndarray:
     if not perm:
         return array
     return np.ascontiguousarray(array.transpose(np.argsort(perm)))
+
+
+def keras_device_name(device: str) -> str:
+    # Keras's torch backend takes torch device names ("cpu:0" there breaks loading
+    # models with integer variables); TensorFlow takes "cpu:0" / "gpu:0"
+    if keras_backend() == "torch":
+        return "cuda" if device.startswith("cuda") else "cpu"
+    return "gpu:0" if device.startswith("cuda") else "cpu:0"
+
+
+@contextlib.contextmanager
+def keras_device(device: str) -> Iterator[None]:
+    """Run Keras code on `device` ('cpu' or 'cuda'); picks the Keras backend first if
+    Keras is not imported yet (TensorFlow when installed, else torch)."""
+    name = keras_device_name(device)
+    import keras
+
+    with keras.device(name):
+        yield

@@ -14,7 +14,8 @@ them (`emitted = source.transpose(perm)`). Two modes:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from .compare import compare
 from .profiles import cuda_available, precision_settings, select_profile
 from .report import EXIT_CANNOT_RUN, EXIT_MISMATCH, EXIT_STRUCTURE, LayerResult, RunResult, VerifyReport
 from .runners import RunError, make_inputs, to_emitted, to_source
-from .sides import Capture, direction_of
+from .sides import Capture, EmittedSide, KerasEmitted, KerasSource, SourceSide, TorchEmitted, TorchSource
 
 MODES = ("both", "isolated", "propagated", "outputs")
 WORST = 5  # worst elements recorded per failing comparison
@@ -292,3 +293,33 @@ def assert_parity(
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report
+
+
+@dataclass(frozen=True)
+class Sides:
+    """The verifier's source and emitted sides of one conversion direction."""
+
+    source: Callable[..., SourceSide]
+    emitted: Callable[..., EmittedSide]
+
+
+def onnx_source(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> SourceSide:
+    from .onnx_referee import OnnxSource  # ONNX Runtime, imported only for ONNX sources
+
+    return OnnxSource(path, device=device, trust_code=trust_code)
+
+
+SIDES: dict[str, Sides] = {
+    "keras->torch": Sides(KerasSource, TorchEmitted),
+    "torch->keras": Sides(TorchSource, KerasEmitted),
+    "onnx->torch": Sides(onnx_source, TorchEmitted),
+    "onnx->keras": Sides(onnx_source, KerasEmitted),
+}
+
+
+def direction_of(manifest: dict[str, Any]) -> Sides:
+    name = manifest.get("direction", "keras->torch")
+    try:
+        return SIDES[name]
+    except KeyError:
+        raise RunError(f"ktorch.json: direction {name!r} cannot be verified by this version (supported: {', '.join(SIDES)})") from None

@@ -8,11 +8,10 @@ from typing import Any
 from ..ir import Graph, Node
 from ..ops import get_op
 from .affine import fold_affine
+from .folding import absorb_input_transposes, fold_constant_transposes
 from .layout import LayoutReport, assign_layout, count_transposes
-from .transposes import absorb_input_transposes, fold_constant_transposes
 
 __all__ = [
-    "KERAS_ACTIVATION_NAMES",
     "LayoutReport",
     "absorb_activation",
     "absorb_input_transposes",
@@ -69,19 +68,8 @@ def fuse_activations(graph: Graph) -> int:
     return fused
 
 
-def absorb_activation(graph: Graph, node: Node, act: Node, **extra: Any) -> None:
-    """Make the activation `act`, the only reader of `node`'s output, part of `node`
-    (its `activation` attribute, with `extra` keys): act's readers read node's output,
-    which takes act's source layer."""
-    out, act_out = node.output, act.output
-    node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs), **extra}
-    graph.replace_uses(act_out, out)
-    graph.remove_node(act)
-    out.source = act_out.source
-
-
 # activations Keras layers take by name (`activation="relu"`), with the attributes that name means
-KERAS_ACTIVATION_NAMES = {
+KERAS_ACTIVATION_NAMES: dict[str, tuple[str, dict[str, Any] | None]] = {
     "relu": ("relu", {"max_value": None, "threshold": 0.0, "negative_slope": 0.0}),
     "sigmoid": ("sigmoid", {}),
     "tanh": ("tanh", {}),
@@ -118,6 +106,17 @@ def fuse_functional_activations(graph: Graph) -> int:
     return fused
 
 
+def absorb_activation(graph: Graph, node: Node, act: Node, **extra: Any) -> None:
+    """Make the activation `act`, the only reader of `node`'s output, part of `node`
+    (its `activation` attribute, with `extra` keys): act's readers read node's output,
+    which takes act's source layer."""
+    out, act_out = node.output, act.output
+    node.attrs["activation"] = {"op": act.op, "attrs": dict(act.attrs), **extra}
+    graph.replace_uses(act_out, out)
+    graph.remove_node(act)
+    out.source = act_out.source
+
+
 def eliminate_dead(graph: Graph) -> int:
     """Remove nodes whose outputs reach no graph output."""
     live: set[int] = {id(v) for v in graph.outputs}
@@ -137,11 +136,11 @@ def eliminate_dead(graph: Graph) -> int:
 
 def fold_padding(graph: Graph, *, pools: bool = True) -> int:
     """Fold a zero `pad` that feeds only a convolution into the convolution's own padding
-    (Keras writes ZeroPadding2D + a 'valid' Conv2D where PyTorch writes padding=3, PyTorch
-    code writes F.pad before a conv for TensorFlow's "same"), and, with `pools`, one that
-    feeds only a max pooling of a non-negative tensor into the pooling's padding
+    (Keras writes ZeroPadding2D + a 'valid' Conv2D where PyTorch writes padding=3), and one
+    that feeds only a max pooling of a non-negative tensor into the pooling's padding
     (ZeroPadding2D + MaxPooling2D after a ReLU, as in Keras's ResNet stem): PyTorch pads a
-    max pool with -inf, which selects the same maximum as a zero when no value is below 0."""
+    max pool with -inf, which selects the same maximum as a zero when no value is below 0.
+    `pools=False` folds into convolutions only (Keras pooling layers take no explicit padding)."""
     folded = 0
     for node in list(graph.nodes):
         if node.op != "pad" or node.attrs["value"] != 0.0 or node.attrs.get("mode", "constant") != "constant":

@@ -1,13 +1,11 @@
-"""Passes that take a transpose out of the model: into a constant's array (permuted once,
-at conversion time) or into the order in which the model takes an input."""
+"""Transposes folded away: into constants (permuted once at conversion time) and into the
+order an input is taken in."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..ir import Graph
-
-__all__ = ["absorb_input_transposes", "fold_constant_transposes"]
 
 
 def fold_constant_transposes(graph: Graph) -> int:
