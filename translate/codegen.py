@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ..graph.errors import GraphError
+from ..graph.errors import GraphError, UnsupportedOpError
+from .registry import lookup
 
 if TYPE_CHECKING:
-    from ..graph import Value
+    from ..graph import Graph, Value
+
+E = TypeVar("E", bound="ValueNames")
 
 
 def identifier(text: str, *, default: str = "x", digit_prefix: bool = True, lower: bool = False, collapse: bool = False) -> str:
@@ -74,6 +77,20 @@ class ValueNames:
     def inline(self, value: Value, expr: str) -> None:
         """Let `value` be written as `expr` wherever it is used (a literal constant)."""
         self.value_names[id(value)] = expr
+
+
+def emit_nodes(graph: Graph, em: E, direction: str, writer: str) -> E:
+    """Bind the graph's inputs in `em` and run every node's translator registered under
+    `direction` ("ir->torch") in order; first raise UnsupportedOpError listing every op
+    kind the `writer` ("PyTorch") has no translator for."""
+    missing = [(n.source or n.name, n.op, f"no {writer} writer for this op kind") for n in graph.nodes if lookup(direction, n.op) is None]
+    if missing:
+        raise UnsupportedOpError(sorted(set(missing)), where=f"the {writer} writer")
+    for value in graph.inputs:
+        em.bind(value)
+    for node in graph.nodes:
+        lookup(direction, node.op)(node, em)  # type: ignore[misc]
+    return em
 
 
 def py_literal(value: Any) -> str:

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import builtins
 import keyword
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ...graph import Graph, Node
-from ...graph.errors import UnsupportedOpError
-from ..codegen import Namespace, Raw, ValueNames, call, py_literal
-from ..registry import lookup
+from ..codegen import Namespace, Raw, ValueNames, call, emit_nodes, py_literal
 
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"keras", "layers", "ops", "np", "Path", "build", "load", "annotations", "model"}
 
@@ -102,13 +99,4 @@ def activation_kwarg(node: Node) -> dict[str, str]:
 
 def emit_graph(graph: Graph) -> KerasEmitter:
     """Run every node's translator; raise UnsupportedOpError listing all missing ones."""
-    missing = [(n.source or n.name, n.op, "no Keras writer for this op kind") for n in graph.nodes if lookup("ir->keras", n.op) is None]
-    if missing:
-        raise UnsupportedOpError(sorted(set(missing)), where="the Keras writer")
-    em = KerasEmitter(graph)
-    for value in graph.inputs:
-        em.bind(value)
-    for node in graph.nodes:
-        translator: Callable = lookup("ir->keras", node.op)  # type: ignore[assignment]
-        translator(node, em)
-    return em
+    return emit_nodes(graph, KerasEmitter(graph), "ir->keras", "Keras")

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import builtins
 import keyword
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...graph import Graph, Node, Value
-from ...graph.errors import UnsupportedOpError
-from ..codegen import Namespace, Raw, ValueNames, call, py_literal  # noqa: F401  (Raw, call, py_literal: re-exported for the op families)
-from ..registry import lookup
+from ..codegen import Namespace, Raw, ValueNames, call, emit_nodes, py_literal  # noqa: F401  (Raw, call, py_literal: re-exported for the op families)
 
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "Path", "load", "load_file", "annotations"}
 
@@ -109,13 +106,4 @@ class TorchEmitter(ValueNames):
 
 def emit_graph(graph: Graph, class_name: str) -> TorchEmitter:
     """Run every node's translator; raise UnsupportedOpError listing all missing ones."""
-    missing = [(n.source or n.name, n.op, "no PyTorch writer for this op kind") for n in graph.nodes if lookup("ir->torch", n.op) is None]
-    if missing:
-        raise UnsupportedOpError(sorted(set(missing)), where="the PyTorch writer")
-    em = TorchEmitter(graph, class_name)
-    for value in graph.inputs:
-        em.bind(value)
-    for node in graph.nodes:
-        translator: Callable = lookup("ir->torch", node.op)  # type: ignore[assignment]
-        translator(node, em)
-    return em
+    return emit_nodes(graph, TorchEmitter(graph, class_name), "ir->torch", "PyTorch")
