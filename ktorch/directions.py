@@ -122,7 +122,7 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
         # a round trip: the regularizers ktorch wrote as regularization_loss(), by parameter
         regularizers = read_manifest(Path(src)).get("training", {}).get("parameter_regularizers")
     if regularizers:
-        from .translate.torch_reader.regularization import attach_regularizers
+        from .translate.torch_reader.training import attach_regularizers
 
         attach_regularizers(graph, regularizers)
     source: dict[str, Any] = {"file": desc, "format": "torch.export"}

@@ -6,7 +6,7 @@ not fold them like `identity`) so that the emitted model trains like the source 
 
 from __future__ import annotations
 
-from . import Layout, OpDef, attr, define, same_as_input
+from .schema import Layout, OpDef, attr, define, same_as_input
 
 _F = (int, float)
 

@@ -11,13 +11,15 @@ Keras weight's axes to the graph's canonical (PyTorch) weight layout.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
 from ...graph import Node, Value
 from ...graph.training import set_constraint, set_regularizer
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 # -- layers ---------------------------------------------------------------------------------
 
@@ -195,7 +197,7 @@ def _weight_node(nodes: list[Node], ops: tuple[str, ...], weight: str) -> Node |
 def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> list[Value]:
     """Record the layer's training-time options on the nodes it emitted; return its outputs
     (an `activity_regularizer=` adds an activity_regularization node after them)."""
-    nodes = call._emitted
+    nodes = call.emitted
     if frozen or call.config.get("trainable", True) is False:
         for node in nodes:
             if node.weights:

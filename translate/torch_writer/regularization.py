@@ -189,7 +189,7 @@ def training_members(graph: Graph, em: TorchEmitter, cls: str) -> tuple[list[str
             "",
             f"def train(self, mode: bool = True) -> {cls}:",
             '    """As nn.Module.train, but the frozen batch norms stay in eval mode: Keras 3 normalises a',
-            '    non-trainable BatchNormalization with its moving statistics, and never updates them,',
+            "    non-trainable BatchNormalization with its moving statistics, and never updates them,",
             '    even in training."""',
             "    super().train(mode)",
             *[f"    self.{a}.eval()" for a in frozen_bn],
