@@ -233,6 +233,15 @@ def test_keras_regularizers_become_regularization_loss(keras, convert):
     assert "0.01 * self.conv.bias.abs().sum()" in _code(result)
 
 
+def test_unsupported_regularizer_is_reported(keras, convert):
+    """A regularizer ktorch cannot carry over is named in a warning and in ktorch.json, never lost silently."""
+    inp = keras.Input((4,))
+    out = keras.layers.Dense(4, kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.01), name="fc")(inp)
+    with pytest.warns(UserWarning, match="kernel_regularizer OrthogonalRegularizer"):
+        result = convert(keras.Model(inp, out, name="ortho"))
+    assert result.manifest["training"]["dropped"] == ["fc (Dense): kernel_regularizer OrthogonalRegularizer (only L1, L2, L1L2)"]
+
+
 def test_regularizers_argument_for_torch_sources(tmp_path):
     import torch
 

@@ -190,6 +190,10 @@ def _constraint(spec: Any) -> tuple[str, dict[str, Any]] | None:
     return kind, params
 
 
+def _class_name(spec: Any) -> str:
+    return str(spec.get("class_name")) if isinstance(spec, dict) else str(spec)
+
+
 def _weight_node(nodes: list[Node], ops: tuple[str, ...], weight: str) -> Node | None:
     return next((n for n in nodes if n.op in ops and weight in n.weights), None)
 
@@ -219,13 +223,13 @@ def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> li
         if what == "regularizer":
             factors = regularizer_factors(spec)
             if factors is None:
-                dropped.append(f"{call.name} ({call.class_name}): {key} {spec.get('class_name')} (only L1, L2, L1L2)")
+                dropped.append(f"{call.name} ({call.class_name}): {key} {_class_name(spec)} (only L1, L2, L1L2)")
                 continue
             set_regularizer(node, target[0], **factors)
         else:
             parsed = _constraint(spec)
             if parsed is None:
-                dropped.append(f"{call.name} ({call.class_name}): {key} {spec.get('class_name')} (unknown constraint)")
+                dropped.append(f"{call.name} ({call.class_name}): {key} {_class_name(spec)} (unknown constraint)")
                 continue
             kind, params = parsed
             if "keras_axis" in params:
