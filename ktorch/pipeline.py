@@ -17,10 +17,12 @@ from typing import Any
 from .graph import Graph, validate
 from .graph.errors import ModelFileError
 from .graph.ir import Value
+from .graph.training import summary as training_summary
 from .manifest import Perm, SourceIO, build_manifest, io_specs, layout_of, model_info
+from .options import Layout
 from .result import ConversionResult
-from .sources import default_output, is_factory_string
-from .translate.output import check_target, raise_on_mismatch, write_verified
+from .sources import default_output, is_factory_string, source_paths
+from .translate.output import check_output, raise_on_mismatch, write_verified
 from .verify.profiles import select_profile
 from .version import __version__
 
@@ -44,6 +46,8 @@ class Options:
     input_shapes: Sequence[Sequence[int]] | None = None
     input_dtypes: Sequence[str] | None = None
     weights: str | Path | None = None
+    # PyTorch -> Keras: {"fc.weight": ("l2", 1e-4)} (translate/torch_reader/regularization.py)
+    regularizers: dict[str, Any] | None = None
 
     def step(self, message: str) -> None:
         if self.progress is not None:
@@ -96,7 +100,8 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
     if isinstance(src, (str, Path)) and not is_factory_string(str(src)) and not Path(src).exists():
         raise ModelFileError(f"{src}: no such file")
     out = Path(out) if out is not None else default_output(src, direction.target)
-    check_target(out, options.force)  # before any expensive work
+    sources = [*source_paths(src), options.weights]  # what the conversion reads: never written over
+    check_output(out, force=options.force, sources=sources)  # before any expensive work
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     read = direction.read(src, options, timings)
@@ -120,10 +125,13 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
 
     manifest = build_manifest(
         direction=direction.name, source=read.source, model=model_info(graph, rendered, direction.target),
-        layout_mode="keep" if options.keep_layout else direction.target, transposes=transposes,
+        layout_mode=(Layout.KEEP if options.keep_layout else Layout.NATIVE).value, transposes=transposes,
         inputs=specs(graph.inputs), outputs=specs(graph.outputs),
         values=None if direction.values is None else direction.values(graph, rendered.value_names), route=read.route,
     )  # fmt: skip
+    training = training_summary(graph)  # frozen layers, regularizers, constraints, dropout (graph/training.py)
+    if training:
+        manifest["training"] = training
     if options.tolerance is None:
         options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]]).rtol
     if not options.verify:
@@ -135,8 +143,9 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         return direction.check(read, staging, manifest, options)
 
     write = write_lean(writer, rendered, graph, options) if direction.target == "keras" else lambda d: writer.write(rendered, d)
+    verify = check if options.verify else None
     parity = write_verified(
-        out, force=options.force, manifest=manifest, write=write, verify=check if options.verify else None, timings=timings
+        out, force=options.force, manifest=manifest, write=write, verify=verify, timings=timings, sources=sources
     )
     timings["total"] = time.perf_counter() - t0
     keras_model = emitted_keras_model(read, rendered, out) if direction.target == "keras" else None
