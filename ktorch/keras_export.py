@@ -36,7 +36,8 @@ PROGRAM = "program.pt2"
 SIDECAR = "capture.json"
 SEQUENCE_LENGTH = 8  # an unknown (None) sequence axis of an integer input is exported at this size
 SPATIAL_SIZE = 32  # an unknown spatial axis of a float input
-LAYER_CLASS_PREFIX = "keras."  # nn_module_stack class names of Keras layers: "keras.Conv2D"
+LAYER_CLASS_PREFIX = "keras:"  # nn_module_stack class of a Keras layer: "keras:Conv1D" (no dot: the reader's
+# module translators, keyed by the last dotted part, must not take a Keras Conv1D for transformers' Conv1D)
 
 
 class ExportCaptureError(KtorchError):
