@@ -25,41 +25,109 @@ TEXT = dict(vocabulary_size=100, num_layers=2, hidden_dim=16, intermediate_dim=3
 IMAGE = (32, 32, 3)
 
 CONFIGS: dict[str, tuple[str, dict]] = {
-    "resnet": ("ResNetBackbone", dict(
-        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16], stackwise_num_blocks=[1, 1],
-        stackwise_num_strides=[1, 2], block_type="basic_block", use_pre_activation=False, image_shape=IMAGE)),
-    "efficientnet": ("EfficientNetBackbone", dict(
-        stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 1], stackwise_input_filters=[8, 8],
-        stackwise_output_filters=[8, 16], stackwise_expansion_ratios=[1, 4], stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
-        stackwise_strides=[1, 2], stackwise_block_types=["v1", "v1"], stackwise_width_coefficients=[1.0, 1.0],
-        stackwise_depth_coefficients=[1.0, 1.0], stackwise_force_input_filters=[0, 0], stackwise_nores_option=[False, False],
-        num_features=32, input_shape=IMAGE)),
-    "mobilenet": ("MobileNetBackbone", dict(
-        stackwise_expansion=[[1], [4]], stackwise_num_blocks=[1, 1], stackwise_num_filters=[[8], [16]],
-        stackwise_kernel_size=[[3], [3]], stackwise_num_strides=[[2], [2]], stackwise_se_ratio=[[0.25], [None]],
-        stackwise_activation=[["relu"], ["hard_swish"]], stackwise_padding=[[1], [1]], output_num_filters=32,
-        depthwise_filters=8, depthwise_stride=1, depthwise_residual=False, last_layer_filter=32, image_shape=IMAGE)),
+    "resnet": (
+        "ResNetBackbone",
+        dict(
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[3],
+            stackwise_num_filters=[64, 16],
+            stackwise_num_blocks=[1, 1],
+            stackwise_num_strides=[1, 2],
+            block_type="basic_block",
+            use_pre_activation=False,
+            image_shape=IMAGE,
+        ),
+    ),
+    "efficientnet": (
+        "EfficientNetBackbone",
+        dict(
+            stackwise_kernel_sizes=[3, 3],
+            stackwise_num_repeats=[1, 1],
+            stackwise_input_filters=[8, 8],
+            stackwise_output_filters=[8, 16],
+            stackwise_expansion_ratios=[1, 4],
+            stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+            stackwise_strides=[1, 2],
+            stackwise_block_types=["v1", "v1"],
+            stackwise_width_coefficients=[1.0, 1.0],
+            stackwise_depth_coefficients=[1.0, 1.0],
+            stackwise_force_input_filters=[0, 0],
+            stackwise_nores_option=[False, False],
+            num_features=32,
+            input_shape=IMAGE,
+        ),
+    ),
+    "mobilenet": (
+        "MobileNetBackbone",
+        dict(
+            stackwise_expansion=[[1], [4]],
+            stackwise_num_blocks=[1, 1],
+            stackwise_num_filters=[[8], [16]],
+            stackwise_kernel_size=[[3], [3]],
+            stackwise_num_strides=[[2], [2]],
+            stackwise_se_ratio=[[0.25], [None]],
+            stackwise_activation=[["relu"], ["hard_swish"]],
+            stackwise_padding=[[1], [1]],
+            output_num_filters=32,
+            depthwise_filters=8,
+            depthwise_stride=1,
+            depthwise_residual=False,
+            last_layer_filter=32,
+            image_shape=IMAGE,
+        ),
+    ),
     "densenet": ("DenseNetBackbone", dict(stackwise_num_repeats=[1, 1], growth_rate=8, image_shape=IMAGE)),
-    "cspnet": ("CSPNetBackbone", dict(
-        stem_filters=8, stem_kernel_size=3, stem_strides=2, stackwise_depth=[1, 1], stackwise_strides=[1, 2],
-        stackwise_num_filters=[8, 16], block_type="bottleneck_block", stage_type="csp", image_shape=IMAGE)),
+    "cspnet": (
+        "CSPNetBackbone",
+        dict(
+            stem_filters=8,
+            stem_kernel_size=3,
+            stem_strides=2,
+            stackwise_depth=[1, 1],
+            stackwise_strides=[1, 2],
+            stackwise_num_filters=[8, 16],
+            block_type="bottleneck_block",
+            stage_type="csp",
+            image_shape=IMAGE,
+        ),
+    ),
     "vit": ("ViTBackbone", dict(image_shape=IMAGE, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32)),
-    "mit": ("MiTBackbone", dict(
-        layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2], layerwise_sr_ratios=[2, 1], max_drop_path_rate=0.0,
-        layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[8, 16], image_shape=IMAGE)),
+    "mit": (
+        "MiTBackbone",
+        dict(
+            layerwise_depths=[1, 1],
+            num_layers=2,
+            layerwise_num_heads=[1, 2],
+            layerwise_sr_ratios=[2, 1],
+            max_drop_path_rate=0.0,
+            layerwise_patch_sizes=[7, 3],
+            layerwise_strides=[4, 2],
+            hidden_dims=[8, 16],
+            image_shape=IMAGE,
+        ),
+    ),
     "bert": ("BertBackbone", dict(**TEXT, num_heads=2, max_sequence_length=16)),
     "roberta": ("RobertaBackbone", dict(**TEXT, num_heads=2, max_sequence_length=16)),
     "distilbert": ("DistilBertBackbone", dict(**TEXT, num_heads=2, max_sequence_length=16)),
-    "albert": ("AlbertBackbone", dict(**TEXT, num_heads=2, embedding_dim=8, num_groups=1, num_inner_repetitions=1, max_sequence_length=16)),
+    "albert": (
+        "AlbertBackbone",
+        dict(**TEXT, num_heads=2, embedding_dim=8, num_groups=1, num_inner_repetitions=1, max_sequence_length=16),
+    ),
     "gpt2": ("GPT2Backbone", dict(**TEXT, num_heads=2, max_sequence_length=16)),
     "llama": ("LlamaBackbone", dict(**TEXT, num_query_heads=2, num_key_value_heads=1)),
     "mistral": ("MistralBackbone", dict(**TEXT, num_query_heads=2, num_key_value_heads=1)),
     "gemma": ("GemmaBackbone", dict(**TEXT, num_query_heads=2, num_key_value_heads=1, head_dim=8)),
     "qwen": ("QwenBackbone", dict(**TEXT, num_query_heads=2, num_key_value_heads=1)),
     "t5": ("T5Backbone", dict(**TEXT, num_heads=2)),
-    "whisper": ("WhisperBackbone", dict(**TEXT, num_heads=2, max_encoder_sequence_length=16, max_decoder_sequence_length=16)),
-    "clip_vision": ("CLIPVisionEncoder", dict(patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=IMAGE)),
-}  # fmt: skip
+    "whisper": (
+        "WhisperBackbone",
+        dict(**TEXT, num_heads=2, max_encoder_sequence_length=16, max_decoder_sequence_length=16),
+    ),
+    "clip_vision": (
+        "CLIPVisionEncoder",
+        dict(patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=IMAGE),
+    ),
+}
 
 
 def run_one(name: str, workdir: Path) -> dict:
@@ -88,7 +156,11 @@ def run_one(name: str, workdir: Path) -> dict:
         result = ktorch.convert(src, workdir / f"{name}_torch", route="auto")
     except Exception as exc:  # noqa: BLE001
         lines = str(exc).splitlines()
-        detail = "; ".join(line.strip(" -") for line in lines[1:4]) if isinstance(exc, ktorch.graph.errors.UnsupportedOpError) else ""
+        detail = (
+            "; ".join(line.strip(" -") for line in lines[1:4])
+            if isinstance(exc, ktorch.graph.errors.UnsupportedOpError)
+            else ""
+        )
         error = f"{type(exc).__name__}: {(detail or lines[0])[:200]}"
         row.update(status="fail", seconds=round(time.perf_counter() - t0, 1), error=error)
         return row
@@ -119,9 +191,15 @@ def main() -> int:
     rows = []
     for name in args.only or list(CONFIGS):
         try:
-            proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=args.timeout)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=args.timeout
+            )
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
-            row = json.loads(line[4:]) if line else {"model": name, "status": "crash", "error": (proc.stderr or "").strip().splitlines()[-1:]}
+            row = (
+                json.loads(line[4:])
+                if line
+                else {"model": name, "status": "crash", "error": (proc.stderr or "").strip().splitlines()[-1:]}
+            )
         except subprocess.TimeoutExpired:
             row = {"model": name, "status": "timeout"}
         rows.append(row)
@@ -134,7 +212,9 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         err = "" if r.get("worst_rel") is None else f"{r['worst_rel']:.2g}"
-        print(f"| {r['model']} | {r['status']} | {r.get('route', '')} | {err} | {r.get('seconds', '')} | {r.get('transposes', '')} | {r.get('error', '')} |")
+        cells = [r["model"], r["status"], r.get("route", ""), err, r.get("seconds", ""), r.get("transposes", "")]
+        cells.append(r.get("error", ""))
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     return 0
 
 

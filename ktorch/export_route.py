@@ -10,16 +10,20 @@ batch_norm again; every op is named after its Keras layer path), laid out channe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .graph import Graph, Node, Value, validate
+from .directions import compose
+from .graph import Graph, Node, Value
 from .graph.errors import KtorchError, UnsupportedOpError, UntrustedCodeError
 from .graph.passes import (
     absorb_input_transposes,
@@ -32,7 +36,6 @@ from .graph.passes import (
     fuse_activations,
     remove_noops,
 )
-from .directions import compose
 from .graph.queries import spatial_format
 from .keras_export import Capture, capture_keras, model_classes
 from .pipeline import Direction, Options, Read
@@ -71,6 +74,15 @@ def _aliases() -> dict[Any, Any]:
         aten.true_divide.Tensor: aten.div.Tensor,
         aten.broadcast_to.default: aten.expand.default,
     }
+
+
+def _insert_call(graph: Any, like: Any, target: Any, *args: Any) -> Any:
+    """A new fx call of `target` (at the graph's insertion point) with `like`'s metadata (its
+    Keras layer) and the fake value it computes."""
+    node = graph.call_function(target, args)
+    node.meta.update({k: v for k, v in like.meta.items() if k != "val"})
+    node.meta["val"] = _fake_call(target, args)
+    return node
 
 
 def _fake_call(target: Any, args: tuple) -> Any:
@@ -113,12 +125,22 @@ def lower_program(program: Any) -> dict[str, int]:
             node.args = (x, [reps[0], *[-1] * (len(reps) - 1)])
             counts["tile"] += 1
     for node in list(graph.nodes):
-        if node.op == "call_function" and node.target in (aten.moveaxis.intlist, aten.movedim.intlist, aten.moveaxis.int, aten.movedim.int):
+        if node.op == "call_function" and node.target in (
+            aten.moveaxis.intlist,
+            aten.movedim.intlist,
+            aten.moveaxis.int,
+            aten.movedim.int,
+        ):
             node.args = (node.args[0], _movedim_perm(node))
             node.target = aten.permute.default
             counts["moveaxis"] += 1
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in (aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar):
+        if node.op != "call_function" or node.target not in (
+            aten.where.self,
+            aten.where.ScalarSelf,
+            aten.where.ScalarOther,
+            aten.where.Scalar,
+        ):
             continue
         cond, a, b = node.args
         if _is_negative_wrap(cond, a, b):
@@ -131,22 +153,17 @@ def lower_program(program: Any) -> dict[str, int]:
         zero_a, zero_b = _is_zero(a, program), _is_zero(b, program)
         dtype = val.dtype if val.dtype.is_floating_point else torch.int32  # bools and ints: exact in int32
         with graph.inserting_before(node):
-            made = []
-
-            def call(target: Any, *args: Any) -> Any:
-                n = graph.call_function(target, args)
-                n.meta.update({k: v for k, v in node.meta.items() if k != "val"})
-                n.meta["val"] = _fake_call(target, args)
-                made.append(n)
-                return n
-
+            call = functools.partial(_insert_call, graph, node)
             mask = call(aten.to.dtype, cond, dtype)
             if dtype != val.dtype:
                 a, b = (call(aten.to.dtype, v, dtype) if isinstance(v, torch.fx.Node) else v for v in (a, b))
             terms = [] if zero_a else [call(aten.mul.Tensor, mask, a)]
             if not zero_b:
                 terms.append(call(aten.mul.Tensor, call(aten.rsub.Scalar, mask, 1), b))
-            out = call(aten.add.Tensor, *terms) if len(terms) == 2 else terms[0] if terms else call(aten.mul.Tensor, mask, 0)
+            if len(terms) == 2:
+                out = call(aten.add.Tensor, *terms)
+            else:
+                out = terms[0] if terms else call(aten.mul.Tensor, mask, 0)
             if dtype != val.dtype:
                 out = call(aten.to.dtype, out, val.dtype)
         node.replace_all_uses_with(out)
@@ -166,7 +183,16 @@ def _comparisons() -> dict[Any, tuple[int, int]]:
 
     aten = torch.ops.aten
     table = {}
-    for name, rule in (("gt", (1, 0)), ("greater", (1, 0)), ("lt", (-1, 0)), ("less", (-1, 0)), ("ge", (1, 1)), ("greater_equal", (1, 1)), ("le", (-1, 1)), ("less_equal", (-1, 1))):
+    for name, rule in (
+        ("gt", (1, 0)),
+        ("greater", (1, 0)),
+        ("lt", (-1, 0)),
+        ("less", (-1, 0)),
+        ("ge", (1, 1)),
+        ("greater_equal", (1, 1)),
+        ("le", (-1, 1)),
+        ("less_equal", (-1, 1)),
+    ):
         packet = getattr(aten, name, None)
         for overload in ("Tensor", "Scalar"):
             if packet is not None and hasattr(packet, overload):
@@ -199,12 +225,7 @@ def _lower_integer_comparison(graph: Any, node: Any) -> None:
     sign, offset = _COMPARISONS[node.target]
     x, y = node.args[:2]
     with graph.inserting_before(node):
-
-        def call(target: Any, *args: Any) -> Any:
-            n = graph.call_function(target, args)
-            n.meta.update({k: v for k, v in node.meta.items() if k != "val"})
-            n.meta["val"] = _fake_call(target, args)
-            return n
+        call = functools.partial(_insert_call, graph, node)
 
         def int32(v: Any) -> Any:
             return call(aten.to.dtype, v, torch.int32) if isinstance(v, torch.fx.Node) else v
@@ -269,7 +290,11 @@ def _is_zero(x: Any, program: Any) -> bool:
     if isinstance(x, (int, float)):
         return x == 0
     while isinstance(x, torch.fx.Node) and x.op == "call_function" and x.args:
-        if x.target not in (torch.ops.aten.lift_fresh_copy.default, torch.ops.aten.to.dtype, torch.ops.aten.clone.default):
+        if x.target not in (
+            torch.ops.aten.lift_fresh_copy.default,
+            torch.ops.aten.to.dtype,
+            torch.ops.aten.clone.default,
+        ):
             return False
         x = x.args[0]
     if not isinstance(x, torch.fx.Node) or x.op != "placeholder":
@@ -304,7 +329,9 @@ class LayerIndex:
         for name, entry in info.get("constants", {}).items():
             tensor = constants.get(name)
             if tensor is not None:
-                self.variables[entry["path"]] = tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.numpy()
+                self.variables[entry["path"]] = (
+                    tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.numpy()
+                )
 
     def nodes(self, graph: Graph, path: str) -> list[Node]:
         return [n for n in graph.nodes if self.layer_of.get(id(n)) == path]
@@ -373,7 +400,19 @@ def reform_batch_norm(graph: Graph, index: LayerIndex, path: str) -> bool:
 REFORMERS: dict[str, Callable[[Graph, LayerIndex, str], bool]] = {"BatchNormalization": reform_batch_norm}
 
 # ops that are a layer of their own in the emitted module (named after the Keras layer)
-MODULE_OPS = {"conv", "conv_transpose", "dense", "einsum_dense", "batch_norm", "layer_norm", "rms_norm", "group_norm", "embedding", "pool", "global_pool"}
+MODULE_OPS = {
+    "conv",
+    "conv_transpose",
+    "dense",
+    "einsum_dense",
+    "batch_norm",
+    "layer_norm",
+    "rms_norm",
+    "group_norm",
+    "embedding",
+    "pool",
+    "global_pool",
+}
 
 
 def reform_layers(graph: Graph, capture: Capture) -> dict[str, int]:
@@ -426,7 +465,12 @@ def fold_layer_biases(graph: Graph) -> int:
     torch backend) become the layer's own bias; `einsum(x, kernel) + b` becomes einsum_dense."""
     folded = 0
     for node in list(graph.nodes):
-        if node.op == "einsum" and len(node.inputs) == 2 and _const(node.inputs[1]) is not None and _const(node.inputs[0]) is None:
+        if (
+            node.op == "einsum"
+            and len(node.inputs) == 2
+            and _const(node.inputs[1]) is not None
+            and _const(node.inputs[0]) is None
+        ):
             kernel = _const(node.inputs[1])
             new = graph.add_node(
                 "einsum_dense", [node.inputs[0]], {"equation": node.attrs["equation"]}, {"kernel": kernel},
@@ -435,7 +479,11 @@ def fold_layer_biases(graph: Graph) -> int:
             graph.replace_uses(node.output, new.output)
             graph.remove_node(node)
             node = new
-        if node.op not in ("dense", "conv", "einsum_dense") or len(node.output.users) != 1 or node.output in graph.outputs:
+        if (
+            node.op not in ("dense", "conv", "einsum_dense")
+            or len(node.output.users) != 1
+            or node.output in graph.outputs
+        ):
             continue
         add = node.output.users[0]
         if add.op != "add" or len(add.inputs) != 2 or add.source != node.source:
@@ -455,7 +503,11 @@ def fold_layer_biases(graph: Graph) -> int:
         else:
             if node.attrs.get("use_bias") and node.weights.get("bias") is not None:
                 continue
-            axis = node.output.rank - 1 if node.op == "dense" else (1 if node.attrs["data_format"] == "channels_first" else node.output.rank - 1)
+            axis = (
+                node.output.rank - 1
+                if node.op == "dense"
+                else (1 if node.attrs["data_format"] == "channels_first" else node.output.rank - 1)
+            )
             vector = _bias_vector(array, node.output, axis)
             if vector is None:
                 continue
@@ -500,7 +552,9 @@ def name_after_layers(graph: Graph, classes: dict[str, str]) -> None:
 
 
 # -- the direction -------------------------------------------------------------------------------
-def read_keras_export(src: Any, options: Options, timings: dict[str, float], *, custom_objects: str | None = None) -> Read:
+def read_keras_export(
+    src: Any, options: Options, timings: dict[str, float], *, custom_objects: str | None = None
+) -> Read:
     """Capture `src` in the worker, lower the program and read it into the graph."""
     from .translate.keras_reader.file import sha256
     from .translate.torch_reader import read_program
@@ -514,7 +568,13 @@ def read_keras_export(src: Any, options: Options, timings: dict[str, float], *, 
     lowered = lower_program(capture.program)
     info = capture.info
     graph = read_program(capture.program, name=_ident(info["model"]["name"]))
-    graph.meta.update({"source_framework": "keras", "source_format": "keras (torch.export)", "keras_version": info.get("keras_version")})
+    graph.meta.update(
+        {
+            "source_framework": "keras",
+            "source_format": "keras (torch.export)",
+            "keras_version": info.get("keras_version"),
+        }
+    )
     graph.meta["export_lowered"] = lowered
     used = {v.name for v in graph.values()}
     for v, spec in zip(graph.inputs, info["inputs"]):
@@ -560,7 +620,6 @@ def check_export_source(read: Read, staging: Path, manifest: dict[str, Any], opt
     """Keras (on TensorFlow here) runs the source; its KerasHub package or the user's module of
     custom objects is imported first, so that the file's classes load."""
     from .verify.parity import check_keras_to_torch
-
     from .verify.runners import make_inputs
 
     path = read.state["path"]
@@ -616,23 +675,25 @@ def prepare_keras_source(src: Path, *, custom_objects: str | None = None, trust_
     for module, _ in model_classes(Path(src)):
         package = module.split(".", 1)[0]
         if package in KERAS_HUB_PACKAGES:
-            try:
+            with contextlib.suppress(ImportError):
                 importlib.import_module(package)
-            except ImportError:
-                pass
     if custom_objects and trust_code:
         if "" not in sys.path:
             sys.path.insert(0, "")
         importlib.import_module(custom_objects)
 
 
-def convert_keras(src: Any, out: Any, options: Options, *, route: str = "auto", custom_objects: str | None = None) -> ConversionResult:
+def convert_keras(
+    src: Any, out: Any, options: Options, *, route: str = "auto", custom_objects: str | None = None
+) -> ConversionResult:
     """A Keras file to PyTorch: the direct reader first (route "auto"), the export route when
     it cannot read the file (see export_reason) or when asked for (route "export")."""
     if route not in ROUTES:
         raise ValueError(f"route must be one of {', '.join(ROUTES)}, not {route!r}")
     if custom_objects and not options.trust_code:
-        raise UntrustedCodeError(f"custom_objects={custom_objects!r}: importing it runs its code; pass trust_code=True (--trust-code)")
+        raise UntrustedCodeError(
+            f"custom_objects={custom_objects!r}: importing it runs its code; pass trust_code=True (--trust-code)"
+        )
     if route == "export":
         return run_pipeline(export_direction("requested (route 'export')", custom_objects), src, out, options)
     reason = None if route == "direct" else export_reason(Path(src))
@@ -648,7 +709,9 @@ def convert_keras(src: Any, out: Any, options: Options, *, route: str = "auto", 
             reason = f"the direct reader cannot translate {first[0]} ({first[1]}){more}"
         except KtorchError as exc:
             text = str(exc).splitlines()[0]
-            if route == "direct" or not any(k in text for k in ("not a model", "subclass", "Unknown", "unknown", "custom")):
+            if route == "direct" or not any(
+                k in text for k in ("not a model", "subclass", "Unknown", "unknown", "custom")
+            ):
                 raise
             reason = f"the direct reader cannot read it: {text}"
     options.step(f"export route: {reason}")

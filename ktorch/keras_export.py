@@ -20,6 +20,7 @@ storage of their tensor (the same torch tensor as the Keras variable's), not by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -105,7 +106,9 @@ def capture_keras(
     if not src.is_file():
         raise ModelFileError(f"{src}: no such file")
     if custom_objects and not trust_code:
-        raise UntrustedCodeError(f"--custom-objects {custom_objects}: importing it runs its code; pass --trust-code as well")
+        raise UntrustedCodeError(
+            f"--custom-objects {custom_objects}: importing it runs its code; pass --trust-code as well"
+        )
     with tempfile.TemporaryDirectory(prefix="ktorch_export_") as tmp:
         cmd = [sys.executable, "-m", "ktorch.keras_export", str(src), tmp, "--seed", str(seed)]
         if custom_objects:
@@ -117,11 +120,15 @@ def capture_keras(
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise ExportCaptureError(f"{src}: capturing the model with torch.export took over {timeout:.0f} s") from None
+            raise ExportCaptureError(
+                f"{src}: capturing the model with torch.export took over {timeout:.0f} s"
+            ) from None
         error = Path(tmp) / "error.json"
         if error.is_file():
             problem = json.loads(error.read_text())
-            kind = {"missing_class": MissingClassError, "untrusted": UntrustedCodeError}.get(problem["kind"], ExportCaptureError)
+            kind = {"missing_class": MissingClassError, "untrusted": UntrustedCodeError}.get(
+                problem["kind"], ExportCaptureError
+            )
             raise kind(problem["message"])
         if proc.returncode != 0 or not (Path(tmp) / SIDECAR).is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
@@ -137,7 +144,9 @@ def _missing_class_message(src: Path, exc: Exception) -> str | None:
     import re
 
     text = str(exc)
-    found = re.search(r"[Cc]ould not locate (?:class|function) '([^']+)'", text) or re.search(r"Unknown layer: '([^']+)'", text)
+    found = re.search(r"[Cc]ould not locate (?:class|function) '([^']+)'", text) or re.search(
+        r"Unknown layer: '([^']+)'", text
+    )
     if found is None:
         return None
     cls = found.group(1).rsplit(">", 1)[-1]
@@ -158,10 +167,8 @@ def _import_packages(src: Path, custom_objects: str | None) -> dict[str, Any]:
     for module, _ in model_classes(src):
         package = module.split(".", 1)[0]
         if package in ("keras_hub", "keras_nlp", "keras_cv"):
-            try:
+            with contextlib.suppress(ImportError):  # the load fails below, naming the class
                 importlib.import_module(package)
-            except ImportError:
-                pass  # the load fails below, naming the class
     objects: dict[str, Any] = {}
     if custom_objects:
         if "" not in sys.path:
@@ -184,7 +191,10 @@ def _example_inputs(model: Any, seed: int) -> tuple[list[Any], list[dict[str, An
     for kt in keras.tree.flatten(model.input):
         dtype = str(kt.dtype)
         integer = "int" in dtype or dtype == "bool"
-        shape = [2] + [d if d is not None else (SEQUENCE_LENGTH if integer or len(kt.shape) <= 3 else SPATIAL_SIZE) for d in kt.shape[1:]]
+        shape = [2] + [
+            d if d is not None else (SEQUENCE_LENGTH if integer or len(kt.shape) <= 3 else SPATIAL_SIZE)
+            for d in kt.shape[1:]
+        ]
         name = kt.name
         spec: dict[str, Any] = {"name": name, "shape": [None, *shape[1:]], "dtype": dtype}
         if integer:
@@ -228,7 +238,9 @@ def _layer_annotation() -> tuple[Any, dict[str, str], dict[str, dict]]:
                 config = self.get_config()
             except Exception:  # noqa: BLE001 - a custom layer without get_config
                 config = {}
-            configs[path] = {k: v for k, v in config.items() if k in CONFIG_KEYS and isinstance(v, (int, float, bool, list))}
+            configs[path] = {
+                k: v for k, v in config.items() if k in CONFIG_KEYS and isinstance(v, (int, float, bool, list))
+            }
         try:
             if not path:
                 return original(self, *args, **kwargs)
@@ -266,7 +278,9 @@ def _export(model: Any, examples: list[Any]) -> Any:
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad(), fx_traceback.preserve_node_meta():
         try:
-            return torch.export.export(wrapper, tuple(examples), dynamic_shapes=(tuple({0: batch} for _ in examples),), strict=False)
+            return torch.export.export(
+                wrapper, tuple(examples), dynamic_shapes=(tuple({0: batch} for _ in examples),), strict=False
+            )
         except Exception:  # noqa: BLE001 - a model may not export with a symbolic batch; try the examples' batch
             return torch.export.export(wrapper, tuple(examples), strict=False)
 
@@ -284,9 +298,17 @@ def _name_constants(program: Any, model: Any) -> dict[str, dict[str, Any]]:
     names: dict[str, dict[str, Any]] = {}
     origin: dict[str, str] = {}  # fx node -> lifted constant it derives from
     for spec in program.graph_signature.input_specs:
-        if spec.kind != InputKind.CONSTANT_TENSOR and spec.kind != InputKind.PARAMETER and spec.kind != InputKind.BUFFER:
+        if (
+            spec.kind != InputKind.CONSTANT_TENSOR
+            and spec.kind != InputKind.PARAMETER
+            and spec.kind != InputKind.BUFFER
+        ):
             continue
-        tensor = program.constants.get(spec.target) if spec.target in program.constants else program.state_dict.get(spec.target)
+        tensor = (
+            program.constants.get(spec.target)
+            if spec.target in program.constants
+            else program.state_dict.get(spec.target)
+        )
         if tensor is None:
             continue
         v = by_storage.get(tensor.untyped_storage().data_ptr())
@@ -324,8 +346,8 @@ def _restack(program: Any, classes: dict[str, str]) -> None:
 
 
 def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool, seed: int) -> None:
-    import torch  # noqa: F401  (before TensorFlow, if anything imports it)
     import keras
+    import torch
 
     if keras.backend.backend() != "torch":
         raise ExportCaptureError(f"the export worker needs KERAS_BACKEND=torch, not {keras.backend.backend()}")
@@ -337,8 +359,12 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
         if missing is not None:
             raise MissingClassError(missing) from None
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-            raise UntrustedCodeError(f"{src.name}: holds Python code (a Lambda); pass --trust-code if you trust it") from None
-        raise ExportCaptureError(f"{src.name}: Keras could not load it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+            raise UntrustedCodeError(
+                f"{src.name}: holds Python code (a Lambda); pass --trust-code if you trust it"
+            ) from None
+        raise ExportCaptureError(
+            f"{src.name}: Keras could not load it ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     keras.utils.set_random_seed(seed)
     examples, specs = _example_inputs(model, seed)
     undo, classes, configs = _layer_annotation()
@@ -365,7 +391,9 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ktorch.keras_export", description="Capture a Keras model (worker).")
+    parser = argparse.ArgumentParser(
+        prog="python -m ktorch.keras_export", description="Capture a Keras model (worker)."
+    )
     parser.add_argument("src", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--custom-objects")
@@ -376,7 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker(args.src, args.out, custom_objects=args.custom_objects, trust_code=args.trust_code, seed=args.seed)
     except KtorchError as exc:
-        kind = "missing_class" if isinstance(exc, MissingClassError) else "untrusted" if isinstance(exc, UntrustedCodeError) else "error"
+        kind = (
+            "missing_class"
+            if isinstance(exc, MissingClassError)
+            else "untrusted"
+            if isinstance(exc, UntrustedCodeError)
+            else "error"
+        )
         (args.out / "error.json").write_text(json.dumps({"kind": kind, "message": str(exc)}))
         return 2
     return 0

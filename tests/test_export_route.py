@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import randomize_batchnorm, randomize_weights
 
 keras_hub = pytest.importorskip("keras_hub")
@@ -40,8 +39,9 @@ def _forward(out: Path) -> str:
 def test_resnet_backbone(tmp_path: Path) -> None:
     keras_hub.models.ResNetBackbone  # noqa: B018  (registers the class)
     model = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16], stackwise_num_blocks=[1, 1],
-        stackwise_num_strides=[1, 2], block_type="basic_block", use_pre_activation=False, image_shape=(32, 32, 3),
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(32, 32, 3),
     )  # fmt: skip
     randomize_batchnorm(model)
     result = _convert(model, tmp_path, "resnet")

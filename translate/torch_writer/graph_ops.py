@@ -8,7 +8,7 @@ the node (the Keras variable it came from).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
