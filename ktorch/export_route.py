@@ -418,6 +418,7 @@ MODULE_OPS = {
 def reform_layers(graph: Graph, capture: Capture) -> dict[str, int]:
     """Mark every node with its Keras layer path (`node.source`), name the constants after the
     Keras variables they hold, and re-form the layers the backend decomposed."""
+    eliminate_dead(graph)  # a dead copy of a variable must not take the variable's name
     index = LayerIndex(graph, capture)
     for node in graph.nodes:
         path = index.layer_of.get(id(node))
