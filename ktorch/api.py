@@ -202,6 +202,8 @@ def convert(
         },
         "parity": None,
     }
+    if graph.meta.get("inference_identities"):  # augmentation layers dropped as inference identities
+        manifest["inference_identities"] = list(graph.meta["inference_identities"])
 
     def check(staging: Path):
         step("verifying parity")

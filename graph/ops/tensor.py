@@ -382,3 +382,62 @@ define(
         family="tensor",
     )
 )
+
+
+# -- comparisons, selection and gathering ------------------------------------------------------
+def _infer_compare(node):
+    from . import broadcast_shapes
+
+    return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), "bool")]
+
+
+define(
+    OpDef(
+        "compare",
+        _infer_compare,
+        attrs=(attr("mode", str, choices=("equal", "not_equal", "greater", "greater_equal", "less", "less_equal")),),
+        layout=Layout.ELEMENTWISE,
+        doc="a <mode> b element-wise (a == b, a > b, ...), a bool tensor",
+        family="tensor",
+    )
+)
+
+
+def _infer_where(node):
+    from . import broadcast_shapes
+
+    return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), node.inputs[1].dtype)]
+
+
+define(
+    OpDef(
+        "where",
+        _infer_where,
+        layout=Layout.ELEMENTWISE,
+        doc="inputs (condition, a, b): a where condition holds, else b (torch.where)",
+        family="tensor",
+    )
+)
+
+
+def _infer_take(node):
+    x = node.inputs[0]
+    axis = node.attrs["axis"]
+    _check_axis(node, axis)
+    n = x.shape[axis]
+    if n is not None and any(not -n <= i < n for i in node.attrs["indices"]):
+        raise GraphError(f"{node.name}: indices {node.attrs['indices']} are out of range for size {n} on axis {axis}")
+    return [(_with_axis(x.shape, axis, len(node.attrs["indices"])), x.dtype)]
+
+
+define(
+    OpDef(
+        "take",
+        _infer_take,
+        attrs=(attr("axis", int), attr("indices", tuple)),
+        layout=Layout.AXIS,
+        axis_attrs=("axis",),
+        doc="x[..., indices, ...] on `axis` with a constant list of indices (negative counts from the end)",
+        family="tensor",
+    )
+)

@@ -37,6 +37,33 @@ _SIMPLE: dict[str, tuple[str, dict[str, Any]]] = {
     "sparse_sigmoid": ("hard_sigmoid", {"slope": 0.5, "offset": 0.5}),
 }
 _LINEAR = ("linear", None, "")
+_AXIS_ACTIVATIONS = ("softmax", "log_softmax", "glu")
+
+# Functions registered with keras.saving.register_keras_serializable ("Package>name"): known by
+# the name's suffix only where the name fixes the formula (keras-cv-attention-models'
+# kecamCommon>hard_swish is x * relu6(x + 3) / 6, hard_sigmoid_torch is clip(x / 6 + 0.5, 0, 1)).
+_REGISTERED: dict[str, tuple[str, dict[str, Any]]] = {
+    "hard_swish": ("hard_silu", {}),
+    "hardswish": ("hard_silu", {}),
+    "hard_silu": ("hard_silu", {}),
+    "swish": ("silu", {}),
+    "silu": ("silu", {}),
+    "mish": ("mish", {}),
+    "hard_sigmoid_torch": ("hard_sigmoid", {"slope": 1.0 / 6.0, "offset": 0.5}),
+    "relu6": ("relu", {"max_value": 6.0}),
+}
+
+
+def _registered(name: str) -> tuple[str, dict[str, Any]] | None:
+    if ">" not in name:
+        return None
+    return _REGISTERED.get(name.rsplit(">", 1)[1].lower())
+
+
+def known_activation(spec: Any) -> bool:
+    """Whether `activation_nodes` can translate the serialized activation `spec`."""
+    name = activation_name(spec)
+    return name in _LINEAR or name in _AXIS_ACTIVATIONS or name == "hard_sigmoid" or name in _SIMPLE or _registered(str(name)) is not None
 
 
 def activation_name(spec: Any) -> str | None:
@@ -60,15 +87,16 @@ def activation_nodes(call: LayerCall, x: Value, spec: Any, *, suffix: str = "_ac
     name = activation_name(spec)
     if name in _LINEAR:
         return x
-    if name in ("softmax", "log_softmax", "glu"):
+    if name in _AXIS_ACTIVATIONS:
         return call.emit(name, [x], {"axis": (x.rank - 1,)}, suffix=suffix)
     if name == "hard_sigmoid":
         # Keras 2 (and TF1): clip(0.2 x + 0.5); Keras 3: relu6(x + 3) / 6
         attrs = {"slope": 0.2, "offset": 0.5} if call.keras2 else {"slope": 1.0 / 6.0, "offset": 0.5}
         return call.emit("hard_sigmoid", [x], attrs, suffix=suffix)
-    if name not in _SIMPLE:
+    found = _SIMPLE.get(str(name)) or _registered(str(name))
+    if found is None:
         raise call.error(f"activation {name!r} is not supported")
-    op, attrs = _SIMPLE[name]
+    op, attrs = found
     return call.emit(op, [x], dict(attrs), suffix=suffix)
 
 

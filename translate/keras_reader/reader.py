@@ -23,7 +23,25 @@ from .file import KerasFile, open_keras_file
 
 # Layers that hold other layers: handled by the reader itself.
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
-UNTRUSTED_CLASSES = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+UNTRUSTED_CLASSES = ("Lambda",)
+# tf.keras 2 layers that call a TensorFlow function by name (no code): read as "tf.<function>"
+TF_FUNCTION_CLASSES = ("TFOpLambda", "SlicingOpLambda")
+# Keras 3 operations on symbolic tensors (keras.ops.mean, x[:, 0]) are recorded in a functional
+# config like layers, with module "keras.src.ops.numpy" etc.; they are read as "ops.<class>"
+# (ops.Reshape is keras.ops.reshape, not the Reshape layer).
+OPS_PREFIX = "ops."
+
+
+def translator_key(layer: dict[str, Any]) -> str:
+    """The registry key of a config entry: its class name, "ops.<class>" for a Keras 3
+    operation, "tf.<function>" for a tf.keras 2 TFOpLambda / SlicingOpLambda."""
+    cls = str(layer.get("class_name", "?"))
+    if cls in TF_FUNCTION_CLASSES:
+        return "tf." + str(layer.get("config", {}).get("function"))
+    module = str(layer.get("module") or "")
+    if module.startswith(("keras.src.ops.", "keras.ops.")):
+        return OPS_PREFIX + cls
+    return cls
 
 # Layers that hand their input's Keras mask on unchanged (supports_masking, default compute_mask).
 MASK_MERGING = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"})
@@ -267,8 +285,6 @@ class KerasReader:
 
     # -- support check ------------------------------------------------------------------
     def check_supported(self, cfg: dict[str, Any]) -> None:
-        from .merge import TF_FUNCTIONS as tf_functions
-
         problems: list[tuple[str, str, str]] = []
         untrusted: list[tuple[str, str]] = []
 
@@ -276,16 +292,21 @@ class KerasReader:
             for layer in model_cfg.get("config", {}).get("layers", []):
                 cls = layer.get("class_name", "?")
                 name = prefix + str(layer.get("config", {}).get("name") or layer.get("name") or "?")
+                key = translator_key(layer)
                 if cls in MODEL_CLASSES:
                     walk(layer, name + "/")
                 elif cls == "InputLayer":
                     continue
-                elif cls == "TFOpLambda" and layer.get("config", {}).get("function") in tf_functions:
-                    continue  # names a TensorFlow function (tf.math.multiply): no code to trust
+                elif cls in TF_FUNCTION_CLASSES:
+                    # names a TensorFlow function (tf.math.multiply): no code to trust
+                    if lookup("keras->ir", key) is None:
+                        problems.append((name, key, f"no translator for the TensorFlow function {key}"))
                 elif cls in UNTRUSTED_CLASSES and not self.options.trust_code:
                     untrusted.append((name, cls))
-                elif lookup("keras->ir", cls) is None:
-                    problems.append((name, cls, "no translator for this layer class"))
+                elif lookup("keras->ir", key) is None:
+                    what = "Keras operation" if key.startswith(OPS_PREFIX) else "layer class"
+                    problems.append((name, key, f"no translator for this {what}"))
+                problems.extend(self._activation_problems(layer, name))
 
         walk(cfg, "")
         if untrusted:
@@ -302,6 +323,22 @@ class KerasReader:
                 hint="Nothing was written. Teach ktorch a custom layer with a translator registered by "
                 "@ktorch.plugins.keras_layer(...) and `--plugin MODULE` (see README, 'Custom layers').",
             )
+
+    @staticmethod
+    def _activation_problems(layer: dict[str, Any], name: str) -> list[tuple[str, str, str]]:
+        """A layer's `activation=` (and RNN `recurrent_activation=`) that no translator knows:
+        a registered custom function (`kecamCommon>hard_swish`) is reported with the layers."""
+        from .activations import known_activation
+
+        out = []
+        config = layer.get("config", {})
+        for key in ("activation", "recurrent_activation"):
+            spec = config.get(key) if isinstance(config, dict) else None
+            if spec is not None and not known_activation(spec):
+                from .activations import activation_name
+
+                out.append((name, f"activation {activation_name(spec)!r}", "no translator for this activation function"))
+        return out
 
     # -- models ---------------------------------------------------------------------------
     def _sequential_inputs(self, model_cfg: dict[str, Any]) -> list[Value]:
@@ -458,6 +495,11 @@ class KerasReader:
             values = []
             kwargs = {}
             for entry in node:
+                if entry[0] == "_CONSTANT_VALUE":  # a TFOpLambda whose first argument is a constant
+                    values.append(entry[2])
+                    if len(entry) > 3 and entry[3]:
+                        kwargs.update(entry[3])
+                    continue
                 key = (entry[0], entry[1] - (entry[0] in self._nested), entry[2])
                 if key not in tensors:
                     missing = True
@@ -494,14 +536,15 @@ class KerasReader:
             for v in outs:
                 v.source = "/".join(path)
             return outs
-        translator: Callable | None = lookup("keras->ir", cls)
+        key = translator_key(layer)
+        translator: Callable | None = lookup("keras->ir", key)
         if translator is None:  # check_supported ran first; only plugins removed since reach here
-            raise UnsupportedOpError([("/".join(path), cls, "no translator for this layer class")], where=str(self.kfile.path))
+            raise UnsupportedOpError([("/".join(path), key, "no translator for this layer class")], where=str(self.kfile.path))
         config = layer.get("config", {})
         call = LayerCall(
             graph=self.graph,
             name="/".join(path),
-            class_name=cls,
+            class_name=key if key.startswith((OPS_PREFIX, "tf.")) else cls,
             config=TrackedConfig(config),
             args=args,
             kwargs={k: v for k, v in kwargs.items() if k not in ("training",)},
