@@ -202,6 +202,8 @@ def convert(
         },
         "parity": None,
     }
+    if graph.meta.get("compute_dtype"):  # layers computing in float16/bfloat16 (a mixed precision policy)
+        manifest["model"]["compute_dtype"] = graph.meta["compute_dtype"]
     if graph.meta.get("inference_identities"):  # augmentation layers dropped as inference identities
         manifest["inference_identities"] = list(graph.meta["inference_identities"])
 

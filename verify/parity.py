@@ -10,6 +10,7 @@ import numpy as np
 
 from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL, Comparison, compare
+from .profiles import select_profile
 from .runners import RunError, import_emitted, load_keras_model, make_inputs, run_keras, run_torch, to_emitted, to_source
 
 
@@ -82,6 +83,9 @@ def check_keras_to_torch(
     outs = manifest["outputs"]
     if len(got) != len(expected) or len(got) != len(outs):
         raise RunError(f"the source returns {len(expected)} outputs, the emitted model {len(got)}")
+    compute = manifest.get("model", {}).get("compute_dtype")
+    if compute:  # a float16/bfloat16 source is judged by its compute dtype's profile, at least
+        tolerance = max(tolerance, select_profile(device, [compute]).rtol)
     comparisons = [
         compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance) for spec, ref, g in zip(outs, expected, got)
     ]

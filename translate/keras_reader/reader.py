@@ -159,7 +159,7 @@ class LayerCall:
         array = self.weights[index][1]
         if expect is not None and tuple(array.shape) != tuple(expect):
             raise self.error(f"weight {self.weights[index][0]!r} has shape {array.shape}, expected {expect}")
-        if not np.all(np.isfinite(array)) and np.issubdtype(array.dtype, np.floating):
+        if is_float(array) and not np.all(np.isfinite(array.astype(np.float32, copy=False))):
             raise self.error(f"weight {self.weights[index][0]!r} holds NaN or Inf values")
         return array
 
@@ -197,6 +197,11 @@ class LayerCall:
         return activation_nodes(self, x, spec)
 
 
+def is_float(array: np.ndarray) -> bool:
+    """Floating point, bfloat16 (an ml_dtypes type numpy does not count as floating) included."""
+    return np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"
+
+
 def _flatten(obj: Any) -> list[Any]:
     if isinstance(obj, (list, tuple)):
         return [i for o in obj for i in _flatten(o)]
@@ -217,6 +222,8 @@ def _node_name(path: str) -> str:
 
 
 def _identifier(name: str) -> str:
+    if name.startswith("tf."):  # a TFOpLambda named after its function: "tf.math.reduce_mean_2" -> "reduce_mean_2"
+        name = name.rsplit(".", 1)[-1]
     return re.sub(r"\W", "_", name).strip("_") or "layer"
 
 
@@ -554,6 +561,9 @@ class KerasReader:
             masks=[self._masks.get(id(v)) for v in _flatten(args) if isinstance(v, Value)],
             known_masks=self._masks,
         )
+        if cls in TF_FUNCTION_CLASSES:
+            call.config.get("function")  # read as the translator key
+        self._note_compute_dtype(config.get("dtype"))
         try:
             result = translator(call)
         except KtorchError as exc:
@@ -577,6 +587,19 @@ class KerasReader:
             v.source = call.name
         self._propagate_masks(call, outs)
         return outs
+
+    def _note_compute_dtype(self, policy: Any) -> None:
+        """Record in graph.meta['compute_dtype'] the narrowest float type a layer computes in
+        (a mixed_float16 policy computes in float16 while its variables stay float32): the
+        verification judges the model by it, not only by its outputs' dtype."""
+        if isinstance(policy, dict):
+            policy = policy.get("config", {}).get("name")
+        name = str(policy or "")
+        compute = {"mixed_float16": "float16", "float16": "float16", "mixed_bfloat16": "bfloat16", "bfloat16": "bfloat16"}.get(name)
+        if compute is None:
+            return
+        if self.graph.meta.get("compute_dtype") != "bfloat16":  # bfloat16 is the looser of the two
+            self.graph.meta["compute_dtype"] = compute
 
     def _propagate_masks(self, call: LayerCall, outs: list[Value]) -> None:
         """Attach Keras masks to a layer's outputs: the ones its translator computed, else
