@@ -32,14 +32,19 @@ TF_FUNCTION_CLASSES = ("TFOpLambda", "SlicingOpLambda")
 OPS_PREFIX = "ops."
 
 
-def translator_key(layer: dict[str, Any]) -> str:
+def translator_key(layer: dict[str, Any], keras2: bool = False) -> str:
     """The registry key of a config entry: its class name, "ops.<class>" for a Keras 3
     operation, "tf.<function>" for a tf.keras 2 TFOpLambda / SlicingOpLambda."""
     cls = str(layer.get("class_name", "?"))
     if cls in TF_FUNCTION_CLASSES:
         return "tf." + str(layer.get("config", {}).get("function"))
-    module = str(layer.get("module") or "")
-    if module.startswith(("keras.src.ops.", "keras.ops.")):
+    module = layer.get("module")
+    if module is not None:
+        return OPS_PREFIX + cls if str(module).startswith(("keras.src.ops.", "keras.ops.")) else cls
+    config = layer.get("config")
+    # a Keras 3 legacy .h5 writes no module: a layer's config always holds `trainable` and
+    # `dtype`, an operation's only its own arguments (tf.keras 2 has no operations)
+    if not keras2 and isinstance(config, dict) and "trainable" not in config and "dtype" not in config:
         return OPS_PREFIX + cls
     return cls
 
@@ -299,7 +304,7 @@ class KerasReader:
             for layer in model_cfg.get("config", {}).get("layers", []):
                 cls = layer.get("class_name", "?")
                 name = prefix + str(layer.get("config", {}).get("name") or layer.get("name") or "?")
-                key = translator_key(layer)
+                key = translator_key(layer, self.kfile.keras2)
                 if cls in MODEL_CLASSES:
                     walk(layer, name + "/")
                 elif cls == "InputLayer":
@@ -543,7 +548,7 @@ class KerasReader:
             for v in outs:
                 v.source = "/".join(path)
             return outs
-        key = translator_key(layer)
+        key = translator_key(layer, self.kfile.keras2)
         translator: Callable | None = lookup("keras->ir", key)
         if translator is None:  # check_supported ran first; only plugins removed since reach here
             raise UnsupportedOpError([("/".join(path), key, "no translator for this layer class")], where=str(self.kfile.path))
