@@ -210,3 +210,16 @@ def test_reduced_precision(keras, tmp_path, policy):
         header = (result.out / "model.safetensors").read_bytes()[:400]
         assert b"BF16" in header and b"F32" not in header
     assert np.isfinite(result.parity.worst_rel)
+
+
+def test_constant_tensor_operand(keras, tmp_path):
+    """Keras 3 evaluates ops on constants eagerly (Embedding(ops.arange(n)) for position
+    ids) and serializes the result into the next operation's arguments as a `__tensor__`."""
+    ops = keras.ops
+    inp = keras.Input((6,), dtype="int32")
+    tok = keras.layers.Embedding(10, 4, name="tokens")(inp)
+    pos = keras.layers.Embedding(6, 4, name="positions")(ops.arange(0, 6))
+    model = keras.Model(inp, ops.mean(tok + pos, axis=1), name="positions")
+    randomize_weights(model)
+    result = convert_keras(model, tmp_path, fmt="keras")
+    assert "+ self." in forward_source(result)

@@ -206,6 +206,19 @@ def pad_nodes(call: LayerCall, x: Value, width: Any, mode: str, value: Any) -> V
 
 
 # -- arithmetic ---------------------------------------------------------------------------------
+def _serialized_array(call: LayerCall, value: Any, other: Any) -> Any:
+    """A constant tensor Keras serialized into the call (`__tensor__` / `__numpy__`): a number
+    if it holds one value, else a constant node (no batch axis; it broadcasts)."""
+    if not (isinstance(value, dict) and value.get("class_name") in ("__tensor__", "__numpy__")):
+        return value
+    cfg = value.get("config", {})
+    dtype = str(cfg.get("dtype") or (other.dtype if isinstance(other, Value) else "float32"))
+    array = np.asarray(cfg.get("value"), dtype=dtype)
+    if array.size == 1:
+        return array.reshape(()).item()
+    return call.emit("constant", [], {"trainable": False}, {"value": array}, suffix="_value")
+
+
 _COMMUTATIVE = {"add", "mul", "maximum", "minimum"}
 _FLIPPED = {"greater": "less", "less": "greater", "greater_equal": "less_equal", "less_equal": "greater_equal"}
 
@@ -214,6 +227,7 @@ def binary_nodes(call: LayerCall, op: str, a: Any, b: Any) -> Value:
     """a <op> b for tensors or Python numbers (numpy broadcasting); op is an IR arithmetic op
     kind or "compare:<mode>". A number becomes an affine/clip node where one exists."""
     compare = op.startswith("compare:")
+    a, b = (_serialized_array(call, v, a if v is b else b) for v in (a, b))
     if not isinstance(a, Value) and not isinstance(b, Value):
         raise call.error("an operation on two constants")
     if isinstance(a, Value) and isinstance(b, Value):
@@ -537,3 +551,4 @@ def where_from_keras_ops(call: LayerCall) -> Value:
     if any(v.rank > cond.rank for v in ins):
         raise call.error("where with a condition of lower rank than its branches is not supported")
     return call.emit("where", [cond, *ins])
+
