@@ -88,6 +88,9 @@ def save(model, name):
         return
     rng = np.random.default_rng(0)
     model.set_weights([rng.normal(0, 0.1, np.shape(w)).astype("float32") for w in model.get_weights()])
+    for v in model.weights:  # BatchNormalization variances must stay positive
+        if "variance" in v.path:
+            v.assign(np.abs(np.asarray(v)) + 0.5)
     model.save(path)
     print("built", name, flush=True)
 
@@ -180,10 +183,12 @@ def build(models: Path) -> None:
     subprocess.run([sys.executable, "-c", BUILD_RECIPES, str(models)], env=env, check=False)
 
 
-def convert_all(models: Path, ktorch_root: Path, timeout: int) -> list[dict]:
+def convert_all(models: Path, ktorch_root: Path, timeout: int, only: list[str] | None = None) -> list[dict]:
     rows = []
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KTORCH_ROOT=str(ktorch_root))
     for src in sorted([*models.glob("*.h5"), *models.glob("*.keras")]):
+        if only and src.stem not in only:
+            continue
         out = models / "out" / src.stem
         try:
             proc = subprocess.run(
@@ -214,9 +219,10 @@ def main() -> int:
     parser.add_argument("--ktorch-root", type=Path, default=ROOT, help="the ktorch checkout to measure")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per conversion")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--only", nargs="*", help="convert only these models (file stems)")
     args = parser.parse_args()
     build(args.models)
-    rows = convert_all(args.models, args.ktorch_root, args.timeout)
+    rows = convert_all(args.models, args.ktorch_root, args.timeout, args.only)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(table(rows))

@@ -310,6 +310,9 @@ def reshape_target(call: LayerCall, x: Value, shape: Any) -> tuple[int, ...]:
         raise call.error(f"reshape to {tuple(shape)} changes the batch size")
     if shape[0] != -1 and -1 in rest:
         raise call.error(f"reshape to {tuple(shape)} with a fixed batch size is not supported")
+    known = [d for d in x.shape[1:]]
+    if shape[0] == -1 and -1 not in rest and None not in known and int(np.prod(rest)) != int(np.prod(known)):
+        raise call.error(f"reshape of {x.shape} to {tuple(shape)} folds other axes into the batch axis, which is not supported")
     return tuple(rest)
 
 

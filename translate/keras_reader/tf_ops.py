@@ -15,6 +15,7 @@ from typing import Any
 from ...graph import Value
 from ..registry import register
 from .keras_ops import (
+    axes_of,
     binary_nodes,
     einsum_nodes,
     expand_dims_nodes,
@@ -71,12 +72,25 @@ _REDUCTIONS = {
 }
 
 
+_LIST_REDUCTIONS = {"sum": "add", "max": "maximum", "min": "minimum", "mean": "average", "prod": "mul"}
+
+
 @register("keras->ir", *_REDUCTIONS)
 def reduction_from_tf(call: LayerCall) -> Value:
     _no_extra(call, "axis", "keepdims", "keep_dims", "reduction_indices")
     axis = _kw(call, "axis", "reduction_indices")
     keepdims = bool(_kw(call, "keepdims", "keep_dims", default=False))
-    return reduce_nodes(call, _tensor(call), _REDUCTIONS[call.class_name], axis, keepdims)
+    mode = _REDUCTIONS[call.class_name]
+    first = _first(call)
+    if isinstance(first, list) and all(isinstance(v, Value) for v in first) and len(first) > 1:
+        # a list of tensors is stacked on a new axis 0 first: reducing that axis (ResNeSt's
+        # tf.reduce_sum(splits, axis=0)) combines the tensors element-wise
+        axes = sorted(int(a) % (first[0].rank + 1) for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
+        if axis is None or axes[0] != 0 or keepdims:
+            raise call.error(f"a {mode} over a list of tensors is supported along axis 0 only, without keepdims")
+        combined = call.emit(_LIST_REDUCTIONS[mode], list(first), suffix="_combine" if len(axes) > 1 else "")
+        return reduce_nodes(call, combined, mode, [a - 1 for a in axes[1:]], False) if len(axes) > 1 else combined
+    return reduce_nodes(call, _tensor(call), mode, axis, keepdims)
 
 
 # -- shape --------------------------------------------------------------------------------------
@@ -194,6 +208,16 @@ def resize_from_tf(call: LayerCall) -> Value:
         raise call.error(f"resize method {method!r} is not supported (bilinear and nearest are)")
     attrs = {"size": tuple(int(s) for s in size), "mode": method, "data_format": "channels_last"}
     return call.emit("resize", [x], attrs)
+
+
+@register("keras->ir", "tf.math.l2_normalize", "tf.nn.l2_normalize", "tf.linalg.l2_normalize")
+def l2_normalize_from_tf(call: LayerCall) -> Value:
+    """TF: x * rsqrt(max(sum(x**2), epsilon)), i.e. x / max(norm, sqrt(epsilon))."""
+    _no_extra(call, "axis", "epsilon", "dim")
+    x = _tensor(call)
+    axes = axes_of(call, _kw(call, "axis", "dim"), x.rank, what="an l2 normalization")
+    epsilon = float(_kw(call, "epsilon", default=1e-12))
+    return call.emit("l2_normalize", [x], {"axes": axes, "epsilon": epsilon**0.5})
 
 
 @register("keras->ir", "tf.cast", "tf.dtypes.cast")
