@@ -128,3 +128,20 @@ def test_registered_activation_kecam_style(tmp_path):
     model.set_weights([rng.normal(0, 2.0, w.shape).astype("float32") for w in model.get_weights()])
     parity = convert_tf_keras(model, tmp_path)
     assert parity.passed and parity.worst_rel <= 1e-4, parity
+
+
+def test_static_shape_folded_into_resize_and_reshape(tmp_path):
+    """kecam's GhostNetV2 resizes a gate back with tf.image.resize(g, tf.shape(x)[1:-1]):
+    the static shape is folded at conversion time; reshaping by tf.shape(x)[0] (the batch) too."""
+    import tensorflow as tf
+
+    from conftest import convert_tf_keras
+
+    inp, x = _conv_input((8, 6, 4))
+    g = tf_keras.layers.AveragePooling2D(2, name="pool")(x)
+    g = tf.image.resize(tf.nn.sigmoid(g), tf.shape(x)[1:-1], method="nearest")
+    y = x * g
+    flat = tf.reshape(y, [tf.shape(y)[0], -1, 4])
+    model = _seeded(tf_keras.Model(inp, [y, flat], name="tf_shape_fold"))
+    parity = convert_tf_keras(model, tmp_path)
+    assert parity.passed and parity.worst_rel <= 1e-4, parity

@@ -58,6 +58,15 @@ def constant(call: LayerCall, value: Any, dtype: str, suffix: str) -> Value:
     return call.emit("constant", [], {"trainable": False}, {"value": array}, suffix=suffix)
 
 
+def constant_value(value: Any) -> np.ndarray | None:
+    """The array of a Value computed from no input (a `constant` node), for folding at
+    conversion time (a static shape read with tf.shape and indexed); None otherwise."""
+    node = value.producer if isinstance(value, Value) else None
+    if node is None or node.op != "constant" or node.attrs.get("per_example"):
+        return None
+    return node.weights["value"]
+
+
 # -- reductions ---------------------------------------------------------------------------------
 def reduce_nodes(call: LayerCall, x: Value, mode: str, axis: Any, keepdims: bool) -> Value:
     axes = axes_of(call, axis, x.rank, what=f"a {mode} reduction")
@@ -85,8 +94,11 @@ def _index_item(call: LayerCall, item: Any) -> Any:
 
 def getitem_nodes(call: LayerCall, x: Value, key: Any) -> Value:
     """x[key] with ints (negative too), slices (positive steps), None/newaxis and Ellipsis,
-    as select / slice / expand_dims nodes, one per indexed axis."""
+    as select / slice / expand_dims nodes, one per indexed axis; a constant is indexed now."""
     items = [_index_item(call, k) for k in (key if isinstance(key, (list, tuple)) else [key])]
+    folded = constant_value(x)
+    if folded is not None:  # a constant has no batch axis: plain numpy indexing
+        return call.emit("constant", [], {"trainable": False}, {"value": np.asarray(folded[tuple(items)])})
     if items.count(Ellipsis) > 1:
         raise call.error("an index with more than one Ellipsis")
     used = sum(1 for k in items if k is not None and k is not Ellipsis)

@@ -266,6 +266,7 @@ class KerasReader:
         self.graph = Graph()
         self._weights: dict[tuple[str, ...], list] = {}  # one set of arrays per layer, shared by its calls
         self._nested: set[str] = set()  # names of the functional models nested in the model being read
+        self._layer_names: set[str] = set()  # names of the layers of the functional model being read
         self._masks: dict[int, Value] = {}  # id(value) -> its Keras mask, flowing implicitly in Keras
 
     # -- entry ----------------------------------------------------------------------
@@ -398,12 +399,13 @@ class KerasReader:
         # A nested functional model's node 0 is its own creation, so references to its calls
         # count from 1 in output_layers (and everywhere in tf.keras 2 files); Keras 3 writes
         # the plain call index in inbound nodes' keras_history.
-        outer_nested = self._nested
+        outer_nested, outer_names = self._nested, self._layer_names
+        self._layer_names = set(layers)
         self._nested = {name for name, layer in layers.items() if layer.get("class_name") in ("Functional", "Model") or self._keras2_graph_sequential(layer)}
         try:
             return self._run_functional_body(model_cfg, prefix, inputs, layers)
         finally:
-            self._nested = outer_nested
+            self._nested, self._layer_names = outer_nested, outer_names
 
     def _keras2_graph_sequential(self, layer: dict[str, Any]) -> bool:
         """A tf.keras 2 Sequential built on an InputLayer is a graph network: like a
@@ -527,16 +529,25 @@ class KerasReader:
         return (None, {}) if missing else (args, kwargs)
 
     def _keras2_kwargs(self, kwargs: dict[str, Any], tensors: dict) -> dict[str, Any] | None:
-        out = {}
-        for k, v in kwargs.items():
+        """Call kwargs with tensor references ([layer, node, tensor]) resolved, also inside
+        lists (tf.reshape(x, [tf.shape(x)[0], -1])); None if one is not computed yet."""
+        missing = False
+
+        def sub(v: Any, top: bool) -> Any:
+            nonlocal missing
             if isinstance(v, list) and len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int):
-                key = (v[0], v[1] - (v[0] in self._nested), v[2])
-                if key not in tensors:
-                    return None
-                out[k] = tensors[key]
-            else:
-                out[k] = v
-        return out
+                if top or v[0] in self._layer_names:
+                    key = (v[0], v[1] - (v[0] in self._nested), v[2])
+                    if key not in tensors:
+                        missing = True
+                        return None
+                    return tensors[key]
+            if isinstance(v, list):
+                return [sub(i, False) for i in v]
+            return v
+
+        out = {k: sub(v, True) for k, v in kwargs.items()}
+        return None if missing else out
 
     def _call_layer(self, layer: dict[str, Any], prefix: tuple[str, ...], args: list, kwargs: dict, call_index: int) -> list[Value]:
         cls = layer["class_name"]

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ...graph import Value
 from ..registry import register
 from .keras_ops import (
     axes_of,
     binary_nodes,
+    constant_value,
     einsum_nodes,
     expand_dims_nodes,
     getitem_nodes,
@@ -98,10 +101,33 @@ def reduction_from_tf(call: LayerCall) -> Value:
 def reshape_from_tf(call: LayerCall) -> Value:
     _no_extra(call, "shape")
     x = _tensor(call)
-    shape = _kw(call, "shape")
-    if isinstance(shape, Value) or shape is None:
-        raise call.error("a reshape to a computed shape is not supported")
+    shape = _static(call, _kw(call, "shape"), "a reshape target")
+    if shape is None:
+        raise call.error("a reshape without a target shape")
     return call.emit("reshape", [x], {"shape": reshape_target(call, x, shape)})
+
+
+@register("keras->ir", "tf.compat.v1.shape", "tf.shape")
+def shape_from_tf(call: LayerCall) -> Value:
+    """The static shape, batch as -1, as a constant that the ops reading it fold at conversion
+    time (kecam's tf.image.resize(x, tf.shape(y)[1:-1])); a batch size read from it is refused."""
+    _no_extra(call, "out_type")
+    x = _tensor(call)
+    if None in x.shape[1:]:
+        raise call.error(f"reads the shape {x.shape} whose sizes are not all known; give the model a fixed input size")
+    return call.emit("constant", [], {"trainable": False}, {"value": np.asarray((-1, *x.shape[1:]), np.int32)})
+
+
+def _static(call: LayerCall, value: Any, what: str) -> Any:
+    """A size argument: a list, or a constant Value (a static shape) folded to a list."""
+    if isinstance(value, Value):
+        folded = constant_value(value)
+        if folded is None:
+            raise call.error(f"{what} computed from the inputs is not supported")
+        return folded.reshape(-1).tolist()
+    if isinstance(value, list):
+        return [v for item in value for v in (_static(call, item, what) if isinstance(item, Value) else [item])]
+    return value
 
 
 @register("keras->ir", "tf.transpose", "tf.compat.v1.transpose", "tf.linalg.matrix_transpose")
@@ -199,11 +225,11 @@ def resize_from_tf(call: LayerCall) -> Value:
     """tf.image.resize (TF 2): half-pixel centres; bilinear or nearest without antialiasing."""
     _no_extra(call, "size", "method", "antialias", "preserve_aspect_ratio")
     x = _tensor(call)
-    size, method = _kw(call, "size"), str(_kw(call, "method", default="bilinear")).lower()
+    size, method = _static(call, _kw(call, "size"), "a resize size"), str(_kw(call, "method", default="bilinear")).lower()
     if _kw(call, "preserve_aspect_ratio") or _kw(call, "antialias"):
         raise call.error("resize with preserve_aspect_ratio or antialias is not supported")
-    if isinstance(size, Value) or size is None or len(size) != 2 or x.rank != 4:
-        raise call.error("only a resize of images (rank 4) to a fixed size is supported")
+    if size is None or len(size) != 2 or x.rank != 4 or min(int(s) for s in size) <= 0:
+        raise call.error(f"only a resize of images (rank 4) to a fixed size is supported, not to {size}")
     if method not in ("bilinear", "nearest"):
         raise call.error(f"resize method {method!r} is not supported (bilinear and nearest are)")
     attrs = {"size": tuple(int(s) for s in size), "mode": method, "data_format": "channels_last"}
