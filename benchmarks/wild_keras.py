@@ -158,9 +158,15 @@ save(keras.Model(inp, layers.Dense(4, activation="gelu")(ops.mean(x, axis=(1, 2)
 '''
 
 CONVERT = """
-import json, sys, time, traceback
+import json, os, sys, time
 import torch  # before tensorflow
 src, out = sys.argv[1], sys.argv[2]
+if src.endswith(".h5"):  # kecam registers its activations and layers, which tf_keras needs to reload the file
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        import keras_cv_attention_models  # noqa: F401
+    except ImportError:
+        pass
 row = {"model": src.rsplit("/", 1)[-1]}
 t0 = time.perf_counter()
 try:
