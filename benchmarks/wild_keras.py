@@ -73,7 +73,7 @@ for name, (module, ctor, kwargs) in specs.items():
         print("cannot build", name, type(exc).__name__, str(exc)[:200], flush=True)
 """
 
-BUILD_RECIPES = '''
+BUILD_RECIPES = """
 import os, sys
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import torch  # before tensorflow
@@ -155,7 +155,7 @@ x = layers.RandomFlip()(inp)
 x = layers.RandomRotation(0.1)(x)
 x = layers.Conv2D(8, 3, activation=hard_swish)(x)
 save(keras.Model(inp, layers.Dense(4, activation="gelu")(ops.mean(x, axis=(1, 2)))), "recipe_augment")
-'''
+"""
 
 CONVERT = """
 import json, os, sys, time
@@ -175,7 +175,8 @@ try:
     row.update(status="pass", max_rel=result.parity.worst_rel)
 except Exception as exc:
     name = type(exc).__name__
-    status = {"UnsupportedOpError": "unsupported", "ParityError": "parity", "UntrustedCodeError": "untrusted"}.get(name, "error")
+    kinds = {"UnsupportedOpError": "unsupported", "ParityError": "parity", "UntrustedCodeError": "untrusted"}
+    status = kinds.get(name, "error")
     row.update(status=status, error=f"{name}: {exc}")
 row["seconds"] = round(time.perf_counter() - t0, 1)
 print("ROW " + json.dumps(row))
@@ -198,20 +199,36 @@ def convert_all(models: Path, ktorch_root: Path, timeout: int, only: list[str] |
         out = models / "out" / src.stem
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", CONVERT, str(src), str(out)], env=env, capture_output=True, text=True, timeout=timeout
+                [sys.executable, "-c", CONVERT, str(src), str(out)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
-            row = json.loads(line[-1][4:]) if line else {"model": src.name, "status": "crash", "error": proc.stderr[-300:]}
+            row = (
+                json.loads(line[-1][4:])
+                if line
+                else {"model": src.name, "status": "crash", "error": proc.stderr[-300:]}
+            )
         except subprocess.TimeoutExpired:
             row = {"model": src.name, "status": "timeout", "error": f"over {timeout} s"}
-        print(f"{row['model']:28s} {row['status']:12s} {row.get('max_rel', '')!s:24s} {row.get('error', '')[:150]}", flush=True)
+        print(
+            f"{row['model']:28s} {row['status']:12s} {row.get('max_rel', '')!s:24s} {row.get('error', '')[:150]}",
+            flush=True,
+        )
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     passed = sum(r["status"] == "pass" for r in rows)
-    lines = [f"pass rate: {passed}/{len(rows)}", "", "| model | status | max rel | first error line |", "|---|---|---|---|"]
+    lines = [
+        f"pass rate: {passed}/{len(rows)}",
+        "",
+        "| model | status | max rel | first error line |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
         err = textwrap.shorten(r.get("error", "").replace("\n", " ").replace("|", "/"), 160)
         rel = f"{r['max_rel']:.1e}" if isinstance(r.get("max_rel"), float) else ""

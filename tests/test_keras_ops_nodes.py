@@ -79,7 +79,7 @@ def _elementwise(keras):
         ops.where(x > 0.0, x, 0.1 * x),
         ops.where(ops.less_equal(x, seq[:, :1, None, :1]), 1.0, x),
         ops.cast(x >= 0.2, "float32") + ops.cast(ops.equal(x, x), "float32"),
-        x**2 + ops.power(ops.abs(x), 1.5) + 2.0 ** x,
+        x**2 + ops.power(ops.abs(x), 1.5) + 2.0**x,
         1.0 / (ops.abs(x) + 1.0) - 3.0 / (ops.abs(x) + 2.0),
         ops.maximum(x, 0.0) + ops.minimum(x, ops.sigmoid(x)),
         ops.sqrt(ops.abs(x)) * ops.rsqrt(ops.abs(x) + 1.0) - ops.exp(-ops.square(x)),

@@ -63,7 +63,9 @@ def _registered(name: str) -> tuple[str, dict[str, Any]] | None:
 def known_activation(spec: Any) -> bool:
     """Whether `activation_nodes` can translate the serialized activation `spec`."""
     name = activation_name(spec)
-    return name in _LINEAR or name in _AXIS_ACTIVATIONS or name == "hard_sigmoid" or name in _SIMPLE or _registered(str(name)) is not None
+    if name in _LINEAR or name in _AXIS_ACTIVATIONS or name == "hard_sigmoid" or name in _SIMPLE:
+        return True
+    return _registered(str(name)) is not None
 
 
 def activation_name(spec: Any) -> str | None:

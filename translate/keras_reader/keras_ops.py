@@ -72,7 +72,9 @@ def reduce_nodes(call: LayerCall, x: Value, mode: str, axis: Any, keepdims: bool
     axes = axes_of(call, axis, x.rank, what=f"a {mode} reduction")
     if mode == "prod" and len(axes) > 1:  # one product per axis, the last axis first
         for i, a in enumerate(sorted(axes, reverse=True)):
-            x = call.emit("reduce", [x], {"mode": mode, "axes": (a,), "keepdims": bool(keepdims)}, suffix=f"_{i}" if i else "")
+            x = call.emit(
+                "reduce", [x], {"mode": mode, "axes": (a,), "keepdims": bool(keepdims)}, suffix=f"_{i}" if i else ""
+            )
         return x
     return call.emit("reduce", [x], {"mode": mode, "axes": axes, "keepdims": bool(keepdims)})
 
@@ -172,7 +174,9 @@ def _mirror(call: LayerCall, x: Value, axis: int, begin: int, end: int, symmetri
     size = x.shape[axis]
     need = max(begin, end) + (0 if symmetric else 1)
     if size is not None and need > size:
-        raise call.error(f"mirror padding ({begin}, {end}) needs at least {need} elements on axis {axis}, it has {size}")
+        raise call.error(
+            f"mirror padding ({begin}, {end}) needs at least {need} elements on axis {axis}, it has {size}"
+        )
     shift = 0 if symmetric else 1
     parts = []
     for i in reversed(range(shift, begin + shift)):
@@ -299,8 +303,15 @@ def binary_nodes(call: LayerCall, op: str, a: Any, b: Any) -> Value:
 
 
 # -- translators: reductions --------------------------------------------------------------------
-_REDUCTIONS = {"ops.Mean": "mean", "ops.Sum": "sum", "ops.Max": "max", "ops.Amax": "max", "ops.Min": "min",
-               "ops.Amin": "min", "ops.Prod": "prod"}
+_REDUCTIONS = {
+    "ops.Mean": "mean",
+    "ops.Sum": "sum",
+    "ops.Max": "max",
+    "ops.Amax": "max",
+    "ops.Min": "min",
+    "ops.Amin": "min",
+    "ops.Prod": "prod",
+}
 
 
 @register("keras->ir", *_REDUCTIONS)
@@ -324,7 +335,9 @@ def reshape_target(call: LayerCall, x: Value, shape: Any) -> tuple[int, ...]:
         raise call.error(f"reshape to {tuple(shape)} with a fixed batch size is not supported")
     known = [d for d in x.shape[1:]]
     if shape[0] == -1 and -1 not in rest and None not in known and int(np.prod(rest)) != int(np.prod(known)):
-        raise call.error(f"reshape of {x.shape} to {tuple(shape)} folds other axes into the batch axis, which is not supported")
+        raise call.error(
+            f"reshape of {x.shape} to {tuple(shape)} folds other axes into the batch axis, which is not supported"
+        )
     return tuple(rest)
 
 
@@ -392,7 +405,9 @@ def take_from_keras_ops(call: LayerCall) -> Value:
 
 @register("keras->ir", "ops.Pad")
 def pad_from_keras_ops(call: LayerCall) -> Value:
-    return pad_nodes(call, call.x, call.get("pad_width"), call.get("mode", "constant"), call.kwargs.get("constant_values"))
+    return pad_nodes(
+        call, call.x, call.get("pad_width"), call.get("mode", "constant"), call.kwargs.get("constant_values")
+    )
 
 
 @register("keras->ir", "ops.Concatenate")
@@ -535,13 +550,29 @@ def clip_from_keras_ops(call: LayerCall) -> Value:
     lo, hi = call.get("x_min"), call.get("x_max")
     if not all(v is None or is_number(v) for v in (lo, hi)):
         raise call.error("clip with tensor bounds is not supported")
-    return call.emit("clip", [call.x], {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)})
+    return call.emit(
+        "clip", [call.x], {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)}
+    )
 
 
-_BINARY = {"ops.Add": "add", "ops.Subtract": "sub", "ops.Multiply": "mul", "ops.Divide": "div", "ops.TrueDivide": "div",
-           "ops.Power": "pow", "ops.Maximum": "maximum", "ops.Minimum": "minimum"}
-_COMPARISONS = {"ops.Equal": "equal", "ops.NotEqual": "not_equal", "ops.Greater": "greater",
-                "ops.GreaterEqual": "greater_equal", "ops.Less": "less", "ops.LessEqual": "less_equal"}
+_BINARY = {
+    "ops.Add": "add",
+    "ops.Subtract": "sub",
+    "ops.Multiply": "mul",
+    "ops.Divide": "div",
+    "ops.TrueDivide": "div",
+    "ops.Power": "pow",
+    "ops.Maximum": "maximum",
+    "ops.Minimum": "minimum",
+}
+_COMPARISONS = {
+    "ops.Equal": "equal",
+    "ops.NotEqual": "not_equal",
+    "ops.Greater": "greater",
+    "ops.GreaterEqual": "greater_equal",
+    "ops.Less": "less",
+    "ops.LessEqual": "less_equal",
+}
 
 
 @register("keras->ir", *_BINARY)
@@ -566,4 +597,3 @@ def where_from_keras_ops(call: LayerCall) -> Value:
     if any(v.rank > cond.rank for v in ins):
         raise call.error("where with a condition of lower rank than its branches is not supported")
     return call.emit("where", [cond, *ins])
-

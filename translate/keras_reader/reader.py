@@ -350,7 +350,8 @@ class KerasReader:
             if spec is not None and not known_activation(spec):
                 from .activations import activation_name
 
-                out.append((name, f"activation {activation_name(spec)!r}", "no translator for this activation function"))
+                what = f"activation {activation_name(spec)!r}"
+                out.append((name, what, "no translator for this activation function"))
         return out
 
     # -- models ---------------------------------------------------------------------------
@@ -562,7 +563,8 @@ class KerasReader:
         key = translator_key(layer, self.kfile.keras2)
         translator: Callable | None = lookup("keras->ir", key)
         if translator is None:  # check_supported ran first; only plugins removed since reach here
-            raise UnsupportedOpError([("/".join(path), key, "no translator for this layer class")], where=str(self.kfile.path))
+            problem = ("/".join(path), key, "no translator for this layer class")
+            raise UnsupportedOpError([problem], where=str(self.kfile.path))
         config = layer.get("config", {})
         call = LayerCall(
             graph=self.graph,
@@ -611,7 +613,7 @@ class KerasReader:
         if isinstance(policy, dict):
             policy = policy.get("config", {}).get("name")
         name = str(policy or "")
-        compute = {"mixed_float16": "float16", "float16": "float16", "mixed_bfloat16": "bfloat16", "bfloat16": "bfloat16"}.get(name)
+        compute = {"float16": "float16", "bfloat16": "bfloat16"}.get(name.removeprefix("mixed_"))
         if compute is None:
             return
         if self.graph.meta.get("compute_dtype") != "bfloat16":  # bfloat16 is the looser of the two

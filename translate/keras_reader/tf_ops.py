@@ -200,7 +200,9 @@ def matmul_from_tf(call: LayerCall) -> Value:
     for i, flag in enumerate("ab"):
         if _kw(call, f"transpose_{flag}") or _kw(call, f"adjoint_{flag}"):
             v = ins[i]
-            ins[i] = call.emit("transpose", [v], {"perm": (*range(v.rank - 2), v.rank - 1, v.rank - 2)}, suffix=f"_t{flag}")
+            ins[i] = call.emit(
+                "transpose", [v], {"perm": (*range(v.rank - 2), v.rank - 1, v.rank - 2)}, suffix=f"_t{flag}"
+            )
     return call.emit("matmul", ins)
 
 
@@ -216,8 +218,13 @@ def einsum_from_tf(call: LayerCall) -> Value:
 @register("keras->ir", "tf.pad", "tf.compat.v1.pad")
 def pad_from_tf(call: LayerCall) -> Value:
     _no_extra(call, "paddings", "mode", "constant_values")
-    return pad_nodes(call, _tensor(call), _kw(call, "paddings"), _kw(call, "mode", default="CONSTANT"),
-                     _kw(call, "constant_values", default=0))
+    return pad_nodes(
+        call,
+        _tensor(call),
+        _kw(call, "paddings"),
+        _kw(call, "mode", default="CONSTANT"),
+        _kw(call, "constant_values", default=0),
+    )
 
 
 @register("keras->ir", "tf.image.resize")
@@ -225,7 +232,10 @@ def resize_from_tf(call: LayerCall) -> Value:
     """tf.image.resize (TF 2): half-pixel centres; bilinear or nearest without antialiasing."""
     _no_extra(call, "size", "method", "antialias", "preserve_aspect_ratio")
     x = _tensor(call)
-    size, method = _static(call, _kw(call, "size"), "a resize size"), str(_kw(call, "method", default="bilinear")).lower()
+    size, method = (
+        _static(call, _kw(call, "size"), "a resize size"),
+        str(_kw(call, "method", default="bilinear")).lower(),
+    )
     if _kw(call, "preserve_aspect_ratio") or _kw(call, "antialias"):
         raise call.error("resize with preserve_aspect_ratio or antialias is not supported")
     if size is None or len(size) != 2 or x.rank != 4 or min(int(s) for s in size) <= 0:
