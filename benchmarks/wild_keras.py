@@ -81,6 +81,7 @@ import numpy as np
 import keras
 from keras import layers, ops
 out = sys.argv[1]
+RECIPE_ACTIVATIONS = sys.argv[2]
 
 def save(model, name):
     path = os.path.join(out, name + ".keras")
@@ -146,10 +147,7 @@ x = ops.where(x1 > 0, x1, ops.tanh(x2))
 save(keras.Model(inp, ops.clip(layers.Conv2D(1, 1)(x), -1.0, 1.0)), "recipe_unet")
 
 # augmentation in the model, a custom registered activation, gelu Dense head
-@keras.saving.register_keras_serializable(package="recipes")
-def hard_swish(x):
-    return x * ops.relu6(x + 3.0) / 6.0
-
+exec(RECIPE_ACTIVATIONS)
 inp = keras.Input((32, 32, 3))
 x = layers.RandomFlip()(inp)
 x = layers.RandomRotation(0.1)(x)
@@ -167,6 +165,8 @@ if src.endswith(".h5"):  # kecam registers its activations and layers, which tf_
         import keras_cv_attention_models  # noqa: F401
     except ImportError:
         pass
+else:
+    exec(sys.argv[3])  # the recipes' registered activations
 row = {"model": src.rsplit("/", 1)[-1]}
 t0 = time.perf_counter()
 try:
@@ -187,7 +187,7 @@ def build(models: Path) -> None:
     models.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KTORCH_ROOT=str(ROOT))
     subprocess.run([sys.executable, "-c", BUILD_KECAM, str(models), json.dumps(KECAM), str(ROOT)], env=env, check=False)
-    subprocess.run([sys.executable, "-c", BUILD_RECIPES, str(models)], env=env, check=False)
+    subprocess.run([sys.executable, "-c", BUILD_RECIPES, str(models), RECIPE_ACTIVATIONS], env=env, check=False)
 
 
 def convert_all(models: Path, ktorch_root: Path, timeout: int, only: list[str] | None = None) -> list[dict]:
@@ -199,7 +199,7 @@ def convert_all(models: Path, ktorch_root: Path, timeout: int, only: list[str] |
         out = models / "out" / src.stem
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", CONVERT, str(src), str(out)],
+                [sys.executable, "-c", CONVERT, str(src), str(out), RECIPE_ACTIVATIONS],
                 env=env,
                 capture_output=True,
                 text=True,
