@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .api import ConversionResult, convert, inspect  # noqa: E402
 from . import verify  # noqa: E402  (ktorch.verify.assert_parity, ktorch.verify.verify_conversion)

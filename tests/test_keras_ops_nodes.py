@@ -150,7 +150,7 @@ def test_augmentation_layers_are_inference_identities(keras, tmp_path):
     model = keras.Model(inp, out, name="augment")
     randomize_weights(model)
     result = convert_keras(model, tmp_path, fmt="keras")
-    assert result.manifest["inference_identities"] == ["flip", "rotate", "zoom", "contrast"]
+    assert result.manifest["model"]["inference_identities"] == ["flip", "rotate", "zoom", "contrast"]
 
 
 def test_random_crop_is_not_an_identity(keras, tmp_path):

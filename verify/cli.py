@@ -88,8 +88,9 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run the verification and write the requested reports; returns the exit code."""
+def main(args: argparse.Namespace, *, exporter: Any = None) -> int:
+    """Run the verification and write the requested reports; returns the exit code.
+    `exporter` is the ONNX export the referee uses (`ktorch.onnx_io.export`)."""
     from rich.console import Console
 
     from .report import print_report, to_junit, to_markdown
@@ -119,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
     if args.referee:
         from .onnx_referee import referee_for_cli
 
-        data["referee"] = referee_for_cli(args, console)
+        data["referee"] = referee_for_cli(args, console, exporter)
     if args.json is not None:
         _write(args.json, json.dumps(data, indent=1) + "\n")
     if args.junit is not None:

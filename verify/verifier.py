@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -25,7 +27,7 @@ from .compare import compare
 from .profiles import cuda_available, precision_settings, select_profile
 from .report import EXIT_CANNOT_RUN, EXIT_MISMATCH, EXIT_STRUCTURE, LayerResult, RunResult, VerifyReport
 from .runners import RunError, make_inputs, to_emitted, to_source
-from .sides import Capture, direction_of
+from .sides import Capture, EmittedSide, KerasEmitted, KerasSource, SourceSide, TorchEmitted, TorchSource
 
 MODES = ("both", "isolated", "propagated", "outputs")
 WORST = 5  # worst elements recorded per failing comparison
@@ -112,7 +114,7 @@ def verify_conversion(
     `tolerance` overrides the device/dtype profile's relative tolerance (verify.profiles)
     for every tensor; `output_tolerances` overrides it per output name.
     """
-    from .. import __version__
+    from ..version import __version__
 
     src, converted = Path(src), Path(converted)
     report = VerifyReport(str(src), str(converted), "?", __version__)
@@ -294,3 +296,33 @@ def assert_parity(
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report
+
+
+@dataclass(frozen=True)
+class Sides:
+    """The verifier's source and emitted sides of one conversion direction."""
+
+    source: Callable[..., SourceSide]
+    emitted: Callable[..., EmittedSide]
+
+
+def onnx_source(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> SourceSide:
+    from .onnx_referee import OnnxSource  # ONNX Runtime, imported only for ONNX sources
+
+    return OnnxSource(path, device=device, trust_code=trust_code)
+
+
+SIDES: dict[str, Sides] = {
+    "keras->torch": Sides(KerasSource, TorchEmitted),
+    "torch->keras": Sides(TorchSource, KerasEmitted),
+    "onnx->torch": Sides(onnx_source, TorchEmitted),
+    "onnx->keras": Sides(onnx_source, KerasEmitted),
+}
+
+
+def direction_of(manifest: dict[str, Any]) -> Sides:
+    name = manifest.get("direction", "keras->torch")
+    try:
+        return SIDES[name]
+    except KeyError:
+        raise RunError(f"ktorch.json: direction {name!r} cannot be verified by this version (supported: {', '.join(SIDES)})") from None
