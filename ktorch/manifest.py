@@ -73,7 +73,8 @@ def model_info(graph: Graph, rendered: Any, target: str) -> dict[str, Any]:
     """`model`: what the emitted model is and how many numbers it holds."""
     if target == "torch":
         parameters = int(sum(a.size for a in rendered.state.values()))
-        info = {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), "parameters": parameters}
+        info: dict[str, Any] = {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes)}
+        info["parameters"] = parameters
         if graph.meta.get("compute_dtype"):  # a source computing in float16/bfloat16 (a mixed precision policy)
             info["compute_dtype"] = graph.meta["compute_dtype"]
         if graph.meta.get("inference_identities"):  # augmentation layers dropped as inference identities
