@@ -45,7 +45,7 @@ def _constant_operand(call: LayerCall) -> tuple[Value, float, bool] | None:
 
 
 def _affine_with_constant(call: LayerCall) -> Value | None:
-    """`x + c`, `x - c`, `c - x`, `x * c`, `x / c` as one scale_shift node."""
+    """`x + c`, `x - c`, `c - x`, `x * c` as one scale_shift node."""
     found = _constant_operand(call)
     if found is None:
         return None
@@ -57,10 +57,6 @@ def _affine_with_constant(call: LayerCall) -> Value | None:
         attrs = {"scale": -1.0, "offset": c} if c_first else {"offset": -c}
     elif cls == "Multiply":
         attrs = {"scale": c}
-    elif cls in ("Divide", "TrueDivide") and not c_first:
-        if c == 0.0:
-            raise call.error("divides by the constant 0")
-        attrs = {"scale": 1.0 / c}
     else:
         raise call.error(f"{cls} of a tensor and the constant {c!r} is not supported")
     return call.emit("scale_shift", [x], attrs)
