@@ -12,6 +12,13 @@ Builds, with random (seeded) weights and nothing downloaded:
 then converts each with `ktorch.convert(..., verify=True)` (Keras -> PyTorch, direct reader) in
 a fresh process whose `KTORCH_ROOT` is the checkout under test, and prints a table: pass,
 parity failure, unsupported (with the names), or error, and the worst errors.
+
+Measured on 2026-12-02 (CPU, 21 models): main before issue 13's reader work 0/21 (every kecam
+model refused as "untrusted code" for its TFOpLambda layers, every recipe refused for its
+keras.ops nodes); after 15/21 at max rel error <= 2.6e-6. Left: kecam's own layer classes
+(resmlp>ChannelAffine, volo>ClassToken/BiasLayer/PositionalEmbedding, levit/beit positional
+embeddings, beit>PatchConv2DWithResampleWeights) in ConvNeXtV2, EdgeNeXt, LeViT, BEiT, ViT, and
+MobileViT's tf.reshape that folds patches into the batch axis.
 """
 
 from __future__ import annotations
