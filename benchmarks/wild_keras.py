@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -278,7 +279,8 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", type=Path, default=Path("/tmp/ktorch_wild_keras"))
+    default = Path(tempfile.gettempdir()) / "ktorch_wild_keras"
+    parser.add_argument("--models", type=Path, default=default, help="where the built models are kept (reused)")
     parser.add_argument("--ktorch-root", type=Path, default=ROOT, help="the ktorch checkout to measure")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per conversion")
     parser.add_argument("--json", type=Path, help="write the rows here")

@@ -70,11 +70,20 @@ def io_specs(
 
 
 def model_info(graph: Graph, rendered: Any, target: str) -> dict[str, Any]:
-    """`model`: what the emitted model is and how many numbers it holds."""
+    """`model`: what the emitted model is and how many numbers it holds, as its framework counts
+    them. PyTorch: `parameters` (elements of `model.parameters()`, trainable or not) and `buffers`
+    (of `model.buffers()`: BatchNorm running statistics, num_batches_tracked, constants). Keras:
+    `parameters` is `model.count_params()`, trainable and non-trainable weights alike (Keras keeps
+    BatchNorm's moving statistics as non-trainable weights; it has no buffers)."""
     if target == "torch":
-        parameters = int(sum(a.size for a in rendered.state.values()))
-        info: dict[str, Any] = {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes)}
-        info["parameters"] = parameters
+        parameters, buffers = rendered.counts()
+        info: dict[str, Any] = {
+            "name": graph.name,
+            "class_name": rendered.class_name,
+            "nodes": len(graph.nodes),
+            "parameters": parameters,
+            "buffers": buffers,
+        }
         if graph.meta.get("compute_dtype"):  # a source computing in float16/bfloat16 (a mixed precision policy)
             info["compute_dtype"] = graph.meta["compute_dtype"]
         if graph.meta.get("inference_identities"):  # augmentation layers dropped as inference identities

@@ -17,7 +17,9 @@ from typing import Any
 from .graph import Graph, validate
 from .graph.errors import ModelFileError
 from .graph.ir import Value
+from .graph.training import summary as training_summary
 from .manifest import Perm, SourceIO, build_manifest, io_specs, layout_of, model_info
+from .options import Layout
 from .result import ConversionResult
 from .sources import default_output, is_factory_string, source_paths
 from .translate.output import check_output, raise_on_mismatch, write_verified
@@ -44,6 +46,8 @@ class Options:
     input_shapes: Sequence[Sequence[int]] | None = None
     input_dtypes: Sequence[str] | None = None
     weights: str | Path | None = None
+    # PyTorch -> Keras: {"fc.weight": ("l2", 1e-4)} (translate/torch_reader/regularization.py)
+    regularizers: dict[str, Any] | None = None
 
     def step(self, message: str) -> None:
         if self.progress is not None:
@@ -120,10 +124,13 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
 
     manifest = build_manifest(
         direction=direction.name, source=read.source, model=model_info(graph, rendered, direction.target),
-        layout_mode="keep" if options.keep_layout else direction.target, transposes=transposes,
+        layout_mode=(Layout.KEEP if options.keep_layout else Layout.NATIVE).value, transposes=transposes,
         inputs=specs(graph.inputs), outputs=specs(graph.outputs),
         values=None if direction.values is None else direction.values(graph, rendered.value_names),
     )  # fmt: skip
+    training = training_summary(graph)  # frozen layers, regularizers, constraints, dropout (graph/training.py)
+    if training:
+        manifest["training"] = training
     if options.tolerance is None:
         compute = [manifest["model"]["compute_dtype"]] if "compute_dtype" in manifest["model"] else []
         options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]] + compute).rtol

@@ -79,7 +79,6 @@ def test_tf_functions_need_no_trust_and_no_transpose(tmp_path):
     """A squeeze-and-excitation block written with tf.reduce_mean / tf.math.multiply: NCHW
     throughout, named after the TF functions."""
     import tensorflow as tf
-
     from conftest import convert_tf_keras
 
     inp, x = _conv_input()
@@ -114,7 +113,6 @@ def test_unsupported_tf_functions_are_listed_at_once(tmp_path):
 def test_registered_activation_kecam_style(tmp_path):
     """keras-cv-attention-models registers hard_swish as "kecamCommon>hard_swish"."""
     import tensorflow as tf
-
     from conftest import convert_tf_keras
 
     @tf_keras.utils.register_keras_serializable(package="ktorchTest2")
@@ -134,7 +132,6 @@ def test_static_shape_folded_into_resize_and_reshape(tmp_path):
     """kecam's GhostNetV2 resizes a gate back with tf.image.resize(g, tf.shape(x)[1:-1]):
     the static shape is folded at conversion time; reshaping by tf.shape(x)[0] (the batch) too."""
     import tensorflow as tf
-
     from conftest import convert_tf_keras
 
     inp, x = _conv_input((8, 6, 4))

@@ -118,7 +118,7 @@ def test_scaled_weight_fails_and_names_its_layer(converted, tmp_path):
 def test_changed_epsilon_is_localised_in_isolated_mode(converted, tmp_path):
     src, out = converted
     planted = copy_of(out, tmp_path)
-    edit_model_py(planted, "nn.BatchNorm2d(8, eps=0.001", "nn.BatchNorm2d(8, eps=1e-05")
+    edit_model_py(planted, "KerasBatchNorm2d(8, eps=0.001", "KerasBatchNorm2d(8, eps=1e-05")
     code, data = run_cli(str(src), str(planted))
     assert code == 1
     assert data["first_divergence"]["source"] == "bn"
@@ -191,6 +191,8 @@ def test_could_not_run_exits_3(converted, tmp_path):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not a model")
     code, data = run_cli(str(broken), str(out))
+    assert code == 2 and data["status"] == "structural" and "sha256 differs" in data["error"]  # checked first
+    code, data = run_cli(str(broken), str(out), "--allow-different-source")
     assert code == 3 and data["status"] == "error" and data["error"]
     assert data["warnings"]  # the sha256 of the source differs from the manifest's
     assert main(["verify", str(src), str(out), "--output-tolerance", "nope=1e-3"]) == 3

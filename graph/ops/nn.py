@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ..errors import GraphError
-from . import Layout, OpDef, attr, channel_axis, define, same_as_input, spatial_axes
+from .schema import Layout, OpDef, attr, channel_axis, define, same_as_input, spatial_axes
 
 _F = (int, float)
 _DATA_FORMAT = attr("data_format", str, choices=("channels_last", "channels_first"))
@@ -130,7 +130,7 @@ def _infer_pool(node):
         b, e = a["padding"][i]
         rounding = math.ceil if a["ceil_mode"] else math.floor
 
-        def size(n, b=b, e=e, k=k, s=s):
+        def size(n, b=b, e=e, k=k, s=s, rounding=rounding):
             o = rounding((n + b + e - k) / s) + 1
             if a["ceil_mode"] and (o - 1) * s >= n + b:  # torch: the last window must start inside
                 o -= 1
@@ -226,12 +226,18 @@ define(
     OpDef(
         "batch_norm",
         same_as_input,
-        attrs=(attr("axis", int), attr("epsilon", *_F), attr("momentum", *_F, default=0.1)),
+        attrs=(
+            attr("axis", int),
+            attr("epsilon", *_F),
+            attr("momentum", *_F, default=0.1),
+            attr("biased_running_var", bool, default=False),
+        ),
         weights=("weight", "bias", "running_mean", "running_var"),
         layout=Layout.AXIS,
         axis_attrs=("axis",),
         doc="(x - running_mean) / sqrt(running_var + epsilon) * weight + bias along `axis`; "
-        "momentum in PyTorch's convention (weight of the new batch)",
+        "momentum in PyTorch's convention (weight of the new batch). In training, running_var "
+        "tracks the unbiased batch variance (PyTorch), or the biased one if biased_running_var (Keras)",
         family="normalization",
     )
 )

@@ -14,6 +14,7 @@ from . import (  # noqa: F401
     pooling,
     preprocessing,
     recurrent,
+    regularization,
     reshaping,
     tf_ops,
 )

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
+from .calls import LayerCall
 from .keras_ops import (
     axes_of,
     binary_nodes,
@@ -33,7 +34,6 @@ from .keras_ops import (
     take_nodes,
     transpose_nodes,
 )
-from .reader import LayerCall
 
 
 def _first(call: LayerCall) -> Any:

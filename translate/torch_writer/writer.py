@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ...graph import Graph
-from ..codegen import describe_values
+from ..codegen import describe_values, identifier
 from ..format import format_source
-from .codegen import TorchEmitter, emit_graph, identifier
+from .codegen import TorchEmitter, emit_graph
+from .regularization import training_members
 
 _HEADER = '''"""{title}
 
@@ -71,6 +72,16 @@ class TorchOutput:
     state: dict[str, np.ndarray]
     value_names: dict[str, str]  # IR value name -> variable name in forward
     module_count: int
+    buffer_keys: frozenset[str] = frozenset()  # state keys that are buffers (not nn.Parameter)
+
+    def counts(self) -> tuple[int, int]:
+        """(parameter elements, buffer elements), as `model.parameters()` / `model.buffers()` count them."""
+        buffers = sum(a.size for k, a in self.state.items() if k in self.buffer_keys)
+        return int(sum(a.size for a in self.state.values()) - buffers), int(buffers)
+
+
+# state entries of torch modules that are buffers: BatchNorm's running statistics
+_BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 
 
 def class_name_for(name: str) -> str:
@@ -108,11 +119,14 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     body.append("        super().__init__()")
     for m in em.modules:
         body.append(f"        self.{m.attr} = {m.expr}")
+    init, methods = training_members(graph, em, cls)
+    body += [f"        {line}" for line in init]
     body.append("")
     args = ", ".join(f"{n}: torch.Tensor" for n in in_names)
     body.append(f"    def forward(self, {args}) -> {_annotation(len(out_names))}:")
     body += [f"        {line}" for line in em.lines]
     body.append(f"        return {', '.join(out_names)}")
+    body += [f"    {line}" if line else "" for line in methods]
     parts.append("\n\n" + "\n".join(body) + "\n")
     ranks = {np.ndim(a) for a in em.state.values()}
     conv2d = any(n.op in ("conv", "conv_transpose") and n.attrs["rank"] == 2 for n in graph.nodes)
@@ -120,7 +134,9 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     parts.append(_LOAD.format(cls=cls, finish=finish))
     code = format_source("".join(parts))
     names = {v.name: em.value_names[id(v)] for v in graph.values() if id(v) in em.value_names}
-    return TorchOutput(cls, code, em.state, names, len(em.modules))
+    buffer_attrs = {m.attr for m in em.modules if m.expr.startswith("nn.Buffer(")}
+    buffers = frozenset(k for k in em.state if k in buffer_attrs or k.endswith(_BUFFER_SUFFIXES))
+    return TorchOutput(cls, code, em.state, names, len(em.modules), buffers)
 
 
 def write(output: TorchOutput, directory: Path) -> list[str]:
