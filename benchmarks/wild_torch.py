@@ -88,7 +88,8 @@ def hf(name: str, **extra: Any) -> Callable[[], tuple[torch.nn.Module, Any]]:
             cfg = tf.BartConfig(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64)
             return tf.BartModel(cfg), tokens()
         if name == "whisper_encoder":
-            cfg = tf.WhisperConfig(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=8, max_source_positions=16)
+            cfg = tf.WhisperConfig(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=8, max_source_positions=16,
+                                    pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
             return tf.WhisperModel(cfg).get_encoder(), (torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(1)),)
         if name == "wav2vec2":
             cfg = tf.Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)

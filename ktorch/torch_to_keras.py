@@ -103,19 +103,29 @@ def _example_inputs(shapes: Sequence[Sequence[int]], dtypes: Sequence[str] | Non
     return tuple(out)
 
 
-def export_module(module: Any, example_inputs: tuple) -> Any:
+def export_module(module: Any, example_inputs: Any) -> Any:
     """torch.export with a dynamic batch axis (falls back to the examples' static batch
-    when the model cannot be exported with a symbolic batch, e.g. a batch of 1)."""
+    when the model cannot be exported with a symbolic batch, e.g. a batch of 1). A dict of
+    examples is passed as keyword arguments; `use_cache` is off during the capture
+    (torch_structure.capture_settings), and what changed is kept in `program.ktorch_capture`."""
     import torch
 
+    from .torch_structure import capture_settings, dynamic_batch, split_example
+
     module = module.eval()
-    dims = tuple({0: torch.export.Dim("batch")} if getattr(x, "ndim", 0) else None for x in example_inputs)
-    if all(getattr(x, "ndim", 0) and x.shape[0] >= 2 for x in example_inputs):
-        try:
-            return torch.export.export(module, example_inputs, dynamic_shapes=dims)
-        except Exception as exc:  # noqa: BLE001 - torch raises many kinds; a static export may still work
-            warnings.warn(f"exporting with a dynamic batch failed ({type(exc).__name__}); exporting with the examples' batch size", stacklevel=2)
-    return torch.export.export(module, example_inputs)
+    args, kwargs = split_example(example_inputs)
+    dims, dynamic = dynamic_batch(args, kwargs)
+    with capture_settings(module) as changed:
+        program = None
+        if dynamic:
+            try:
+                program = torch.export.export(module, args, kwargs, dynamic_shapes=dims)
+            except Exception as exc:  # noqa: BLE001 - torch raises many kinds; a static export may still work
+                warnings.warn(f"exporting with a dynamic batch failed ({type(exc).__name__}); exporting with the examples' batch size", stacklevel=2)
+        if program is None:
+            program = torch.export.export(module, args, kwargs)
+    program.ktorch_capture = {**changed, **({"kwargs": list(kwargs)} if kwargs else {})}
+    return program
 
 
 PICKLE_SUFFIXES = (".pt", ".pth")
@@ -232,7 +242,7 @@ def capture(
         # a batch of at least 2 lets torch.export keep the batch axis symbolic
         shapes = [[max(int(s[0]), 2), *s[1:]] if len(s) else list(s) for s in input_shapes]
         example_inputs = _example_inputs(shapes, input_dtypes, seed)
-    return export_module(module, tuple(example_inputs)), desc, name
+    return export_module(module, example_inputs if isinstance(example_inputs, dict) else tuple(example_inputs)), desc, name
 
 
 def _capture_emitted(directory: Path, example_inputs: Sequence[Any] | None, seed: int) -> tuple[Any, str, str]:
@@ -427,6 +437,7 @@ def convert_torch(
     t1 = time.perf_counter()
     step("reading the ATen graph")
     graph = read_torch_graph(program, name)
+    _name_outputs(graph, program)
     source_io = {id(v): (tuple(v.shape), v.dtype) for v in [*graph.inputs, *graph.outputs]}
     spatial = {id(v) for v in [*graph.inputs, *graph.outputs] if is_spatial(v)}
     timings["read"] = time.perf_counter() - t1
@@ -449,9 +460,10 @@ def convert_torch(
 
     def io(values) -> list[dict[str, Any]]:
         specs = []
-        for v in values:
+        fields = graph.meta.get("output_names") if values is graph.outputs else None
+        for i, v in enumerate(values):
             shape, dtype = source_io.get(id(v), (tuple(v.shape), v.dtype))
-            spec: dict[str, Any] = {"name": v.source or v.name, "emitted_name": rendered.value_names.get(v.name, v.name), "shape": list(shape), "dtype": dtype}
+            spec: dict[str, Any] = {"name": fields[i] if fields else v.source or v.name, "emitted_name": rendered.value_names.get(v.name, v.name), "shape": list(shape), "dtype": dtype}
             if v.perm is not None:
                 spec["perm"] = list(v.perm)
             name = layout_name(len(shape), channels_first=v.perm is None)
@@ -490,6 +502,8 @@ def convert_torch(
         "values": _value_map(graph, rendered.value_names),
         "parity": None,
     }
+    if getattr(program, "ktorch_capture", None):
+        manifest["capture"] = program.ktorch_capture  # what the capture switched (use_cache), keyword inputs
 
     keras_model = None
     if not verify:
@@ -532,6 +546,17 @@ def convert_torch(
     result = ConversionResult(out, graph, manifest, parity, timings, keras_model=keras_model)
     raise_on_mismatch(parity, what=f"{desc}: the emitted Keras model differs from the PyTorch source", tolerance=tolerance, out=out)
     return result
+
+
+def _name_outputs(graph: Graph, program: Any) -> None:
+    """Outputs of a structured result (a Hugging Face ModelOutput, a dict) keep their field
+    names: graph.meta["output_names"] lists them, one per graph output, in order."""
+    from .torch_structure import output_names
+
+    spec = getattr(getattr(program, "call_spec", None), "out_spec", None)
+    names = output_names(spec) if spec is not None else None
+    if names and len(names) == len(graph.outputs):
+        graph.meta["output_names"] = list(names)
 
 
 def _value_map(graph: Graph, names: dict[str, str]) -> dict[str, dict[str, Any]]:

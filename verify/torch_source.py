@@ -23,16 +23,17 @@ from .runners import (
 )
 
 
-def run_torch_source(source: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Outputs of an ExportedProgram (via its module()) or an nn.Module, as numpy arrays."""
+def run_torch_source(source: Any, inputs: Sequence[np.ndarray], capture: dict[str, Any] | None = None) -> list[np.ndarray]:
+    """Outputs of an ExportedProgram (via its module()) or an nn.Module, as numpy arrays:
+    structured results (a Hugging Face ModelOutput, dicts, nested tuples) flattened in
+    pytree order; `capture` is the manifest's record of how the source was captured
+    (keyword inputs, use_cache off)."""
     import torch
 
-    module = source.module() if hasattr(source, "graph_signature") else source
+    from ..torch_structure import run_structured
+
     tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
-    with torch.no_grad():
-        out = module(*tensors)
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
-    return [o.detach().cpu().numpy() for o in outs]
+    return [o.detach().cpu().numpy() for o in run_structured(source, tensors, capture)]
 
 
 def load_emitted_keras(directory: str | Path) -> Any:
@@ -60,7 +61,7 @@ def check_torch_to_keras(
     arrays = list(inputs) if inputs is not None else make_inputs(specs, seed=seed, batch=batch)
     if len(arrays) != len(specs):
         raise RunError(f"the model has {len(specs)} inputs, {len(arrays)} were given")
-    expected = run_torch_source(source, arrays)
+    expected = run_torch_source(source, arrays, manifest.get("capture"))
     model = keras_model if keras_model is not None else load_emitted_keras(converted)
     got = run_keras(model, [to_emitted(a, s.get("perm")) for a, s in zip(arrays, specs)])
     outs = manifest["outputs"]
