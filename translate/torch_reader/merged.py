@@ -77,6 +77,12 @@ class MergedBatch(Deferred):
             return BATCH if self.factor == 1 else BatchExpr(f"batch * {self.factor}", self.factor)
         return self.value.shape[d + 1]
 
+    def torch_shape(self) -> tuple:
+        """PyTorch's shape, the merged axis written as B*k."""
+        out: list = list(self.value.shape[1:])
+        out[self.axis] = f"B*{self.factor}"
+        return tuple(out)
+
     def __repr__(self) -> str:
         return f"MergedBatch({self.value.name}, axis={self.axis}, factor={self.factor})"
 
@@ -85,7 +91,10 @@ class MergedBatch(Deferred):
         handler = _HANDLERS.get(key)
         if handler is None:
             keys = ", ".join(sorted(_HANDLERS))
-            raise _refuse(node, key, f"reads a tensor whose batch axis is merged with another axis (window attention); translated on such tensors: {keys}")
+            raise _refuse(
+                node, key, f"{key} is not translated on a tensor whose batch axis is merged with axis {self.axis} "
+                f"(PyTorch shape {self.torch_shape()}, batch * {self.factor} on axis {self.axis}); ops translated on such tensors: {keys}"
+            )
         return handler(self, reader, node, key, dict(args))
 
     def materialize(self, reader: TorchReader, name: str) -> Value:
@@ -109,7 +118,10 @@ def _refuse(node: Any, key: str, reason: str) -> UnsupportedOpError:
 def _shapes(x: MergedBatch, node: Any, axis: int | None) -> list[tuple]:
     """The graph shape of the call's output: PyTorch's, with the batch split out in front
     of a merged `axis` (its size, batch * k, left unchecked)."""
-    val = node.meta.get("val")
+    return _shape_of(node.meta.get("val"), node, axis)
+
+
+def _shape_of(val: Any, node: Any, axis: int | None) -> list[tuple]:
     dims = []
     for i, d in enumerate(val.shape):
         if i == (0 if axis is None else axis):
@@ -129,7 +141,15 @@ def _translate(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: d
     out = reader.translate(node, key, args, _shapes(x, node, axis))
     if axis is None or not isinstance(out, Value):
         return out
-    return MergedBatch(out, axis)
+    return _wrap(reader, node, out, axis)
+
+
+def _wrap(reader: TorchReader, node: Any, value: Value, axis: int) -> Any:
+    """`value` held as a MergedBatch on `axis`; a batch merged with a size-1 axis in front
+    (B * 1 on axis 0) is a plain tensor again: that axis is squeezed out."""
+    if axis == 0 and value.shape[1] == 1:
+        return reader.translate(node, "aten.squeeze", {"self": value, "dim": 1}, [(None, *value.shape[2:])])
+    return MergedBatch(value, axis)
 
 
 def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +222,32 @@ def _softmax(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dic
     return _translate(x, reader, node, key, args, x.axis)
 
 
+def _split_like(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+    """unbind / chunk / split / split_with_sizes along an axis other than the merged one
+    (timm's qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)): every piece keeps
+    the batch merged the same way (unbind drops an axis before it: one place earlier)."""
+    d = int(args["dim"]) % x.rank
+    args["self"], args["dim"] = x.value, x.dim(node, key, d)
+    axis = x.axis - (d < x.axis) if key == "aten.unbind" else x.axis
+    shapes = [s for val in node.meta.get("val") for s in _shape_of(val, node, axis)]
+    outs = reader.translate(node, key, args, shapes)
+    return [_wrap(reader, node, v, axis) for v in outs]
+
+
+def _reshape_as(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+    """x.reshape_as(other) on a merged tensor: a reshape to other's size."""
+    other = args.pop("other")
+    if isinstance(other, MergedBatch):
+        size = [other.size(i) for i in range(other.rank)]
+    elif isinstance(other, Value):
+        size = [BATCH, *other.shape[1:]]
+    else:
+        raise _refuse(node, key, f"reshape_as a {type(other).__name__}")
+    if args.get("self") is not x:
+        raise _refuse(node, key, "reshapes a tensor whose batch is not merged like the other operand's")
+    return _reshape(x, reader, node, "aten.reshape", {"self": x, "shape": size})
+
+
 def _trailing(n: int):
     """A call on the last `n` axes (linear: 1, matmul: 2), translated as it is."""
 
@@ -223,6 +269,12 @@ _HANDLERS = {
     "aten.view": _reshape,
     "aten.reshape": _reshape,
     "aten._unsafe_view": _reshape,
+    "aten.reshape_as": _reshape_as,
+    "aten.view_as": _reshape_as,
+    "aten.unbind": _split_like,
+    "aten.chunk": _split_like,
+    "aten.split": _split_like,
+    "aten.split_with_sizes": _split_like,
     "aten.permute": _permute,
     "aten.transpose": _permute,
     "aten.select": _select,
@@ -233,6 +285,7 @@ _HANDLERS = {
     "aten.log_softmax": _softmax,
     "aten._log_softmax": _softmax,
     "aten.linear": _trailing(1),
+    "aten.scaled_dot_product_attention": _trailing(2),
     "aten.layer_norm": _trailing(1),
     "aten.matmul": _trailing(2),
     "aten.bmm": _trailing(2),
