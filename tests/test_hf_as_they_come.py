@@ -73,3 +73,14 @@ def test_nested_outputs_are_flattened_with_their_names(tmp_path):
     result = convert(model, (ids,), tmp_path / "bert_hidden")
     names = [s["name"] for s in result.manifest["outputs"]]
     assert names == ["last_hidden_state", "pooler_output", "hidden_states_0", "hidden_states_1", "hidden_states_2"]
+
+
+def test_opt_linear_on_flattened_tokens(tmp_path):
+    """OPT flattens the tokens to (B * N, C) before its feed-forward Linears."""
+    torch.manual_seed(0)
+    config = transformers.OPTConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=37,
+        max_position_embeddings=64, word_embed_proj_dim=32,
+    )  # fmt: skip
+    ids = torch.randint(0, 99, (2, 8), generator=torch.Generator().manual_seed(1))
+    convert(transformers.OPTModel(config).eval(), (ids,), tmp_path / "opt")

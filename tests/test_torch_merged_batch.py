@@ -91,3 +91,26 @@ def test_untranslated_op_on_a_merged_batch_names_the_op(tmp_path):
     message = str(err.value)
     assert "aten.cumsum is not translated on a tensor whose batch axis is merged" in message
     assert "window attention" not in message
+
+
+class FlatTokens(nn.Module):
+    """OPT's decoder layer: tokens flattened to (B * N, C) before a LayerNorm and Linears,
+    and a matmul with a constant matrix; none of their weights is a broadcast operand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+        self.fc1 = nn.Linear(8, 12)
+        self.fc2 = nn.Linear(12, 8)
+        self.mix = nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x):
+        B, N, C = x.shape
+        h = x.reshape(-1, C)
+        h = self.fc2(torch.relu(self.fc1(self.norm(h)))) + h @ self.mix
+        return h.view(B, N, C)
+
+
+def test_linear_on_flattened_tokens(tmp_path):
+    torch.manual_seed(0)
+    convert_and_check(FlatTokens().eval(), torch.randn(2, 5, 8), tmp_path / "flat")

@@ -152,10 +152,18 @@ def _wrap(reader: TorchReader, node: Any, value: Value, axis: int) -> Any:
     return MergedBatch(value, axis)
 
 
-def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any]) -> dict[str, Any]:
+# arguments of a call on the last axes that never broadcast against the batch (a Linear's
+# weight (out, in), a LayerNorm's (C,) weight): no size on them is the merged axis's
+_OWN_WEIGHTS = {"aten.linear": ("weight", "bias"), "aten.layer_norm": ("weight", "bias")}
+
+
+def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any], core: int = 0) -> dict[str, Any]:
     """Merged tensors replaced by their values; they must agree on the merged axis, and a
-    constant operand must have size 1 there (it broadcasts over the batch and the windows)."""
+    constant operand must have size 1 there (it broadcasts over the batch and the windows).
+    `core` trailing axes of a constant are the op's own (a matmul's matrix: 2) and never
+    line up with the merged axis; neither do a Linear's or a LayerNorm's weights."""
     out = {}
+    own = _OWN_WEIGHTS.get(key, ())
     for name, v in args.items():
         if isinstance(v, MergedBatch):
             if v.rank != x.rank or v.axis != x.axis or v.factor != x.factor:
@@ -163,10 +171,10 @@ def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any]) -> dict
             v = v.value
         elif isinstance(v, Value):
             raise _refuse(node, key, "combines a tensor whose batch axis is merged with another axis and one whose batch axis is not")
-        elif isinstance(v, Const) and v.array.ndim > x.rank - x.axis - 1:
-            padded = (1,) * (x.rank - v.array.ndim) + v.array.shape
-            if padded[x.axis] != 1:
-                raise _refuse(node, key, f"a constant of shape {v.array.shape} has size {padded[x.axis]} on the merged batch axis")
+        elif isinstance(v, Const) and name not in own:
+            at = x.axis - (x.rank - v.array.ndim)  # the constant's axis that lines up with the merged one
+            if 0 <= at < v.array.ndim - core and v.array.shape[at] != 1:
+                raise _refuse(node, key, f"a constant of shape {v.array.shape} has size {v.array.shape[at]} on the merged batch axis")
         out[name] = v
     return out
 
@@ -248,14 +256,20 @@ def _reshape_as(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: 
     return _reshape(x, reader, node, "aten.reshape", {"self": x, "shape": size})
 
 
+_MATRIX = ("aten.matmul", "aten.bmm")
+
+
 def _trailing(n: int):
     """A call on the last `n` axes (linear: 1, matmul: 2), translated as it is."""
 
     def handler(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
         count = len(args["normalized_shape"]) if key == "aten.layer_norm" else n
+        other = args.get("other", args.get("mat2"))
+        if key in _MATRIX and args.get("self") is x and isinstance(other, Const) and other.array.ndim == 2:
+            count = 1  # rows (B * N, C) times a constant matrix: each row on its own, like a Linear
         if x.axis >= x.rank - count:
             raise _refuse(node, key, "works on the axis that holds the batch merged with another axis")
-        return _translate(x, reader, node, key, _operands(x, node, key, args), x.axis)
+        return _translate(x, reader, node, key, _operands(x, node, key, args, core=n if key in _MATRIX else 0), x.axis)
 
     return handler
 
