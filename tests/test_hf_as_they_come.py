@@ -84,3 +84,17 @@ def test_opt_linear_on_flattened_tokens(tmp_path):
     )  # fmt: skip
     ids = torch.randint(0, 99, (2, 8), generator=torch.Generator().manual_seed(1))
     convert(transformers.OPTModel(config).eval(), (ids,), tmp_path / "opt")
+
+
+def test_clip_vision_class_embedding_stays_a_weight(tmp_path):
+    """CLIP's 1-D class_embedding.expand(B, 1, -1), concatenated with the patches: one
+    trainable weight repeated for every example, at any batch size."""
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8)
+    model = transformers.CLIPVisionModel(config).eval()
+    result = convert(model, (torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)),), tmp_path / "clip")
+    code = (tmp_path / "clip" / "model.py").read_text()
+    assert "per_example=True" in code
+    weights = {w.path.split("/")[0]: w for w in result.keras_model.weights}
+    token = [w for name, w in weights.items() if "class_embedding" in name]
+    assert len(token) == 1 and token[0].trainable and tuple(token[0].shape) == (1, 1, 32)

@@ -214,10 +214,15 @@ def squeeze_to_ir(call: AtenCall) -> Value:
 def expand_to_ir(call: AtenCall) -> Value:
     size = list(call.args["size"])
     c = call.args["self"]
-    if isinstance(c, Const) and c.array.ndim == len(size) and c.array.shape[0] == 1:
-        batch = size[0] is BATCH or (call.reader.static_batch is not None and size[0] == call.reader.static_batch)
-        if batch and all(s == -1 or s == d for s, d in zip(size[1:], c.array.shape[1:])):
-            return call.reader.per_example_value(c)
+    batch = size[0] is BATCH or (call.reader.static_batch is not None and size[0] == call.reader.static_batch)
+    if isinstance(c, Const) and c.array.ndim <= len(size) and batch:
+        # a learned tensor expanded to the batch (CLIP's 1-D class_embedding.expand(B, 1, -1)):
+        # the same weight for every example, however large the batch
+        array = c.array.reshape((1,) * (len(size) - c.array.ndim) + c.array.shape)
+        if array.shape[0] == 1:
+            x = call.reader.per_example_value(Const(c.name, array, c.trainable))
+            call.args = {**call.args, "self": x}
+            return expand_to_ir(call)
     x = call.value("self")
     if len(size) != x.rank or not (size[0] == -1 or size[0] is BATCH or size[0] == call.reader.static_batch):
         raise call.unsupported(f"expand of {x.shape} to {tuple(size)} (new axes, or an expanded batch axis)")
