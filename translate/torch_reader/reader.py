@@ -542,6 +542,8 @@ class TorchReader:
         if deferred is not None:
             return deferred.apply(self, node, key, bound)
         computed = any(isinstance(a, Const) for a in flat) or node.name in self._constant  # arange(7) has no tensor argument
+        if key == "aten.embedding" and learned_rows(bound) is not None:
+            computed = False  # rows of a learned table (BERT's position embeddings): they stay a trainable weight
         if self.options.fold_constants and not any(isinstance(a, (Value, _Batch, BatchExpr, BatchRange)) for a in flat) and computed:
             return self._fold(node, args, kwargs)
         val = node.meta.get("val")
@@ -679,6 +681,22 @@ class TorchReader:
         if isinstance(out, (list, tuple)):
             return [Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)]
         return out
+
+
+def learned_rows(bound: dict[str, Any]) -> tuple[int, int] | None:
+    """(start, count) when an embedding looks up consecutive rows start..start+count-1 of a
+    learned table (nn.Parameter) with constant indices shaped (1, ..., count): the position
+    embeddings of BERT and GPT-2. Folding them would freeze a learned table into a constant."""
+    weight, indices = bound.get("weight"), bound.get("indices")
+    if not (isinstance(weight, Const) and weight.trainable and isinstance(indices, Const)):
+        return None
+    ids = indices.array
+    if ids.ndim < 2 or ids.size == 0 or ids.shape[-1] != ids.size or not np.issubdtype(ids.dtype, np.integer):
+        return None
+    start = int(ids.reshape(-1)[0])
+    if start < 0 or not np.array_equal(ids.reshape(-1), np.arange(start, start + ids.size)):
+        return None
+    return start, int(ids.size)
 
 
 # x.new_zeros(size) and friends read only the dtype of x: with a static size, a constant
