@@ -27,7 +27,7 @@ def convert(module, example, out):
     assert parity.passed and parity.worst_rel <= 1e-4, parity
     # every learned table stays a trainable weight (position embeddings are not folded into
     # constants); a table the source ties to another (GPT-2's wte and lm_head) is two Keras weights
-    source = sum(p.numel() for p in module.parameters(remove_duplicate=False))
+    source = sum(p.numel() for _, p in module.named_parameters(remove_duplicate=False))
     emitted = sum(int(np.prod(w.shape)) for w in result.keras_model.trainable_weights)
     assert emitted == source
     return result
