@@ -114,3 +114,38 @@ class FlatTokens(nn.Module):
 def test_linear_on_flattened_tokens(tmp_path):
     torch.manual_seed(0)
     convert_and_check(FlatTokens().eval(), torch.randn(2, 5, 8), tmp_path / "flat")
+
+
+class LeViTNorm(nn.Module):
+    """LeViT's LinearNorm: tokens flattened into the batch for a BatchNorm1d, then reshape_as."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8, bias=False)
+        self.bn = nn.BatchNorm1d(8)
+        with torch.no_grad():
+            self.bn.running_mean.normal_(0, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.normal_(1, 0.3)
+            self.bn.bias.normal_(0, 0.3)
+
+    def forward(self, x):
+        x = self.lin(x)
+        return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+
+def test_batch_norm_on_tokens_flattened_into_the_batch(tmp_path):
+    torch.manual_seed(0)
+    convert_and_check(LeViTNorm().eval(), torch.randn(2, 5, 8), tmp_path / "levit")
+
+
+def test_batch_norm_decomposed_form_on_merged_tokens(tmp_path):
+    """The same module captured as _native_batch_norm_legit_no_training (a .pt2 after run_decompositions)."""
+    import ktorch
+
+    torch.manual_seed(0)
+    module = LeViTNorm().eval()
+    x = torch.randn(2, 5, 8)
+    program = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)).run_decompositions()
+    result = ktorch.convert(program, tmp_path / "decomposed", to="keras", force=True)
+    assert result.parity.passed and result.parity.worst_rel <= 1e-5, result.parity

@@ -256,7 +256,19 @@ def _reshape_as(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: 
     return _reshape(x, reader, node, "aten.reshape", {"self": x, "shape": size})
 
 
-_MATRIX = ("aten.matmul", "aten.bmm")
+def _batch_norm(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+    """BatchNorm1d on tokens flattened into the batch (LeViT's (B * N, C)): channels on axis 1."""
+    if x.axis == 1:
+        raise _refuse(node, key, "normalises the channel axis, which holds the batch merged with another axis")
+    args["input"], args["channel_axis"] = x.value, 2
+    val = node.meta.get("val")
+    if not isinstance(val, (list, tuple)):
+        return _translate(x, reader, node, key, args, x.axis)
+    out = reader.translate(node, key, args, _shape_of(val[0], node, x.axis))  # the legit_no_training form: (y, None, None)
+    return [_wrap(reader, node, out[0], x.axis), *out[1:]]
+
+
+_MATRIX = ("aten.matmul", "aten.mm", "aten.bmm")
 
 
 def _trailing(n: int):
@@ -298,10 +310,13 @@ _HANDLERS = {
     "aten._softmax": _softmax,
     "aten.log_softmax": _softmax,
     "aten._log_softmax": _softmax,
+    "aten.batch_norm": _batch_norm,
+    "aten._native_batch_norm_legit_no_training": _batch_norm,
     "aten.linear": _trailing(1),
     "aten.scaled_dot_product_attention": _trailing(2),
     "aten.layer_norm": _trailing(1),
     "aten.matmul": _trailing(2),
     "aten.bmm": _trailing(2),
+    "aten.mm": _trailing(2),
     **{k: _trailing(0) for k in _ELEMENTWISE},
 }

@@ -34,7 +34,11 @@ def flatten_to_ir(call: AtenCall) -> Value:
         return x
     if start == 1 and end == x.rank - 1:
         return call.emit("flatten", [x])
-    _no_batch(call, start, "flatten")
+    if start == 0:
+        # x.flatten(0, 1) (LeViT's tokens before a BatchNorm1d): the batch merged with axes 1..end
+        if end == 1:
+            return MergedBatch(x, 0)
+        return MergedBatch(call.emit("reshape", [x], {"shape": (math.prod(x.shape[1 : end + 1]), *x.shape[end + 1 :])}), 0)
     size = math.prod(x.shape[start : end + 1])
     return call.emit("reshape", [x], {"shape": tuple(x.shape[1:start]) + (size,) + tuple(x.shape[end + 1 :])})
 
