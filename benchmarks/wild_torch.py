@@ -167,6 +167,10 @@ def run_one(name: str, build: Callable, root: Path) -> dict[str, Any]:
         arrays = [v.numpy() for v in (more.values() if isinstance(more, dict) else more)]
         parity3 = check_torch_to_keras(module, out, inputs=arrays, manifest=result.manifest, keras_model=result.keras_model)
         row["worst_rel_b3"] = parity3.worst_rel
+        import numpy as np
+
+        row["params"] = sum(p.numel() for _, p in module.named_parameters(remove_duplicate=False))
+        row["keras_trainable"] = sum(int(np.prod(w.shape)) for w in result.keras_model.trainable_weights)
         row["ok"] = bool(parity3.passed)
         if not parity3.passed:
             row["error"] = f"parity at batch 3: worst relative error {parity3.worst_rel:.2e}"
@@ -193,7 +197,8 @@ def main() -> None:
             row = run_one(name, MODELS[name], Path(tmp))
             rows.append(row)
             if row["ok"]:
-                status = f"ok    b2 {row['worst_rel_b2']:.1e}  b3 {row['worst_rel_b3']:.1e}"
+                same = "=" if row["params"] == row["keras_trainable"] else "!="
+                status = f"ok    b2 {row['worst_rel_b2']:.1e}  b3 {row['worst_rel_b3']:.1e}  trainable {row['keras_trainable']} {same} {row['params']}"
             else:
                 status = f"FAIL  {row['error']}"
             print(f"{name:20s} {row['seconds']:6.1f}s  {status}", flush=True)
@@ -201,7 +206,9 @@ def main() -> None:
                 print(row["trace"])
     passed = [r for r in rows if r["ok"]]
     worst = max((max(r["worst_rel_b2"], r["worst_rel_b3"]) for r in passed), default=float("nan"))
-    print(f"\npassed {len(passed)}/{len(rows)}; worst relative error among the passes {worst:.2e}")
+    same = sum(r["params"] == r["keras_trainable"] for r in passed)
+    print(f"\npassed {len(passed)}/{len(rows)}; worst relative error among the passes {worst:.2e}; "
+          f"trainable parameter count equal to the source's in {same}/{len(passed)}")
 
 
 if __name__ == "__main__":
