@@ -112,7 +112,7 @@ def route_ktorch_onnx(model: Any, shape: tuple, work: Path, x: np.ndarray, expec
     """tf2onnx, then ktorch's ONNX reader."""
     from ktorch.verify.runners import import_emitted
 
-    from ktorch.onnx_io import convert_onnx
+    from ktorch import convert as convert_onnx
 
     onnx_path = work / f"{model.name}.onnx"
     t0 = time.perf_counter()

@@ -11,13 +11,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from .version import __version__
 from .graph.errors import KtorchError
+from .options import DEFAULT_TARGET, LAYOUT_CHOICES, OptionError, normalize_layout
+from .verify.compare import DEFAULT_RTOL
 
 EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ktorch",
         description="Translate trained models between Keras and PyTorch as readable code, with the weights, "
@@ -47,16 +49,18 @@ def _parser() -> argparse.ArgumentParser:
         "-o",
         "--out",
         type=Path,
-        help="output directory (default: SRC without suffix + '_torch', beside SRC); with several sources, "
-        "the directory that receives one <stem>_torch/ (or <stem>_keras/) per source",
+        help="output directory (default: SRC without suffix + '_torch', beside SRC), created with any missing parent "
+        "directories; with several sources, the directory that receives one <stem>_torch/ (or <stem>_keras/) per source",
     )
     c.add_argument("-j", "--jobs", type=int, metavar="N", help="batch: models converted at once, each in its own process (default: CPU count, at most one per model)")
     c.add_argument(
         "--layout",
-        choices=("torch", "keras", "keep"),
-        default="torch",
-        help="the emitted model speaks its own framework's layout (default; 'torch'/'keras' name it): PyTorch NCHW..., "
-        "Keras NHWC...; keep: it keeps the source's input/output layout",
+        choices=LAYOUT_CHOICES,
+        default="native",
+        metavar="{native,keep}",
+        help="native (default): the emitted model takes and returns its own framework's layout, PyTorch NCHW..., "
+        "Keras NHWC...; keep: the source's input/output layout. The target's name ('torch' converting to PyTorch, "
+        "'keras' converting to Keras) is an alias of native; the other framework's name is refused",
     )
     c.add_argument("--to", choices=("torch", "keras"), help="the target framework (default: the other one than the source's; PyTorch for an ONNX source)")
     c.add_argument(
@@ -69,8 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--input-dtype", action="append", default=[], metavar="float32", help="dtype of each --input-shape input (default float32)")
     c.add_argument("--weights", type=Path, help="for 'package.module:factory': a state_dict (.pt/.pth, loaded with weights_only=True, or .safetensors) to load")
     c.add_argument("--no-verify", action="store_true", help="skip the parity check")
-    c.add_argument("--force", action="store_true", help="replace an existing non-empty output directory (only once the new one is complete)")
-    c.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier ktorch output directory, once the new one is complete; ktorch never replaces anything else "
+        "(a file, a link, a directory with other files, the current or home directory, a repository root, the source)",
+    )
+    c.add_argument(
+        "--tolerance",
+        type=float,
+        help="max error relative to each output's scale (default: the verification profile of the outputs' dtype, "
+        "1e-4 for float32 on CPU)",
+    )
     c.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
     c.add_argument(
         "--trust-code",
@@ -82,14 +96,28 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import MODULE before converting, to register translators for custom layers (runs that module's code)",
+        help="import MODULE before converting, to register translators for custom layers (runs that module's code): "
+        "a module on sys.path or in the current directory, or a path to a .py file",
     )
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
-    i = sub.add_parser("inspect", help="list a model's layers, their shapes and whether ktorch supports them")
-    i.add_argument("src", type=Path)
+    i = sub.add_parser(
+        "inspect",
+        help="list a model's layers, their shapes and whether ktorch supports them",
+        description="List a model's layers (nested models expanded), their output shapes and whether ktorch can "
+        "translate each one, without converting anything. Exit 2 if some layer is unsupported.",
+    )
+    i.add_argument(
+        "src", type=Path, help="the model: .h5/.hdf5/.keras, .onnx, .pt2, or a ktorch PyTorch output directory"
+    )
     i.add_argument("--json", action="store_true", help="print the graph as JSON instead of a table")
-    i.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (custom layer translators)")
+    i.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (custom layer translators; a module name or a .py path)",
+    )
     i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     from .verify.cli import add_parser as add_verify_parser
@@ -108,16 +136,21 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     e.add_argument("--input-shape", action="append", default=[], metavar="1,3,224,224", help="PyTorch factories: the shape of each input")
     e.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
-    e.add_argument("--tolerance", type=float, default=1e-4, help="max error relative to each output's scale (default 1e-4)")
+    e.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing OUT file (never a link, a directory or the source); the file appears only once complete",
+    )
+    e.add_argument("--tolerance", type=float, default=DEFAULT_RTOL, help=f"max error relative to each output's scale (default {DEFAULT_RTOL:g})")
     e.add_argument("--trust-code", action="store_true", help="allow Keras Lambda layers to be deserialized (trusted files only)")
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
 def _console():
-    from rich.console import Console
+    from .verify.console import make_console
 
-    return Console(stderr=True, highlight=False)
+    return make_console(stderr=True)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -126,7 +159,7 @@ def _convert(args: argparse.Namespace) -> int:
     from .api import convert
     from .graph.errors import ParityError
 
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     console = _console()
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
@@ -154,7 +187,7 @@ def _convert(args: argparse.Namespace) -> int:
     m = result.manifest
     console.print(
         f"[green]wrote[/] {result.out}/ ({m['model'].get('class_name', m['model']['name'])}: {m['model']['nodes']} nodes, "
-        f"{m['model']['parameters']:,} parameters, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
+        f"{_sizes(m)}, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
     )
     if result.parity is not None:
         from rich.table import Table
@@ -164,6 +197,14 @@ def _convert(args: argparse.Namespace) -> int:
             table.add_row(c.name, str(tuple(c.shape)), f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
         console.print(table)
     return EXIT_OK
+
+
+def _sizes(manifest: dict) -> str:
+    """The summary's counts, each named for what it is in the target framework."""
+    model = manifest["model"]
+    if manifest.get("direction", "").endswith("->keras"):
+        return f"{model['parameters']:,} weights (trainable + non-trainable, BatchNorm moving statistics included)"
+    return f"{model['parameters']:,} parameters + {model.get('buffers', 0):,} buffer values"
 
 
 def _input_shapes(args: argparse.Namespace) -> list[list[int]]:
@@ -206,23 +247,31 @@ def _convert_batch(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .onnx_io import export
-    from .torch_to_keras import is_factory_string
+    from .sources import is_factory_string
 
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
     try:
         shapes = [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
     except ValueError:
         raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
-    result = export(src, args.out, opset=args.opset, input_shapes=shapes or None, verify=not args.no_verify, tolerance=args.tolerance, trust_code=args.trust_code)
+    result = export(src, args.out, opset=args.opset, input_shapes=shapes or None, verify=not args.no_verify, tolerance=args.tolerance, trust_code=args.trust_code, force=args.force)
     console = _console()
     check = "" if result.parity is None else f"; ONNX Runtime vs source: max rel err {result.parity.worst_rel:.3g}"
     console.print(f"[green]wrote[/] {result.path} ({result.exporter}, opset {result.opset}{check})")
     return EXIT_OK
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from .onnx_io import export
+    from .verify.cli import main
+
+    return main(args, exporter=export)
+
+
 def _inspect(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from .verify.console import make_console
 
     if args.json:
         from .api import read_graph
@@ -239,32 +288,74 @@ def _inspect(args: argparse.Namespace) -> int:
         ok = r["status"] in ("ok", "input")
         bad += not ok
         table.add_row(r["name"], r["class"], "" if r["shape"] is None else str(r["shape"]), r["status"] if ok else f"[red]{r['status']}[/]")
-    Console().print(table)
+    make_console().print(table)
     if bad:
         print(f"{bad} layer(s) cannot be converted", file=sys.stderr)
         return EXIT_STRUCTURE
     return EXIT_OK
 
 
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands' own parsers, by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _target_of(src: str, to: str | None) -> str | None:
+    """The framework a convert source goes to: --to, else the source's other framework (PyTorch for ONNX);
+    None when the source cannot be told (its conversion says why)."""
+    if to is not None:
+        return to
+    from .sources import source_kind
+
+    try:
+        return DEFAULT_TARGET[source_kind(src)]
+    except KtorchError:
+        return None
+
+
+def _check_layout(args: argparse.Namespace, sub: argparse.ArgumentParser) -> None:
+    """Refuse --layout naming the other framework than the target, before anything runs (argparse-style, exit 2)."""
+    from .batch import is_glob
+
+    for src in args.src:
+        target = None if args.to is None and is_glob(src) else _target_of(src, args.to)
+        if target is None:
+            continue  # a glob's matches, or an unknown source: each conversion checks its own
+        try:
+            normalize_layout(args.layout, target=target)
+        except OptionError as exc:
+            sub.error(f"argument --layout: {exc}" + (f" ({src} converts to {target})" if args.to is None else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    subs = subcommand_parsers(parser)
+    if extra:  # a mistyped flag: the subcommand's own usage, not the top-level one
+        (subs.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_STRUCTURE
+    if args.command == "convert":
+        _check_layout(args, subs["convert"])
     batch = args.command == "convert" and _is_batch(args.src)
     if args.command == "convert" and not batch:
         args.src = Path(args.src[0])
     if args.command in ("convert", "verify", "export") and not batch:  # a batch's workers do this themselves
-        from .torch_to_keras import is_factory_string, prepare_torch
+        from .capture import prepare_torch
+        from .sources import is_factory_string
 
         src = getattr(args, "src", None)
         prepare_torch(str(src) if src is not None and is_factory_string(str(src)) else src)
-    from .verify.cli import main as _verify
-
     handler = {"convert": _convert_batch if batch else _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
     if args.debug:
         os.environ["KTORCH_DEBUG"] = "1"  # show native library output too
+    from .translate.output import written_outputs
+
+    already_written = len(written_outputs())
     try:
         if getattr(args, "plugin", None):
             from .plugins import load_plugin
@@ -278,7 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ktorch: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("ktorch: interrupted; nothing was written", file=sys.stderr)
+        written = written_outputs()[already_written:]
+        if written:  # the interruption came after the finished output was moved into place
+            print(f"ktorch: interrupted; {', '.join(map(str, written))} had been written completely", file=sys.stderr)
+        else:
+            print("ktorch: interrupted; nothing was written", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: still one line unless --debug
         if args.debug:

@@ -99,6 +99,16 @@ def output_names(spec: Any) -> list[str] | None:
     return names if named and len(set(names)) == len(names) else None
 
 
+def name_outputs(graph: Any, program: Any) -> None:
+    """Outputs of a structured result (a Hugging Face ModelOutput, a dict) keep their field
+    names: graph.meta["output_names"] lists them, one per graph output, in order (the
+    manifest's output names and the keys of the Keras model's dict of outputs)."""
+    spec = getattr(getattr(program, "call_spec", None), "out_spec", None)
+    names = output_names(spec) if spec is not None else None
+    if names and len(names) == len(graph.outputs):
+        graph.meta["output_names"] = list(names)
+
+
 def flat_outputs(out: Any) -> list[Any]:
     """The tensors of a structured output (ModelOutput, dict, tuple, nested), in pytree order."""
     import torch

@@ -41,7 +41,7 @@ def test_bert_with_keyword_inputs(tmp_path):
     result = convert(model, {"input_ids": ids, "attention_mask": mask}, tmp_path / "bert")
     assert [s["name"] for s in result.manifest["inputs"]] == ["input_ids", "attention_mask"]
     assert [s["name"] for s in result.manifest["outputs"]] == ["last_hidden_state", "pooler_output"]
-    assert result.manifest["capture"]["kwargs"] == ["input_ids", "attention_mask"]
+    assert result.manifest["source"]["capture"]["kwargs"] == ["input_ids", "attention_mask"]
     out = result.keras_model([ids.numpy(), mask.numpy()])
     assert list(out) == ["last_hidden_state", "pooler_output"]
     expected = model(input_ids=ids, attention_mask=mask)
@@ -56,7 +56,7 @@ def test_gpt2_with_use_cache_on(tmp_path):
     ids = torch.randint(0, 99, (2, 8), generator=torch.Generator().manual_seed(1))
     result = convert(model, (ids,), tmp_path / "gpt2")
     assert model.config.use_cache  # restored after the capture
-    assert result.manifest["capture"] == {"use_cache": False}
+    assert result.manifest["source"]["capture"] == {"use_cache": False}
     assert [s["name"] for s in result.manifest["outputs"]] == ["logits"]
 
 
@@ -67,7 +67,7 @@ def test_vit_model_output(tmp_path):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     result = convert(model, (x,), tmp_path / "vit")
     assert [s["name"] for s in result.manifest["outputs"]] == ["last_hidden_state", "pooler_output"]
-    assert "capture" not in result.manifest
+    assert "capture" not in result.manifest["source"]
 
 
 def test_nested_outputs_are_flattened_with_their_names(tmp_path):

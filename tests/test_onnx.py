@@ -18,7 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import ktorch
-from ktorch.onnx_io import convert_onnx, export
+from ktorch import convert as convert_onnx
+from ktorch.onnx_io import export
 
 TOL = 1e-4
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from conftest import randomize_batchnorm, randomize_weights
+from ktorch.onnx_io import export
 from ktorch.verify.onnx_referee import referee
 from safetensors.numpy import load_file, save_file
 
@@ -44,7 +45,7 @@ def plant_mismatch(directory, key: str = "head.weight", factor: float = 1.05) ->
 
 def test_referee_agrees_when_nothing_is_wrong(converted):
     src, out = converted
-    report = referee(src, out)
+    report = referee(src, out, exporter=export)
     assert report.verdict == "agree"
     (output,) = report.outputs
     assert output.emitted.passed and output.ort_vs_source.passed and output.ort_vs_emitted.passed
@@ -54,7 +55,7 @@ def test_referee_agrees_when_nothing_is_wrong(converted):
 def test_referee_sides_with_the_source_on_a_planted_mismatch(converted):
     src, out = converted
     plant_mismatch(out)
-    report = referee(src, out)
+    report = referee(src, out, exporter=export)
     (output,) = report.outputs
     assert not output.emitted.passed  # the planted bug shows
     assert output.ort_vs_source.passed and output.ort_vs_source.max_rel <= 1e-4
@@ -90,7 +91,7 @@ def test_referee_for_a_pytorch_source(tmp_path):
     torch.export.save(program, str(src))
     result = ktorch.convert(src, tmp_path / "net_keras", to="keras")
     assert result.parity.passed
-    report = referee(src, result.out)
+    report = referee(src, result.out, exporter=export)
     assert report.exporter.startswith("torch.onnx.export")
     assert report.verdict == "agree"
     assert report.outputs[0].ort_vs_source.max_rel <= 1e-4 and report.outputs[0].ort_vs_emitted.max_rel <= 1e-4
@@ -99,7 +100,7 @@ def test_referee_for_a_pytorch_source(tmp_path):
 def test_export_of_an_emitted_pytorch_directory(converted):
     """A directory ktorch emitted for PyTorch exports with torch.onnx.export (a round trip
     Keras -> PyTorch -> ONNX), checked on ONNX Runtime against the emitted module."""
-    from ktorch.onnx_io import export
+
     from ktorch.verify.onnx_referee import run_onnx
 
     src, out = converted

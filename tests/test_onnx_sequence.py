@@ -13,7 +13,7 @@ from test_onnx import convert_both, keras_to_onnx, torch_to_onnx
 from torch import nn
 from torch.nn import functional as F
 
-from ktorch.onnx_io import convert_onnx
+from ktorch import convert as convert_onnx
 
 TARGETS = ["torch", pytest.param("keras", marks=pytest.mark.slow)]
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import ktorch
+
 from ktorch.verify import verify_conversion
 
 torch = pytest.importorskip("torch")
-torch_to_keras = pytest.importorskip("ktorch.torch_to_keras")
 
 
 class SmallNet(torch.nn.Module):
@@ -39,7 +40,7 @@ def converted(tmp_path_factory) -> tuple[Path, Path]:
     batch = torch.export.Dim("batch", min=1, max=64)
     torch.export.save(torch.export.export(net, (torch.randn(2, 3, 12, 12),), dynamic_shapes=({0: batch},)), str(src))
     out = root / "small_net_keras"
-    torch_to_keras.convert_torch(src, out, verify=False)
+    ktorch.convert(src, out, to="keras", verify=False)
     return src, out
 
 
@@ -117,7 +118,7 @@ def test_fixed_batch_export_and_inplace_relu_verify_layer_by_layer(tmp_path):
     src = tmp_path / "inplace.pt2"
     torch.export.save(torch.export.export(net, (torch.randn(1, 3, 9, 9),)), str(src))  # batch fixed at 1
     out = tmp_path / "inplace_keras"
-    torch_to_keras.convert_torch(src, out, verify=False)
+    ktorch.convert(src, out, to="keras", verify=False)
     report = verify_conversion(src, out, batches=(2,))
     assert report.passed, report.summary()
     assert [r.batch for r in report.runs] == [1] and any("fixed batch" in w for w in report.warnings)

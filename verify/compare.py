@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-DEFAULT_RTOL = 1e-4  # fp32 on CPU: max |a - b| <= rtol * max(|reference|)
+from .profiles import PROFILES
+
+DEFAULT_RTOL = PROFILES["cpu-fp32"].rtol  # max |a - b| <= rtol * max(|reference|), fp32 on CPU
 
 
 @dataclass

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL, Comparison, compare
-from .parity import ParityResult
+from .parity import ParityResult, check_outputs
 from .runners import RunError, keras_backend, make_inputs, to_emitted, to_source
 
 
@@ -77,15 +77,12 @@ def check_onnx_parity(
     layout."""
     converted = Path(converted)
     manifest = manifest or read_manifest(converted)
-    specs = manifest["inputs"]
-    arrays = list(inputs) if inputs is not None else make_inputs(specs, seed=seed, batch=batch)
-    expected = run_onnx(Path(source), arrays)
-    got = run_emitted(converted, manifest, [to_emitted(a, s.get("perm")) for a, s in zip(arrays, specs)], model=emitted_model)
-    outs = manifest["outputs"]
-    if len(got) != len(expected) or len(got) != len(outs):
-        raise RunError(f"ONNX Runtime returns {len(expected)} outputs, the emitted model {len(got)}")
-    comparisons = [compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance) for spec, ref, g in zip(outs, expected, got)]
-    return ParityResult(comparisons, "cpu", _ort_version(), seed, len(arrays[0]) if arrays and arrays[0].ndim else batch, {"source": "onnx"})
+    return check_outputs(
+        lambda arrays: run_onnx(Path(source), arrays),
+        lambda arrays: run_emitted(converted, manifest, arrays, model=emitted_model),
+        manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance, device="cpu", backend=_ort_version,
+        settings={"source": "onnx"}, source_name="ONNX Runtime",
+    )  # fmt: skip
 
 
 def run_emitted(directory: Path, manifest: dict[str, Any], inputs: Sequence[np.ndarray], *, model: Any = None) -> list[np.ndarray]:
@@ -215,12 +212,12 @@ def referee(
     tolerance: float = DEFAULT_RTOL,
     trust_code: bool = False,
     onnx_file: str | Path | None = None,
+    exporter: Callable[..., Any] | None = None,
 ) -> RefereeReport:
     """Export `src` to ONNX with its own framework's exporter (or use `onnx_file`), run
     source, emitted model and ONNX Runtime on the same seeded inputs, and say which side
-    ONNX Runtime agrees with."""
-    from ktorch.onnx_io import export
-
+    ONNX Runtime agrees with. `exporter(src, dst, verify=False, trust_code=...)` is the
+    pipeline's ONNX export (`ktorch.onnx_io.export`), passed in: verify/ sits below it."""
     src, converted = Path(src), Path(converted)
     manifest = read_manifest(converted)
     specs = manifest["inputs"]
@@ -230,8 +227,10 @@ def referee(
             if manifest.get("direction", "").startswith("onnx"):
                 onnx_path, exporter = src, "the ONNX source itself"
             else:
+                if exporter is None:
+                    raise RunError(f"{src}: the referee needs an ONNX file (onnx_file=) or an exporter (exporter=)")
                 onnx_path = Path(tmp) / "source.onnx"
-                exported = export(src, onnx_path, verify=False, trust_code=trust_code)
+                exported = exporter(src, onnx_path, verify=False, trust_code=trust_code)
                 exporter = exported.exporter
         else:
             onnx_path, exporter = Path(onnx_file), "given ONNX file"
@@ -254,14 +253,15 @@ def referee(
     return RefereeReport(results, exporter, None if onnx_file is None else str(onnx_file), notes)
 
 
-def referee_for_cli(args: Any, console: Any) -> dict[str, Any]:
+def referee_for_cli(args: Any, console: Any, exporter: Callable[..., Any] | None = None) -> dict[str, Any]:
     """`ktorch verify --referee onnxruntime`: run the referee on the first batch size and
     print its verdict; returns the JSON form (an "error" entry when it could not run)."""
     from ..graph.errors import KtorchError
 
     try:
         report = referee(
-            args.src, args.converted, seed=args.seed, batch=args.batch[0], tolerance=args.tolerance or DEFAULT_RTOL, trust_code=args.trust_code
+            args.src, args.converted, seed=args.seed, batch=args.batch[0], tolerance=args.tolerance or DEFAULT_RTOL, trust_code=args.trust_code,
+            exporter=exporter,
         )
     except (KtorchError, ImportError, OSError) as exc:
         console.print(f"[yellow]referee (ONNX Runtime) could not run[/]: {exc}")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL, Comparison, compare
-from .runners import RunError, import_emitted, load_keras_model, make_inputs, run_keras, run_torch, to_emitted, to_source
+from .runners import RunError, import_emitted, keras_device, load_keras_model, make_inputs, run_keras, run_torch, to_emitted, to_source
 
 
 @dataclass
@@ -43,6 +44,40 @@ class ParityResult:
         }
 
 
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+def check_outputs(
+    run_source: Runner,
+    run_emitted: Runner,
+    manifest: dict[str, Any],
+    *,
+    inputs: Sequence[np.ndarray] | None,
+    seed: int,
+    batch: int,
+    tolerance: float,
+    device: str,
+    backend: Callable[[], str],
+    settings: dict[str, Any] | None = None,
+    source_name: str = "the source",
+) -> ParityResult:
+    """The one output-parity check: run the source (inputs in its layout) and the emitted model
+    (inputs moved by each input's perm) on the same inputs, seeded ones unless given, and compare
+    every output in the source's axis order."""
+    specs = manifest["inputs"]
+    arrays = list(inputs) if inputs is not None else make_inputs(specs, seed=seed, batch=batch)
+    if len(arrays) != len(specs):
+        raise RunError(f"the model has {len(specs)} inputs, {len(arrays)} were given")
+    expected = run_source(arrays)
+    got = run_emitted([to_emitted(a, s.get("perm")) for a, s in zip(arrays, specs)])
+    outs = manifest["outputs"]
+    if len(got) != len(expected) or len(got) != len(outs):
+        raise RunError(f"{source_name} returns {len(expected)} outputs, the emitted model {len(got)}")
+    comparisons = [compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance) for spec, ref, g in zip(outs, expected, got)]
+    used_batch = len(arrays[0]) if arrays and arrays[0].ndim else batch
+    return ParityResult(comparisons, device, backend(), seed, used_batch, settings or {})
+
+
 def check_keras_to_torch(
     source: str | Path,
     converted: str | Path,
@@ -58,31 +93,21 @@ def check_keras_to_torch(
 ) -> ParityResult:
     """Run the Keras source and the emitted PyTorch module on the same inputs and compare
     every output (emitted outputs are brought back to the source's axis order)."""
-    manifest = manifest or read_manifest(Path(converted))
-    specs = manifest["inputs"]
-    arrays = list(inputs) if inputs is not None else make_inputs(specs, seed=seed, batch=batch)
-    if len(arrays) != len(specs):
-        raise RunError(f"the model has {len(specs)} inputs, {len(arrays)} were given")
     from .runners import keras_backend
 
-    if keras_model is None:
-        from .sides import keras_device
-
+    def run_source(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if keras_model is not None:
+            return run_keras(keras_model, arrays)
         # the source runs where the emitted model runs (Keras's torch backend would
         # otherwise pick CUDA, with cuDNN's TF32, on a GPU machine)
         with keras_device(device):
-            model = load_keras_model(source, trust_code=trust_code)
-            expected = run_keras(model, arrays)
-    else:
-        expected = run_keras(keras_model, arrays)
-    module = import_emitted(converted)
-    torch_model = module.load(Path(converted) / "model.safetensors", device=device)
-    emitted_inputs = [to_emitted(a, s.get("perm")) for a, s in zip(arrays, specs)]
-    got = run_torch(torch_model, emitted_inputs, device=device)
-    outs = manifest["outputs"]
-    if len(got) != len(expected) or len(got) != len(outs):
-        raise RunError(f"the source returns {len(expected)} outputs, the emitted model {len(got)}")
-    comparisons = [
-        compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance) for spec, ref, g in zip(outs, expected, got)
-    ]
-    return ParityResult(comparisons, device, keras_backend(), seed, len(arrays[0]) if arrays and arrays[0].ndim else batch)
+            return run_keras(load_keras_model(source, trust_code=trust_code), arrays)
+
+    def run_emitted(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        torch_model = import_emitted(converted).load(Path(converted) / "model.safetensors", device=device)
+        return run_torch(torch_model, arrays, device=device)
+
+    return check_outputs(
+        run_source, run_emitted, manifest or read_manifest(Path(converted)), inputs=inputs, seed=seed, batch=batch,
+        tolerance=tolerance, device=device, backend=keras_backend,
+    )  # fmt: skip

@@ -7,12 +7,13 @@ module does not import TensorFlow or Keras by itself.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -183,3 +184,22 @@ def to_source(array: np.ndarray, perm: Sequence[int] | None) -> np.ndarray:
     if not perm:
         return array
     return np.ascontiguousarray(array.transpose(np.argsort(perm)))
+
+
+def keras_device_name(device: str) -> str:
+    # Keras's torch backend takes torch device names ("cpu:0" there breaks loading
+    # models with integer variables); TensorFlow takes "cpu:0" / "gpu:0"
+    if keras_backend() == "torch":
+        return "cuda" if device.startswith("cuda") else "cpu"
+    return "gpu:0" if device.startswith("cuda") else "cpu:0"
+
+
+@contextlib.contextmanager
+def keras_device(device: str) -> Iterator[None]:
+    """Run Keras code on `device` ('cpu' or 'cuda'); picks the Keras backend first if
+    Keras is not imported yet (TensorFlow when installed, else torch)."""
+    name = keras_device_name(device)
+    import keras
+
+    with keras.device(name):
+        yield

@@ -10,14 +10,13 @@ translation and, to localise errors, runs it with the source's intermediates fed
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from .runners import RunError, import_emitted, keras_backend, load_keras_model
+from .runners import RunError, import_emitted, keras_backend, keras_device, load_keras_model
 from .stepper import Stepper, parse_forward
 
 
@@ -55,25 +54,6 @@ class EmittedSide(Protocol):
         ...
 
     def to_numpy(self, value: Any) -> np.ndarray: ...
-
-
-def _keras_device(device: str) -> str:
-    # Keras's torch backend takes torch device names ("cpu:0" there breaks loading
-    # models with integer variables); TensorFlow takes "cpu:0" / "gpu:0"
-    if keras_backend() == "torch":
-        return "cuda" if device.startswith("cuda") else "cpu"
-    return "gpu:0" if device.startswith("cuda") else "cpu:0"
-
-
-@contextlib.contextmanager
-def keras_device(device: str) -> Iterator[None]:
-    """Run Keras code on `device` ('cpu' or 'cuda'); picks the Keras backend first if
-    Keras is not imported yet (TensorFlow when installed, else torch)."""
-    name = _keras_device(device)
-    import keras
-
-    with keras.device(name):
-        yield
 
 
 class KerasSource:
@@ -351,31 +331,3 @@ class KerasEmitted:
 
     def order(self) -> list[str]:
         return [name for statement in self.forward.statements for name in statement.writes]
-
-
-@dataclass(frozen=True)
-class Direction:
-    source: Callable[..., SourceSide]
-    emitted: Callable[..., EmittedSide]
-
-
-def _onnx_source(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> SourceSide:
-    from .onnx_referee import OnnxSource  # ONNX Runtime, imported only for ONNX sources
-
-    return OnnxSource(path, device=device, trust_code=trust_code)
-
-
-DIRECTIONS: dict[str, Direction] = {
-    "keras->torch": Direction(KerasSource, TorchEmitted),
-    "torch->keras": Direction(TorchSource, KerasEmitted),
-    "onnx->torch": Direction(_onnx_source, TorchEmitted),
-    "onnx->keras": Direction(_onnx_source, KerasEmitted),
-}
-
-
-def direction_of(manifest: dict[str, Any]) -> Direction:
-    name = manifest.get("direction", "keras->torch")
-    try:
-        return DIRECTIONS[name]
-    except KeyError:
-        raise RunError(f"ktorch.json: direction {name!r} cannot be verified by this version (supported: {', '.join(DIRECTIONS)})") from None

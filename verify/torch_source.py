@@ -10,16 +10,12 @@ from typing import Any
 import numpy as np
 
 from ..translate.output import read_manifest
-from .compare import DEFAULT_RTOL, compare
-from .parity import ParityResult
+from .compare import DEFAULT_RTOL
+from .parity import ParityResult, check_outputs
 from .runners import (
-    RunError,
     import_emitted,
     keras_backend,
-    make_inputs,
     run_keras,
-    to_emitted,
-    to_source,
 )
 
 
@@ -56,16 +52,11 @@ def check_torch_to_keras(
 ) -> ParityResult:
     """Run the PyTorch source and the emitted Keras model on the same inputs and compare
     every output (emitted outputs are brought back to PyTorch's axis order)."""
-    manifest = manifest or read_manifest(Path(converted))
-    specs = manifest["inputs"]
-    arrays = list(inputs) if inputs is not None else make_inputs(specs, seed=seed, batch=batch)
-    if len(arrays) != len(specs):
-        raise RunError(f"the model has {len(specs)} inputs, {len(arrays)} were given")
-    expected = run_torch_source(source, arrays, manifest.get("capture"))
     model = keras_model if keras_model is not None else load_emitted_keras(converted)
-    got = run_keras(model, [to_emitted(a, s.get("perm")) for a, s in zip(arrays, specs)])
-    outs = manifest["outputs"]
-    if len(got) != len(expected) or len(got) != len(outs):
-        raise RunError(f"the source returns {len(expected)} outputs, the emitted model {len(got)}")
-    comparisons = [compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance) for spec, ref, g in zip(outs, expected, got)]
-    return ParityResult(comparisons, "cpu", keras_backend(), seed, len(arrays[0]) if arrays and arrays[0].ndim else batch, {"source": "pytorch"})
+    manifest = manifest or read_manifest(Path(converted))
+    capture = manifest.get("source", {}).get("capture")
+    return check_outputs(
+        lambda arrays: run_torch_source(source, arrays, capture), lambda arrays: run_keras(model, arrays),
+        manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance,
+        device="cpu", backend=keras_backend, settings={"source": "pytorch"},
+    )  # fmt: skip

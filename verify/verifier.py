@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -25,7 +27,7 @@ from .compare import compare
 from .profiles import cuda_available, precision_settings, select_profile
 from .report import EXIT_CANNOT_RUN, EXIT_MISMATCH, EXIT_STRUCTURE, LayerResult, RunResult, VerifyReport
 from .runners import RunError, make_inputs, to_emitted, to_source
-from .sides import Capture, direction_of
+from .sides import Capture, EmittedSide, KerasEmitted, KerasSource, SourceSide, TorchEmitted, TorchSource
 
 MODES = ("both", "isolated", "propagated", "outputs")
 WORST = 5  # worst elements recorded per failing comparison
@@ -33,6 +35,12 @@ WORST = 5  # worst elements recorded per failing comparison
 
 class StructuralError(ParityError):
     """The emitted model's outputs do not line up with the source's (count, shape, dtype)."""
+
+    exit_code = EXIT_STRUCTURE
+
+
+class SourceMismatchError(KtorchError):
+    """The source given to verify is not the file the directory was converted from (its sha256 differs)."""
 
     exit_code = EXIT_STRUCTURE
 
@@ -105,14 +113,17 @@ def verify_conversion(
     tf32: bool = False,
     mode: str = "both",
     trust_code: bool = False,
+    allow_different_source: bool = False,
 ) -> VerifyReport:
     """Verify a converted directory against its source; never raises for a failed or
     impossible verification: the report's `exit_code` and `error` say what happened.
 
     `tolerance` overrides the device/dtype profile's relative tolerance (verify.profiles)
-    for every tensor; `output_tolerances` overrides it per output name.
+    for every tensor; `output_tolerances` overrides it per output name. A source file whose
+    sha256 differs from the one recorded in ktorch.json is a structural mismatch (exit 2)
+    unless `allow_different_source` (then it is a warning).
     """
-    from .. import __version__
+    from ..version import __version__
 
     src, converted = Path(src), Path(converted)
     report = VerifyReport(str(src), str(converted), "?", __version__)
@@ -131,7 +142,11 @@ def verify_conversion(
         report.direction = manifest.get("direction", "keras->torch")
         expected_sha = manifest.get("source", {}).get("sha256")
         if expected_sha and _sha256(src) != expected_sha:
-            report.warnings.append(f"{src} is not the file this directory was converted from (sha256 differs from {MANIFEST})")
+            what = f"{src} is not the file that was converted to {converted} (sha256 differs from {converted / MANIFEST})"
+            if not allow_different_source:
+                how = "pass --allow-different-source (allow_different_source=True) to compare anyway"
+                raise SourceMismatchError(f"{what}; {how}")
+            report.warnings.append(what)
         fixed = manifest.get("source", {}).get("batch")
         if fixed and inputs is None and list(batches) != [fixed]:
             report.warnings.append(f"the source was exported with a fixed batch of {fixed}; verifying at that batch")
@@ -158,6 +173,8 @@ def verify_conversion(
                     )
     except KtorchError as exc:
         report.error = str(exc)
+        if isinstance(exc, SourceMismatchError):
+            report.error_code = EXIT_STRUCTURE
     except ImportError as exc:
         report.error = f"a dependency is missing: {exc}"
     return report
@@ -273,6 +290,7 @@ def assert_parity(
     tf32: bool = False,
     mode: str = "both",
     trust_code: bool = False,
+    allow_different_source: bool = False,
 ) -> VerifyReport:
     """Verify like `ktorch verify` and raise unless it passes: ParityError for a numeric
     mismatch (naming the first diverging layer), StructuralError for missing outputs or
@@ -280,10 +298,13 @@ def assert_parity(
     report = verify_conversion(
         src, converted, device=device, batches=batches, inputs=inputs, seed=seed, tolerance=tolerance,
         output_tolerances=output_tolerances, tf32=tf32, mode=mode, trust_code=trust_code,
+        allow_different_source=allow_different_source,
     )  # fmt: skip
     code = report.exit_code
     if code == EXIT_CANNOT_RUN:
         raise RunError(f"ktorch verify {src} {converted}: {report.summary()}")
+    if code == EXIT_STRUCTURE and report.error is not None:
+        raise SourceMismatchError(f"ktorch verify {src} {converted}: {report.summary()}")
     if code == EXIT_STRUCTURE:
         raise StructuralError(f"ktorch verify {src} {converted}: {report.summary()}")
     if code == EXIT_MISMATCH:
@@ -291,3 +312,33 @@ def assert_parity(
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report
+
+
+@dataclass(frozen=True)
+class Sides:
+    """The verifier's source and emitted sides of one conversion direction."""
+
+    source: Callable[..., SourceSide]
+    emitted: Callable[..., EmittedSide]
+
+
+def onnx_source(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> SourceSide:
+    from .onnx_referee import OnnxSource  # ONNX Runtime, imported only for ONNX sources
+
+    return OnnxSource(path, device=device, trust_code=trust_code)
+
+
+SIDES: dict[str, Sides] = {
+    "keras->torch": Sides(KerasSource, TorchEmitted),
+    "torch->keras": Sides(TorchSource, KerasEmitted),
+    "onnx->torch": Sides(onnx_source, TorchEmitted),
+    "onnx->keras": Sides(onnx_source, KerasEmitted),
+}
+
+
+def direction_of(manifest: dict[str, Any]) -> Sides:
+    name = manifest.get("direction", "keras->torch")
+    try:
+        return SIDES[name]
+    except KeyError:
+        raise RunError(f"ktorch.json: direction {name!r} cannot be verified by this version (supported: {', '.join(SIDES)})") from None

@@ -7,17 +7,21 @@ from typing import Any
 
 from ..ir import Graph, Node
 from ..ops import get_op
+from .folding import absorb_input_transposes, fold_constant_transposes
 from .layout import LayoutReport, assign_layout, count_transposes
 
 __all__ = [
     "LayoutReport",
     "absorb_activation",
+    "absorb_input_transposes",
     "assign_layout",
     "count_transposes",
     "eliminate_dead",
     "fold_bias_into_batch_norm",
+    "fold_constant_transposes",
     "fold_padding",
     "fuse_activations",
+    "fuse_functional_activations",
     "remove_noops",
 ]
 
@@ -62,6 +66,44 @@ def fuse_activations(graph: Graph) -> int:
     return fused
 
 
+# activations Keras layers take by name (`activation="relu"`), with the attributes that name means
+KERAS_ACTIVATION_NAMES: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "relu": ("relu", {"max_value": None, "threshold": 0.0, "negative_slope": 0.0}),
+    "sigmoid": ("sigmoid", {}),
+    "tanh": ("tanh", {}),
+    "silu": ("silu", {}),
+    "hard_silu": ("hard_silu", {}),
+    "gelu": ("gelu", {"approximate": False}),
+    "softmax": ("softmax", None),
+}
+
+
+def fuse_functional_activations(graph: Graph) -> int:
+    """An activation written functionally right after a Dense/Conv (`torch.softmax(self.fc(x), 1)`,
+    `F.relu(self.conv(x))`) becomes that Keras layer's `activation=`; activation modules
+    (nn.ReLU) stay layers of their own, named after the module. Runs after the layout pass."""
+    fused = 0
+    for node in list(graph.nodes):
+        if node.op not in ("dense", "conv", "conv_transpose") or node.attrs.get("activation") is not None:
+            continue
+        out = node.output
+        if len(out.users) != 1 or out in graph.outputs:
+            continue
+        act = out.users[0]
+        spec = KERAS_ACTIVATION_NAMES.get(act.op)
+        if spec is None or not (act.source_class or "").startswith("aten.") or act.inputs != [out]:
+            continue
+        name, defaults = spec
+        if defaults is None:  # softmax: over the last axis only
+            if tuple(act.attrs["axis"]) != (out.rank - 1,):
+                continue
+        elif any(act.attrs.get(k) != v for k, v in defaults.items()):
+            continue
+        absorb_activation(graph, node, act, name=name)
+        fused += 1
+    return fused
+
+
 def absorb_activation(graph: Graph, node: Node, act: Node, **extra: Any) -> None:
     """Make the activation `act`, the only reader of `node`'s output, part of `node`
     (its `activation` attribute, with `extra` keys): act's readers read node's output,
@@ -90,12 +132,13 @@ def eliminate_dead(graph: Graph) -> int:
     return len(removed)
 
 
-def fold_padding(graph: Graph) -> int:
+def fold_padding(graph: Graph, *, pools: bool = True) -> int:
     """Fold a zero `pad` that feeds only a convolution into the convolution's own padding
     (Keras writes ZeroPadding2D + a 'valid' Conv2D where PyTorch writes padding=3), and one
     that feeds only a max pooling of a non-negative tensor into the pooling's padding
     (ZeroPadding2D + MaxPooling2D after a ReLU, as in Keras's ResNet stem): PyTorch pads a
-    max pool with -inf, which selects the same maximum as a zero when no value is below 0."""
+    max pool with -inf, which selects the same maximum as a zero when no value is below 0.
+    `pools=False` folds into convolutions only (Keras pooling layers take no explicit padding)."""
     folded = 0
     for node in list(graph.nodes):
         if node.op != "pad" or node.attrs["value"] != 0.0 or node.attrs.get("mode", "constant") != "constant":
@@ -108,7 +151,7 @@ def fold_padding(graph: Graph) -> int:
             continue
         if user.op == "conv":
             pass
-        elif user.op == "pool" and user.attrs["mode"] == "max" and _non_negative(node.inputs[0]):
+        elif pools and user.op == "pool" and user.attrs["mode"] == "max" and _non_negative(node.inputs[0]):
             if any(b + pb > k // 2 or e + pe > k // 2 for (b, e), (pb, pe), k in zip(user.attrs["padding"], node.attrs["pads"], user.attrs["pool_size"])):
                 continue  # a window entirely in the padding would give -inf, not 0
         else:

@@ -143,10 +143,6 @@ def convert_keras_models(workdir: Path, names: list[str]) -> list[tuple[str, str
 
 def convert_torch_models(workdir: Path) -> tuple[list[tuple[str, str, Path, Path]], str | None]:
     """torch->keras conversions, when this ktorch has that direction; else a note."""
-    try:
-        from ktorch import torch_to_keras  # type: ignore[attr-defined]
-    except ImportError:
-        return [], "torch->keras: not in this ktorch build (ktorch.torch_to_keras missing); skipped"
     import torch
 
     built = []
@@ -157,7 +153,7 @@ def convert_torch_models(workdir: Path) -> tuple[list[tuple[str, str, Path, Path
         batch = torch.export.Dim("batch", min=1, max=1024)
         torch.export.save(torch.export.export(net, example, dynamic_shapes=({0: batch},)), str(src))
         out = workdir / f"{name}_keras"
-        torch_to_keras.convert_torch(src, out, verify=False, force=True)
+        ktorch.convert(src, out, to="keras", verify=False, force=True)
         built.append((name, "torch->keras", src, out))
     return built, None
 

@@ -71,6 +71,16 @@ class TorchOutput:
     state: dict[str, np.ndarray]
     value_names: dict[str, str]  # IR value name -> variable name in forward
     module_count: int
+    buffer_keys: frozenset[str] = frozenset()  # state keys that are buffers (not nn.Parameter)
+
+    def counts(self) -> tuple[int, int]:
+        """(parameter elements, buffer elements), as `model.parameters()` / `model.buffers()` count them."""
+        buffers = sum(a.size for k, a in self.state.items() if k in self.buffer_keys)
+        return int(sum(a.size for a in self.state.values()) - buffers), int(buffers)
+
+
+# state entries of torch modules that are buffers: BatchNorm's running statistics
+_BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 
 
 def class_name_for(name: str) -> str:
@@ -120,7 +130,9 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     parts.append(_LOAD.format(cls=cls, finish=finish))
     code = format_source("".join(parts))
     names = {v.name: em.value_names[id(v)] for v in graph.values() if id(v) in em.value_names}
-    return TorchOutput(cls, code, em.state, names, len(em.modules))
+    buffer_attrs = {m.attr for m in em.modules if m.expr.startswith("nn.Buffer(")}
+    buffers = frozenset(k for k in em.state if k in buffer_attrs or k.endswith(_BUFFER_SUFFIXES))
+    return TorchOutput(cls, code, em.state, names, len(em.modules), buffers)
 
 
 def write(output: TorchOutput, directory: Path) -> list[str]:
