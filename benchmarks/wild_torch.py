@@ -51,7 +51,14 @@ def image(channels: int = 3, size: int = IMAGE, batch: int = 2) -> tuple:
 
 
 # -- Hugging Face, tiny configs ---------------------------------------------------------------
-TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64)
+TEXT = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+)
 
 
 def hf(name: str, **extra: Any) -> Callable[[], tuple[torch.nn.Module, Any]]:
@@ -68,15 +75,37 @@ def hf(name: str, **extra: Any) -> Callable[[], tuple[torch.nn.Module, Any]]:
         if name == "electra":
             return tf.ElectraModel(tf.ElectraConfig(**TEXT, embedding_size=16)), tokens()
         if name == "gpt2":
-            return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)), tokens()
+            return tf.GPT2LMHeadModel(
+                tf.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+            ), tokens()
         if name == "gpt_neo":
-            cfg = tf.GPTNeoConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=4, max_position_embeddings=64)
+            cfg = tf.GPTNeoConfig(
+                vocab_size=99,
+                hidden_size=32,
+                num_layers=2,
+                num_heads=4,
+                attention_types=[[["global", "local"], 1]],
+                window_size=4,
+                max_position_embeddings=64,
+            )
             return tf.GPTNeoModel(cfg), tokens()
         if name == "opt":
-            cfg = tf.OPTConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=37, max_position_embeddings=64, word_embed_proj_dim=32)
+            cfg = tf.OPTConfig(
+                vocab_size=99,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                ffn_dim=37,
+                max_position_embeddings=64,
+                word_embed_proj_dim=32,
+            )
             return tf.OPTModel(cfg), tokens()
         if name in ("llama", "mistral", "qwen2"):
-            cls = {"llama": (tf.LlamaConfig, tf.LlamaModel), "mistral": (tf.MistralConfig, tf.MistralModel), "qwen2": (tf.Qwen2Config, tf.Qwen2Model)}[name]
+            cls = {
+                "llama": (tf.LlamaConfig, tf.LlamaModel),
+                "mistral": (tf.MistralConfig, tf.MistralModel),
+                "qwen2": (tf.Qwen2Config, tf.Qwen2Model),
+            }[name]
             cfg = cls[0](**TEXT, num_key_value_heads=2)
             return cls[1](cfg), tokens()
         if name == "phi":
@@ -85,26 +114,93 @@ def hf(name: str, **extra: Any) -> Callable[[], tuple[torch.nn.Module, Any]]:
             cfg = tf.T5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
             return tf.T5EncoderModel(cfg), tokens()
         if name == "bart":
-            cfg = tf.BartConfig(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64)
+            cfg = tf.BartConfig(
+                vocab_size=99,
+                d_model=32,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=4,
+                decoder_attention_heads=4,
+                encoder_ffn_dim=37,
+                decoder_ffn_dim=37,
+                max_position_embeddings=64,
+            )
             return tf.BartModel(cfg), tokens()
         if name == "whisper_encoder":
-            cfg = tf.WhisperConfig(vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=8, max_source_positions=16,
-                                    pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
-            return tf.WhisperModel(cfg).get_encoder(), (torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(1)),)
+            cfg = tf.WhisperConfig(
+                vocab_size=99,
+                d_model=32,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=4,
+                decoder_attention_heads=4,
+                encoder_ffn_dim=37,
+                decoder_ffn_dim=37,
+                num_mel_bins=8,
+                max_source_positions=16,
+                pad_token_id=0,
+                bos_token_id=1,
+                eos_token_id=2,
+                decoder_start_token_id=1,
+            )
+            return tf.WhisperModel(cfg).get_encoder(), (
+                torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(1)),
+            )
         if name == "wav2vec2":
-            cfg = tf.Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+            cfg = tf.Wav2Vec2Config(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=37,
+                conv_dim=(16, 16),
+                conv_stride=(5, 2),
+                conv_kernel=(10, 3),
+                num_conv_pos_embeddings=16,
+                num_conv_pos_embedding_groups=4,
+            )
             return tf.Wav2Vec2Model(cfg), (torch.randn(2, 400, generator=torch.Generator().manual_seed(1)),)
         if name == "clip_text":
-            cfg = tf.CLIPTextConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64)
+            cfg = tf.CLIPTextConfig(
+                vocab_size=99,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=37,
+                max_position_embeddings=64,
+            )
             return tf.CLIPTextModel(cfg), tokens()
         if name == "clip_vision":
-            cfg = tf.CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=IMAGE, patch_size=8)
+            cfg = tf.CLIPVisionConfig(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=37,
+                image_size=IMAGE,
+                patch_size=8,
+            )
             return tf.CLIPVisionModel(cfg), image()
         if name == "vit":
-            cfg = tf.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=IMAGE, patch_size=8)
+            cfg = tf.ViTConfig(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=37,
+                image_size=IMAGE,
+                patch_size=8,
+            )
             return tf.ViTModel(cfg), image()
         if name == "segformer":
-            cfg = tf.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2], decoder_hidden_size=32, patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2])
+            cfg = tf.SegformerConfig(
+                num_encoder_blocks=2,
+                depths=[1, 1],
+                sr_ratios=[2, 1],
+                hidden_sizes=[16, 32],
+                num_attention_heads=[1, 2],
+                decoder_hidden_size=32,
+                patch_sizes=[7, 3],
+                strides=[4, 2],
+                mlp_ratios=[2, 2],
+            )
             return tf.SegformerForSemanticSegmentation(cfg), image(size=64)
         raise KeyError(name)
 
@@ -125,17 +221,46 @@ VIT = dict(img_size=IMAGE, patch_size=8, embed_dim=32, depth=2, num_heads=4, num
 MODELS: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
     "timm/vit": timm_model("vit_tiny_patch16_224", **VIT),
     "timm/deit": timm_model("deit_tiny_distilled_patch16_224", **VIT),
-    "timm/swin": timm_model("swin_tiny_patch4_window7_224", size=64, img_size=64, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(2, 4), num_classes=10),
+    "timm/swin": timm_model(
+        "swin_tiny_patch4_window7_224",
+        size=64,
+        img_size=64,
+        window_size=4,
+        embed_dim=16,
+        depths=(1, 1),
+        num_heads=(2, 4),
+        num_classes=10,
+    ),
     "timm/mobilevit": timm_model("mobilevit_xxs", size=64, num_classes=10),
     "timm/levit": timm_model("levit_128s", size=64, img_size=64, num_classes=10),
     "timm/edgenext": timm_model("edgenext_xx_small", size=64, num_classes=10),
     "timm/resnet": timm_model("resnet18", num_classes=10),
     "timm/efficientnet": timm_model("efficientnet_b0", num_classes=10),
     "timm/convnext": timm_model("convnext_atto", num_classes=10),
-    **{f"hf/{n}": hf(n) for n in (
-        "vit", "bert", "roberta", "albert", "electra", "gpt2", "gpt_neo", "opt", "llama", "mistral", "qwen2", "phi",
-        "t5_encoder", "bart", "whisper_encoder", "wav2vec2", "clip_text", "clip_vision", "segformer",
-    )},  # fmt: skip
+    **{
+        f"hf/{n}": hf(n)
+        for n in (
+            "vit",
+            "bert",
+            "roberta",
+            "albert",
+            "electra",
+            "gpt2",
+            "gpt_neo",
+            "opt",
+            "llama",
+            "mistral",
+            "qwen2",
+            "phi",
+            "t5_encoder",
+            "bart",
+            "whisper_encoder",
+            "wav2vec2",
+            "clip_text",
+            "clip_vision",
+            "segformer",
+        )
+    },  # fmt: skip
 }
 
 
@@ -165,7 +290,9 @@ def run_one(name: str, build: Callable, root: Path) -> dict[str, Any]:
         row["worst_rel_b2"] = result.parity.worst_rel
         more = batch3(example)
         arrays = [v.numpy() for v in (more.values() if isinstance(more, dict) else more)]
-        parity3 = check_torch_to_keras(module, out, inputs=arrays, manifest=result.manifest, keras_model=result.keras_model)
+        parity3 = check_torch_to_keras(
+            module, out, inputs=arrays, manifest=result.manifest, keras_model=result.keras_model
+        )
         row["worst_rel_b3"] = parity3.worst_rel
         import numpy as np
 
@@ -198,7 +325,8 @@ def main() -> None:
             rows.append(row)
             if row["ok"]:
                 same = "=" if row["params"] == row["keras_trainable"] else "!="
-                status = f"ok    b2 {row['worst_rel_b2']:.1e}  b3 {row['worst_rel_b3']:.1e}  trainable {row['keras_trainable']} {same} {row['params']}"
+                errors = f"b2 {row['worst_rel_b2']:.1e}  b3 {row['worst_rel_b3']:.1e}"
+                status = f"ok    {errors}  trainable {row['keras_trainable']} {same} {row['params']}"
             else:
                 status = f"FAIL  {row['error']}"
             print(f"{name:20s} {row['seconds']:6.1f}s  {status}", flush=True)
@@ -207,8 +335,10 @@ def main() -> None:
     passed = [r for r in rows if r["ok"]]
     worst = max((max(r["worst_rel_b2"], r["worst_rel_b3"]) for r in passed), default=float("nan"))
     same = sum(r["params"] == r["keras_trainable"] for r in passed)
-    print(f"\npassed {len(passed)}/{len(rows)}; worst relative error among the passes {worst:.2e}; "
-          f"trainable parameter count equal to the source's in {same}/{len(passed)}")
+    print(
+        f"\npassed {len(passed)}/{len(rows)}; worst relative error among the passes {worst:.2e}; "
+        f"trainable parameter count equal to the source's in {same}/{len(passed)}"
+    )
 
 
 if __name__ == "__main__":

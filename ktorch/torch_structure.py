@@ -82,7 +82,11 @@ def output_names(spec: Any) -> list[str] | None:
             return [prefix or "output"]
         children = _children(node)
         context = node.context
-        if isinstance(context, (list, tuple)) and len(context) == len(children) and all(isinstance(k, str) for k in context):
+        if (
+            isinstance(context, (list, tuple))
+            and len(context) == len(children)
+            and all(isinstance(k, str) for k in context)
+        ):
             named = True
             keys = [str(k) for k in context]
         elif hasattr(node.type, "_fields") and len(node.type._fields) == len(children):  # a namedtuple

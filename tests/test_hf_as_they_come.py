@@ -12,7 +12,14 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64)
+TEXT = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+)
 
 
 def convert(module, example, out):
@@ -62,7 +69,9 @@ def test_gpt2_with_use_cache_on(tmp_path):
 
 def test_vit_model_output(tmp_path):
     torch.manual_seed(0)
-    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8)
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8
+    )
     model = transformers.ViTModel(config).eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     result = convert(model, (x,), tmp_path / "vit")
@@ -95,7 +104,9 @@ def test_clip_vision_class_embedding_stays_a_weight(tmp_path):
     """CLIP's 1-D class_embedding.expand(B, 1, -1), concatenated with the patches: one
     trainable weight repeated for every example, at any batch size."""
     torch.manual_seed(0)
-    config = transformers.CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8)
+    config = transformers.CLIPVisionConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8
+    )
     model = transformers.CLIPVisionModel(config).eval()
     result = convert(model, (torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)),), tmp_path / "clip")
     code = (tmp_path / "clip" / "model.py").read_text()

@@ -64,7 +64,9 @@ def test_op(name, tmp_path):
     result = ktorch.convert(module, tmp_path / name, example_inputs=(x,), to="keras", force=True)
     assert result.parity.passed and result.parity.worst_rel <= 1e-5, result.parity
     more = np.random.default_rng(3).standard_normal((3, 5, 6)).astype("float32") * 2
-    parity = check_torch_to_keras(module, tmp_path / name, inputs=[more], manifest=result.manifest, keras_model=result.keras_model)
+    parity = check_torch_to_keras(
+        module, tmp_path / name, inputs=[more], manifest=result.manifest, keras_model=result.keras_model
+    )
     assert parity.passed and parity.worst_rel <= 1e-5, parity
 
 
@@ -80,4 +82,3 @@ def test_argmax_takes_the_first_of_equal_elements(tmp_path):
     out = np.asarray(result.keras_model(np.zeros((2, 5, 6), "float32")))
     assert out.shape == (2, 5) and (out == 0).all()
     assert "arg_reduce(" in (tmp_path / "ties" / "model.py").read_text()
-
