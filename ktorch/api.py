@@ -97,16 +97,15 @@ def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]
 def inspect_torch(src: Any) -> list[dict[str, Any]]:
     """The ATen calls of a PyTorch source (.pt2 or a ktorch PyTorch directory), each with its
     module, output shape and whether a translator exists; nothing is converted."""
+    from .capture import capture, prepare_torch
     from .translate.registry import lookup
     from .translate.torch_reader import families  # noqa: F401  (registers the translators)
     from .translate.torch_reader.reader import (
         IGNORED,
         PASS_THROUGH,
-        _module_of,
         aten_key,
+        module_of,
     )
-
-    from .capture import capture, prepare_torch
 
     prepare_torch(src)
     program, _, _ = capture(src)
@@ -119,7 +118,7 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
         key = aten_key(node.target)
         if not key.startswith("aten.") or key in IGNORED:
             continue
-        module, cls = _module_of(node)
+        module, cls = module_of(node)
         val = node.meta.get("val")
         shape = tuple(val.shape) if hasattr(val, "shape") else None
         ok = key in PASS_THROUGH or lookup("torch->ir", key) is not None

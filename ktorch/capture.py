@@ -59,10 +59,10 @@ def export_module(module: Any, example_inputs: Any) -> Any:
     """torch.export with a dynamic batch axis (falls back to the examples' static batch
     when the model cannot be exported with a symbolic batch, e.g. a batch of 1). A dict of
     examples is passed as keyword arguments; `use_cache` is off during the capture
-    (torch_structure.capture_settings), and what changed is kept in `program.ktorch_capture`."""
+    (verify/torch_structure.capture_settings), and what changed is kept in `program.ktorch_capture`."""
     import torch
 
-    from .torch_structure import capture_settings, dynamic_batch, split_example
+    from .verify.torch_structure import capture_settings, dynamic_batch, split_example
 
     module = module.eval()
     args, kwargs = split_example(example_inputs)

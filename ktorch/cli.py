@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from .version import __version__
 from .graph.errors import KtorchError
 from .options import DEFAULT_TARGET, LAYOUT_CHOICES, OptionError, normalize_layout
 from .verify.compare import DEFAULT_RTOL
+from .version import __version__
 
 EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
@@ -158,7 +158,6 @@ def _convert(args: argparse.Namespace) -> int:
 
     from .api import convert
     from .graph.errors import ParityError
-
     from .sources import is_factory_string
 
     console = _console()

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from .capture import ImportOrderError, capture, prepare_torch, tensorflow_first
-from .torch_structure import name_outputs
 from .graph import Graph
 from .graph.errors import ModelFileError
 from .graph.ir import Value
@@ -28,6 +27,7 @@ from .graph.passes import (
 from .graph.queries import is_spatial, layout_name, spatial_format
 from .manifest import Perm
 from .pipeline import Direction, Options, Read
+from .verify.torch_structure import name_outputs
 
 
 def channels_first_if_spatial(value: Value) -> str | None:

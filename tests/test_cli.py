@@ -143,7 +143,6 @@ def test_plugin_by_path(plugin_dir):
 
 def test_missing_plugin_says_how_to_make_it_importable(plugin_dir):
     from ktorch.graph.errors import KtorchError
-
     from ktorch.plugins import load_plugin
 
     with pytest.raises(KtorchError, match="No module named 'no_such_plugin_xyz'.*PYTHONPATH.*path to its .py file"):
@@ -305,9 +304,8 @@ def test_readme_command_table_matches_the_parser():
 
 # -- 9. one public home for the errors ---------------------------------------------------------------------
 def test_public_errors():
-    from ktorch.graph import errors as graph_errors
-
     import ktorch.errors
+    from ktorch.graph import errors as graph_errors
 
     for name in ("KtorchError", "ModelFileError", "UnsupportedOpError", "UntrustedCodeError", "ParityError",
                  "OutputExistsError", "StructuralError", "SourceMismatchError", "RunError", "OptionError"):  # fmt: skip

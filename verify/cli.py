@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _batches(text: str) -> list[int]:
     try:
         sizes = [int(b) for b in text.split(",") if b.strip()]

@@ -26,7 +26,7 @@ def run_torch_source(source: Any, inputs: Sequence[np.ndarray], capture: dict[st
     (keyword inputs, use_cache off)."""
     import torch
 
-    from ..torch_structure import run_structured
+    from .torch_structure import run_structured
 
     tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
     return [o.detach().cpu().numpy() for o in run_structured(source, tensors, capture)]

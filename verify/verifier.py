@@ -14,10 +14,10 @@ them (`emitted = source.transpose(perm)`). Two modes:
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,8 @@ class _PartialReader(KerasReader):
         self.recorded = recorded  # output shapes the config records, by layer path
 
     def check_supported(self, cfg: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(UnsupportedOpError):
             super().check_supported(cfg)
-        except UnsupportedOpError:
-            pass
 
     def _call_layer(
         self, layer: dict[str, Any], prefix: tuple[str, ...], args: list, kwargs: dict, call_index: int
@@ -70,8 +69,6 @@ def _recorded_shapes(cfg: dict[str, Any], prefix: str, shapes: dict[str, tuple])
 def inspect_keras(path: Path, *, trust_code: bool = False) -> list[dict[str, Any]]:
     """One row per layer (nested models expanded): name, class, status and its output
     shape, when the readable part of the model (or, for Keras 3 files, the config) gives it."""
-    from . import families  # noqa: F401
-
     rows: list[dict[str, Any]] = []
     with open_keras_file(path) as kfile:
 
@@ -99,10 +96,8 @@ def inspect_keras(path: Path, *, trust_code: bool = False) -> list[dict[str, Any
             recorded: dict[str, tuple] = {}
             _recorded_shapes(kfile.config, "", recorded)
             reader = _PartialReader(kfile, ReadOptions(trust_code=trust_code), recorded)
-            try:
+            with contextlib.suppress(KtorchError):
                 reader.read()
-            except KtorchError:
-                pass
             shapes = {v.source: tuple(v.shape) for v in reader.graph.values() if v.source}
             for name, shape in recorded.items():
                 shapes.setdefault(name, shape)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ...graph import Graph
-from ..codegen import describe_values
+from ..codegen import describe_values, identifier
 from ..format import format_source
-from .codegen import TorchEmitter, emit_graph, identifier
+from .codegen import TorchEmitter, emit_graph
 
 _HEADER = '''"""{title}
 
