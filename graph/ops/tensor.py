@@ -382,33 +382,25 @@ define(
 )
 
 
-# -- comparisons, selection and gathering ------------------------------------------------------
-def _infer_compare(node):
-    return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), "bool")]
+def _infer_gather(node):
+    from .schema import broadcast_shapes
+
+    x, index = node.inputs
+    axis = node.attrs["axis"]
+    _check_axis(node, axis)
+    if index.rank != x.rank:
+        raise GraphError(f"{node.name}: gather needs an index of the input's rank, got {index.shape} for {x.shape}")
+    others = broadcast_shapes([tuple(d for i, d in enumerate(s) if i != axis) for s in (x.shape, index.shape)], where=node.name)
+    return [((*others[:axis], index.shape[axis], *others[axis:]), x.dtype)]
 
 
 define(
     OpDef(
-        "compare",
-        _infer_compare,
-        attrs=(attr("mode", str, choices=("equal", "not_equal", "greater", "greater_equal", "less", "less_equal")),),
-        layout=Layout.ELEMENTWISE,
-        doc="a <mode> b element-wise (a == b, a > b, ...), a bool tensor",
-        family="tensor",
-    )
-)
-
-
-def _infer_where(node):
-    return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), node.inputs[1].dtype)]
-
-
-define(
-    OpDef(
-        "where",
-        _infer_where,
-        layout=Layout.ELEMENTWISE,
-        doc="inputs (condition, a, b): a where condition holds, else b (torch.where)",
+        "gather",
+        _infer_gather,
+        attrs=(attr("axis", int),),
+        doc="out[..., i, ...] = x[..., index[..., i, ...], ...] along `axis` (numpy take_along_axis: the "
+        "index has the input's rank and broadcasts against it on the other axes)",
         family="tensor",
     )
 )
