@@ -122,6 +122,7 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         layout_mode="keep" if options.keep_layout else direction.target, transposes=transposes,
         inputs=specs(graph.inputs), outputs=specs(graph.outputs),
         values=None if direction.values is None else direction.values(graph, rendered.value_names),
+        training=getattr(rendered, "training", None),
     )  # fmt: skip
     if options.tolerance is None:
         options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]]).rtol

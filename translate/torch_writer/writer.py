@@ -71,6 +71,9 @@ class TorchOutput:
     state: dict[str, np.ndarray]
     value_names: dict[str, str]  # IR value name -> variable name in forward
     module_count: int
+    train_source: str | None = None  # train.py, when the source carries a training setup
+    optimizer_state: dict[str, np.ndarray] | None = None  # optimizer.safetensors
+    training: dict | None = None  # the manifest's `training`
 
 
 def class_name_for(name: str) -> str:
@@ -120,7 +123,12 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     parts.append(_LOAD.format(cls=cls, finish=finish))
     code = format_source("".join(parts))
     names = {v.name: em.value_names[id(v)] for v in graph.values() if id(v) in em.value_names}
-    return TorchOutput(cls, code, em.state, names, len(em.modules))
+    output = TorchOutput(cls, code, em.state, names, len(em.modules))
+    if graph.meta.get("training"):
+        from .training import render_training
+
+        render_training(output, graph, source=source, version=version)
+    return output
 
 
 def write(output: TorchOutput, directory: Path) -> list[str]:
@@ -129,7 +137,14 @@ def write(output: TorchOutput, directory: Path) -> list[str]:
 
     (directory / "model.py").write_text(output.source_code, encoding="utf-8")
     save_streaming(output.state, directory / "model.safetensors")  # one tensor at a time: no extra copy
-    return ["model.py", "model.safetensors"]
+    files = ["model.py", "model.safetensors"]
+    if output.train_source is not None:
+        (directory / "train.py").write_text(output.train_source, encoding="utf-8")
+        files.append("train.py")
+    if output.optimizer_state is not None:
+        save_streaming(output.optimizer_state, directory / "optimizer.safetensors")
+        files.append("optimizer.safetensors")
+    return files
 
 
 __all__ = ["TorchOutput", "class_name_for", "identifier", "render", "write"]
