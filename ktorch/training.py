@@ -133,7 +133,8 @@ def attach_training(path: Path, graph: Graph, emit: Callable[[Any], dict[str, np
     spec = setup.spec
     opt = spec["optimizer"]
     notes: list[str] = spec["warnings"]
-    if setup.optimizer_variables and opt is not None:
+    leading = 1 if opt is None or opt["schedule"] is not None else 2  # iterations, the learning rate
+    if opt is not None and len(setup.optimizer_variables or []) > leading:  # saved after the optimizer was built
         try:
             _, slots, _, lr = keras_slots(setup, spec)
             for name, arrays in slots.items():

@@ -1,0 +1,235 @@
+"""train.py: the Keras compile configuration as PyTorch training code, and the migrated optimizer state.
+
+Each case compiles a small Keras model, saves it, converts it, and takes the same batches through
+Keras's `train_on_batch` (TensorFlow backend) and train.py's `train_step`, comparing the loss and
+every weight after each step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch._dynamo  # noqa: F401  (torch.optim pulls it in: before TensorFlow)
+
+keras = pytest.importorskip("keras")
+
+import ktorch  # noqa: E402
+from ktorch.directions import emitted_state  # noqa: E402
+from ktorch.pipeline import Options  # noqa: E402
+from ktorch.training import trace_parameters  # noqa: E402
+from ktorch.translate.keras_reader.file import open_keras_file  # noqa: E402
+from ktorch.translate.keras_reader.training import read_training_setup  # noqa: E402
+
+RTOL = 1e-4
+STEPS = 5
+
+
+def import_file(path: Path):
+    name = f"emitted_{path.stem}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def dense_model():
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3, activation="softmax")]
+    )
+
+
+def conv_model(classes: int = 3, activation: str = "softmax"):
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.Flatten()(x)  # the Dense rows are permuted for NCHW flattening
+    outputs = keras.layers.Dense(classes, activation=activation)(x)
+    return keras.Model(inputs, outputs)
+
+
+def batches(model, loss: str, n: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    shape = tuple(model.inputs[0].shape[1:])
+    classes = model.outputs[0].shape[-1]
+    out = []
+    for _ in range(n):
+        x = rng.normal(size=(8, *shape)).astype("float32")
+        labels = rng.integers(0, classes, 8)
+        if loss.startswith("sparse"):
+            y = labels.astype("int64")
+        elif loss in ("mse", "huber"):
+            y = rng.normal(size=(8, classes)).astype("float32")
+        elif loss == "binary_crossentropy":
+            y = rng.integers(0, 2, (8, classes)).astype("float32")
+        else:
+            y = np.eye(classes, dtype="float32")[labels]
+        out.append((x, y))
+    return out
+
+
+def to_torch_input(x: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(x)
+    return t.permute(0, 3, 1, 2).contiguous() if t.dim() == 4 else t
+
+
+class Converted:
+    """A saved Keras model converted to PyTorch, with the map from Keras's trainable variables to
+    the emitted parameters (checked against the converted weights themselves)."""
+
+    def __init__(self, path: Path, out: Path) -> None:
+        ktorch.convert(path, out, verify=False)
+        self.out = out
+        self.model_py = import_file(out / "model.py")
+        self.train_py = import_file(out / "train.py")
+        with open_keras_file(path) as kfile:
+            setup = read_training_setup(kfile)
+        self.mapping, problems, self.shapes = trace_parameters(path, setup, lambda kf: emitted_state(kf, Options()))
+        assert not problems
+        assert sorted(self.mapping) == list(range(len(setup.trainable)))
+
+    def keras_as_torch(self, model) -> dict[str, np.ndarray]:
+        variables = model.trainable_variables
+        return {
+            key: np.asarray(variables[k]).reshape(-1)[index].reshape(self.shapes[key])
+            for k, (key, index) in self.mapping.items()
+        }
+
+
+def assert_weights(converted: Converted, kmodel, tmodel, what: str) -> float:
+    expected = converted.keras_as_torch(kmodel)
+    state = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
+    worst = 0.0
+    for key, ref in expected.items():
+        err = float(np.max(np.abs(state[key] - ref)) / max(np.max(np.abs(ref)), 1e-6))
+        assert err <= RTOL, f"{what}: {key} differs by {err:.3g} (relative)"
+        worst = max(worst, err)
+    return worst
+
+
+def keras_loss(value) -> float:
+    return float(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+CASES = {
+    "sgd-momentum-nesterov": (dense_model, lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), "categorical_crossentropy"),
+    "adam-clipnorm": (conv_model, lambda: keras.optimizers.Adam(0.01, clipnorm=0.05), "categorical_crossentropy"),
+    "adamw-cosine-warmup": (
+        dense_model,
+        lambda: keras.optimizers.AdamW(
+            keras.optimizers.schedules.CosineDecay(0.001, 10, alpha=0.1, warmup_target=0.02, warmup_steps=3),
+            weight_decay=0.05,
+        ),
+        "sparse_categorical_crossentropy",
+    ),
+    "rmsprop-centered-momentum": (
+        conv_model,
+        lambda: keras.optimizers.RMSprop(0.005, rho=0.8, momentum=0.5, centered=True, global_clipnorm=1.0),
+        "categorical_crossentropy",
+    ),
+    "sgd-exponential-decay-weight-decay": (
+        lambda: conv_model(activation="linear"),
+        lambda: keras.optimizers.SGD(
+            keras.optimizers.schedules.ExponentialDecay(0.05, 2, 0.5, staircase=True), momentum=0.8, weight_decay=0.1
+        ),
+        "mse",
+    ),
+    "adagrad-bce": (lambda: conv_model(activation="sigmoid"), lambda: keras.optimizers.Adagrad(0.05), "binary_crossentropy"),
+    "adamax-huber": (lambda: conv_model(activation="linear"), lambda: keras.optimizers.Adamax(0.01, clipvalue=0.1), "huber"),
+    "nadam": (dense_model, lambda: keras.optimizers.Nadam(0.01), "categorical_crossentropy"),
+    "adadelta": (dense_model, lambda: keras.optimizers.Adadelta(1.0), "categorical_crossentropy"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_training_steps_match_keras(case: str, tmp_path: Path) -> None:
+    build, make_optimizer, loss = CASES[case]
+    keras.utils.set_random_seed(0)
+    kmodel = build()
+    kmodel.compile(optimizer=make_optimizer(), loss=loss, metrics=["accuracy"])
+    path = tmp_path / "model.keras"
+    kmodel.save(path)
+    converted = Converted(path, tmp_path / "out")
+    tmodel = converted.model_py.load()
+    optimizer, scheduler = converted.train_py.make_optimizer(tmodel)
+    assert_weights(converted, kmodel, tmodel, "before training")
+    for step, (x, y) in enumerate(batches(kmodel, loss, STEPS)):
+        expected = keras_loss(kmodel.train_on_batch(x, y))
+        got, _ = converted.train_py.train_step(tmodel, optimizer, scheduler, to_torch_input(x), torch.from_numpy(y))
+        assert abs(float(got) - expected) <= RTOL * max(abs(expected), 1e-3), f"step {step}: loss {float(got)} vs {expected}"
+        assert_weights(converted, kmodel, tmodel, f"after step {step + 1}")
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda: keras.optimizers.Adam(0.01, amsgrad=True),
+        lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+        lambda: keras.optimizers.RMSprop(
+            keras.optimizers.schedules.PiecewiseConstantDecay([2, 4], [0.01, 0.005, 0.001]), momentum=0.3
+        ),
+    ],
+    ids=["adam-amsgrad", "sgd-momentum", "rmsprop-piecewise"],
+)
+def test_resume_from_migrated_optimizer_state(make_optimizer, tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    kmodel = conv_model()
+    kmodel.compile(optimizer=make_optimizer(), loss="categorical_crossentropy")
+    data = batches(kmodel, "categorical_crossentropy", 6)
+    for x, y in data[:3]:
+        kmodel.train_on_batch(x, y)
+    path = tmp_path / "trained.keras"
+    kmodel.save(path)
+    converted = Converted(path, tmp_path / "out")
+    manifest = json.loads((converted.out / "ktorch.json").read_text())
+    assert manifest["training"]["optimizer_state"]["step"] == 3
+    tmodel = converted.model_py.load()
+    step = converted.train_py.load_optimizer_state  # the same path fit(resume=True) takes
+    optimizer, scheduler = converted.train_py.make_optimizer(tmodel, start_step=3)
+    assert step(tmodel, optimizer) == 3
+    for i, (x, y) in enumerate(data[3:]):
+        expected = keras_loss(kmodel.train_on_batch(x, y))
+        got, _ = converted.train_py.train_step(tmodel, optimizer, scheduler, to_torch_input(x), torch.from_numpy(y))
+        assert abs(float(got) - expected) <= RTOL * max(abs(expected), 1e-3), f"resumed step {i}: {float(got)} vs {expected}"
+        assert_weights(converted, kmodel, tmodel, f"after resumed step {i + 1}")
+
+
+NON_DEFAULT = {
+    "SGD": dict(learning_rate=0.03, momentum=0.7, nesterov=True),
+    "Adam": dict(learning_rate=0.003, beta_1=0.8, beta_2=0.99, epsilon=1e-5, amsgrad=True),
+    "AdamW": dict(learning_rate=0.003, weight_decay=0.2, beta_1=0.8, beta_2=0.99, epsilon=1e-5, amsgrad=True),
+    "RMSprop": dict(learning_rate=0.003, rho=0.7, momentum=0.2, epsilon=1e-5, centered=True),
+    "Adagrad": dict(learning_rate=0.003, initial_accumulator_value=0.3, epsilon=1e-5),
+    "Adadelta": dict(learning_rate=0.003, rho=0.7, epsilon=1e-5),
+    "Adamax": dict(learning_rate=0.003, beta_1=0.8, beta_2=0.99, epsilon=1e-5),
+    "Nadam": dict(learning_rate=0.003, beta_1=0.8, beta_2=0.99, epsilon=1e-5),
+}
+TORCH_NAMES = {"epsilon": ("epsilon", "eps"), "learning_rate": ("lr",)}
+
+
+@pytest.mark.parametrize("cls", list(NON_DEFAULT))
+def test_no_optimizer_hyperparameter_is_lost(cls: str, tmp_path: Path) -> None:
+    options = NON_DEFAULT[cls]
+    kmodel = dense_model()
+    kmodel.compile(optimizer=getattr(keras.optimizers, cls)(clipnorm=0.7, **options), loss="mse")
+    path = tmp_path / "model.keras"
+    kmodel.save(path)
+    ktorch.convert(path, tmp_path / "out", verify=False)
+    train_py = import_file(tmp_path / "out" / "train.py")
+    import_file(tmp_path / "out" / "model.py")
+    optimizer, _ = train_py.make_optimizer(torch.nn.Linear(2, 2))
+    group = optimizer.param_groups[0]
+    for key, value in options.items():
+        if key == "weight_decay":
+            assert train_py.WEIGHT_DECAY == pytest.approx(value)
+            continue
+        names = TORCH_NAMES.get(key, (key,))
+        held = [group[n] for n in names if n in group]
+        assert held and held[0] == pytest.approx(value), f"{cls}: {key}={value} lost (param group: {group})"
+    assert train_py.CLIPNORM == pytest.approx(0.7)
