@@ -12,8 +12,9 @@ rearrangement of one Keras weight (a folded bias, say) is reported, not approxim
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,10 @@ def trace_parameters(
     sizes = [int(np.prod(shape)) for _, _, shape in setup.trainable]
     offsets = np.cumsum([0, *sizes])
     total = int(offsets[-1])
-    numbers = {(layer, i): np.arange(offsets[k], offsets[k + 1], dtype=np.int64) for k, (layer, i, _) in enumerate(setup.trainable)}
+    numbers = {
+        (layer, i): np.arange(offsets[k], offsets[k + 1], dtype=np.int64)
+        for k, (layer, i, _) in enumerate(setup.trainable)
+    }
     digits = max(1, int(np.ceil(np.log(max(total, 2)) / np.log(DIGIT))))
     decoded: dict[str, np.ndarray] = {}
     shapes: dict[str, tuple] = {}
@@ -83,7 +87,9 @@ def trace_parameters(
     return out, problems, shapes
 
 
-def keras_slots(setup: TrainingSetup, spec: dict[str, Any]) -> tuple[int, dict[str, list[np.ndarray]], dict[str, np.ndarray], float | None]:
+def keras_slots(
+    setup: TrainingSetup, spec: dict[str, Any]
+) -> tuple[int, dict[str, list[np.ndarray]], dict[str, np.ndarray], float | None]:
     """Split the Keras optimizer's variables: (iterations, {state name: one array per trainable
     variable}, {global scalar name: value}, the stored learning rate or None)."""
     opt = spec["optimizer"]
@@ -103,7 +109,9 @@ def keras_slots(setup: TrainingSetup, spec: dict[str, Any]) -> tuple[int, dict[s
     return iterations, slots, globals_, lr
 
 
-def migrate_state(setup: TrainingSetup, spec: dict[str, Any], mapping: dict[int, tuple[str, np.ndarray]], shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
+def migrate_state(
+    setup: TrainingSetup, spec: dict[str, Any], mapping: dict[int, tuple[str, np.ndarray]], shapes: dict[str, tuple]
+) -> dict[str, np.ndarray]:
     """optimizer.safetensors' tensors: "<parameter>.<state>" in the emitted optimizer's conventions, and "step"."""
     opt = spec["optimizer"]
     iterations, slots, scalars, lr = keras_slots(setup, spec)
@@ -140,8 +148,14 @@ def attach_training(path: Path, graph: Graph, emit: Callable[[Any], dict[str, np
             for name, arrays in slots.items():
                 if [tuple(np.shape(a)) for a in arrays] != [shape for _, _, shape in setup.trainable]:
                     raise ValueError(f"the {name} slots do not match the model's trainable weights")
-            if lr is not None and opt["learning_rate"] is not None and not np.isclose(lr, opt["learning_rate"], rtol=1e-6):
-                notes.append(f"the saved learning rate {lr:g} (set after compile) replaces the compiled {opt['learning_rate']:g}")
+            if (
+                lr is not None
+                and opt["learning_rate"] is not None
+                and not np.isclose(lr, opt["learning_rate"], rtol=1e-6)
+            ):
+                notes.append(
+                    f"the saved learning rate {lr:g} (set after compile) replaces the compiled {opt['learning_rate']:g}"
+                )
                 opt["learning_rate"] = lr
             if opt["config"].get("use_ema") or opt["config"].get("gradient_accumulation_steps"):
                 raise ValueError("EMA or gradient-accumulation variables are not migrated")
@@ -150,7 +164,10 @@ def attach_training(path: Path, graph: Graph, emit: Callable[[Any], dict[str, np
             missing = [setup.trainable[k][0] for k in range(len(setup.trainable)) if k not in mapping]
             if problems or missing:
                 names = sorted({"/".join(p) for p in missing} | set(problems))
-                notes.append(f"optimizer state not migrated for {', '.join(names[:5])}: not a plain rearrangement of a Keras weight")
+                notes.append(
+                    f"optimizer state not migrated for {', '.join(names[:5])}: "
+                    "not a plain rearrangement of a Keras weight"
+                )
             graph.meta["training_state"] = state
         except (ValueError, IndexError) as exc:
             notes.append(f"the optimizer state is not migrated: {exc}")

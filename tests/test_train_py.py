@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch._dynamo  # noqa: F401  (torch.optim pulls it in: before TensorFlow)
+import torch._dynamo
 
 keras = pytest.importorskip("keras")
 
-import ktorch  # noqa: E402
-from ktorch.directions import emitted_state  # noqa: E402
-from ktorch.pipeline import Options  # noqa: E402
-from ktorch.training import trace_parameters  # noqa: E402
-from ktorch.translate.keras_reader.file import open_keras_file  # noqa: E402
-from ktorch.translate.keras_reader.training import read_training_setup  # noqa: E402
+from ktorch.translate.keras_reader.file import open_keras_file
+from ktorch.translate.keras_reader.training import read_training_setup
+
+import ktorch
+from ktorch.directions import emitted_state
+from ktorch.pipeline import Options
+from ktorch.training import trace_parameters
 
 RTOL = 1e-4
 STEPS = 5
@@ -118,7 +119,11 @@ def keras_loss(value) -> float:
 
 
 CASES = {
-    "sgd-momentum-nesterov": (dense_model, lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), "categorical_crossentropy"),
+    "sgd-momentum-nesterov": (
+        dense_model,
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+        "categorical_crossentropy",
+    ),
     "adam-clipnorm": (conv_model, lambda: keras.optimizers.Adam(0.01, clipnorm=0.05), "categorical_crossentropy"),
     "adamw-cosine-warmup": (
         dense_model,
@@ -140,8 +145,16 @@ CASES = {
         ),
         "mse",
     ),
-    "adagrad-bce": (lambda: conv_model(activation="sigmoid"), lambda: keras.optimizers.Adagrad(0.05), "binary_crossentropy"),
-    "adamax-huber": (lambda: conv_model(activation="linear"), lambda: keras.optimizers.Adamax(0.01, clipvalue=0.1), "huber"),
+    "adagrad-bce": (
+        lambda: conv_model(activation="sigmoid"),
+        lambda: keras.optimizers.Adagrad(0.05),
+        "binary_crossentropy",
+    ),
+    "adamax-huber": (
+        lambda: conv_model(activation="linear"),
+        lambda: keras.optimizers.Adamax(0.01, clipvalue=0.1),
+        "huber",
+    ),
     "nadam": (dense_model, lambda: keras.optimizers.Nadam(0.01), "categorical_crossentropy"),
     "adadelta": (dense_model, lambda: keras.optimizers.Adadelta(1.0), "categorical_crossentropy"),
 }
@@ -162,7 +175,9 @@ def test_training_steps_match_keras(case: str, tmp_path: Path) -> None:
     for step, (x, y) in enumerate(batches(kmodel, loss, STEPS)):
         expected = keras_loss(kmodel.train_on_batch(x, y))
         got, _ = converted.train_py.train_step(tmodel, optimizer, scheduler, to_torch_input(x), torch.from_numpy(y))
-        assert abs(float(got) - expected) <= RTOL * max(abs(expected), 1e-3), f"step {step}: loss {float(got)} vs {expected}"
+        assert abs(float(got) - expected) <= RTOL * max(abs(expected), 1e-3), (
+            f"step {step}: loss {float(got)} vs {expected}"
+        )
         assert_weights(converted, kmodel, tmodel, f"after step {step + 1}")
 
 
@@ -196,19 +211,28 @@ def test_resume_from_migrated_optimizer_state(make_optimizer, tmp_path: Path) ->
     for i, (x, y) in enumerate(data[3:]):
         expected = keras_loss(kmodel.train_on_batch(x, y))
         got, _ = converted.train_py.train_step(tmodel, optimizer, scheduler, to_torch_input(x), torch.from_numpy(y))
-        assert abs(float(got) - expected) <= RTOL * max(abs(expected), 1e-3), f"resumed step {i}: {float(got)} vs {expected}"
+        assert abs(float(got) - expected) <= RTOL * max(abs(expected), 1e-3), (
+            f"resumed step {i}: {float(got)} vs {expected}"
+        )
         assert_weights(converted, kmodel, tmodel, f"after resumed step {i + 1}")
 
 
 NON_DEFAULT = {
-    "SGD": dict(learning_rate=0.03, momentum=0.7, nesterov=True),
-    "Adam": dict(learning_rate=0.003, beta_1=0.8, beta_2=0.99, epsilon=1e-5, amsgrad=True),
-    "AdamW": dict(learning_rate=0.003, weight_decay=0.2, beta_1=0.8, beta_2=0.99, epsilon=1e-5, amsgrad=True),
-    "RMSprop": dict(learning_rate=0.003, rho=0.7, momentum=0.2, epsilon=1e-5, centered=True),
-    "Adagrad": dict(learning_rate=0.003, initial_accumulator_value=0.3, epsilon=1e-5),
-    "Adadelta": dict(learning_rate=0.003, rho=0.7, epsilon=1e-5),
-    "Adamax": dict(learning_rate=0.003, beta_1=0.8, beta_2=0.99, epsilon=1e-5),
-    "Nadam": dict(learning_rate=0.003, beta_1=0.8, beta_2=0.99, epsilon=1e-5),
+    "SGD": {"learning_rate": 0.03, "momentum": 0.7, "nesterov": True},
+    "Adam": {"learning_rate": 0.003, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-5, "amsgrad": True},
+    "AdamW": {
+        "learning_rate": 0.003,
+        "weight_decay": 0.2,
+        "beta_1": 0.8,
+        "beta_2": 0.99,
+        "epsilon": 1e-5,
+        "amsgrad": True,
+    },
+    "RMSprop": {"learning_rate": 0.003, "rho": 0.7, "momentum": 0.2, "epsilon": 1e-5, "centered": True},
+    "Adagrad": {"learning_rate": 0.003, "initial_accumulator_value": 0.3, "epsilon": 1e-5},
+    "Adadelta": {"learning_rate": 0.003, "rho": 0.7, "epsilon": 1e-5},
+    "Adamax": {"learning_rate": 0.003, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-5},
+    "Nadam": {"learning_rate": 0.003, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-5},
 }
 TORCH_NAMES = {"epsilon": ("epsilon", "eps"), "learning_rate": ("lr",)}
 

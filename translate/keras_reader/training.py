@@ -20,13 +20,27 @@ from .file import KerasFile
 # Optimizer defaults (keras/src/optimizers/*.py, Keras 3.15): a stored config holds every key,
 # these fill in what an older file leaves out.
 BASE_DEFAULTS: dict[str, Any] = {
-    "weight_decay": None, "clipnorm": None, "clipvalue": None, "global_clipnorm": None, "use_ema": False,
-    "ema_momentum": 0.99, "ema_overwrite_frequency": None, "loss_scale_factor": None, "gradient_accumulation_steps": None,
-}  # fmt: skip
+    "weight_decay": None,
+    "clipnorm": None,
+    "clipvalue": None,
+    "global_clipnorm": None,
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
     "SGD": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
     "Adam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
-    "AdamW": {"learning_rate": 0.001, "weight_decay": 0.004, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
+    "AdamW": {
+        "learning_rate": 0.001,
+        "weight_decay": 0.004,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-7,
+        "amsgrad": False,
+    },
     "RMSprop": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
     "Adagrad": {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
     "Adadelta": {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
@@ -45,10 +59,13 @@ LOSS_NAMES = {
     "categorical_crossentropy": "CategoricalCrossentropy",
     "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
     "binary_crossentropy": "BinaryCrossentropy",
-    "mean_squared_error": "MeanSquaredError", "mse": "MeanSquaredError",
-    "mean_absolute_error": "MeanAbsoluteError", "mae": "MeanAbsoluteError",
-    "huber": "Huber", "huber_loss": "Huber",
-}  # fmt: skip
+    "mean_squared_error": "MeanSquaredError",
+    "mse": "MeanSquaredError",
+    "mean_absolute_error": "MeanAbsoluteError",
+    "mae": "MeanAbsoluteError",
+    "huber": "Huber",
+    "huber_loss": "Huber",
+}
 LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
     "CategoricalCrossentropy": {"from_logits": False, "label_smoothing": 0.0, "axis": -1},
     "SparseCategoricalCrossentropy": {"from_logits": False, "ignore_class": None, "axis": -1},
@@ -59,15 +76,21 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight")
 METRIC_NAMES = {
-    "accuracy": "accuracy", "acc": "accuracy",
-    "categorical_accuracy": "categorical_accuracy", "CategoricalAccuracy": "categorical_accuracy",
+    "accuracy": "accuracy",
+    "acc": "accuracy",
+    "categorical_accuracy": "categorical_accuracy",
+    "CategoricalAccuracy": "categorical_accuracy",
     "sparse_categorical_accuracy": "sparse_categorical_accuracy",
     "SparseCategoricalAccuracy": "sparse_categorical_accuracy",
-    "binary_accuracy": "binary_accuracy", "BinaryAccuracy": "binary_accuracy",
-    "mse": "mean_squared_error", "mean_squared_error": "mean_squared_error", "MeanSquaredError": "mean_squared_error",
-    "mae": "mean_absolute_error", "mean_absolute_error": "mean_absolute_error",
+    "binary_accuracy": "binary_accuracy",
+    "BinaryAccuracy": "binary_accuracy",
+    "mse": "mean_squared_error",
+    "mean_squared_error": "mean_squared_error",
+    "MeanSquaredError": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "mean_absolute_error": "mean_absolute_error",
     "MeanAbsoluteError": "mean_absolute_error",
-}  # fmt: skip
+}
 # Layers whose last N variables are not trained (Keras saves a layer's trainable variables first).
 NON_TRAINABLE_TAIL = {"BatchNormalization": 2}
 NON_TRAINABLE_LAYERS = frozenset({"Normalization"})
@@ -107,7 +130,9 @@ def parse_optimizer(obj: Any, warnings: list[str]) -> dict[str, Any] | None:
         if key not in known and value not in (None, False):
             warnings.append(f"optimizer option {key}={value!r} is not translated")
     if config.get("decay"):
-        warnings.append(f"the legacy optimizer option decay={config['decay']} is not translated (Keras 3 ignores it too)")
+        warnings.append(
+            f"the legacy optimizer option decay={config['decay']} is not translated (Keras 3 ignores it too)"
+        )
     lr = options.pop("learning_rate")
     schedule = None
     if isinstance(lr, dict):
@@ -116,7 +141,10 @@ def parse_optimizer(obj: Any, warnings: list[str]) -> dict[str, Any] | None:
             warnings.append(f"learning-rate schedule {s_cls} has no translation; train.py uses its initial value")
             lr = float(s_config.get("initial_learning_rate", OPTIMIZER_DEFAULTS[cls]["learning_rate"]))
         else:
-            schedule = {"class": s_cls, "config": {**SCHEDULE_DEFAULTS[s_cls], **{k: v for k, v in s_config.items() if k != "name"}}}
+            schedule = {
+                "class": s_cls,
+                "config": {**SCHEDULE_DEFAULTS[s_cls], **{k: v for k, v in s_config.items() if k != "name"}},
+            }
             lr = None
     elif lr is not None:
         lr = float(lr)

@@ -22,6 +22,7 @@ class Shown(str):
     def __repr__(self) -> str:
         return str(self)
 
+
 _HEADER = '''"""Training setup of {cls}, translated by ktorch {version} from the compile configuration of {source}.
 
 Keras compiled the model with
@@ -217,7 +218,8 @@ _OPTIMIZERS = {
 
     torch.optim.Adagrad adds eps outside the square root. State per parameter: "sum"."""
 
-    def __init__(self, params, lr: float = 0.001, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7) -> None:
+    def __init__(self, params, lr: float = 0.001, initial_accumulator_value: float = 0.1,
+                 epsilon: float = 1e-7) -> None:
         super().__init__(params, {"lr": lr, "initial_accumulator_value": initial_accumulator_value, "epsilon": epsilon})
 
     @torch.no_grad()
@@ -238,7 +240,8 @@ _OPTIMIZERS = {
 
     torch.optim.Adamax adds eps inside the max. State per parameter: "step", "exp_avg" (m), "exp_inf" (u)."""
 
-    def __init__(self, params, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7) -> None:
+    def __init__(self, params, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7) -> None:
         super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon})
 
     @torch.no_grad()
@@ -266,7 +269,8 @@ _OPTIMIZERS = {
 
     State per parameter: "step", "exp_avg" (m), "exp_avg_sq" (v), "mu_product" (Keras's u_product)."""
 
-    def __init__(self, params, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7) -> None:
+    def __init__(self, params, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7) -> None:
         super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon})
 
     @torch.no_grad()
@@ -333,7 +337,8 @@ def slot_groups(opt: dict[str, Any]) -> tuple[list[tuple[str, ...]], list[str]]:
     groups: dict[str, list[tuple[str, ...]]] = {
         "SGD": [("momentum_buffer" if torch_sgd else "velocity",)] if c.get("momentum") else [],
         "Adam": [("exp_avg", "exp_avg_sq")] + ([("max_exp_avg_sq",)] if c.get("amsgrad") else []),
-        "RMSprop": [("square_avg",)] + ([("momentum_buffer",)] if c.get("momentum", 0) > 0 else [])
+        "RMSprop": [("square_avg",)]
+        + ([("momentum_buffer",)] if c.get("momentum", 0) > 0 else [])
         + ([("grad_avg",)] if c.get("centered") else []),
         "Adagrad": [("sum",)],
         "Adadelta": [("square_avg", "acc_delta")],
@@ -357,7 +362,9 @@ def render_schedule(schedule: dict[str, Any]) -> str:
         floor = "p = math.floor(p)  # staircase\n    " if c["staircase"] else ""
         return _SCHEDULES[cls].format(floor=floor, floor_doc=", p floored (staircase)" if c["staircase"] else "", **c)
     if cls == "PiecewiseConstantDecay":
-        return _SCHEDULES[cls].format(boundaries=py_literal(list(c["boundaries"])), values=py_literal(list(c["values"])))
+        return _SCHEDULES[cls].format(
+            boundaries=py_literal(list(c["boundaries"])), values=py_literal(list(c["values"]))
+        )
     if cls == "PolynomialDecay":
         cycle_code = (
             "# cycle: the first multiple of decay_steps not below step (decay_steps itself at step 0)\n"
@@ -393,7 +400,7 @@ def render_optimizer(opt: dict[str, Any]) -> tuple[str, str]:
         body += (
             "    # Keras evaluates the schedule at the optimizer's step count before each update\n"
             "    for group in optimizer.param_groups:\n"
-            "        group.setdefault(\"initial_lr\", group[\"lr\"])\n"
+            '        group.setdefault("initial_lr", group["lr"])\n'
             "    scheduler = torch.optim.lr_scheduler.LambdaLR(\n"
             "        optimizer, lambda step: learning_rate(step) / learning_rate(0), last_epoch=start_step - 1\n"
             "    )\n"
@@ -479,45 +486,59 @@ def render_loss(loss: dict[str, Any], class_axis: int) -> str:
     c, cls = loss["config"], loss["class"]
     axis = class_axis
     fields: dict[str, Any] = {
-        **c, "axis": axis, "reduce": _REDUCE[loss["reduction"]],
-        "reduction_doc": {"sum": "summed over the batch"}.get(loss["reduction"], "averaged over the batch (Keras's sum_over_batch_size)"),
-    }  # fmt: skip
+        **c,
+        "axis": axis,
+        "reduce": _REDUCE[loss["reduction"]],
+        "reduction_doc": {"sum": "summed over the batch"}.get(
+            loss["reduction"], "averaged over the batch (Keras's sum_over_batch_size)"
+        ),
+    }
     if cls == "CategoricalCrossentropy":
         fields["smoothing"] = (
             f"    # label smoothing over the last axis: y * (1 - s) + s / num_classes\n"
             f"    y_true = y_true * (1.0 - {c['label_smoothing']}) + {c['label_smoothing']} / y_true.shape[-1]\n"
-            if c["label_smoothing"] else ""
-        )  # fmt: skip
+            if c["label_smoothing"]
+            else ""
+        )
         if c["from_logits"]:
             fields["body"] = f"    per_sample = -(y_true * torch.log_softmax(y_pred, dim={axis})).sum({axis})\n"
         else:
             fields["body"] = (
-                "    # probabilities: renormalised, clipped to [EPSILON, 1 - EPSILON], then the log (no second softmax)\n"
+                "    # probabilities: renormalised, clipped to [EPSILON, 1 - EPSILON], then the log (no second\n"
+                "    # softmax); TensorFlow's Keras takes the log-softmax of a softmax layer's input instead,\n"
+                "    # which agrees unless a probability is below EPSILON\n"
                 f"    p = y_pred / y_pred.sum({axis}, keepdim=True)\n"
                 f"    per_sample = -(y_true * p.clamp(EPSILON, 1.0 - EPSILON).log()).sum({axis})\n"
             )
     elif cls == "SparseCategoricalCrossentropy":
         if c["from_logits"]:
-            fields["body"] = f"    per_sample = nn.functional.cross_entropy(y_pred.movedim({axis}, 1), y_true.long(), reduction=\"none\")\n"
+            fields["body"] = (
+                f"    logits = y_pred.movedim({axis}, 1)\n"
+                '    per_sample = nn.functional.cross_entropy(logits, y_true.long(), reduction="none")\n'
+            )
         else:
             fields["body"] = (
                 "    # probabilities: clipped to [EPSILON, 1 - EPSILON]; their log is taken as logits, as Keras does\n"
                 f"    log_p = y_pred.clamp(EPSILON, 1.0 - EPSILON).log()\n"
-                f"    per_sample = nn.functional.cross_entropy(log_p.movedim({axis}, 1), y_true.long(), reduction=\"none\")\n"
+                f"    log_p = log_p.movedim({axis}, 1)\n"
+                '    per_sample = nn.functional.cross_entropy(log_p, y_true.long(), reduction="none")\n'
             )
     elif cls == "BinaryCrossentropy":
         fields["smoothing"] = (
             f"    y_true = y_true * (1.0 - {c['label_smoothing']}) + 0.5 * {c['label_smoothing']}  # label smoothing\n"
-            if c["label_smoothing"] else ""
-        )  # fmt: skip
+            if c["label_smoothing"]
+            else ""
+        )
         if c["from_logits"]:
             fields["body"] = (
-                "    bce = nn.functional.binary_cross_entropy_with_logits(y_pred, y_true.reshape(y_pred.shape), reduction=\"none\")\n"
+                "    y_true = y_true.reshape(y_pred.shape)\n"
+                '    bce = nn.functional.binary_cross_entropy_with_logits(y_pred, y_true, reduction="none")\n'
                 f"    per_sample = bce.mean({axis})\n"
             )
         else:
             fields["body"] = (
-                "    # probabilities clipped to [EPSILON, 1 - EPSILON] before the logs\n"
+                "    # probabilities clipped to [EPSILON, 1 - EPSILON] before the logs (TensorFlow's Keras uses a\n"
+                "    # sigmoid layer's input as logits instead: the same unless a probability is below EPSILON)\n"
                 "    p = y_pred.clamp(EPSILON, 1.0 - EPSILON)\n"
                 "    y_true = y_true.reshape(p.shape)\n"
                 f"    per_sample = -(y_true * p.log() + (1 - y_true) * (1 - p).log()).mean({axis})\n"
@@ -540,7 +561,9 @@ _METRICS = {
     """1.0 where (y_pred > 0.5) equals the label, per element."""
     return ((y_pred > 0.5).to(y_true.dtype) == y_true.reshape(y_pred.shape)).float()
 ''',
-    "sparse_categorical_accuracy": '''def sparse_categorical_accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    "sparse_categorical_accuracy": '''def sparse_categorical_accuracy(
+    y_pred: torch.Tensor, y_true: torch.Tensor
+) -> torch.Tensor:
     """1.0 where the arg-max class equals the integer label."""
     if y_true.dim() == y_pred.dim():
         y_true = y_true.squeeze({axis})
@@ -550,12 +573,12 @@ _METRICS = {
     """1.0 where the arg-max class equals the arg-max of the one-hot label."""
     return (y_pred.argmax({axis}) == y_true.argmax({axis})).float()
 ''',
-    "mean_squared_error": '''def mean_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    "mean_squared_error": """def mean_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     return (y_true.reshape(y_pred.shape) - y_pred).square().mean({axis})
-''',
-    "mean_absolute_error": '''def mean_absolute_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+""",
+    "mean_absolute_error": """def mean_absolute_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     return (y_true.reshape(y_pred.shape) - y_pred).abs().mean({axis})
-''',
+""",
 }
 _METRIC_NEEDS = {"accuracy": ("binary_accuracy", "sparse_categorical_accuracy", "categorical_accuracy")}
 
@@ -583,7 +606,9 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, pat
     return step
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, x, y
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One Keras training step on the batch (x, y); returns the loss and the predictions."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -670,7 +695,13 @@ def fit(
 
 
 def render_train(
-    spec: dict[str, Any], *, class_name: str, source: str, version: str, class_axis: int = -1, state_step: int | None = None
+    spec: dict[str, Any],
+    *,
+    class_name: str,
+    source: str,
+    version: str,
+    class_axis: int = -1,
+    state_step: int | None = None,
 ) -> str:
     """The source of train.py for the training spec (see translate/keras_reader/training.py)."""
     opt, loss = spec.get("optimizer"), spec.get("loss")
@@ -686,11 +717,15 @@ def render_train(
     clip_kind = next((k for k in ("clipnorm", "global_clipnorm", "clipvalue") if c.get(k)), None)
     parts = [
         _HEADER.format(
-            cls=class_name, version=version, source=source, optimizer=_describe(opt, shown),
-            loss=_describe(loss, {**loss["config"], "reduction": loss["reduction"]}), metrics=spec.get("metrics") or [],
+            cls=class_name,
+            version=version,
+            source=source,
+            optimizer=_describe(opt, shown),
+            loss=_describe(loss, {**loss["config"], "reduction": loss["reduction"]}),
+            metrics=spec.get("metrics") or [],
             clip=f"gradient clipping ({clip_kind}), " if clip_kind else "",
             resume=_RESUME.format(step=state_step) if state_step is not None else "",
-        )  # fmt: skip
+        )
     ]
     constants = ["EPSILON = 1e-7  # keras.backend.epsilon(): probabilities are clipped to [EPSILON, 1 - EPSILON]"]
     if clip_kind:
@@ -725,15 +760,16 @@ def render_train(
             decay_call="    decay_weights(optimizer)\n" if c.get("weight_decay") else "",
             resume_doc=", resuming from optimizer.safetensors when `resume`" if resume else "",
             resume_code=(
-                "        state_file = Path(__file__).with_name(\"optimizer.safetensors\")\n"
+                '        state_file = Path(__file__).with_name("optimizer.safetensors")\n'
                 "        if resume and state_file.is_file():\n"
-                "            start = int(load_file(str(state_file))[\"step\"].item())\n"
-            ) if resume else "",
-            resume_load=(
-                "        if start:\n"
-                "            load_optimizer_state(model, optimizer, state_file)\n"
-            ) if resume else "",
-        )  # fmt: skip
+                '            start = int(load_file(str(state_file))["step"].item())\n'
+            )
+            if resume
+            else "",
+            resume_load=("        if start:\n            load_optimizer_state(model, optimizer, state_file)\n")
+            if resume
+            else "",
+        )
     )
     return "".join(parts)
 
@@ -768,9 +804,15 @@ def render_training(output: Any, graph: Any, *, source: str, version: str) -> No
         state = graph.meta.get("training_state")
         step = int(state["step"]) if state is not None else None
         output.train_source = format_training(
-            render_train(spec, class_name=output.class_name, source=source, version=version,
-                         class_axis=class_axis_of(graph), state_step=step)
-        )  # fmt: skip
+            render_train(
+                spec,
+                class_name=output.class_name,
+                source=source,
+                version=version,
+                class_axis=class_axis_of(graph),
+                state_step=step,
+            )
+        )
         entry["file"] = "train.py"
         if state is not None:
             output.optimizer_state = state
