@@ -257,3 +257,99 @@ def test_no_optimizer_hyperparameter_is_lost(cls: str, tmp_path: Path) -> None:
         held = [group[n] for n in names if n in group]
         assert held and held[0] == pytest.approx(value), f"{cls}: {key}={value} lost (param group: {group})"
     assert train_py.CLIPNORM == pytest.approx(0.7)
+
+
+def exec_code(code: str) -> dict:
+    namespace: dict = {}
+    exec(  # noqa: S102  (the generated code, as train.py would run it)
+        compile("import math\nimport torch\nfrom torch import nn\nEPSILON = 1e-7\n" + code, "<train.py>", "exec"),
+        namespace,
+    )
+    return namespace
+
+
+SCHEDULES = [
+    ("ExponentialDecay", {"initial_learning_rate": 0.1, "decay_steps": 3, "decay_rate": 0.7}),
+    ("ExponentialDecay", {"initial_learning_rate": 0.1, "decay_steps": 3, "decay_rate": 0.7, "staircase": True}),
+    ("InverseTimeDecay", {"initial_learning_rate": 0.1, "decay_steps": 4, "decay_rate": 0.5}),
+    ("InverseTimeDecay", {"initial_learning_rate": 0.1, "decay_steps": 4, "decay_rate": 0.5, "staircase": True}),
+    ("PiecewiseConstantDecay", {"boundaries": [3, 7, 12], "values": [0.1, 0.05, 0.01, 0.001]}),
+    ("PolynomialDecay", {"initial_learning_rate": 0.1, "decay_steps": 10, "end_learning_rate": 0.01, "power": 2.0}),
+    ("PolynomialDecay", {"initial_learning_rate": 0.1, "decay_steps": 7, "power": 0.5, "cycle": True}),
+    ("CosineDecay", {"initial_learning_rate": 0.1, "decay_steps": 12, "alpha": 0.2}),
+    ("CosineDecay", {"initial_learning_rate": 0.0, "decay_steps": 12, "warmup_target": 0.1, "warmup_steps": 5}),
+]
+
+
+@pytest.mark.parametrize(("cls", "config"), SCHEDULES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(SCHEDULES)])
+def test_schedules_follow_keras(cls: str, config: dict) -> None:
+    from ktorch.translate.keras_reader.training import parse_optimizer
+    from ktorch.translate.torch_writer.training import render_schedule
+
+    schedule = getattr(keras.optimizers.schedules, cls)(**config)
+    spec = parse_optimizer(
+        {"class_name": "SGD", "config": {"learning_rate": keras.saving.serialize_keras_object(schedule)}}, []
+    )
+    learning_rate = exec_code(render_schedule(spec["schedule"]))["learning_rate"]
+    for step in range(30):
+        expected = float(schedule(step))
+        assert learning_rate(step) == pytest.approx(expected, rel=1e-5, abs=1e-9)  # Keras: float32, f"step {step}"
+
+
+LOSSES = [
+    (keras.losses.CategoricalCrossentropy(), "onehot", "softmax"),
+    (keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2), "onehot", None),
+    (keras.losses.CategoricalCrossentropy(label_smoothing=0.1), "onehot", "softmax"),
+    (keras.losses.SparseCategoricalCrossentropy(), "sparse", "softmax"),
+    (keras.losses.SparseCategoricalCrossentropy(from_logits=True), "sparse", None),
+    (keras.losses.BinaryCrossentropy(), "binary", "sigmoid"),
+    (keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.1), "binary", None),
+    (keras.losses.MeanSquaredError(), "real", None),
+    (keras.losses.MeanAbsoluteError(), "real", None),
+    (keras.losses.Huber(), "real", None),  # Keras does not store delta
+    (keras.losses.MeanSquaredError(reduction="sum"), "real", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("loss", "labels", "activation"), LOSSES, ids=[f"{type(x[0]).__name__}-{i}" for i, x in enumerate(LOSSES)]
+)
+def test_losses_follow_keras(loss, labels: str, activation: str | None) -> None:
+    from ktorch.translate.keras_reader.training import parse_loss
+    from ktorch.translate.torch_writer.training import render_loss
+
+    spec = parse_loss(keras.saving.serialize_keras_object(loss), [])
+    loss_fn = exec_code(render_loss(spec, -1))["loss_fn"]
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4)).astype("float32") * 3
+    y_pred = {"softmax": keras.ops.softmax, "sigmoid": keras.ops.sigmoid}.get(activation, lambda a: a)(logits)
+    y_pred = np.array(y_pred)
+    y_true = {
+        "onehot": np.eye(4, dtype="float32")[rng.integers(0, 4, 6)],
+        "sparse": rng.integers(0, 4, 6),
+        "binary": rng.integers(0, 2, (6, 4)).astype("float32"),
+        "real": rng.normal(size=(6, 4)).astype("float32"),
+    }[labels]
+    expected = float(loss(y_true, y_pred))
+    got = float(loss_fn(torch.from_numpy(y_pred), torch.from_numpy(y_true)))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_fit_history_matches_keras_fit(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    kmodel = dense_model()
+    kmodel.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    path = tmp_path / "model.keras"
+    kmodel.save(path)
+    converted = Converted(path, tmp_path / "out")
+    data = batches(kmodel, "sparse_categorical_crossentropy", 3)
+    data[-1] = (data[-1][0][:5], data[-1][1][:5])  # a short last batch: the epoch averages weigh samples
+    x = np.concatenate([b[0] for b in data])
+    y = np.concatenate([b[1] for b in data])
+    expected = kmodel.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+    tmodel = converted.model_py.load()
+    loader = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in data]
+    history = converted.train_py.fit(tmodel, loader, epochs=2, verbose=False)
+    assert set(history) == {"loss", "accuracy"}
+    for key in history:
+        np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)

@@ -173,6 +173,8 @@ def parse_loss(obj: Any, warnings: list[str]) -> dict[str, Any] | None:
         warnings.append(f"loss {cls} has no PyTorch translation; train.py leaves loss_fn() to you")
         return None
     options = {k: config.get(k, v) for k, v in LOSS_DEFAULTS[cls].items()}
+    if cls == "Huber" and "delta" not in config:  # Huber.get_config leaves delta out (Keras 3.15)
+        warnings.append("Keras does not store Huber's delta: train.py uses 1.0, as keras.models.load_model does")
     reduction = config.get("reduction", "sum_over_batch_size")
     if reduction not in REDUCTIONS:
         warnings.append(f"loss reduction {reduction!r} is not translated; train.py averages over the batch")
