@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .graph import Graph
+from .graph.errors import KtorchError
 from .translate.keras_reader.file import KerasFile, open_keras_file
 from .translate.keras_reader.training import TrainingSetup, read_training_setup
 from .translate.torch_writer.training import slot_groups, uses_torch_optimizer
@@ -169,7 +170,7 @@ def attach_training(path: Path, graph: Graph, emit: Callable[[Any], dict[str, np
                     "not a plain rearrangement of a Keras weight"
                 )
             graph.meta["training_state"] = state
-        except (ValueError, IndexError) as exc:
+        except (KtorchError, ValueError, IndexError, KeyError, TypeError) as exc:  # the model still converts
             notes.append(f"the optimizer state is not migrated: {exc}")
     for note in notes:
         warnings.warn(f"training setup: {note}", stacklevel=2)
