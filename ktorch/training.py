@@ -121,11 +121,13 @@ def migrate_state(
     for k, (key, index) in mapping.items():
         for name, arrays in slots.items():
             value = np.asarray(arrays[k], dtype=np.float32).reshape(-1)[index].reshape(shapes[key])
-            if torch_sgd:  # Keras's velocity holds -lr * torch's momentum buffer
+            if torch_sgd and name == "momentum_buffer":  # Keras's velocity holds -lr * torch's buffer
                 value = -value / np.float32(lr if lr is not None else opt["learning_rate"])
             tensors[f"{key}.{name}"] = np.ascontiguousarray(value)
         if opt["class"] in STEP_SLOTS:
             tensors[f"{key}.step"] = np.asarray(float(iterations), dtype=np.float32)
+        if "ema" in slots:
+            tensors[f"{key}.ema_step"] = np.asarray(float(iterations), dtype=np.float32)
         for name, value in scalars.items():
             tensors[f"{key}.{name}"] = np.asarray(value, dtype=np.float32)
     return tensors
@@ -158,8 +160,8 @@ def attach_training(path: Path, graph: Graph, emit: Callable[[Any], dict[str, np
                     f"the saved learning rate {lr:g} (set after compile) replaces the compiled {opt['learning_rate']:g}"
                 )
                 opt["learning_rate"] = lr
-            if opt["config"].get("use_ema") or opt["config"].get("gradient_accumulation_steps"):
-                raise ValueError("EMA or gradient-accumulation variables are not migrated")
+            if opt["config"].get("gradient_accumulation_steps"):
+                raise ValueError("gradient-accumulation variables are not migrated")
             mapping, problems, shapes = trace_parameters(path, setup, emit)
             state = migrate_state(setup, spec, mapping, shapes)
             missing = [setup.trainable[k][0] for k in range(len(setup.trainable)) if k not in mapping]

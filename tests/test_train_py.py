@@ -156,6 +156,11 @@ CASES = {
         "huber",
     ),
     "nadam": (dense_model, lambda: keras.optimizers.Nadam(0.01), "categorical_crossentropy"),
+    "adam-ema-overwrite": (
+        conv_model,
+        lambda: keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.7, ema_overwrite_frequency=2),
+        "categorical_crossentropy",
+    ),
     "adadelta": (dense_model, lambda: keras.optimizers.Adadelta(1.0), "categorical_crossentropy"),
 }
 
@@ -189,8 +194,9 @@ def test_training_steps_match_keras(case: str, tmp_path: Path) -> None:
         lambda: keras.optimizers.RMSprop(
             keras.optimizers.schedules.PiecewiseConstantDecay([2, 4], [0.01, 0.005, 0.001]), momentum=0.3
         ),
+        lambda: keras.optimizers.SGD(0.05, momentum=0.5, use_ema=True, ema_momentum=0.6, ema_overwrite_frequency=5),
     ],
-    ids=["adam-amsgrad", "sgd-momentum", "rmsprop-piecewise"],
+    ids=["adam-amsgrad", "sgd-momentum", "rmsprop-piecewise", "sgd-ema"],
 )
 def test_resume_from_migrated_optimizer_state(make_optimizer, tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)

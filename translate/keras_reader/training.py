@@ -149,7 +149,6 @@ def parse_optimizer(obj: Any, warnings: list[str]) -> dict[str, Any] | None:
     elif lr is not None:
         lr = float(lr)
     for key, what in (
-        ("use_ema", "the moving average of the weights (use_ema)"),
         ("gradient_accumulation_steps", "gradient accumulation"),
         ("loss_scale_factor", "loss scaling"),
     ):

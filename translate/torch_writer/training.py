@@ -346,7 +346,8 @@ def slot_groups(opt: dict[str, Any]) -> tuple[list[tuple[str, ...]], list[str]]:
         "Nadam": [("exp_avg", "exp_avg_sq")],
     }
     groups["AdamW"] = groups["Adam"]
-    return groups[cls], (["mu_product"] if cls == "Nadam" else [])
+    ema = [("ema",)] if c.get("use_ema") else []  # the base optimizer's build creates the averages first
+    return ema + groups[cls], (["mu_product"] if cls == "Nadam" else [])
 
 
 def _describe(obj: dict[str, Any] | None, keys: dict[str, Any]) -> str:
@@ -441,6 +442,34 @@ _DECAY = '''def decay_weights(optimizer: torch.optim.Optimizer) -> None:
                 if p.grad is not None:
                     p.sub_(p * WEIGHT_DECAY * group["lr"])
 '''
+
+_EMA = '''def update_weight_average(optimizer: torch.optim.Optimizer) -> None:
+    """Keras's use_ema: after each update, average = EMA_MOMENTUM * average + (1 - EMA_MOMENTUM) * w
+    (the first step copies w){overwrite_doc}. The average lives in the optimizer's state ("ema")."""
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = optimizer.state[p]
+                if "ema" not in state:
+                    state["ema"], state["ema_step"] = p.detach().clone(), torch.tensor(0.0)
+                else:
+                    state["ema"].mul_(EMA_MOMENTUM).add_(p * (1 - EMA_MOMENTUM))
+                state["ema_step"] += 1
+{overwrite}
+
+def use_weight_average(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Give the model its averaged weights, as Keras's fit does when it ends (finalize_variable_values)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if "ema" in optimizer.state[p]:
+                p.copy_(optimizer.state[p]["ema"])
+'''
+_EMA_OVERWRITE = """                if int(state["ema_step"]) % EMA_OVERWRITE_FREQUENCY == 0:
+                    p.copy_(state["ema"])
+"""
+
 
 # -- losses, as keras/src/losses/losses.py and keras/src/backend/tensorflow/nn.py --------------
 _LOSSES = {
@@ -599,7 +628,7 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, pat
     for key, tensor in tensors.items():
         name, slot = key.rsplit(".", 1)
         state = optimizer.state[parameters[name]]
-        if slot in ("step", "mu_product"):  # per-parameter scalars
+        if slot in ("step", "mu_product", "ema_step"):  # per-parameter scalars
             state[slot] = tensor.clone().float()
         else:
             state[slot] = tensor.to(parameters[name].device, parameters[name].dtype).clone()
@@ -619,7 +648,7 @@ def train_step(
         loss = loss + model.regularization_loss()
     loss.backward()
 {clip_call}{decay_call}    optimizer.step()
-    if hasattr(model, "apply_constraints"):  # Keras applies the weight constraints after the update
+{ema_call}    if hasattr(model, "apply_constraints"):  # Keras applies the weight constraints after the update
         model.apply_constraints()
     if scheduler is not None:
         scheduler.step()
@@ -690,7 +719,7 @@ def fit(
             history.setdefault(key, []).append(value)
         if verbose:
             print(f"epoch {{epoch + 1}}/{{epochs}}: " + ", ".join(f"{{k}}={{v:.4f}}" for k, v in logs.items()))
-    return history
+{ema_final}    return history
 '''
 
 
@@ -732,6 +761,10 @@ def render_train(
         constants.append(f"{clip_kind.upper()} = {py_literal(float(c[clip_kind]))}")
     if c.get("weight_decay"):
         constants.append(f"WEIGHT_DECAY = {py_literal(float(c['weight_decay']))}")
+    if c.get("use_ema"):
+        constants.append(f"EMA_MOMENTUM = {py_literal(float(c['ema_momentum']))}")
+        if c.get("ema_overwrite_frequency"):
+            constants.append(f"EMA_OVERWRITE_FREQUENCY = {int(c['ema_overwrite_frequency'])}")
     parts.append("\n" + "\n".join(constants) + "\n")
     if opt["schedule"] is not None:
         parts.append("\n\n" + render_schedule(opt["schedule"]))
@@ -742,6 +775,17 @@ def render_train(
         parts.append("\n\n" + _CLIP[clip_kind])
     if c.get("weight_decay"):
         parts.append("\n\n" + _DECAY)
+    if c.get("use_ema"):
+        every = c.get("ema_overwrite_frequency")
+        parts.append(
+            "\n\n"
+            + _EMA.format(
+                overwrite_doc=", and every EMA_OVERWRITE_FREQUENCY steps the weights become the average"
+                if every
+                else "",
+                overwrite=_EMA_OVERWRITE if every else "",
+            )
+        )
     parts.append("\n\n" + render_loss(loss, class_axis))
     names: list[str] = []
     for m in spec.get("metrics") or []:
@@ -758,6 +802,10 @@ def render_train(
             optimizer_body=body,
             clip_call="    clip_gradients(model)\n" if clip_kind else "",
             decay_call="    decay_weights(optimizer)\n" if c.get("weight_decay") else "",
+            ema_call="    update_weight_average(optimizer)\n" if c.get("use_ema") else "",
+            ema_final="    use_weight_average(model, optimizer)  # Keras's fit ends on the averaged weights\n"
+            if c.get("use_ema")
+            else "",
             resume_doc=", resuming from optimizer.safetensors when `resume`" if resume else "",
             resume_code=(
                 '        state_file = Path(__file__).with_name("optimizer.safetensors")\n'
