@@ -54,3 +54,11 @@ class ParityError(KtorchError):
 
 class OutputExistsError(KtorchError):
     """The output directory exists and is not empty, and --force was not given."""
+
+    exit_code = 2
+
+
+class UnsafeOutputError(OutputExistsError):
+    """The output path is one ktorch never writes to, --force or not: a file, a symbolic
+    link, the current or home directory (or one above them), a repository root, a place
+    that holds or is the source, or a directory holding files ktorch did not write."""

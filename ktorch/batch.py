@@ -65,6 +65,8 @@ class Job:
     src: str
     out: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    refused: str = ""  # why the output may not be written (checked before any worker starts)
+    refused_code: int = EXIT_OK
 
 
 @dataclass
@@ -95,16 +97,43 @@ def output_name(src: str, to: str | None) -> str:
     return f"{stem}_{to}"
 
 
+def default_out(src: str, to: str | None) -> str:
+    """Where a single conversion writes `src` by default: beside a path source, in the
+    current directory for a 'package.module:factory'."""
+    from .sources import is_factory_string
+
+    name = output_name(src, to)
+    if is_factory_string(src):
+        return name
+    path = Path(src) if Path(src).name not in ("", "..") else Path(src).resolve()
+    return str(path.with_name(name))
+
+
 def plan(sources: Sequence[str], outdir: Path | None, to: str | None, options: dict[str, Any]) -> list[Job]:
-    """One job per source; two sources that would write the same directory are refused."""
+    """One job per source; two sources that would write the same directory are refused.
+    Each job's output is checked (translate.output.check_output, against every source of the
+    batch) before any worker starts: a job whose output may not be written is marked
+    `refused` and reported as failed without running."""
+    from .graph.errors import KtorchError
+    from .sources import is_factory_string
+    from .translate.output import check_output
+
+    read = [s for s in sources if not is_factory_string(s)] + [options.get("weights")]
     jobs, owners = [], {}
     for src in sources:
-        out = None if outdir is None else str(outdir / output_name(src, to))
-        if out is not None:
-            if out in owners:
-                raise ModelFileError(f"{owners[out]} and {src} would both be written to {out}; convert them in separate runs or rename one")
-            owners[out] = src
-        jobs.append(Job(src, out, dict(options, to=to)))
+        out = default_out(src, to) if outdir is None else str(outdir / output_name(src, to))
+        key = os.path.abspath(out)
+        if key in owners:
+            raise ModelFileError(
+                f"{owners[key]} and {src} would both be written to {out}; convert them in separate runs or rename one"
+            )
+        owners[key] = src
+        job = Job(src, out, dict(options, to=to))
+        try:
+            check_output(Path(out), force=bool(options.get("force")), sources=read)
+        except KtorchError as exc:
+            job.refused, job.refused_code = _one_line(str(exc)), exc.exit_code
+        jobs.append(job)
     return jobs
 
 
@@ -123,16 +152,26 @@ def _init_worker(plugins: Sequence[str], threads: int) -> None:
             load_plugin(module)
 
 
+_interrupted = False  # this worker saw Ctrl-C: the jobs already queued to it are not started
+
+
 def convert_one(job: Job) -> Outcome:
-    """Convert one model (in a worker); every error becomes an Outcome, never an exception."""
+    """Convert one model (in a worker); every error becomes an Outcome, never an exception
+    (Ctrl-C excepted: it stops the batch)."""
+    global _interrupted
     from .api import convert
     from .graph.errors import KtorchError
     from .sources import is_factory_string
 
+    if _interrupted:
+        return Outcome(job.src, job.out, False, 0.0, EXIT_INTERRUPTED, "not started: interrupted")
     t0 = time.perf_counter()
     src: Any = job.src if is_factory_string(job.src) else Path(job.src)
     try:
         result = convert(src, job.out, **job.options)
+    except KeyboardInterrupt:
+        _interrupted = True
+        raise
     except KtorchError as exc:
         return Outcome(job.src, job.out, False, time.perf_counter() - t0, exc.exit_code, _one_line(str(exc)), traceback.format_exc())
     except Exception as exc:  # noqa: BLE001 - an internal error is this model's failure, not the batch's
@@ -176,9 +215,14 @@ def run_batch(
         outcomes[index] = outcome
         _print_progress(stream, len(outcomes), total, outcome, debug)
 
+    before = [_identity(job.out) for job in jobs]
     print(f"converting {total} model(s) with {workers} process(es)", file=stream, flush=True)
     try:
-        suspects = _run_pool(jobs, range(total), workers, plugins, threads, report)
+        for index, job in enumerate(jobs):
+            if job.refused:
+                report(index, Outcome(job.src, job.out, False, 0.0, job.refused_code, job.refused))
+        runnable = [i for i in range(total) if not jobs[i].refused]
+        suspects = _run_pool(jobs, runnable, workers, plugins, threads, report) if runnable else []
         for index in suspects:  # in flight when a worker died: alone, each in a fresh worker
             if index in outcomes:
                 continue
@@ -186,7 +230,7 @@ def run_batch(
             for i in left:
                 report(i, Outcome(jobs[i].src, jobs[i].out, False, 0.0, EXIT_CANNOT_RUN, "the worker process died while converting it (a crash in a native library?)"))
     except KeyboardInterrupt:
-        print(f"ktorch: interrupted after {len(outcomes)} of {total} model(s); unfinished outputs were not written", file=stream, flush=True)
+        _print_interrupted(stream, jobs, before)
         return [outcomes[i] for i in sorted(outcomes)], EXIT_INTERRUPTED
     ordered = [outcomes[i] for i in range(total)]
     failed = [o for o in ordered if not o.ok]
@@ -199,6 +243,36 @@ def run_batch(
         print(f"converted {total} of {total} model(s) in {seconds:.1f}s", file=stream)
     stream.flush()
     return ordered, max((o.exit_code for o in failed), default=EXIT_OK)
+
+
+def _identity(out: str | None) -> tuple[int, int] | None:
+    """The output directory's (device, inode), or None when there is none: each conversion
+    moves a new directory into place, so a changed identity means a completed output."""
+    if out is None:
+        return None
+    try:
+        st = os.stat(out, follow_symlinks=False)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _print_interrupted(stream: TextIO, jobs: Sequence[Job], before: Sequence[tuple[int, int] | None]) -> None:
+    """Which outputs a Ctrl-C left written completely and which it did not, read from the
+    disk once the workers have stopped (a worker may finish a model that the parent never
+    heard of). An output is moved into place only when complete, so there is nothing between."""
+    from .translate.output import MANIFEST
+
+    written, unwritten = [], []
+    for job, old in zip(jobs, before):
+        now = _identity(job.out)
+        done = now is not None and now != old and job.out is not None and (Path(job.out) / MANIFEST).is_file()
+        (written if done else unwritten).append(str(job.out))
+    print(f"ktorch: interrupted; {len(written)} of {len(jobs)} output(s) written completely", file=stream, end="")
+    print(f": {', '.join(written)}" if written else "", file=stream)
+    if unwritten:
+        print(f"ktorch: not written (whatever was there before is unchanged): {', '.join(unwritten)}", file=stream)
+    stream.flush()
 
 
 def _run_pool(

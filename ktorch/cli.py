@@ -48,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         "-o",
         "--out",
         type=Path,
-        help="output directory (default: SRC without suffix + '_torch', beside SRC); with several sources, "
-        "the directory that receives one <stem>_torch/ (or <stem>_keras/) per source",
+        help="output directory (default: SRC without suffix + '_torch', beside SRC), created with any missing parent "
+        "directories; with several sources, the directory that receives one <stem>_torch/ (or <stem>_keras/) per source",
     )
     c.add_argument("-j", "--jobs", type=int, metavar="N", help="batch: models converted at once, each in its own process (default: CPU count, at most one per model)")
     c.add_argument(
@@ -70,7 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--input-dtype", action="append", default=[], metavar="float32", help="dtype of each --input-shape input (default float32)")
     c.add_argument("--weights", type=Path, help="for 'package.module:factory': a state_dict (.pt/.pth, loaded with weights_only=True, or .safetensors) to load")
     c.add_argument("--no-verify", action="store_true", help="skip the parity check")
-    c.add_argument("--force", action="store_true", help="replace an existing non-empty output directory (only once the new one is complete)")
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier ktorch output directory, once the new one is complete; ktorch never replaces anything else "
+        "(a file, a link, a directory with other files, the current or home directory, a repository root, the source)",
+    )
     c.add_argument(
         "--tolerance",
         type=float,
@@ -114,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     e.add_argument("--input-shape", action="append", default=[], metavar="1,3,224,224", help="PyTorch factories: the shape of each input")
     e.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
+    e.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing OUT file (never a link, a directory or the source); the file appears only once complete",
+    )
     e.add_argument("--tolerance", type=float, default=DEFAULT_RTOL, help=f"max error relative to each output's scale (default {DEFAULT_RTOL:g})")
     e.add_argument("--trust-code", action="store_true", help="allow Keras Lambda layers to be deserialized (trusted files only)")
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -219,7 +229,7 @@ def _export(args: argparse.Namespace) -> int:
         shapes = [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
     except ValueError:
         raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
-    result = export(src, args.out, opset=args.opset, input_shapes=shapes or None, verify=not args.no_verify, tolerance=args.tolerance, trust_code=args.trust_code)
+    result = export(src, args.out, opset=args.opset, input_shapes=shapes or None, verify=not args.no_verify, tolerance=args.tolerance, trust_code=args.trust_code, force=args.force)
     console = _console()
     check = "" if result.parity is None else f"; ONNX Runtime vs source: max rel err {result.parity.worst_rel:.3g}"
     console.print(f"[green]wrote[/] {result.path} ({result.exporter}, opset {result.opset}{check})")
@@ -277,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"convert": _convert_batch if batch else _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
     if args.debug:
         os.environ["KTORCH_DEBUG"] = "1"  # show native library output too
+    from .translate.output import written_outputs
+
+    already_written = len(written_outputs())
     try:
         if getattr(args, "plugin", None):
             from .plugins import load_plugin
@@ -290,7 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ktorch: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("ktorch: interrupted; nothing was written", file=sys.stderr)
+        written = written_outputs()[already_written:]
+        if written:  # the interruption came after the finished output was moved into place
+            print(f"ktorch: interrupted; {', '.join(map(str, written))} had been written completely", file=sys.stderr)
+        else:
+            print("ktorch: interrupted; nothing was written", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: still one line unless --debug
         if args.debug:

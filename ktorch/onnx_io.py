@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from .graph.errors import ModelFileError, ParityError
-from .sources import KERAS_SUFFIXES, is_factory_string, is_torch_source
-from .translate.output import read_manifest
+from .sources import KERAS_SUFFIXES, is_factory_string, is_torch_source, source_paths
+from .translate.output import check_output_file, read_manifest, staged_file
 from .verify.compare import DEFAULT_RTOL
 
 EXPORT_OPSET = 17
@@ -120,17 +120,36 @@ def export(
     tolerance: float = DEFAULT_RTOL,
     seed: int = 0,
     trust_code: bool = False,
+    force: bool = False,
 ) -> ExportResult:
     """Export a Keras file (with tf2onnx) or a PyTorch model (.pt2, factory string,
     nn.Module or a ktorch PyTorch directory, with torch.onnx.export) to `dst`, then run
     the source and ONNX Runtime on the same seeded inputs and compare (unless verify=False).
-    Raises ParityError when the exported model differs from the source."""
+    An existing `dst` is replaced only with `force` (never a link, a directory or the source); the
+    file appears only once complete. Raises ParityError when the exported model differs from the
+    source (the file is kept for inspection)."""
+    dst = Path(dst)
+    check_output_file(dst, force=force, sources=source_paths(src))
+    with staged_file(dst) as staging:
+        result, comparisons = _export_and_check(src, staging, opset, input_shapes, verify, tolerance, seed, trust_code)
+    result.path = dst
+    if result.parity is not None and not result.parity.passed:
+        worst = max(comparisons, key=lambda c: c.max_rel)
+        raise ParityError(
+            f"{dst}: the exported ONNX model differs from the source: {worst.name} has relative error "
+            f"{worst.max_rel:.3g} > {tolerance:g}"
+        )
+    return result
+
+
+def _export_and_check(
+    src: Any, dst: Path, opset: int, input_shapes: Sequence[Sequence[int]] | None, verify: bool, tolerance: float,
+    seed: int, trust_code: bool,
+) -> tuple[ExportResult, list[Any]]:  # fmt: skip
     from .verify.compare import compare
     from .verify.onnx_referee import run_onnx
     from .verify.parity import ParityResult
 
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     if isinstance(src, (str, Path)) and Path(src).suffix.lower() in KERAS_SUFFIXES:
@@ -157,7 +176,7 @@ def export(
     timings = {"export": time.perf_counter() - t0}
     result = ExportResult(dst, exporter, opset, timings=timings)
     if not verify:
-        return result
+        return result, []
     t1 = time.perf_counter()
     expected = run_source()
     got = run_onnx(dst, arrays)
@@ -166,7 +185,4 @@ def export(
     comparisons = [compare(f"output_{i}", ref, g, tolerance) for i, (ref, g) in enumerate(zip(expected, got))]
     result.parity = ParityResult(comparisons, "cpu", backend, seed, 2, {"onnx": "onnxruntime"})
     timings["verify"] = time.perf_counter() - t1
-    if not result.parity.passed:
-        worst = max(comparisons, key=lambda c: c.max_rel)
-        raise ParityError(f"{dst}: the exported ONNX model differs from the source: {worst.name} has relative error {worst.max_rel:.3g} > {tolerance:g}")
-    return result
+    return result, comparisons

@@ -19,8 +19,8 @@ from .graph.errors import ModelFileError
 from .graph.ir import Value
 from .manifest import Perm, SourceIO, build_manifest, io_specs, layout_of, model_info
 from .result import ConversionResult
-from .sources import default_output, is_factory_string
-from .translate.output import check_target, raise_on_mismatch, write_verified
+from .sources import default_output, is_factory_string, source_paths
+from .translate.output import check_output, raise_on_mismatch, write_verified
 from .verify.profiles import select_profile
 from .version import __version__
 
@@ -95,7 +95,8 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
     if isinstance(src, (str, Path)) and not is_factory_string(str(src)) and not Path(src).exists():
         raise ModelFileError(f"{src}: no such file")
     out = Path(out) if out is not None else default_output(src, direction.target)
-    check_target(out, options.force)  # before any expensive work
+    sources = [*source_paths(src), options.weights]  # what the conversion reads: never written over
+    check_output(out, force=options.force, sources=sources)  # before any expensive work
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     read = direction.read(src, options, timings)
@@ -135,8 +136,9 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         return direction.check(read, staging, manifest, options)
 
     write = write_lean(writer, rendered, graph, options) if direction.target == "keras" else lambda d: writer.write(rendered, d)
+    verify = check if options.verify else None
     parity = write_verified(
-        out, force=options.force, manifest=manifest, write=write, verify=check if options.verify else None, timings=timings
+        out, force=options.force, manifest=manifest, write=write, verify=verify, timings=timings, sources=sources
     )
     timings["total"] = time.perf_counter() - t0
     keras_model = emitted_keras_model(read, rendered, out) if direction.target == "keras" else None

@@ -108,7 +108,7 @@ def default_output(src: Any, target: str) -> Path:
     """SRC without its suffix + '_torch' / '_keras', beside SRC; for objects and factories,
     the class or factory name in the current directory."""
     if isinstance(src, (str, Path)) and not is_factory_string(str(src)):
-        path = Path(src)
+        path = Path(src) if Path(src).name not in ("", "..") else Path(src).resolve()  # "." has no name
         stem = path.name.rstrip("/") if path.is_dir() else path.stem
         return path.with_name(f"{stem}_{target}")
     if is_factory_string(src):

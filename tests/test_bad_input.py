@@ -150,13 +150,17 @@ def test_lambda_layer_refused_without_trust(tmp_path, keras):
 
 def test_existing_output_is_not_overwritten_without_force(tmp_path, cnn):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    ktorch.convert(cnn, out, verify=False)
+    (out / "model.py").write_text("# mine")
     with pytest.raises(OutputExistsError, match="--force"):
         ktorch.convert(cnn, out, verify=False)
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "model.py").read_text() == "# mine"
     ktorch.convert(cnn, out, verify=False, force=True)
-    assert not (out / "keep.txt").exists() and (out / "model.py").exists()
+    assert (out / "model.py").read_text() != "# mine"
+    (out / "keep.txt").write_text("mine")  # not ktorch's: --force does not replace it (tests/test_output_safety.py)
+    with pytest.raises(OutputExistsError, match="not a directory ktorch wrote"):
+        ktorch.convert(cnn, out, verify=False, force=True)
+    assert (out / "keep.txt").read_text() == "mine"
 
 
 def test_interrupted_conversion_leaves_nothing(tmp_path, cnn, monkeypatch):

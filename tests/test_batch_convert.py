@@ -67,21 +67,23 @@ def test_glob_pattern_expanded_by_ktorch(models, tmp_path):
 
 def test_verification_and_flags_reach_each_model(models, tmp_path):
     """Verification runs by default in the workers; --layout keep and --force are passed on;
-    an existing output without --force is that model's failure (exit 1), not the batch's."""
+    an existing output without --force is that model's failure (exit 2, found before any
+    worker starts), not the batch's."""
     (models / "broken.h5").unlink()
     out = tmp_path / "out"
-    (out / "multi_torch").mkdir(parents=True)
-    (out / "multi_torch" / "keep.txt").write_text("mine")
+    done = run_cli("convert", str(models / "multi.keras"), "-o", str(out / "multi_torch"), "--no-verify")
+    assert done.returncode == 0, done.stderr
+    (out / "multi_torch" / "model.py").write_text("# mine")
     done = run_cli("convert", str(models / "cnn.h5"), str(models / "multi.keras"), "-o", str(out), "--layout", "keep", "--jobs", "1")
-    assert done.returncode == 1, done.stderr  # OutputExistsError
+    assert done.returncode == 2, done.stderr  # OutputExistsError
     assert any("parity" in line for line in progress_lines(done.stderr))
-    assert (out / "multi_torch" / "keep.txt").read_text() == "mine"
+    assert (out / "multi_torch" / "model.py").read_text() == "# mine"
     assert "pass --force" in done.stderr
     manifest = json.loads((out / "cnn_torch" / "ktorch.json").read_text())
     assert manifest["layout"]["mode"] == "keep" and manifest["parity"]["passed"]
     done = run_cli("convert", str(models / "multi.keras"), str(models / "cnn.h5"), "-o", str(out), "--no-verify", "--force")
     assert done.returncode == 0, done.stderr
-    assert not (out / "multi_torch" / "keep.txt").exists()
+    assert (out / "multi_torch" / "model.py").read_text() != "# mine"
 
 
 def test_a_crashing_worker_fails_only_its_model(models, tmp_path):
