@@ -221,6 +221,9 @@ def test_resume_from_migrated_optimizer_state(make_optimizer, tmp_path: Path) ->
             f"resumed step {i}: {float(got)} vs {expected}"
         )
         assert_weights(converted, kmodel, tmodel, f"after resumed step {i + 1}")
+    # the output (train.py imported, so with its __pycache__) is ktorch's own: --force replaces it
+    ktorch.convert(path, converted.out, verify=False, force=True)
+    assert (converted.out / "optimizer.safetensors").is_file()
 
 
 NON_DEFAULT = {
