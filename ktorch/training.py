@@ -164,12 +164,17 @@ def attach_training(path: Path, graph: Graph, emit: Callable[[Any], dict[str, np
                 raise ValueError("gradient-accumulation variables are not migrated")
             mapping, problems, shapes = trace_parameters(path, setup, emit)
             state = migrate_state(setup, spec, mapping, shapes)
-            missing = [setup.trainable[k][0] for k in range(len(setup.trainable)) if k not in mapping]
-            if problems or missing:
-                names = sorted({"/".join(p) for p in missing} | set(problems))
+            missing = [f"{'/'.join(setup.trainable[k][0])} #{setup.trainable[k][1]}" for k in range(len(setup.trainable))
+                       if k not in mapping]  # fmt: skip
+            if missing:
                 notes.append(
-                    f"optimizer state not migrated for {', '.join(names[:5])}: "
-                    "not a plain rearrangement of a Keras weight"
+                    f"no optimizer state for {', '.join(missing[:5])}: model.py holds no tensor of its own for "
+                    "this Keras weight (folded into another layer by the conversion)"
+                )
+            if problems:
+                notes.append(
+                    f"no optimizer state for {', '.join(problems[:5])}: the tensor is computed from several Keras "
+                    "weights, not a rearrangement of one"
                 )
             graph.meta["training_state"] = state
         except (KtorchError, ValueError, IndexError, KeyError, TypeError) as exc:  # the model still converts
