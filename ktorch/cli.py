@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .version import __version__
 from .graph.errors import KtorchError
@@ -147,6 +147,9 @@ def _convert(args: argparse.Namespace) -> int:
     console = _console()
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
     shapes = _input_shapes(args)
+    import warnings
+
+    warnings.filterwarnings("ignore", message="training setup: ")  # listed after the summary line instead
     with Status("starting", console=console) as status:
         try:
             result = convert(
@@ -172,6 +175,7 @@ def _convert(args: argparse.Namespace) -> int:
         f"[green]wrote[/] {result.out}/ ({m['model'].get('class_name', m['model']['name'])}: {m['model']['nodes']} nodes, "
         f"{m['model']['parameters']:,} parameters, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
     )
+    _print_training(console, m.get("training"))
     if result.parity is not None:
         from rich.table import Table
 
@@ -180,6 +184,20 @@ def _convert(args: argparse.Namespace) -> int:
             table.add_row(c.name, str(tuple(c.shape)), f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
         console.print(table)
     return EXIT_OK
+
+
+def _print_training(console: Any, training: dict[str, Any] | None) -> None:
+    """One line for train.py (and the migrated optimizer state), one per setting not translated."""
+    if not training:
+        return
+    if training.get("file"):
+        opt = training["optimizer"]
+        state = training.get("optimizer_state")
+        schedule = f" + {opt['schedule']}" if opt.get("schedule") else ""
+        resume = f", optimizer state at step {state['step']} in {state['file']}" if state else ""
+        console.print(f"[green]training[/]: train.py ({opt['keras']}{schedule} -> {opt['torch']}, {training['loss']}{resume})")
+    for note in training.get("warnings", []):
+        console.print(f"[yellow]warning[/]: training setup: {note}")
 
 
 def _input_shapes(args: argparse.Namespace) -> list[list[int]]:
