@@ -391,3 +391,31 @@ def test_resume_batchnorm_model_whose_conv_bias_is_folded(tmp_path: Path) -> Non
         got, _ = converted.train_py.train_step(tmodel, optimizer, scheduler, to_torch_input(x), torch.from_numpy(y))
         assert abs(float(got) - expected) <= RTOL * abs(expected)
         assert_weights(converted, kmodel, tmodel, f"after resumed step {i + 1}")
+
+
+def test_tf_keras_h5_training_config(tmp_path: Path) -> None:
+    """A tf.keras 2 `.h5` keeps the compile configuration as `training_config` (Custom>Adam, metrics per
+    output, MeanMetricWrapper): train.py takes the same steps as tf.keras."""
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(0)
+    kmodel = tf_keras.Sequential([tf_keras.Input((6,)), tf_keras.layers.Dense(3, activation="softmax")])
+    kmodel.compile(
+        optimizer=tf_keras.optimizers.Adam(0.01, epsilon=1e-6), loss="sparse_categorical_crossentropy", metrics=["acc"]
+    )
+    path = tmp_path / "model.h5"
+    kmodel.save(path)
+    ktorch.convert(path, tmp_path / "out", verify=False)
+    manifest = json.loads((tmp_path / "out" / "ktorch.json").read_text())
+    assert manifest["training"]["metrics"][0].endswith("accuracy")  # the function tf.keras stored for "acc"
+    assert not any("optimizer state" in w for w in manifest["training"]["warnings"])  # never built: none to carry
+    train_py = import_file(tmp_path / "out" / "train.py")
+    tmodel = import_file(tmp_path / "out" / "model.py").load()
+    optimizer, scheduler = train_py.make_optimizer(tmodel)
+    assert optimizer.param_groups[0]["epsilon"] == pytest.approx(1e-6)
+    for x, y in batches(kmodel, "sparse_categorical_crossentropy", STEPS):
+        expected = keras_loss(kmodel.train_on_batch(x, y))
+        got, _ = train_py.train_step(tmodel, optimizer, scheduler, torch.from_numpy(x), torch.from_numpy(y))
+        assert abs(float(got) - expected) <= RTOL * abs(expected)
+        kernel, bias = kmodel.layers[-1].get_weights()
+        np.testing.assert_allclose(tmodel.dense.weight.detach().numpy(), kernel.T, rtol=RTOL, atol=1e-6)
+        np.testing.assert_allclose(tmodel.dense.bias.detach().numpy(), bias, rtol=RTOL, atol=1e-6)

@@ -129,6 +129,11 @@ def parse_optimizer(obj: Any, warnings: list[str]) -> dict[str, Any] | None:
     for key, value in config.items():
         if key not in known and value not in (None, False):
             warnings.append(f"optimizer option {key}={value!r} is not translated")
+    if config.get("is_legacy_optimizer"):
+        warnings.append(
+            f"a legacy tf.keras {cls} optimizer: train.py applies the Keras 3 update, which was checked against "
+            "Keras 3 only (legacy Adagrad, for one, adds epsilon outside the square root)"
+        )
     if config.get("decay"):
         warnings.append(
             f"the legacy optimizer option decay={config['decay']} is not translated (Keras 3 ignores it too)"
@@ -191,8 +196,14 @@ def parse_metrics(obj: Any, warnings: list[str]) -> list[str]:
     if isinstance(obj, dict) and "class_name" not in obj:
         obj = [m for ms in obj.values() for m in (ms if isinstance(ms, list) else [ms])]
     out = []
-    for m in obj if isinstance(obj, (list, tuple)) else [obj]:
-        cls, _ = _name(m)
+
+    def flat(items: Any) -> list[Any]:  # tf.keras 2 keeps one list per output
+        return [i for x in items for i in (flat(x) if isinstance(x, (list, tuple)) else [x])]
+
+    for m in flat(obj if isinstance(obj, (list, tuple)) else [obj]):
+        cls, config = _name(m)
+        if cls == "MeanMetricWrapper" and isinstance(config.get("fn"), str):  # tf.keras 2: the function's name
+            cls = config["fn"]
         if cls in METRIC_NAMES:
             out.append(METRIC_NAMES[cls])
         else:
@@ -242,6 +253,16 @@ def optimizer_variables(kfile: KerasFile) -> list[np.ndarray] | None:
     return [np.asarray(group[k]) for k in sorted(group.keys(), key=int)] or None
 
 
+def h5_optimizer_built(kfile: KerasFile) -> bool:
+    """Whether a .h5 file holds optimizer variables beyond the step count (and learning rate)."""
+    if "optimizer_weights" not in kfile._h5:
+        return False
+    names: list[str] = []
+    kfile._h5["optimizer_weights"].visititems(lambda n, o: names.append(n) if hasattr(o, "shape") else None)
+    steps = ("iter", "iteration", "iterations", "learning_rate")
+    return any(not n.split(":")[0].endswith(steps) for n in names)
+
+
 def read_training_setup(kfile: KerasFile) -> TrainingSetup | None:
     """The file's training setup, or None when the model was saved without being compiled."""
     config = compile_config(kfile)
@@ -262,6 +283,6 @@ def read_training_setup(kfile: KerasFile) -> TrainingSetup | None:
     if spec["optimizer"] is not None and kfile.kind == "keras":
         setup.optimizer_variables = optimizer_variables(kfile)
         setup.trainable = trainable_variables(kfile)
-    elif kfile.kind == "h5" and "optimizer_weights" in kfile._h5:
+    elif kfile.kind == "h5" and h5_optimizer_built(kfile):
         warnings.append("the optimizer state of a .h5 file is not migrated (save the model as .keras to carry it)")
     return setup
