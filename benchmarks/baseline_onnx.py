@@ -91,9 +91,8 @@ def route_onnx2torch(model: Any, shape: tuple, x: np.ndarray, expected: np.ndarr
 
 def route_ktorch_h5(path: Path, work: Path, x: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
     """ktorch.convert of the Keras file."""
-    from ktorch.verify.runners import import_emitted
-
     import ktorch
+    from ktorch.verify.runners import import_emitted
 
     t0 = time.perf_counter()
     try:
@@ -110,9 +109,8 @@ def route_ktorch_h5(path: Path, work: Path, x: np.ndarray, expected: np.ndarray)
 
 def route_ktorch_onnx(model: Any, shape: tuple, work: Path, x: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
     """tf2onnx, then ktorch's ONNX reader."""
-    from ktorch.verify.runners import import_emitted
-
     from ktorch import convert as convert_onnx
+    from ktorch.verify.runners import import_emitted
 
     onnx_path = work / f"{model.name}.onnx"
     t0 = time.perf_counter()

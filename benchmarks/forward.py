@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import interleaved_times, neutral_batchnorm_torch  # noqa: E402
+from run import interleaved_times, neutral_batchnorm_torch
 
 
 def emitted_class(path: Path):
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, ours, reference in pairs:
             x = torch.randn(args.batch, 3, 224, 224)
             with torch.no_grad():
-                t = interleaved_times({"emitted": lambda: ours(x), "torchvision": lambda: reference(x)}, args.rounds)
+                t = interleaved_times({"emitted": lambda: ours(x), "torchvision": lambda: reference(x)}, args.rounds)  # noqa: B023  (timed now)
             rows.append(row(name, f"cpu, {threads} threads", args.batch, t))
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 return run
 
             with torch.no_grad():
-                t = interleaved_times({"emitted": timed(lambda: ours(x)), "torchvision": timed(lambda: reference(x))}, 2 * args.rounds)
+                t = interleaved_times({"emitted": timed(lambda: ours(x)), "torchvision": timed(lambda: reference(x))}, 2 * args.rounds)  # noqa: B023  (timed now)
             rows.append(row(name, torch.cuda.get_device_name(), args.cuda_batch, t))
     for r in rows:
         print(json.dumps(r))

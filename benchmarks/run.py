@@ -25,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,7 +215,7 @@ def baseline_route(name: str, path: Path, shape: tuple) -> dict:
         spec = (tf.TensorSpec((None, *shape), tf.float32, name="input"),)
         onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
         module = onnx2torch.convert(onnx_model).eval()
-    except Exception as exc:  # the baseline failing is a result, not an error of ours
+    except Exception as exc:  # noqa: BLE001 - the baseline failing is a result, not an error of ours
         return {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:120]}"}
     seconds = time.perf_counter() - t0
     with torch.no_grad():

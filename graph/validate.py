@@ -32,7 +32,7 @@ def validate(graph: Graph) -> None:
         inferred = opdef.infer(node)
         if len(inferred) != len(node.outputs):
             raise GraphError(f"{where}: has {len(node.outputs)} outputs, its op kind infers {len(inferred)}")
-        for value, (shape, dtype) in zip(node.outputs, inferred):
+        for value, (shape, _dtype) in zip(node.outputs, inferred):
             if value.producer is not node:
                 raise GraphError(f"{where}: output {value.name!r} names another producer")
             if tuple(shape) != tuple(value.shape):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from . import (
+    errors,  # every public exception: ktorch.errors.ParityError, ...
+    verify,  # (ktorch.verify.assert_parity, ktorch.verify.verify_conversion)
+)
+from .api import ConversionResult, convert, inspect
 from .version import __version__
 
-from .api import ConversionResult, convert, inspect  # noqa: E402
-from . import verify  # noqa: E402  (ktorch.verify.assert_parity, ktorch.verify.verify_conversion)
-
-__all__ = ["ConversionResult", "__version__", "convert", "inspect", "verify"]
+__all__ = ["ConversionResult", "__version__", "convert", "errors", "inspect", "verify"]

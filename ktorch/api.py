@@ -8,14 +8,13 @@ from typing import Any
 
 from .graph import Graph
 from .graph.errors import ModelFileError
+from .options import DEFAULT_TARGET, Layout, normalize_layout
 from .pipeline import Options
 from .pipeline import convert as run_pipeline
 from .result import ConversionResult
 from .sources import KERAS_SUFFIXES, detect_source, source_kind
 
 __all__ = ["KERAS_SUFFIXES", "ConversionResult", "convert", "detect_source", "inspect", "read_graph"]
-
-LAYOUTS = ("torch", "keras", "native", "keep")  # the target framework's own name means native
 
 
 def read_graph(src: str | Path, *, trust_code: bool = False) -> Graph:
@@ -39,7 +38,7 @@ def convert(
     input_shapes: list | None = None,
     input_dtypes: list | None = None,
     weights: str | Path | None = None,
-    layout: str = "native",
+    layout: str | Layout = "native",
     verify: bool = True,
     force: bool = False,
     tolerance: float | None = None,
@@ -63,17 +62,16 @@ def convert(
 
     if to not in (None, "torch", "keras"):
         raise ValueError(f"to must be 'torch' or 'keras', not {to!r}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     kind = source_kind(src)
-    target = to or {"keras": "torch", "torch": "keras", "onnx": "torch"}[kind]
+    target = to or DEFAULT_TARGET[kind]
+    layout = normalize_layout(layout, target=target)  # "native" | "keep"; the target's own name means native
     if kind != "onnx" and target == kind:
         what = "a PyTorch model; it converts to Keras (to='keras')" if kind == "torch" else (
             "not a PyTorch source (.pt2, nn.Module, 'package.module:factory' or a ktorch PyTorch directory)"
         )
         raise ModelFileError(f"{src}: is {what}")
     options = Options(
-        keep_layout=layout == "keep", verify=verify, force=force, tolerance=tolerance, trust_code=trust_code,
+        keep_layout=layout is Layout.KEEP, verify=verify, force=force, tolerance=tolerance, trust_code=trust_code,
         inputs=inputs, seed=seed, progress=progress, example_inputs=example_inputs, input_shapes=input_shapes,
         input_dtypes=input_dtypes, weights=weights,
     )  # fmt: skip
@@ -99,16 +97,15 @@ def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]
 def inspect_torch(src: Any) -> list[dict[str, Any]]:
     """The ATen calls of a PyTorch source (.pt2 or a ktorch PyTorch directory), each with its
     module, output shape and whether a translator exists; nothing is converted."""
+    from .capture import capture, prepare_torch
     from .translate.registry import lookup
     from .translate.torch_reader import families  # noqa: F401  (registers the translators)
     from .translate.torch_reader.reader import (
         IGNORED,
         PASS_THROUGH,
-        _module_of,
         aten_key,
+        module_of,
     )
-
-    from .capture import capture, prepare_torch
 
     prepare_torch(src)
     program, _, _ = capture(src)
@@ -121,7 +118,7 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
         key = aten_key(node.target)
         if not key.startswith("aten.") or key in IGNORED:
             continue
-        module, cls = _module_of(node)
+        module, cls = module_of(node)
         val = node.meta.get("val")
         shape = tuple(val.shape) if hasattr(val, "shape") else None
         ok = key in PASS_THROUGH or lookup("torch->ir", key) is not None

@@ -144,8 +144,8 @@ def _init_worker(plugins: Sequence[str], threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
         os.environ.setdefault(var, str(threads))  # the workers share the cores
     if plugins:
-        from .plugins import load_plugin
         from .capture import prepare_torch
+        from .plugins import load_plugin
 
         prepare_torch()  # a plugin may import TensorFlow: Triton first
         for module in plugins:

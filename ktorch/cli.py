@@ -8,17 +8,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from .version import __version__
 from .graph.errors import KtorchError
+from .options import DEFAULT_TARGET, LAYOUT_CHOICES, OptionError, normalize_layout
 from .verify.compare import DEFAULT_RTOL
+from .version import __version__
 
 EXIT_OK, EXIT_MISMATCH, EXIT_STRUCTURE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ktorch",
         description="Translate trained models between Keras and PyTorch as readable code, with the weights, "
@@ -54,10 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-j", "--jobs", type=int, metavar="N", help="batch: models converted at once, each in its own process (default: CPU count, at most one per model)")
     c.add_argument(
         "--layout",
-        choices=("torch", "keras", "keep"),
-        default="torch",
-        help="the emitted model speaks its own framework's layout (default; 'torch'/'keras' name it): PyTorch NCHW..., "
-        "Keras NHWC...; keep: it keeps the source's input/output layout",
+        choices=LAYOUT_CHOICES,
+        default="native",
+        metavar="{native,keep}",
+        help="native (default): the emitted model takes and returns its own framework's layout, PyTorch NCHW..., "
+        "Keras NHWC...; keep: the source's input/output layout. The target's name ('torch' converting to PyTorch, "
+        "'keras' converting to Keras) is an alias of native; the other framework's name is refused",
     )
     c.add_argument("--to", choices=("torch", "keras"), help="the target framework (default: the other one than the source's; PyTorch for an ONNX source)")
     c.add_argument(
@@ -93,14 +97,28 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import MODULE before converting, to register translators for custom layers (runs that module's code)",
+        help="import MODULE before converting, to register translators for custom layers (runs that module's code): "
+        "a module on sys.path or in the current directory, or a path to a .py file",
     )
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
-    i = sub.add_parser("inspect", help="list a model's layers, their shapes and whether ktorch supports them")
-    i.add_argument("src", type=Path)
+    i = sub.add_parser(
+        "inspect",
+        help="list a model's layers, their shapes and whether ktorch supports them",
+        description="List a model's layers (nested models expanded), their output shapes and whether ktorch can "
+        "translate each one, without converting anything. Exit 2 if some layer is unsupported.",
+    )
+    i.add_argument(
+        "src", type=Path, help="the model: .h5/.hdf5/.keras, .onnx, .pt2, or a ktorch PyTorch output directory"
+    )
     i.add_argument("--json", action="store_true", help="print the graph as JSON instead of a table")
-    i.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (custom layer translators)")
+    i.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (custom layer translators; a module name or a .py path)",
+    )
     i.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     from .verify.cli import add_parser as add_verify_parser
@@ -131,9 +149,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _console():
-    from rich.console import Console
+    from .verify.console import make_console
 
-    return Console(stderr=True, highlight=False)
+    return make_console(stderr=True)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -141,7 +159,6 @@ def _convert(args: argparse.Namespace) -> int:
 
     from .api import convert
     from .graph.errors import ParityError
-
     from .sources import is_factory_string
 
     console = _console()
@@ -173,7 +190,7 @@ def _convert(args: argparse.Namespace) -> int:
     m = result.manifest
     console.print(
         f"[green]wrote[/] {result.out}/ ({m['model'].get('class_name', m['model']['name'])}: {m['model']['nodes']} nodes, "
-        f"{m['model']['parameters']:,} parameters, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
+        f"{_sizes(m)}, {m['layout']['transposes']} transposes) in {result.timings['total']:.2f}s"
     )
     _print_training(console, m.get("training"))
     if result.parity is not None:
@@ -195,9 +212,18 @@ def _print_training(console: Any, training: dict[str, Any] | None) -> None:
         state = training.get("optimizer_state")
         schedule = f" + {opt['schedule']}" if opt.get("schedule") else ""
         resume = f", optimizer state at step {state['step']} in {state['file']}" if state else ""
-        console.print(f"[green]training[/]: train.py ({opt['keras']}{schedule} -> {opt['torch']}, {training['loss']}{resume})")
+        what = f"{opt['keras']}{schedule} -> {opt['torch']}, {training['loss']}{resume}"
+        console.print(f"[green]training[/]: train.py ({what})")
     for note in training.get("warnings", []):
         console.print(f"[yellow]warning[/]: training setup: {note}")
+
+
+def _sizes(manifest: dict) -> str:
+    """The summary's counts, each named for what it is in the target framework."""
+    model = manifest["model"]
+    if manifest.get("direction", "").endswith("->keras"):
+        return f"{model['parameters']:,} weights (trainable + non-trainable, BatchNorm moving statistics included)"
+    return f"{model['parameters']:,} parameters + {model.get('buffers', 0):,} buffer values"
 
 
 def _input_shapes(args: argparse.Namespace) -> list[list[int]]:
@@ -262,8 +288,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from .verify.console import make_console
 
     if args.json:
         from .api import read_graph
@@ -280,19 +307,59 @@ def _inspect(args: argparse.Namespace) -> int:
         ok = r["status"] in ("ok", "input")
         bad += not ok
         table.add_row(r["name"], r["class"], "" if r["shape"] is None else str(r["shape"]), r["status"] if ok else f"[red]{r['status']}[/]")
-    Console().print(table)
+    make_console().print(table)
     if bad:
         print(f"{bad} layer(s) cannot be converted", file=sys.stderr)
         return EXIT_STRUCTURE
     return EXIT_OK
 
 
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands' own parsers, by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _target_of(src: str, to: str | None) -> str | None:
+    """The framework a convert source goes to: --to, else the source's other framework (PyTorch for ONNX);
+    None when the source cannot be told (its conversion says why)."""
+    if to is not None:
+        return to
+    from .sources import source_kind
+
+    try:
+        return DEFAULT_TARGET[source_kind(src)]
+    except KtorchError:
+        return None
+
+
+def _check_layout(args: argparse.Namespace, sub: argparse.ArgumentParser) -> None:
+    """Refuse --layout naming the other framework than the target, before anything runs (argparse-style, exit 2)."""
+    from .batch import is_glob
+
+    for src in args.src:
+        target = None if args.to is None and is_glob(src) else _target_of(src, args.to)
+        if target is None:
+            continue  # a glob's matches, or an unknown source: each conversion checks its own
+        try:
+            normalize_layout(args.layout, target=target)
+        except OptionError as exc:
+            sub.error(f"argument --layout: {exc}" + (f" ({src} converts to {target})" if args.to is None else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    subs = subcommand_parsers(parser)
+    if extra:  # a mistyped flag: the subcommand's own usage, not the top-level one
+        (subs.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_STRUCTURE
+    if args.command == "convert":
+        _check_layout(args, subs["convert"])
     batch = args.command == "convert" and _is_batch(args.src)
     if args.command == "convert" and not batch:
         args.src = Path(args.src[0])

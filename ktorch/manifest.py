@@ -70,10 +70,20 @@ def io_specs(
 
 
 def model_info(graph: Graph, rendered: Any, target: str) -> dict[str, Any]:
-    """`model`: what the emitted model is and how many numbers it holds."""
+    """`model`: what the emitted model is and how many numbers it holds, as its framework counts
+    them. PyTorch: `parameters` (elements of `model.parameters()`, trainable or not) and `buffers`
+    (of `model.buffers()`: BatchNorm running statistics, num_batches_tracked, constants). Keras:
+    `parameters` is `model.count_params()`, trainable and non-trainable weights alike (Keras keeps
+    BatchNorm's moving statistics as non-trainable weights; it has no buffers)."""
     if target == "torch":
-        parameters = int(sum(a.size for a in rendered.state.values()))
-        return {"name": graph.name, "class_name": rendered.class_name, "nodes": len(graph.nodes), "parameters": parameters}
+        parameters, buffers = rendered.counts()
+        return {
+            "name": graph.name,
+            "class_name": rendered.class_name,
+            "nodes": len(graph.nodes),
+            "parameters": parameters,
+            "buffers": buffers,
+        }
     parameters = int(sum(a.size for arrays in rendered.weights.values() for a in arrays))
     return {
         "name": graph.name,

@@ -18,6 +18,7 @@ from .graph import Graph, validate
 from .graph.errors import ModelFileError
 from .graph.ir import Value
 from .manifest import Perm, SourceIO, build_manifest, io_specs, layout_of, model_info
+from .options import Layout
 from .result import ConversionResult
 from .sources import default_output, is_factory_string, source_paths
 from .translate.output import check_output, raise_on_mismatch, write_verified
@@ -120,7 +121,7 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
 
     manifest = build_manifest(
         direction=direction.name, source=read.source, model=model_info(graph, rendered, direction.target),
-        layout_mode="keep" if options.keep_layout else direction.target, transposes=transposes,
+        layout_mode=(Layout.KEEP if options.keep_layout else Layout.NATIVE).value, transposes=transposes,
         inputs=specs(graph.inputs), outputs=specs(graph.outputs),
         values=None if direction.values is None else direction.values(graph, rendered.value_names),
         training=getattr(rendered, "training", None),

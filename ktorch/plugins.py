@@ -12,15 +12,21 @@ graph ops (see `ktorch.graph.all_ops()` for the catalogue):
 
 PyTorch modules work the same way with `@ktorch.plugins.torch_module("MyBlock")`.
 Then convert from Python after importing that module, or from the command line with
-`ktorch convert model.keras --plugin my_translators` (which imports `my_translators`, i.e.
-runs your code, on your explicit request). Keras itself still needs the layer class to run
+`ktorch convert model.keras --plugin my_translators` (which imports `my_translators` from
+sys.path or the current directory, or `--plugin path/to/my_translators.py`: it runs your code,
+on your explicit request). Keras itself still needs the layer class to run
 the source for verification: register it with `keras.saving.register_keras_serializable`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable, TypeVar
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 from .translate.registry import register, unregister
 
@@ -47,13 +53,53 @@ def torch_writer(op_kind: str, *, replace: bool = False) -> Callable[[F], F]:
 
 
 def load_plugin(module: str) -> None:
-    """Import a module of translators (this runs that module's code)."""
+    """Import a module of translators (this runs that module's code): a module name, found
+    on sys.path or, as `python -m` would, in the current directory; or the path to a .py file."""
+    from .graph.errors import KtorchError
+
+    how = (
+        "give a module name importable from the current directory or sys.path (set PYTHONPATH to its folder, "
+        "or pip install its package), or the path to its .py file"
+    )
+    if module.endswith(".py") or os.sep in module or (os.altsep and os.altsep in module):
+        _load_file(Path(module), how)
+        return
+    try:
+        importlib.import_module(module)
+        return
+    except ModuleNotFoundError as exc:
+        top = module.partition(".")[0]
+        if exc.name != top or os.getcwd() in sys.path or "" in sys.path:
+            raise KtorchError(f"cannot import plugin module {module!r}: {exc}; {how}") from None
+    except ImportError as exc:
+        raise KtorchError(f"cannot import plugin module {module!r}: {exc}") from None
+    sys.path.insert(0, os.getcwd())  # what `python -m` does; the console script does not
     try:
         importlib.import_module(module)
     except ImportError as exc:
-        from .graph.errors import KtorchError
+        sys.path.remove(os.getcwd())
+        raise KtorchError(f"cannot import plugin module {module!r}: {exc}; {how}") from None
 
-        raise KtorchError(f"cannot import plugin module {module!r}: {exc}") from None
+
+def _load_file(path: Path, how: str) -> None:
+    """Import a plugin from its .py file, as a module named after the file."""
+    from .graph.errors import KtorchError
+
+    if not path.is_file() or path.suffix != ".py":
+        raise KtorchError(f"cannot import plugin {str(path)!r}: no such .py file; {how}")
+    name = path.stem
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
+        return
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    if spec is None or spec.loader is None:
+        raise KtorchError(f"cannot import plugin {str(path)!r}; {how}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except ImportError as exc:
+        del sys.modules[name]
+        raise KtorchError(f"cannot import plugin {str(path)!r}: {exc}") from None
 
 
 __all__ = ["keras_layer", "load_plugin", "torch_module", "torch_writer", "unregister"]

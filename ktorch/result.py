@@ -17,3 +17,15 @@ class ConversionResult:
     parity: Any = None  # verify.parity.ParityResult, when verified
     timings: dict[str, float] = field(default_factory=dict)
     keras_model: Any = None  # PyTorch -> Keras: the emitted model, weights loaded
+
+    def __repr__(self) -> str:
+        """One line (the manifest is in `.manifest`): where, which way, how big, how close."""
+        model = self.manifest.get("model", {})
+        if self.parity is None:
+            parity = "not verified"
+        else:
+            parity = f"{'passed' if self.parity.passed else 'FAILED'}, worst rel err {self.parity.worst_rel:.3g}"
+        return (
+            f"ConversionResult(out={str(self.out)!r}, direction={self.manifest.get('direction')!r}, "
+            f"nodes={model.get('nodes')}, parity={parity})"
+        )

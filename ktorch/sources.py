@@ -113,9 +113,7 @@ def default_output(src: Any, target: str) -> Path:
         return path.with_name(f"{stem}_{target}")
     if is_factory_string(src):
         name = str(src).partition(":")[2]
-    elif hasattr(src, "graph_signature"):
-        name = "model"
-    elif is_onnx_source(src):
+    elif hasattr(src, "graph_signature") or is_onnx_source(src):
         name = "model"
     else:
         name = type(src).__name__

@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ktorch.verify.runners import preload_before_tensorflow  # noqa: E402
+from ktorch.verify.runners import preload_before_tensorflow
 
 # Triton's native library (pulled in by torchvision, torch.export, torch.compile) crashes the
 # process when it is loaded after TensorFlow's; load it first.

@@ -142,9 +142,8 @@ def test_relu_layer(keras, convert, kwargs):
 def test_relu_layer_values_match_the_definition(keras, tmp_path):
     """A hand-computed check of the general relu on chosen points (not only Keras vs
     emitted): threshold 0.5, slope 0.1, max 2."""
-    from ktorch.verify.runners import import_emitted
-
     import ktorch
+    from ktorch.verify.runners import import_emitted
 
     inp = keras.Input((7,))
     out = keras.layers.ReLU(max_value=2.0, threshold=0.5, negative_slope=0.1)(inp)

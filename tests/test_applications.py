@@ -185,9 +185,8 @@ def test_zoo_lists_every_family(keras):
 def test_h5_with_constant_operands(keras, tmp_path, name):
     """The .h5 that Keras itself cannot reload (`x + 3.0` saved as an Add op with a
     number argument) converts, and matches the in-memory model."""
-    from ktorch.verify.parity import check_keras_to_torch
-
     import ktorch
+    from ktorch.verify.parity import check_keras_to_torch
 
     model = build(keras, name)
     src = tmp_path / f"{name}.h5"

@@ -202,9 +202,9 @@ def _torch_from_writer(graph, node, x_torch):
 
     import torch
 
-    from ktorch.translate.torch_writer.codegen import TorchEmitter
     from ktorch.translate.registry import lookup
     from ktorch.translate.torch_writer import families  # noqa: F401  (registers the writers)
+    from ktorch.translate.torch_writer.codegen import TorchEmitter
 
     em = TorchEmitter(graph, "M")
     em.bind(node.inputs[0])
@@ -226,8 +226,8 @@ def test_conv1d_transpose_exhaustive(keras):
 
     from ktorch.graph import Graph
     from ktorch.graph.passes import assign_layout
+    from ktorch.translate.keras_reader.calls import LayerCall
     from ktorch.translate.keras_reader.conv import conv1d_transpose_from_keras
-    from ktorch.translate.keras_reader.reader import LayerCall
 
     rng = np.random.default_rng(6)
     checked = 0
@@ -241,7 +241,7 @@ def test_conv1d_transpose_exhaustive(keras):
                     for out_pad in [None, *range(s)]:
                         try:
                             ref = np.asarray(keras.ops.conv_transpose(x, kernel, s, padding, output_padding=out_pad)) + bias
-                        except Exception:  # TensorFlow rejects this combination: no Keras model has it
+                        except Exception:  # noqa: BLE001 - TensorFlow rejects this combination: no Keras model has it
                             continue
                         g = Graph()
                         v = g.add_input("x", (None, n, 2))
@@ -264,8 +264,8 @@ def test_conv1d_padding_exhaustive(keras):
 
     from ktorch.graph import Graph
     from ktorch.graph.passes import assign_layout
+    from ktorch.translate.keras_reader.calls import LayerCall
     from ktorch.translate.keras_reader.conv import conv1d_from_keras
-    from ktorch.translate.keras_reader.reader import LayerCall
 
     rng = np.random.default_rng(7)
     checked = 0

@@ -5,7 +5,7 @@ on hand-built IR graphs, transposes cancel or compose while the numbers stay the
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest

@@ -112,9 +112,8 @@ def test_dot(keras, convert, axes, normalize, shapes):
 
 def test_dot_normalize_values(keras, tmp_path):
     """Dot(normalize=True) is the cosine similarity: check against numpy as well."""
-    from ktorch.verify.runners import import_emitted
-
     import ktorch
+    from ktorch.verify.runners import import_emitted
 
     a_in, b_in = keras.Input((4,)), keras.Input((4,))
     model = keras.Model([a_in, b_in], keras.layers.Dot(axes=1, normalize=True)([a_in, b_in]))
@@ -162,9 +161,8 @@ def test_arithmetic_with_constants(keras, convert):
 def test_arithmetic_with_constants_from_h5(keras, tmp_path):
     """The .h5 of the same model (which Keras itself cannot reload) converts and matches
     the in-memory model."""
-    from ktorch.verify.parity import check_keras_to_torch
-
     import ktorch
+    from ktorch.verify.parity import check_keras_to_torch
 
     model = _constant_ops_model(keras)
     src = tmp_path / "ops.h5"
@@ -195,7 +193,6 @@ def test_keras2_tf_op_lambda_arithmetic(tmp_path):
     name a TensorFlow function: read without --trust-code, at parity."""
     tf_keras = pytest.importorskip("tf_keras")
     import tensorflow as tf
-
     from conftest import convert_tf_keras
 
     inp = tf_keras.Input((5, 5, 2))

@@ -5,7 +5,6 @@ inputs and outputs; Keras 3 `.keras` / `.h5` and tf.keras 2 `.h5` files."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import convert_keras, forward_source
 
 

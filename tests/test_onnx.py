@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import randomize_batchnorm, randomize_weights
-from ktorch.graph.errors import ModelFileError, UnsupportedOpError
-from ktorch.verify.onnx_referee import run_onnx
-from ktorch.verify.runners import import_emitted
 from torch import nn
 from torch.nn import functional as F
 
 import ktorch
 from ktorch import convert as convert_onnx
+from ktorch.graph.errors import ModelFileError, UnsupportedOpError
 from ktorch.onnx_io import export
+from ktorch.verify.onnx_referee import run_onnx
+from ktorch.verify.runners import import_emitted
 
 TOL = 1e-4
 

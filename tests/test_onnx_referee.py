@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 from conftest import randomize_batchnorm, randomize_weights
-from ktorch.onnx_io import export
-from ktorch.verify.onnx_referee import referee
 from safetensors.numpy import load_file, save_file
 
 import ktorch
+from ktorch.onnx_io import export
+from ktorch.verify.onnx_referee import referee
 
 
 @pytest.fixture

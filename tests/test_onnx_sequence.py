@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import randomize_weights
-from ktorch.graph.errors import UnsupportedOpError
 from test_onnx import convert_both, keras_to_onnx, torch_to_onnx
 from torch import nn
 from torch.nn import functional as F
 
 from ktorch import convert as convert_onnx
+from ktorch.graph.errors import UnsupportedOpError
 
 TARGETS = ["torch", pytest.param("keras", marks=pytest.mark.slow)]
 

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ktorch.graph.errors import OutputExistsError, UnsafeOutputError
-from ktorch.translate import output
 
 import ktorch
 from ktorch import batch
 from ktorch.cli import main
+from ktorch.graph.errors import OutputExistsError, UnsafeOutputError
+from ktorch.translate import output
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 LITTER = re.compile(r"^\..+\.[0-9a-f]{12}\.(partial|old)(\.onnx)?$")
@@ -73,7 +73,7 @@ def assert_refused(code: int, err: str, *needles: str) -> None:
 def is_complete_output(path: Path) -> bool:
     return (
         path.is_dir()
-        and KTORCH_FILES <= {p.name for p in path.iterdir()}
+        and {p.name for p in path.iterdir()} >= KTORCH_FILES
         and "direction" in json.loads((path / "ktorch.json").read_text())
     )
 

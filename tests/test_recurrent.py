@@ -204,9 +204,8 @@ def test_keras2_file_semantics(tmp_path):
     """A tf.keras 2 file: GRU reset_after=False and the Keras 2 hard_sigmoid (0.2 x + 0.5)
     are what Keras 2 computes; compared against tf_keras's own outputs."""
     tf_keras = pytest.importorskip("tf_keras")
-    from ktorch.verify.runners import import_emitted, run_torch
-
     import ktorch
+    from ktorch.verify.runners import import_emitted, run_torch
 
     tf_keras.utils.set_random_seed(0)
     L = tf_keras.layers
@@ -259,9 +258,8 @@ def test_mask_with_initial_state(keras, convert, cls, bidirectional, explicit):
 
 def test_errors_name_the_layer(keras, tmp_path):
     """A stateful RNN is refused with a message naming the layer and the way out."""
-    from ktorch.translate.keras_reader import KerasLayerError
-
     import ktorch
+    from ktorch.translate.keras_reader import KerasLayerError
 
     x = keras.Input((T, F), batch_size=2, name="x")
     model = keras.Model(x, keras.layers.LSTM(U, stateful=True, name="memory")(x), name="stateful")

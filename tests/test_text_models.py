@@ -166,9 +166,8 @@ def test_tf_keras2_files(tmp_path, case):
     """tf.keras 2 files (Keras 2 masks, GRU reset_after=False, its MultiHeadAttention and
     weight names), compared against tf_keras's own outputs."""
     tf_keras = pytest.importorskip("tf_keras")
-    from ktorch.verify.runners import import_emitted, run_torch
-
     import ktorch
+    from ktorch.verify.runners import import_emitted, run_torch
 
     model = _tf_keras2_model(tf_keras, case)
     rng = np.random.default_rng(0)

@@ -571,9 +571,8 @@ def test_factory_string(tmp_path, monkeypatch):
 
 
 def test_unsupported_op_names_the_module(tmp_path):
-    from ktorch.graph.errors import UnsupportedOpError
-
     import ktorch
+    from ktorch.graph.errors import UnsupportedOpError
 
     class Sorts(nn.Module):
         def __init__(self) -> None:
@@ -590,9 +589,8 @@ def test_unsupported_op_names_the_module(tmp_path):
 
 def test_parity_error_over_tolerance(tmp_path):
     """A tolerance below float32 rounding fails the conversion, after writing the output."""
-    from ktorch.graph.errors import ParityError
-
     import ktorch
+    from ktorch.graph.errors import ParityError
 
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
@@ -603,9 +601,8 @@ def test_parity_error_over_tolerance(tmp_path):
 
 
 def test_training_mode_batchnorm_is_refused(tmp_path):
-    from ktorch.graph.errors import UnsupportedOpError
-
     import ktorch
+    from ktorch.graph.errors import UnsupportedOpError
 
     module = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     program = torch.export.export(module.train(), (torch.randn(2, 3, 4, 4),))

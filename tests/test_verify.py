@@ -191,6 +191,8 @@ def test_could_not_run_exits_3(converted, tmp_path):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not a model")
     code, data = run_cli(str(broken), str(out))
+    assert code == 2 and data["status"] == "structural" and "sha256 differs" in data["error"]  # checked first
+    code, data = run_cli(str(broken), str(out), "--allow-different-source")
     assert code == 3 and data["status"] == "error" and data["error"]
     assert data["warnings"]  # the sha256 of the source differs from the manifest's
     assert main(["verify", str(src), str(out), "--output-tolerance", "nope=1e-3"]) == 3

@@ -35,7 +35,7 @@ def sample(tmp_path_factory) -> tuple[Path, Path, Path]:
     save_file(state, str(broken / "model.safetensors"))
     # pytester's in-process runs drop the modules they import: import torch, Keras and the
     # verifier's modules here, by running one verification, so that they stay loaded
-    import ktorch.verify.pytest_plugin  # noqa: F401
+    import ktorch.verify.pytest_plugin
     from ktorch.verify import verify_conversion
 
     assert verify_conversion(src, out, batches=(1,)).passed

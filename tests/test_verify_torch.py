@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import ktorch
-
 from ktorch.verify import verify_conversion
 
 torch = pytest.importorskip("torch")

@@ -1,13 +1,96 @@
-"""Code-generation helpers shared by the writers: Python literals, calls, value tables."""
+"""Code-generation helpers shared by the writers (and the readers' naming): identifiers,
+unique names, Python literals, calls, value tables."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ..graph.errors import GraphError, UnsupportedOpError
+from .registry import lookup
+
 if TYPE_CHECKING:
-    from ..graph import Value
+    from ..graph import Graph, Value
+
+E = TypeVar("E", bound="ValueNames")
+
+
+def identifier(text: str, *, default: str = "x", digit_prefix: bool = True, lower: bool = False, collapse: bool = False) -> str:
+    """`text` as a Python identifier: every non-word character becomes "_", leading and
+    trailing "_" go; `collapse` merges runs of "_", `lower` lower-cases, an empty result
+    is `default`, and `digit_prefix` puts "x" before a leading digit. Each reader and writer
+    keeps its own settings, on which the names in emitted code depend."""
+    name = re.sub(r"\W", "_", text).strip("_")
+    if collapse:
+        name = re.sub(r"_+", "_", name)
+    if lower:
+        name = name.lower()
+    name = name or default
+    return f"x{name}" if digit_prefix and name[0].isdigit() else name
+
+
+class Namespace:
+    """Deterministic unique identifiers (torch.fx's _Namespace): `take` returns `base` as an
+    identifier, numbered "_1", "_2", ... while it is taken or in `reserved` (keywords,
+    builtins, the names a model.py imports). With `escape_reserved`, a reserved name first
+    gets a trailing "_" (`input` -> `input_`, then `input_1`), as PEP 8 suggests."""
+
+    def __init__(self, reserved: Iterable[str], taken: Iterable[str] = (), *, escape_reserved: bool = False) -> None:
+        self.reserved = frozenset(reserved)
+        self.used = set(taken)
+        self.escape_reserved = escape_reserved
+
+    def take(self, base: str) -> str:
+        stem, sep = identifier(base), "_"
+        if self.escape_reserved and stem in self.reserved:
+            stem, sep = f"{stem}_", ""
+        candidate, i = stem, 1
+        while candidate in self.used or candidate in self.reserved:
+            candidate = f"{stem}{sep}{i}"
+            i += 1
+        self.used.add(candidate)
+        return candidate
+
+
+class ValueNames:
+    """The variables of an emitter's values: `bind` names a value (unique in `vars_ns`),
+    `var` is how later statements refer to it, `inline` writes a constant as its literal."""
+
+    value_names: dict[int, str]
+    vars_ns: Namespace
+
+    def var(self, value: Value) -> str:
+        """The expression of a value: its variable, or the literal of an inlined constant."""
+        try:
+            return self.value_names[id(value)]
+        except KeyError:
+            raise GraphError(f"value {value.name!r} is used before it is computed") from None
+
+    def bind(self, value: Value, base: str | None = None) -> str:
+        name = self.vars_ns.take(base or value.name)
+        self.value_names[id(value)] = name
+        return name
+
+    def inline(self, value: Value, expr: str) -> None:
+        """Let `value` be written as `expr` wherever it is used (a literal constant)."""
+        self.value_names[id(value)] = expr
+
+
+def emit_nodes(graph: Graph, em: E, direction: str, writer: str) -> E:
+    """Bind the graph's inputs in `em` and run every node's translator registered under
+    `direction` ("ir->torch") in order; first raise UnsupportedOpError listing every op
+    kind the `writer` ("PyTorch") has no translator for."""
+    missing = [(n.source or n.name, n.op, f"no {writer} writer for this op kind") for n in graph.nodes if lookup(direction, n.op) is None]
+    if missing:
+        raise UnsupportedOpError(sorted(set(missing)), where=f"the {writer} writer")
+    for value in graph.inputs:
+        em.bind(value)
+    for node in graph.nodes:
+        lookup(direction, node.op)(node, em)  # type: ignore[misc]
+    return em
 
 
 def py_literal(value: Any) -> str:

@@ -7,7 +7,8 @@ A duplicate key is an error; a missing key raises UnsupportedOpError naming the 
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..graph.errors import GraphError, UnsupportedOpError
 

@@ -79,7 +79,7 @@ class StreamingReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "StreamingReader":
+    def __enter__(self) -> StreamingReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

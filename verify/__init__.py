@@ -6,17 +6,22 @@ unless the conversion verifies (for tests). `ktorch verify` is the command-line 
 
 from __future__ import annotations
 
+from ..graph.errors import ParityError
 from .compare import DEFAULT_RTOL, Comparison, compare
 from .profiles import PROFILES, Profile, select_profile
 from .report import REPORT_SCHEMA, VerifyReport, validate_report
-from .verifier import StructuralError, assert_parity, verify_conversion
+from .runners import RunError
+from .verifier import SourceMismatchError, StructuralError, assert_parity, verify_conversion
 
 __all__ = [
     "DEFAULT_RTOL",
     "PROFILES",
     "REPORT_SCHEMA",
     "Comparison",
+    "ParityError",
     "Profile",
+    "RunError",
+    "SourceMismatchError",
     "StructuralError",
     "VerifyReport",
     "assert_parity",

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .report import EXIT_CANNOT_RUN
-
 
 def _batches(text: str) -> list[int]:
     try:
@@ -71,6 +69,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (e.g. one that registers the source's custom Keras layers; runs its code)"
     )
     v.add_argument(
+        "--allow-different-source",
+        action="store_true",
+        help="compare even when SRC's sha256 differs from the one recorded in CONVERTED/ktorch.json (default: exit 2)",
+    )
+    v.add_argument(
         "--referee",
         choices=("onnxruntime",),
         help="also export the source to ONNX with its own exporter and run it on ONNX Runtime: when source and emitted model "
@@ -91,8 +94,7 @@ def _write(path: Path, text: str) -> None:
 def main(args: argparse.Namespace, *, exporter: Any = None) -> int:
     """Run the verification and write the requested reports; returns the exit code.
     `exporter` is the ONNX export the referee uses (`ktorch.onnx_io.export`)."""
-    from rich.console import Console
-
+    from .console import make_console
     from .report import print_report, to_junit, to_markdown
     from .verifier import verify_conversion
 
@@ -108,12 +110,13 @@ def main(args: argparse.Namespace, *, exporter: Any = None) -> int:
         tf32=args.tf32,
         mode=args.mode,
         trust_code=args.trust_code,
+        allow_different_source=args.allow_different_source,
     )
     to_stdout = any(str(p) == "-" for p in (args.json, args.markdown) if p is not None)
-    console = Console(stderr=to_stdout, highlight=False)
-    if args.quiet or report.exit_code == EXIT_CANNOT_RUN:
-        prefix = "ktorch: error: " if report.exit_code == EXIT_CANNOT_RUN else ""
-        print(f"{prefix}{report.summary()}", file=sys.stderr if report.exit_code == EXIT_CANNOT_RUN or to_stdout else sys.stdout)
+    console = make_console(stderr=to_stdout)
+    if args.quiet or report.error is not None:
+        prefix = "ktorch: error: " if report.error is not None else ""
+        print(f"{prefix}{report.summary()}", file=sys.stderr if report.error is not None or to_stdout else sys.stdout)
     else:
         print_report(report, console)
     data = report.to_dict()

@@ -11,7 +11,17 @@ import numpy as np
 
 from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL, Comparison, compare
-from .runners import RunError, import_emitted, keras_device, load_keras_model, make_inputs, run_keras, run_torch, to_emitted, to_source
+from .runners import (
+    RunError,
+    import_emitted,
+    keras_device,
+    load_keras_model,
+    make_inputs,
+    run_keras,
+    run_torch,
+    to_emitted,
+    to_source,
+)
 
 
 @dataclass

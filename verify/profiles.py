@@ -26,8 +26,9 @@ import contextlib
 import importlib.util
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)

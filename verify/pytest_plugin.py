@@ -15,7 +15,8 @@ Importing this module imports neither torch, TensorFlow nor Keras.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

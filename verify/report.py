@@ -117,11 +117,12 @@ class VerifyReport:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     tolerance: dict[str, Any] = field(default_factory=dict)  # {"rtol": override or None, "outputs": {...}}
+    error_code: int = EXIT_CANNOT_RUN  # exit code of `error`: EXIT_STRUCTURE when the source is not the converted file
 
     @property
     def exit_code(self) -> int:
         if self.error is not None:
-            return EXIT_CANNOT_RUN
+            return self.error_code
         if any(r.problems for r in self.runs):
             return EXIT_STRUCTURE
         if any(not r.outputs_passed or r.first_divergence is not None for r in self.runs):
@@ -179,7 +180,7 @@ class VerifyReport:
     def summary(self) -> str:
         """One line: the verdict and, on failure, where."""
         if self.error is not None:
-            return f"could not run: {self.error}"
+            return self.error if self.error_code == EXIT_STRUCTURE else f"could not run: {self.error}"
         problems = [p for r in self.runs for p in r.problems]
         if problems:
             return f"structural mismatch: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
@@ -401,7 +402,8 @@ def to_junit(report: VerifyReport) -> str:
     model = report.source.rsplit("/", 1)[-1]
     if report.error is not None:
         case = ET.Element("testcase", classname=f"ktorch.verify.{model}", name="run")
-        ET.SubElement(case, "error", message=report.error, type="could-not-run").text = report.error
+        tag, kind = ("failure", "structural") if report.error_code == EXIT_STRUCTURE else ("error", "could-not-run")
+        ET.SubElement(case, tag, message=report.error, type=kind).text = report.error
         cases.append(case)
     for run in report.runs:
         classname = f"ktorch.verify.{model}.{run.device}.batch{run.batch}"
@@ -475,10 +477,11 @@ def to_markdown(report: VerifyReport) -> str:
 # -- terminal ------------------------------------------------------------------------------
 def print_report(report: VerifyReport, console: Any = None, *, max_layers: int = 60) -> None:
     """Rich tables: outputs, then the aligned layers, then the verdict."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(highlight=False)
+    from .console import make_console
+
+    console = console or make_console()
     for run in report.runs:
         table = Table(
             "output", "shape", "max abs err", "max rel err", "tolerance", "result",

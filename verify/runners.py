@@ -10,68 +10,28 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import sys
-import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..graph.errors import KtorchError
+from ..translate.runtime import RunError, import_emitted, keras_backend, preload_before_tensorflow
 
-
-class RunError(KtorchError):
-    """A model could not be run (missing dependency, bad file)."""
-
-    exit_code = 3
-
-
-def preload_before_tensorflow() -> None:
-    """Load Triton's native library (used by torch.export, torch.compile, torchvision) before
-    TensorFlow's: the other way round, the process dies with a segmentation fault."""
-    if "tensorflow" in sys.modules or importlib.util.find_spec("triton") is None:
-        return
-    try:
-        import triton  # noqa: F401
-    except Exception:  # a broken triton only matters to code that needs it
-        pass
-
-
-def keras_backend() -> str:
-    """The backend Keras uses in this process (chosen now if Keras is not imported yet)."""
-    if "keras" in sys.modules:
-        import keras
-
-        return keras.backend.backend()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    if "KERAS_BACKEND" not in os.environ:
-        os.environ["KERAS_BACKEND"] = "tensorflow" if importlib.util.find_spec("tensorflow") else "torch"
-    if os.environ["KERAS_BACKEND"] == "tensorflow":
-        preload_before_tensorflow()
-        _import_tensorflow_quietly()
-    return os.environ["KERAS_BACKEND"]
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with the native start-up chatter (oneDNN, CUDA stubs, absl) sent to
-    /dev/null: those lines are written to file descriptor 2 by C++ before any Python-level
-    logging setting applies. Errors still surface as Python exceptions."""
-    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None or os.environ.get("KTORCH_DEBUG"):
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+__all__ = [
+    "RunError",
+    "import_emitted",
+    "keras_backend",
+    "keras_device",
+    "keras_device_name",
+    "load_keras_model",
+    "make_inputs",
+    "preload_before_tensorflow",
+    "run_keras",
+    "run_torch",
+    "to_emitted",
+    "to_source",
+]
 
 
 def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
@@ -83,7 +43,7 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
         raise RunError(f"cannot run the Keras source: keras is not installed ({exc})") from None
     try:
         return keras.models.load_model(str(path), compile=False, safe_mode=not trust_code, custom_objects=_application_layers())
-    except Exception as exc:  # keras raises many types here
+    except Exception as exc:  # noqa: BLE001 - keras raises many types here
         legacy = _load_with_tf_keras(path, trust_code)
         if legacy is not None:
             return legacy
@@ -105,7 +65,7 @@ def _load_with_tf_keras(path: str | Path, trust_code: bool) -> Any:
         import tf_keras
 
         return tf_keras.models.load_model(str(path), compile=False, safe_mode=not trust_code)
-    except Exception:  # the Keras 3 error is the one worth reporting
+    except Exception:  # noqa: BLE001 - the Keras 3 error is the one worth reporting
         return None
 
 
@@ -133,18 +93,6 @@ def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
 
     # convert_to_numpy, not np.asarray: on the torch backend outputs may live on CUDA
     return [np.asarray(keras.ops.convert_to_numpy(o)) for o in outs]
-
-
-def import_emitted(directory: str | Path) -> Any:
-    """Import an emitted model.py as a fresh module (never cached under a shared name)."""
-    path = Path(directory) / "model.py"
-    name = f"ktorch_emitted_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise RunError(f"{path}: cannot import the emitted model")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_torch(model: Any, inputs: Sequence[np.ndarray], device: str = "cpu") -> list[np.ndarray]:

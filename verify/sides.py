@@ -10,9 +10,10 @@ translation and, to localise errors, runs it with the source's intermediates fed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -145,7 +146,7 @@ def _call_counts(model: Any) -> dict[str, int]:
     """How many times each top-level layer is called in a functional model's config."""
     try:
         config = model.get_config()
-    except Exception:  # subclassed models have no config to read
+    except Exception:  # noqa: BLE001 - subclassed models have no config to read
         return {}
     counts = {}
     for layer in config.get("layers", []) if isinstance(config, dict) else []:
@@ -219,7 +220,7 @@ class TorchSource:
         elif path.suffix.lower() == ".pt2":
             try:
                 program = torch.export.load(str(path))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported as a RunError, whatever failed
                 raise RunError(f"{path}: torch.export could not load the program ({type(exc).__name__}: {exc})") from None
             self.module, self.stepper = program.module().to(device), None
         else:
@@ -247,11 +248,11 @@ def _interpret(module: Any, tensors: list[Any], wanted: set[str], classes: dict[
     import torch
     import torch.fx
 
-    from ..translate.torch_reader.reader import _module_of
+    from ..translate.torch_reader.reader import module_of
 
     last_of: dict[str, str] = {}
     for node in module.graph.nodes:
-        path, cls = _module_of(node)
+        path, cls = module_of(node)
         if path and node.op == "call_function":
             last_of[path] = node.name
             classes[path] = cls.rsplit(".", 1)[-1]

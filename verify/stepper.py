@@ -10,9 +10,10 @@ wrong translation to the one statement that computes it.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .runners import RunError
 

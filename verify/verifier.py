@@ -14,10 +14,10 @@ them (`emitted = source.transpose(perm)`). Two modes:
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +35,12 @@ WORST = 5  # worst elements recorded per failing comparison
 
 class StructuralError(ParityError):
     """The emitted model's outputs do not line up with the source's (count, shape, dtype)."""
+
+    exit_code = EXIT_STRUCTURE
+
+
+class SourceMismatchError(KtorchError):
+    """The source given to verify is not the file the directory was converted from (its sha256 differs)."""
 
     exit_code = EXIT_STRUCTURE
 
@@ -107,12 +113,15 @@ def verify_conversion(
     tf32: bool = False,
     mode: str = "both",
     trust_code: bool = False,
+    allow_different_source: bool = False,
 ) -> VerifyReport:
     """Verify a converted directory against its source; never raises for a failed or
     impossible verification: the report's `exit_code` and `error` say what happened.
 
     `tolerance` overrides the device/dtype profile's relative tolerance (verify.profiles)
-    for every tensor; `output_tolerances` overrides it per output name.
+    for every tensor; `output_tolerances` overrides it per output name. A source file whose
+    sha256 differs from the one recorded in ktorch.json is a structural mismatch (exit 2)
+    unless `allow_different_source` (then it is a warning).
     """
     from ..version import __version__
 
@@ -133,7 +142,11 @@ def verify_conversion(
         report.direction = manifest.get("direction", "keras->torch")
         expected_sha = manifest.get("source", {}).get("sha256")
         if expected_sha and _sha256(src) != expected_sha:
-            report.warnings.append(f"{src} is not the file this directory was converted from (sha256 differs from {MANIFEST})")
+            what = f"{src} is not the file that was converted to {converted} (sha256 differs from {converted / MANIFEST})"
+            if not allow_different_source:
+                how = "pass --allow-different-source (allow_different_source=True) to compare anyway"
+                raise SourceMismatchError(f"{what}; {how}")
+            report.warnings.append(what)
         fixed = manifest.get("source", {}).get("batch")
         if fixed and inputs is None and list(batches) != [fixed]:
             report.warnings.append(f"the source was exported with a fixed batch of {fixed}; verifying at that batch")
@@ -160,6 +173,8 @@ def verify_conversion(
                     )
     except KtorchError as exc:
         report.error = str(exc)
+        if isinstance(exc, SourceMismatchError):
+            report.error_code = EXIT_STRUCTURE
     except ImportError as exc:
         report.error = f"a dependency is missing: {exc}"
     return report
@@ -275,6 +290,7 @@ def assert_parity(
     tf32: bool = False,
     mode: str = "both",
     trust_code: bool = False,
+    allow_different_source: bool = False,
 ) -> VerifyReport:
     """Verify like `ktorch verify` and raise unless it passes: ParityError for a numeric
     mismatch (naming the first diverging layer), StructuralError for missing outputs or
@@ -282,10 +298,13 @@ def assert_parity(
     report = verify_conversion(
         src, converted, device=device, batches=batches, inputs=inputs, seed=seed, tolerance=tolerance,
         output_tolerances=output_tolerances, tf32=tf32, mode=mode, trust_code=trust_code,
+        allow_different_source=allow_different_source,
     )  # fmt: skip
     code = report.exit_code
     if code == EXIT_CANNOT_RUN:
         raise RunError(f"ktorch verify {src} {converted}: {report.summary()}")
+    if code == EXIT_STRUCTURE and report.error is not None:
+        raise SourceMismatchError(f"ktorch verify {src} {converted}: {report.summary()}")
     if code == EXIT_STRUCTURE:
         raise StructuralError(f"ktorch verify {src} {converted}: {report.summary()}")
     if code == EXIT_MISMATCH:

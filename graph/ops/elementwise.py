@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Layout, OpDef, attr, broadcast_shapes, define, same_as_input
+from .schema import Layout, OpDef, attr, broadcast_shapes, define, same_as_input
 
 _F = (int, float)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ..errors import GraphError
-from . import Layout, OpDef, attr, channel_axis, define, same_as_input, spatial_axes
+from .schema import Layout, OpDef, attr, channel_axis, define, same_as_input, spatial_axes
 
 _F = (int, float)
 _DATA_FORMAT = attr("data_format", str, choices=("channels_last", "channels_first"))
@@ -130,7 +130,7 @@ def _infer_pool(node):
         b, e = a["padding"][i]
         rounding = math.ceil if a["ceil_mode"] else math.floor
 
-        def size(n, b=b, e=e, k=k, s=s):
+        def size(n, b=b, e=e, k=k, s=s, rounding=rounding):
             o = rounding((n + b + e - k) / s) + 1
             if a["ceil_mode"] and (o - 1) * s >= n + b:  # torch: the last window must start inside
                 o -= 1

@@ -13,7 +13,7 @@ All of these ops are opaque to the layout pass: they work in the source's axis o
 from __future__ import annotations
 
 from ..errors import GraphError
-from . import Layout, OpDef, attr, define
+from .schema import Layout, OpDef, attr, define
 
 _F = (int, float)
 _RNN_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -163,7 +163,7 @@ define(
 
 
 def _infer_mask_merge(node):
-    from . import broadcast_shapes
+    from .schema import broadcast_shapes
 
     if any(v.dtype != "bool" for v in node.inputs):
         raise GraphError(f"{node.name}: masks must be bool tensors, got {[v.dtype for v in node.inputs]}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import GraphError
-from . import Layout, OpDef, attr, define, spatial_axes
+from .schema import Layout, OpDef, attr, define, spatial_axes
 
 _F = (int, float)
 _DATA_FORMAT = attr("data_format", str, choices=("channels_last", "channels_first"))
@@ -181,7 +181,7 @@ def _infer_matmul(node):
         raise GraphError(f"{node.name}: matmul needs rank >= 2 operands, got {a.shape} and {b.shape}")
     if a.shape[-1] is not None and b.shape[-2] is not None and a.shape[-1] != b.shape[-2]:
         raise GraphError(f"{node.name}: cannot multiply {a.shape} by {b.shape}")
-    from . import broadcast_shapes
+    from .schema import broadcast_shapes
 
     batch = broadcast_shapes([a.shape[:-2], b.shape[:-2]], where=node.name)
     return [((*batch, a.shape[-2], b.shape[-1]), a.dtype)]

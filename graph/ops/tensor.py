@@ -7,7 +7,7 @@ Axis attributes count the batch axis (axis 0); none of these ops may move the ba
 from __future__ import annotations
 
 from ..errors import GraphError
-from . import Layout, OpDef, attr, define, spatial_axes
+from .schema import Layout, OpDef, attr, define, spatial_axes
 
 _DATA_FORMAT = attr("data_format", str, choices=("channels_last", "channels_first"))
 
@@ -298,7 +298,7 @@ define(
 
 
 def _infer_floor_divide(node):
-    from . import broadcast_shapes
+    from .schema import broadcast_shapes
 
     return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), node.inputs[0].dtype)]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..ir import Graph, Node
 from ..ops import get_op
+from .affine import fold_affine
 from .folding import absorb_input_transposes, fold_constant_transposes
 from .layout import LayoutReport, assign_layout, count_transposes
 
@@ -17,6 +18,7 @@ __all__ = [
     "assign_layout",
     "count_transposes",
     "eliminate_dead",
+    "fold_affine",
     "fold_bias_into_batch_norm",
     "fold_constant_transposes",
     "fold_padding",

@@ -18,13 +18,14 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def _randomize(model: Any, seed: int) -> None:
@@ -145,6 +146,8 @@ def convert_torch_models(workdir: Path) -> tuple[list[tuple[str, str, Path, Path
     """torch->keras conversions, when this ktorch has that direction; else a note."""
     import torch
 
+    import ktorch
+
     built = []
     for name, make in torch_models().items():
         net = make()
@@ -168,10 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-torch-direction", action="store_true", help="skip the torch->keras direction")
     args = parser.parse_args(argv)
 
+    import torch
     from rich.console import Console
     from rich.table import Table
-
-    import torch
 
     from ktorch.verify import verify_conversion
     from ktorch.verify.runners import keras_backend
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_torch_direction:
         try:
             more, note = convert_torch_models(workdir)
-        except Exception as exc:  # a failing direction is reported, not fatal to the others
+        except Exception as exc:  # noqa: BLE001 - a failing direction is reported, not fatal to the others
             more, note = [], f"torch->keras: conversion failed ({type(exc).__name__}: {exc})"
         conversions += more
         if note:

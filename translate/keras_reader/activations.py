@@ -1,75 +1,10 @@
-"""Keras activations: the `activation=` argument of layers, and the activation layers."""
+"""Keras activation layers (the `activation=` argument of other layers is calls.activation_nodes)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...graph import Value
 from ..registry import register
-from .reader import LayerCall
-
-# name -> (op kind, attrs); Keras 3 definitions (keras/src/activations/activations.py)
-_SIMPLE: dict[str, tuple[str, dict[str, Any]]] = {
-    "relu": ("relu", {}),
-    "relu6": ("relu", {"max_value": 6.0}),
-    "elu": ("elu", {"alpha": 1.0}),
-    "selu": ("selu", {}),
-    "gelu": ("gelu", {"approximate": False}),
-    "silu": ("silu", {}),
-    "swish": ("silu", {}),
-    "hard_silu": ("hard_silu", {}),
-    "hard_swish": ("hard_silu", {}),
-    "softplus": ("softplus", {}),
-    "softsign": ("softsign", {}),
-    "tanh": ("tanh", {}),
-    "sigmoid": ("sigmoid", {}),
-    "log_sigmoid": ("log_sigmoid", {}),
-    "exponential": ("exp", {}),
-    "mish": ("mish", {}),
-    "leaky_relu": ("relu", {"negative_slope": 0.2}),
-    "hard_tanh": ("clip", {"min": -1.0, "max": 1.0}),
-    "celu": ("celu", {"alpha": 1.0}),
-    "squareplus": ("squareplus", {"b": 4.0}),
-    "soft_shrink": ("soft_shrink", {"threshold": 0.5}),
-    "hard_shrink": ("hard_shrink", {"threshold": 0.5}),
-    "tanh_shrink": ("tanh_shrink", {}),
-    "sparse_plus": ("sparse_plus", {}),
-    "sparse_sigmoid": ("hard_sigmoid", {"slope": 0.5, "offset": 0.5}),
-}
-_LINEAR = ("linear", None, "")
-
-
-def activation_name(spec: Any) -> str | None:
-    """The name of a serialized activation (string, or a Keras 3 function dict)."""
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, dict):
-        cfg = spec.get("config")
-        if isinstance(cfg, str):
-            return cfg
-        if isinstance(cfg, dict) and "name" in cfg:
-            return str(cfg["name"])
-        return str(spec.get("class_name"))
-    return str(spec)
-
-
-def activation_nodes(call: LayerCall, x: Value, spec: Any, *, suffix: str = "_act") -> Value:
-    """Emit the activation named by `spec` on x; linear emits nothing."""
-    name = activation_name(spec)
-    if name in _LINEAR:
-        return x
-    if name in ("softmax", "log_softmax", "glu"):
-        return call.emit(name, [x], {"axis": (x.rank - 1,)}, suffix=suffix)
-    if name == "hard_sigmoid":
-        # Keras 2 (and TF1): clip(0.2 x + 0.5); Keras 3: relu6(x + 3) / 6
-        attrs = {"slope": 0.2, "offset": 0.5} if call.keras2 else {"slope": 1.0 / 6.0, "offset": 0.5}
-        return call.emit("hard_sigmoid", [x], attrs, suffix=suffix)
-    if name not in _SIMPLE:
-        raise call.error(f"activation {name!r} is not supported")
-    op, attrs = _SIMPLE[name]
-    return call.emit(op, [x], dict(attrs), suffix=suffix)
+from .calls import LayerCall, activation_nodes
 
 
 @register("keras->ir", "Activation")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ...graph import Value
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 
 @register("keras->ir", "LayerScale")

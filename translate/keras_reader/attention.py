@@ -17,7 +17,7 @@ import numpy as np
 from ...graph import Value
 from ...graph.ops.sequence import MHA_MASKS
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 _MHA_PARTS = {
     "query": ("query", "query_dense", "_query_dense"),

@@ -15,10 +15,10 @@ import numpy as np
 from ...graph import Value
 from ...graph.ops import channel_axis, spatial_axes
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 
-def _tuple(value: Any, rank: int) -> tuple[int, ...]:
+def int_tuple(value: Any, rank: int) -> tuple[int, ...]:
     if isinstance(value, (list, tuple)):
         if len(value) == 1 and rank > 1:
             return tuple(int(value[0]) for _ in range(rank))
@@ -59,9 +59,9 @@ def _common(call: LayerCall, rank: int) -> dict[str, Any]:
     if x.rank != rank + 2:
         raise call.error(f"expects a rank-{rank + 2} input, got shape {x.shape}")
     data_format = call.get("data_format") or "channels_last"
-    kernel = _tuple(call.get("kernel_size"), rank)
-    strides = _tuple(call.get("strides", 1), rank)
-    dilation = _tuple(call.get("dilation_rate", 1), rank)
+    kernel = int_tuple(call.get("kernel_size"), rank)
+    strides = int_tuple(call.get("strides", 1), rank)
+    dilation = int_tuple(call.get("dilation_rate", 1), rank)
     if any(s > 1 for s in strides) and any(d > 1 for d in dilation):
         raise call.error("strides > 1 together with dilation_rate > 1 is not defined in Keras")
     return {
@@ -161,12 +161,12 @@ def _separable_conv(call: LayerCall, rank: int) -> Value:
 def _conv_transpose(call: LayerCall, rank: int) -> Value:
     x = call.x
     data_format = call.get("data_format") or "channels_last"
-    kernel_size = _tuple(call.get("kernel_size"), rank)
-    strides = _tuple(call.get("strides", 1), rank)
-    dilation = _tuple(call.get("dilation_rate", 1), rank)
+    kernel_size = int_tuple(call.get("kernel_size"), rank)
+    strides = int_tuple(call.get("strides", 1), rank)
+    dilation = int_tuple(call.get("dilation_rate", 1), rank)
     padding = str(call.get("padding", "valid")).lower()
     out_pad_cfg = call.get("output_padding")
-    out_pad = _tuple(out_pad_cfg, rank) if out_pad_cfg is not None else None
+    out_pad = int_tuple(out_pad_cfg, rank) if out_pad_cfg is not None else None
     filters = int(call.get("filters"))
     if int(call.get("groups", 1) or 1) != 1:  # tf.keras 2 writes groups=1 for transposed convolutions
         raise call.error("grouped transposed convolutions are not supported")

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 
 @register("keras->ir", "Dense")

@@ -2,4 +2,16 @@
 
 from __future__ import annotations
 
-from . import activations, applications, attention, conv, core, merge, normalization, pooling, preprocessing, recurrent, reshaping  # noqa: F401
+from . import (  # noqa: F401
+    activations,
+    applications,
+    attention,
+    conv,
+    core,
+    merge,
+    normalization,
+    pooling,
+    preprocessing,
+    recurrent,
+    reshaping,
+)

@@ -113,7 +113,7 @@ def _attr_text(value: Any) -> str:
 def _open_h5(path: Path) -> KerasFile:
     try:
         h5 = h5py.File(path, "r")
-    except Exception as exc:  # h5py raises OSError, RuntimeError, ... on damaged files
+    except Exception as exc:  # noqa: BLE001  (h5py raises OSError, RuntimeError, ... on damaged files)
         raise ModelFileError(f"{path}: cannot read the HDF5 file ({exc}); it may be truncated or corrupt") from None
     try:
         if "model_config" not in h5.attrs:

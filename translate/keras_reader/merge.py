@@ -11,7 +11,7 @@ from numbers import Number
 
 from ...graph import Value
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 _NARY = {"Add": "add", "Multiply": "mul", "Average": "average", "Maximum": "maximum", "Minimum": "minimum"}
 

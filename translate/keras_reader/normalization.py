@@ -7,7 +7,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 
 def _axes(call: LayerCall, x: Value, default=-1) -> tuple[int, ...]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ...graph import Value
 from ...graph.ops import spatial_axes
 from ..registry import register
-from .conv import _tuple, same_padding
-from .reader import LayerCall
+from .calls import LayerCall
+from .conv import int_tuple, same_padding
 
 
 def _pool(call: LayerCall, mode: str, rank: int) -> Value:
@@ -14,8 +14,8 @@ def _pool(call: LayerCall, mode: str, rank: int) -> Value:
     if x.rank != rank + 2:
         raise call.error(f"expects a rank-{rank + 2} input, got shape {x.shape}")
     data_format = call.get("data_format") or "channels_last"
-    size = _tuple(call.get("pool_size", 2), rank)
-    strides = _tuple(call.get("strides") or size, rank)
+    size = int_tuple(call.get("pool_size", 2), rank)
+    strides = int_tuple(call.get("strides") or size, rank)
     padding = str(call.get("padding", "valid")).lower()
     if padding == "valid":
         pads = ((0, 0),) * rank

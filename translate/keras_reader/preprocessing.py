@@ -8,7 +8,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 KERAS_EPSILON = 1e-7  # keras.config.epsilon(), the floor Normalization puts under sqrt(variance)
 

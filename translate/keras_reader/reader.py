@@ -9,16 +9,29 @@ layers are reported at once.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ...graph import Graph, Value
-from ...graph.errors import GraphError, KtorchError, ModelFileError, UnsupportedOpError, UntrustedCodeError
+from ...graph.errors import (
+    GraphError,
+    KtorchError,
+    ModelFileError,
+    UnsupportedOpError,
+    UntrustedCodeError,
+)
 from ..registry import lookup
+from .calls import (
+    KerasLayerError,
+    LayerCall,
+    TrackedConfig,
+    flatten,
+    identifier,
+)
 from .file import KerasFile, open_keras_file
 
 # Layers that hold other layers: handled by the reader itself.
@@ -35,171 +48,6 @@ MASK_PASSING = MASK_MERGING | frozenset(
         "GroupNormalization", "UnitNormalization", "Rescaling", "Normalization", "TimeDistributed",
     }
 )
-
-
-class KerasLayerError(KtorchError):
-    """A layer's config or weights do not make sense."""
-
-
-# Options that do not change what a layer computes at inference.
-_INFERENCE_IRRELEVANT = frozenset(
-    {
-        "name", "trainable", "dtype", "autocast", "input_dtype", "activity_regularizer", "seed", "noise_shape",
-        "rate", "stddev", "l1", "l2", "synchronized", "renorm_clipping", "renorm_momentum",
-        "batch_input_shape", "batch_shape", "input_shape", "sparse", "ragged",
-    }
-)
-_INFERENCE_IRRELEVANT_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
-
-
-class TrackedConfig(dict):
-    """A layer config that remembers which options its translator looked at, so that an
-    option no translator understood is reported instead of silently ignored."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.read: set[str] = set()
-
-    def __getitem__(self, key: str) -> Any:
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.read.add(key)
-        return super().get(key, default)
-
-    def unread_options(self) -> dict[str, Any]:
-        """Options not looked at whose value could change the result."""
-        return {
-            k: v
-            for k, v in self.items()
-            if k not in self.read
-            and k not in _INFERENCE_IRRELEVANT
-            and not k.endswith(_INFERENCE_IRRELEVANT_SUFFIXES)
-            and v not in (None, False, "", [], {})
-        }
-
-
-@dataclass
-class LayerCall:
-    """One call of a Keras layer, as seen by its translator."""
-
-    graph: Graph
-    name: str  # the layer's name, prefixed by enclosing model names ("inner/conv")
-    class_name: str
-    config: dict[str, Any]
-    args: list[Any]  # call arguments, with Values for tensors
-    kwargs: dict[str, Any]
-    weights: list[tuple[str, np.ndarray]]
-    keras2: bool
-    call_index: int = 0
-    masks: list[Value | None] = field(default_factory=list)  # Keras masks of `inputs`, aligned
-    output_masks: list[Value | None] | None = None  # set by a translator that computes masks
-    known_masks: dict[int, Value] = field(default_factory=dict, repr=False)  # id(value) -> mask
-    _emitted: list = field(default_factory=list)
-
-    # -- inputs ---------------------------------------------------------------------
-    @property
-    def inputs(self) -> list[Value]:
-        """All tensors among the positional arguments, flattened in order."""
-        return [v for v in _flatten(self.args) if isinstance(v, Value)]
-
-    @property
-    def mask(self) -> Value | None:
-        """The Keras mask of the first input ((batch, time) bool), or an explicit `mask=`.
-        Keras 3 fills an implicit `mask=` only into a call with one tensor argument (an RNN
-        called with `initial_state=` ignores its input's mask); Keras 2 always does."""
-        explicit = self.kwargs.get("mask")
-        if isinstance(explicit, Value):
-            return explicit
-        tensor_args = [a for a in [*self.args, *self.kwargs.values()] if any(isinstance(v, Value) for v in _flatten(a))]
-        if not self.keras2 and len(tensor_args) != 1:
-            return None
-        return self.masks[0] if self.masks else None
-
-    def mask_of(self, value: Any) -> Value | None:
-        """The Keras mask carried by any tensor of this call (e.g. a `key=` argument)."""
-        return self.known_masks.get(id(value)) if isinstance(value, Value) else None
-
-    @property
-    def x(self) -> Value:
-        ins = self.inputs
-        if not ins:
-            raise self.error("is called without an input tensor")
-        return ins[0]
-
-    # -- config -----------------------------------------------------------------------
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.config.get(key, default)
-
-    def error(self, message: str) -> KerasLayerError:
-        return KerasLayerError(f"layer {self.name!r} ({self.class_name}): {message}")
-
-    def weight(self, index: int, *, expect: tuple | None = None) -> np.ndarray:
-        if index >= len(self.weights):
-            raise self.error(f"expected at least {index + 1} weight tensors, the file has {len(self.weights)}")
-        array = self.weights[index][1]
-        if expect is not None and tuple(array.shape) != tuple(expect):
-            raise self.error(f"weight {self.weights[index][0]!r} has shape {array.shape}, expected {expect}")
-        if not np.all(np.isfinite(array)) and np.issubdtype(array.dtype, np.floating):
-            raise self.error(f"weight {self.weights[index][0]!r} holds NaN or Inf values")
-        return array
-
-    def expect_weights(self, count: int) -> None:
-        if len(self.weights) != count:
-            raise self.error(f"expected {count} weight tensors, the file has {len(self.weights)}")
-
-    # -- emission -----------------------------------------------------------------------
-    def emit(
-        self,
-        op: str,
-        inputs: list[Value],
-        attrs: dict[str, Any] | None = None,
-        weights: dict[str, np.ndarray] | None = None,
-        *,
-        suffix: str = "",
-    ) -> Value:
-        """Add a node for this layer and return its (first) output."""
-        node = self.graph.add_node(
-            op,
-            inputs,
-            attrs,
-            weights,
-            name=_node_name(self.name) + suffix,
-            source=self.name,
-            source_class=self.class_name,
-        )
-        self._emitted.append(node)
-        return node.outputs[0]
-
-    def activate(self, x: Value, spec: Any) -> Value:
-        """Apply a Keras `activation=` spec to x (nothing for linear)."""
-        from .activations import activation_nodes
-
-        return activation_nodes(self, x, spec)
-
-
-def _flatten(obj: Any) -> list[Any]:
-    if isinstance(obj, (list, tuple)):
-        return [i for o in obj for i in _flatten(o)]
-    if isinstance(obj, dict):
-        return [i for o in obj.values() for i in _flatten(o)]
-    return [obj]
-
-
-def _node_name(path: str) -> str:
-    """An identifier for a layer at `path` ("outer/inner"): the parts joined by "_", except
-    that a part already starting with the enclosing model's name (Keras names the layers of
-    a nested model "convnext_tiny_stem_conv" inside "convnext_tiny_stem") replaces it."""
-    parts = [_identifier(p) for p in path.split("/")]
-    out = parts[0]
-    for part in parts[1:]:
-        out = part if part.startswith(out + "_") else f"{out}_{part}"
-    return out
-
-
-def _identifier(name: str) -> str:
-    return re.sub(r"\W", "_", name).strip("_") or "layer"
 
 
 # -- config helpers -------------------------------------------------------------------
@@ -323,7 +171,7 @@ class KerasReader:
                 f"{self.kfile.path}: the Sequential model has no input shape (it was never built); "
                 "build it with keras.Input(...) before saving"
             )
-        return [self.graph.add_input(_identifier(name), self._override(name, shape), dtype)]
+        return [self.graph.add_input(identifier(name), self._override(name, shape), dtype)]
 
     def _override(self, name: str, shape: tuple) -> tuple:
         given = (self.options.input_shapes or {}).get(name)
@@ -378,7 +226,7 @@ class KerasReader:
                 shape = _batch_shape(layer["config"])
                 if shape is None:
                     raise ModelFileError(f"{self.kfile.path}: input {ref[0]!r} has no shape")
-                value = self.graph.add_input(_identifier(ref[0]), self._override(ref[0], shape), _dtype_name(layer["config"].get("dtype")))
+                value = self.graph.add_input(identifier(ref[0]), self._override(ref[0], shape), _dtype_name(layer["config"].get("dtype")))
                 value.source = ref[0]
             else:
                 value = inputs[i]
@@ -489,7 +337,7 @@ class KerasReader:
         name = self._layer_name(layer)
         path = prefix + (name,)
         if cls in MODEL_CLASSES:
-            inner_inputs = [v for v in _flatten(args) if isinstance(v, Value)]
+            inner_inputs = [v for v in flatten(args) if isinstance(v, Value)]
             outs = self._run_model(layer, path, inner_inputs)
             for v in outs:
                 v.source = "/".join(path)
@@ -508,7 +356,7 @@ class KerasReader:
             weights=self._layer_weights(path, shared=len(layer.get("inbound_nodes") or []) > 1),
             keras2=self.kfile.keras2,
             call_index=call_index,
-            masks=[self._masks.get(id(v)) for v in _flatten(args) if isinstance(v, Value)],
+            masks=[self._masks.get(id(v)) for v in flatten(args) if isinstance(v, Value)],
             known_masks=self._masks,
         )
         try:
@@ -554,7 +402,7 @@ class KerasReader:
                     return
                 for other in given[1:]:
                     if other is not mask:
-                        mask = self.graph.add_node("mask_merge", [mask, other], {"mode": "or"}, name=f"{_identifier(call.name)}_mask").output
+                        mask = self.graph.add_node("mask_merge", [mask, other], {"mode": "or"}, name=f"{identifier(call.name)}_mask").output
             masks = [mask] + [None] * (len(outs) - 1)
         for value, mask in zip(outs, masks):
             if mask is not None:
@@ -574,8 +422,6 @@ def _refs(spec: Any) -> list[tuple[str, int, int]]:
 
 def read_keras(path: str | Path, options: ReadOptions | None = None) -> Graph:
     """Read a Keras `.h5` / `.keras` file into a graph. Does not import TensorFlow or Keras."""
-    from . import families  # noqa: F401  (registers the translators)
-
     with open_keras_file(path) as kfile:
         try:
             return KerasReader(kfile, options).read()

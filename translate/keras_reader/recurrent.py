@@ -17,8 +17,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import lookup, register
-from .activations import _SIMPLE, activation_name
-from .reader import LayerCall
+from .calls import SIMPLE_ACTIVATIONS, LayerCall, activation_name
 
 _OPS = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simple_rnn"}
 _GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
@@ -35,9 +34,9 @@ def activation_attr(call: LayerCall, spec: Any) -> dict[str, Any]:
         # Keras 2 (and TF1): clip(0.2 x + 0.5, 0, 1); Keras 3: relu6(x + 3) / 6
         slope = 0.2 if call.keras2 else 1.0 / 6.0
         return {"op": "hard_sigmoid", "attrs": {"slope": slope, "offset": 0.5}}
-    if name not in _SIMPLE:
+    if name not in SIMPLE_ACTIVATIONS:
         raise call.error(f"activation {name!r} is not supported in a recurrent layer")
-    op, attrs = _SIMPLE[name]
+    op, attrs = SIMPLE_ACTIVATIONS[name]
     return {"op": op, "attrs": dict(attrs)}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ...graph import Value
 from ...graph.ops import spatial_axes
 from ..registry import register
-from .reader import LayerCall
+from .calls import LayerCall
 
 
 def _pairs(value: Any, rank: int) -> tuple[tuple[int, int], ...]:

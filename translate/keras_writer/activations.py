@@ -3,12 +3,15 @@ arithmetic written with operators, and softmax."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...graph import Node
 from ...graph.errors import GraphError
+from ..codegen import py_literal
 from ..registry import register
-from .codegen import KerasEmitter, py_literal
+
+if TYPE_CHECKING:  # the emitter imports this module to apply fused activations
+    from .codegen import KerasEmitter
 
 # op kind -> keras.activations name (an Activation layer)
 _ACTIVATIONS = {

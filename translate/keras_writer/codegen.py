@@ -12,46 +12,21 @@ from __future__ import annotations
 
 import builtins
 import keyword
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ...graph import Graph, Node, Value
-from ...graph.errors import GraphError, UnsupportedOpError
-from ..registry import lookup
-from ..codegen import Raw, call, py_literal
+from ...graph import Graph, Node
+from ..codegen import Namespace, Raw, ValueNames, call, emit_nodes, py_literal
 
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"keras", "layers", "ops", "np", "Path", "build", "load", "annotations", "model"}
 
 __all__ = ["KerasEmitter", "Raw", "call", "emit_graph", "py_literal"]
 
 
-def identifier(text: str) -> str:
-    name = re.sub(r"\W", "_", text).strip("_") or "x"
-    return f"x{name}" if name[0].isdigit() else name
-
-
-class Namespace:
-    """Deterministic unique identifiers that never shadow a builtin or keyword."""
-
-    def __init__(self, reserved: set[str]) -> None:
-        self.used = set(reserved)
-
-    def take(self, base: str) -> str:
-        name = identifier(base)
-        candidate, i = name, 1
-        while candidate in self.used or candidate in RESERVED:
-            candidate = f"{name}_{i}"
-            i += 1
-        self.used.add(candidate)
-        return candidate
-
-
 @dataclass
-class KerasEmitter:
+class KerasEmitter(ValueNames):
     graph: Graph
     lines: list[str] = field(default_factory=list)
     weights: dict[str, list[np.ndarray]] = field(default_factory=dict)  # Keras layer name -> set_weights list
@@ -62,8 +37,8 @@ class KerasEmitter:
     _shared_keys: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.vars_ns = Namespace(set())
-        self.layers_ns = Namespace(set())
+        self.vars_ns = Namespace(RESERVED)
+        self.layers_ns = Namespace(RESERVED)
         # a source module with weights that several nodes use is one Keras layer, called again
         seen: dict[tuple, int] = {}
         for node in self.graph.nodes:
@@ -71,23 +46,6 @@ class KerasEmitter:
                 key = (node.source, node.op)
                 seen[key] = seen.get(key, 0) + 1
         self._shared_keys = {k for k, n in seen.items() if n > 1}
-
-    # -- names ---------------------------------------------------------------------------
-    def var(self, value: Value) -> str:
-        """The expression of a value: its variable, or the literal of an inlined constant."""
-        try:
-            return self.value_names[id(value)]
-        except KeyError:
-            raise GraphError(f"value {value.name!r} is used before it is computed") from None
-
-    def bind(self, value: Value, base: str | None = None) -> str:
-        name = self.vars_ns.take(base or value.name)
-        self.value_names[id(value)] = name
-        return name
-
-    def inline(self, value: Value, expr: str) -> None:
-        """Let `value` be written as `expr` wherever it is used (a literal constant)."""
-        self.value_names[id(value)] = expr
 
     # -- building -----------------------------------------------------------------------
     def layer(self, node: Node, cls: str, weights: list[np.ndarray] | None = None, *, suffix: str = "", **kwargs: Any) -> str:
@@ -141,15 +99,4 @@ def activation_kwarg(node: Node) -> dict[str, str]:
 
 def emit_graph(graph: Graph) -> KerasEmitter:
     """Run every node's translator; raise UnsupportedOpError listing all missing ones."""
-    from . import families  # noqa: F401  (registers the translators)
-
-    missing = [(n.source or n.name, n.op, "no Keras writer for this op kind") for n in graph.nodes if lookup("ir->keras", n.op) is None]
-    if missing:
-        raise UnsupportedOpError(sorted(set(missing)), where="the Keras writer")
-    em = KerasEmitter(graph)
-    for value in graph.inputs:
-        em.bind(value)
-    for node in graph.nodes:
-        translator: Callable = lookup("ir->keras", node.op)  # type: ignore[assignment]
-        translator(node, em)
-    return em
+    return emit_nodes(graph, KerasEmitter(graph), "ir->keras", "Keras")

@@ -19,7 +19,7 @@ _CONV = {1: "layers.Conv1D", 2: "layers.Conv2D", 3: "layers.Conv3D"}
 _DEPTHWISE = {1: "layers.DepthwiseConv1D", 2: "layers.DepthwiseConv2D"}
 _TRANSPOSE = {1: "layers.Conv1DTranspose", 2: "layers.Conv2DTranspose", 3: "layers.Conv3DTranspose"}
 _ZERO_PAD = {1: "layers.ZeroPadding1D", 2: "layers.ZeroPadding2D", 3: "layers.ZeroPadding3D"}
-_CROP = {1: "layers.Cropping1D", 2: "layers.Cropping2D", 3: "layers.Cropping3D"}
+CROPPING_LAYERS = {1: "layers.Cropping1D", 2: "layers.Cropping2D", 3: "layers.Cropping3D"}
 
 
 def compact(values: tuple) -> int | tuple:
@@ -152,5 +152,5 @@ def conv_transpose_to_keras(node: Node, em: KerasEmitter) -> None:
     expr = f"{em.layer(node, _TRANSPOSE[rank], weights, **kwargs)}({em.var(node.inputs[0])})"
     if any(b or e for b, e in crops):
         y = em.temp(f"{node.name}_full", expr)
-        expr = f"{em.layer(node, _CROP[rank], suffix='crop', cropping=pad_argument(tuple(crops)), **data_format(node))}({y})"
+        expr = f"{em.layer(node, CROPPING_LAYERS[rank], suffix='crop', cropping=pad_argument(tuple(crops)), **data_format(node))}({y})"
     em.assign(node, expr)

@@ -8,7 +8,7 @@ from typing import Any
 from ...graph import Node
 from ..registry import register
 from .codegen import KerasEmitter, py_literal
-from .conv import _CROP, data_format, pad_argument
+from .conv import CROPPING_LAYERS, data_format, pad_argument
 from .normalization import keras_axis
 
 _ZERO_PAD = {1: "layers.ZeroPadding1D", 2: "layers.ZeroPadding2D", 3: "layers.ZeroPadding3D"}
@@ -70,7 +70,7 @@ def reflect_pad_to_keras(node: Node, em: KerasEmitter) -> None:
 @register("ir->keras", "crop")
 def crop_to_keras(node: Node, em: KerasEmitter) -> None:
     x = node.inputs[0]
-    layer = em.layer(node, _CROP[x.rank - 2], cropping=pad_argument(tuple(tuple(p) for p in node.attrs["crops"])), **data_format(node))
+    layer = em.layer(node, CROPPING_LAYERS[x.rank - 2], cropping=pad_argument(tuple(tuple(p) for p in node.attrs["crops"])), **data_format(node))
     em.assign(node, f"{layer}({em.var(x)})")
 
 

@@ -8,6 +8,7 @@ import gc
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,7 @@ def write(output: KerasOutput, directory: Path, *, release: bool = False) -> lis
     first spilled to a scratch safetensors file and dropped from `output`, then read back one
     layer at a time once the Keras model (whose variables take as much memory again) is
     built: the weights are never held twice."""
-    from ...verify.runners import import_emitted, keras_backend
+    from ..runtime import import_emitted, keras_backend
 
     keras_backend()
     (directory / "model.py").write_text(output.source_code, encoding="utf-8")

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import OnnxCall
+from .calls import OnnxCall
 
 # op type -> (graph op, {onnx attribute: (graph attribute, default)})
 UNARY = {

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import Const, OnnxCall
+from .calls import Const, OnnxCall
 
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Max": "maximum", "Min": "minimum"}
 

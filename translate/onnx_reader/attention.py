@@ -22,8 +22,8 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .patterns import DOMAIN, _drop_dead
-from .reader import OnnxCall
+from .calls import OnnxCall
+from .patterns import DOMAIN, drop_dead
 
 MHA = "MultiHeadAttention"  # inputs x, q/k/v/out weights (torch Linear layout) and biases; attrs num_heads, causal
 
@@ -108,9 +108,9 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
     (after checking its numbers); returns the count."""
     from onnx import helper, numpy_helper
 
-    from .patterns import _Index
+    from .patterns import ModelIndex
 
-    index = _Index(model)
+    index = ModelIndex(model)
     graph = model.graph
     scopes = dict.fromkeys(n.name.rsplit("/", 1)[0] for n in graph.node if n.op_type == "Softmax" and n.name.startswith("/") and n.name.count("/") >= 2)
     fused = 0
@@ -121,11 +121,15 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
         produced = {o for n in region for o in n.output}
         # constants without a scope ("Constant_81") that only this scope reads
         for n in graph.node:
-            if n.op_type == "Constant" and id(n) not in members and all(id(u) in members for u in index.consumers.get(n.output[0], [])):
-                if index.consumers.get(n.output[0]):
-                    region.append(n)
-                    members.add(id(n))
-                    produced.update(n.output)
+            if (
+                n.op_type == "Constant"
+                and id(n) not in members
+                and all(id(u) in members for u in index.consumers.get(n.output[0], []))
+                and index.consumers.get(n.output[0])
+            ):
+                region.append(n)
+                members.add(id(n))
+                produced.update(n.output)
         outside = [i for n in region for i in n.input if i and i not in produced and index.const(i) is None]
         inputs = list(dict.fromkeys(outside))
         outputs = [o for o in produced if o in graph_outputs or any(id(u) not in members for u in index.consumers.get(o, []))]
@@ -173,10 +177,10 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
         graph.node.insert(position + 1, node)
         for n in ordered:
             graph.node.remove(n)
-        index = _Index(model)
+        index = ModelIndex(model)
         fused += 1
     if fused:
-        _drop_dead(model)
+        drop_dead(model)
     return fused
 
 

@@ -7,7 +7,7 @@ import math
 
 from ...graph import Value
 from ..registry import register
-from .reader import OnnxCall
+from .calls import OnnxCall
 
 
 def explicit_pads(call: OnnxCall, x: Value, kernel: tuple, strides: tuple, dilation: tuple) -> tuple | str:

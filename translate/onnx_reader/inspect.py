@@ -16,8 +16,6 @@ def inspect_onnx(path: Path) -> list[dict[str, Any]]:
     the output shape ONNX shape inference finds."""
     from onnx import shape_inference
 
-    from . import families  # noqa: F401  (registers the translators)
-
     model = load_model(path)
     with contextlib.suppress(Exception):  # the shapes are a courtesy here
         model = shape_inference.infer_shapes(model)

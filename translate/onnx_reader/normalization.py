@@ -7,7 +7,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import OnnxCall
+from .calls import OnnxCall
 
 
 @register("onnx->ir", "BatchNormalization")

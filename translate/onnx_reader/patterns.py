@@ -27,7 +27,7 @@ DOMAIN = "ktorch"  # the rewritten nodes' domain: internal to the reader, never 
 LAYER_NORM = "LayerNormalization"  # inputs X, scale, bias; attributes axes (any non-batch axes), epsilon
 
 
-class _Index:
+class ModelIndex:
     def __init__(self, model: Any) -> None:
         from onnx import numpy_helper
 
@@ -47,7 +47,7 @@ class _Index:
         return self.consts.get(name)
 
 
-def _mean_axes(index: _Index, node: Any, rank: int | None) -> tuple[int, ...] | None:
+def _mean_axes(index: ModelIndex, node: Any, rank: int | None) -> tuple[int, ...] | None:
     """The axes a mean node reduces (keeping them), or None if it is not one."""
     if node.op_type == "GlobalAveragePool":
         return None if rank is None else tuple(range(2, rank))
@@ -76,7 +76,7 @@ def fuse_layer_norm(model: Any, shapes: dict[str, tuple]) -> int:
     shape inference's shapes); returns the count."""
     from onnx import helper, numpy_helper
 
-    index = _Index(model)
+    index = ModelIndex(model)
     fused = 0
     for final in list(index.graph.node):
         if final.op_type != "Add" or len(final.input) != 2:
@@ -162,18 +162,18 @@ def fuse_layer_norm(model: Any, shapes: dict[str, tuple]) -> int:
         index.graph.node.remove(final)
         fused += 1
     if fused:
-        _drop_dead(model)
+        drop_dead(model)
     return fused
 
 
-def _through_casts(index: _Index, name: str) -> Any | None:
+def _through_casts(index: ModelIndex, name: str) -> Any | None:
     node = index.producer.get(name)
     while node is not None and node.op_type == "Cast":
         node = index.producer.get(node.input[0])
     return node
 
 
-def _is_leading_shape(index: _Index, name: str, x_name: str, units: int) -> bool:
+def _is_leading_shape(index: ModelIndex, name: str, x_name: str, units: int) -> bool:
     """Whether tensor `name` is concat(shape(x)[:-1], [units]) for a rank >= 3 x, as
     tf2onnx computes the target of a Tensordot's final Reshape."""
     concat = _through_casts(index, name)
@@ -193,7 +193,7 @@ def fuse_tensordot(model: Any) -> int:
     """tf2onnx writes a Dense layer on a (batch, ..., features) tensor as Reshape to
     (-1, features), MatMul, Reshape back to (batch, ..., units): one MatMul on the
     original tensor (ONNX's MatMul broadcasts over the leading axes). Returns the count."""
-    index = _Index(model)
+    index = ModelIndex(model)
     fused = 0
     for first in list(index.graph.node):
         if first.op_type != "Reshape":
@@ -223,7 +223,7 @@ def fuse_tensordot(model: Any) -> int:
         index.graph.node.remove(last)
         fused += 1
     if fused:
-        _drop_dead(model)
+        drop_dead(model)
     return fused
 
 
@@ -240,7 +240,7 @@ class _Repeat:
     nodes: tuple[Any, ...]
 
 
-def _repeat_link(index: _Index, unsqueeze: Any, shapes: dict[str, tuple]) -> _Repeat | None:
+def _repeat_link(index: ModelIndex, unsqueeze: Any, shapes: dict[str, tuple]) -> _Repeat | None:
     """Match tf2onnx's `repeat` (Keras's backend.repeat_elements):
 
         Unsqueeze(x, [u]) -> Tile(reps: 1 but f at u) -> [Transpose] -> Reshape
@@ -305,10 +305,10 @@ def fuse_repeat_upsample(model: Any) -> int:
         inferred = shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001 - without shapes, nothing is fused
         return 0
-    from .reader import _shape_of
+    from .calls import shape_of
 
-    shapes = {info.name: _shape_of(info, batch=False) for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
-    index = _Index(model)
+    shapes = {info.name: shape_of(info, batch=False) for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    index = ModelIndex(model)
     outputs = {o.name for o in model.graph.output}
     found = [_repeat_link(index, n, shapes) for n in index.graph.node if n.op_type == "Unsqueeze"]
     found = [link for link in found if link is not None]
@@ -360,11 +360,11 @@ def fuse_repeat_upsample(model: Any) -> int:
         index.graph.node.remove(chain[-1].nodes[-1])
         fused += 1
     if fused:
-        _drop_dead(model)
+        drop_dead(model)
     return fused
 
 
-def _chains(index: _Index, link: _Repeat, outputs: set[str]) -> bool:
+def _chains(index: ModelIndex, link: _Repeat, outputs: set[str]) -> bool:
     """Whether `link`'s output feeds only the next repeat (and the Shape nodes that compute
     its Reshape target), so that the two fuse."""
     users = index.consumers.get(link.out, [])
@@ -383,7 +383,7 @@ def _common_scope(names: list[str]) -> str:
     return "/".join(common) or "repeat"
 
 
-def _drop_dead(model: Any) -> None:
+def drop_dead(model: Any) -> None:
     """Remove nodes whose outputs nothing reads any more."""
     graph = model.graph
     needed = {o.name for o in graph.output}

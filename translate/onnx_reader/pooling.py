@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ...graph import Value
 from ..registry import register
+from .calls import OnnxCall
 from .conv import explicit_pads
-from .reader import OnnxCall
 
 
 def _pool(call: OnnxCall, mode: str) -> Value:

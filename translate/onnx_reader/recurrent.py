@@ -31,7 +31,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import BATCH, Const, Deferred, OnnxCall, _evaluate
+from .calls import BATCH, Const, Deferred, OnnxCall, evaluate_node
 
 _GATE_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}  # ONNX iofc -> torch ifgo; zrh -> rzn
 _GATES = {"LSTM": 4, "GRU": 3}
@@ -105,7 +105,7 @@ class BatchFill(Deferred):
         outs = []
         for batch in (3, 5):
             arrays = [self.proxy(batch) if v is self else (v.array if isinstance(v, Const) else None) for v in call.inputs]
-            outs.append(_evaluate(call.proto, arrays, call.opset)[0])
+            outs.append(evaluate_node(call.proto, arrays, call.opset)[0])
         moved = [i for i, (a, b) in enumerate(zip(outs[0].shape, outs[1].shape)) if a != b]
         if len(moved) != 1 or outs[0].shape[moved[0]] != 3:
             raise self.refuse(call, "an operation that does not keep the batch axis of a constant shaped by the batch size")

@@ -8,7 +8,7 @@ import math
 
 from ...graph import Value
 from ..registry import register
-from .reader import OnnxCall
+from .calls import OnnxCall
 
 _HALF_PIXEL = ("half_pixel", "pytorch_half_pixel")
 

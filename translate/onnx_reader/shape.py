@@ -11,7 +11,7 @@ import numpy as np
 from ...graph import Value
 from ..edge_pad import edge_pad
 from ..registry import register
-from .reader import _DTYPES, BATCH, Const, OnnxCall
+from .calls import BATCH, ONNX_DTYPES, Const, OnnxCall
 
 
 def _reshape(call: OnnxCall, x: Value, target: tuple[int, ...]) -> Value:
@@ -277,7 +277,7 @@ def reduce_to_ir(call: OnnxCall) -> Value:
 @register("onnx->ir", "Cast")
 def cast_to_ir(call: OnnxCall) -> Value:
     x = call.value(0)
-    dtype = _DTYPES.get(int(call.attr("to")))
+    dtype = ONNX_DTYPES.get(int(call.attr("to")))
     if dtype is None:
         raise call.unsupported(f"Cast to ONNX element type {call.attr('to')}")
     if dtype == x.dtype:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-from .reader import BATCH, AtenCall, Const, ReadOptions, TorchOpError, read_program
+from . import families  # noqa: F401  (imports the op families, which register their translators)
+from .calls import BATCH, AtenCall, Const, ModuleCall, TorchOpError
+from .reader import ReadOptions, read_program
 
-__all__ = ["BATCH", "AtenCall", "Const", "ReadOptions", "TorchOpError", "read_program"]
+__all__ = ["BATCH", "AtenCall", "Const", "ModuleCall", "ReadOptions", "TorchOpError", "read_program"]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import AtenCall
+from .calls import AtenCall
 
 _UNARY = {
     "aten.relu": "relu",

@@ -8,7 +8,7 @@ from typing import Any
 
 from ...graph import Value
 from ..registry import register
-from .reader import AtenCall, Const
+from .calls import AtenCall, Const
 
 
 def operand(call: AtenCall, name: str, rank: int, dtype: str = "float32") -> Value:

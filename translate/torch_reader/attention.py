@@ -23,7 +23,7 @@ import numpy as np
 from ...graph import Value
 from ...graph.errors import UnsupportedOpError
 from ..registry import register
-from .reader import (
+from .calls import (
     AtenCall,
     BatchRange,
     Const,

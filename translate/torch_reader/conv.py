@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...graph import Value
 from ..registry import register
-from .reader import AtenCall
+from .calls import AtenCall
 
 RANKS = {"aten.conv1d": 1, "aten.conv2d": 2, "aten.conv3d": 3, "aten.conv_transpose1d": 1, "aten.conv_transpose2d": 2, "aten.conv_transpose3d": 3}
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import AtenCall, Const
+from .calls import AtenCall, Const
 
 
 @register("torch->ir", "aten.linear")

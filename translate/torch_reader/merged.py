@@ -18,11 +18,14 @@ of a tensor whose merged axis is not first is refused.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...graph import Value
 from ...graph.errors import UnsupportedOpError
-from .reader import BATCH, BatchExpr, Const, Deferred, TorchReader, batch_factor
+from .calls import BATCH, BatchExpr, Const, Deferred, batch_factor
+
+if TYPE_CHECKING:
+    from .reader import TorchReader
 
 
 def batch_target(size: list[Any], elements: int, static_batch: int | None) -> tuple[int, tuple[int, ...]] | None:

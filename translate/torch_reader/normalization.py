@@ -6,7 +6,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import AtenCall
+from .calls import AtenCall
 
 
 def _affine(call: AtenCall, channels: int, *, fill: bool) -> dict[str, np.ndarray]:

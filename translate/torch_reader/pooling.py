@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...graph import Value
 from ..registry import register
-from .reader import AtenCall
+from .calls import AtenCall
 
 
 def _rank(call: AtenCall) -> int:

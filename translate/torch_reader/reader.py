@@ -15,6 +15,7 @@ kept dynamic.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 from collections.abc import Callable
@@ -26,6 +27,22 @@ import numpy as np
 from ...graph import Graph, Value
 from ...graph.errors import GraphError, KtorchError, UnsupportedOpError
 from ..registry import lookup
+from .calls import (
+    BATCH,
+    AtenCall,
+    BatchExpr,
+    BatchRange,
+    Const,
+    Deferred,
+    ModuleCall,
+    SymbolicBatch,
+    TorchOpError,
+    aten_key,
+    batch_factor,
+    bind_arguments,
+    dtype_name,
+    identifier,
+)
 
 PASS_THROUGH = {
     "aten.dropout",
@@ -42,241 +59,6 @@ PASS_THROUGH = {
 IGNORED = {"aten._assert_scalar", "aten._assert_tensor_metadata", "aten.sym_constrain_range_for_size", "aten._assert_async"}
 CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")
 
-_DTYPES = {
-    "torch.float32": "float32",
-    "torch.float64": "float64",
-    "torch.float16": "float16",
-    "torch.bfloat16": "bfloat16",
-    "torch.int64": "int64",
-    "torch.int32": "int32",
-    "torch.int16": "int16",
-    "torch.int8": "int8",
-    "torch.uint8": "uint8",
-    "torch.bool": "bool",
-}
-
-
-class TorchOpError(KtorchError):
-    """An ATen call has arguments that ktorch cannot translate."""
-
-
-@dataclass(frozen=True)
-class Const:
-    """A tensor known at conversion time: a parameter, a buffer, or a folded constant."""
-
-    name: str
-    array: np.ndarray
-    trainable: bool = False  # an nn.Parameter (a buffer or folded constant is not)
-
-
-class _Batch:
-    """The symbolic batch size (x.size(0) on a dynamic batch)."""
-
-    def __repr__(self) -> str:
-        return "BATCH"
-
-
-BATCH = _Batch()
-
-
-def identifier(text: str) -> str:
-    return re.sub(r"\W", "_", text).strip("_") or "x"
-
-
-def dtype_name(dtype: Any) -> str:
-    return _DTYPES.get(str(dtype), "float32")
-
-
-def aten_key(target: Any) -> str:
-    """'aten.<name>' for an ATen overload (in-place `relu_` folds onto `relu`), else the
-    callable's qualified name."""
-    packet = getattr(target, "overloadpacket", None)
-    if packet is not None:
-        name = packet.__name__
-        if name.endswith("_") and not name.startswith("_"):
-            name = name[:-1]
-        namespace = getattr(target, "namespace", "aten")
-        return f"{namespace}.{name}"
-    return getattr(target, "__name__", str(target))
-
-
-def bind_arguments(target: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
-    """Positional and keyword arguments of an ATen call by schema name, defaults filled in."""
-    schema = target._schema
-    bound: dict[str, Any] = {}
-    positional = list(args)
-    for arg in schema.arguments:
-        if not arg.kwarg_only and positional:
-            bound[arg.name] = positional.pop(0)
-        elif arg.name in kwargs:
-            bound[arg.name] = kwargs[arg.name]
-        elif arg.has_default_value():
-            bound[arg.name] = arg.default_value
-        else:
-            bound[arg.name] = None
-    return bound
-
-
-@dataclass
-class AtenCall:
-    """One ATen call, as its translator sees it."""
-
-    reader: TorchReader
-    key: str  # "aten.conv2d"
-    fx_name: str
-    args: dict[str, Any]  # by schema name; Values, Consts, BATCH, Python values
-    module: str  # innermost module path ("layer1.0.conv1"), "" at top level
-    module_class: str  # its class name ("Conv2d")
-    leaf: bool  # the call is the whole of a torch.nn leaf module
-    meta_shapes: list[tuple]  # output shapes torch recorded (batch axis as None)
-    meta_dtypes: list[str]
-
-    @property
-    def graph(self) -> Graph:
-        return self.reader.graph
-
-    @property
-    def owner(self) -> str | None:
-        """For functional code that uses a submodule's parameters (Swin's
-        F.linear(x, self.qkv.weight, self.qkv.bias)): that submodule's path."""
-        if self.leaf:
-            return None
-        weight = self.args.get("weight")
-        if isinstance(weight, Const) and weight.trainable and weight.name.endswith(".weight"):
-            owner = weight.name[: -len(".weight")]
-            return owner if owner != self.module else None
-        return None
-
-    @property
-    def name(self) -> str:
-        """The base name of the nodes this call emits."""
-        if self.leaf:
-            return identifier(self.module)
-        if self.owner:
-            return identifier(self.owner)
-        op = self.key.split(".", 1)[1].strip("_")
-        return identifier(f"{self.module}_{op}" if self.module else op)
-
-    @property
-    def where(self) -> str:
-        return f"{self.fx_name} ({self.key}{' in ' + self.module + ' (' + self.module_class + ')' if self.module else ''})"
-
-    def error(self, message: str) -> TorchOpError:
-        return TorchOpError(f"{self.where}: {message}")
-
-    def unsupported(self, reason: str) -> UnsupportedOpError:
-        return UnsupportedOpError([(self.module or self.fx_name, self.key, reason)], where="the PyTorch reader")
-
-    # -- arguments ----------------------------------------------------------------------
-    def value(self, name: str) -> Value:
-        """A tensor argument as a graph value (a constant becomes a `constant` node)."""
-        v = self.args.get(name)
-        if isinstance(v, Const):
-            return self.reader.constant_value(v)
-        if not isinstance(v, Value):
-            raise self.error(f"argument {name!r} is {v!r}, expected a tensor")
-        return v
-
-    def const(self, name: str, *, optional: bool = False) -> np.ndarray | None:
-        v = self.args.get(name)
-        if v is None and optional:
-            return None
-        if not isinstance(v, Const):
-            raise self.unsupported(f"argument {name!r} must be a parameter or constant known at export time")
-        return v.array
-
-    def ints(self, name: str, rank: int) -> tuple[int, ...]:
-        v = self.args.get(name)
-        if isinstance(v, int):
-            return (v,) * rank
-        v = tuple(int(i) for i in v)
-        return v * rank if len(v) == 1 else v
-
-    def axis(self, name: str, rank: int) -> int:
-        return self.axis_of(self.args[name], rank)
-
-    def axis_of(self, dim: int, rank: int) -> int:
-        a = int(dim)
-        a = a + rank if a < 0 else a
-        if not 0 <= a < rank:
-            raise self.error(f"dim {dim} is out of range for rank {rank}")
-        return a
-
-    # -- emission -----------------------------------------------------------------------
-    def emit(
-        self,
-        op: str,
-        inputs: list[Value],
-        attrs: dict[str, Any] | None = None,
-        weights: dict[str, np.ndarray] | None = None,
-        *,
-        suffix: str = "",
-    ) -> Value:
-        node = self.graph.add_node(
-            op,
-            inputs,
-            attrs,
-            weights,
-            name=self.name + suffix,
-            source=self.module if self.leaf else self.owner or self.name,
-            source_class=self.module_class if self.leaf else self.key,  # functional code: the ATen op
-        )
-        return node.outputs[0] if len(node.outputs) == 1 else node.outputs  # type: ignore[return-value]
-
-    def emit_all(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None) -> list[Value]:
-        node = self.graph.add_node(op, inputs, attrs, name=self.name, source=self.name, source_class=self.module_class or self.key)
-        return list(node.outputs)
-
-
-class Deferred:
-    """A module output that no graph value can hold as PyTorch shapes it (an RNN's
-    (layers, batch, hidden) final states: the batch is on axis 1). A "module.<Class>"
-    translator may return one; every later ATen call that reads it is handed to `apply`
-    instead of a translator, and `materialize` gives a graph value for a model output."""
-
-    def apply(self, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
-        raise NotImplementedError
-
-    def materialize(self, reader: TorchReader, name: str) -> Value:
-        raise NotImplementedError
-
-
-@dataclass
-class ModuleCall:
-    """All ATen calls of one module call, for a translator registered as
-    "module.<ClassName>" that translates the module as a whole (nn.MultiheadAttention)."""
-
-    reader: TorchReader
-    module: str  # "encoder.layers.encoder_layer_0.self_attention"
-    module_class: str
-    inputs: list[Value]  # the tensors the module reads from outside, in order of use
-    nodes: list[Any]  # its fx nodes, in order
-    outputs: list[Any]  # the fx nodes whose values are used outside the module
-    state: dict[str, np.ndarray]  # its parameters and buffers, by name inside the module
-
-    @property
-    def graph(self) -> Graph:
-        return self.reader.graph
-
-    @property
-    def name(self) -> str:
-        return identifier(self.module)
-
-    def unsupported(self, reason: str) -> UnsupportedOpError:
-        return UnsupportedOpError([(self.module, self.module_class, reason)], where="the PyTorch reader")
-
-    def targets(self, key: str) -> list[Any]:
-        """The module's fx nodes calling ATen op `key` ("aten.transpose")."""
-        return [n for n in self.nodes if aten_key(n.target) == key]
-
-    def emit(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None, weights: dict[str, np.ndarray] | None = None) -> Value:
-        node = self.graph.add_node(op, inputs, attrs, weights, name=self.name, source=self.module, source_class=self.module_class)
-        return node.outputs[0]
-
-    def swap_time_and_batch(self, value: Value, suffix: str) -> Value:
-        """(T, B, F) <-> (B, T, F): the transpose around a batch_first=False RNN or attention."""
-        node = self.graph.add_node("transpose", [value], {"perm": (1, 0, 2)}, name=f"{self.name}_{suffix}", source=self.module, source_class="transpose")
-        return node.output
 
 
 def _stack_entries(node: Any) -> list[tuple[str, str]]:
@@ -294,7 +76,7 @@ def _clean_path(path: str) -> str:
     return path
 
 
-def _module_of(node: Any) -> tuple[str, str]:
+def module_of(node: Any) -> tuple[str, str]:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return "", ""
@@ -423,7 +205,7 @@ class TorchReader:
                         o = self.graph.add_node("identity", [o], name=f"output_{i}").output
                     values.append(o)
                 self.graph.outputs = values
-        for i, v in enumerate(self.graph.outputs):
+        for v in self.graph.outputs:
             v.source = v.source or v.name
         self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export", "static_batch": self.static_batch, "example_batch": self.example_batch})
         return self.graph
@@ -438,7 +220,7 @@ class TorchReader:
             key = aten_key(node.target)
             if key in PASS_THROUGH or key in IGNORED or key in _PYTHON_OPS or key in _SYM_OPS or lookup("torch->ir", key) is not None:
                 continue
-            module, cls = _module_of(node)
+            module, cls = module_of(node)
             problems.append((module or node.name, key, f"no translator (called in {cls.rsplit('.', 1)[-1] or 'the top-level forward'})"))
         if problems:
             unique = sorted(set(problems), key=problems.index)
@@ -504,10 +286,8 @@ class TorchReader:
         if isinstance(val.shape[0], int):  # a dynamic batch is a torch.SymInt, no int
             self.static_batch = int(val.shape[0])
         if self.example_batch is None:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 self.example_batch = int(val.shape[0])  # of a SymInt: the size in the export's example
-            except (TypeError, ValueError):
-                pass
         return self.graph.add_input(identifier(node.name), shape, dtype_name(val.dtype))
 
     # -- calls ----------------------------------------------------------------------------
@@ -542,7 +322,7 @@ class TorchReader:
         if deferred is not None:
             return deferred.apply(self, node, key, bound)
         computed = any(isinstance(a, Const) for a in flat) or node.name in self._constant  # arange(7) has no tensor argument
-        if self.options.fold_constants and not any(isinstance(a, (Value, _Batch, BatchExpr, BatchRange)) for a in flat) and computed:
+        if self.options.fold_constants and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange)) for a in flat) and computed:
             return self._fold(node, args, kwargs)
         val = node.meta.get("val")
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
@@ -554,7 +334,7 @@ class TorchReader:
         translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]
         if translator is None:
             raise UnsupportedOpError([(node.name, key, "no translator")], where="the PyTorch reader")
-        module, cls = _module_of(node)
+        module, cls = module_of(node)
         leaf = _is_leaf(cls) and bool(module)
         if leaf:
             # a module called several times: each call is its own (weightless) layer
@@ -816,38 +596,6 @@ def _sym_size(reader: TorchReader, node: Any, x: Any, dim: int) -> Any:
     raise GraphError(f"{node.name}: size() of {x!r}")
 
 
-class BatchExpr:
-    """Arithmetic on the symbolic batch size (x.size(0) * heads). A product of the batch
-    size and a whole number keeps that `factor` (a reshape may merge the batch axis with
-    an axis of that size: Swin's windows); any other expression fails only in a translator
-    that uses it, naming the op."""
-
-    def __init__(self, text: str, factor: int | None = None) -> None:
-        self.text = text
-        self.factor = factor
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-class BatchRange:
-    """arange(batch size) with `ndim - 1` unit axes after it: the index of every example
-    (Hugging Face's mask helpers index with it)."""
-
-    def __init__(self, ndim: int) -> None:
-        self.ndim = ndim
-
-    def __repr__(self) -> str:
-        return f"BatchRange({self.ndim})"
-
-
-def batch_factor(size: Any) -> int | None:
-    """k where `size` is k times the symbolic batch size (BATCH: 1), else None."""
-    if size is BATCH:
-        return 1
-    return size.factor if isinstance(size, BatchExpr) else None
-
-
 def _scaled_batch(fn: Callable, args: tuple) -> Any:
     """batch * k, k * batch and (batch * k) // d (d dividing k) as a multiple of the batch."""
     factors = [batch_factor(a) for a in args]
@@ -867,7 +615,7 @@ def _scaled_batch(fn: Callable, args: tuple) -> Any:
 
 def _sym_arith(fn: Callable) -> Callable:
     def apply(reader: TorchReader, node: Any, *args: Any) -> Any:
-        if any(isinstance(a, (_Batch, BatchExpr)) for a in args):
+        if any(isinstance(a, (SymbolicBatch, BatchExpr)) for a in args):
             scaled = _scaled_batch(fn, args)
             return scaled if scaled is not None else BatchExpr(f"{getattr(fn, '__name__', 'op')}{tuple(args)}")
         return fn(*args)
@@ -890,6 +638,4 @@ _SYM_OPS: dict[str, Callable] = {
 
 def read_program(program: Any, *, name: str = "model", options: ReadOptions | None = None) -> Graph:
     """Read an ExportedProgram into a graph (axis 0 of every input is the dynamic batch)."""
-    from . import families  # noqa: F401  (registers the translators)
-
     return TorchReader(program, name, options).read()

@@ -16,13 +16,16 @@ until an ATen call reads them: `h_n[-1]`, `h_n[-2:]`, `h_n.unbind(0)`,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .reader import Deferred, ModuleCall, TorchReader, aten_key, bind_arguments
+from .calls import Deferred, ModuleCall, aten_key, bind_arguments
+
+if TYPE_CHECKING:
+    from .reader import TorchReader
 
 _OPS = {
     "aten.lstm": "lstm",
@@ -108,7 +111,7 @@ class StateStack(Deferred):
 def _all_zeros(call: ModuleCall, node: Any) -> bool:
     """Whether an hx argument is zeros the model made itself (a constant, or one that
     depends only on the batch size)."""
-    from .reader import Const
+    from .calls import Const
 
     value = call.reader.env.get(getattr(node, "name", ""))
     if isinstance(value, Const):
@@ -225,7 +228,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
     seq = x
     for k in range(layers):
         weights = {}
-        for d, suffix in enumerate(("", "_reverse")[:directions]):
+        for suffix in ("", "_reverse")[:directions]:
             for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 name = f"{w}_l{k}{suffix}"
                 if name in call.state:

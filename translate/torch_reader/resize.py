@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...graph import Value
 from ..registry import register
-from .reader import AtenCall
+from .calls import AtenCall
 
 _MODES = {
     "aten.upsample_nearest1d": "nearest",

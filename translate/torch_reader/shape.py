@@ -14,8 +14,8 @@ from ...graph import Value
 from ..edge_pad import edge_pad
 from ..registry import register
 from .arithmetic import operand
+from .calls import BATCH, AtenCall, Const, dtype_name
 from .merged import MergedBatch, batch_target
-from .reader import BATCH, AtenCall, Const, dtype_name
 
 _BIG = 2**62
 

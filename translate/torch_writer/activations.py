@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...graph import Node
+from ..codegen import Raw, call, py_literal
 from ..registry import register
-from .codegen import Raw, TorchEmitter, call, py_literal
+
+if TYPE_CHECKING:  # the emitter imports this module to apply fused activations
+    from .codegen import TorchEmitter
 
 _KERAS_RELU = '''def keras_relu(x: torch.Tensor, negative_slope: float, max_value: float | None, threshold: float) -> torch.Tensor:
     """Keras's general relu: x above threshold (clipped to [0, max_value]), else negative_slope * (x - threshold)."""

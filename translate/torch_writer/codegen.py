@@ -10,46 +10,14 @@ from __future__ import annotations
 
 import builtins
 import keyword
-import re
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from ...graph import Graph, Node, Value
-from ...graph.errors import GraphError, UnsupportedOpError
-from ..codegen import Raw, call, py_literal  # noqa: F401  (re-exported for the op families)
-from ..registry import lookup
+from ..codegen import Namespace, Raw, ValueNames, call, emit_nodes, py_literal  # noqa: F401  (Raw, call, py_literal: re-exported for the op families)
 
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "Path", "load", "load_file", "annotations"}
-
-
-def identifier(text: str) -> str:
-    name = re.sub(r"\W", "_", text).strip("_")
-    if not name:
-        name = "x"
-    if name[0].isdigit():
-        name = f"x{name}"
-    return name
-
-
-class Namespace:
-    """Deterministic unique Python identifiers that never shadow a builtin or keyword."""
-
-    def __init__(self, reserved: set[str]) -> None:
-        self.used = set(reserved)
-
-    def take(self, base: str) -> str:
-        name = identifier(base)
-        if name in RESERVED or name in self.used:
-            stem = name if name not in RESERVED else f"{name}_"
-            candidate, i = stem, 1
-            while candidate in self.used or candidate in RESERVED:
-                candidate = f"{stem}_{i}" if not stem.endswith("_") else f"{stem}{i}"
-                i += 1
-            name = candidate
-        self.used.add(name)
-        return name
 
 
 @dataclass
@@ -66,7 +34,7 @@ FRESH_OUTPUT_OPS = frozenset({"conv", "conv_transpose", "batch_norm", "dense", "
 
 
 @dataclass
-class TorchEmitter:
+class TorchEmitter(ValueNames):
     graph: Graph
     class_name: str
     modules: list[EmittedModule] = field(default_factory=list)
@@ -79,20 +47,9 @@ class TorchEmitter:
     uses_functional: bool = False
 
     def __post_init__(self) -> None:
-        self.attrs_ns = Namespace({"training", "forward", "eval", "train", "to", "cuda", "cpu", "state_dict", "parameters"})
-        self.vars_ns = Namespace({self.class_name})
-
-    # -- names ---------------------------------------------------------------------------
-    def var(self, value: Value) -> str:
-        try:
-            return self.value_names[id(value)]
-        except KeyError:
-            raise GraphError(f"value {value.name!r} is used before it is computed") from None
-
-    def bind(self, value: Value, base: str | None = None) -> str:
-        name = self.vars_ns.take(base or value.name)
-        self.value_names[id(value)] = name
-        return name
+        taken = {"training", "forward", "eval", "train", "to", "cuda", "cpu", "state_dict", "parameters"}
+        self.attrs_ns = Namespace(RESERVED, taken, escape_reserved=True)
+        self.vars_ns = Namespace(RESERVED, {self.class_name}, escape_reserved=True)
 
     # -- building -----------------------------------------------------------------------
     def module(self, node: Node, expr: str, state: dict[str, np.ndarray] | None = None, *, suffix: str = "") -> str:
@@ -149,15 +106,4 @@ class TorchEmitter:
 
 def emit_graph(graph: Graph, class_name: str) -> TorchEmitter:
     """Run every node's translator; raise UnsupportedOpError listing all missing ones."""
-    from . import families  # noqa: F401  (registers the translators)
-
-    missing = [(n.source or n.name, n.op, "no PyTorch writer for this op kind") for n in graph.nodes if lookup("ir->torch", n.op) is None]
-    if missing:
-        raise UnsupportedOpError(sorted(set(missing)), where="the PyTorch writer")
-    em = TorchEmitter(graph, class_name)
-    for value in graph.inputs:
-        em.bind(value)
-    for node in graph.nodes:
-        translator: Callable = lookup("ir->torch", node.op)  # type: ignore[assignment]
-        translator(node, em)
-    return em
+    return emit_nodes(graph, TorchEmitter(graph, class_name), "ir->torch", "PyTorch")

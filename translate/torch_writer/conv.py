@@ -21,7 +21,7 @@ def torch_pad(pairs) -> tuple[int, ...]:
     return tuple(out)
 
 
-_PAD_SAME = '''def pad_same(
+PAD_SAME = '''def pad_same(
     x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...], value: float = 0.0
 ) -> torch.Tensor:
     """TensorFlow's "same" padding for inputs whose size is only known at run time (extra pixel at the end)."""
@@ -34,7 +34,7 @@ _PAD_SAME = '''def pad_same(
 '''
 
 
-def _require_channels_first(node: Node) -> None:
+def require_channels_first(node: Node) -> None:
     if node.attrs.get("data_format", "channels_first") != "channels_first":
         raise GraphError(f"{node.name}: the PyTorch writer needs channels-first data; the layout pass did not run")
 
@@ -46,7 +46,7 @@ def _padded_input(node: Node, em: TorchEmitter, x: str) -> tuple[str, int | tupl
     if pads == "same":
         a = node.attrs
         em.functional()
-        helper = em.helper("pad_same", _PAD_SAME)
+        helper = em.helper("pad_same", PAD_SAME)
         return f"{helper}({x}, {py_literal(a['kernel_size'])}, {py_literal(a['strides'])}, {py_literal(a['dilation'])})", 0
     if all(b == e for b, e in pads):
         return x, compact(tuple(b for b, _ in pads))
@@ -55,7 +55,7 @@ def _padded_input(node: Node, em: TorchEmitter, x: str) -> tuple[str, int | tupl
 
 @register("ir->torch", "conv")
 def conv_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     a = node.attrs
     w = node.weights["weight"]
     x, padding = _padded_input(node, em, em.var(node.inputs[0]))
@@ -79,7 +79,7 @@ def conv_to_torch(node: Node, em: TorchEmitter) -> None:
 
 @register("ir->torch", "conv_transpose")
 def conv_transpose_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     a = node.attrs
     w = node.weights["weight"]
     crops = a["padding"]

@@ -8,7 +8,7 @@ from ...graph import Node
 from ...graph.errors import GraphError
 from ..registry import register
 from .codegen import TorchEmitter, call, py_literal
-from .conv import _PAD_SAME, _require_channels_first, compact
+from .conv import PAD_SAME, compact, require_channels_first
 
 
 def _torch_pool_count(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
@@ -86,14 +86,14 @@ def _slice_expr(expr: str, slices: tuple[tuple[int, int], ...], sizes: tuple) ->
 
 @register("ir->torch", "pool")
 def pool_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     a = node.attrs
     kind = "Max" if a["mode"] == "max" else "Avg"
     x = em.var(node.inputs[0])
     if a["padding"] == "same" and kind == "Max" and not _ceil_mode_is_same(a):
         # sizes known only at run time: pad as TF does, with -inf so that padding never wins
         em.functional()
-        helper = em.helper("pad_same", _PAD_SAME)
+        helper = em.helper("pad_same", PAD_SAME)
         ones = (1,) * a["rank"]
         x = f'{helper}({x}, {py_literal(a["pool_size"])}, {py_literal(a["strides"])}, {py_literal(ones)}, value=float("-inf"))'
         padding, ceil_mode, slices = 0, False, None
@@ -120,7 +120,7 @@ def pool_to_torch(node: Node, em: TorchEmitter) -> None:
 
 @register("ir->torch", "global_pool")
 def global_pool_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     x = node.inputs[0]
     dims = tuple(range(2, x.rank))
     fn = "mean" if node.attrs["mode"] == "avg" else "amax"

@@ -14,9 +14,10 @@ from typing import Any
 
 from ...graph import Node
 from ...graph.ops.sequence import RNN_STATES, rnn_inputs
+from ..codegen import identifier
 from ..registry import register
 from .activations import activation_expr
-from .codegen import Raw, TorchEmitter, call, identifier
+from .codegen import Raw, TorchEmitter, call
 from .conv import compact
 
 _KERAS_RNN = '''class KerasRNN(nn.Module):

@@ -6,7 +6,7 @@ from ...graph import Node
 from ...graph.errors import GraphError
 from ..registry import register
 from .codegen import TorchEmitter, call, py_literal
-from .conv import _require_channels_first, compact, torch_pad
+from .conv import compact, require_channels_first, torch_pad
 
 _DTYPES = {
     "float16": "torch.float16",
@@ -50,7 +50,7 @@ def concat_to_torch(node: Node, em: TorchEmitter) -> None:
 
 @register("ir->torch", "pad")
 def pad_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     value = float(node.attrs["value"])
     extra = f", value={py_literal(value)}" if value != 0.0 else ""
     em.assign(node, f"{em.functional()}.pad({em.var(node.inputs[0])}, {py_literal(torch_pad(node.attrs['pads']))}{extra})")
@@ -58,7 +58,7 @@ def pad_to_torch(node: Node, em: TorchEmitter) -> None:
 
 @register("ir->torch", "crop")
 def crop_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     slices = [":", ":"] + [f"{b or ''}:{-e if e else ''}" for b, e in node.attrs["crops"]]
     em.assign(node, f"{em.var(node.inputs[0])}[{', '.join(slices)}]")
 
@@ -68,7 +68,7 @@ _MODES = {("nearest", 1): "nearest-exact", ("nearest", 2): "nearest-exact", ("ne
 
 @register("ir->torch", "upsample")
 def upsample_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     a = node.attrs
     rank = len(a["scale"])
     mode = _MODES.get((a["mode"], rank))
@@ -85,7 +85,7 @@ def upsample_to_torch(node: Node, em: TorchEmitter) -> None:
 
 @register("ir->torch", "resize")
 def resize_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     a = node.attrs
     mode = _MODES.get((a["mode"], len(a["size"])))
     if mode is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ...graph import Node
 from ..registry import register
 from .codegen import TorchEmitter, py_literal
-from .conv import _require_channels_first, torch_pad
+from .conv import require_channels_first, torch_pad
 
 
 def _index(axis: int, item: str) -> str:
@@ -45,7 +45,7 @@ def stack_to_torch(node: Node, em: TorchEmitter) -> None:
 
 @register("ir->torch", "reflect_pad")
 def reflect_pad_to_torch(node: Node, em: TorchEmitter) -> None:
-    _require_channels_first(node)
+    require_channels_first(node)
     pads = torch_pad(node.attrs["pads"])
     em.assign(node, f'{em.functional()}.pad({em.var(node.inputs[0])}, {py_literal(pads)}, mode="reflect")')
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ...graph import Graph
-from ..codegen import describe_values
+from ..codegen import describe_values, identifier
 from ..format import format_source
-from .codegen import TorchEmitter, emit_graph, identifier
+from .codegen import TorchEmitter, emit_graph
 
 _HEADER = '''"""{title}
 
@@ -71,9 +71,19 @@ class TorchOutput:
     state: dict[str, np.ndarray]
     value_names: dict[str, str]  # IR value name -> variable name in forward
     module_count: int
+    buffer_keys: frozenset[str] = frozenset()  # state keys that are buffers (not nn.Parameter)
     train_source: str | None = None  # train.py, when the source carries a training setup
     optimizer_state: dict[str, np.ndarray] | None = None  # optimizer.safetensors
     training: dict | None = None  # the manifest's `training`
+
+    def counts(self) -> tuple[int, int]:
+        """(parameter elements, buffer elements), as `model.parameters()` / `model.buffers()` count them."""
+        buffers = sum(a.size for k, a in self.state.items() if k in self.buffer_keys)
+        return int(sum(a.size for a in self.state.values()) - buffers), int(buffers)
+
+
+# state entries of torch modules that are buffers: BatchNorm's running statistics
+_BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 
 
 def class_name_for(name: str) -> str:
@@ -123,7 +133,9 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     parts.append(_LOAD.format(cls=cls, finish=finish))
     code = format_source("".join(parts))
     names = {v.name: em.value_names[id(v)] for v in graph.values() if id(v) in em.value_names}
-    output = TorchOutput(cls, code, em.state, names, len(em.modules))
+    buffer_attrs = {m.attr for m in em.modules if m.expr.startswith("nn.Buffer(")}
+    buffers = frozenset(k for k in em.state if k in buffer_attrs or k.endswith(_BUFFER_SUFFIXES))
+    output = TorchOutput(cls, code, em.state, names, len(em.modules), buffers)
     if graph.meta.get("training"):
         from .training import render_training
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph import Graph, Node
+from ..ir import Graph, Node
+
+__all__ = ["fold_affine"]
 
 
 def _single_user(graph: Graph, node: Node) -> Node | None:

@@ -1,0 +1,81 @@
+"""What both the writers and the verifier need at run time: importing an emitted model.py,
+choosing the Keras backend before Keras is first imported, and loading Triton's native
+library before TensorFlow's. Importing this module imports no framework."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..graph.errors import KtorchError
+
+__all__ = ["RunError", "import_emitted", "keras_backend", "preload_before_tensorflow"]
+
+
+class RunError(KtorchError):
+    """A model could not be run (missing dependency, bad file)."""
+
+    exit_code = 3
+
+
+def preload_before_tensorflow() -> None:
+    """Load Triton's native library (used by torch.export, torch.compile, torchvision) before
+    TensorFlow's: the other way round, the process dies with a segmentation fault."""
+    if "tensorflow" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    with contextlib.suppress(Exception):  # a broken triton only matters to code that needs it
+        import triton  # noqa: F401
+
+
+def keras_backend() -> str:
+    """The backend Keras uses in this process (chosen now if Keras is not imported yet)."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    if "KERAS_BACKEND" not in os.environ:
+        os.environ["KERAS_BACKEND"] = "tensorflow" if importlib.util.find_spec("tensorflow") else "torch"
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        preload_before_tensorflow()
+        _import_tensorflow_quietly()
+    return os.environ["KERAS_BACKEND"]
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the native start-up chatter (oneDNN, CUDA stubs, absl) sent to
+    /dev/null: those lines are written to file descriptor 2 by C++ before any Python-level
+    logging setting applies. Errors still surface as Python exceptions."""
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None or os.environ.get("KTORCH_DEBUG"):
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def import_emitted(directory: str | Path) -> Any:
+    """Import an emitted model.py as a fresh module (never cached under a shared name)."""
+    path = Path(directory) / "model.py"
+    name = f"ktorch_emitted_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RunError(f"{path}: cannot import the emitted model")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
