@@ -20,13 +20,12 @@ import torch._dynamo
 
 keras = pytest.importorskip("keras")
 
-from ktorch.translate.keras_reader.file import open_keras_file
-from ktorch.translate.keras_reader.training import read_training_setup
-
-import ktorch
-from ktorch.directions import emitted_state
-from ktorch.pipeline import Options
-from ktorch.training import trace_parameters
+import ktorch  # noqa: E402
+from ktorch.directions import emitted_state  # noqa: E402
+from ktorch.pipeline import Options  # noqa: E402
+from ktorch.training import trace_parameters  # noqa: E402
+from ktorch.translate.keras_reader.file import open_keras_file  # noqa: E402
+from ktorch.translate.keras_reader.training import read_training_setup  # noqa: E402
 
 RTOL = 1e-4
 STEPS = 5
@@ -260,12 +259,12 @@ def test_no_optimizer_hyperparameter_is_lost(cls: str, tmp_path: Path) -> None:
     group = optimizer.param_groups[0]
     for key, value in options.items():
         if key == "weight_decay":
-            assert train_py.WEIGHT_DECAY == pytest.approx(value)
+            assert pytest.approx(value) == train_py.WEIGHT_DECAY
             continue
         names = TORCH_NAMES.get(key, (key,))
         held = [group[n] for n in names if n in group]
         assert held and held[0] == pytest.approx(value), f"{cls}: {key}={value} lost (param group: {group})"
-    assert train_py.CLIPNORM == pytest.approx(0.7)
+    assert pytest.approx(0.7) == train_py.CLIPNORM
 
 
 def exec_code(code: str) -> dict:
