@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -164,10 +165,9 @@ def _convert(args: argparse.Namespace) -> int:
     console = _console()
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
     shapes = _input_shapes(args)
-    import warnings
-
-    warnings.filterwarnings("ignore", message="training setup: ")  # listed after the summary line instead
-    with Status("starting", console=console) as status:
+    with Status("starting", console=console) as status, warnings.catch_warnings():
+        # the training setup's notes are listed after the summary line instead
+        warnings.filterwarnings("ignore", message="training setup: ")
         try:
             result = convert(
                 src,
