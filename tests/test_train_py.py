@@ -418,3 +418,34 @@ def test_tf_keras_h5_training_config(tmp_path: Path) -> None:
         kernel, bias = kmodel.layers[-1].get_weights()
         np.testing.assert_allclose(tmodel.dense.weight.detach().numpy(), kernel.T, rtol=RTOL, atol=1e-6)
         np.testing.assert_allclose(tmodel.dense.bias.detach().numpy(), bias, rtol=RTOL, atol=1e-6)
+
+
+def test_per_pixel_classes_on_the_channel_axis(tmp_path: Path) -> None:
+    """A per-pixel softmax: Keras's class axis is the last, the emitted model's is axis 1 (NCHW); the
+    loss (label smoothing included) and accuracy follow it there."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 5, 2))
+    outputs = keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(inputs)
+    kmodel = keras.Model(inputs, outputs)
+    kmodel.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        metrics=["accuracy"],
+    )
+    path = tmp_path / "seg.keras"
+    kmodel.save(path)
+    converted = Converted(path, tmp_path / "out")
+    tmodel = converted.model_py.load()
+    optimizer, scheduler = converted.train_py.make_optimizer(tmodel)
+    rng = np.random.default_rng(0)
+    for step in range(3):
+        x = rng.normal(size=(4, 5, 5, 2)).astype("float32")
+        y = np.eye(3, dtype="float32")[rng.integers(0, 3, (4, 5, 5))]
+        expected = keras_loss(kmodel.train_on_batch(x, y))
+        y_torch = torch.from_numpy(y).permute(0, 3, 1, 2)
+        got, y_pred = converted.train_py.train_step(tmodel, optimizer, scheduler, to_torch_input(x), y_torch)
+        assert abs(float(got) - expected) <= RTOL * abs(expected), f"step {step}"
+        assert_weights(converted, kmodel, tmodel, f"after step {step + 1}")
+    keras_accuracy = float(np.mean(np.argmax(kmodel.predict(x, verbose=0), -1) == np.argmax(y, -1)))
+    torch_accuracy = float(converted.train_py.accuracy(tmodel.eval()(to_torch_input(x)), y_torch).mean())
+    assert torch_accuracy == pytest.approx(keras_accuracy)

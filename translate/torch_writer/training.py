@@ -524,8 +524,8 @@ def render_loss(loss: dict[str, Any], class_axis: int) -> str:
     }
     if cls == "CategoricalCrossentropy":
         fields["smoothing"] = (
-            f"    # label smoothing over the last axis: y * (1 - s) + s / num_classes\n"
-            f"    y_true = y_true * (1.0 - {c['label_smoothing']}) + {c['label_smoothing']} / y_true.shape[-1]\n"
+            f"    # label smoothing over the class axis: y * (1 - s) + s / num_classes\n"
+            f"    y_true = y_true * (1.0 - {c['label_smoothing']}) + {c['label_smoothing']} / y_true.shape[{axis}]\n"
             if c["label_smoothing"]
             else ""
         )
