@@ -58,6 +58,9 @@ class Node:
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     source: str | None = None  # name of the source layer/module this node came from
     source_class: str | None = None  # its class, for messages and reports
+    # training-time facts about this node's weights (see graph/training.py): frozen,
+    # weight regularizers and constraints, keyed by weight name. Empty for most nodes.
+    training: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         ins = ", ".join(v.name for v in self.inputs)

@@ -63,6 +63,7 @@ def to_dict(graph: Graph) -> dict[str, Any]:
                 "weights": {k: {"shape": list(w.shape), "dtype": str(w.dtype)} for k, w in n.weights.items()},
                 **({"source": n.source} if n.source else {}),
                 **({"source_class": n.source_class} if n.source_class else {}),
+                **({"training": _jsonable(n.training)} if n.training else {}),
             }
             for n in graph.nodes
         ],
@@ -97,6 +98,7 @@ def from_dict(data: dict[str, Any], weights: dict[str, dict[str, np.ndarray]] | 
             source=n.get("source"),
             source_class=n.get("source_class"),
         )
+        node.training = _from_jsonable(n.get("training", {}))
         for value, spec in zip(node.outputs, n["outputs"]):
             graph._names.discard(value.name)
             value.name = spec["name"]

@@ -46,6 +46,7 @@ def convert(
     inputs: list | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    regularizers: dict[str, Any] | None = None,
 ) -> ConversionResult:
     """Convert a Keras model file into a PyTorch output directory, a PyTorch model (.pt2 file,
     nn.Module, 'package.module:factory', a ktorch PyTorch output directory) into a Keras one,
@@ -54,6 +55,9 @@ def convert(
     `input_shapes` / `input_dtypes` / `weights` only apply to PyTorch sources that still need
     torch.export; the result's `keras_model` is the emitted Keras model. `tolerance` defaults to
     the verification profile of the outputs' dtype (1e-4 relative for float32).
+    `regularizers` (PyTorch -> Keras) names the weight regularizers the Keras model trains
+    with, by parameter: `{"fc.weight": ("l2", 1e-4), "conv1.weight": ("l1l2", 1e-5, 1e-4)}` ->
+    `kernel_regularizer=keras.regularizers.L2(0.0001)` (Keras's L2 is l2 * sum(w**2), no 1/2).
 
     Raises ParityError (after writing the output, with the failed result recorded in
     ktorch.json) when verification finds an error above the tolerance.
@@ -70,10 +74,12 @@ def convert(
             "not a PyTorch source (.pt2, nn.Module, 'package.module:factory' or a ktorch PyTorch directory)"
         )
         raise ModelFileError(f"{src}: is {what}")
+    if regularizers and kind != "torch":
+        raise ValueError("regularizers= names PyTorch parameters; it applies to PyTorch -> Keras conversions only")
     options = Options(
         keep_layout=layout is Layout.KEEP, verify=verify, force=force, tolerance=tolerance, trust_code=trust_code,
         inputs=inputs, seed=seed, progress=progress, example_inputs=example_inputs, input_shapes=input_shapes,
-        input_dtypes=input_dtypes, weights=weights,
+        input_dtypes=input_dtypes, weights=weights, regularizers=regularizers,
     )  # fmt: skip
     return run_pipeline(DIRECTIONS[f"{kind}->{target}"], src, out, options)
 

@@ -28,6 +28,7 @@ from .graph.queries import is_spatial, layout_name, spatial_format
 from .manifest import Perm
 from .pipeline import Direction, Options, Read
 from .training import attach_training
+from .translate.output import read_manifest
 
 
 def channels_first_if_spatial(value: Value) -> str | None:
@@ -130,6 +131,14 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
     timings["export"] = time.perf_counter() - t0
     options.step("reading the ATen graph")
     graph = read_program(program, name=name)
+    regularizers = options.regularizers
+    if regularizers is None and isinstance(src, (str, Path)) and Path(src).is_dir():
+        # a round trip: the regularizers ktorch wrote as regularization_loss(), by parameter
+        regularizers = read_manifest(Path(src)).get("training", {}).get("parameter_regularizers")
+    if regularizers:
+        from .translate.torch_reader.training import attach_regularizers
+
+        attach_regularizers(graph, regularizers)
     source: dict[str, Any] = {"file": desc, "format": "torch.export"}
     if graph.meta.get("static_batch") is not None:  # the program itself runs only this batch size
         source["batch"] = graph.meta["static_batch"]

@@ -17,6 +17,7 @@ from typing import Any
 from .graph import Graph, validate
 from .graph.errors import ModelFileError
 from .graph.ir import Value
+from .graph.training import summary as training_summary
 from .manifest import Perm, SourceIO, build_manifest, io_specs, layout_of, model_info
 from .options import Layout
 from .result import ConversionResult
@@ -45,6 +46,8 @@ class Options:
     input_shapes: Sequence[Sequence[int]] | None = None
     input_dtypes: Sequence[str] | None = None
     weights: str | Path | None = None
+    # PyTorch -> Keras: {"fc.weight": ("l2", 1e-4)} (translate/torch_reader/regularization.py)
+    regularizers: dict[str, Any] | None = None
 
     def step(self, message: str) -> None:
         if self.progress is not None:
@@ -126,6 +129,9 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         values=None if direction.values is None else direction.values(graph, rendered.value_names),
         training=getattr(rendered, "training", None),
     )  # fmt: skip
+    training = training_summary(graph)  # frozen layers, regularizers, constraints, dropout (graph/training.py)
+    if training:  # beside train.py's entry (optimizer, loss, metrics), when the source was compiled
+        manifest["training"] = {**manifest.get("training", {}), **training}
     if options.tolerance is None:
         options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]]).rtol
     if not options.verify:

@@ -46,13 +46,14 @@ def test_reads_like_hand_written(small_cnn):
     code = (small_cnn / "model.py").read_text()
     assert "class SmallCnn(nn.Module):" in code
     assert "self.stem_conv = nn.Conv2d(3, 16, kernel_size=3, stride=2, bias=False)" in code
-    assert "self.stem_bn = nn.BatchNorm2d(16, eps=0.001, momentum=0.01)" in code
+    assert "self.stem_bn = KerasBatchNorm2d(16, eps=0.001, momentum=0.01)" in code
     forward = code[code.index("def forward") : code.index("\ndef load")]
     assert "permute(" not in forward and "transpose(" not in forward
     # in place where nothing else reads the tensor, as torchvision writes ReLU(inplace=True), `out += identity`
     assert "stem_relu = F.relu(stem_bn, inplace=True)" in forward
     assert "block_add = block_dw.add_(stem_relu)" in forward
-    assert "predictions = torch.softmax(self.predictions(flatten), dim=1)" in forward
+    assert "dropout = self.dropout(flatten)" in forward and "self.dropout = nn.Dropout(0.5)" in code  # kept for training
+    assert "predictions = torch.softmax(self.predictions(dropout), dim=1)" in forward
     assert "image: float32[N, 3, 32, 32]" in code  # the docstring states the shapes
 
 

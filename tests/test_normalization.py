@@ -38,7 +38,7 @@ def test_batchnorm_after_conv(keras, convert, center, scale):
     out = keras.layers.BatchNormalization(center=center, scale=scale, epsilon=1e-2, name="bn")(x)
     result = convert(_randomized(keras.Model(inp, out)))
     code = (result.out / "model.py").read_text()
-    assert "self.bn = nn.BatchNorm2d(4, eps=0.01, momentum=0.01" in code
+    assert "self.bn = KerasBatchNorm2d(4, eps=0.01, momentum=0.01" in code
     assert "permute(" not in forward_source(result)
 
 
@@ -75,7 +75,7 @@ def test_batchnorm_on_sequences(keras, convert, axis):
     x = keras.layers.Dense(4, name="dense")(inp)
     out = keras.layers.BatchNormalization(axis=axis, name="bn")(x)
     result = convert(_randomized(keras.Model(inp, out)))
-    assert "nn.BatchNorm1d(" in (result.out / "model.py").read_text()
+    assert "KerasBatchNorm1d(" in (result.out / "model.py").read_text()
 
 
 @pytest.mark.parametrize("rank", [1, 3])
@@ -85,7 +85,7 @@ def test_batchnorm_conv_1d_and_3d(keras, convert, rank):
     x = getattr(keras.layers, f"Conv{rank}D")(3, 3, name="conv")(inp)
     out = keras.layers.BatchNormalization(name="bn")(x)
     result = convert(_randomized(keras.Model(inp, out)))
-    assert f"nn.BatchNorm{rank}d(3" in (result.out / "model.py").read_text()
+    assert f"KerasBatchNorm{rank}d(3" in (result.out / "model.py").read_text()
 
 
 def test_batchnorm_dense(keras, convert):

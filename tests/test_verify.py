@@ -118,7 +118,7 @@ def test_scaled_weight_fails_and_names_its_layer(converted, tmp_path):
 def test_changed_epsilon_is_localised_in_isolated_mode(converted, tmp_path):
     src, out = converted
     planted = copy_of(out, tmp_path)
-    edit_model_py(planted, "nn.BatchNorm2d(8, eps=0.001", "nn.BatchNorm2d(8, eps=1e-05")
+    edit_model_py(planted, "KerasBatchNorm2d(8, eps=0.001", "KerasBatchNorm2d(8, eps=1e-05")
     code, data = run_cli(str(src), str(planted))
     assert code == 1
     assert data["first_divergence"]["source"] == "bn"

@@ -9,7 +9,7 @@ nothing invents an op kind locally. The definitions live in one module per famil
 
 from __future__ import annotations
 
-from . import elementwise, nn, sequence, shape, tensor  # noqa: F401  (the family modules define their ops)
+from . import elementwise, nn, sequence, shape, tensor, training  # noqa: F401  (the family modules define their ops)
 from .schema import (
     REQUIRED,
     Attr,

@@ -226,12 +226,18 @@ define(
     OpDef(
         "batch_norm",
         same_as_input,
-        attrs=(attr("axis", int), attr("epsilon", *_F), attr("momentum", *_F, default=0.1)),
+        attrs=(
+            attr("axis", int),
+            attr("epsilon", *_F),
+            attr("momentum", *_F, default=0.1),
+            attr("biased_running_var", bool, default=False),
+        ),
         weights=("weight", "bias", "running_mean", "running_var"),
         layout=Layout.AXIS,
         axis_attrs=("axis",),
         doc="(x - running_mean) / sqrt(running_var + epsilon) * weight + bias along `axis`; "
-        "momentum in PyTorch's convention (weight of the new batch)",
+        "momentum in PyTorch's convention (weight of the new batch). In training, running_var "
+        "tracks the unbiased batch variance (PyTorch), or the biased one if biased_running_var (Keras)",
         family="normalization",
     )
 )

@@ -31,8 +31,8 @@ FUSABLE = ("dense", "conv", "conv_transpose")
 
 
 def remove_noops(graph: Graph) -> int:
-    """Drop nodes that do nothing at inference (`identity`: Dropout, GaussianNoise,
-    SpatialDropout, ActivityRegularization, ... are read as identity). Returns the count."""
+    """Drop `identity` nodes (Keras Identity, copies). Dropout, noise and activity
+    regularization are ops of their own that act in training: they stay. Returns the count."""
     removed = 0
     for node in list(graph.nodes):
         if node.op != "identity":
@@ -191,6 +191,10 @@ def fold_bias_into_batch_norm(graph: Graph) -> int:
             continue
         if calls[(layer.source, layer.op)] > 1 or holders[id(layer.weights)] > 1:
             continue  # a shared layer: its other calls keep the bias
+        if any("bias" in layer.training.get(k, {}) for k in ("regularizers", "constraints")):
+            continue  # a regularized or constrained bias trains on its own: keep it
+        if bn.training.get("frozen") and not layer.training.get("frozen"):
+            continue  # a frozen BatchNorm uses its moving mean in training: the bias still trains
         channels = 1 if layer.attrs.get("data_format") == "channels_first" else x.rank - 1
         if bn.attrs["axis"] % x.rank != channels:
             continue

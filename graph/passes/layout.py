@@ -119,9 +119,35 @@ def _order_free(shape: tuple, perm: Perm) -> bool:
     return None not in shape[1:] and moving == sorted(moving)
 
 
+def _feature_order_free(node: Node) -> bool:
+    """An op on a (batch, features) tensor that commutes with any reordering of the
+    features: dropout, noise and activity regularization (the training family)."""
+    return get_op(node.op).family == "training" and len(node.inputs) == 1
+
+
+def _flatten_readers(graph: Graph, value: Value) -> tuple[list[Node], list[Value]] | None:
+    """The Dense layers that read a flattened `value`, directly or through order-free ops
+    (Flatten -> Dropout -> Dense), and the values in between; None if anything else reads it."""
+    if not value.users or value in graph.outputs:
+        return None
+    denses: list[Node] = []
+    between: list[Value] = []
+    for user in value.users:
+        if user.op == "dense" and user.inputs[0] is value:
+            denses.append(user)
+        elif _feature_order_free(user):
+            found = _flatten_readers(graph, user.output)
+            if found is None:
+                return None
+            denses += found[0]
+            between += [user.output, *found[1]]
+        else:
+            return None
+    return denses, between
+
+
 def _flatten_folds(graph: Graph, node: Node) -> bool:
-    out = node.output
-    return bool(out.users) and out not in graph.outputs and all(u.op == "dense" and u.inputs[0] is out for u in out.users)
+    return _flatten_readers(graph, node.output) is not None
 
 
 def _reshape_ok(node: Node, in_perm: Perm, out_perm: Perm, in_shape: tuple | None = None) -> tuple | None:
@@ -391,9 +417,11 @@ class _Materializer:
         if x.rank >= 3 and actual != identity(x.rank) and _flatten_folds(self.graph, node):
             src_shape = tuple(x.shape[actual.index(i)] for i in range(x.rank))[1:]
             order = np.arange(int(np.prod(src_shape))).reshape(src_shape).transpose([p - 1 for p in actual[1:]]).reshape(-1)
-            for dense in node.output.users:
+            denses, between = _flatten_readers(self.graph, node.output)  # type: ignore[misc]
+            for dense in dict.fromkeys(denses):
                 dense.weights["weight"] = np.ascontiguousarray(dense.weights["weight"][:, order])
-            node.output.source = None  # its elements are in the emitted order: not comparable
+            for value in [node.output, *between]:
+                value.source = None  # its elements are in the emitted order: not comparable
             self.set_output(node, [identity(2)])
             return
         self.feed(node, 0, identity(x.rank))

@@ -82,6 +82,11 @@ class LayerCall:
     known_masks: dict[int, Value] = field(default_factory=dict, repr=False)  # id(value) -> mask
     _emitted: list = field(default_factory=list)
 
+    @property
+    def emitted(self) -> list:
+        """The nodes this call has emitted so far, in order."""
+        return self._emitted
+
     # -- inputs ---------------------------------------------------------------------
     @property
     def inputs(self) -> list[Value]:

@@ -82,21 +82,10 @@ def repeat_vector_from_keras(call: LayerCall) -> Value:
     return call.emit("repeat_vector", [call.x], {"n": int(call.get("n"))})
 
 
-@register(
-    "keras->ir",
-    "Dropout",
-    "SpatialDropout1D",
-    "SpatialDropout2D",
-    "SpatialDropout3D",
-    "GaussianNoise",
-    "GaussianDropout",
-    "AlphaDropout",
-    "ActivityRegularization",
-    "Identity",
-    "StochasticDepth",
-)
+@register("keras->ir", "Identity", "StochasticDepth")
 def inference_noop_from_keras(call: LayerCall) -> Value:
-    """Layers that are the identity at inference."""
+    """Layers that are the identity at inference (dropout and noise layers, which act in
+    training, are in regularization.py)."""
     for training_only in ("data_format", "drop_path_rate", "rate", "stddev"):
         call.get(training_only)  # they shape the noise added in training only
     return call.emit("identity", [call.x])

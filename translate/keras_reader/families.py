@@ -13,5 +13,6 @@ from . import (  # noqa: F401
     pooling,
     preprocessing,
     recurrent,
+    regularization,
     reshaping,
 )

@@ -52,7 +52,9 @@ def batch_norm_from_keras(call: LayerCall) -> Value:
     }
     # Keras: moving = m * moving + (1 - m) * batch; PyTorch weighs the new batch
     momentum = round(1.0 - float(call.get("momentum", 0.99)), 12)
-    return call.emit("batch_norm", [x], {"axis": axes[0], "epsilon": float(call.get("epsilon", 1e-3)), "momentum": momentum}, weights)
+    # Keras updates the moving variance with the biased batch variance (ops.moments)
+    attrs = {"axis": axes[0], "epsilon": float(call.get("epsilon", 1e-3)), "momentum": momentum, "biased_running_var": True}
+    return call.emit("batch_norm", [x], attrs, weights)
 
 
 @register("keras->ir", "LayerNormalization")

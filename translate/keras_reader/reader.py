@@ -85,6 +85,7 @@ class KerasReader:
         self._weights: dict[tuple[str, ...], list] = {}  # one set of arrays per layer, shared by its calls
         self._nested: set[str] = set()  # names of the functional models nested in the model being read
         self._masks: dict[int, Value] = {}  # id(value) -> its Keras mask, flowing implicitly in Keras
+        self._frozen = False  # inside a model saved with trainable=False: every layer is frozen
 
     # -- entry ----------------------------------------------------------------------
     def read(self) -> Graph:
@@ -93,6 +94,7 @@ class KerasReader:
             raise ModelFileError(f"{self.kfile.path}: the model config has no class_name")
         self.check_supported(cfg)
         model_cfg = cfg.get("config", {})
+        self._frozen = model_cfg.get("trainable", True) is False
         self.graph.name = str(model_cfg.get("name") or Path(self.kfile.path).stem)
         if cfg["class_name"] == "Sequential":
             inputs = self._sequential_inputs(model_cfg)
@@ -338,7 +340,12 @@ class KerasReader:
         path = prefix + (name,)
         if cls in MODEL_CLASSES:
             inner_inputs = [v for v in flatten(args) if isinstance(v, Value)]
-            outs = self._run_model(layer, path, inner_inputs)
+            outer_frozen = self._frozen
+            self._frozen = outer_frozen or layer.get("config", {}).get("trainable", True) is False
+            try:
+                outs = self._run_model(layer, path, inner_inputs)
+            finally:
+                self._frozen = outer_frozen
             for v in outs:
                 v.source = "/".join(path)
             return outs
@@ -378,6 +385,9 @@ class KerasReader:
                 "translator with @ktorch.plugins.keras_layer"
             )
         outs = [result] if isinstance(result, Value) else list(result)
+        from .regularization import apply_layer_training
+
+        outs = apply_layer_training(call, outs, self._frozen)
         for v in outs:
             v.source = call.name
         self._propagate_masks(call, outs)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ...graph import Graph, Node
 from ..codegen import Namespace, Raw, ValueNames, call, emit_nodes, py_literal
+from .training import training_kwargs
 
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"keras", "layers", "ops", "np", "Path", "build", "load", "annotations", "model"}
 
@@ -58,6 +59,8 @@ class KerasEmitter(ValueNames):
         self.layer_count += 1
         if weights:
             self.weights[name] = [np.ascontiguousarray(w) if np.ndim(w) else np.asarray(w) for w in weights]
+            if node.training and not suffix:
+                kwargs.update(training_kwargs(node, cls))
         expr = call(cls, **kwargs, name=name)
         if not suffix and key in self._shared_keys:
             var = self.vars_ns.take(f"{name}_layer")

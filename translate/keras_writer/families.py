@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     normalization,
     pooling,
     recurrent,
+    regularization,
     shape,
     tensor,
 )

@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     normalization,
     pooling,
     recurrent,
+    regularization,
     resize,
     shape,
 )

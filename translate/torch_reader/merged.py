@@ -222,8 +222,17 @@ _ELEMENTWISE = (
     "aten.relu", "aten.gelu", "aten.silu", "aten.sigmoid", "aten.tanh", "aten.exp", "aten.neg", "aten.sqrt",
     "aten.rsqrt", "aten.erf", "aten.abs", "aten.hardswish", "aten.hardtanh", "aten.leaky_relu", "aten.clamp",
 )  # fmt: skip
+def _dropout(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+    """Element dropout on windows (Swin's attention dropout); a rate of 0 does nothing, even in training."""
+    if float(args.get("p") or 0.0) == 0.0:
+        return x
+    return _trailing(0)(x, reader, node, key, args)
+
+
 _HANDLERS = {
     "aten.view": _reshape,
+    "aten.dropout": _dropout,
+    "aten.alpha_dropout": _dropout,
     "aten.reshape": _reshape,
     "aten._unsafe_view": _reshape,
     "aten.permute": _permute,

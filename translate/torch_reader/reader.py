@@ -45,9 +45,6 @@ from .calls import (
 )
 
 PASS_THROUGH = {
-    "aten.dropout",
-    "aten.feature_dropout",
-    "aten.alpha_dropout",
     "aten.contiguous",
     "aten.clone",
     "aten.alias",
@@ -88,8 +85,14 @@ def module_of(node: Any) -> tuple[str, str]:
     return path, cls_name
 
 
+# subclasses of torch.nn leaf modules that ktorch writes into an emitted model.py (a round
+# trip reads them back as the leaf modules they extend)
+EMITTED_LEAVES = frozenset({"KerasBatchNorm1d", "KerasBatchNorm2d", "KerasBatchNorm3d"})
+
+
 def _is_leaf(cls_name: str) -> bool:
-    return cls_name.startswith("torch.nn.modules.") and cls_name.rsplit(".", 1)[-1] not in CONTAINERS
+    short = cls_name.rsplit(".", 1)[-1]
+    return (cls_name.startswith("torch.nn.modules.") and short not in CONTAINERS) or short in EMITTED_LEAVES
 
 
 @dataclass
@@ -208,6 +211,9 @@ class TorchReader:
         for v in self.graph.outputs:
             v.source = v.source or v.name
         self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export", "static_batch": self.static_batch, "example_batch": self.example_batch})
+        from .training import mark_frozen
+
+        mark_frozen(self.graph, self.program)
         return self.graph
 
     def _check_supported(self) -> None:

@@ -45,9 +45,12 @@ class TorchEmitter(ValueNames):
     statement_of: dict[str, str] = field(default_factory=dict)  # value var -> source layer
     _module_keys: dict[tuple, tuple[str, dict]] = field(default_factory=dict)
     uses_functional: bool = False
+    node_modules: dict[int, list[str]] = field(default_factory=dict)  # id(node) -> the attrs it declared
+    node_state: dict[int, list[str]] = field(default_factory=dict)  # id(node) -> the state keys it added
 
     def __post_init__(self) -> None:
         taken = {"training", "forward", "eval", "train", "to", "cuda", "cpu", "state_dict", "parameters"}
+        taken |= {"activations", "regularization_loss", "apply_constraints"}  # the training members
         self.attrs_ns = Namespace(RESERVED, taken, escape_reserved=True)
         self.vars_ns = Namespace(RESERVED, {self.class_name}, escape_reserved=True)
 
@@ -64,8 +67,11 @@ class TorchEmitter(ValueNames):
         attr = self.attrs_ns.take(node.name + (f"_{suffix}" if suffix else ""))
         self._module_keys.setdefault(key, (attr, node.weights))
         self.modules.append(EmittedModule(attr, expr, node.source))
+        self.node_modules.setdefault(id(node), []).append(attr)
         for k, w in (state or {}).items():
-            self.state[f"{attr}.{k}" if k else attr] = np.asarray(w) if np.ndim(w) == 0 else np.ascontiguousarray(w)
+            key = f"{attr}.{k}" if k else attr
+            self.state[key] = np.asarray(w) if np.ndim(w) == 0 else np.ascontiguousarray(w)
+            self.node_state.setdefault(id(node), []).append(key)
         return f"self.{attr}"
 
     def overwritable(self, value: Value, node: Node) -> bool:

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from . import activations, attention, conv, core, normalization, pooling, recurrent, shape, tensor  # noqa: F401
+from . import activations, attention, conv, core, normalization, pooling, recurrent, regularization, shape, tensor  # noqa: F401

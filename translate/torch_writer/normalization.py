@@ -9,7 +9,23 @@ from ..registry import register
 from .codegen import TorchEmitter, call, py_literal
 from .conv import compact
 
-_BN = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
+_BN = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
+
+_KERAS_BN = '''class Keras{name}(nn.{name}):
+    """nn.{name} that, in training, updates running_var with the biased batch variance, as
+    Keras does (PyTorch's own uses the unbiased one); the same module in eval mode."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), unbiased=False)
+        running_mean, running_var, momentum = self.running_mean, self.running_var, self.momentum
+        if running_mean is not None and running_var is not None and momentum is not None:
+            with torch.no_grad():
+                running_mean.lerp_(mean, momentum)
+                running_var.lerp_(var, momentum)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+'''
 
 
 @register("ir->torch", "batch_norm")
@@ -19,7 +35,11 @@ def batch_norm_to_torch(node: Node, em: TorchEmitter) -> None:
     c = node.weights["running_mean"].shape[0]
     state = {k: node.weights[k] for k in ("weight", "bias", "running_mean", "running_var")}
     state["num_batches_tracked"] = np.array(0, dtype=np.int64)
-    mod = em.module(node, call(_BN[x.rank], int(c), eps=float(node.attrs["epsilon"]), momentum=float(node.attrs["momentum"])), state)
+    cls = f"nn.{_BN[x.rank]}"
+    if node.attrs["biased_running_var"]:
+        em.functional()
+        cls = em.helper(f"Keras{_BN[x.rank]}", _KERAS_BN.replace("{name}", _BN[x.rank]))
+    mod = em.module(node, call(cls, int(c), eps=float(node.attrs["epsilon"]), momentum=float(node.attrs["momentum"])), state)
     v = em.var(x)
     em.assign(node, f"{mod}({v})" if axis == 1 else f"{mod}({v}.movedim({axis}, 1)).movedim(1, {axis})")
 

@@ -12,6 +12,7 @@ from ...graph import Graph
 from ..codegen import describe_values, identifier
 from ..format import format_source
 from .codegen import TorchEmitter, emit_graph
+from .regularization import training_members
 
 _HEADER = '''"""{title}
 
@@ -121,11 +122,14 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     body.append("        super().__init__()")
     for m in em.modules:
         body.append(f"        self.{m.attr} = {m.expr}")
+    init, methods = training_members(graph, em, cls)
+    body += [f"        {line}" for line in init]
     body.append("")
     args = ", ".join(f"{n}: torch.Tensor" for n in in_names)
     body.append(f"    def forward(self, {args}) -> {_annotation(len(out_names))}:")
     body += [f"        {line}" for line in em.lines]
     body.append(f"        return {', '.join(out_names)}")
+    body += [f"    {line}" if line else "" for line in methods]
     parts.append("\n\n" + "\n".join(body) + "\n")
     ranks = {np.ndim(a) for a in em.state.values()}
     conv2d = any(n.op in ("conv", "conv_transpose") and n.attrs["rank"] == 2 for n in graph.nodes)
