@@ -449,3 +449,34 @@ def test_per_pixel_classes_on_the_channel_axis(tmp_path: Path) -> None:
     keras_accuracy = float(np.mean(np.argmax(kmodel.predict(x, verbose=0), -1) == np.argmax(y, -1)))
     torch_accuracy = float(converted.train_py.accuracy(tmodel.eval()(to_torch_input(x)), y_torch).mean())
     assert torch_accuracy == pytest.approx(keras_accuracy)
+
+
+def test_resume_with_regularizer_frozen_layer_and_constraint(tmp_path: Path) -> None:
+    """train_step adds model.regularization_loss() and calls model.apply_constraints() (model.py
+    carries them); a frozen layer has no optimizer state and does not move."""
+    keras.utils.set_random_seed(0)
+    kmodel = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="tanh", kernel_regularizer=keras.regularizers.L2(0.01), name="a"),
+            keras.layers.Dense(5, name="frozen", trainable=False),
+            keras.layers.Dropout(0.0),
+            keras.layers.Dense(3, activation="softmax", kernel_constraint=keras.constraints.MaxNorm(0.5), name="b"),
+        ]
+    )
+    kmodel.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    data = batches(kmodel, "categorical_crossentropy", 4)
+    kmodel.train_on_batch(*data[0])
+    kmodel.save(tmp_path / "m.keras")
+    converted = Converted(tmp_path / "m.keras", tmp_path / "out")
+    tmodel = converted.model_py.load()
+    assert hasattr(tmodel, "regularization_loss") and hasattr(tmodel, "apply_constraints")
+    optimizer, scheduler = converted.train_py.make_optimizer(tmodel, start_step=1)
+    converted.train_py.load_optimizer_state(tmodel, optimizer)
+    frozen = tmodel.frozen.weight.detach().clone()
+    for i, (x, y) in enumerate(data[1:]):
+        expected = keras_loss(kmodel.train_on_batch(x, y))
+        got, _ = converted.train_py.train_step(tmodel, optimizer, scheduler, to_torch_input(x), torch.from_numpy(y))
+        assert abs(float(got) - expected) <= RTOL * abs(expected), f"step {i}"
+        assert_weights(converted, kmodel, tmodel, f"after resumed step {i + 1}")
+    assert torch.equal(tmodel.frozen.weight, frozen)
