@@ -115,6 +115,15 @@ def _name(obj: Any) -> tuple[str, dict[str, Any]]:
     return repr(obj), {}
 
 
+def short_float(value: Any) -> Any:
+    """A float Keras read back from a float32 variable (0.05000000074505806) as it was written (0.05);
+    Keras computes in float32, where the two are the same number."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        short = float(str(np.float32(value)))
+        return short if np.float32(short) == np.float32(value) else value
+    return value
+
+
 def parse_optimizer(obj: Any, warnings: list[str]) -> dict[str, Any] | None:
     cls, config = _name(obj)
     cls = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}.get(cls, cls)
@@ -125,7 +134,7 @@ def parse_optimizer(obj: Any, warnings: list[str]) -> dict[str, Any] | None:
         return None
     merged = {**BASE_DEFAULTS, **OPTIMIZER_DEFAULTS[cls]}
     known = set(merged) | {"name", "is_legacy_optimizer", "jit_compile", "decay"}
-    options = {k: config.get(k, v) for k, v in merged.items()}
+    options = {k: short_float(config.get(k, v)) for k, v in merged.items()}
     for key, value in config.items():
         if key not in known and value not in (None, False):
             warnings.append(f"optimizer option {key}={value!r} is not translated")
@@ -152,7 +161,7 @@ def parse_optimizer(obj: Any, warnings: list[str]) -> dict[str, Any] | None:
             }
             lr = None
     elif lr is not None:
-        lr = float(lr)
+        lr = short_float(float(lr))
     for key, what in (
         ("gradient_accumulation_steps", "gradient accumulation"),
         ("loss_scale_factor", "loss scaling"),
