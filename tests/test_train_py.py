@@ -197,14 +197,15 @@ def test_training_steps_match_keras(case: str, tmp_path: Path) -> None:
     ],
     ids=["adam-amsgrad", "sgd-momentum", "rmsprop-piecewise", "sgd-ema"],
 )
-def test_resume_from_migrated_optimizer_state(make_optimizer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])  # optimizer/vars/<i>, or variables named in a Keras 3 .h5
+def test_resume_from_migrated_optimizer_state(make_optimizer, suffix: str, tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)
     kmodel = conv_model()
     kmodel.compile(optimizer=make_optimizer(), loss="categorical_crossentropy")
     data = batches(kmodel, "categorical_crossentropy", 6)
     for x, y in data[:3]:
         kmodel.train_on_batch(x, y)
-    path = tmp_path / "trained.keras"
+    path = tmp_path / f"trained{suffix}"
     kmodel.save(path)
     converted = Converted(path, tmp_path / "out")
     manifest = json.loads((converted.out / "ktorch.json").read_text())

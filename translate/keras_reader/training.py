@@ -232,8 +232,11 @@ def compile_config(kfile: KerasFile) -> dict[str, Any] | None:
     return config
 
 
-def trainable_variables(kfile: KerasFile) -> list[tuple[tuple[str, ...], int, tuple[int, ...]]]:
-    """model.trainable_variables, in Keras's order, as (layer path, index among its variables, shape)."""
+def trainable_variables(
+    kfile: KerasFile, names: list[str] | None = None
+) -> list[tuple[tuple[str, ...], int, tuple[int, ...]]]:
+    """model.trainable_variables, in Keras's order, as (layer path, index among its variables, shape);
+    a .h5 file's weight names ("sequential/dense/kernel") are appended to `names`."""
     out: list[tuple[tuple[str, ...], int, tuple[int, ...]]] = []
 
     def walk(model: dict[str, Any], prefix: tuple[str, ...]) -> None:
@@ -246,11 +249,48 @@ def trainable_variables(kfile: KerasFile) -> list[tuple[tuple[str, ...], int, tu
             if cls in MODEL_CLASSES:
                 walk(layer, path)
                 continue
-            weights = kfile._vars_index.get(path, [])
+            weights = kfile._vars_index.get(path, []) if kfile.kind == "keras" else kfile.layer_weights(path)
             count = len(weights) - NON_TRAINABLE_TAIL.get(str(cls), 0)
             out.extend((path, i, tuple(ds.shape)) for i, (_, ds) in enumerate(weights[: max(count, 0)]))
+            if names is not None:
+                names.extend(name for name, _ in weights[: max(count, 0)])
 
     walk(kfile.config, ())
+    return out
+
+
+def keras_slot_names(opt: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Keras 3's names of the per-variable optimizer slots, one tuple per add_optimizer_variables call, in
+    the order build() makes them (torch_writer/training.py's slot_groups gives them their torch names)."""
+    c, cls = opt["config"], opt["class"]
+    groups = {
+        "SGD": [("momentum",)] if c.get("momentum") else [],
+        "Adam": [("momentum", "velocity")] + ([("velocity_hat",)] if c.get("amsgrad") else []),
+        "RMSprop": [("velocity",)]
+        + ([("momentum",)] if c.get("momentum", 0) > 0 else [])
+        + ([("average_gradient",)] if c.get("centered") else []),
+        "Adagrad": [("accumulator",)],
+        "Adadelta": [("accumulated_grad", "accumulated_delta_var")],
+        "Adamax": [("momentum", "norm")],
+        "Nadam": [("momentum", "velocity")],
+    }
+    groups["AdamW"] = groups["Adam"]
+    return ([("average",)] if c.get("use_ema") else []) + groups[cls]
+
+
+def h5_optimizer_variables(kfile: KerasFile, opt: dict[str, Any], names: list[str]) -> list[np.ndarray]:
+    """A Keras 3 .h5 file's optimizer variables, by name ("adam/sequential_dense_kernel_momentum"), in the
+    order of a .keras file's optimizer/vars: iterations, the learning rate, then the slots."""
+    (group_name,) = list(kfile._h5["optimizer_weights"].keys())
+    group = kfile._h5["optimizer_weights"][group_name]
+    out = [np.asarray(group["iteration"])]
+    if opt["schedule"] is None:
+        out.append(np.asarray(group["learning_rate"]))
+    for slots in keras_slot_names(opt):
+        for name in names:
+            out.extend(np.asarray(group[f"{name.replace('/', '_')}_{slot}"]) for slot in slots)
+    if opt["class"] == "Nadam":
+        raise KeyError("Nadam's u_product is not named in a .h5 file")
     return out
 
 
@@ -292,6 +332,14 @@ def read_training_setup(kfile: KerasFile) -> TrainingSetup | None:
     if spec["optimizer"] is not None and kfile.kind == "keras":
         setup.optimizer_variables = optimizer_variables(kfile)
         setup.trainable = trainable_variables(kfile)
-    elif kfile.kind == "h5" and h5_optimizer_built(kfile):
-        warnings.append("the optimizer state of a .h5 file is not migrated (save the model as .keras to carry it)")
+    elif spec["optimizer"] is not None and kfile.kind == "h5" and h5_optimizer_built(kfile):
+        names: list[str] = []
+        try:
+            if kfile.keras2:
+                raise KeyError("a tf.keras 2 file")
+            setup.trainable = trainable_variables(kfile, names)
+            setup.optimizer_variables = h5_optimizer_variables(kfile, spec["optimizer"], names)
+        except KeyError as exc:
+            warnings.append(f"the optimizer state of this .h5 file is not migrated ({exc}); a .keras file carries it")
+            setup.trainable, setup.optimizer_variables = [], None
     return setup
