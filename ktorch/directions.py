@@ -29,6 +29,7 @@ from .manifest import Perm
 from .pipeline import Direction, Options, Read
 from .training import attach_training
 from .translate.output import read_manifest
+from .verify.torch_structure import name_outputs
 
 
 def channels_first_if_spatial(value: Value) -> str | None:
@@ -131,6 +132,7 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
     timings["export"] = time.perf_counter() - t0
     options.step("reading the ATen graph")
     graph = read_program(program, name=name)
+    name_outputs(graph, program)
     regularizers = options.regularizers
     if regularizers is None and isinstance(src, (str, Path)) and Path(src).is_dir():
         # a round trip: the regularizers ktorch wrote as regularization_loss(), by parameter
@@ -140,6 +142,8 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
 
         attach_regularizers(graph, regularizers)
     source: dict[str, Any] = {"file": desc, "format": "torch.export"}
+    if getattr(program, "ktorch_capture", None):
+        source["capture"] = program.ktorch_capture  # what the capture switched off (use_cache), keyword inputs
     if graph.meta.get("static_batch") is not None:  # the program itself runs only this batch size
         source["batch"] = graph.meta["static_batch"]
     if isinstance(src, (str, Path)) and Path(src).is_file():

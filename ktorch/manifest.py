@@ -46,13 +46,14 @@ def io_specs(
     """`inputs` / `outputs` of the manifest: {name, emitted_name, shape, dtype, [perm], [layout],
     [range]}, shapes in the source's axis order (`emitted = source.transpose(perm)`)."""
     specs = []
-    for v in values:
+    fields = graph.meta.get("output_names") if list(values) == list(graph.outputs) else None  # a ModelOutput's
+    for i, v in enumerate(values):
         shape, dtype = source_io.shapes.get(id(v), (tuple(v.shape), v.dtype))
         if v.perm is not None and id(v) not in source_io.shapes:
             shape = tuple(v.shape[v.perm.index(i)] for i in range(len(v.shape)))
         perm = perm_of(v)
         spec: dict[str, Any] = {
-            "name": v.source or v.name,
+            "name": fields[i] if fields else v.source or v.name,
             "emitted_name": names.get(v.name, v.name),
             "shape": list(shape),
             "dtype": dtype,

@@ -88,6 +88,8 @@ def _application_layers() -> dict[str, Any]:
 def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     feed = list(inputs) if len(inputs) > 1 else inputs[0]
     out = model(feed, training=False)
+    if isinstance(out, dict):  # named outputs, in the order the model declares them
+        out = list(out.values())
     outs = out if isinstance(out, (list, tuple)) else [out]
     import keras
 

@@ -382,3 +382,27 @@ define(
         family="tensor",
     )
 )
+
+
+def _infer_gather(node):
+    from .schema import broadcast_shapes
+
+    x, index = node.inputs
+    axis = node.attrs["axis"]
+    _check_axis(node, axis)
+    if index.rank != x.rank:
+        raise GraphError(f"{node.name}: gather needs an index of the input's rank, got {index.shape} for {x.shape}")
+    others = broadcast_shapes([tuple(d for i, d in enumerate(s) if i != axis) for s in (x.shape, index.shape)], where=node.name)
+    return [((*others[:axis], index.shape[axis], *others[axis:]), x.dtype)]
+
+
+define(
+    OpDef(
+        "gather",
+        _infer_gather,
+        attrs=(attr("axis", int),),
+        doc="out[..., i, ...] = x[..., index[..., i, ...], ...] along `axis` (numpy take_along_axis: the "
+        "index has the input's rank and broadcasts against it on the other axes)",
+        family="tensor",
+    )
+)
