@@ -27,6 +27,7 @@ from .graph.passes import (
 from .graph.queries import is_spatial, layout_name, spatial_format
 from .manifest import Perm
 from .pipeline import Direction, Options, Read
+from .training import attach_training
 from .translate.output import read_manifest
 from .verify.torch_structure import name_outputs
 
@@ -44,9 +45,22 @@ def read_keras_file(src: Any, options: Options, timings: dict[str, float]) -> Re
     path = Path(src)
     options.step(f"reading {path.name}")
     graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
+    attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
     meta = graph.meta
     source = {"file": path.name, "sha256": sha256(path), "format": meta.get("source_format"), "keras_version": meta.get("keras_version")}
     return Read(graph, label=str(src), desc=path.name, source=source, state={"path": path})
+
+
+def emitted_state(kfile: Any, options: Options) -> dict[str, Any]:
+    """The state dict the Keras -> PyTorch conversion emits for an opened Keras file (ktorch/training.py
+    runs it on weights replaced by their element numbers, to see where each element goes)."""
+    from .translate.keras_reader import ReadOptions
+    from .translate.keras_reader.reader import KerasReader
+    from .translate.torch_writer import writer
+
+    graph = KerasReader(kfile, ReadOptions(trust_code=options.trust_code)).read()
+    rewrite_for_torch(graph, None, options)  # type: ignore[arg-type]
+    return writer.render(graph, source="", version="").state
 
 
 def rewrite_for_torch(graph: Graph, read: Read, options: Options) -> int:

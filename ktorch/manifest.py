@@ -110,6 +110,7 @@ def build_manifest(
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
     values: dict[str, Any] | None,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest, its keys in the documented order; `parity` is filled in by verification."""
     manifest: dict[str, Any] = {
@@ -123,5 +124,7 @@ def build_manifest(
     }
     if values is not None:
         manifest["values"] = values
+    if training is not None:  # train.py and the migrated optimizer state, with what was not translated
+        manifest["training"] = training
     manifest["parity"] = None
     return manifest

@@ -127,10 +127,11 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         layout_mode=(Layout.KEEP if options.keep_layout else Layout.NATIVE).value, transposes=transposes,
         inputs=specs(graph.inputs), outputs=specs(graph.outputs),
         values=None if direction.values is None else direction.values(graph, rendered.value_names),
+        training=getattr(rendered, "training", None),
     )  # fmt: skip
     training = training_summary(graph)  # frozen layers, regularizers, constraints, dropout (graph/training.py)
-    if training:
-        manifest["training"] = training
+    if training:  # beside train.py's entry (optimizer, loss, metrics), when the source was compiled
+        manifest["training"] = {**manifest.get("training", {}), **training}
     if options.tolerance is None:
         compute = [manifest["model"]["compute_dtype"]] if "compute_dtype" in manifest["model"] else []
         options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]] + compute).rtol
