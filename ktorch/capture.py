@@ -55,19 +55,32 @@ def _example_inputs(shapes: Sequence[Sequence[int]], dtypes: Sequence[str] | Non
     return tuple(out)
 
 
-def export_module(module: Any, example_inputs: tuple) -> Any:
+def export_module(module: Any, example_inputs: Any) -> Any:
     """torch.export with a dynamic batch axis (falls back to the examples' static batch
-    when the model cannot be exported with a symbolic batch, e.g. a batch of 1)."""
+    when the model cannot be exported with a symbolic batch, e.g. a batch of 1). A dict of
+    examples is passed as keyword arguments; `use_cache` is off during the capture
+    (verify/torch_structure.capture_settings), and what changed is kept in `program.ktorch_capture`."""
     import torch
 
+    from .verify.torch_structure import capture_settings, dynamic_batch, split_example
+
     module = module.eval()
-    dims = tuple({0: torch.export.Dim("batch")} if getattr(x, "ndim", 0) else None for x in example_inputs)
-    if all(getattr(x, "ndim", 0) and x.shape[0] >= 2 for x in example_inputs):
-        try:
-            return torch.export.export(module, example_inputs, dynamic_shapes=dims)
-        except Exception as exc:  # noqa: BLE001 - torch raises many kinds; a static export may still work
-            warnings.warn(f"exporting with a dynamic batch failed ({type(exc).__name__}); exporting with the examples' batch size", stacklevel=2)
-    return torch.export.export(module, example_inputs)
+    args, kwargs = split_example(example_inputs)
+    dims, dynamic = dynamic_batch(args, kwargs)
+    with capture_settings(module) as changed:
+        program = None
+        if dynamic:
+            try:
+                program = torch.export.export(module, args, kwargs, dynamic_shapes=dims)
+            except Exception as exc:  # noqa: BLE001 - torch raises many kinds; a static export may still work
+                warnings.warn(
+                    f"exporting with a dynamic batch failed ({type(exc).__name__}); exporting with the examples' batch size",
+                    stacklevel=2,
+                )
+        if program is None:
+            program = torch.export.export(module, args, kwargs)
+    program.ktorch_capture = {**changed, **({"kwargs": list(kwargs)} if kwargs else {})}
+    return program
 
 
 def _load_pickled_module(path: Path, trust_code: bool) -> Any:
@@ -181,7 +194,8 @@ def capture(
         # a batch of at least 2 lets torch.export keep the batch axis symbolic
         shapes = [[max(int(s[0]), 2), *s[1:]] if len(s) else list(s) for s in input_shapes]
         example_inputs = _example_inputs(shapes, input_dtypes, seed)
-    return export_module(module, tuple(example_inputs)), desc, name
+    examples = example_inputs if isinstance(example_inputs, dict) else tuple(example_inputs)
+    return export_module(module, examples), desc, name
 
 
 def _capture_emitted(directory: Path, example_inputs: Sequence[Any] | None, seed: int) -> tuple[Any, str, str]:

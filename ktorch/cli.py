@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .graph.errors import KtorchError
 from .options import DEFAULT_TARGET, LAYOUT_CHOICES, OptionError, normalize_layout
@@ -176,7 +178,9 @@ def _convert(args: argparse.Namespace) -> int:
     console = _console()
     src = str(args.src) if is_factory_string(str(args.src)) else args.src
     shapes = _input_shapes(args)
-    with Status("starting", console=console) as status:
+    with Status("starting", console=console) as status, warnings.catch_warnings():
+        # the training setup's notes are listed after the summary line instead
+        warnings.filterwarnings("ignore", message="training setup: ")
         try:
             result = convert(
                 src,
@@ -204,6 +208,7 @@ def _convert(args: argparse.Namespace) -> int:
     )
     if m.get("route"):
         console.print(f"route: {m['route']['name']} ({m['route']['reason']})")
+    _print_training(console, m.get("training"))
     if result.parity is not None:
         from rich.table import Table
 
@@ -222,6 +227,21 @@ def _route_options(args: argparse.Namespace) -> dict:
     if getattr(args, "custom_objects", None):
         options["custom_objects"] = args.custom_objects
     return options
+
+
+def _print_training(console: Any, training: dict[str, Any] | None) -> None:
+    """One line for train.py (and the migrated optimizer state), one per setting not translated."""
+    if not training:
+        return
+    if training.get("file"):
+        opt = training["optimizer"]
+        state = training.get("optimizer_state")
+        schedule = f" + {opt['schedule']}" if opt.get("schedule") else ""
+        resume = f", optimizer state at step {state['step']} in {state['file']}" if state else ""
+        what = f"{opt['keras']}{schedule} -> {opt['torch']}, {training['loss']}{resume}"
+        console.print(f"[green]training[/]: train.py ({what})")
+    for note in training.get("warnings", []):
+        console.print(f"[yellow]warning[/]: training setup: {note}")
 
 
 def _sizes(manifest: dict) -> str:

@@ -27,7 +27,9 @@ from .graph.passes import (
 from .graph.queries import is_spatial, layout_name, spatial_format
 from .manifest import Perm
 from .pipeline import Direction, Options, Read
+from .training import attach_training
 from .translate.output import read_manifest
+from .verify.torch_structure import name_outputs
 
 
 def channels_first_if_spatial(value: Value) -> str | None:
@@ -43,9 +45,22 @@ def read_keras_file(src: Any, options: Options, timings: dict[str, float]) -> Re
     path = Path(src)
     options.step(f"reading {path.name}")
     graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
+    attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
     meta = graph.meta
     source = {"file": path.name, "sha256": sha256(path), "format": meta.get("source_format"), "keras_version": meta.get("keras_version")}
     return Read(graph, label=str(src), desc=path.name, source=source, state={"path": path})
+
+
+def emitted_state(kfile: Any, options: Options) -> dict[str, Any]:
+    """The state dict the Keras -> PyTorch conversion emits for an opened Keras file (ktorch/training.py
+    runs it on weights replaced by their element numbers, to see where each element goes)."""
+    from .translate.keras_reader import ReadOptions
+    from .translate.keras_reader.reader import KerasReader
+    from .translate.torch_writer import writer
+
+    graph = KerasReader(kfile, ReadOptions(trust_code=options.trust_code)).read()
+    rewrite_for_torch(graph, None, options)  # type: ignore[arg-type]
+    return writer.render(graph, source="", version="").state
 
 
 def rewrite_for_torch(graph: Graph, read: Read, options: Options) -> int:
@@ -117,6 +132,7 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
     timings["export"] = time.perf_counter() - t0
     options.step("reading the ATen graph")
     graph = read_program(program, name=name)
+    name_outputs(graph, program)
     regularizers = options.regularizers
     if regularizers is None and isinstance(src, (str, Path)) and Path(src).is_dir():
         # a round trip: the regularizers ktorch wrote as regularization_loss(), by parameter
@@ -126,6 +142,8 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
 
         attach_regularizers(graph, regularizers)
     source: dict[str, Any] = {"file": desc, "format": "torch.export"}
+    if getattr(program, "ktorch_capture", None):
+        source["capture"] = program.ktorch_capture  # what the capture switched off (use_cache), keyword inputs
     if graph.meta.get("static_batch") is not None:  # the program itself runs only this batch size
         source["batch"] = graph.meta["static_batch"]
     if isinstance(src, (str, Path)) and Path(src).is_file():

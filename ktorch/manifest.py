@@ -46,13 +46,14 @@ def io_specs(
     """`inputs` / `outputs` of the manifest: {name, emitted_name, shape, dtype, [perm], [layout],
     [range]}, shapes in the source's axis order (`emitted = source.transpose(perm)`)."""
     specs = []
-    for v in values:
+    fields = graph.meta.get("output_names") if list(values) == list(graph.outputs) else None  # a ModelOutput's
+    for i, v in enumerate(values):
         shape, dtype = source_io.shapes.get(id(v), (tuple(v.shape), v.dtype))
         if v.perm is not None and id(v) not in source_io.shapes:
             shape = tuple(v.shape[v.perm.index(i)] for i in range(len(v.shape)))
         perm = perm_of(v)
         spec: dict[str, Any] = {
-            "name": v.source or v.name,
+            "name": fields[i] if fields else v.source or v.name,
             "emitted_name": names.get(v.name, v.name),
             "shape": list(shape),
             "dtype": dtype,
@@ -77,13 +78,18 @@ def model_info(graph: Graph, rendered: Any, target: str) -> dict[str, Any]:
     BatchNorm's moving statistics as non-trainable weights; it has no buffers)."""
     if target == "torch":
         parameters, buffers = rendered.counts()
-        return {
+        info: dict[str, Any] = {
             "name": graph.name,
             "class_name": rendered.class_name,
             "nodes": len(graph.nodes),
             "parameters": parameters,
             "buffers": buffers,
         }
+        if graph.meta.get("compute_dtype"):  # a source computing in float16/bfloat16 (a mixed precision policy)
+            info["compute_dtype"] = graph.meta["compute_dtype"]
+        if graph.meta.get("inference_identities"):  # augmentation layers dropped as inference identities
+            info["inference_identities"] = list(graph.meta["inference_identities"])
+        return info
     parameters = int(sum(a.size for arrays in rendered.weights.values() for a in arrays))
     return {
         "name": graph.name,
@@ -105,6 +111,7 @@ def build_manifest(
     outputs: list[dict[str, Any]],
     values: dict[str, Any] | None,
     route: dict[str, str] | None = None,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest, its keys in the documented order; `parity` is filled in by verification."""
     manifest: dict[str, Any] = {
@@ -119,5 +126,7 @@ def build_manifest(
     }
     if values is not None:
         manifest["values"] = values
+    if training is not None:  # train.py and the migrated optimizer state, with what was not translated
+        manifest["training"] = training
     manifest["parity"] = None
     return manifest

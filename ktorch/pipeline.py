@@ -127,13 +127,15 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         direction=direction.name, source=read.source, model=model_info(graph, rendered, direction.target),
         layout_mode=(Layout.KEEP if options.keep_layout else Layout.NATIVE).value, transposes=transposes,
         inputs=specs(graph.inputs), outputs=specs(graph.outputs),
-        values=None if direction.values is None else direction.values(graph, rendered.value_names), route=read.route,
+        values=None if direction.values is None else direction.values(graph, rendered.value_names),
+        training=getattr(rendered, "training", None), route=read.route,
     )  # fmt: skip
     training = training_summary(graph)  # frozen layers, regularizers, constraints, dropout (graph/training.py)
-    if training:
-        manifest["training"] = training
+    if training:  # beside train.py's entry (optimizer, loss, metrics), when the source was compiled
+        manifest["training"] = {**manifest.get("training", {}), **training}
     if options.tolerance is None:
-        options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]]).rtol
+        compute = [manifest["model"]["compute_dtype"]] if "compute_dtype" in manifest["model"] else []
+        options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]] + compute).rtol
     if not options.verify:
         read.state.clear()  # only verification runs the source again: let go of it (and its weights)
         gc.collect()  # an ExportedProgram sits in reference cycles

@@ -213,15 +213,16 @@ def test_keras2_tf_op_lambda_arithmetic(tmp_path):
 
 
 def test_keras2_unknown_tf_function_is_refused(tmp_path):
-    """A TFOpLambda naming a function ktorch does not know stays refused as code."""
+    """A TFOpLambda naming a function ktorch does not know is reported as unsupported (it
+    holds no code: no --trust-code is involved)."""
     tf_keras = pytest.importorskip("tf_keras")
     import tensorflow as tf
 
     import ktorch
-    from ktorch.graph.errors import UntrustedCodeError
+    from ktorch.graph.errors import UnsupportedOpError
 
     inp = tf_keras.Input((4,))
     model = tf_keras.Model(inp, tf.math.cumsum(inp, axis=1), name="k2_cumsum")
     model.save(tmp_path / "m.h5")
-    with pytest.raises(UntrustedCodeError, match="cumsum"):
+    with pytest.raises(UnsupportedOpError, match="cumsum"):
         ktorch.convert(tmp_path / "m.h5", tmp_path / "out", verify=False)

@@ -30,9 +30,12 @@ from ..graph.errors import OutputExistsError, UnsafeOutputError
 MANIFEST = "ktorch.json"
 MANIFEST_VERSION = 1
 # Every entry ktorch writes in an output directory (translate/torch_writer, translate/keras_writer,
-# the manifest) and __pycache__/ that importing model.py leaves; keras_writer's scratch
-# `.ktorch_weights.safetensors` never outlives the staging directory.
-KTORCH_FILES = frozenset({MANIFEST, "model.py", "model.safetensors", "model.weights.h5"})
+# the manifest, train.py and optimizer.safetensors) and __pycache__/ that importing model.py or
+# train.py leaves; keras_writer's scratch `.ktorch_weights.safetensors` never outlives the staging
+# directory.
+KTORCH_FILES = frozenset(
+    {MANIFEST, "model.py", "model.safetensors", "model.weights.h5", "train.py", "optimizer.safetensors"}
+)
 PYCACHE = "__pycache__"
 DIRECTIONS = frozenset({"keras->torch", "torch->keras", "onnx->torch", "onnx->keras"})
 REPOSITORY_MARKERS = (".git", ".hg", ".svn")
@@ -155,7 +158,7 @@ def _ktorch_entry(path: Path) -> bool:
         return path.is_file()
     if path.name == PYCACHE and path.is_dir():
         return all(
-            p.name.startswith("model.") and p.suffix == ".pyc" and p.is_file() and not p.is_symlink()
+            p.name.startswith(("model.", "train.")) and p.suffix == ".pyc" and p.is_file() and not p.is_symlink()
             for p in path.iterdir()
         )
     return False

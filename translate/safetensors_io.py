@@ -24,6 +24,12 @@ _DTYPES = {
     np.dtype("uint8"): "U8",
     np.dtype("bool"): "BOOL",
 }
+try:  # bfloat16 weights (read from Keras files) keep their dtype
+    import ml_dtypes
+
+    _DTYPES[np.dtype(ml_dtypes.bfloat16)] = "BF16"
+except ImportError:
+    pass
 
 
 def save_streaming(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str] | None = None) -> None:

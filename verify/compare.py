@@ -35,7 +35,7 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     """Compare `candidate` with `reference` (same layout): floats within `tolerance`
     relative to the reference's scale, integers and bools exactly, NaN/Inf at the same
     positions. `worst` > 0 records that many of the largest differences."""
-    ref, got = np.asarray(reference), np.asarray(candidate)
+    ref, got = (_widen(np.asarray(a)) for a in (reference, candidate))
     if ref.shape != got.shape:
         return Comparison(name, ref.shape, float("inf"), float("inf"), tolerance, False, f"shape {got.shape} != {ref.shape}", exact=True)
     if ref.size == 0:
@@ -62,6 +62,11 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     max_rel = max_abs / (scale if scale > 0 else 1.0)
     passed = max_rel <= tolerance
     return Comparison(name, ref.shape, max_abs, max_rel, tolerance, passed, "", worst_elements(ref, got, full, worst) if max_abs > 0 else [])
+
+
+def _widen(array: np.ndarray) -> np.ndarray:
+    """bfloat16 (an ml_dtypes type that numpy does not count as floating) as float32."""
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
 
 
 def worst_elements(reference: np.ndarray, candidate: np.ndarray, diff: np.ndarray, count: int) -> list[dict]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL, Comparison, compare
+from .profiles import select_profile
 from .runners import (
     RunError,
     import_emitted,
@@ -83,6 +84,9 @@ def check_outputs(
     outs = manifest["outputs"]
     if len(got) != len(expected) or len(got) != len(outs):
         raise RunError(f"{source_name} returns {len(expected)} outputs, the emitted model {len(got)}")
+    compute = manifest.get("model", {}).get("compute_dtype")
+    if compute:  # a float16/bfloat16 source is judged by its compute dtype's profile, at least
+        tolerance = max(tolerance, select_profile(device, [compute]).rtol)
     comparisons = [compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance) for spec, ref, g in zip(outs, expected, got)]
     used_batch = len(arrays[0]) if arrays and arrays[0].ndim else batch
     return ParityResult(comparisons, device, backend(), seed, used_batch, settings or {})

@@ -93,7 +93,9 @@ def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(structure, dict):  # a KerasHub backbone takes a dict: inputs come in its flattened order
         feed = keras.tree.pack_sequence_as(structure, list(inputs))
     out = model(feed, training=False)
-    outs = keras.tree.flatten(out) if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else [out]
+    if isinstance(out, dict):  # named outputs, in the order the model declares them
+        out = list(out.values())
+    outs = out if isinstance(out, (list, tuple)) else [out]
 
     # convert_to_numpy, not np.asarray: on the torch backend outputs may live on CUDA
     return [np.asarray(keras.ops.convert_to_numpy(o)) for o in outs]

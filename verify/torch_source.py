@@ -19,16 +19,17 @@ from .runners import (
 )
 
 
-def run_torch_source(source: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Outputs of an ExportedProgram (via its module()) or an nn.Module, as numpy arrays."""
+def run_torch_source(source: Any, inputs: Sequence[np.ndarray], capture: dict[str, Any] | None = None) -> list[np.ndarray]:
+    """Outputs of an ExportedProgram (via its module()) or an nn.Module, as numpy arrays:
+    structured results (a Hugging Face ModelOutput, dicts, nested tuples) flattened in
+    pytree order; `capture` is the manifest's record of how the source was captured
+    (keyword inputs, use_cache off)."""
     import torch
 
-    module = source.module() if hasattr(source, "graph_signature") else source
+    from .torch_structure import run_structured
+
     tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
-    with torch.no_grad():
-        out = module(*tensors)
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
-    return [o.detach().cpu().numpy() for o in outs]
+    return [o.detach().cpu().numpy() for o in run_structured(source, tensors, capture)]
 
 
 def load_emitted_keras(directory: str | Path) -> Any:
@@ -52,8 +53,10 @@ def check_torch_to_keras(
     """Run the PyTorch source and the emitted Keras model on the same inputs and compare
     every output (emitted outputs are brought back to PyTorch's axis order)."""
     model = keras_model if keras_model is not None else load_emitted_keras(converted)
+    manifest = manifest or read_manifest(Path(converted))
+    capture = manifest.get("source", {}).get("capture")
     return check_outputs(
-        lambda arrays: run_torch_source(source, arrays), lambda arrays: run_keras(model, arrays),
-        manifest or read_manifest(Path(converted)), inputs=inputs, seed=seed, batch=batch, tolerance=tolerance,
+        lambda arrays: run_torch_source(source, arrays, capture), lambda arrays: run_keras(model, arrays),
+        manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance,
         device="cpu", backend=keras_backend, settings={"source": "pytorch"},
     )  # fmt: skip

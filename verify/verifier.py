@@ -196,6 +196,9 @@ def _run_once(
 ) -> RunResult:
     outs = manifest["outputs"]
     float_dtypes = [o.get("dtype", "float32") for o in outs]
+    compute = manifest.get("model", {}).get("compute_dtype")
+    if compute:  # a mixed-precision source computes in float16/bfloat16 whatever its outputs' dtype
+        float_dtypes.append(compute)
     profile = select_profile(device, float_dtypes, tf32=tf32)
     rtol = tolerance if tolerance is not None else profile.rtol
     run = RunResult(device, batch, how, profile.name, rtol, settings, source.backend, emitted.backend, mode=mode)

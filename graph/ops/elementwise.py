@@ -122,3 +122,36 @@ for _name, _doc in (
     ("pow", "a ** b"),
 ):
     define(OpDef(_name, _broadcast, layout=Layout.ELEMENTWISE, doc=_doc, family="arithmetic"))
+
+
+# -- comparison and selection ---------------------------------------------------------------
+def _infer_compare(node):
+    return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), "bool")]
+
+
+define(
+    OpDef(
+        "compare",
+        _infer_compare,
+        attrs=(attr("mode", str, choices=("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")),),
+        layout=Layout.ELEMENTWISE,
+        doc="a <mode> b element-wise, broadcasting (torch.eq/ne/lt/le/gt/ge); a bool tensor",
+        family="arithmetic",
+    )
+)
+
+
+def _infer_where(node):
+    cond, a, b = node.inputs
+    return [(broadcast_shapes([cond.shape, a.shape, b.shape], where=node.name), a.dtype)]
+
+
+define(
+    OpDef(
+        "where",
+        _infer_where,
+        layout=Layout.ELEMENTWISE,
+        doc="a where the bool condition is True, else b (inputs: condition, a, b), all three broadcasting",
+        family="arithmetic",
+    )
+)

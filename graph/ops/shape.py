@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import GraphError
-from .schema import Layout, OpDef, attr, define, spatial_axes
+from .schema import Layout, OpDef, attr, define, same_as_input, spatial_axes
 
 _F = (int, float)
 _DATA_FORMAT = attr("data_format", str, choices=("channels_last", "channels_first"))
@@ -222,6 +222,41 @@ define(
         attrs=(attr("dtype", str),),
         layout=Layout.ELEMENTWISE,
         doc="convert to `dtype`",
+        family="shape",
+    )
+)
+
+
+def _infer_arg_reduce(node):
+    x = node.inputs[0]
+    (axis,) = node.attrs["axes"]
+    if node.attrs["keepdims"]:
+        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(x.shape) if i != axis)
+    return [(shape, "int64")]
+
+
+define(
+    OpDef(
+        "arg_reduce",
+        _infer_arg_reduce,
+        attrs=(attr("mode", str, choices=("argmax", "argmin")), attr("axes", tuple), attr("keepdims", bool, default=False)),
+        layout=Layout.AXIS,
+        axis_attrs=("axes",),
+        doc="the int64 index of the largest (argmax) or smallest (argmin) element along the one axis in `axes`; "
+        "among equal elements the first, as torch.argmax",
+        family="shape",
+    )
+)
+define(
+    OpDef(
+        "cumsum",
+        same_as_input,
+        attrs=(attr("axis", int),),
+        layout=Layout.AXIS,
+        axis_attrs=("axis",),
+        doc="running sum along `axis` (inclusive), in the input's dtype",
         family="shape",
     )
 )

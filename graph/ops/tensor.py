@@ -7,7 +7,7 @@ Axis attributes count the batch axis (axis 0); none of these ops may move the ba
 from __future__ import annotations
 
 from ..errors import GraphError
-from .schema import Layout, OpDef, attr, define, spatial_axes
+from .schema import Layout, OpDef, attr, broadcast_shapes, define, spatial_axes
 
 _DATA_FORMAT = attr("data_format", str, choices=("channels_last", "channels_first"))
 
@@ -298,8 +298,6 @@ define(
 
 
 def _infer_floor_divide(node):
-    from .schema import broadcast_shapes
-
     return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), node.inputs[0].dtype)]
 
 
@@ -379,6 +377,53 @@ define(
         layout=Layout.AXIS,
         axis_attrs=("axis",),
         doc="shift the elements `shift` places along `axis`, wrapping around (torch.roll on one dim)",
+        family="tensor",
+    )
+)
+
+
+def _infer_gather(node):
+    from .schema import broadcast_shapes
+
+    x, index = node.inputs
+    axis = node.attrs["axis"]
+    _check_axis(node, axis)
+    if index.rank != x.rank:
+        raise GraphError(f"{node.name}: gather needs an index of the input's rank, got {index.shape} for {x.shape}")
+    others = broadcast_shapes([tuple(d for i, d in enumerate(s) if i != axis) for s in (x.shape, index.shape)], where=node.name)
+    return [((*others[:axis], index.shape[axis], *others[axis:]), x.dtype)]
+
+
+define(
+    OpDef(
+        "gather",
+        _infer_gather,
+        attrs=(attr("axis", int),),
+        doc="out[..., i, ...] = x[..., index[..., i, ...], ...] along `axis` (numpy take_along_axis: the "
+        "index has the input's rank and broadcasts against it on the other axes)",
+        family="tensor",
+    )
+)
+
+
+def _infer_take(node):
+    x = node.inputs[0]
+    axis = node.attrs["axis"]
+    _check_axis(node, axis)
+    n = x.shape[axis]
+    if n is not None and any(not -n <= i < n for i in node.attrs["indices"]):
+        raise GraphError(f"{node.name}: indices {node.attrs['indices']} are out of range for size {n} on axis {axis}")
+    return [(_with_axis(x.shape, axis, len(node.attrs["indices"])), x.dtype)]
+
+
+define(
+    OpDef(
+        "take",
+        _infer_take,
+        attrs=(attr("axis", int), attr("indices", tuple)),
+        layout=Layout.AXIS,
+        axis_attrs=("axis",),
+        doc="x[..., indices, ...] on `axis` with a constant list of indices (negative counts from the end)",
         family="tensor",
     )
 )

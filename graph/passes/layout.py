@@ -352,8 +352,8 @@ class _Materializer:
             perm = self.label(same_rank_out[0])
         else:
             perm = self.held(x)
-        if perm != identity(rank) and any(v.rank != rank for v in node.inputs):
-            perm = identity(rank)  # a lower-rank operand broadcasts against the source order
+        if perm != identity(rank) and any(v.rank != rank and v.rank > 0 for v in node.inputs):
+            perm = identity(rank)  # a lower-rank operand broadcasts against the source order (a scalar in any)
         for i, v in enumerate(node.inputs):
             if v.rank == rank:
                 self.feed(node, i, perm)

@@ -130,7 +130,7 @@ class LayerCall:
         array = self.weights[index][1]
         if expect is not None and tuple(array.shape) != tuple(expect):
             raise self.error(f"weight {self.weights[index][0]!r} has shape {array.shape}, expected {expect}")
-        if not np.all(np.isfinite(array)) and np.issubdtype(array.dtype, np.floating):
+        if is_float(array) and not np.all(np.isfinite(array.astype(np.float32, copy=False))):
             raise self.error(f"weight {self.weights[index][0]!r} holds NaN or Inf values")
         return array
 
@@ -166,6 +166,11 @@ class LayerCall:
         return activation_nodes(self, x, spec)
 
 
+def is_float(array: np.ndarray) -> bool:
+    """Floating point, bfloat16 (an ml_dtypes type numpy does not count as floating) included."""
+    return np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"
+
+
 def flatten(obj: Any) -> list[Any]:
     if isinstance(obj, (list, tuple)):
         return [i for o in obj for i in flatten(o)]
@@ -178,7 +183,8 @@ def node_name(path: str) -> str:
     """An identifier for a layer at `path` ("outer/inner"): the parts joined by "_", except
     that a part already starting with the enclosing model's name (Keras names the layers of
     a nested model "convnext_tiny_stem_conv" inside "convnext_tiny_stem") replaces it."""
-    parts = [identifier(p) for p in path.split("/")]
+    # a TFOpLambda is named after its function: "tf.math.reduce_mean_2" -> "reduce_mean_2"
+    parts = [identifier(p.rsplit(".", 1)[-1] if p.startswith("tf.") else p) for p in path.split("/")]
     out = parts[0]
     for part in parts[1:]:
         out = part if part.startswith(out + "_") else f"{out}_{part}"
@@ -216,6 +222,35 @@ SIMPLE_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 _LINEAR = ("linear", None, "")
+_AXIS_ACTIVATIONS = ("softmax", "log_softmax", "glu")
+
+# Functions registered with keras.saving.register_keras_serializable ("Package>name"): known by
+# the name's suffix only where the name fixes the formula (keras-cv-attention-models'
+# kecamCommon>hard_swish is x * relu6(x + 3) / 6, hard_sigmoid_torch is clip(x / 6 + 0.5, 0, 1)).
+_REGISTERED: dict[str, tuple[str, dict[str, Any]]] = {
+    "hard_swish": ("hard_silu", {}),
+    "hardswish": ("hard_silu", {}),
+    "hard_silu": ("hard_silu", {}),
+    "swish": ("silu", {}),
+    "silu": ("silu", {}),
+    "mish": ("mish", {}),
+    "hard_sigmoid_torch": ("hard_sigmoid", {"slope": 1.0 / 6.0, "offset": 0.5}),
+    "relu6": ("relu", {"max_value": 6.0}),
+}
+
+
+def _registered(name: str) -> tuple[str, dict[str, Any]] | None:
+    if ">" not in name:
+        return None
+    return _REGISTERED.get(name.rsplit(">", 1)[1].lower())
+
+
+def known_activation(spec: Any) -> bool:
+    """Whether `activation_nodes` can translate the serialized activation `spec`."""
+    name = activation_name(spec)
+    if name in _LINEAR or name in _AXIS_ACTIVATIONS or name == "hard_sigmoid" or name in SIMPLE_ACTIVATIONS:
+        return True
+    return _registered(str(name)) is not None
 
 
 def activation_name(spec: Any) -> str | None:
@@ -239,13 +274,14 @@ def activation_nodes(call: LayerCall, x: Value, spec: Any, *, suffix: str = "_ac
     name = activation_name(spec)
     if name in _LINEAR:
         return x
-    if name in ("softmax", "log_softmax", "glu"):
+    if name in _AXIS_ACTIVATIONS:
         return call.emit(name, [x], {"axis": (x.rank - 1,)}, suffix=suffix)
     if name == "hard_sigmoid":
         # Keras 2 (and TF1): clip(0.2 x + 0.5); Keras 3: relu6(x + 3) / 6
         attrs = {"slope": 0.2, "offset": 0.5} if call.keras2 else {"slope": 1.0 / 6.0, "offset": 0.5}
         return call.emit("hard_sigmoid", [x], attrs, suffix=suffix)
-    if name not in SIMPLE_ACTIVATIONS:
+    found = SIMPLE_ACTIVATIONS.get(str(name)) or _registered(str(name))
+    if found is None:
         raise call.error(f"activation {name!r} is not supported")
-    op, attrs = SIMPLE_ACTIVATIONS[name]
+    op, attrs = found
     return call.emit(op, [x], dict(attrs), suffix=suffix)

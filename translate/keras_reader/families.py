@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     attention,
     conv,
     core,
+    keras_ops,
     merge,
     normalization,
     pooling,
@@ -15,4 +16,5 @@ from . import (  # noqa: F401
     recurrent,
     regularization,
     reshaping,
+    tf_ops,
 )

@@ -67,7 +67,7 @@ class KerasFile:
         """The weights of the layer at `path` (outer model names, then the layer's name),
         in the layer's own order, as (name, array) pairs."""
         if self.kind == "keras":
-            return [(name, np.asarray(ds)) for name, ds in self._vars_index.get(path, [])]
+            return [(name, _array(ds)) for name, ds in self._vars_index.get(path, [])]
         group = self._h5["model_weights"] if "model_weights" in self._h5 else self._h5
         top = path[0]
         if top not in group:
@@ -84,8 +84,27 @@ class KerasFile:
                 if not (name.startswith(inner + "/") or f"/{inner}/" in name):
                     continue
                 short = name[name.index(inner + "/") :]
-            out.append((short, np.asarray(layer_group[name])))
+            out.append((short, _array(layer_group[name])))
         return out
+
+
+def _array(ds: h5py.Dataset) -> np.ndarray:
+    """A weight as numpy: bfloat16, which HDF5 does not know, is stored by Keras as 2-byte
+    opaque values (tagged dtype=bfloat16 in a .keras file); it is read as bfloat16 (ml_dtypes,
+    as TensorFlow and JAX do), or widened exactly to float32 where ml_dtypes is missing."""
+    array = np.asarray(ds)
+    if array.dtype.kind != "V" or array.dtype.itemsize != 2:
+        return array
+    tag = _attr_text(ds.attrs.get("dtype", "bfloat16"))
+    if tag != "bfloat16":
+        raise ValueError(f"weight {ds.name} is stored as opaque 2-byte values tagged {tag!r}")
+    bits = array.view(np.uint16)
+    try:
+        import ml_dtypes
+
+        return bits.view(ml_dtypes.bfloat16)
+    except ImportError:
+        return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def open_keras_file(path: str | Path) -> KerasFile:

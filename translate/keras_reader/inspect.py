@@ -10,7 +10,7 @@ from ...graph import Value
 from ...graph.errors import KtorchError, UnsupportedOpError
 from ..registry import lookup
 from .file import open_keras_file
-from .reader import MODEL_CLASSES, UNTRUSTED_CLASSES, KerasReader, ReadOptions
+from .reader import MODEL_CLASSES, UNTRUSTED_CLASSES, KerasReader, ReadOptions, translator_key
 
 
 class _PartialReader(KerasReader):
@@ -79,6 +79,7 @@ def inspect_keras(path: Path, *, trust_code: bool = False) -> list[dict[str, Any
                 if cls in MODEL_CLASSES:
                     walk(layer, name + "/")
                     continue
+                cls = translator_key(layer, kfile.keras2)  # ops.Mean, tf.math.reduce_mean
                 if cls == "InputLayer":
                     status = "input"
                 elif cls in UNTRUSTED_CLASSES and not trust_code:

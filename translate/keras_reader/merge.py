@@ -1,8 +1,8 @@
 """Keras merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot.
 
-Keras 3 also records arithmetic on symbolic tensors (`x + 3.0`, `x * y`) as operations of
-the same class names (`keras.src.ops.numpy.Add`, ...), called with two positional
-arguments of which one may be a Python number; those are read here too.
+Keras 3 records arithmetic on symbolic tensors (`x + 3.0`, `x * y`) as operations of the same
+class names from module `keras.src.ops.numpy`: those are read as "ops.Add" ... (keras_ops.py);
+an Add/Multiply called with a Python number is still read here for configs without a module.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _constant_operand(call: LayerCall) -> tuple[Value, float, bool] | None:
 
 
 def _affine_with_constant(call: LayerCall) -> Value | None:
-    """`x + c`, `x - c`, `c - x`, `x * c`, `x / c` as one scale_shift node."""
+    """`x + c`, `x - c`, `c - x`, `x * c` as one scale_shift node."""
     found = _constant_operand(call)
     if found is None:
         return None
@@ -57,10 +57,6 @@ def _affine_with_constant(call: LayerCall) -> Value | None:
         attrs = {"scale": -1.0, "offset": c} if c_first else {"offset": -c}
     elif cls == "Multiply":
         attrs = {"scale": c}
-    elif cls in ("Divide", "TrueDivide") and not c_first:
-        if c == 0.0:
-            raise call.error("divides by the constant 0")
-        attrs = {"scale": 1.0 / c}
     else:
         raise call.error(f"{cls} of a tensor and the constant {c!r} is not supported")
     return call.emit("scale_shift", [x], attrs)
@@ -83,18 +79,6 @@ def subtract_from_keras(call: LayerCall) -> Value:
     if len(ins) != 2:
         raise call.error("Subtract takes exactly 2 inputs")
     return call.emit("sub", ins)
-
-
-@register("keras->ir", "Divide", "TrueDivide")
-def divide_from_keras(call: LayerCall) -> Value:
-    """The Keras 3 operation `x / y` (there is no Divide merge layer)."""
-    constant = _affine_with_constant(call)
-    if constant is not None:
-        return constant
-    ins = call.inputs
-    if len(ins) != 2:
-        raise call.error(f"{call.class_name} takes exactly 2 tensors, got {len(ins)}")
-    return call.emit("div", ins)
 
 
 @register("keras->ir", "Concatenate")
@@ -124,67 +108,3 @@ def dot_from_keras(call: LayerCall) -> Value:
             b = call.emit("transpose", [b], {"perm": (0, 2, 1)}, suffix="_tb")
         return call.emit("matmul", [a, b])
     raise call.error(f"Dot of ranks {a.rank} and {b.rank} is not supported")
-
-
-# -- tf.keras 2: TensorFlow functions recorded as TFOpLambda layers ----------------------------
-# `x + 3.0` in a tf.keras 2 functional model is saved as a TFOpLambda layer naming the TF
-# function ("__operators__.add") with the other operand in the call kwargs. The names below
-# are TF API functions, not serialized code, so they are read without --trust-code.
-TF_BINARY = {
-    "__operators__.add": "Add",
-    "math.add": "Add",
-    "math.add_v2": "Add",
-    "math.subtract": "Subtract",
-    "math.multiply": "Multiply",
-    "math.truediv": "Divide",
-    "math.divide": "Divide",
-    "math.maximum": "Maximum",
-    "math.minimum": "Minimum",
-}
-TF_UNARY: dict[str, tuple[str, dict]] = {
-    "nn.relu": ("relu", {}),
-    "nn.relu6": ("relu", {"max_value": 6.0}),
-    "math.sigmoid": ("sigmoid", {}),
-    "nn.sigmoid": ("sigmoid", {}),
-    "math.tanh": ("tanh", {}),
-    "nn.silu": ("silu", {}),
-    "nn.swish": ("silu", {}),
-    "math.exp": ("exp", {}),
-    "math.abs": ("abs", {}),
-    "math.negative": ("neg", {}),
-    "math.sqrt": ("sqrt", {}),
-    "math.rsqrt": ("rsqrt", {}),
-    "math.square": ("square", {}),
-    "math.log": ("log", {}),
-}
-TF_FUNCTIONS = frozenset(TF_BINARY) | frozenset(TF_UNARY)
-
-
-@register("keras->ir", "TFOpLambda")
-def tf_op_from_keras(call: LayerCall) -> Value:
-    function = str(call.get("function"))
-    x = call.x
-    extra = {k: v for k, v in call.kwargs.items() if k not in ("y", "name")}
-    if extra:
-        raise call.error(f"tf.{function} called with {sorted(extra)} is not supported")
-    if function in TF_UNARY:
-        op, attrs = TF_UNARY[function]
-        return call.emit(op, [x], dict(attrs))
-    if function not in TF_BINARY:
-        raise call.error(f"the TensorFlow function tf.{function} is not supported")
-    y = call.kwargs.get("y")
-    kind = TF_BINARY[function]
-    if isinstance(y, Value):
-        ins = [x, y]
-        return call.emit({"Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Maximum": "maximum", "Minimum": "minimum"}[kind], ins)
-    if not isinstance(y, Number) or isinstance(y, bool):
-        raise call.error(f"tf.{function} with the operand {y!r} is not supported")
-    c = float(y)
-    if kind in ("Maximum", "Minimum"):
-        return call.emit("clip", [x], {"min": c} if kind == "Maximum" else {"max": c})
-    attrs = {"Add": {"offset": c}, "Subtract": {"offset": -c}, "Multiply": {"scale": c}}.get(kind)
-    if attrs is None:  # Divide
-        if c == 0.0:
-            raise call.error("divides by the constant 0")
-        attrs = {"scale": 1.0 / c}
-    return call.emit("scale_shift", [x], attrs)

@@ -91,3 +91,50 @@ def center_crop_from_keras(call: LayerCall) -> Value:
         start = (size - target) // 2
         crops.append((start, size - target - start))
     return call.emit("crop", [x], {"crops": tuple(crops), "data_format": data_format})
+
+
+# Augmentation layers that return their input unchanged at inference (training=False), checked
+# against Keras 3.15 and tf_keras 2.21 (keras/src/layers/preprocessing/image_preprocessing:
+# `transform_images` transforms only `if training`). RandomCrop is not among them: tf_keras
+# crops the centre and resizes at inference, and Keras 3 keeps the full image although the
+# functional graph recorded the cropped shape.
+INFERENCE_IDENTITIES = (
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+    "RandomHeight",
+    "RandomWidth",
+    "RandomGrayscale",
+    "RandomHue",
+    "RandomSaturation",
+    "RandomSharpness",
+    "RandomShear",
+    "RandomColorJitter",
+    "RandomColorDegeneration",
+    "RandomErasing",
+    "RandomGaussianBlur",
+    "RandomPerspective",
+    "RandomPosterization",
+    "RandomInvert",
+    "RandomElasticTransform",
+    "Solarization",
+    "AugMix",
+    "RandAugment",
+    "MixUp",
+    "CutMix",
+)
+
+
+@register("keras->ir", *INFERENCE_IDENTITIES)
+def augmentation_from_keras(call: LayerCall) -> Value:
+    """A random augmentation: the identity at inference, recorded in the graph's
+    meta['inference_identities'] (the manifest says which layers were dropped)."""
+    for option in list(call.config):
+        call.get(option)  # factors, fill modes, seeds: they shape the training-time randomness only
+    dropped = call.graph.meta.setdefault("inference_identities", [])
+    if call.name not in dropped:
+        dropped.append(call.name)
+    return call.emit("identity", [call.x])

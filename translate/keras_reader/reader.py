@@ -29,14 +29,40 @@ from .calls import (
     KerasLayerError,
     LayerCall,
     TrackedConfig,
+    activation_name,
     flatten,
     identifier,
+    known_activation,
 )
 from .file import KerasFile, open_keras_file
 
 # Layers that hold other layers: handled by the reader itself.
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
-UNTRUSTED_CLASSES = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+UNTRUSTED_CLASSES = ("Lambda",)
+# tf.keras 2 layers that call a TensorFlow function by name (no code): read as "tf.<function>"
+TF_FUNCTION_CLASSES = ("TFOpLambda", "SlicingOpLambda")
+# Keras 3 operations on symbolic tensors (keras.ops.mean, x[:, 0]) are recorded in a functional
+# config like layers, with module "keras.src.ops.numpy" etc.; they are read as "ops.<class>"
+# (ops.Reshape is keras.ops.reshape, not the Reshape layer).
+OPS_PREFIX = "ops."
+
+
+def translator_key(layer: dict[str, Any], keras2: bool = False) -> str:
+    """The registry key of a config entry: its class name, "ops.<class>" for a Keras 3
+    operation, "tf.<function>" for a tf.keras 2 TFOpLambda / SlicingOpLambda."""
+    cls = str(layer.get("class_name", "?"))
+    if cls in TF_FUNCTION_CLASSES:
+        return "tf." + str(layer.get("config", {}).get("function"))
+    module = layer.get("module")
+    if module is not None:
+        return OPS_PREFIX + cls if str(module).startswith(("keras.src.ops.", "keras.ops.")) else cls
+    config = layer.get("config")
+    # a Keras 3 legacy .h5 writes no module: a layer's config always holds `trainable` and
+    # `dtype`, an operation's only its own arguments (tf.keras 2 has no operations)
+    if not keras2 and isinstance(config, dict) and "trainable" not in config and "dtype" not in config:
+        return OPS_PREFIX + cls
+    return cls
+
 
 # Layers that hand their input's Keras mask on unchanged (supports_masking, default compute_mask).
 MASK_MERGING = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"})
@@ -84,6 +110,7 @@ class KerasReader:
         self.graph = Graph()
         self._weights: dict[tuple[str, ...], list] = {}  # one set of arrays per layer, shared by its calls
         self._nested: set[str] = set()  # names of the functional models nested in the model being read
+        self._layer_names: set[str] = set()  # names of the layers of the functional model being read
         self._masks: dict[int, Value] = {}  # id(value) -> its Keras mask, flowing implicitly in Keras
         self._frozen = False  # inside a model saved with trainable=False: every layer is frozen
 
@@ -117,8 +144,6 @@ class KerasReader:
 
     # -- support check ------------------------------------------------------------------
     def check_supported(self, cfg: dict[str, Any]) -> None:
-        from .merge import TF_FUNCTIONS as tf_functions
-
         problems: list[tuple[str, str, str]] = []
         untrusted: list[tuple[str, str]] = []
 
@@ -126,16 +151,21 @@ class KerasReader:
             for layer in model_cfg.get("config", {}).get("layers", []):
                 cls = layer.get("class_name", "?")
                 name = prefix + str(layer.get("config", {}).get("name") or layer.get("name") or "?")
+                key = translator_key(layer, self.kfile.keras2)
                 if cls in MODEL_CLASSES:
                     walk(layer, name + "/")
                 elif cls == "InputLayer":
                     continue
-                elif cls == "TFOpLambda" and layer.get("config", {}).get("function") in tf_functions:
-                    continue  # names a TensorFlow function (tf.math.multiply): no code to trust
+                elif cls in TF_FUNCTION_CLASSES:
+                    # names a TensorFlow function (tf.math.multiply): no code to trust
+                    if lookup("keras->ir", key) is None:
+                        problems.append((name, key, f"no translator for the TensorFlow function {key}"))
                 elif cls in UNTRUSTED_CLASSES and not self.options.trust_code:
                     untrusted.append((name, cls))
-                elif lookup("keras->ir", cls) is None:
-                    problems.append((name, cls, "no translator for this layer class"))
+                elif lookup("keras->ir", key) is None:
+                    what = "Keras operation" if key.startswith(OPS_PREFIX) else "layer class"
+                    problems.append((name, key, f"no translator for this {what}"))
+                problems.extend(self._activation_problems(layer, name))
 
         walk(cfg, "")
         if untrusted:
@@ -152,6 +182,19 @@ class KerasReader:
                 hint="Nothing was written. Teach ktorch a custom layer with a translator registered by "
                 "@ktorch.plugins.keras_layer(...) and `--plugin MODULE` (see README, 'Custom layers').",
             )
+
+    @staticmethod
+    def _activation_problems(layer: dict[str, Any], name: str) -> list[tuple[str, str, str]]:
+        """A layer's `activation=` (and RNN `recurrent_activation=`) that no translator knows:
+        a registered custom function (`kecamCommon>hard_swish`) is reported with the layers."""
+        out = []
+        config = layer.get("config", {})
+        for key in ("activation", "recurrent_activation"):
+            spec = config.get(key) if isinstance(config, dict) else None
+            if spec is not None and not known_activation(spec):
+                what = f"activation {activation_name(spec)!r}"
+                out.append((name, what, "no translator for this activation function"))
+        return out
 
     # -- models ---------------------------------------------------------------------------
     def _sequential_inputs(self, model_cfg: dict[str, Any]) -> list[Value]:
@@ -199,12 +242,13 @@ class KerasReader:
         # A nested functional model's node 0 is its own creation, so references to its calls
         # count from 1 in output_layers (and everywhere in tf.keras 2 files); Keras 3 writes
         # the plain call index in inbound nodes' keras_history.
-        outer_nested = self._nested
+        outer_nested, outer_names = self._nested, self._layer_names
+        self._layer_names = set(layers)
         self._nested = {name for name, layer in layers.items() if layer.get("class_name") in ("Functional", "Model") or self._keras2_graph_sequential(layer)}
         try:
             return self._run_functional_body(model_cfg, prefix, inputs, layers)
         finally:
-            self._nested = outer_nested
+            self._nested, self._layer_names = outer_nested, outer_names
 
     def _keras2_graph_sequential(self, layer: dict[str, Any]) -> bool:
         """A tf.keras 2 Sequential built on an InputLayer is a graph network: like a
@@ -308,6 +352,11 @@ class KerasReader:
             values = []
             kwargs = {}
             for entry in node:
+                if entry[0] == "_CONSTANT_VALUE":  # a TFOpLambda whose first argument is a constant
+                    values.append(entry[2])
+                    if len(entry) > 3 and entry[3]:
+                        kwargs.update(entry[3])
+                    continue
                 key = (entry[0], entry[1] - (entry[0] in self._nested), entry[2])
                 if key not in tensors:
                     missing = True
@@ -323,16 +372,25 @@ class KerasReader:
         return (None, {}) if missing else (args, kwargs)
 
     def _keras2_kwargs(self, kwargs: dict[str, Any], tensors: dict) -> dict[str, Any] | None:
-        out = {}
-        for k, v in kwargs.items():
-            if isinstance(v, list) and len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int):
+        """Call kwargs with tensor references ([layer, node, tensor]) resolved, also inside
+        lists (tf.reshape(x, [tf.shape(x)[0], -1])); None if one is not computed yet."""
+        missing = False
+
+        def sub(v: Any, top: bool) -> Any:
+            nonlocal missing
+            is_ref = isinstance(v, list) and len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int)
+            if is_ref and (top or v[0] in self._layer_names):
                 key = (v[0], v[1] - (v[0] in self._nested), v[2])
                 if key not in tensors:
+                    missing = True
                     return None
-                out[k] = tensors[key]
-            else:
-                out[k] = v
-        return out
+                return tensors[key]
+            if isinstance(v, list):
+                return [sub(i, False) for i in v]
+            return v
+
+        out = {k: sub(v, True) for k, v in kwargs.items()}
+        return None if missing else out
 
     def _call_layer(self, layer: dict[str, Any], prefix: tuple[str, ...], args: list, kwargs: dict, call_index: int) -> list[Value]:
         cls = layer["class_name"]
@@ -349,14 +407,16 @@ class KerasReader:
             for v in outs:
                 v.source = "/".join(path)
             return outs
-        translator: Callable | None = lookup("keras->ir", cls)
+        key = translator_key(layer, self.kfile.keras2)
+        translator: Callable | None = lookup("keras->ir", key)
         if translator is None:  # check_supported ran first; only plugins removed since reach here
-            raise UnsupportedOpError([("/".join(path), cls, "no translator for this layer class")], where=str(self.kfile.path))
+            problem = ("/".join(path), key, "no translator for this layer class")
+            raise UnsupportedOpError([problem], where=str(self.kfile.path))
         config = layer.get("config", {})
         call = LayerCall(
             graph=self.graph,
             name="/".join(path),
-            class_name=cls,
+            class_name=key if key.startswith((OPS_PREFIX, "tf.")) else cls,
             config=TrackedConfig(config),
             args=args,
             kwargs={k: v for k, v in kwargs.items() if k not in ("training",)},
@@ -366,6 +426,9 @@ class KerasReader:
             masks=[self._masks.get(id(v)) for v in flatten(args) if isinstance(v, Value)],
             known_masks=self._masks,
         )
+        if cls in TF_FUNCTION_CLASSES:
+            call.config.get("function")  # read as the translator key
+        self._note_compute_dtype(config.get("dtype"))
         try:
             result = translator(call)
         except KtorchError as exc:
@@ -392,6 +455,19 @@ class KerasReader:
             v.source = call.name
         self._propagate_masks(call, outs)
         return outs
+
+    def _note_compute_dtype(self, policy: Any) -> None:
+        """Record in graph.meta['compute_dtype'] the narrowest float type a layer computes in
+        (a mixed_float16 policy computes in float16 while its variables stay float32): the
+        verification judges the model by it, not only by its outputs' dtype."""
+        if isinstance(policy, dict):
+            policy = policy.get("config", {}).get("name")
+        name = str(policy or "")
+        compute = {"float16": "float16", "bfloat16": "bfloat16"}.get(name.removeprefix("mixed_"))
+        if compute is None:
+            return
+        if self.graph.meta.get("compute_dtype") != "bfloat16":  # bfloat16 is the looser of the two
+            self.graph.meta["compute_dtype"] = compute
 
     def _propagate_masks(self, call: LayerCall, outs: list[Value]) -> None:
         """Attach Keras masks to a layer's outputs: the ones its translator computed, else

@@ -337,12 +337,15 @@ def time_distributed_from_keras(call: LayerCall) -> Value:
     return y
 
 
-@register("keras->ir", "NotEqual")
+@register("keras->ir", "ops.NotEqual")
 def not_equal_from_keras(call: LayerCall) -> Value:
     """`keras.ops.not_equal(x, constant)`: how a Keras 3 functional config records the mask of
-    an Embedding(mask_zero=True), passed on to its consumers as `mask=`."""
+    an Embedding(mask_zero=True), passed on to its consumers as `mask=`; any other not_equal
+    is an element-wise comparison."""
     if len(call.inputs) != 1 or len(call.args) != 2 or not isinstance(call.args[1], (int, float)):
-        raise call.error("only not_equal(tensor, constant) is supported")
+        from .keras_ops import binary_nodes
+
+        return binary_nodes(call, "compare:not_equal", call.args[0], call.args[1])
     attrs = {"value": call.args[1], "reduce_last": False}
     for user in call.x.users:  # the same mask, already computed for an Embedding(mask_zero=True)
         if user.op == "sequence_mask" and user.attrs == attrs:
@@ -350,7 +353,7 @@ def not_equal_from_keras(call: LayerCall) -> Value:
     return call.emit("sequence_mask", [call.x], attrs)
 
 
-@register("keras->ir", "Any")
+@register("keras->ir", "ops.Any")
 def any_from_keras(call: LayerCall) -> Value:
     """`keras.ops.any(not_equal(x, v), axis=-1)`: how a Keras 3 functional config records
     the mask of a Masking layer."""
@@ -362,7 +365,7 @@ def any_from_keras(call: LayerCall) -> Value:
     return call.emit("sequence_mask", [producer.inputs[0]], {"value": producer.attrs["value"], "reduce_last": True})
 
 
-@register("keras->ir", "LogicalOr", "LogicalAnd")
+@register("keras->ir", "ops.LogicalOr", "ops.LogicalAnd")
 def logical_from_keras(call: LayerCall) -> Value:
     """`keras.ops.logical_or/and(a, b)`: how a Keras 3 functional config records the mask
     of a merge of masked sequences."""
@@ -371,4 +374,4 @@ def logical_from_keras(call: LayerCall) -> Value:
         raise call.error("only the logical OR/AND of two bool masks is supported")
     if a is b:  # a residual Add of two tensors that carry the same mask
         return call.emit("identity", [a])
-    return call.emit("mask_merge", [a, b], {"mode": "or" if call.class_name == "LogicalOr" else "and"})
+    return call.emit("mask_merge", [a, b], {"mode": "or" if call.class_name == "ops.LogicalOr" else "and"})

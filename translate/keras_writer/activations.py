@@ -131,3 +131,15 @@ def arithmetic_to_keras(node: Node, em: KerasEmitter) -> None:
         for other in names[1:]:
             expr = f"{_FUNCS[node.op]}({expr}, {other})"
         em.assign(node, expr)
+
+
+@register("ir->keras", "compare")
+def compare_to_keras(node: Node, em: KerasEmitter) -> None:
+    a, b = (em.var(v) for v in node.inputs)
+    em.assign(node, f"keras.ops.{node.attrs['mode']}({a}, {b})")
+
+
+@register("ir->keras", "where")
+def where_to_keras(node: Node, em: KerasEmitter) -> None:
+    cond, a, b = (em.var(v) for v in node.inputs)
+    em.assign(node, f"keras.ops.where({cond}, {a}, {b})")

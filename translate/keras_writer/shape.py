@@ -89,3 +89,25 @@ def reduce_to_keras(node: Node, em: KerasEmitter) -> None:
 @register("ir->keras", "cast")
 def cast_to_keras(node: Node, em: KerasEmitter) -> None:
     em.assign(node, f"keras.ops.cast({em.var(node.inputs[0])}, {py_literal(node.attrs['dtype'])})")
+
+
+_ARG_REDUCE = '''def arg_reduce(x, axis, mode="argmax", keepdims=False):
+    """torch.argmax / argmin: among equal elements the first index (TensorFlow leaves ties unspecified)."""
+    n = x.shape[axis]
+    positions = keras.ops.reshape(keras.ops.arange(n, dtype="int64"), [n if i == axis else 1 for i in range(len(x.shape))])
+    best = keras.ops.max(x, axis=axis, keepdims=True) if mode == "argmax" else keras.ops.min(x, axis=axis, keepdims=True)
+    return keras.ops.min(keras.ops.where(keras.ops.equal(x, best), positions, n), axis=axis, keepdims=keepdims)
+'''
+
+
+@register("ir->keras", "arg_reduce")
+def arg_reduce_to_keras(node: Node, em: KerasEmitter) -> None:
+    a = node.attrs
+    fn = em.helper("arg_reduce", _ARG_REDUCE)
+    keep = ", keepdims=True" if a["keepdims"] else ""
+    em.assign(node, f"{fn}({em.var(node.inputs[0])}, {a['axes'][0]}, {py_literal(a['mode'])}{keep})")
+
+
+@register("ir->keras", "cumsum")
+def cumsum_to_keras(node: Node, em: KerasEmitter) -> None:
+    em.assign(node, f"keras.ops.cumsum({em.var(node.inputs[0])}, axis={node.attrs['axis']})")

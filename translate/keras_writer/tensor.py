@@ -241,3 +241,9 @@ def upsample_to_keras(node: Node, em: KerasEmitter) -> None:
         kwargs["interpolation"] = "bilinear"
     kwargs.update(data_format(node) if rank > 1 else {})
     em.assign(node, f"{em.layer(node, _UPSAMPLING[rank], **kwargs)}({em.var(node.inputs[0])})")
+
+
+@register("ir->keras", "gather")
+def gather_to_keras(node: Node, em: KerasEmitter) -> None:
+    x, index = (em.var(v) for v in node.inputs)
+    em.assign(node, f"keras.ops.take_along_axis({x}, {index}, axis={node.attrs['axis']})")

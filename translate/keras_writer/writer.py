@@ -96,6 +96,9 @@ def render(graph: Graph, *, source: str, version: str) -> KerasOutput:
     body += [f"    {line}" for line in em.lines]
     ins = in_names[0] if len(in_names) == 1 else "[" + ", ".join(in_names) + "]"
     outs = out_names[0] if len(out_names) == 1 else "[" + ", ".join(out_names) + "]"
+    fields = graph.meta.get("output_names")
+    if fields and len(fields) == len(out_names):  # a structured source output keeps its field names
+        outs = "{" + ", ".join(f"{py_literal(f)}: {n}" for f, n in zip(fields, out_names)) + "}"
     body.append(f"    return keras.Model(inputs={ins}, outputs={outs}, name={py_literal(model_name(graph.name))})")
     parts.append("\n\n" + "\n".join(body) + "\n")
     parts.append(_LOAD)

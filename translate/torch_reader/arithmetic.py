@@ -36,6 +36,8 @@ def _binary(call: AtenCall, op: str, a_name: str = "self", b_name: str = "other"
         y = call.emit("mul", [operand(call, b_name, rank, dtype), call.reader.scalar_value(float(alpha), rank)], suffix="_alpha")
     else:
         y = operand(call, b_name, rank, dtype)
+    if op.startswith("compare_"):
+        return call.emit("compare", [x, y], {"mode": op[len("compare_") :]})
     return call.emit(op, [x, y])
 
 
@@ -91,3 +93,31 @@ def pow_to_ir(call: AtenCall) -> Value:
 def reciprocal_to_ir(call: AtenCall) -> Value:
     x = call.value("self")
     return call.emit("div", [call.reader.scalar_value(1.0, x.rank), x])
+
+
+_COMPARE = {
+    "aten.eq": "equal", "aten.ne": "not_equal", "aten.lt": "less", "aten.le": "less_equal",
+    "aten.gt": "greater", "aten.ge": "greater_equal",
+}  # fmt: skip
+
+
+@register("torch->ir", *_COMPARE)
+def compare_to_ir(call: AtenCall) -> Value:
+    """x == y, x != y, x < y ... (tensor or number operands, broadcasting): a bool tensor."""
+    return _binary(call, "compare_" + _COMPARE[call.key])
+
+
+@register("torch->ir", "aten.where")
+def where_to_ir(call: AtenCall) -> Value:
+    """torch.where(condition, a, b), all three broadcasting; numbers take the tensor's dtype."""
+    if call.args.get("self") is None:
+        raise call.unsupported("torch.where(condition) with one argument (the indices of the True elements)")
+    names = ("condition", "self", "other")
+    ranks = [v.rank if isinstance(v, Value) else getattr(getattr(v, "array", None), "ndim", 0) for v in (call.args[n] for n in names)]
+    rank = max(ranks)
+    dtype = next((v.dtype for v in (call.args["self"], call.args["other"]) if isinstance(v, Value)), call.meta_dtypes[0])
+    cond = operand(call, "condition", rank, "bool")
+    a, b = operand(call, "self", rank, dtype), operand(call, "other", rank, dtype)
+    if cond.dtype != "bool":
+        cond = call.emit("cast", [cond], {"dtype": "bool"}, suffix="_condition")
+    return call.emit("where", [cond, a, b])

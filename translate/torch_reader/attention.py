@@ -451,9 +451,23 @@ def hf_conv1d_to_ir(call: ModuleCall) -> list[Value]:
 @register("torch->ir", "aten.index")
 def index_to_ir(call: AtenCall) -> Value:
     """x[arange(batch), positions] with x a (batch, length) padding mask and positions the
-    constant 0..length-1 (broadcast to a 4-D mask): the mask itself, reshaped."""
+    constant 0..length-1 (broadcast to a 4-D mask): the mask itself, reshaped; and
+    x[arange(batch), i] with i one position per example (CLIP's pooler: the EOS token's
+    hidden state): a gather along axis 1."""
     x = call.args.get("self")
     indices = list(call.args.get("indices") or [])
+    if (
+        isinstance(x, Value)
+        and len(indices) == 2
+        and isinstance(indices[0], BatchRange)
+        and indices[0].ndim == 1
+        and isinstance(indices[1], Value)
+        and indices[1].rank == 1
+        and x.rank >= 2
+    ):
+        position = call.emit("reshape", [indices[1]], {"shape": (1,) * (x.rank - 1)}, suffix="_index")
+        picked = call.emit("gather", [x, position], {"axis": 1})
+        return call.emit("squeeze", [picked], {"axis": 1}, suffix="_squeeze")
     if not (
         isinstance(x, Value)
         and x.rank == 2

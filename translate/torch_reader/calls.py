@@ -285,3 +285,19 @@ def batch_factor(size: Any) -> int | None:
     if size is BATCH:
         return 1
     return size.factor if isinstance(size, BatchExpr) else None
+
+
+def learned_rows(bound: dict[str, Any]) -> tuple[int, int] | None:
+    """(start, count) when an embedding looks up consecutive rows start..start+count-1 of a
+    learned table (nn.Parameter) with constant indices shaped (1, ..., count): the position
+    embeddings of BERT and GPT-2. Folding them would freeze a learned table into a constant."""
+    weight, indices = bound.get("weight"), bound.get("indices")
+    if not (isinstance(weight, Const) and weight.trainable and isinstance(indices, Const)):
+        return None
+    ids = indices.array
+    if ids.ndim < 2 or ids.size == 0 or ids.shape[-1] != ids.size or not np.issubdtype(ids.dtype, np.integer):
+        return None
+    start = int(ids.reshape(-1)[0])
+    if start < 0 or not np.array_equal(ids.reshape(-1), np.arange(start, start + ids.size)):
+        return None
+    return start, int(ids.size)

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
-from .calls import AtenCall, Const
+from .calls import AtenCall, Const, learned_rows
 
 
 @register("torch->ir", "aten.linear")
@@ -56,6 +56,16 @@ def einsum_to_ir(call: AtenCall) -> Value:
 
 @register("torch->ir", "aten.embedding")
 def embedding_to_ir(call: AtenCall) -> Value:
+    rows = learned_rows(call.args)
+    if rows is not None:
+        # consecutive rows of a learned table (position embeddings): the table is a trainable
+        # weight shaped (1, P, C), sliced; the batch broadcasts
+        start, count = rows
+        table = call.args["weight"]
+        full = call.reader.constant_value(Const(table.name, table.array.reshape(1, *table.array.shape), True))
+        picked = call.emit("slice", [full], {"axis": 1, "start": start, "stop": start + count, "step": 1})
+        shape = tuple(call.args["indices"].array.shape) + (int(table.array.shape[1]),)
+        return picked if shape == tuple(picked.shape) else call.emit("reshape", [picked], {"shape": shape[1:]}, suffix="_rows")
     w = call.const("weight")
     idx = call.args["padding_idx"]
     attrs = {"input_dim": int(w.shape[0]), "output_dim": int(w.shape[1]), "padding_idx": None if idx is None or idx < 0 else int(idx)}

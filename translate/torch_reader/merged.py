@@ -80,6 +80,12 @@ class MergedBatch(Deferred):
             return BATCH if self.factor == 1 else BatchExpr(f"batch * {self.factor}", self.factor)
         return self.value.shape[d + 1]
 
+    def torch_shape(self) -> tuple:
+        """PyTorch's shape, the merged axis written as B*k."""
+        out: list = list(self.value.shape[1:])
+        out[self.axis] = f"B*{self.factor}"
+        return tuple(out)
+
     def __repr__(self) -> str:
         return f"MergedBatch({self.value.name}, axis={self.axis}, factor={self.factor})"
 
@@ -88,7 +94,10 @@ class MergedBatch(Deferred):
         handler = _HANDLERS.get(key)
         if handler is None:
             keys = ", ".join(sorted(_HANDLERS))
-            raise _refuse(node, key, f"reads a tensor whose batch axis is merged with another axis (window attention); translated on such tensors: {keys}")
+            raise _refuse(
+                node, key, f"{key} is not translated on a tensor whose batch axis is merged with axis {self.axis} "
+                f"(PyTorch shape {self.torch_shape()}, batch * {self.factor} on axis {self.axis}); ops translated on such tensors: {keys}"
+            )
         return handler(self, reader, node, key, dict(args))
 
     def materialize(self, reader: TorchReader, name: str) -> Value:
@@ -112,7 +121,10 @@ def _refuse(node: Any, key: str, reason: str) -> UnsupportedOpError:
 def _shapes(x: MergedBatch, node: Any, axis: int | None) -> list[tuple]:
     """The graph shape of the call's output: PyTorch's, with the batch split out in front
     of a merged `axis` (its size, batch * k, left unchecked)."""
-    val = node.meta.get("val")
+    return _shape_of(node.meta.get("val"), node, axis)
+
+
+def _shape_of(val: Any, node: Any, axis: int | None) -> list[tuple]:
     dims = []
     for i, d in enumerate(val.shape):
         if i == (0 if axis is None else axis):
@@ -132,13 +144,29 @@ def _translate(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: d
     out = reader.translate(node, key, args, _shapes(x, node, axis))
     if axis is None or not isinstance(out, Value):
         return out
-    return MergedBatch(out, axis)
+    return _wrap(reader, node, out, axis)
 
 
-def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any]) -> dict[str, Any]:
+def _wrap(reader: TorchReader, node: Any, value: Value, axis: int) -> Any:
+    """`value` held as a MergedBatch on `axis`; a batch merged with a size-1 axis in front
+    (B * 1 on axis 0) is a plain tensor again: that axis is squeezed out."""
+    if axis == 0 and value.shape[1] == 1:
+        return reader.translate(node, "aten.squeeze", {"self": value, "dim": 1}, [(None, *value.shape[2:])])
+    return MergedBatch(value, axis)
+
+
+# arguments of a call on the last axes that never broadcast against the batch (a Linear's
+# weight (out, in), a LayerNorm's (C,) weight): no size on them is the merged axis's
+_OWN_WEIGHTS = {"aten.linear": ("weight", "bias"), "aten.layer_norm": ("weight", "bias")}
+
+
+def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any], core: int = 0) -> dict[str, Any]:
     """Merged tensors replaced by their values; they must agree on the merged axis, and a
-    constant operand must have size 1 there (it broadcasts over the batch and the windows)."""
+    constant operand must have size 1 there (it broadcasts over the batch and the windows).
+    `core` trailing axes of a constant are the op's own (a matmul's matrix: 2) and never
+    line up with the merged axis; neither do a Linear's or a LayerNorm's weights."""
     out = {}
+    own = _OWN_WEIGHTS.get(key, ())
     for name, v in args.items():
         if isinstance(v, MergedBatch):
             if v.rank != x.rank or v.axis != x.axis or v.factor != x.factor:
@@ -146,10 +174,10 @@ def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any]) -> dict
             v = v.value
         elif isinstance(v, Value):
             raise _refuse(node, key, "combines a tensor whose batch axis is merged with another axis and one whose batch axis is not")
-        elif isinstance(v, Const) and v.array.ndim > x.rank - x.axis - 1:
-            padded = (1,) * (x.rank - v.array.ndim) + v.array.shape
-            if padded[x.axis] != 1:
-                raise _refuse(node, key, f"a constant of shape {v.array.shape} has size {padded[x.axis]} on the merged batch axis")
+        elif isinstance(v, Const) and name not in own:
+            at = x.axis - (x.rank - v.array.ndim)  # the constant's axis that lines up with the merged one
+            if 0 <= at < v.array.ndim - core and v.array.shape[at] != 1:
+                raise _refuse(node, key, f"a constant of shape {v.array.shape} has size {v.array.shape[at]} on the merged batch axis")
         out[name] = v
     return out
 
@@ -205,14 +233,58 @@ def _softmax(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dic
     return _translate(x, reader, node, key, args, x.axis)
 
 
+def _split_like(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+    """unbind / chunk / split / split_with_sizes along an axis other than the merged one
+    (timm's qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)): every piece keeps
+    the batch merged the same way (unbind drops an axis before it: one place earlier)."""
+    d = int(args["dim"]) % x.rank
+    args["self"], args["dim"] = x.value, x.dim(node, key, d)
+    axis = x.axis - (d < x.axis) if key == "aten.unbind" else x.axis
+    shapes = [s for val in node.meta.get("val") for s in _shape_of(val, node, axis)]
+    outs = reader.translate(node, key, args, shapes)
+    return [_wrap(reader, node, v, axis) for v in outs]
+
+
+def _reshape_as(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+    """x.reshape_as(other) on a merged tensor: a reshape to other's size."""
+    other = args.pop("other")
+    if isinstance(other, MergedBatch):
+        size = [other.size(i) for i in range(other.rank)]
+    elif isinstance(other, Value):
+        size = [BATCH, *other.shape[1:]]
+    else:
+        raise _refuse(node, key, f"reshape_as a {type(other).__name__}")
+    if args.get("self") is not x:
+        raise _refuse(node, key, "reshapes a tensor whose batch is not merged like the other operand's")
+    return _reshape(x, reader, node, "aten.reshape", {"self": x, "shape": size})
+
+
+def _batch_norm(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
+    """BatchNorm1d on tokens flattened into the batch (LeViT's (B * N, C)): channels on axis 1."""
+    if x.axis == 1:
+        raise _refuse(node, key, "normalises the channel axis, which holds the batch merged with another axis")
+    args["input"], args["channel_axis"] = x.value, 2
+    val = node.meta.get("val")
+    if not isinstance(val, (list, tuple)):
+        return _translate(x, reader, node, key, args, x.axis)
+    out = reader.translate(node, key, args, _shape_of(val[0], node, x.axis))  # the legit_no_training form: (y, None, None)
+    return [_wrap(reader, node, out[0], x.axis), *out[1:]]
+
+
+_MATRIX = ("aten.matmul", "aten.mm", "aten.bmm")
+
+
 def _trailing(n: int):
     """A call on the last `n` axes (linear: 1, matmul: 2), translated as it is."""
 
     def handler(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
         count = len(args["normalized_shape"]) if key == "aten.layer_norm" else n
+        other = args.get("other", args.get("mat2"))
+        if key in _MATRIX and args.get("self") is x and isinstance(other, Const) and other.array.ndim == 2:
+            count = 1  # rows (B * N, C) times a constant matrix: each row on its own, like a Linear
         if x.axis >= x.rank - count:
             raise _refuse(node, key, "works on the axis that holds the batch merged with another axis")
-        return _translate(x, reader, node, key, _operands(x, node, key, args), x.axis)
+        return _translate(x, reader, node, key, _operands(x, node, key, args, core=n if key in _MATRIX else 0), x.axis)
 
     return handler
 
@@ -235,6 +307,12 @@ _HANDLERS = {
     "aten.alpha_dropout": _dropout,
     "aten.reshape": _reshape,
     "aten._unsafe_view": _reshape,
+    "aten.reshape_as": _reshape_as,
+    "aten.view_as": _reshape_as,
+    "aten.unbind": _split_like,
+    "aten.chunk": _split_like,
+    "aten.split": _split_like,
+    "aten.split_with_sizes": _split_like,
     "aten.permute": _permute,
     "aten.transpose": _permute,
     "aten.select": _select,
@@ -244,9 +322,13 @@ _HANDLERS = {
     "aten._softmax": _softmax,
     "aten.log_softmax": _softmax,
     "aten._log_softmax": _softmax,
+    "aten.batch_norm": _batch_norm,
+    "aten._native_batch_norm_legit_no_training": _batch_norm,
     "aten.linear": _trailing(1),
+    "aten.scaled_dot_product_attention": _trailing(2),
     "aten.layer_norm": _trailing(1),
     "aten.matmul": _trailing(2),
     "aten.bmm": _trailing(2),
+    "aten.mm": _trailing(2),
     **{k: _trailing(0) for k in _ELEMENTWISE},
 }

@@ -26,7 +26,8 @@ def _batch_norm(call: AtenCall, training: bool, momentum: float, eps: float) -> 
     if training or mean is None:
         raise call.unsupported("batch normalisation with batch statistics (training mode); export the model after model.eval()")
     weights = {**_affine(call, mean.shape[0], fill=False), "running_mean": mean, "running_var": call.const("running_var")}
-    attrs = {"axis": 1, "epsilon": float(eps), "momentum": float(momentum if momentum is not None else 0.1)}
+    # the channel axis is 1, or 2 where the batch is held split out of a merged axis 0 (merged.py)
+    attrs = {"axis": int(call.args.get("channel_axis", 1)), "epsilon": float(eps), "momentum": float(momentum if momentum is not None else 0.1)}
     return call.emit("batch_norm", [x], attrs, weights)
 
 

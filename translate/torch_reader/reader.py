@@ -42,6 +42,7 @@ from .calls import (
     bind_arguments,
     dtype_name,
     identifier,
+    learned_rows,
 )
 
 PASS_THROUGH = {
@@ -134,7 +135,7 @@ class TorchReader:
         array gets leading size-1 axes so that it broadcasts like a same-rank operand."""
         if rank is not None and const.array.ndim < rank:
             const = Const(const.name, const.array.reshape((1,) * (rank - const.array.ndim) + const.array.shape), const.trainable)
-        key = f"{const.name}:{const.array.ndim}"
+        key = f"{const.name}:{const.array.shape}"  # a parameter may be used as it is and reshaped
         if key not in self._const_values:
             node = self.graph.add_node(
                 "constant",
@@ -328,6 +329,8 @@ class TorchReader:
         if deferred is not None:
             return deferred.apply(self, node, key, bound)
         computed = any(isinstance(a, Const) for a in flat) or node.name in self._constant  # arange(7) has no tensor argument
+        if key == "aten.embedding" and learned_rows(bound) is not None:
+            computed = False  # rows of a learned table (BERT's position embeddings): they stay a trainable weight
         if self.options.fold_constants and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange)) for a in flat) and computed:
             return self._fold(node, args, kwargs)
         val = node.meta.get("val")
@@ -461,12 +464,23 @@ class TorchReader:
                 if n.name in self._tensors:
                     self.env[n.name] = Const(n.name, _to_numpy(self._tensors[n.name]))
         if isinstance(out, torch.Tensor):
+            learned = [a for a in _flatten(list(args)) if isinstance(a, Const) and a.trainable]
+            if aten_key(node.target) in RELAYOUT and len(learned) == 1 and learned[0].array.size == out.numel():
+                # a parameter only reshaped (ConvNeXt's gamma.reshape(1, -1, 1, 1)): still that learned weight
+                return Const(learned[0].name, _to_numpy(out), True)
             return Const(f"{node.name}", _to_numpy(out))
         if isinstance(out, (list, tuple)):
             return [Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)]
         return out
 
 
+# ops that only lay out the elements of their tensor anew: applied to a parameter, the result
+# is still that parameter (a trainable weight), not a frozen constant
+RELAYOUT = {
+    "aten.view", "aten.reshape", "aten._unsafe_view", "aten.unsqueeze", "aten.squeeze", "aten.permute",
+    "aten.transpose", "aten.t", "aten.flatten", "aten.unflatten", "aten.contiguous", "aten.clone",
+    "aten.alias", "aten.detach", "aten.view_as", "aten.reshape_as",
+}  # fmt: skip
 # x.new_zeros(size) and friends read only the dtype of x: with a static size, a constant
 FACTORIES = {"aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty"}
 # ops whose output is a view of their first argument (an in-place op on it writes through)

@@ -34,7 +34,11 @@ def flatten_to_ir(call: AtenCall) -> Value:
         return x
     if start == 1 and end == x.rank - 1:
         return call.emit("flatten", [x])
-    _no_batch(call, start, "flatten")
+    if start == 0:
+        # x.flatten(0, 1) (LeViT's tokens before a BatchNorm1d): the batch merged with axes 1..end
+        if end == 1:
+            return MergedBatch(x, 0)
+        return MergedBatch(call.emit("reshape", [x], {"shape": (math.prod(x.shape[1 : end + 1]), *x.shape[end + 1 :])}), 0)
     size = math.prod(x.shape[start : end + 1])
     return call.emit("reshape", [x], {"shape": tuple(x.shape[1:start]) + (size,) + tuple(x.shape[end + 1 :])})
 
@@ -214,10 +218,15 @@ def squeeze_to_ir(call: AtenCall) -> Value:
 def expand_to_ir(call: AtenCall) -> Value:
     size = list(call.args["size"])
     c = call.args["self"]
-    if isinstance(c, Const) and c.array.ndim == len(size) and c.array.shape[0] == 1:
-        batch = size[0] is BATCH or (call.reader.static_batch is not None and size[0] == call.reader.static_batch)
-        if batch and all(s == -1 or s == d for s, d in zip(size[1:], c.array.shape[1:])):
-            return call.reader.per_example_value(c)
+    batch = size[0] is BATCH or (call.reader.static_batch is not None and size[0] == call.reader.static_batch)
+    if isinstance(c, Const) and c.array.ndim <= len(size) and batch:
+        # a learned tensor expanded to the batch (CLIP's 1-D class_embedding.expand(B, 1, -1)):
+        # the same weight for every example, however large the batch
+        array = c.array.reshape((1,) * (len(size) - c.array.ndim) + c.array.shape)
+        if array.shape[0] == 1:
+            x = call.reader.per_example_value(Const(c.name, array, c.trainable))
+            call.args = {**call.args, "self": x}
+            return expand_to_ir(call)
     x = call.value("self")
     if len(size) != x.rank or not (size[0] == -1 or size[0] is BATCH or size[0] == call.reader.static_batch):
         raise call.unsupported(f"expand of {x.shape} to {tuple(size)} (new axes, or an expanded batch axis)")
@@ -350,3 +359,105 @@ def unflatten_to_ir(call: AtenCall) -> Value:
     if -1 in sizes:
         sizes[sizes.index(-1)] = int(x.shape[axis]) // math.prod(s for s in sizes if s != -1)
     return call.emit("reshape", [x], {"shape": tuple(x.shape[1:axis]) + tuple(sizes) + tuple(x.shape[axis + 1 :])})
+
+
+def _size_of(call: AtenCall, name: str) -> list[Any]:
+    """The shape of tensor argument `name` as a size list (a graph value's batch axis: BATCH)."""
+    other = call.args[name]
+    if isinstance(other, Value):
+        return [BATCH, *other.shape[1:]]
+    if isinstance(other, Const):
+        return list(other.array.shape)
+    if isinstance(other, MergedBatch):
+        return [other.size(i) for i in range(other.rank)]
+    raise call.unsupported(f"argument {name!r} is {other!r}, expected a tensor")
+
+
+@register("torch->ir", "aten.reshape_as", "aten.view_as")
+def reshape_as_to_ir(call: AtenCall) -> Any:
+    """x.reshape_as(other): a reshape to other's shape."""
+    call.args = {"self": call.args["self"], "shape": _size_of(call, "other")}
+    return reshape_to_ir(call)
+
+
+@register("torch->ir", "aten.expand_as")
+def expand_as_to_ir(call: AtenCall) -> Value:
+    """x.expand_as(other): an expand to other's shape."""
+    call.args = {"self": call.args["self"], "size": _size_of(call, "other")}
+    return expand_to_ir(call)
+
+
+@register("torch->ir", "aten.cumsum")
+def cumsum_to_ir(call: AtenCall) -> Value:
+    """torch.cumsum(x, dim, dtype): x is cast to `dtype` first (integers and bools sum as int64)."""
+    x = call.value("self")
+    axis = call.axis("dim", x.rank)
+    _no_batch(call, axis, "cumsum")
+    target = call.meta_dtypes[0]
+    if target != x.dtype:
+        x = call.emit("cast", [x], {"dtype": target}, suffix="_cast")
+    return call.emit("cumsum", [x], {"axis": axis})
+
+
+@register("torch->ir", "aten.argmax", "aten.argmin")
+def arg_reduce_to_ir(call: AtenCall) -> Value:
+    """torch.argmax / argmin along one dim (the first index among equal elements)."""
+    x = call.value("self")
+    if call.args.get("dim") is None:
+        raise call.unsupported(f"{call.key.split('.')[1]} of the flattened tensor (no dim), which includes the batch axis")
+    axis = call.axis("dim", x.rank)
+    _no_batch(call, axis, call.key.split(".")[1])
+    keep = bool(call.args.get("keepdim", False))
+    return call.emit("arg_reduce", [x], {"mode": call.key.split(".")[1], "axes": (axis,), "keepdims": keep})
+
+
+@register("torch->ir", "aten.linalg_vector_norm")
+def vector_norm_to_ir(call: AtenCall) -> Value:
+    """torch.linalg.vector_norm(x, ord, dim, keepdim) (F.normalize's norm) over the flattened
+    `dim` axes: 2 -> sqrt(sum(x^2)), 1 -> sum(|x|), inf -> max(|x|), -inf -> min(|x|),
+    0 -> the count of non-zeros, p -> sum(|x|^p)^(1/p)."""
+    x = call.value("self")
+    if call.args.get("dtype") is not None and dtype_name(call.args["dtype"]) != x.dtype:
+        x = call.emit("cast", [x], {"dtype": dtype_name(call.args["dtype"])}, suffix="_cast")
+    dims = call.args.get("dim")
+    if dims is None or dims == []:
+        raise call.unsupported("a norm over all axes (including the batch axis)")
+    axes = tuple(sorted({call.axis_of(d, x.rank) for d in ([dims] if isinstance(dims, int) else dims)}))
+    _no_batch(call, axes[0], "norm")
+    keep = bool(call.args.get("keepdim", False))
+    p = float(call.args.get("ord", 2))
+
+    def reduce(v: Value, mode: str) -> Value:
+        return call.emit("reduce", [v], {"mode": mode, "axes": axes, "keepdims": keep}, suffix="_sum" if mode == "sum" else f"_{mode}")
+
+    if p == 2:
+        return call.emit("sqrt", [reduce(call.emit("square", [x], suffix="_square"), "sum")])
+    if p == 0:
+        zero = call.reader.scalar_value(0.0, x.rank, x.dtype)
+        nonzero = call.emit("cast", [call.emit("compare", [x, zero], {"mode": "not_equal"}, suffix="_nonzero")], {"dtype": x.dtype}, suffix="_count")
+        return reduce(nonzero, "sum")
+    a = call.emit("abs", [x], suffix="_abs")
+    if p == 1:
+        return reduce(a, "sum")
+    if math.isinf(p):
+        return reduce(a, "max" if p > 0 else "min")
+    powered = call.emit("pow", [a, call.reader.scalar_value(p, x.rank)], suffix="_pow")
+    total = reduce(powered, "sum")
+    return call.emit("pow", [total, call.reader.scalar_value(1.0 / p, total.rank)])
+
+
+@register("torch->ir", "aten.gather")
+def gather_to_ir(call: AtenCall) -> Value:
+    """torch.gather(x, dim, index): out[..., i, ...] = x[..., index[..., i, ...], ...]. The index
+    may be smaller than x on the other axes (x is cut to its size there, as torch reads it)."""
+    index = call.value("index")
+    src = call.args["self"]
+    x = call.reader.constant_value(src, index.rank) if isinstance(src, Const) else call.value("self")
+    if x.rank != index.rank:
+        raise call.unsupported(f"gather from a rank-{x.rank} tensor with a rank-{index.rank} index")
+    axis = call.axis("dim", x.rank)
+    _no_batch(call, axis, "gather")
+    for d in range(1, x.rank):
+        if d != axis and x.shape[d] is not None and index.shape[d] is not None and index.shape[d] < x.shape[d]:
+            x = call.emit("slice", [x], {"axis": d, "start": 0, "stop": int(index.shape[d]), "step": 1}, suffix=f"_cut{d}")
+    return call.emit("gather", [x, index], {"axis": axis})

@@ -1,7 +1,10 @@
 """PyTorch code for indexing, splitting and stacking (x[:, -1], x.split, torch.stack),
-rolling (torch.roll), tiling (Tensor.repeat) and reflection padding."""
+rolling (torch.roll), tiling (Tensor.repeat), reflection padding, axis insertion and removal,
+einsum, comparisons, torch.where and constants."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from ...graph import Node
 from ..registry import register
@@ -60,3 +63,64 @@ def roll_to_torch(node: Node, em: TorchEmitter) -> None:
 def tile_to_torch(node: Node, em: TorchEmitter) -> None:
     reps = ", ".join(str(int(r)) for r in node.attrs["reps"])
     em.assign(node, f"{em.var(node.inputs[0])}.repeat({reps})")
+
+
+@register("ir->torch", "take")
+def take_to_torch(node: Node, em: TorchEmitter) -> None:
+    a = node.attrs
+    em.assign(node, f"{em.var(node.inputs[0])}[{_index(a['axis'], py_literal(list(a['indices'])))}]")
+
+
+@register("ir->torch", "expand_dims")
+def expand_dims_to_torch(node: Node, em: TorchEmitter) -> None:
+    em.assign(node, f"{em.var(node.inputs[0])}.unsqueeze({node.attrs['axis']})")
+
+
+@register("ir->torch", "squeeze")
+def squeeze_to_torch(node: Node, em: TorchEmitter) -> None:
+    em.assign(node, f"{em.var(node.inputs[0])}.squeeze({node.attrs['axis']})")
+
+
+@register("ir->torch", "einsum")
+def einsum_to_torch(node: Node, em: TorchEmitter) -> None:
+    args = ", ".join(em.var(v) for v in node.inputs)
+    em.assign(node, f"torch.einsum({py_literal(node.attrs['equation'])}, {args})")
+
+
+_COMPARE = {"equal": "==", "not_equal": "!=", "greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<="}
+
+
+@register("ir->torch", "compare")
+def compare_to_torch(node: Node, em: TorchEmitter) -> None:
+    a, b = (em.var(v) for v in node.inputs)
+    em.assign(node, f"{a} {_COMPARE[node.attrs['mode']]} {b}")
+
+
+@register("ir->torch", "where")
+def where_to_torch(node: Node, em: TorchEmitter) -> None:
+    cond, a, b = (em.var(v) for v in node.inputs)
+    em.assign(node, f"torch.where({cond}, {a}, {b})")
+
+
+@register("ir->torch", "constant")
+def constant_to_torch(node: Node, em: TorchEmitter) -> None:
+    """A scalar is written as its literal where it is used (`x * 0.5`); a tensor becomes a
+    parameter (trainable) or a frozen parameter of the module."""
+    value = node.weights["value"]
+    out = node.outputs[0]
+    if value.ndim == 0:
+        literal = value.item()
+        text = py_literal(bool(literal) if value.dtype == np.bool_ else literal)
+        em.value_names[id(out)] = f"({text})" if text.startswith("-") else text
+        return
+    shape = py_literal(tuple(int(d) for d in value.shape))
+    grad = "" if node.attrs["trainable"] else ", requires_grad=False"
+    dtype = str(value.dtype)
+    zeros = f"torch.zeros({shape})" if dtype == "float32" else f"torch.zeros({shape}, dtype=torch.{dtype})"
+    mod = em.module(node, f"nn.Parameter({zeros}{grad})", {"": value})
+    if node.attrs["per_example"] and em.graph.inputs:
+        # the same rows for every example (a class token): expanded to the batch where it is used
+        batch = f"{em.var(em.graph.inputs[0])}.shape[0]"
+        em.assign(node, f"{mod}.expand({batch}{', -1' * (value.ndim - 1)})")
+        return
+    em.value_names[id(out)] = mod

@@ -73,6 +73,9 @@ class TorchOutput:
     value_names: dict[str, str]  # IR value name -> variable name in forward
     module_count: int
     buffer_keys: frozenset[str] = frozenset()  # state keys that are buffers (not nn.Parameter)
+    train_source: str | None = None  # train.py, when the source carries a training setup
+    optimizer_state: dict[str, np.ndarray] | None = None  # optimizer.safetensors
+    training: dict | None = None  # the manifest's `training`
 
     def counts(self) -> tuple[int, int]:
         """(parameter elements, buffer elements), as `model.parameters()` / `model.buffers()` count them."""
@@ -136,7 +139,12 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     names = {v.name: em.value_names[id(v)] for v in graph.values() if id(v) in em.value_names}
     buffer_attrs = {m.attr for m in em.modules if m.expr.startswith("nn.Buffer(")}
     buffers = frozenset(k for k in em.state if k in buffer_attrs or k.endswith(_BUFFER_SUFFIXES))
-    return TorchOutput(cls, code, em.state, names, len(em.modules), buffers)
+    output = TorchOutput(cls, code, em.state, names, len(em.modules), buffers)
+    if graph.meta.get("training"):
+        from .training import render_training
+
+        render_training(output, graph, source=source, version=version)
+    return output
 
 
 def write(output: TorchOutput, directory: Path) -> list[str]:
@@ -145,7 +153,14 @@ def write(output: TorchOutput, directory: Path) -> list[str]:
 
     (directory / "model.py").write_text(output.source_code, encoding="utf-8")
     save_streaming(output.state, directory / "model.safetensors")  # one tensor at a time: no extra copy
-    return ["model.py", "model.safetensors"]
+    files = ["model.py", "model.safetensors"]
+    if output.train_source is not None:
+        (directory / "train.py").write_text(output.train_source, encoding="utf-8")
+        files.append("train.py")
+    if output.optimizer_state is not None:
+        save_streaming(output.optimizer_state, directory / "optimizer.safetensors")
+        files.append("optimizer.safetensors")
+    return files
 
 
 __all__ = ["TorchOutput", "class_name_for", "identifier", "render", "write"]

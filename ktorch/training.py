@@ -1,0 +1,184 @@
+"""The training setup of a Keras source, carried into the PyTorch output (train.py and the optimizer's
+state in optimizer.safetensors).
+
+The optimizer's per-variable slots are in the layout of the Keras weights; the emitted module's
+parameters are those weights transposed, permuted (layout), reordered (gates) or shared. Rather than
+re-deriving each translator's arithmetic, the conversion is run once more on weights replaced by
+their element numbers: each emitted tensor then says, element by element, which Keras weight and
+element it holds, and the slots are gathered the same way. An emitted tensor that is not a pure
+rearrangement of one Keras weight (a folded bias, say) is reported, not approximated.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .graph import Graph
+from .graph.errors import KtorchError
+from .translate.keras_reader.file import KerasFile, open_keras_file
+from .translate.keras_reader.training import TrainingSetup, read_training_setup
+from .translate.torch_writer.training import slot_groups, uses_torch_optimizer
+
+DIGIT = 1 << 22  # element numbers are traced in base-2**22 digits: exact even in float32
+STEP_SLOTS = {"Adam", "AdamW", "Adamax", "Nadam", "Adadelta"}  # optimizers whose state counts steps per parameter
+
+
+class NumberedWeights:
+    """A KerasFile whose trainable weights read as their element numbers (one base-DIGIT digit)."""
+
+    def __init__(self, kfile: KerasFile, numbers: dict[tuple[tuple[str, ...], int], np.ndarray], digit: int) -> None:
+        self.kfile, self.numbers, self.digit = kfile, numbers, digit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kfile, name)
+
+    def layer_weights(self, path: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+        out = []
+        for i, (name, array) in enumerate(self.kfile.layer_weights(path)):
+            ids = self.numbers.get((path, i))
+            if ids is not None:
+                array = ((ids // DIGIT**self.digit) % DIGIT + 1).astype(np.float64).reshape(array.shape)
+            out.append((name, array))
+        return out
+
+
+def trace_parameters(
+    path: Path, setup: TrainingSetup, emit: Callable[[Any], dict[str, np.ndarray]]
+) -> tuple[dict[int, tuple[str, np.ndarray]], list[str], dict[str, tuple]]:
+    """For each trainable Keras variable (by its index in setup.trainable): the emitted state-dict
+    key holding it and the gather index (emitted.flat == keras.flat[index]). `emit(kfile)` runs the
+    conversion on a KerasFile and returns the emitted state dict."""
+    sizes = [int(np.prod(shape)) for _, _, shape in setup.trainable]
+    offsets = np.cumsum([0, *sizes])
+    total = int(offsets[-1])
+    numbers = {
+        (layer, i): np.arange(offsets[k], offsets[k + 1], dtype=np.int64)
+        for k, (layer, i, _) in enumerate(setup.trainable)
+    }
+    digits = max(1, int(np.ceil(np.log(max(total, 2)) / np.log(DIGIT))))
+    decoded: dict[str, np.ndarray] = {}
+    shapes: dict[str, tuple] = {}
+    valid: dict[str, np.ndarray] = {}
+    with open_keras_file(path) as kfile:
+        for d in range(digits):
+            state = emit(NumberedWeights(kfile, numbers, d))
+            for key, array in state.items():
+                shapes[key] = tuple(np.shape(array))
+                a = np.asarray(array, dtype=np.float64).reshape(-1)
+                ok = (a >= 1) & (a <= DIGIT) & (a == np.rint(a))
+                digit = np.where(ok, np.rint(a) - 1, 0).astype(np.int64)
+                decoded[key] = decoded.get(key, 0) + digit * DIGIT**d
+                valid[key] = valid.get(key, True) & ok
+    out: dict[int, tuple[str, np.ndarray]] = {}
+    problems = []
+    for key, ids in decoded.items():
+        if not valid[key].any():
+            continue  # not a trainable Keras weight (running statistics, constants)
+        k = int(np.searchsorted(offsets, ids[0], side="right") - 1)
+        index = ids - offsets[k]
+        if not valid[key].all() or index.min() < 0 or index.max() >= sizes[k] or len(np.unique(index)) != sizes[k]:
+            problems.append(key)
+            continue
+        out[k] = (key, index)
+    return out, problems, shapes
+
+
+def keras_slots(
+    setup: TrainingSetup, spec: dict[str, Any]
+) -> tuple[int, dict[str, list[np.ndarray]], dict[str, np.ndarray], float | None]:
+    """Split the Keras optimizer's variables: (iterations, {state name: one array per trainable
+    variable}, {global scalar name: value}, the stored learning rate or None)."""
+    opt = spec["optimizer"]
+    variables = list(setup.optimizer_variables or [])
+    count = len(setup.trainable)
+    iterations = int(np.asarray(variables.pop(0)))
+    lr = float(np.asarray(variables.pop(0))) if opt["schedule"] is None else None
+    groups, scalars = slot_groups(opt)
+    slots: dict[str, list[np.ndarray]] = {}
+    for names in groups:
+        chunk, variables = variables[: len(names) * count], variables[len(names) * count :]
+        for j, name in enumerate(names):
+            slots[name] = chunk[j :: len(names)]
+    globals_ = {name: np.asarray(variables.pop(0)) for name in scalars}
+    if variables:
+        raise ValueError(f"{len(variables)} optimizer variables left over")
+    return iterations, slots, globals_, lr
+
+
+def migrate_state(
+    setup: TrainingSetup, spec: dict[str, Any], mapping: dict[int, tuple[str, np.ndarray]], shapes: dict[str, tuple]
+) -> dict[str, np.ndarray]:
+    """optimizer.safetensors' tensors: "<parameter>.<state>" in the emitted optimizer's conventions, and "step"."""
+    opt = spec["optimizer"]
+    iterations, slots, scalars, lr = keras_slots(setup, spec)
+    torch_sgd = uses_torch_optimizer(opt) == "torch.optim.SGD"
+    tensors: dict[str, np.ndarray] = {"step": np.asarray(iterations, dtype=np.int64)}
+    for k, (key, index) in mapping.items():
+        for name, arrays in slots.items():
+            value = np.asarray(arrays[k], dtype=np.float32).reshape(-1)[index].reshape(shapes[key])
+            if torch_sgd and name == "momentum_buffer":  # Keras's velocity holds -lr * torch's buffer
+                value = -value / np.float32(lr if lr is not None else opt["learning_rate"])
+            tensors[f"{key}.{name}"] = np.ascontiguousarray(value)
+        if opt["class"] in STEP_SLOTS:
+            tensors[f"{key}.step"] = np.asarray(float(iterations), dtype=np.float32)
+        if "ema" in slots:
+            tensors[f"{key}.ema_step"] = np.asarray(float(iterations), dtype=np.float32)
+        for name, value in scalars.items():
+            tensors[f"{key}.{name}"] = np.asarray(value, dtype=np.float32)
+    return tensors
+
+
+def attach_training(path: Path, graph: Graph, emit: Callable[[Any], dict[str, np.ndarray]]) -> None:
+    """Read the file's training setup into graph.meta["training"] (the spec; its warnings also go
+    out as Python warnings) and, with the optimizer's saved variables, the migrated optimizer state
+    into graph.meta["training_state"]. `emit` converts a KerasFile to the emitted state dict."""
+    with open_keras_file(path) as kfile:
+        setup = read_training_setup(kfile)
+    if setup is None:
+        return
+    spec = setup.spec
+    opt = spec["optimizer"]
+    notes: list[str] = spec["warnings"]
+    leading = 1 if opt is None or opt["schedule"] is not None else 2  # iterations, the learning rate
+    if opt is not None and len(setup.optimizer_variables or []) > leading:  # saved after the optimizer was built
+        try:
+            _, slots, _, lr = keras_slots(setup, spec)
+            for name, arrays in slots.items():
+                if [tuple(np.shape(a)) for a in arrays] != [shape for _, _, shape in setup.trainable]:
+                    raise ValueError(f"the {name} slots do not match the model's trainable weights")
+            if (
+                lr is not None
+                and opt["learning_rate"] is not None
+                and not np.isclose(lr, opt["learning_rate"], rtol=1e-6)
+            ):
+                notes.append(
+                    f"the saved learning rate {lr:g} (set after compile) replaces the compiled {opt['learning_rate']:g}"
+                )
+                opt["learning_rate"] = lr
+            if opt["config"].get("gradient_accumulation_steps"):
+                raise ValueError("gradient-accumulation variables are not migrated")
+            mapping, problems, shapes = trace_parameters(path, setup, emit)
+            state = migrate_state(setup, spec, mapping, shapes)
+            missing = [f"{'/'.join(setup.trainable[k][0])} #{setup.trainable[k][1]}" for k in range(len(setup.trainable))
+                       if k not in mapping]  # fmt: skip
+            if missing:
+                notes.append(
+                    f"no optimizer state for {', '.join(missing[:5])}: model.py holds no tensor of its own for "
+                    "this Keras weight (folded into another layer by the conversion)"
+                )
+            if problems:
+                notes.append(
+                    f"no optimizer state for {', '.join(problems[:5])}: the tensor is computed from several Keras "
+                    "weights, not a rearrangement of one"
+                )
+            graph.meta["training_state"] = state
+        except (KtorchError, ValueError, IndexError, KeyError, TypeError) as exc:  # the model still converts
+            notes.append(f"the optimizer state is not migrated: {exc}")
+    for note in notes:
+        warnings.warn(f"training setup: {note}", stacklevel=2)
+    graph.meta["training"] = spec
