@@ -257,12 +257,25 @@ def _layer_annotation() -> tuple[Any, dict[str, str], dict[str, dict]]:
     return undo, classes, configs
 
 
+def _outputs(out: Any, declared: Any) -> list[Any]:
+    """A model's outputs in order: a dict's in the order the model declares them (as the
+    verifier reads them; a call on the torch backend returns the keys sorted), anything else
+    flattened."""
+    import keras
+
+    if isinstance(out, dict):
+        keys = list(declared) if isinstance(declared, dict) and set(declared) == set(out) else list(out)
+        return [out[k] for k in keys]
+    return keras.tree.flatten(out)
+
+
 def _export(model: Any, examples: list[Any]) -> Any:
     import keras
     import torch
     import torch.fx.traceback as fx_traceback
 
     structure = model.input
+    declared = model.output
 
     class Wrapper(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
@@ -271,8 +284,7 @@ def _export(model: Any, examples: list[Any]) -> Any:
 
         def forward(self, *xs: Any) -> Any:
             feed = keras.tree.pack_sequence_as(structure, list(xs))
-            out = self.inner(feed, training=False)
-            return tuple(keras.tree.flatten(out))
+            return tuple(_outputs(self.inner(feed, training=False), declared))
 
     wrapper = Wrapper(model).eval()
     batch = torch.export.Dim("batch", min=1)
@@ -374,7 +386,7 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
         undo()
     _restack(program, classes)
     constants = _name_constants(program, model)
-    outputs = [{"name": getattr(t, "name", f"output_{i}")} for i, t in enumerate(keras.tree.flatten(model.output))]
+    outputs = [{"name": getattr(t, "name", f"output_{i}")} for i, t in enumerate(_outputs(model.output, model.output))]
     info = {
         "model": {"name": model.name, "class": type(model).__name__, "module": type(model).__module__},
         "keras_version": keras.__version__,
