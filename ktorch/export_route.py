@@ -24,7 +24,7 @@ import numpy as np
 
 from .directions import compose
 from .graph import Graph, Node, Value
-from .graph.errors import KtorchError, UnsupportedOpError, UntrustedCodeError
+from .graph.errors import KtorchError, ParityError, UnsupportedOpError, UntrustedCodeError
 from .graph.passes import (
     absorb_input_transposes,
     assign_layout,
@@ -37,7 +37,7 @@ from .graph.passes import (
     remove_noops,
 )
 from .graph.queries import spatial_format
-from .keras_export import Capture, capture_keras, model_classes
+from .keras_export import Capture, ExportCaptureError, capture_keras, model_classes
 from .pipeline import Direction, Options, Read
 from .pipeline import convert as run_pipeline
 from .result import ConversionResult
@@ -698,22 +698,29 @@ def convert_keras(
     if route == "export":
         return run_pipeline(export_direction("requested (route 'export')", custom_objects), src, out, options)
     reason = None if route == "direct" else export_reason(Path(src))
-    if reason is None:
-        why = "requested (route 'direct')" if route == "direct" else "the Keras reader reads every layer"
-        try:
-            return run_pipeline(direct_direction(why), src, out, options)
-        except UnsupportedOpError as exc:
-            if route == "direct":
-                raise
-            first = exc.items[0] if exc.items else ("?", "?", "")
-            more = f" and {len(exc.items) - 1} more" if len(exc.items) > 1 else ""
-            reason = f"the direct reader cannot translate {first[0]} ({first[1]}){more}"
-        except KtorchError as exc:
-            text = str(exc).splitlines()[0]
-            if route == "direct" or not any(
-                k in text for k in ("not a model", "subclass", "Unknown", "unknown", "custom")
-            ):
-                raise
-            reason = f"the direct reader cannot read it: {text}"
+    if reason is not None:
+        options.step(f"export route: {reason}")
+        return run_pipeline(export_direction(reason, custom_objects), src, out, options)
+    why = "requested (route 'direct')" if route == "direct" else "the Keras reader reads every layer"
+    try:
+        return run_pipeline(direct_direction(why), src, out, options)
+    except KtorchError as exc:
+        text = str(exc).splitlines()[0]
+        readable = isinstance(exc, UnsupportedOpError) or any(k in text for k in ("not a model", "subclass", "nknown"))
+        if route == "direct" or not readable or isinstance(exc, ParityError):
+            raise
+        direct_error = exc
+    if isinstance(direct_error, UnsupportedOpError) and direct_error.items:
+        name, cls, _ = direct_error.items[0]
+        more = f" and {len(direct_error.items) - 1} more" if len(direct_error.items) > 1 else ""
+        reason = f"the direct reader cannot translate {name} ({cls}){more}"
+    else:
+        reason = f"the direct reader cannot read it: {str(direct_error).splitlines()[0]}"
     options.step(f"export route: {reason}")
-    return run_pipeline(export_direction(reason, custom_objects), src, out, options)
+    try:
+        return run_pipeline(export_direction(reason, custom_objects), src, out, options)
+    except ExportCaptureError as exc:
+        # Keras cannot load the file either: the direct reader's error says more (which layer,
+        # which option); the export route's is its cause. A class that is not importable
+        # (MissingClassError) is reported as such: it names the flag that provides it.
+        raise direct_error from exc
