@@ -2,5 +2,16 @@
 
 from __future__ import annotations
 
-from . import activations, attention, conv, core, normalization, pooling, recurrent, regularization, shape, tensor  # noqa: F401
-from . import graph_ops  # noqa: F401  (last: it writes only the op kinds no family above writes)
+from . import (  # noqa: F401
+    activations,
+    attention,
+    conv,
+    core,
+    graph_ops,
+    normalization,
+    pooling,
+    recurrent,
+    regularization,
+    shape,
+    tensor,
+)
