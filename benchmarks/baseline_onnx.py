@@ -86,7 +86,14 @@ def route_onnx2torch(model: Any, shape: tuple, x: np.ndarray, expected: np.ndarr
     except Exception as exc:  # noqa: BLE001
         return _failed(exc)
     lines = len(module.code.splitlines())
-    return {"ok": True, "convert_s": seconds, "tf2onnx_s": t1 - t0, "forward_s": forward, "max_rel": _rel(got, expected), "lines": lines}
+    return {
+        "ok": True,
+        "convert_s": seconds,
+        "tf2onnx_s": t1 - t0,
+        "forward_s": forward,
+        "max_rel": _rel(got, expected),
+        "lines": lines,
+    }
 
 
 def route_ktorch_h5(path: Path, work: Path, x: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
@@ -125,7 +132,14 @@ def route_ktorch_onnx(model: Any, shape: tuple, work: Path, x: np.ndarray, expec
     perm = result.manifest["inputs"][0].get("perm")
     got, forward = _run_torch(module, x.transpose(perm) if perm else x)
     lines = len((result.out / "model.py").read_text().splitlines())
-    return {"ok": True, "convert_s": seconds, "tf2onnx_s": t1 - t0, "forward_s": forward, "max_rel": _rel(got, expected), "lines": lines}
+    return {
+        "ok": True,
+        "convert_s": seconds,
+        "tf2onnx_s": t1 - t0,
+        "forward_s": forward,
+        "max_rel": _rel(got, expected),
+        "lines": lines,
+    }
 
 
 def compare_routes(name: str, path: Path, shape: tuple, work: Path) -> dict[str, Any]:
@@ -153,8 +167,13 @@ def build_models(work: Path, quick: bool) -> list[tuple[str, Path, tuple]]:
     models = [("small_cnn", ROOT / "samples" / "small_cnn.h5", (32, 32, 3))]
     if quick:
         return models
-    for name, ctor, shape in (("MobileNetV2", keras.applications.MobileNetV2, (96, 96, 3)), ("ResNet50", keras.applications.ResNet50, (64, 64, 3))):
-        model = ctor(weights=None, input_shape=shape, classes=10, classifier_activation=None)  # logits: a softmax would saturate
+    for name, ctor, shape in (
+        ("MobileNetV2", keras.applications.MobileNetV2, (96, 96, 3)),
+        ("ResNet50", keras.applications.ResNet50, (64, 64, 3)),
+    ):
+        model = ctor(
+            weights=None, input_shape=shape, classes=10, classifier_activation=None
+        )  # logits: a softmax would saturate
         randomize_weights(model, seed=0, scale=0.05)
         randomize_batchnorm(model, seed=0)
         path = work / f"{name}.h5"

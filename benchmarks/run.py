@@ -95,7 +95,9 @@ def build_models(workdir: Path, quick: bool) -> list[tuple[str, Path, tuple]]:
     return models
 
 
-def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int = 15, warmup: int = 2) -> dict[str, dict[str, float]]:
+def interleaved_times(
+    fns: dict[str, Callable[[], Any]], rounds: int = 15, warmup: int = 2
+) -> dict[str, dict[str, float]]:
     """Time several callables in interleaved rounds (A B C A B C ...), so that a busy spell
     of this shared machine hits them alike; report each one's minimum and median. The
     minimum is the figure compared: noise only ever adds time."""
@@ -183,7 +185,9 @@ def keras_forward_ratio(work: Path) -> dict:
     emitted = import_emitted(out).load()
     reference = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
     x = np.random.default_rng(0).standard_normal((8, 224, 224, 3)).astype("float32")
-    times = interleaved_times({"emitted": lambda: emitted.predict_on_batch(x), "keras": lambda: reference.predict_on_batch(x)}, rounds=10)
+    times = interleaved_times(
+        {"emitted": lambda: emitted.predict_on_batch(x), "keras": lambda: reference.predict_on_batch(x)}, rounds=10
+    )
     code = (out / "model.py").read_text()
     return {
         "convert_s": convert_s,
@@ -274,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines.append(f"# ktorch benchmarks\n\n{datetime.date.today()} on {machine}. `python benchmarks/run.py`.\n")
     lines.append("## Keras -> PyTorch conversion vs Keras loading its own file (fresh processes)\n")
-    lines.append("| model | nodes | file MB | convert s | keras load s | ratio | peak MB | import MB + 2x weights MB | transposes | TF imported |")
+    lines.append(
+        "| model | nodes | file MB | convert s | keras load s | ratio | peak MB | import MB + 2x weights MB | transposes | TF imported |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         bound = r["import_mb"] + 2 * r["weights_mb"]
@@ -287,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             "\n## Emitted PyTorch forward vs torchvision (same process, batch 8 at 224x224, fastest of 15 interleaved rounds)\n"
         )
-        lines.append("| model | emitted ms | torchvision ms | ratio | onnx2torch (baseline) ms | transposes in forward | threads |")
+        lines.append(
+            "| model | emitted ms | torchvision ms | ratio | onnx2torch (baseline) ms | transposes in forward | threads |"
+        )
         lines.append("|---|---|---|---|---|---|---|")
         for r in forward_rows:
             f = r["forward"]
@@ -299,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append("")
     if keras_forward is not None:
         k = keras_forward
-        lines.append("## Emitted Keras forward vs keras.applications (TensorFlow, predict_on_batch, batch 8 at 224x224, fastest of 10 rounds)\n")
-        lines.append("| model | conversion s (.pt2 export included) | emitted ms | keras.applications ms | ratio | transposes |")
+        lines.append(
+            "## Emitted Keras forward vs keras.applications (TensorFlow, predict_on_batch, batch 8 at 224x224, fastest of 10 rounds)\n"
+        )
+        lines.append(
+            "| model | conversion s (.pt2 export included) | emitted ms | keras.applications ms | ratio | transposes |"
+        )
         lines.append("|---|---|---|---|---|---|")
         lines.append(
             f"| torchvision resnet50 -> Keras vs ResNet50 | {k['convert_s']:.1f} | {k['emitted_s'] * 1000:.0f} | "
@@ -310,15 +322,21 @@ def main(argv: list[str] | None = None) -> int:
     if any("baseline" in r for r in rows):
         lines.append("## Baseline route: tf2onnx + onnx2torch on the same files\n")
         ok = sum(1 for r in rows if r.get("baseline", {}).get("ok"))
-        lines.append(f"Converted {ok} of {sum(1 for r in rows if 'baseline' in r)} models (ktorch converts every one: times above; its parity errors are measured by the test suite and `ktorch verify`).\n")
-        lines.append("| model | ok | seconds (in-process, excl. imports) | max rel error vs Keras | lines of code (ktorch's model.py) | note |")
+        lines.append(
+            f"Converted {ok} of {sum(1 for r in rows if 'baseline' in r)} models (ktorch converts every one: times above; its parity errors are measured by the test suite and `ktorch verify`).\n"
+        )
+        lines.append(
+            "| model | ok | seconds (in-process, excl. imports) | max rel error vs Keras | lines of code (ktorch's model.py) | note |"
+        )
         lines.append("|---|---|---|---|---|---|")
         for r in rows:
             b = r.get("baseline")
             if b is None:
                 continue
             if b["ok"]:
-                lines.append(f"| {r['model']} | yes | {b['seconds']:.2f} | {b['max_rel']:.2g} | {b['lines']} ({r['lines']}) | an opaque fx graph |")
+                lines.append(
+                    f"| {r['model']} | yes | {b['seconds']:.2f} | {b['max_rel']:.2g} | {b['lines']} ({r['lines']}) | an opaque fx graph |"
+                )
             else:
                 lines.append(f"| {r['model']} | no | | | | {b['error']} |")
     text = "\n".join(lines) + "\n"

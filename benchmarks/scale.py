@@ -113,7 +113,9 @@ model.save(sys.argv[1])
 print(json.dumps({"parameters": int(model.count_params())}))
 """
 
-TO_KERAS_CHILD = PRELUDE + """
+TO_KERAS_CHILD = (
+    PRELUDE
+    + """
 base = HWM
 t1 = time.perf_counter()
 result = convert(sys.argv[1], sys.argv[2], to="keras", verify=sys.argv[3] == "1", force=True)
@@ -124,8 +126,11 @@ row = {"wall": t2 - t1, "base_kb": base, "peak_kb": peak, "nodes": result.manife
        "worst_rel": None if result.parity is None else result.parity.worst_rel}
 print(json.dumps(row))
 """
+)
 
-TO_TORCH_CHILD = PRELUDE + """
+TO_TORCH_CHILD = (
+    PRELUDE
+    + """
 base = HWM
 t1 = time.perf_counter()
 result = convert(sys.argv[1], sys.argv[2], verify=sys.argv[3] == "1", force=True)
@@ -134,11 +139,14 @@ print(json.dumps({"wall": t2 - t1, "base_kb": base, "peak_kb": HWM, "nodes": res
                   "parameters": result.manifest["model"]["parameters"], "timings": result.timings,
                   "worst_rel": None if result.parity is None else result.parity.worst_rel}))
 """
+)
 
 
 def child(code: str, *args: str) -> dict:
     code = code.replace("HWM", HWM)
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=3600, cwd=ROOT, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=3600, cwd=ROOT, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"child failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -146,7 +154,11 @@ def child(code: str, *args: str) -> dict:
 
 def weight_bytes(directory: Path) -> int:
     """Bytes of the emitted weights file (float32 tensors plus a small header)."""
-    return sum(f.stat().st_size for f in directory.iterdir() if f.name.startswith("model.") and f.suffix in (".h5", ".safetensors"))
+    return sum(
+        f.stat().st_size
+        for f in directory.iterdir()
+        if f.name.startswith("model.") and f.suffix in (".h5", ".safetensors")
+    )
 
 
 def measure(name: str, width: int, depth: int, work: Path, parity: bool, log) -> dict:
@@ -160,21 +172,31 @@ def measure(name: str, width: int, depth: int, work: Path, parity: bool, log) ->
     row: dict = {"name": name, "width": width, "depth": depth, "parameters": built["parameters"]}
     k = child(TO_KERAS_CHILD, str(pt2), str(to_keras), "0")
     k["weight_bytes"] = weight_bytes(to_keras)
-    log(f"{name}: PyTorch -> Keras {k['wall']:.1f}s, peak {k['peak_kb'] / 1024:.0f} MB (baseline {k['base_kb'] / 1024:.0f} MB)")
+    log(
+        f"{name}: PyTorch -> Keras {k['wall']:.1f}s, peak {k['peak_kb'] / 1024:.0f} MB (baseline {k['base_kb'] / 1024:.0f} MB)"
+    )
 
     kbuilt = child(KERAS_BUILD_CHILD, str(keras_file), *dims)
     row["keras_parameters"] = kbuilt["parameters"]
-    log(f"{name}: Keras twin {kbuilt['parameters']:,} parameters, saved to {keras_file.name} ({keras_file.stat().st_size / 1e6:.0f} MB)")
+    log(
+        f"{name}: Keras twin {kbuilt['parameters']:,} parameters, saved to {keras_file.name} ({keras_file.stat().st_size / 1e6:.0f} MB)"
+    )
     t = child(TO_TORCH_CHILD, str(keras_file), str(to_torch), "0")
     t["weight_bytes"] = weight_bytes(to_torch)
-    log(f"{name}: Keras -> PyTorch {t['wall']:.1f}s, peak {t['peak_kb'] / 1024:.0f} MB (baseline {t['base_kb'] / 1024:.0f} MB)")
+    log(
+        f"{name}: Keras -> PyTorch {t['wall']:.1f}s, peak {t['peak_kb'] / 1024:.0f} MB (baseline {t['base_kb'] / 1024:.0f} MB)"
+    )
     row["to_keras"], row["to_torch"] = k, t
 
     if parity:  # verify=True (batch 2, SEQ tokens), each in its own process
         pk = child(TO_KERAS_CHILD, str(pt2), str(to_keras), "1")
-        log(f"{name}: parity PyTorch -> Keras worst rel {pk['worst_rel']:.2e} ({pk['wall']:.1f}s, peak {pk['peak_kb'] / 1024:.0f} MB)")
+        log(
+            f"{name}: parity PyTorch -> Keras worst rel {pk['worst_rel']:.2e} ({pk['wall']:.1f}s, peak {pk['peak_kb'] / 1024:.0f} MB)"
+        )
         pt = child(TO_TORCH_CHILD, str(keras_file), str(to_torch), "1")
-        log(f"{name}: parity Keras -> PyTorch worst rel {pt['worst_rel']:.2e} ({pt['wall']:.1f}s, peak {pt['peak_kb'] / 1024:.0f} MB)")
+        log(
+            f"{name}: parity Keras -> PyTorch worst rel {pt['worst_rel']:.2e} ({pt['wall']:.1f}s, peak {pt['peak_kb'] / 1024:.0f} MB)"
+        )
         row["parity"] = {"to_keras": pk, "to_torch": pt}
     for path in (pt2, keras_file):
         path.unlink(missing_ok=True)
@@ -216,7 +238,10 @@ def render(rows: list[dict], machine: str) -> str:
         f"## {big['name']}: {big['parameters']:,} parameters (n_embd {big['width']}, {big['depth']} layers; Keras twin {big['keras_parameters']:,})",
         "",
     ]
-    lines += ["| direction | time (s) | baseline (MB) | peak (MB) | weights (MB) | (peak - baseline) / weights | bound 2.0 |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines += [
+        "| direction | time (s) | baseline (MB) | peak (MB) | weights (MB) | (peak - baseline) / weights | bound 2.0 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for label, key in (("PyTorch -> Keras", "to_keras"), ("Keras -> PyTorch", "to_torch")):
         d = big[key]
         r = _ratio(d)
@@ -232,12 +257,17 @@ def render(rows: list[dict], machine: str) -> str:
 
     if any("parity" in r for r in rows):
         lines += ["## Parity (verify=True, batch 2, 16 tokens, CPU)", ""]
-        lines += ["| model | direction | worst relative error | time with verification (s) | peak (MB) |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += [
+            "| model | direction | worst relative error | time with verification (s) | peak (MB) |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
         for r in rows:
             for label, key in (("PyTorch -> Keras", "to_keras"), ("Keras -> PyTorch", "to_torch")):
                 p = r.get("parity", {}).get(key)
                 if p is not None:
-                    lines.append(f"| {r['name']} | {label} | {p['worst_rel']:.2e} | {p['wall']:.1f} | {_mb(p['peak_kb'])} |")
+                    lines.append(
+                        f"| {r['name']} | {label} | {p['worst_rel']:.2e} | {p['wall']:.1f} | {_mb(p['peak_kb'])} |"
+                    )
         lines.append("")
 
     lines += ["## Scale curve", ""]

@@ -118,4 +118,10 @@ def from_json(text: str, weights: dict[str, dict[str, np.ndarray]] | None = None
 
 def node_signature(node: Node) -> tuple:
     """A comparable summary of a node, for tests and equality checks."""
-    return (node.op, node.name, tuple(v.name for v in node.inputs), tuple(v.shape for v in node.outputs), repr(node.attrs))
+    return (
+        node.op,
+        node.name,
+        tuple(v.name for v in node.inputs),
+        tuple(v.shape for v in node.outputs),
+        repr(node.attrs),
+    )

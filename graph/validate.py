@@ -40,7 +40,9 @@ def validate(graph: Graph) -> None:
             seen.add(id(value))
             for user in value.users:
                 if value not in user.inputs:
-                    raise GraphError(f"{where}: {user.name!r} is listed as a user of {value.name!r} but does not read it")
+                    raise GraphError(
+                        f"{where}: {user.name!r} is listed as a user of {value.name!r} but does not read it"
+                    )
     for value in graph.outputs:
         if id(value) not in seen:
             raise GraphError(f"graph output {value.name!r} is not produced by the graph")

@@ -77,8 +77,10 @@ def convert(
     target = to or DEFAULT_TARGET[kind]
     layout = normalize_layout(layout, target=target)  # "native" | "keep"; the target's own name means native
     if kind != "onnx" and target == kind:
-        what = "a PyTorch model; it converts to Keras (to='keras')" if kind == "torch" else (
-            "not a PyTorch source (.pt2, nn.Module, 'package.module:factory' or a ktorch PyTorch directory)"
+        what = (
+            "a PyTorch model; it converts to Keras (to='keras')"
+            if kind == "torch"
+            else ("not a PyTorch source (.pt2, nn.Module, 'package.module:factory' or a ktorch PyTorch directory)")
         )
         raise ModelFileError(f"{src}: is {what}")
     if regularizers and kind != "torch":
@@ -128,8 +130,12 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
     program, _, _ = capture(src)
     rows: list[dict[str, Any]] = []
     for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name in {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}:
-            rows.append({"name": node.name, "class": "input", "shape": tuple(node.meta["val"].shape), "status": "input"})
+        if node.op == "placeholder" and node.name in {
+            s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"
+        }:
+            rows.append(
+                {"name": node.name, "class": "input", "shape": tuple(node.meta["val"].shape), "status": "input"}
+            )
         if node.op != "call_function":
             continue
         key = aten_key(node.target)
@@ -139,5 +145,12 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
         val = node.meta.get("val")
         shape = tuple(val.shape) if hasattr(val, "shape") else None
         ok = key in PASS_THROUGH or lookup("torch->ir", key) is not None
-        rows.append({"name": module or node.name, "class": f"{key} ({cls.rsplit('.', 1)[-1] or 'forward'})", "shape": shape, "status": "ok" if ok else "no translator"})
+        rows.append(
+            {
+                "name": module or node.name,
+                "class": f"{key} ({cls.rsplit('.', 1)[-1] or 'forward'})",
+                "shape": shape,
+                "status": "ok" if ok else "no translator",
+            }
+        )
     return rows

@@ -173,13 +173,31 @@ def convert_one(job: Job) -> Outcome:
         _interrupted = True
         raise
     except KtorchError as exc:
-        return Outcome(job.src, job.out, False, time.perf_counter() - t0, exc.exit_code, _one_line(str(exc)), traceback.format_exc())
+        return Outcome(
+            job.src,
+            job.out,
+            False,
+            time.perf_counter() - t0,
+            exc.exit_code,
+            _one_line(str(exc)),
+            traceback.format_exc(),
+        )
     except Exception as exc:  # noqa: BLE001 - an internal error is this model's failure, not the batch's
         reason = f"internal error: {type(exc).__name__}: {_one_line(str(exc))}"
-        return Outcome(job.src, job.out, False, time.perf_counter() - t0, EXIT_CANNOT_RUN, reason, traceback.format_exc())
+        return Outcome(
+            job.src, job.out, False, time.perf_counter() - t0, EXIT_CANNOT_RUN, reason, traceback.format_exc()
+        )
     m = result.manifest["model"]
     worst = None if result.parity is None else float(result.parity.worst_rel)
-    return Outcome(job.src, str(result.out), True, time.perf_counter() - t0, nodes=m.get("nodes"), parameters=m.get("parameters"), worst_rel=worst)
+    return Outcome(
+        job.src,
+        str(result.out),
+        True,
+        time.perf_counter() - t0,
+        nodes=m.get("nodes"),
+        parameters=m.get("parameters"),
+        worst_rel=worst,
+    )
 
 
 def _one_line(message: str) -> str:
@@ -228,7 +246,17 @@ def run_batch(
                 continue
             left = _run_pool(jobs, [index], 1, plugins, threads, report)
             for i in left:
-                report(i, Outcome(jobs[i].src, jobs[i].out, False, 0.0, EXIT_CANNOT_RUN, "the worker process died while converting it (a crash in a native library?)"))
+                report(
+                    i,
+                    Outcome(
+                        jobs[i].src,
+                        jobs[i].out,
+                        False,
+                        0.0,
+                        EXIT_CANNOT_RUN,
+                        "the worker process died while converting it (a crash in a native library?)",
+                    ),
+                )
     except KeyboardInterrupt:
         _print_interrupted(stream, jobs, before)
         return [outcomes[i] for i in sorted(outcomes)], EXIT_INTERRUPTED
@@ -236,7 +264,9 @@ def run_batch(
     failed = [o for o in ordered if not o.ok]
     seconds = time.perf_counter() - t0
     if failed:
-        print(f"converted {total - len(failed)} of {total} model(s) in {seconds:.1f}s; {len(failed)} failed:", file=stream)
+        print(
+            f"converted {total - len(failed)} of {total} model(s) in {seconds:.1f}s; {len(failed)} failed:", file=stream
+        )
         for o in failed:
             print(f"  {o.src}: {_reason(o)}", file=stream)
     else:
@@ -276,10 +306,20 @@ def _print_interrupted(stream: TextIO, jobs: Sequence[Job], before: Sequence[tup
 
 
 def _run_pool(
-    jobs: Sequence[Job], indices: Sequence[int], workers: int, plugins: Sequence[str], threads: int, report: Callable[[int, Outcome], None]
+    jobs: Sequence[Job],
+    indices: Sequence[int],
+    workers: int,
+    plugins: Sequence[str],
+    threads: int,
+    report: Callable[[int, Outcome], None],
 ) -> list[int]:
     """Run the jobs at `indices`; returns the indices left unfinished because a worker died."""
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(tuple(plugins), threads))
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(tuple(plugins), threads),
+    )
     pending: dict[Future, int] = {}
     try:
         pending = {pool.submit(convert_one, jobs[i]): i for i in indices}

@@ -37,7 +37,9 @@ def tensorflow_first() -> bool:
     """TensorFlow was loaded before Triton in this process: torch.export would crash."""
     import importlib.util
 
-    return "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton") is not None
+    return (
+        "tensorflow" in sys.modules and "triton" not in sys.modules and importlib.util.find_spec("triton") is not None
+    )
 
 
 def _example_inputs(shapes: Sequence[Sequence[int]], dtypes: Sequence[str] | None, seed: int) -> tuple:
@@ -155,14 +157,18 @@ def capture(
         import zipfile
 
         if not zipfile.is_zipfile(path):
-            raise ModelFileError(f"{path}: not a torch.export program (not a zip archive; it may be truncated); save one with torch.export.save")
+            raise ModelFileError(
+                f"{path}: not a torch.export program (not a zip archive; it may be truncated); save one with torch.export.save"
+            )
         export_log = logging.getLogger("torch.export")
         level = export_log.level
         export_log.setLevel(logging.CRITICAL)  # torch logs its own traceback before raising
         try:
             program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001
-            raise ModelFileError(f"{path}: not a torch.export program ({type(exc).__name__}: {exc}); save one with torch.export.save") from None
+            raise ModelFileError(
+                f"{path}: not a torch.export program ({type(exc).__name__}: {exc}); save one with torch.export.save"
+            ) from None
         finally:
             export_log.setLevel(level)
         return program, path.name, path.stem
@@ -185,12 +191,16 @@ def capture(
     elif is_module(src):
         module, name, desc = src, type(src).__name__, f"{type(src).__module__}.{type(src).__qualname__}"
     else:
-        raise ModelFileError(f"{src!r}: expected a .pt2 file, a 'package.module:factory' string, an nn.Module or a ktorch output directory")
+        raise ModelFileError(
+            f"{src!r}: expected a .pt2 file, a 'package.module:factory' string, an nn.Module or a ktorch output directory"
+        )
     if weights is not None:
         _load_weights(module, weights)
     if example_inputs is None:
         if not input_shapes:
-            raise ModelFileError(f"{desc}: pass the input shapes (--input-shape 1,3,224,224) or example_inputs to export the model")
+            raise ModelFileError(
+                f"{desc}: pass the input shapes (--input-shape 1,3,224,224) or example_inputs to export the model"
+            )
         # a batch of at least 2 lets torch.export keep the batch axis symbolic
         shapes = [[max(int(s[0]), 2), *s[1:]] if len(s) else list(s) for s in input_shapes]
         example_inputs = _example_inputs(shapes, input_dtypes, seed)
@@ -210,7 +220,11 @@ def _capture_emitted(directory: Path, example_inputs: Sequence[Any] | None, seed
             shape = [2 if i == 0 else (8 if d is None else int(d)) for i, d in enumerate(spec["shape"])]
             perm = spec.get("perm")
             shapes.append([shape[p] for p in perm] if perm else shape)
-            dtypes.append("float32" if spec.get("range") is None and str(spec.get("dtype", "float32")).startswith("float") else "int64")
+            dtypes.append(
+                "float32"
+                if spec.get("range") is None and str(spec.get("dtype", "float32")).startswith("float")
+                else "int64"
+            )
         example_inputs = _example_inputs(shapes, dtypes, seed)
         for i, spec in enumerate(manifest["inputs"]):
             if spec.get("range") is not None:

@@ -54,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory (default: SRC without suffix + '_torch', beside SRC), created with any missing parent "
         "directories; with several sources, the directory that receives one <stem>_torch/ (or <stem>_keras/) per source",
     )
-    c.add_argument("-j", "--jobs", type=int, metavar="N", help="batch: models converted at once, each in its own process (default: CPU count, at most one per model)")
+    c.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="batch: models converted at once, each in its own process (default: CPU count, at most one per model)",
+    )
     c.add_argument(
         "--layout",
         choices=LAYOUT_CHOICES,
@@ -64,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Keras NHWC...; keep: the source's input/output layout. The target's name ('torch' converting to PyTorch, "
         "'keras' converting to Keras) is an alias of native; the other framework's name is refused",
     )
-    c.add_argument("--to", choices=("torch", "keras"), help="the target framework (default: the other one than the source's; PyTorch for an ONNX source)")
+    c.add_argument(
+        "--to",
+        choices=("torch", "keras"),
+        help="the target framework (default: the other one than the source's; PyTorch for an ONNX source)",
+    )
     c.add_argument(
         "--input-shape",
         action="append",
@@ -72,8 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="1,3,224,224",
         help="PyTorch sources to export: the shape of each input, batch first (repeat for several inputs); the batch axis stays dynamic",
     )
-    c.add_argument("--input-dtype", action="append", default=[], metavar="float32", help="dtype of each --input-shape input (default float32)")
-    c.add_argument("--weights", type=Path, help="for 'package.module:factory': a state_dict (.pt/.pth, loaded with weights_only=True, or .safetensors) to load")
+    c.add_argument(
+        "--input-dtype",
+        action="append",
+        default=[],
+        metavar="float32",
+        help="dtype of each --input-shape input (default float32)",
+    )
+    c.add_argument(
+        "--weights",
+        type=Path,
+        help="for 'package.module:factory': a state_dict (.pt/.pth, loaded with weights_only=True, or .safetensors) to load",
+    )
     c.add_argument("--no-verify", action="store_true", help="skip the parity check")
     c.add_argument(
         "--force",
@@ -146,18 +166,35 @@ def build_parser() -> argparse.ArgumentParser:
         "or a directory ktorch emitted for PyTorch; through torch.onnx.export) to an ONNX file with a dynamic batch axis, "
         "then run the source and ONNX Runtime on the same seeded inputs and compare (unless --no-verify).",
     )
-    e.add_argument("src", type=Path, help="the source: .h5/.keras, .pt2, package.module:factory, or a ktorch PyTorch output directory")
+    e.add_argument(
+        "src",
+        type=Path,
+        help="the source: .h5/.keras, .pt2, package.module:factory, or a ktorch PyTorch output directory",
+    )
     e.add_argument("-o", "--out", type=Path, required=True, help="the ONNX file to write")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    e.add_argument("--input-shape", action="append", default=[], metavar="1,3,224,224", help="PyTorch factories: the shape of each input")
+    e.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="1,3,224,224",
+        help="PyTorch factories: the shape of each input",
+    )
     e.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
     e.add_argument(
         "--force",
         action="store_true",
         help="replace an existing OUT file (never a link, a directory or the source); the file appears only once complete",
     )
-    e.add_argument("--tolerance", type=float, default=DEFAULT_RTOL, help=f"max error relative to each output's scale (default {DEFAULT_RTOL:g})")
-    e.add_argument("--trust-code", action="store_true", help="allow Keras Lambda layers to be deserialized (trusted files only)")
+    e.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_RTOL,
+        help=f"max error relative to each output's scale (default {DEFAULT_RTOL:g})",
+    )
+    e.add_argument(
+        "--trust-code", action="store_true", help="allow Keras Lambda layers to be deserialized (trusted files only)"
+    )
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -214,7 +251,13 @@ def _convert(args: argparse.Namespace) -> int:
 
         table = Table("output", "shape", "max abs err", "max rel err", "result", title="parity (CPU, seeded inputs)")
         for c in result.parity.outputs:
-            table.add_row(c.name, str(tuple(c.shape)), f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
+            table.add_row(
+                c.name,
+                str(tuple(c.shape)),
+                f"{c.max_abs:.3g}",
+                f"{c.max_rel:.3g}",
+                "[green]ok[/]" if c.passed else "[red]FAIL[/]",
+            )
         console.print(table)
     return EXIT_OK
 
@@ -256,7 +299,9 @@ def _input_shapes(args: argparse.Namespace) -> list[list[int]]:
     try:
         return [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
     except ValueError:
-        raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
+        raise SystemExit(
+            f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}"
+        ) from None
 
 
 def _is_batch(sources: Sequence[str]) -> bool:
@@ -298,8 +343,19 @@ def _export(args: argparse.Namespace) -> int:
     try:
         shapes = [[int(d) for d in s.replace("x", ",").split(",") if d.strip()] for s in args.input_shape]
     except ValueError:
-        raise SystemExit(f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}") from None
-    result = export(src, args.out, opset=args.opset, input_shapes=shapes or None, verify=not args.no_verify, tolerance=args.tolerance, trust_code=args.trust_code, force=args.force)
+        raise SystemExit(
+            f"ktorch: error: --input-shape takes comma-separated integers, got {args.input_shape}"
+        ) from None
+    result = export(
+        src,
+        args.out,
+        opset=args.opset,
+        input_shapes=shapes or None,
+        verify=not args.no_verify,
+        tolerance=args.tolerance,
+        trust_code=args.trust_code,
+        force=args.force,
+    )
     console = _console()
     check = "" if result.parity is None else f"; ONNX Runtime vs source: max rel err {result.parity.worst_rel:.3g}"
     console.print(f"[green]wrote[/] {result.path} ({result.exporter}, opset {result.opset}{check})")
@@ -332,7 +388,12 @@ def _inspect(args: argparse.Namespace) -> int:
     for r in rows:
         ok = r["status"] in ("ok", "input")
         bad += not ok
-        table.add_row(r["name"], r["class"], "" if r["shape"] is None else str(r["shape"]), r["status"] if ok else f"[red]{r['status']}[/]")
+        table.add_row(
+            r["name"],
+            r["class"],
+            "" if r["shape"] is None else str(r["shape"]),
+            r["status"] if ok else f"[red]{r['status']}[/]",
+        )
     make_console().print(table)
     if bad:
         print(f"{bad} layer(s) cannot be converted", file=sys.stderr)
@@ -395,7 +456,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         src = getattr(args, "src", None)
         prepare_torch(str(src) if src is not None and is_factory_string(str(src)) else src)
-    handler = {"convert": _convert_batch if batch else _convert, "inspect": _inspect, "verify": _verify, "export": _export}[args.command]
+    handler = {
+        "convert": _convert_batch if batch else _convert,
+        "inspect": _inspect,
+        "verify": _verify,
+        "export": _export,
+    }[args.command]
     if args.debug:
         os.environ["KTORCH_DEBUG"] = "1"  # show native library output too
     from .translate.output import written_outputs
@@ -423,7 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal error: still one line unless --debug
         if args.debug:
             raise
-        print(f"ktorch: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"ktorch: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_CANNOT_RUN
 
 

@@ -47,7 +47,12 @@ def read_keras_file(src: Any, options: Options, timings: dict[str, float]) -> Re
     graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
     attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
     meta = graph.meta
-    source = {"file": path.name, "sha256": sha256(path), "format": meta.get("source_format"), "keras_version": meta.get("keras_version")}
+    source = {
+        "file": path.name,
+        "sha256": sha256(path),
+        "format": meta.get("source_format"),
+        "keras_version": meta.get("keras_version"),
+    }
     return Read(graph, label=str(src), desc=path.name, source=source, state={"path": path})
 
 
@@ -217,7 +222,12 @@ def read_onnx_source(src: Any, options: Options, timings: dict[str, float]) -> R
     options.step(f"reading {path.name if path else 'the ONNX model'}")
     graph = read_onnx(src)
     desc = path.name if path is not None else "an ONNX model"
-    source: dict[str, Any] = {"file": desc, "format": "onnx", "opset": graph.meta.get("opset"), "producer": graph.meta.get("producer")}
+    source: dict[str, Any] = {
+        "file": desc,
+        "format": "onnx",
+        "opset": graph.meta.get("opset"),
+        "producer": graph.meta.get("producer"),
+    }
     if path is not None:
         source["sha256"] = sha256(path)
     return Read(graph, label=desc, desc=desc, source=source, state={"path": path, "proto": src, "taken": {}})

@@ -50,13 +50,17 @@ def _export_keras(src: Path, dst: Path, opset: int, trust_code: bool) -> tuple[A
     try:
         import tf2onnx
     except ImportError as exc:
-        raise ModelFileError(f"{src}: exporting Keras to ONNX needs tf2onnx ({exc}); pip install 'ktorch[onnx]'") from None
+        raise ModelFileError(
+            f"{src}: exporting Keras to ONNX needs tf2onnx ({exc}); pip install 'ktorch[onnx]'"
+        ) from None
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=_keras_signature(model), opset=opset)
     dst.write_bytes(proto.SerializeToString())
     return model, f"tf2onnx {tf2onnx.__version__}"
 
 
-def _torch_module(src: Any, input_shapes: Sequence[Sequence[int]] | None) -> tuple[Any, list[list[int]], list[str], list[str]]:
+def _torch_module(
+    src: Any, input_shapes: Sequence[Sequence[int]] | None
+) -> tuple[Any, list[list[int]], list[str], list[str]]:
     """(nn.Module, input shapes with a batch of 2, input names, output names)."""
     if isinstance(src, (str, Path)) and Path(src).is_dir() and not is_factory_string(src):
         from .verify.runners import import_emitted
@@ -64,14 +68,23 @@ def _torch_module(src: Any, input_shapes: Sequence[Sequence[int]] | None) -> tup
         manifest = read_manifest(Path(src))
         module = import_emitted(src).load()
         shapes = [[2] + [8 if d is None else int(d) for d in spec["shape"][1:]] for spec in manifest["inputs"]]
-        shapes = [[s[p] for p in spec["perm"]] if spec.get("perm") else s for s, spec in zip(shapes, manifest["inputs"])]
-        return module, shapes, [s["emitted_name"] for s in manifest["inputs"]], [s["emitted_name"] for s in manifest["outputs"]]
+        shapes = [
+            [s[p] for p in spec["perm"]] if spec.get("perm") else s for s, spec in zip(shapes, manifest["inputs"])
+        ]
+        return (
+            module,
+            shapes,
+            [s["emitted_name"] for s in manifest["inputs"]],
+            [s["emitted_name"] for s in manifest["outputs"]],
+        )
     from .capture import capture
 
     program, _, _ = capture(src, input_shapes=input_shapes)
     shapes = []
     for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name in {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}:
+        if node.op == "placeholder" and node.name in {
+            s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"
+        }:
             val = node.meta["val"]
             shapes.append([2] + [int(d) for d in val.shape[1:]])
     return _eval_only(program.module()), shapes, [f"input_{i}" if i else "input" for i in range(len(shapes))], []
@@ -96,7 +109,9 @@ def _eval_only(module: Any) -> Any:
     return ExportedModule()
 
 
-def _export_torch(src: Any, dst: Path, opset: int, input_shapes: Sequence[Sequence[int]] | None) -> tuple[Any, list[np.ndarray], str]:
+def _export_torch(
+    src: Any, dst: Path, opset: int, input_shapes: Sequence[Sequence[int]] | None
+) -> tuple[Any, list[np.ndarray], str]:
     import torch
 
     module, shapes, in_names, out_names = _torch_module(src, input_shapes)
@@ -110,7 +125,16 @@ def _export_torch(src: Any, dst: Path, opset: int, input_shapes: Sequence[Sequen
     with warnings.catch_warnings():
         # strided slices are left to ONNX Runtime rather than folded: a note on speed, not on correctness
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
-        torch.onnx.export(module, examples, str(dst), input_names=in_names, output_names=out_names, dynamic_axes=axes, opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            module,
+            examples,
+            str(dst),
+            input_names=in_names,
+            output_names=out_names,
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
     return module, [e.numpy() for e in examples], f"torch.onnx.export (torch {torch.__version__})"
 
 
@@ -176,7 +200,9 @@ def _export_and_check(
 
         backend = "pytorch"
     else:
-        raise ModelFileError(f"{src}: cannot export this to ONNX: expected a Keras .h5/.keras file or a PyTorch source (.pt2, package.module:factory, a ktorch PyTorch directory)")
+        raise ModelFileError(
+            f"{src}: cannot export this to ONNX: expected a Keras .h5/.keras file or a PyTorch source (.pt2, package.module:factory, a ktorch PyTorch directory)"
+        )
     timings = {"export": time.perf_counter() - t0}
     result = ExportResult(dst, exporter, opset, timings=timings)
     if not verify:

@@ -144,7 +144,11 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         options.step(direction.verifying)
         return direction.check(read, staging, manifest, options)
 
-    write = write_lean(writer, rendered, graph, options) if direction.target == "keras" else lambda d: writer.write(rendered, d)
+    write = (
+        write_lean(writer, rendered, graph, options)
+        if direction.target == "keras"
+        else lambda d: writer.write(rendered, d)
+    )
     verify = check if options.verify else None
     parity = write_verified(
         out, force=options.force, manifest=manifest, write=write, verify=verify, timings=timings, sources=sources
@@ -152,7 +156,9 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
     timings["total"] = time.perf_counter() - t0
     keras_model = emitted_keras_model(read, rendered, out) if direction.target == "keras" else None
     result = ConversionResult(out, graph, manifest, parity, timings, keras_model=keras_model)
-    raise_on_mismatch(parity, what=f"{read.label}: {direction.mismatch}", tolerance=options.tolerance, out=out, hint=direction.hint)
+    raise_on_mismatch(
+        parity, what=f"{read.label}: {direction.mismatch}", tolerance=options.tolerance, out=out, hint=direction.hint
+    )
     return result
 
 

@@ -178,7 +178,9 @@ def test_activation_layers(keras, convert, layer):
     convert(model)
 
 
-@pytest.mark.parametrize("shared_axes", [None, [1, 2], [1], [3]], ids=["unshared", "per-channel", "shared-h", "shared-c"])
+@pytest.mark.parametrize(
+    "shared_axes", [None, [1, 2], [1], [3]], ids=["unshared", "per-channel", "shared-h", "shared-c"]
+)
 def test_prelu_on_images(keras, convert, shared_axes):
     inp = keras.Input((6, 5, 4))
     x = keras.layers.Conv2D(3, 3, padding="same", name="conv")(inp)
@@ -212,7 +214,22 @@ def test_hard_sigmoid_keras3_definition(keras, convert):
 
 
 # tf.keras 2 (tf_keras) activation names; hard_sigmoid there is clip(0.2 x + 0.5, 0, 1)
-KERAS2 = ["relu", "elu", "selu", "gelu", "swish", "softplus", "softsign", "tanh", "sigmoid", "hard_sigmoid", "exponential", "mish", "linear", "softmax"]
+KERAS2 = [
+    "relu",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "softplus",
+    "softsign",
+    "tanh",
+    "sigmoid",
+    "hard_sigmoid",
+    "exponential",
+    "mish",
+    "linear",
+    "softmax",
+]
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +266,14 @@ def test_keras2_hard_sigmoid_is_not_keras3(tf_keras, tmp_path):
 
 @pytest.mark.parametrize("layer", ["LeakyReLU", "ReLU", "ELU", "PReLU", "Softmax", "ThresholdedReLU"])
 def test_keras2_activation_layers(tf_keras, tmp_path, layer):
-    kwargs = {"LeakyReLU": {"alpha": 0.2}, "ReLU": {"max_value": 4.0, "threshold": 0.2, "negative_slope": 0.1}, "ELU": {"alpha": 0.7}, "PReLU": {}, "Softmax": {"axis": 1}, "ThresholdedReLU": {"theta": 0.4}}[layer]
+    kwargs = {
+        "LeakyReLU": {"alpha": 0.2},
+        "ReLU": {"max_value": 4.0, "threshold": 0.2, "negative_slope": 0.1},
+        "ELU": {"alpha": 0.7},
+        "PReLU": {},
+        "Softmax": {"axis": 1},
+        "ThresholdedReLU": {"theta": 0.4},
+    }[layer]
     inp = tf_keras.Input((4, 6))
     x = tf_keras.layers.Dense(8)(inp)
     out = getattr(tf_keras.layers, layer)(**kwargs)(x)

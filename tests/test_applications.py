@@ -89,7 +89,13 @@ def randomize_application_state(model, seed: int = 1) -> None:
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.Normalization) and layer.weights:
             mean, var, count = layer.get_weights()
-            layer.set_weights([rng.normal(0.0, 0.5, mean.shape).astype("float32"), rng.uniform(0.5, 2.0, var.shape).astype("float32"), count])
+            layer.set_weights(
+                [
+                    rng.normal(0.0, 0.5, mean.shape).astype("float32"),
+                    rng.uniform(0.5, 2.0, var.shape).astype("float32"),
+                    count,
+                ]
+            )
         elif type(layer).__name__ == "LayerScale":
             layer.set_weights([rng.normal(0.0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
 

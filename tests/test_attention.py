@@ -129,7 +129,12 @@ def test_attention_explicit_masks(keras, convert, cls):
     q_mask = rng.random((3, TQ)) > 0.3
     v_mask = rng.random((3, TV)) > 0.3
     v_mask[:, 0] = True  # Keras needs one visible value per row
-    data = [rng.standard_normal((3, TQ, D)).astype("float32"), rng.standard_normal((3, TV, D)).astype("float32"), q_mask, v_mask]
+    data = [
+        rng.standard_normal((3, TQ, D)).astype("float32"),
+        rng.standard_normal((3, TV, D)).astype("float32"),
+        q_mask,
+        v_mask,
+    ]
     result = convert(model, fmt="keras", inputs=data)
     assert result.parity.worst_rel <= 1e-4
 
@@ -156,7 +161,11 @@ def test_einsum_dense(keras, convert, case):
 def test_global_average_pooling_with_mask(keras, convert, fmt):
     """GlobalAveragePooling1D averages over the unmasked steps only."""
     L = keras.layers
-    layers = [L.Embedding(VOCAB, D, mask_zero=True, name="emb"), L.Dense(4, name="dense"), L.GlobalAveragePooling1D(name="gap")]
+    layers = [
+        L.Embedding(VOCAB, D, mask_zero=True, name="emb"),
+        L.Dense(4, name="dense"),
+        L.GlobalAveragePooling1D(name="gap"),
+    ]
     if fmt == "keras":
         ids = keras.Input((TQ,), dtype="int32", name="ids")
         y = ids

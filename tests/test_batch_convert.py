@@ -17,7 +17,9 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ktorch.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ktorch.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd, check=False
+    )
 
 
 @pytest.fixture
@@ -37,7 +39,17 @@ def progress_lines(stderr: str) -> list[str]:
 
 def test_two_models_and_a_bad_file(models, tmp_path):
     out = tmp_path / "out"
-    done = run_cli("convert", str(models / "cnn.h5"), str(models / "multi.keras"), str(models / "broken.h5"), "-o", str(out), "--no-verify", "--jobs", "2")
+    done = run_cli(
+        "convert",
+        str(models / "cnn.h5"),
+        str(models / "multi.keras"),
+        str(models / "broken.h5"),
+        "-o",
+        str(out),
+        "--no-verify",
+        "--jobs",
+        "2",
+    )
     assert done.returncode == 3, done.stderr  # ModelFileError (could not run) is the worst failure here
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["cnn_torch", "multi_torch"]
@@ -74,14 +86,26 @@ def test_verification_and_flags_reach_each_model(models, tmp_path):
     done = run_cli("convert", str(models / "multi.keras"), "-o", str(out / "multi_torch"), "--no-verify")
     assert done.returncode == 0, done.stderr
     (out / "multi_torch" / "model.py").write_text("# mine")
-    done = run_cli("convert", str(models / "cnn.h5"), str(models / "multi.keras"), "-o", str(out), "--layout", "keep", "--jobs", "1")
+    done = run_cli(
+        "convert",
+        str(models / "cnn.h5"),
+        str(models / "multi.keras"),
+        "-o",
+        str(out),
+        "--layout",
+        "keep",
+        "--jobs",
+        "1",
+    )
     assert done.returncode == 2, done.stderr  # OutputExistsError
     assert any("parity" in line for line in progress_lines(done.stderr))
     assert (out / "multi_torch" / "model.py").read_text() == "# mine"
     assert "pass --force" in done.stderr
     manifest = json.loads((out / "cnn_torch" / "ktorch.json").read_text())
     assert manifest["layout"]["mode"] == "keep" and manifest["parity"]["passed"]
-    done = run_cli("convert", str(models / "multi.keras"), str(models / "cnn.h5"), "-o", str(out), "--no-verify", "--force")
+    done = run_cli(
+        "convert", str(models / "multi.keras"), str(models / "cnn.h5"), "-o", str(out), "--no-verify", "--force"
+    )
     assert done.returncode == 0, done.stderr
     assert (out / "multi_torch" / "model.py").read_text() != "# mine"
 
@@ -89,9 +113,21 @@ def test_verification_and_flags_reach_each_model(models, tmp_path):
 def test_a_crashing_worker_fails_only_its_model(models, tmp_path):
     """A worker that dies (here: a factory that kills its own process) breaks the pool; the
     others still convert and only that model is reported."""
-    (tmp_path / "crashing.py").write_text("import os, signal\n\ndef boom():\n    os.kill(os.getpid(), signal.SIGSEGV)\n")
+    (tmp_path / "crashing.py").write_text(
+        "import os, signal\n\ndef boom():\n    os.kill(os.getpid(), signal.SIGSEGV)\n"
+    )
     out = tmp_path / "out"
-    done = run_cli("convert", "crashing:boom", str(models / "cnn.h5"), "-o", str(out), "--no-verify", "--input-shape", "2,3", cwd=tmp_path)
+    done = run_cli(
+        "convert",
+        "crashing:boom",
+        str(models / "cnn.h5"),
+        "-o",
+        str(out),
+        "--no-verify",
+        "--input-shape",
+        "2,3",
+        cwd=tmp_path,
+    )
     assert done.returncode == 3, done.stderr
     assert (out / "cnn_torch" / "model.py").is_file()
     assert "crashing:boom: the worker process died" in done.stderr

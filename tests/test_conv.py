@@ -27,8 +27,16 @@ CONV_CASES = {
     "c1_same_d2": ("Conv1D", dict(filters=2, kernel_size=2, padding="same", dilation_rate=2), (9, 3)),
     "c1_groups": ("Conv1D", dict(filters=4, kernel_size=3, groups=2, use_bias=False), (9, 4)),
     "c1_causal_s2": ("Conv1D", dict(filters=3, kernel_size=3, strides=2, padding="causal"), (9, 2)),
-    "c1_causal_first": ("Conv1D", dict(filters=4, kernel_size=4, padding="causal", data_format="channels_first"), (3, 9)),
-    "c1_first": ("Conv1D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 9)),
+    "c1_causal_first": (
+        "Conv1D",
+        dict(filters=4, kernel_size=4, padding="causal", data_format="channels_first"),
+        (3, 9),
+    ),
+    "c1_first": (
+        "Conv1D",
+        dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"),
+        (3, 9),
+    ),
     # Conv2D
     "c2_valid_rect": ("Conv2D", dict(filters=4, kernel_size=(3, 2), strides=(1, 2)), (7, 9, 3)),
     "c2_same_s2_odd": ("Conv2D", dict(filters=4, kernel_size=3, strides=2, padding="same"), (7, 9, 3)),
@@ -38,28 +46,72 @@ CONV_CASES = {
     "c2_dilation": ("Conv2D", dict(filters=4, kernel_size=3, dilation_rate=(2, 1), padding="same"), (7, 9, 3)),
     "c2_groups_nobias": ("Conv2D", dict(filters=6, kernel_size=3, groups=2, use_bias=False), (7, 9, 4)),
     "c2_activation": ("Conv2D", dict(filters=4, kernel_size=3, activation="tanh"), (7, 9, 3)),
-    "c2_first": ("Conv2D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 7, 9)),
-    "c2_first_dilation": ("Conv2D", dict(filters=3, kernel_size=2, dilation_rate=(1, 3), padding="same", data_format="channels_first"), (2, 7, 9)),
-    "c2_groups_first": ("Conv2D", dict(filters=4, kernel_size=(2, 3), groups=2, padding="same", data_format="channels_first"), (4, 7, 8)),
+    "c2_first": (
+        "Conv2D",
+        dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"),
+        (3, 7, 9),
+    ),
+    "c2_first_dilation": (
+        "Conv2D",
+        dict(filters=3, kernel_size=2, dilation_rate=(1, 3), padding="same", data_format="channels_first"),
+        (2, 7, 9),
+    ),
+    "c2_groups_first": (
+        "Conv2D",
+        dict(filters=4, kernel_size=(2, 3), groups=2, padding="same", data_format="channels_first"),
+        (4, 7, 8),
+    ),
     "c2_k1_s2_odd": ("Conv2D", dict(filters=4, kernel_size=1, strides=2, padding="same"), (7, 9, 3)),
     "c2_k5_s3_same": ("Conv2D", dict(filters=2, kernel_size=5, strides=3, padding="same"), (7, 11, 2)),
     # Conv3D
     "c3_same_s2": ("Conv3D", dict(filters=3, kernel_size=3, strides=2, padding="same"), (5, 6, 7, 2)),
     "c3_valid_d2": ("Conv3D", dict(filters=3, kernel_size=2, dilation_rate=2, activation="relu"), (5, 6, 7, 2)),
-    "c3_groups_nobias": ("Conv3D", dict(filters=4, kernel_size=(2, 1, 3), groups=2, use_bias=False, padding="same"), (4, 5, 6, 2)),
-    "c3_first": ("Conv3D", dict(filters=3, kernel_size=(1, 2, 3), padding="same", data_format="channels_first"), (2, 5, 6, 7)),
+    "c3_groups_nobias": (
+        "Conv3D",
+        dict(filters=4, kernel_size=(2, 1, 3), groups=2, use_bias=False, padding="same"),
+        (4, 5, 6, 2),
+    ),
+    "c3_first": (
+        "Conv3D",
+        dict(filters=3, kernel_size=(1, 2, 3), padding="same", data_format="channels_first"),
+        (2, 5, 6, 7),
+    ),
     # depthwise and separable
     "dw1_mult2": ("DepthwiseConv1D", dict(kernel_size=3, depth_multiplier=2, padding="same"), (9, 3)),
     "dw2_mult3_s2": ("DepthwiseConv2D", dict(kernel_size=3, strides=2, depth_multiplier=3, padding="same"), (7, 9, 2)),
-    "dw2_first": ("DepthwiseConv2D", dict(kernel_size=(3, 2), depth_multiplier=2, data_format="channels_first"), (2, 7, 9)),
-    "dw1_first_s2": ("DepthwiseConv1D", dict(kernel_size=2, strides=2, padding="same", data_format="channels_first"), (3, 9)),
+    "dw2_first": (
+        "DepthwiseConv2D",
+        dict(kernel_size=(3, 2), depth_multiplier=2, data_format="channels_first"),
+        (2, 7, 9),
+    ),
+    "dw1_first_s2": (
+        "DepthwiseConv1D",
+        dict(kernel_size=2, strides=2, padding="same", data_format="channels_first"),
+        (3, 9),
+    ),
     "dw2_d2": ("DepthwiseConv2D", dict(kernel_size=3, dilation_rate=2, padding="same"), (7, 9, 2)),
     "dw2_nobias_relu": ("DepthwiseConv2D", dict(kernel_size=3, use_bias=False, activation="relu"), (7, 9, 3)),
-    "sep1_mult2": ("SeparableConv1D", dict(filters=5, kernel_size=3, depth_multiplier=2, strides=2, padding="same"), (9, 3)),
-    "sep1_first": ("SeparableConv1D", dict(filters=3, kernel_size=2, depth_multiplier=2, padding="same", data_format="channels_first"), (3, 8)),
+    "sep1_mult2": (
+        "SeparableConv1D",
+        dict(filters=5, kernel_size=3, depth_multiplier=2, strides=2, padding="same"),
+        (9, 3),
+    ),
+    "sep1_first": (
+        "SeparableConv1D",
+        dict(filters=3, kernel_size=2, depth_multiplier=2, padding="same", data_format="channels_first"),
+        (3, 8),
+    ),
     "sep2": ("SeparableConv2D", dict(filters=4, kernel_size=3, padding="same", activation="relu"), (7, 9, 3)),
-    "sep2_mult2_d2": ("SeparableConv2D", dict(filters=4, kernel_size=2, depth_multiplier=2, dilation_rate=2, use_bias=False), (7, 9, 3)),
-    "sep2_first": ("SeparableConv2D", dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (3, 7, 9)),
+    "sep2_mult2_d2": (
+        "SeparableConv2D",
+        dict(filters=4, kernel_size=2, depth_multiplier=2, dilation_rate=2, use_bias=False),
+        (7, 9, 3),
+    ),
+    "sep2_first": (
+        "SeparableConv2D",
+        dict(filters=4, kernel_size=3, strides=2, padding="same", data_format="channels_first"),
+        (3, 7, 9),
+    ),
 }
 
 TRANSPOSE_CASES = {
@@ -74,16 +126,48 @@ TRANSPOSE_CASES = {
     "t2_same_s2_k2": ("Conv2DTranspose", dict(filters=3, kernel_size=2, strides=2, padding="same"), (5, 6, 2)),
     "t2_valid_s2_k2": ("Conv2DTranspose", dict(filters=3, kernel_size=2, strides=2), (5, 6, 2)),
     "t2_valid_s2_k1": ("Conv2DTranspose", dict(filters=3, kernel_size=1, strides=2), (5, 6, 2)),
-    "t2_same_outpad": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, padding="same", output_padding=(0, 1)), (5, 6, 2)),
-    "t2_valid_outpad_rect": ("Conv2DTranspose", dict(filters=3, kernel_size=(3, 4), strides=(2, 3), output_padding=(1, 2)), (5, 6, 2)),
-    "t2_same_d2": ("Conv2DTranspose", dict(filters=3, kernel_size=3, padding="same", dilation_rate=2, use_bias=False), (5, 6, 2)),
-    "t2_first": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, padding="same", data_format="channels_first"), (2, 5, 6)),
+    "t2_same_outpad": (
+        "Conv2DTranspose",
+        dict(filters=3, kernel_size=3, strides=2, padding="same", output_padding=(0, 1)),
+        (5, 6, 2),
+    ),
+    "t2_valid_outpad_rect": (
+        "Conv2DTranspose",
+        dict(filters=3, kernel_size=(3, 4), strides=(2, 3), output_padding=(1, 2)),
+        (5, 6, 2),
+    ),
+    "t2_same_d2": (
+        "Conv2DTranspose",
+        dict(filters=3, kernel_size=3, padding="same", dilation_rate=2, use_bias=False),
+        (5, 6, 2),
+    ),
+    "t2_first": (
+        "Conv2DTranspose",
+        dict(filters=3, kernel_size=3, strides=2, padding="same", data_format="channels_first"),
+        (2, 5, 6),
+    ),
     "t2_activation": ("Conv2DTranspose", dict(filters=3, kernel_size=3, strides=2, activation="sigmoid"), (5, 6, 2)),
-    "t1_same_s3_k5_first": ("Conv1DTranspose", dict(filters=3, kernel_size=5, strides=3, padding="same", data_format="channels_first"), (2, 7)),
-    "t2_same_s3_k5_outpad": ("Conv2DTranspose", dict(filters=3, kernel_size=5, strides=3, padding="same", output_padding=2), (4, 5, 2)),
-    "t3_first": ("Conv3DTranspose", dict(filters=2, kernel_size=(2, 3, 2), strides=2, padding="same", data_format="channels_first"), (2, 3, 4, 5)),
+    "t1_same_s3_k5_first": (
+        "Conv1DTranspose",
+        dict(filters=3, kernel_size=5, strides=3, padding="same", data_format="channels_first"),
+        (2, 7),
+    ),
+    "t2_same_s3_k5_outpad": (
+        "Conv2DTranspose",
+        dict(filters=3, kernel_size=5, strides=3, padding="same", output_padding=2),
+        (4, 5, 2),
+    ),
+    "t3_first": (
+        "Conv3DTranspose",
+        dict(filters=2, kernel_size=(2, 3, 2), strides=2, padding="same", data_format="channels_first"),
+        (2, 3, 4, 5),
+    ),
     "t3_same_s2": ("Conv3DTranspose", dict(filters=2, kernel_size=3, strides=2, padding="same"), (3, 4, 5, 2)),
-    "t3_valid_outpad": ("Conv3DTranspose", dict(filters=2, kernel_size=2, strides=(1, 2, 3), output_padding=(0, 1, 2)), (3, 4, 5, 2)),
+    "t3_valid_outpad": (
+        "Conv3DTranspose",
+        dict(filters=2, kernel_size=2, strides=(1, 2, 3), output_padding=(0, 1, 2)),
+        (3, 4, 5, 2),
+    ),
 }
 
 
@@ -125,7 +209,9 @@ def test_conv_layout_keep(keras, convert, case):
 
 def test_conv_same_stride2_dynamic_size(keras, convert):
     """'same' with stride 2 on inputs of unknown size: padded at run time, extra pixel at the end."""
-    model = one_layer(keras, keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv"), (None, None, 3), name="dyn")
+    model = one_layer(
+        keras, keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv"), (None, None, 3), name="dyn"
+    )
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 7, 10, 3)).astype("float32")
     result = convert(model, inputs=[x])
@@ -163,7 +249,11 @@ def tf_keras():
     return pytest.importorskip("tf_keras")
 
 
-TF_KERAS_CASES = FORMAT_CASES + FORMAT_TRANSPOSE_CASES + ["c2_groups_nobias", "c3_same_s2", "dw1_mult2", "c2_first", "t3_valid_outpad"]
+TF_KERAS_CASES = (
+    FORMAT_CASES
+    + FORMAT_TRANSPOSE_CASES
+    + ["c2_groups_nobias", "c3_same_s2", "dw1_mult2", "c2_first", "t3_valid_outpad"]
+)
 
 
 @pytest.mark.parametrize("case", TF_KERAS_CASES)
@@ -214,7 +304,11 @@ def _torch_from_writer(graph, node, x_torch):
     module.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(np.asarray(v)) for k, v in em.state.items()})
     (line,) = em.lines
     with torch.no_grad():
-        scope = {"self": types.SimpleNamespace(**{declared.attr: module}), "F": torch.nn.functional, em.var(node.inputs[0]): x_torch}
+        scope = {
+            "self": types.SimpleNamespace(**{declared.attr: module}),
+            "F": torch.nn.functional,
+            em.var(node.inputs[0]): x_torch,
+        }
         return eval(line.split(" = ", 1)[1], scope).numpy()
 
 
@@ -240,19 +334,39 @@ def test_conv1d_transpose_exhaustive(keras):
                 for padding in ("valid", "same"):
                     for out_pad in [None, *range(s)]:
                         try:
-                            ref = np.asarray(keras.ops.conv_transpose(x, kernel, s, padding, output_padding=out_pad)) + bias
+                            ref = (
+                                np.asarray(keras.ops.conv_transpose(x, kernel, s, padding, output_padding=out_pad))
+                                + bias
+                            )
                         except Exception:  # noqa: BLE001 - TensorFlow rejects this combination: no Keras model has it
                             continue
                         g = Graph()
                         v = g.add_input("x", (None, n, 2))
-                        config = {"filters": 3, "kernel_size": [k], "strides": [s], "padding": padding, "output_padding": out_pad}
-                        call = LayerCall(g, "up", "Conv1DTranspose", config, [v], {}, [("kernel", kernel), ("bias", bias)], keras2=False)
+                        config = {
+                            "filters": 3,
+                            "kernel_size": [k],
+                            "strides": [s],
+                            "padding": padding,
+                            "output_padding": out_pad,
+                        }
+                        call = LayerCall(
+                            g,
+                            "up",
+                            "Conv1DTranspose",
+                            config,
+                            [v],
+                            {},
+                            [("kernel", kernel), ("bias", bias)],
+                            keras2=False,
+                        )
                         out = conv1d_transpose_from_keras(call)
                         assert out.shape[1] == ref.shape[1], (n, k, s, padding, out_pad)
                         assign_layout(g, "channels_first")
                         node = next(nd for nd in g.nodes if nd.op == "conv_transpose")
                         got = _torch_from_writer(g, node, torch.from_numpy(x.transpose(0, 2, 1).copy()))
-                        np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-5, atol=1e-5, err_msg=str((n, k, s, padding, out_pad)))
+                        np.testing.assert_allclose(
+                            got.transpose(0, 2, 1), ref, rtol=1e-5, atol=1e-5, err_msg=str((n, k, s, padding, out_pad))
+                        )
                         checked += 1
     assert checked > 300
 
@@ -278,20 +392,39 @@ def test_conv1d_padding_exhaustive(keras):
                 for padding in ("valid", "same", "causal"):
                     if padding == "causal":
                         padded = np.pad(x, ((0, 0), (k_eff - 1, 0), (0, 0)))
-                        ref = np.asarray(keras.ops.conv(padded, kernel, s, "valid", dilation_rate=d)) if padded.shape[1] >= k_eff else None
+                        ref = (
+                            np.asarray(keras.ops.conv(padded, kernel, s, "valid", dilation_rate=d))
+                            if padded.shape[1] >= k_eff
+                            else None
+                        )
                     else:
-                        ref = np.asarray(keras.ops.conv(x, kernel, s, padding, dilation_rate=d)) if padding == "same" or n >= k_eff else None
+                        ref = (
+                            np.asarray(keras.ops.conv(x, kernel, s, padding, dilation_rate=d))
+                            if padding == "same" or n >= k_eff
+                            else None
+                        )
                     if ref is None:
                         continue
                     g = Graph()
                     v = g.add_input("x", (None, n, 2))
-                    config = {"filters": 3, "kernel_size": [k], "strides": [s], "dilation_rate": [d], "padding": padding, "use_bias": False}
-                    out = conv1d_from_keras(LayerCall(g, "conv", "Conv1D", config, [v], {}, [("kernel", kernel)], keras2=False))
+                    config = {
+                        "filters": 3,
+                        "kernel_size": [k],
+                        "strides": [s],
+                        "dilation_rate": [d],
+                        "padding": padding,
+                        "use_bias": False,
+                    }
+                    out = conv1d_from_keras(
+                        LayerCall(g, "conv", "Conv1D", config, [v], {}, [("kernel", kernel)], keras2=False)
+                    )
                     assert out.shape[1] == ref.shape[1], (n, k, s, d, padding)
                     assign_layout(g, "channels_first")
                     node = next(nd for nd in g.nodes if nd.op == "conv")
                     got = _torch_from_writer(g, node, torch.from_numpy(x.transpose(0, 2, 1).copy()))
-                    np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-5, atol=1e-5, err_msg=str((n, k, s, d, padding)))
+                    np.testing.assert_allclose(
+                        got.transpose(0, 2, 1), ref, rtol=1e-5, atol=1e-5, err_msg=str((n, k, s, d, padding))
+                    )
                     checked += 1
     assert checked > 150
 
@@ -313,7 +446,10 @@ def test_emitted_conv_code(keras, convert):
     result = convert(model)
     code = _squeezed((result.out / "model.py").read_text())  # the formatter may wrap long lines
     assert _squeezed("self.dw = nn.Conv2d(4, 8, kernel_size=3, padding=1, groups=4)") in code
-    assert _squeezed("self.sep_depthwise = nn.Conv2d(8, 8, kernel_size=3, stride=2, padding=1, groups=8, bias=False)") in code
+    assert (
+        _squeezed("self.sep_depthwise = nn.Conv2d(8, 8, kernel_size=3, stride=2, padding=1, groups=8, bias=False)")
+        in code
+    )
     assert _squeezed("self.sep_pointwise = nn.Conv2d(8, 6, kernel_size=1, bias=False)") in code
     assert _squeezed("self.up = nn.ConvTranspose2d(6, 3, kernel_size=3, stride=2)") in code
     forward = forward_source(result)

@@ -182,7 +182,12 @@ def test_noop_as_the_output(keras, convert):
 
 def test_sequential_mlp(keras, convert):
     model = keras.Sequential(
-        [keras.Input((10,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dropout(0.2), keras.layers.Dense(3, activation="softmax")],
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
         name="mlp",
     )
     randomize_weights(model)

@@ -38,7 +38,11 @@ def test_imports_only_torch_safetensors_and_stdlib(small_cnn):
 def test_is_formatted(small_cnn):
     if shutil.which("ruff") is None:
         pytest.skip("ruff is not installed")
-    done = subprocess.run(["ruff", "format", "--isolated", "--line-length=100", "--check", str(small_cnn / "model.py")], capture_output=True, text=True)
+    done = subprocess.run(
+        ["ruff", "format", "--isolated", "--line-length=100", "--check", str(small_cnn / "model.py")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -52,7 +56,9 @@ def test_reads_like_hand_written(small_cnn):
     # in place where nothing else reads the tensor, as torchvision writes ReLU(inplace=True), `out += identity`
     assert "stem_relu = F.relu(stem_bn, inplace=True)" in forward
     assert "block_add = block_dw.add_(stem_relu)" in forward
-    assert "dropout = self.dropout(flatten)" in forward and "self.dropout = nn.Dropout(0.5)" in code  # kept for training
+    assert (
+        "dropout = self.dropout(flatten)" in forward and "self.dropout = nn.Dropout(0.5)" in code
+    )  # kept for training
     assert "predictions = torch.softmax(self.predictions(dropout), dim=1)" in forward
     assert "image: float32[N, 3, 32, 32]" in code  # the docstring states the shapes
 

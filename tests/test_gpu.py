@@ -64,8 +64,18 @@ def test_gpu_script_on_cuda(tmp_path):
     summary = tmp_path / "summary.json"
     env = dict(os.environ, PYTHON=sys.executable)
     done = subprocess.run(
-        ["bash", str(GPU_DIR / "run_gpu_checks.sh"), "--device", "cuda", "--models", "cnn",
-         "--workdir", str(tmp_path / "work"), "--json", str(summary)],
+        [
+            "bash",
+            str(GPU_DIR / "run_gpu_checks.sh"),
+            "--device",
+            "cuda",
+            "--models",
+            "cnn",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(summary),
+        ],
         capture_output=True,
         text=True,
         env=env,

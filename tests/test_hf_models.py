@@ -18,9 +18,7 @@ transformers = pytest.importorskip("transformers")
 class Outputs(torch.nn.Module):
     """A Hugging Face model returning plain tensors (export-friendly)."""
 
-    def __init__(
-        self, model: torch.nn.Module, names: tuple[str, ...], **call_kwargs
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, names: tuple[str, ...], **call_kwargs) -> None:
         super().__init__()
         self.model = model
         self.names = names
@@ -35,9 +33,7 @@ class Outputs(torch.nn.Module):
 def convert(module, example: tuple, out, **kwargs):
     import ktorch
 
-    result = ktorch.convert(
-        module, out, example_inputs=example, to="keras", force=True, **kwargs
-    )
+    result = ktorch.convert(module, out, example_inputs=example, to="keras", force=True, **kwargs)
     assert result.parity is not None and result.parity.passed, result.parity
     assert result.parity.worst_rel <= 1e-4
     print(f"parity {out.name}: worst relative error {result.parity.worst_rel:.2e}")
@@ -60,9 +56,7 @@ def test_bert_encoder_and_pooler(tmp_path):
         num_attention_heads=4,
         intermediate_size=37,
     )
-    model = Outputs(
-        transformers.BertModel(config).eval(), ("last_hidden_state", "pooler_output")
-    )
+    model = Outputs(transformers.BertModel(config).eval(), ("last_hidden_state", "pooler_output"))
     path = tmp_path / "bert.pt2"
     program = torch.export.export(
         model,
@@ -74,10 +68,7 @@ def test_bert_encoder_and_pooler(tmp_path):
     assert len(result.parity.outputs) == 2
     code = build_source(result)
     assert code.count("layers.LayerNormalization(") == 5 and "epsilon=1e-12" in code
-    assert (
-        'name="model_encoder_layer_1_attention_self_query"' in code
-        and 'name="model_pooler_dense"' in code
-    )
+    assert 'name="model_encoder_layer_1_attention_self_query"' in code and 'name="model_pooler_dense"' in code
     assert code.count("layers.Softmax(") == 2  # explicit attention, one per layer
     assert "layers.Embedding(input_dim=99, output_dim=32" in code
     # another batch size than the export's
@@ -90,30 +81,19 @@ def test_bert_encoder_and_pooler(tmp_path):
 
 def test_gpt2_causal_lm_from_pt2(tmp_path):
     torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=16
-    )
-    model = Outputs(
-        transformers.GPT2LMHeadModel(config).eval(), ("logits",), use_cache=False
-    )
+    config = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=16)
+    model = Outputs(transformers.GPT2LMHeadModel(config).eval(), ("logits",), use_cache=False)
     ids = torch.randint(0, 99, (2, 7))
     path = tmp_path / "gpt2.pt2"
     torch.export.save(
-        torch.export.export(
-            model, (ids,), dynamic_shapes=({0: torch.export.Dim("batch")},)
-        ),
+        torch.export.export(model, (ids,), dynamic_shapes=({0: torch.export.Dim("batch")},)),
         str(path),
     )
     result = convert(str(path), (), tmp_path / "gpt2")
     code = build_source(result)
-    assert (
-        'name="model_transformer_h_0_attn_c_attn"' in code
-        and "layers.Dense(units=96" in code
-    )  # HF Conv1D -> Dense
+    assert 'name="model_transformer_h_0_attn_c_attn"' in code and "layers.Dense(units=96" in code  # HF Conv1D -> Dense
     # causal: changing a later token leaves the earlier logits alone, in both models
-    a = (
-        np.random.default_rng(0).integers(0, 99, (3, 7)).astype("int64")
-    )  # another batch size than the export's
+    a = np.random.default_rng(0).integers(0, 99, (3, 7)).astype("int64")  # another batch size than the export's
     b = a.copy()
     b[:, 5:] = (b[:, 5:] + 1) % 99
     la, lb = (np.asarray(result.keras_model(x, training=False)) for x in (a, b))
@@ -126,9 +106,7 @@ def test_gpt2_causal_lm_from_pt2(tmp_path):
 
 def test_distilbert(tmp_path):
     torch.manual_seed(1)
-    config = transformers.DistilBertConfig(
-        vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37
-    )
+    config = transformers.DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37)
     model = Outputs(transformers.DistilBertModel(config).eval(), ("last_hidden_state",))
     result = convert(model, (torch.randint(0, 99, (2, 7)),), tmp_path / "distilbert")
     code = build_source(result)
@@ -149,9 +127,7 @@ def test_vit(tmp_path):
         num_attention_heads=4,
         intermediate_size=37,
     )
-    model = Outputs(
-        transformers.ViTModel(config).eval(), ("last_hidden_state", "pooler_output")
-    )
+    model = Outputs(transformers.ViTModel(config).eval(), ("last_hidden_state", "pooler_output"))
     result = convert(model, (torch.randn(2, 3, 16, 16),), tmp_path / "vit")
     code = build_source(result)
     assert "layers.Conv2D(filters=32, kernel_size=4, strides=4" in code
@@ -164,9 +140,7 @@ class MaskedBert(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask):
-        return self.model(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def test_bert_with_attention_mask(tmp_path):
@@ -193,9 +167,7 @@ def test_bert_with_attention_mask(tmp_path):
     )
     unmasked = np.asarray(result.keras_model([ids, np.ones_like(mask)], training=False))
     masked = np.asarray(result.keras_model([ids, mask], training=False))
-    assert (
-        np.max(np.abs(masked[0, :4] - unmasked[0, :4])) > 1e-3
-    )  # the padding is not attended
+    assert np.max(np.abs(masked[0, :4] - unmasked[0, :4])) > 1e-3  # the padding is not attended
 
 
 class MaskedGpt2(torch.nn.Module):
@@ -204,17 +176,13 @@ class MaskedGpt2(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask):
-        return self.model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).logits
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
 def test_gpt2_with_attention_mask(tmp_path):
     """Causal and padding masks together (the causal one a constant, ANDed with the input's)."""
     torch.manual_seed(4)
-    config = transformers.GPT2Config(
-        vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=16
-    )
+    config = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=16)
     model = MaskedGpt2(transformers.GPT2LMHeadModel(config).eval())
     rng = np.random.default_rng(4)
     ids = rng.integers(0, 99, (3, 7)).astype("int64")

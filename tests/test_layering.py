@@ -75,7 +75,9 @@ def _resolve(module: Module, node: ast.ImportFrom) -> str:
 def _type_checking_only(node: ast.AST) -> bool:
     """`if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`): imports for annotations, never run."""
     test = node.test if isinstance(node, ast.If) else None
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _runtime_nodes(tree: ast.AST):
@@ -137,7 +139,10 @@ def _is_pipeline_level(name: str) -> bool:
 
 def cycles(modules: dict[str, Module]) -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan), sorted."""
-    edges = {m: sorted({i.target for i in mod.imports if i.target in modules and i.target != m}) for m, mod in modules.items()}
+    edges = {
+        m: sorted({i.target for i in mod.imports if i.target in modules and i.target != m})
+        for m, mod in modules.items()
+    }
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

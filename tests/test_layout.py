@@ -172,7 +172,9 @@ def test_flatten_channels_first_after_channels_first_conv(keras, convert):
 N = 2
 
 
-def _conv1x1(g: Graph, rng: np.random.Generator, x: Value, filters: int, name: str, data_format: str = "channels_last") -> Value:
+def _conv1x1(
+    g: Graph, rng: np.random.Generator, x: Value, filters: int, name: str, data_format: str = "channels_last"
+) -> Value:
     c = x.shape[-1 if data_format == "channels_last" else 1]
     attrs = {
         "rank": 2,
@@ -183,12 +185,18 @@ def _conv1x1(g: Graph, rng: np.random.Generator, x: Value, filters: int, name: s
         "padding": ((0, 0), (0, 0)),
         "data_format": data_format,
     }
-    weights = {"weight": rng.standard_normal((filters, c, 1, 1)).astype("float32"), "bias": rng.standard_normal(filters).astype("float32")}
+    weights = {
+        "weight": rng.standard_normal((filters, c, 1, 1)).astype("float32"),
+        "bias": rng.standard_normal(filters).astype("float32"),
+    }
     return g.add_node("conv", [x], attrs, weights, name=name).output
 
 
 def _dense(g: Graph, rng: np.random.Generator, x: Value, units: int, name: str) -> Value:
-    weights = {"weight": rng.standard_normal((units, x.shape[-1])).astype("float32"), "bias": rng.standard_normal(units).astype("float32")}
+    weights = {
+        "weight": rng.standard_normal((units, x.shape[-1])).astype("float32"),
+        "bias": rng.standard_normal(units).astype("float32"),
+    }
     return g.add_node("dense", [x], {"units": units}, weights, name=name).output
 
 

@@ -8,7 +8,14 @@ import pytest
 from conftest import forward_source, randomize_weights
 
 MERGES = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"]
-INFIX = {"Add": " + ", "Subtract": " - ", "Multiply": " * ", "Average": ") / 2", "Maximum": "torch.maximum(", "Minimum": "torch.minimum("}
+INFIX = {
+    "Add": " + ",
+    "Subtract": " - ",
+    "Multiply": " * ",
+    "Average": ") / 2",
+    "Maximum": "torch.maximum(",
+    "Minimum": "torch.minimum(",
+}
 
 
 @pytest.mark.parametrize("name", MERGES)

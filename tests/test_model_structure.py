@@ -27,7 +27,9 @@ def test_transfer_learning_pattern(keras, tmp_path, fmt):
     model = keras.Model(inputs, outputs, name="transfer")
     randomize_batchnorm(model)
     result = convert_keras(model, tmp_path, fmt=fmt)
-    assert "self.base_conv = nn.Conv2d(3, 4, kernel_size=3, bias=False)" in (result.out / "model.py").read_text()  # bias folded into base_bn
+    assert (
+        "self.base_conv = nn.Conv2d(3, 4, kernel_size=3, bias=False)" in (result.out / "model.py").read_text()
+    )  # bias folded into base_bn
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
@@ -45,7 +47,9 @@ def test_nested_model_called_twice_and_returned(keras, tmp_path, fmt):
 
 
 def test_sequential_inside_functional(keras, tmp_path):
-    block = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="c"), keras.layers.Flatten(name="f")], name="block")
+    block = keras.Sequential(
+        [keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="c"), keras.layers.Flatten(name="f")], name="block"
+    )
     inputs = keras.Input((6, 6, 2), name="x")
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(block(inputs)), name="seq_in_func")
     convert_keras(model, tmp_path, fmt="keras")

@@ -52,7 +52,9 @@ def test_cli_without_verify_imports_no_tensorflow(tmp_path):
         "print('HEAVY', len(heavy), heavy[:5])\n"
         "sys.exit(code)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(src), str(tmp_path / "out")], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "HEAVY 0 []" in done.stdout, done.stdout
     assert json.loads((tmp_path / "out" / "ktorch.json").read_text())["parity"] is None

@@ -104,7 +104,11 @@ def test_keras2_batchnorm(tmp_path):
     rng = np.random.default_rng(0)
     weights = []
     for w in model.get_weights():
-        weights.append(rng.uniform(0.5, 2.0, w.shape).astype("float32") if w.ndim == 1 else rng.normal(0, 0.5, w.shape).astype("float32"))
+        weights.append(
+            rng.uniform(0.5, 2.0, w.shape).astype("float32")
+            if w.ndim == 1
+            else rng.normal(0, 0.5, w.shape).astype("float32")
+        )
     model.set_weights(weights)
     parity = convert_tf_keras(model, tmp_path)
     assert parity.passed and parity.worst_rel <= 1e-4, parity
@@ -127,7 +131,12 @@ def test_layernorm_on_sequences(keras, convert, axis, expect):
 
 @pytest.mark.parametrize(
     "axis,expect",
-    [(-1, "ChannelLayerNorm(4"), ([1, 2, 3], "nn.LayerNorm((4, 5, 5)"), ([1, 2], "nn.LayerNorm((5, 5)"), ([1, 3], "layer_norm_over(")],
+    [
+        (-1, "ChannelLayerNorm(4"),
+        ([1, 2, 3], "nn.LayerNorm((4, 5, 5)"),
+        ([1, 2], "nn.LayerNorm((5, 5)"),
+        ([1, 3], "layer_norm_over("),
+    ],
     ids=["channels", "all", "spatial", "height-and-channels"],
 )
 def test_layernorm_on_feature_maps(keras, convert, axis, expect):

@@ -72,7 +72,11 @@ def assert_matches_ort(result, onnx_path: Path, batch: int = 3) -> float:
         with torch.no_grad():
             got = model(torch.from_numpy(np.ascontiguousarray(emitted_in))).numpy()
     else:
-        got = np.asarray(result.keras_model(emitted_in) if result.keras_model is not None else import_emitted(result.out).load()(emitted_in))
+        got = np.asarray(
+            result.keras_model(emitted_in)
+            if result.keras_model is not None
+            else import_emitted(result.out).load()(emitted_in)
+        )
     out_perm = result.manifest["outputs"][0].get("perm")
     if out_perm:
         got = got.transpose(np.argsort(out_perm))
@@ -224,7 +228,12 @@ class Mixed(nn.Module):
 
 @pytest.mark.parametrize(
     "factory, shape, opset",
-    [(Pooling, (2, 3, 15, 15), 17), (Resizing, (2, 3, 8, 8), 17), (Mixed, (2, 3, 16, 16), 17), (Mixed, (2, 3, 16, 16), 13)],
+    [
+        (Pooling, (2, 3, 15, 15), 17),
+        (Resizing, (2, 3, 8, 8), 17),
+        (Mixed, (2, 3, 16, 16), 17),
+        (Mixed, (2, 3, 16, 16), 13),
+    ],
     ids=["pooling", "resize-pad-concat", "mixed-opset17", "mixed-opset13"],
 )
 def test_op_families_to_torch(tmp_path, factory, shape, opset):
@@ -277,7 +286,10 @@ def test_unsupported_op_names_node_and_op(tmp_path):
 
     node = helper.make_node("Einsum", ["x", "x"], ["y"], name="my_einsum", equation="bij,bjk->bik")
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 3])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 3])]
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 3])],
     )
     path = tmp_path / "einsum.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -363,7 +375,10 @@ def test_handmade_graph_to_torch(tmp_path):
         helper.make_node("Mul", ["h", "r"], ["m"], name="/Mul"),
         helper.make_node("Softmax", ["m"], ["y"], name="/softmax/Softmax", axis=1),
     ]
-    inits += [numpy_helper.from_array(np.array(1.5, dtype="float32"), "clip_max"), numpy_helper.from_array(np.array([1.0], dtype="float32"), "one")]
+    inits += [
+        numpy_helper.from_array(np.array(1.5, dtype="float32"), "clip_max"),
+        numpy_helper.from_array(np.array([1.0], dtype="float32"), "one"),
+    ]
     graph = helper.make_graph(
         nodes, "handmade", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits,
@@ -440,7 +455,9 @@ def test_keras_upsampling2d_through_tf2onnx(tmp_path, keras, to):
         assert result.manifest["layout"]["transposes"] == 0
 
 
-@pytest.mark.parametrize("layer, shape", [("UpSampling1D", (7, 3)), ("UpSampling2D", (4, 5, 2)), ("UpSampling3D", (2, 3, 4, 2))])
+@pytest.mark.parametrize(
+    "layer, shape", [("UpSampling1D", (7, 3)), ("UpSampling2D", (4, 5, 2)), ("UpSampling3D", (2, 3, 4, 2))]
+)
 def test_keras_upsampling_ranks_through_tf2onnx(tmp_path, keras, layer, shape):
     """Each rank, on the NHWC input itself; a factor of 1 (Unsqueeze -> Reshape, no Tile) joins the chain."""
     size = {"UpSampling1D": 3, "UpSampling2D": (2, 2), "UpSampling3D": (2, 1, 2)}[layer]
@@ -451,7 +468,10 @@ def test_keras_upsampling_ranks_through_tf2onnx(tmp_path, keras, layer, shape):
     code = (results["torch"].out / "model.py").read_text()
     scale = size if isinstance(size, int) else (size[0] if len(set(size)) == 1 else size)
     assert f'nn.Upsample(scale_factor={scale}, mode="nearest")' in code
-    assert f"layers.{layer}(size={size if isinstance(size, int) else (size[0] if len(set(size)) == 1 else size)}" in (results["keras"].out / "model.py").read_text()
+    assert (
+        f"layers.{layer}(size={size if isinstance(size, int) else (size[0] if len(set(size)) == 1 else size)}"
+        in (results["keras"].out / "model.py").read_text()
+    )
 
 
 def test_tile_that_is_not_a_repeat_is_refused(tmp_path):

@@ -43,7 +43,9 @@ RNNS = {
 
 # the Keras target of the sequence-returning RNNs takes ~20 s each; the last-state cases cover Keras in the fast suite
 RNN_CASES = [
-    pytest.param(name, to, marks=pytest.mark.slow) if to == "keras" and name in ("lstm-bidirectional-2-layers", "gru") else (name, to)
+    pytest.param(name, to, marks=pytest.mark.slow)
+    if to == "keras" and name in ("lstm-bidirectional-2-layers", "gru")
+    else (name, to)
     for name in RNNS
     for to in ("torch", "keras")
 ]
@@ -99,14 +101,20 @@ class Attention(nn.Module):
 class Encoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)  # called from a wrapper: the tracer fails on its is_causal default
+        self.layer = nn.TransformerEncoderLayer(
+            16, 4, 32, batch_first=True
+        )  # called from a wrapper: the tracer fails on its is_causal default
 
     def forward(self, x):
         return self.layer(x)
 
 
 @pytest.mark.parametrize("to", TARGETS)
-@pytest.mark.parametrize("factory", [Attention, Encoder, SelfAttention], ids=["multihead-attention", "transformer-encoder-layer", "self-attention-block"])
+@pytest.mark.parametrize(
+    "factory",
+    [Attention, Encoder, SelfAttention],
+    ids=["multihead-attention", "transformer-encoder-layer", "self-attention-block"],
+)
 def test_torch_attention(tmp_path, factory, to):
     torch.manual_seed(3)
     onnx_path = torch_to_onnx(factory(), tmp_path / "attn.onnx", (2, 5, 16))

@@ -65,7 +65,14 @@ def pool_graph(producer: str, pads=((1, 1), (1, 1)), pool_padding=((0, 0), (0, 0
     elif producer == "leaky_relu":
         x = g.add_node("relu", [x], {"max_value": None, "threshold": 0.0, "negative_slope": 0.1}, source="relu").output
     p = g.add_node("pad", [x], {"pads": pads, "data_format": "channels_last"}, source="pad").output
-    attrs = {"mode": "max", "rank": 2, "pool_size": (3, 3), "strides": (2, 2), "padding": pool_padding, "data_format": "channels_last"}
+    attrs = {
+        "mode": "max",
+        "rank": 2,
+        "pool_size": (3, 3),
+        "strides": (2, 2),
+        "padding": pool_padding,
+        "data_format": "channels_last",
+    }
     g.outputs = [g.add_node("pool", [p], attrs, source="pool").output]
     return g
 
@@ -105,7 +112,12 @@ def test_fold_bias_into_batch_norm(shared):
     weights["bias"] = np.arange(4, dtype="float32")
     conv = g.add_node("conv", [x], {**conv_attrs(), "use_bias": True}, weights, source="conv")
     mean = np.ones(4, "float32")
-    bn_weights = {"weight": np.ones(4, "float32"), "bias": np.zeros(4, "float32"), "running_mean": mean, "running_var": np.ones(4, "float32")}
+    bn_weights = {
+        "weight": np.ones(4, "float32"),
+        "bias": np.zeros(4, "float32"),
+        "running_mean": mean,
+        "running_var": np.ones(4, "float32"),
+    }
     y = g.add_node("batch_norm", [conv.output], {"axis": 3, "epsilon": 1e-3}, bn_weights, source="bn").output
     g.outputs = [y]
     if shared:  # the same layer called again elsewhere keeps its bias
@@ -142,14 +154,19 @@ def test_fuse_activation_only_from_the_same_layer():
     g.outputs = [z]
     assert fuse_activations(g) == 1
     assert [n.op for n in g.nodes] == ["dense", "dense", "tanh"]
-    assert g.nodes[0].attrs["activation"] == {"op": "relu", "attrs": {"max_value": None, "threshold": 0.0, "negative_slope": 0.0}}
+    assert g.nodes[0].attrs["activation"] == {
+        "op": "relu",
+        "attrs": {"max_value": None, "threshold": 0.0, "negative_slope": 0.0},
+    }
     validate(g)
 
 
 def test_json_round_trip_and_validation():
     g = Graph("g")
     x = g.add_input("x", (None, 8, 8, 2))
-    y = g.add_node("conv", [x], conv_attrs(((1, 1), (1, 1))), conv_weights(), source="conv", source_class="Conv2D").output
+    y = g.add_node(
+        "conv", [x], conv_attrs(((1, 1), (1, 1))), conv_weights(), source="conv", source_class="Conv2D"
+    ).output
     g.outputs = [g.add_node("global_pool", [y], {"mode": "avg", "data_format": "channels_last"}).output]
     text = to_json(g)
     back = from_json(text, {"conv": g.nodes[0].weights})

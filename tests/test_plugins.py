@@ -30,13 +30,13 @@ class AffineShift(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 '''
 
-PLUGIN_SOURCE = '''
+PLUGIN_SOURCE = """
 import ktorch.plugins
 
 @ktorch.plugins.keras_layer("AffineShift", replace=True)
 def affine_shift_from_keras(call):
     return call.emit("scale_shift", [call.x], {"scale": float(call.get("scale")), "offset": 1.5})
-'''
+"""
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_plugin_from_the_command_line(custom_model, tmp_path):
         sys.path.insert(0, {env_path!r})
         import custom_layers  # the Keras class, so that Keras can run the source
         from ktorch.cli import main
-        sys.exit(main(["convert", {str(custom_model)!r}, "-o", {str(tmp_path / 'cli_out')!r}, "--plugin", "custom_translators"]))
+        sys.exit(main(["convert", {str(custom_model)!r}, "-o", {str(tmp_path / "cli_out")!r}, "--plugin", "custom_translators"]))
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

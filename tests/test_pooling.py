@@ -20,13 +20,21 @@ POOL_CASES = {
     "avg1_same_s2_k3_odd": ("AveragePooling1D", dict(pool_size=3, strides=2, padding="same"), (9, 3)),
     "avg1_same_s2_k3_even": ("AveragePooling1D", dict(pool_size=3, strides=2, padding="same"), (8, 3)),
     "avg1_same_s1_k4": ("AveragePooling1D", dict(pool_size=4, strides=1, padding="same"), (9, 3)),
-    "avg1_first": ("AveragePooling1D", dict(pool_size=3, strides=2, padding="same", data_format="channels_first"), (3, 8)),
+    "avg1_first": (
+        "AveragePooling1D",
+        dict(pool_size=3, strides=2, padding="same", data_format="channels_first"),
+        (3, 8),
+    ),
     "max2_valid": ("MaxPooling2D", dict(pool_size=2), (7, 9, 3)),
     "max2_valid_s1": ("MaxPooling2D", dict(pool_size=3, strides=1), (7, 9, 3)),
     "max2_same_odd": ("MaxPooling2D", dict(pool_size=2, padding="same"), (7, 9, 3)),
     "max2_same_k3_s2": ("MaxPooling2D", dict(pool_size=3, strides=2, padding="same"), (8, 9, 3)),
     "max2_valid_rect": ("MaxPooling2D", dict(pool_size=(3, 2), strides=(2, 3)), (7, 9, 3)),
-    "max2_first": ("MaxPooling2D", dict(pool_size=3, strides=2, padding="same", data_format="channels_first"), (3, 8, 9)),
+    "max2_first": (
+        "MaxPooling2D",
+        dict(pool_size=3, strides=2, padding="same", data_format="channels_first"),
+        (3, 8, 9),
+    ),
     "avg2_valid": ("AveragePooling2D", dict(pool_size=2), (7, 9, 3)),
     "avg2_same_odd": ("AveragePooling2D", dict(pool_size=2, padding="same"), (7, 9, 3)),
     "avg2_same_k3_s2": ("AveragePooling2D", dict(pool_size=3, strides=2, padding="same"), (8, 9, 3)),
@@ -34,7 +42,11 @@ POOL_CASES = {
     "avg2_same_k2_s1": ("AveragePooling2D", dict(pool_size=2, strides=1, padding="same"), (7, 9, 3)),
     "avg2_same_mixed": ("AveragePooling2D", dict(pool_size=(2, 3), strides=(1, 2), padding="same"), (7, 8, 3)),
     "avg2_same_k4_s3": ("AveragePooling2D", dict(pool_size=4, strides=3, padding="same"), (7, 11, 2)),
-    "avg2_first": ("AveragePooling2D", dict(pool_size=2, strides=1, padding="same", data_format="channels_first"), (3, 7, 9)),
+    "avg2_first": (
+        "AveragePooling2D",
+        dict(pool_size=2, strides=1, padding="same", data_format="channels_first"),
+        (3, 7, 9),
+    ),
     "max3_valid": ("MaxPooling3D", dict(pool_size=2), (5, 6, 7, 2)),
     "max3_same": ("MaxPooling3D", dict(pool_size=(2, 3, 2), strides=(1, 2, 2), padding="same"), (5, 6, 7, 2)),
     "avg3_same": ("AveragePooling3D", dict(pool_size=3, strides=2, padding="same"), (5, 6, 7, 2)),
@@ -45,7 +57,7 @@ GLOBAL_CASES = {
     f"{mode}{rank}d{'_keep' if keep else ''}{'_first' if first else ''}": (
         f"Global{'Average' if mode == 'avg' else 'Max'}Pooling{rank}D",
         dict(keepdims=keep, **({"data_format": "channels_first"} if first else {})),
-        ((2, 3, 4, 5)[: rank + 1] if first else (5, 4, 3, 2)[: rank] + (3,)),
+        ((2, 3, 4, 5)[: rank + 1] if first else (5, 4, 3, 2)[:rank] + (3,)),
     )
     for mode in ("avg", "max")
     for rank in (1, 2, 3)
@@ -149,7 +161,9 @@ def test_avg_pool_same_dynamic_size_refused_clearly(keras, tmp_path):
     import ktorch
     from ktorch.graph.errors import KtorchError
 
-    model = one_layer(keras, keras.layers.AveragePooling2D(3, strides=2, padding="same", name="pool"), (None, None, 3), "dyn")
+    model = one_layer(
+        keras, keras.layers.AveragePooling2D(3, strides=2, padding="same", name="pool"), (None, None, 3), "dyn"
+    )
     model.save(tmp_path / "dyn.h5")
     with pytest.raises(KtorchError, match=r"pool.*unknown spatial size.*fixed spatial size"):
         ktorch.convert(tmp_path / "dyn.h5", tmp_path / "out")
@@ -175,15 +189,25 @@ def test_same_pooling_padding_exhaustive_1d():
                 for mode in ("max", "avg"):
                     g = Graph()
                     v = g.add_input("x", (None, 2, n))
-                    attrs = {"mode": mode, "rank": 1, "pool_size": (k,), "strides": (s,), "data_format": "channels_first"}
+                    attrs = {
+                        "mode": mode,
+                        "rank": 1,
+                        "pool_size": (k,),
+                        "strides": (s,),
+                        "data_format": "channels_first",
+                    }
                     node = g.add_node("pool", [v], {**attrs, "padding": (same_padding(n, k, s, 1),)})
                     padding, ceil_mode, slices = _pool_padding(node)
-                    pool = (torch.nn.MaxPool1d if mode == "max" else torch.nn.AvgPool1d)(k, s, padding, ceil_mode=ceil_mode, **({} if mode == "max" else {"count_include_pad": False}))
+                    pool = (torch.nn.MaxPool1d if mode == "max" else torch.nn.AvgPool1d)(
+                        k, s, padding, ceil_mode=ceil_mode, **({} if mode == "max" else {"count_include_pad": False})
+                    )
                     got = pool(torch.from_numpy(x.transpose(0, 2, 1).copy())).numpy()
                     if slices is not None:
                         got = got[:, :, slices[0][0] : slices[0][1]]
                     ref = (tf.nn.max_pool1d if mode == "max" else tf.nn.avg_pool1d)(x, k, s, "SAME").numpy()
-                    np.testing.assert_allclose(got.transpose(0, 2, 1), ref, rtol=1e-6, atol=1e-6, err_msg=f"n={n} k={k} s={s} {mode}")
+                    np.testing.assert_allclose(
+                        got.transpose(0, 2, 1), ref, rtol=1e-6, atol=1e-6, err_msg=f"n={n} k={k} s={s} {mode}"
+                    )
                     checked += 1
     assert checked == 10 * 4 * 3 * 2
 
@@ -197,7 +221,9 @@ def test_symmetric_ceil_mode_pool_from_torch_sources():
     g = Graph()
     x = g.add_input("x", (None, 3, 7, 8))
     attrs = {"mode": "avg", "rank": 2, "pool_size": (3, 3), "strides": (2, 2), "padding": ((1, 1), (1, 1))}
-    node = g.add_node("pool", [x], {**attrs, "ceil_mode": True, "count_include_pad": True, "data_format": "channels_first"})
+    node = g.add_node(
+        "pool", [x], {**attrs, "ceil_mode": True, "count_include_pad": True, "data_format": "channels_first"}
+    )
     assert _pool_padding(node) == (1, True, None)
     assert node.output.shape == (None, 3, 4, 5)  # torch's own sizes for 7 and 8 with ceil_mode
 
@@ -213,6 +239,8 @@ def test_zero_padding_before_max_pool(keras, convert, activation, folded):
     y = keras.layers.MaxPooling2D(3, strides=2, name="pool")(y)
     model = keras.Model(x, y, name=f"pad_pool_{activation}")
     np.random.seed(0)
-    model.get_layer("conv").set_weights([np.random.randn(3, 3, 3, 4).astype("float32"), np.full(4, -2.0, "float32")])  # many negatives
+    model.get_layer("conv").set_weights(
+        [np.random.randn(3, 3, 3, 4).astype("float32"), np.full(4, -2.0, "float32")]
+    )  # many negatives
     forward = forward_source(convert(model))
     assert ("F.pad(" not in forward) == folded, forward

@@ -61,7 +61,11 @@ def test_rnn_parity(keras, convert, case):
     assert "permute(" not in forward
     native = {"LSTM": "nn.LSTM(", "GRU": "nn.GRU(", "SimpleRNN": "nn.RNN("}[cls]
     code = (result.out / "model.py").read_text()
-    standard = not any(k in kwargs for k in ("activation", "recurrent_activation")) or kwargs.get("activation") == "relu" and cls == "SimpleRNN"
+    standard = (
+        not any(k in kwargs for k in ("activation", "recurrent_activation"))
+        or kwargs.get("activation") == "relu"
+        and cls == "SimpleRNN"
+    )
     if standard and kwargs.get("reset_after", True):
         assert native in code  # torch's own layer where its semantics are Keras's
     else:
@@ -229,7 +233,14 @@ def test_keras2_file_semantics(tmp_path):
 
 @pytest.mark.parametrize(
     "cls,bidirectional,explicit",
-    [("LSTM", False, True), ("GRU", False, True), ("LSTM", True, True), ("GRU", True, True), ("LSTM", False, False), ("GRU", True, False)],
+    [
+        ("LSTM", False, True),
+        ("GRU", False, True),
+        ("LSTM", True, True),
+        ("GRU", True, True),
+        ("LSTM", False, False),
+        ("GRU", True, False),
+    ],
 )
 def test_mask_with_initial_state(keras, convert, cls, bidirectional, explicit):
     """With an explicit mask, a masked first step keeps the given initial state while its
@@ -278,9 +289,22 @@ def test_generic_rnn_layer(keras, convert, cell):
 
 CONV_LSTM_CASES = {
     "last_valid": {"filters": 3, "kernel_size": 3},
-    "seq_same_back": {"filters": 3, "kernel_size": (3, 2), "padding": "same", "return_sequences": True, "go_backwards": True},
+    "seq_same_back": {
+        "filters": 3,
+        "kernel_size": (3, 2),
+        "padding": "same",
+        "return_sequences": True,
+        "go_backwards": True,
+    },
     "state_strided": {"filters": 2, "kernel_size": 3, "strides": 2, "return_state": True},
-    "hardsig_relu_nobias": {"filters": 2, "kernel_size": 2, "activation": "relu", "recurrent_activation": "hard_sigmoid", "use_bias": False, "return_sequences": True},
+    "hardsig_relu_nobias": {
+        "filters": 2,
+        "kernel_size": 2,
+        "activation": "relu",
+        "recurrent_activation": "hard_sigmoid",
+        "use_bias": False,
+        "return_sequences": True,
+    },
 }
 
 

@@ -47,8 +47,16 @@ CASES = {
     "resize_antialias_mixed": ("Resizing", {"height": 13, "width": 3, "antialias": True}, (5, 8, 3)),
     "resize_antialias_first": ("Resizing", {"height": 3, "width": 4, "antialias": True, **CF}, (3, 9, 10)),
     "resize_crop_aspect": ("Resizing", {"height": 4, "width": 6, "crop_to_aspect_ratio": True}, (9, 7, 3)),
-    "resize_crop_aspect_wide": ("Resizing", {"height": 6, "width": 2, "crop_to_aspect_ratio": True, "interpolation": "nearest"}, (5, 8, 3)),
-    "resize_pad_aspect": ("Resizing", {"height": 6, "width": 3, "pad_to_aspect_ratio": True, "fill_value": 0.5}, (5, 8, 3)),
+    "resize_crop_aspect_wide": (
+        "Resizing",
+        {"height": 6, "width": 2, "crop_to_aspect_ratio": True, "interpolation": "nearest"},
+        (5, 8, 3),
+    ),
+    "resize_pad_aspect": (
+        "Resizing",
+        {"height": 6, "width": 3, "pad_to_aspect_ratio": True, "fill_value": 0.5},
+        (5, 8, 3),
+    ),
     "resize_pad_aspect_first": ("Resizing", {"height": 3, "width": 9, "pad_to_aspect_ratio": True, **CF}, (3, 6, 7)),
     "resize_antialias_up": ("Resizing", {"height": 11, "width": 9, "antialias": True}, (5, 6, 3)),
 }
@@ -71,7 +79,9 @@ def test_reshaping_parity(keras, convert, case):
     assert "permute(" not in forward_source(result)
 
 
-@pytest.mark.parametrize("case", ["pad2_asym", "crop2_first", "up2_bilinear", "resize_nearest_mixed", "pad1_first", "up1"])
+@pytest.mark.parametrize(
+    "case", ["pad2_asym", "crop2_first", "up2_bilinear", "resize_nearest_mixed", "pad1_first", "up1"]
+)
 def test_reshaping_layout_keep(keras, convert, case):
     result = convert(_build(keras, case), layout="keep")
     assert result.parity.worst_rel <= 1e-4
@@ -111,7 +121,10 @@ def test_reshaping_tf_keras2_h5(tmp_path, case):
 
 @pytest.mark.parametrize(
     "cls, kwargs",
-    [("UpSampling2D", {"size": 2, "interpolation": "bicubic"}), ("Resizing", {"height": 4, "width": 4, "interpolation": "lanczos3"})],
+    [
+        ("UpSampling2D", {"size": 2, "interpolation": "bicubic"}),
+        ("Resizing", {"height": 4, "width": 4, "interpolation": "lanczos3"}),
+    ],
     ids=["upsampling_bicubic", "resizing_lanczos"],
 )
 def test_inexact_interpolation_refused(keras, tmp_path, cls, kwargs):

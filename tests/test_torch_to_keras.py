@@ -148,7 +148,14 @@ class Functional(nn.Module):
         near = F.interpolate(y, size=(5, 12), mode="nearest") + F.interpolate(y, size=(5, 12), mode="nearest-exact")
         ps = self.shuffle(y)
         pooled = torch.cat(
-            [up.mean(dim=(2, 3)), lin.amax(dim=(2, 3)), cor.sum(dim=(2, 3)) / 50.0, cub.mean(dim=(2, 3)), near.mean(dim=(2, 3)), ps.mean(dim=(2, 3))],
+            [
+                up.mean(dim=(2, 3)),
+                lin.amax(dim=(2, 3)),
+                cor.sum(dim=(2, 3)) / 50.0,
+                cub.mean(dim=(2, 3)),
+                near.mean(dim=(2, 3)),
+                ps.mean(dim=(2, 3)),
+            ],
             dim=1,
         )
         s1, s2, s3 = torch.split(feats, [2, 3, 1], dim=2)
@@ -157,7 +164,11 @@ class Functional(nn.Module):
         seq = self.ln(self.proj(feats))
         q = seq.view(seq.size(0), -1, 5).permute(0, 2, 1).reshape(-1, 5 * feats.shape[1])
         r = torch.div(feats, 0.3, rounding_mode="floor") + torch.div(feats, 0.7, rounding_mode="trunc") + feats // 0.4
-        tiled = feats[:, :1].expand(-1, 3, -1).flatten(1) + feats[:, :3].repeat(1, 1, 1).flatten(1) + feats[:, 1:2].repeat(1, 3, 1).flatten(1)
+        tiled = (
+            feats[:, :1].expand(-1, 3, -1).flatten(1)
+            + feats[:, :3].repeat(1, 1, 1).flatten(1)
+            + feats[:, 1:2].repeat(1, 3, 1).flatten(1)
+        )
         stretched = F.interpolate(feats, size=10, mode="linear", align_corners=False).flatten(1)
         return pooled, torch.cat([z.flatten(1), t.flatten(1), q, s3.flatten(1), r[:, 0], tiled, stretched], dim=1), ps
 
@@ -279,7 +290,9 @@ def test_activations(tmp_path):
 @pytest.fixture(scope="module")
 def functional_result(tmp_path_factory):
     torch.manual_seed(0)
-    return convert(Functional(), (torch.randn(2, 4, 6, 8), torch.randn(2, 7, 6)), tmp_path_factory.mktemp("func") / "func")
+    return convert(
+        Functional(), (torch.randn(2, 4, 6, 8), torch.randn(2, 7, 6)), tmp_path_factory.mktemp("func") / "func"
+    )
 
 
 def test_functional_ops_multi_io(functional_result):
@@ -287,8 +300,19 @@ def test_functional_ops_multi_io(functional_result):
     assert result.parity.worst_rel <= 1e-4
     assert len(result.parity.outputs) == 3
     code = build_source(result)
-    for expected in ("keras.ops.split(", "keras.ops.einsum(", "keras.ops.matmul(", "keras.ops.concatenate(", "keras.ops.floor_divide(",
-                     "keras.ops.trunc(", "keras.ops.tile(", "Interpolate(", "PixelShuffle(", "layers.UpSampling2D(", "layers.GroupNormalization(groups=8"):
+    for expected in (
+        "keras.ops.split(",
+        "keras.ops.einsum(",
+        "keras.ops.matmul(",
+        "keras.ops.concatenate(",
+        "keras.ops.floor_divide(",
+        "keras.ops.trunc(",
+        "keras.ops.tile(",
+        "Interpolate(",
+        "PixelShuffle(",
+        "layers.UpSampling2D(",
+        "layers.GroupNormalization(groups=8",
+    ):
         assert expected in code, expected  # fmt: skip
     # the (N, 7, 6) sequence input has no channels: it keeps PyTorch's order
     assert "perm" not in result.manifest["inputs"][1]
@@ -461,7 +485,12 @@ def cnn_result(tmp_path_factory):
 def test_cnn_reads_as_written(cnn_result):
     code = (cnn_result.out / "model.py").read_text()
     imports = [line for line in code.splitlines() if line.startswith(("import ", "from "))]
-    assert imports == ["from __future__ import annotations", "from pathlib import Path", "import keras", "from keras import layers"]
+    assert imports == [
+        "from __future__ import annotations",
+        "from pathlib import Path",
+        "import keras",
+        "from keras import layers",
+    ]
     for name in ("features_0", "features_1", "features_2", "features_3", "head"):
         assert f'name="{name}"' in code
     assert "Permute" not in code and "transpose" not in code
@@ -519,16 +548,26 @@ def test_custom_layers_save_and_reload(tokens_result, functional_result, tmp_pat
     ids = np.random.default_rng(0).integers(0, 20, (3, 6))
     path = tmp_path / "tok.keras"
     result.keras_model.save(path)
-    np.testing.assert_allclose(np.asarray(keras.models.load_model(path)(ids)), np.asarray(result.keras_model(ids)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(keras.models.load_model(path)(ids)), np.asarray(result.keras_model(ids)), atol=1e-6
+    )
 
 
 # -- sources and errors ----------------------------------------------------------------------
 def test_pt2_file_and_cli(tmp_path):
     module = randomize_bn(small_cnn().eval())
-    program = torch.export.export(module, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        module, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     path = tmp_path / "cnn.pt2"
     torch.export.save(program, path)
-    done = subprocess.run([sys.executable, "-m", "ktorch.cli", "convert", str(path)], capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "ktorch.cli", "convert", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     out = tmp_path / "cnn_keras"
     manifest = json.loads((out / "ktorch.json").read_text())
@@ -560,7 +599,9 @@ def test_factory_string(tmp_path, monkeypatch):
         for p in trained.parameters():
             p.add_(torch.randn_like(p))
     torch.save(trained.state_dict(), tmp_path / "trained.pt")
-    result = ktorch.convert("userpkg:make", tmp_path / "made", input_shapes=[[1, 3, 16, 16]], weights=tmp_path / "trained.pt")
+    result = ktorch.convert(
+        "userpkg:make", tmp_path / "made", input_shapes=[[1, 3, 16, 16]], weights=tmp_path / "trained.pt"
+    )
     assert result.parity.passed and result.parity.worst_rel <= 1e-4
     assert result.manifest["inputs"][0]["shape"] == [None, 3, 16, 16]
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype("float32")
@@ -595,7 +636,9 @@ def test_parity_error_over_tolerance(tmp_path):
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3)).eval()
     with pytest.raises(ParityError, match="relative error"):
-        ktorch.convert(module, tmp_path / "strict", example_inputs=(torch.randn(2, 3, 6, 6),), to="keras", tolerance=1e-30)
+        ktorch.convert(
+            module, tmp_path / "strict", example_inputs=(torch.randn(2, 3, 6, 6),), to="keras", tolerance=1e-30
+        )
     manifest = json.loads((tmp_path / "strict" / "ktorch.json").read_text())
     assert manifest["parity"]["passed"] is False and manifest["parity"]["max_rel"] > 1e-30
 

@@ -44,10 +44,7 @@ def own_inputs_parity(result, module, arrays: list[np.ndarray]) -> float:
     ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
     got = result.keras_model(arrays if len(arrays) > 1 else arrays[0], training=False)
     got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
-    return max(
-        float(np.max(np.abs(r - g)) / max(1.0, float(np.max(np.abs(r)))))
-        for r, g in zip(ref, got)
-    )
+    return max(float(np.max(np.abs(r - g)) / max(1.0, float(np.max(np.abs(r))))) for r, g in zip(ref, got))
 
 
 # -- recurrent ------------------------------------------------------------------------------
@@ -58,9 +55,7 @@ class Classifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.embed = nn.Embedding(30, 8, padding_idx=0)
-        self.lstm = nn.LSTM(
-            8, 6, num_layers=2, bidirectional=True, batch_first=True, dropout=0.3
-        )
+        self.lstm = nn.LSTM(8, 6, num_layers=2, bidirectional=True, batch_first=True, dropout=0.3)
         self.gru = nn.GRU(12, 5, batch_first=True)
         self.head = nn.Linear(5 + 12, 4)
 
@@ -75,14 +70,8 @@ def test_lstm_gru_classifier(tmp_path):
     module = Classifier()
     result = convert(module, (torch.randint(0, 30, (2, 9)),), tmp_path / "clf")
     code = build_source(result)
-    assert (
-        code.count("layers.Bidirectional(") == 2
-        and "layers.LSTM(units=6" in code
-        and "layers.GRU(units=5" in code
-    )
-    assert (
-        'name="lstm_l0"' in code and 'name="lstm_l1"' in code and 'name="gru"' in code
-    )
+    assert code.count("layers.Bidirectional(") == 2 and "layers.LSTM(units=6" in code and "layers.GRU(units=5" in code
+    assert 'name="lstm_l0"' in code and 'name="lstm_l1"' in code and 'name="gru"' in code
     assert result.manifest["inputs"][0]["range"] == [0, 30]
     # another batch size than the export's, with padding tokens: same numbers
     ids = np.random.default_rng(1).integers(0, 30, (5, 9)).astype("int64")
@@ -91,9 +80,7 @@ def test_lstm_gru_classifier(tmp_path):
 
 
 class Stack(nn.Module):
-    def __init__(
-        self, cls: type, layers: int, bidirectional: bool, batch_first: bool, **kwargs
-    ) -> None:
+    def __init__(self, cls: type, layers: int, bidirectional: bool, batch_first: bool, **kwargs) -> None:
         super().__init__()
         self.batch_first = batch_first
         self.rnn = cls(
@@ -168,9 +155,7 @@ class Seq2Seq(nn.Module):
 
 def test_initial_states_from_another_rnn(tmp_path):
     torch.manual_seed(2)
-    result = convert(
-        Seq2Seq(), (torch.randn(2, 7, 4), torch.randn(2, 5, 3)), tmp_path / "s2s"
-    )
+    result = convert(Seq2Seq(), (torch.randn(2, 7, 4), torch.randn(2, 5, 3)), tmp_path / "s2s")
     code = build_source(result)
     assert "initial_state=[encoder_l0_h, encoder_l0_c]" in code
     assert "initial_state=[gru_enc_fw_h, gru_enc_bw_h]" in code
@@ -204,9 +189,7 @@ class Encoder(nn.Module):
             batch_first=batch_first,
             norm_first=norm_first,
         )
-        self.encoder = nn.TransformerEncoder(
-            layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=False
-        )
+        self.encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(16), enable_nested_tensor=False)
         self.head = nn.Linear(16, 3)
 
     def forward(self, x):
@@ -231,15 +214,9 @@ def test_transformer_encoder(tmp_path, batch_first, norm_first, activation):
         tmp_path / "enc",
     )
     code = build_source(result)
-    assert (
-        code.count("layers.MultiHeadAttention(") == 2
-        and "num_heads=4, key_dim=4" in code
-    )
+    assert code.count("layers.MultiHeadAttention(") == 2 and "num_heads=4, key_dim=4" in code
     assert code.count("layers.LayerNormalization(") == 5
-    assert (
-        'name="encoder_layers_0_self_attn"' in code
-        and 'name="encoder_layers_1_linear2"' in code
-    )
+    assert 'name="encoder_layers_0_self_attn"' in code and 'name="encoder_layers_1_linear2"' in code
 
 
 class Decoder(nn.Module):
@@ -290,14 +267,10 @@ class PaddedCrossAttention(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(
-            16, 2, batch_first=True, kdim=12, vdim=12, bias=False
-        )
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True, kdim=12, vdim=12, bias=False)
 
     def forward(self, x, memory, padding):
-        return self.attn(
-            x, memory, memory, key_padding_mask=padding, need_weights=False
-        )[0]
+        return self.attn(x, memory, memory, key_padding_mask=padding, need_weights=False)[0]
 
 
 class CausalAttention(nn.Module):
@@ -314,9 +287,7 @@ class CausalAttention(nn.Module):
 
 def test_multihead_attention_time_major_with_weights(tmp_path):
     torch.manual_seed(5)
-    result = convert(
-        SelfAttentionWeights(), (torch.randn(6, 2, 16),), tmp_path / "mha_w"
-    )
+    result = convert(SelfAttentionWeights(), (torch.randn(6, 2, 16),), tmp_path / "mha_w")
     code = build_source(result)
     assert "return_attention_scores=True" in code and "keras.ops.mean(" in code
     assert result.parity.outputs[1].shape == (2, 6, 6)
@@ -334,24 +305,18 @@ def test_multihead_attention_key_padding_mask(tmp_path):
         padding,
     ]
     example = tuple(torch.from_numpy(a) for a in inputs)
-    result = convert(
-        PaddedCrossAttention(), example, tmp_path / "mha_pad", inputs=inputs
-    )
+    result = convert(PaddedCrossAttention(), example, tmp_path / "mha_pad", inputs=inputs)
     code = build_source(result)
     assert "value_mask=" in code and "use_bias=False" in code
     # the mask matters: without it the numbers differ
-    unmasked = result.keras_model(
-        [inputs[0], inputs[1], np.zeros_like(padding)], training=False
-    )
+    unmasked = result.keras_model([inputs[0], inputs[1], np.zeros_like(padding)], training=False)
     masked = result.keras_model(inputs, training=False)
     assert np.max(np.abs(np.asarray(masked) - np.asarray(unmasked))) > 1e-3
 
 
 def test_multihead_attention_causal_mask(tmp_path):
     torch.manual_seed(7)
-    result = convert(
-        CausalAttention(), (torch.randn(2, 6, 16),), tmp_path / "mha_causal"
-    )
+    result = convert(CausalAttention(), (torch.randn(2, 6, 16),), tmp_path / "mha_causal")
     code = build_source(result)
     assert "use_causal_mask=True" in code and "keras.ops.mean(" not in code
     assert result.parity.outputs[1].shape == (2, 4, 6, 6)
@@ -364,23 +329,16 @@ class Sdpa(nn.Module):
         self.qkv = nn.Linear(16, 48)
 
     def forward(self, x, keep):
-        q, k, v = (
-            t.unflatten(-1, (4, 4)).transpose(1, 2)
-            for t in self.qkv(x).chunk(3, dim=-1)
-        )
+        q, k, v = (t.unflatten(-1, (4, 4)).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
         mask = keep[:, None, None, :] if self.masked else None
         return (
-            F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=self.causal, scale=0.3
-            )
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=0.3)
             .transpose(1, 2)
             .flatten(2)
         )
 
 
-@pytest.mark.parametrize(
-    "causal, masked", [(True, False), (False, True)], ids=["is_causal", "bool-mask"]
-)
+@pytest.mark.parametrize("causal, masked", [(True, False), (False, True)], ids=["is_causal", "bool-mask"])
 def test_scaled_dot_product_attention(tmp_path, causal, masked):
     torch.manual_seed(8)
     rng = np.random.default_rng(1)
@@ -420,9 +378,7 @@ def test_rms_norm_and_layer_norm(tmp_path):
     result = convert(module, (torch.randn(2, 5, 8),), tmp_path / "norms")
     code = build_source(result)
     assert code.count("layers.RMSNormalization(") == 2 and "epsilon=1e-05" in code
-    assert (
-        "epsilon=1.1920928955078125e-07" in code
-    )  # eps=None is float32's machine epsilon
+    assert "epsilon=1.1920928955078125e-07" in code  # eps=None is float32's machine epsilon
 
 
 class MaskedEncoder(nn.Module):
@@ -432,14 +388,10 @@ class MaskedEncoder(nn.Module):
         super().__init__()
         layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.register_buffer(
-            "causal", nn.Transformer.generate_square_subsequent_mask(5)
-        )
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(5))
 
     def forward(self, x, padding):
-        return self.encoder(
-            x, mask=self.causal, src_key_padding_mask=padding, is_causal=True
-        )
+        return self.encoder(x, mask=self.causal, src_key_padding_mask=padding, is_causal=True)
 
 
 def test_transformer_encoder_with_masks(tmp_path):
@@ -533,12 +485,8 @@ class Seq2SeqTransformer(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.transformer = nn.Transformer(
-            16, 2, 1, 2, 24, dropout=0.1, batch_first=True, norm_first=True
-        )
-        self.register_buffer(
-            "causal", nn.Transformer.generate_square_subsequent_mask(4)
-        )
+        self.transformer = nn.Transformer(16, 2, 1, 2, 24, dropout=0.1, batch_first=True, norm_first=True)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(4))
 
     def forward(self, src, tgt):
         return self.transformer(src, tgt, tgt_mask=self.causal, tgt_is_causal=True)
@@ -552,10 +500,7 @@ def test_nn_transformer(tmp_path):
         tmp_path / "transformer",
     )
     code = build_source(result)
-    assert (
-        code.count("layers.MultiHeadAttention(") == 5
-        and code.count("use_causal_mask=True") == 2
-    )
+    assert code.count("layers.MultiHeadAttention(") == 5 and code.count("use_causal_mask=True") == 2
 
 
 class ZeroStates(nn.Module):
@@ -597,10 +542,6 @@ class DefaultCall(nn.Module):
 
 def test_multihead_attention_default_call(tmp_path):
     torch.manual_seed(13)
-    result = convert(
-        DefaultCall(), (torch.randint(0, 40, (2, 6)),), tmp_path / "mha_default"
-    )
+    result = convert(DefaultCall(), (torch.randint(0, 40, (2, 6)),), tmp_path / "mha_default")
     code = build_source(result)
-    assert (
-        "layers.MultiHeadAttention(" in code and "return_attention_scores" not in code
-    )
+    assert "layers.MultiHeadAttention(" in code and "return_attention_scores" not in code

@@ -30,7 +30,18 @@ SLOW = [
 ]
 KWARGS = {"googlenet": {"aux_logits": False, "init_weights": False}, "vit_b_16": {"image_size": 32}}
 SIZES = {"vit_b_16": 32}
-STANDARD_CNNS = {"resnet18", "resnet50", "mobilenet_v2", "squeezenet1_0", "mnasnet0_5", "regnet_x_400mf", "efficientnet_b0", "mobilenet_v3_small", "densenet121", "googlenet"}
+STANDARD_CNNS = {
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "squeezenet1_0",
+    "mnasnet0_5",
+    "regnet_x_400mf",
+    "efficientnet_b0",
+    "mobilenet_v3_small",
+    "densenet121",
+    "googlenet",
+}
 
 
 def export_pt2(name: str, path, size: int = 64):
@@ -54,7 +65,9 @@ def check_model(name: str, tmp_path, size: int = 64):
     result = ktorch.convert(src, tmp_path / f"{name}_keras")
     elapsed = time.perf_counter() - start
     assert result.parity.passed and result.parity.worst_rel <= 1e-4, result.parity
-    print(f"\n{name} ({size}x{size}): worst relative error {result.parity.worst_rel:.2e}, converted and verified in {elapsed:.1f} s")
+    print(
+        f"\n{name} ({size}x{size}): worst relative error {result.parity.worst_rel:.2e}, converted and verified in {elapsed:.1f} s"
+    )
     manifest = json.loads((result.out / "ktorch.json").read_text())
     assert manifest["parity"]["passed"] and manifest["direction"] == "torch->keras"
     if name in STANDARD_CNNS:
@@ -76,7 +89,15 @@ def test_torchvision_fast(name, tmp_path):
     code = (result.out / "model.py").read_text()
     assert "import torch" not in code and "tensorflow" not in code
     if name == "resnet18":  # one Keras layer per PyTorch module, named after the module path
-        for layer in ("conv1", "bn1", "layer1_0_conv1", "layer1_0_bn2", "layer2_0_downsample_0", "layer4_1_conv2", "fc"):
+        for layer in (
+            "conv1",
+            "bn1",
+            "layer1_0_conv1",
+            "layer1_0_bn2",
+            "layer2_0_downsample_0",
+            "layer4_1_conv2",
+            "fc",
+        ):
             assert f'name="{layer}"' in code, layer
         assert code.count("layers.Conv2D(") == 20 and code.count("layers.BatchNormalization(") == 20
 

@@ -239,7 +239,9 @@ def test_unsupported_regularizer_is_reported(keras, convert):
     out = keras.layers.Dense(4, kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.01), name="fc")(inp)
     with pytest.warns(UserWarning, match="kernel_regularizer OrthogonalRegularizer"):
         result = convert(keras.Model(inp, out, name="ortho"))
-    assert result.manifest["training"]["dropped"] == ["fc (Dense): kernel_regularizer OrthogonalRegularizer (only L1, L2, L1L2)"]
+    assert result.manifest["training"]["dropped"] == [
+        "fc (Dense): kernel_regularizer OrthogonalRegularizer (only L1, L2, L1L2)"
+    ]
 
 
 def test_regularizers_argument_for_torch_sources(tmp_path):

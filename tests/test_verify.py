@@ -110,7 +110,9 @@ def test_scaled_weight_fails_and_names_its_layer(converted, tmp_path):
     first = data["first_divergence"]
     assert first["source"] == "conv2" and first["class"] == "Conv2D" and first["emitted"] == "conv2"
     assert first["isolated"]["max_rel"] > 1e-3
-    assert first["isolated"]["worst"] and len(first["isolated"]["worst"][0]["index"]) == 4  # NHWC index in the source layout
+    assert (
+        first["isolated"]["worst"] and len(first["isolated"]["worst"][0]["index"]) == 4
+    )  # NHWC index in the source layout
     assert isolated_failures(data) == ["conv2"]  # the layers after it are fed the source's values, so they agree
     assert "conv2" in data["summary"]
 
@@ -245,7 +247,23 @@ def test_junit_and_markdown(converted, tmp_path):
     planted = copy_of(out, tmp_path)
     edit_model_py(planted, "sub = conv2 - conv3", "sub = conv3 - conv2")
     junit, markdown = tmp_path / "r.xml", tmp_path / "r.md"
-    assert main(["verify", str(src), str(planted), "--batch", "1,2", "--junit", str(junit), "--markdown", str(markdown), "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "verify",
+                str(src),
+                str(planted),
+                "--batch",
+                "1,2",
+                "--junit",
+                str(junit),
+                "--markdown",
+                str(markdown),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     root = ET.parse(junit).getroot()
     assert root.tag == "testsuites"
     suite = root.find("testsuite")

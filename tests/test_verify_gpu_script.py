@@ -16,7 +16,20 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     env = dict(os.environ, KERAS_BACKEND="torch", PYTHON=sys.executable)
     summary = tmp_path / "summary.json"
     done = subprocess.run(
-        ["bash", str(SCRIPT), "--device", "cpu", "--models", "cnn", "--batch", "1,2", "--workdir", str(tmp_path / "work"), "--json", str(summary)],
+        [
+            "bash",
+            str(SCRIPT),
+            "--device",
+            "cpu",
+            "--models",
+            "cnn",
+            "--batch",
+            "1,2",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(summary),
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -43,7 +43,7 @@ def sample(tmp_path_factory) -> tuple[Path, Path, Path]:
     return src, out, broken
 
 
-TESTS = '''
+TESTS = """
 import pytest
 from ktorch.graph.errors import ParityError
 
@@ -62,7 +62,7 @@ def test_broken(ktorch_parity):
 def test_needs_gpu():
     import torch
     assert torch.cuda.is_available()
-'''
+"""
 
 
 def test_plugin_fixtures_on_cpu(pytester, sample):

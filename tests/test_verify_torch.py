@@ -80,7 +80,11 @@ def test_torch_to_keras_layers_with_a_layer_map(converted, tmp_path):
     code = (planted / "model.py").read_text()
     for name in ("conv", "bn", "fc"):
         assert f"{name} = layers." in code, code
-    manifest["values"] = {"conv": {"emitted": "conv", "perm": [0, 2, 3, 1]}, "bn": {"emitted": "bn", "perm": [0, 2, 3, 1]}, "fc": {"emitted": "fc"}}
+    manifest["values"] = {
+        "conv": {"emitted": "conv", "perm": [0, 2, 3, 1]},
+        "bn": {"emitted": "bn", "perm": [0, 2, 3, 1]},
+        "fc": {"emitted": "fc"},
+    }
     (planted / "ktorch.json").write_text(json.dumps(manifest))
     report = verify_conversion(src, planted)
     assert report.passed, report.summary()

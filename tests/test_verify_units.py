@@ -27,7 +27,9 @@ def test_compare_relative_to_scale_and_worst_elements():
     assert c.max_rel == pytest.approx(0.05 / np.abs(ref).max(), rel=1e-3)
     assert c.passed == (c.max_rel <= 1e-3)
     assert [w["index"] for w in c.worst] == [[1, 2, 3], [0, 0, 0]]
-    assert c.worst[0]["expected"] == pytest.approx(float(ref[1, 2, 3])) and c.worst[0]["got"] == pytest.approx(float(got[1, 2, 3]))
+    assert c.worst[0]["expected"] == pytest.approx(float(ref[1, 2, 3])) and c.worst[0]["got"] == pytest.approx(
+        float(got[1, 2, 3])
+    )
     assert not compare("x", ref, got, 1e-5).passed
 
 
@@ -62,16 +64,27 @@ def test_profiles():
 def test_precision_settings_pin_tf32_and_restore():
     import torch
 
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    before = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
     with precision_settings("cuda", tf32=False) as settings:
         assert settings["tf32"] is False
-        assert settings["torch.backends.cuda.matmul.allow_tf32"] is False and settings["torch.backends.cudnn.allow_tf32"] is False
+        assert (
+            settings["torch.backends.cuda.matmul.allow_tf32"] is False
+            and settings["torch.backends.cudnn.allow_tf32"] is False
+        )
         assert torch.get_float32_matmul_precision() == "highest"
     with precision_settings("cuda", tf32=True) as settings:
         assert settings["torch.backends.cudnn.allow_tf32"] is True and torch.get_float32_matmul_precision() == "high"
         if "tensorflow.tensor_float_32_execution" in settings:
             assert settings["tensorflow.tensor_float_32_execution"] is True
-    after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    after = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
     assert after == before
 
 
@@ -136,7 +149,9 @@ def test_multi_input_two_outputs_and_output_tolerance(tmp_path):
     assert run.outputs[0].tolerance == 1e-4 and run.outputs[1].tolerance == 1e-6
     assert {layer.source for layer in run.layers} >= {"conv", "gap", "feature_dense", "concat", "score", "embedding"}
     code = (out / "model.py").read_text()
-    (out / "model.py").write_text(code.replace("torch.cat([gap, feature_dense], dim=1)", "torch.cat([feature_dense, gap], dim=1)"))
+    (out / "model.py").write_text(
+        code.replace("torch.cat([gap, feature_dense], dim=1)", "torch.cat([feature_dense, gap], dim=1)")
+    )
     swapped = verify_conversion(src, out)
     assert swapped.exit_code == 1 and swapped.first_divergence[1].source == "concat", swapped.summary()
 
@@ -168,7 +183,11 @@ finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays("float32", st.tuples(st.integers(1, 4), st.integers(1, 5)), elements=finite), st.floats(0, 1), st.integers(0, 2**31 - 1))
+@given(
+    arrays("float32", st.tuples(st.integers(1, 4), st.integers(1, 5)), elements=finite),
+    st.floats(0, 1),
+    st.integers(0, 2**31 - 1),
+)
 def test_compare_tolerance_is_the_max_relative_error(reference, noise, seed):
     got = reference + np.random.default_rng(seed).normal(0, noise, reference.shape).astype("float32")
     c = compare("x", reference, got, 1e-4)

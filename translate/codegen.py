@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 E = TypeVar("E", bound="ValueNames")
 
 
-def identifier(text: str, *, default: str = "x", digit_prefix: bool = True, lower: bool = False, collapse: bool = False) -> str:
+def identifier(
+    text: str, *, default: str = "x", digit_prefix: bool = True, lower: bool = False, collapse: bool = False
+) -> str:
     """`text` as a Python identifier: every non-word character becomes "_", leading and
     trailing "_" go; `collapse` merges runs of "_", `lower` lower-cases, an empty result
     is `default`, and `digit_prefix` puts "x" before a leading digit. Each reader and writer
@@ -83,7 +85,11 @@ def emit_nodes(graph: Graph, em: E, direction: str, writer: str) -> E:
     """Bind the graph's inputs in `em` and run every node's translator registered under
     `direction` ("ir->torch") in order; first raise UnsupportedOpError listing every op
     kind the `writer` ("PyTorch") has no translator for."""
-    missing = [(n.source or n.name, n.op, f"no {writer} writer for this op kind") for n in graph.nodes if lookup(direction, n.op) is None]
+    missing = [
+        (n.source or n.name, n.op, f"no {writer} writer for this op kind")
+        for n in graph.nodes
+        if lookup(direction, n.op) is None
+    ]
     if missing:
         raise UnsupportedOpError(sorted(set(missing)), where=f"the {writer} writer")
     for value in graph.inputs:

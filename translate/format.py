@@ -28,7 +28,9 @@ def format_source(code: str) -> str:
     except SyntaxError as exc:
         from ..graph.errors import GraphError
 
-        raise GraphError(f"internal error: the generated source does not compile ({exc.msg}, line {exc.lineno}); please report it") from exc
+        raise GraphError(
+            f"internal error: the generated source does not compile ({exc.msg}, line {exc.lineno}); please report it"
+        ) from exc
     formatted = _ruff_format(code)
     return formatted if formatted is not None else layout(code)
 
@@ -89,7 +91,9 @@ def layout(code: str) -> str:
         done = last + 1
         original = lines[first : last + 1]
         kinds = [t.type for t in tokens if t.type != tokenize.NL]
-        if any(t.type == tokenize.COMMENT or (t.type == tokenize.STRING and t.start[0] != t.end[0]) for t in tokens) or any(
+        if any(
+            t.type == tokenize.COMMENT or (t.type == tokenize.STRING and t.start[0] != t.end[0]) for t in tokens
+        ) or any(
             a == b == tokenize.STRING for a, b in zip(kinds, kinds[1:])
         ):  # comments, multi-line strings and implicitly joined ones stay as they are
             out.extend(original)
@@ -110,7 +114,9 @@ def _statements(code: str):
     """(first row, last row, tokens) of each logical line, rows counted from 0."""
     tokens: list[tokenize.TokenInfo] = []
     for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-        if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER) or (tok.type == tokenize.NL and not tokens):
+        if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER) or (
+            tok.type == tokenize.NL and not tokens
+        ):
             continue
         if tok.type == tokenize.COMMENT and not tokens:
             continue
@@ -168,7 +174,11 @@ def _double_quotes(code: str) -> str:
 
 def _parse(text: str) -> list:
     """The line's code as a sequence of str pieces and _Groups (bracket pairs)."""
-    tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)]
+    tokens = [
+        t
+        for t in tokenize.generate_tokens(io.StringIO(text).readline)
+        if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
+    ]
     stack: list[tuple[_Group | None, list]] = [(None, [])]
     pos = 0
     for tok in tokens:

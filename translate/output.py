@@ -208,7 +208,9 @@ def check_output_file(target: str | Path, *, force: bool, sources: Iterable[str 
     or the source; an existing file only with `force` (the user named that file to be replaced)."""
     target = Path(os.path.abspath(target))
     if target.is_symlink():
-        raise UnsafeOutputError(f"{target}: is a symbolic link; ktorch never replaces a link or writes through one: {CHOOSE}")
+        raise UnsafeOutputError(
+            f"{target}: is a symbolic link; ktorch never replaces a link or writes through one: {CHOOSE}"
+        )
     _check_sources(target, Path(os.path.realpath(target)), sources)
     if target.is_dir():
         raise UnsafeOutputError(f"{target}: is a directory; ktorch export writes one file: {CHOOSE}")

@@ -30,7 +30,9 @@ def _output_tolerance(text: str) -> tuple[str, float]:
             raise ValueError
         return name, float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--output-tolerance takes NAME=TOLERANCE, like predictions=1e-3 (got {text!r})") from None
+        raise argparse.ArgumentTypeError(
+            f"--output-tolerance takes NAME=TOLERANCE, like predictions=1e-3 (got {text!r})"
+        ) from None
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -45,28 +47,68 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     v.add_argument("src", type=Path, help="the source model file")
     v.add_argument("converted", type=Path, help="the output directory of `ktorch convert`")
-    v.add_argument("--device", choices=("cpu", "cuda", "all"), default="cpu", help="where to run both sides (default cpu; all: cpu and, if present, cuda)")
-    v.add_argument("--batch", type=_batches, default=[2], metavar="N[,N...]", help="batch sizes of the random inputs (default 2)")
-    v.add_argument("--inputs", type=Path, metavar="DATA.npz", help="real inputs: one array per model input, named after it, in the source's layout")
-    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    v.add_argument("--tolerance", type=float, help="relative tolerance for every tensor (default: the device/dtype profile, 1e-4 for fp32 on CPU)")
     v.add_argument(
-        "--output-tolerance", type=_output_tolerance, action="append", default=[], metavar="NAME=T", help="tolerance for one output (repeatable)"
+        "--device",
+        choices=("cpu", "cuda", "all"),
+        default="cpu",
+        help="where to run both sides (default cpu; all: cpu and, if present, cuda)",
     )
-    v.add_argument("--tf32", action="store_true", help="allow TF32 on GPU (pinned off by default) and use the looser cuda-tf32 profile")
+    v.add_argument(
+        "--batch", type=_batches, default=[2], metavar="N[,N...]", help="batch sizes of the random inputs (default 2)"
+    )
+    v.add_argument(
+        "--inputs",
+        type=Path,
+        metavar="DATA.npz",
+        help="real inputs: one array per model input, named after it, in the source's layout",
+    )
+    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    v.add_argument(
+        "--tolerance",
+        type=float,
+        help="relative tolerance for every tensor (default: the device/dtype profile, 1e-4 for fp32 on CPU)",
+    )
+    v.add_argument(
+        "--output-tolerance",
+        type=_output_tolerance,
+        action="append",
+        default=[],
+        metavar="NAME=T",
+        help="tolerance for one output (repeatable)",
+    )
+    v.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 on GPU (pinned off by default) and use the looser cuda-tf32 profile",
+    )
     v.add_argument(
         "--mode",
         choices=("both", "isolated", "propagated", "outputs"),
         default="both",
         help="which intermediates to compare: propagated (each side on its own), isolated (each layer fed the source's inputs), both (default), or outputs only",
     )
-    v.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON (schema ktorch.verify/1); '-' for stdout")
-    v.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
-    v.add_argument("--markdown", type=Path, metavar="PATH", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY); '-' for stdout")
-    v.add_argument("--quiet", action="store_true", help="print only the verdict line")
-    v.add_argument("--trust-code", action="store_true", help="allow the source's Lambda layers to be deserialized and run (trusted files only)")
     v.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (e.g. one that registers the source's custom Keras layers; runs its code)"
+        "--json", type=Path, metavar="PATH", help="write the report as JSON (schema ktorch.verify/1); '-' for stdout"
+    )
+    v.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
+    v.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY); '-' for stdout",
+    )
+    v.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    v.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow the source's Lambda layers to be deserialized and run (trusted files only)",
+    )
+    v.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (e.g. one that registers the source's custom Keras layers; runs its code)",
     )
     v.add_argument(
         "--allow-different-source",

@@ -31,13 +31,24 @@ class Comparison:
         return d
 
 
-def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float = DEFAULT_RTOL, *, worst: int = 0) -> Comparison:
+def compare(
+    name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float = DEFAULT_RTOL, *, worst: int = 0
+) -> Comparison:
     """Compare `candidate` with `reference` (same layout): floats within `tolerance`
     relative to the reference's scale, integers and bools exactly, NaN/Inf at the same
     positions. `worst` > 0 records that many of the largest differences."""
     ref, got = (_widen(np.asarray(a)) for a in (reference, candidate))
     if ref.shape != got.shape:
-        return Comparison(name, ref.shape, float("inf"), float("inf"), tolerance, False, f"shape {got.shape} != {ref.shape}", exact=True)
+        return Comparison(
+            name,
+            ref.shape,
+            float("inf"),
+            float("inf"),
+            tolerance,
+            False,
+            f"shape {got.shape} != {ref.shape}",
+            exact=True,
+        )
     if ref.size == 0:
         return Comparison(name, ref.shape, 0.0, 0.0, tolerance, True)
     if not np.issubdtype(ref.dtype, np.floating) or not np.issubdtype(got.dtype, np.floating):
@@ -45,7 +56,15 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
         full = np.abs(ref.astype(np.float64) - got.astype(np.float64))
         diff = float(np.max(full))
         return Comparison(
-            name, ref.shape, diff, diff, 0.0, equal, "" if equal else "integer values differ", worst_elements(ref, got, full, worst), exact=True
+            name,
+            ref.shape,
+            diff,
+            diff,
+            0.0,
+            equal,
+            "" if equal else "integer values differ",
+            worst_elements(ref, got, full, worst),
+            exact=True,
         )
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     bad_ref, bad_got = ~np.isfinite(ref64), ~np.isfinite(got64)
@@ -61,7 +80,16 @@ def compare(name: str, reference: np.ndarray, candidate: np.ndarray, tolerance: 
     scale = float(np.max(np.abs(ref64[finite]))) if finite.any() else 0.0
     max_rel = max_abs / (scale if scale > 0 else 1.0)
     passed = max_rel <= tolerance
-    return Comparison(name, ref.shape, max_abs, max_rel, tolerance, passed, "", worst_elements(ref, got, full, worst) if max_abs > 0 else [])
+    return Comparison(
+        name,
+        ref.shape,
+        max_abs,
+        max_rel,
+        tolerance,
+        passed,
+        "",
+        worst_elements(ref, got, full, worst) if max_abs > 0 else [],
+    )
 
 
 def _widen(array: np.ndarray) -> np.ndarray:
@@ -81,7 +109,12 @@ def worst_elements(reference: np.ndarray, candidate: np.ndarray, diff: np.ndarra
             break
         index = tuple(int(x) for x in np.unravel_index(int(i), diff.shape))
         rows.append(
-            {"index": list(index), "expected": _scalar(reference[index]), "got": _scalar(candidate[index]), "abs_err": _scalar(np.abs(np.float64(reference[index]) - np.float64(candidate[index])))}
+            {
+                "index": list(index),
+                "expected": _scalar(reference[index]),
+                "got": _scalar(candidate[index]),
+                "abs_err": _scalar(np.abs(np.float64(reference[index]) - np.float64(candidate[index]))),
+            }
         )
     return rows
 

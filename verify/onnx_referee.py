@@ -85,7 +85,9 @@ def check_onnx_parity(
     )  # fmt: skip
 
 
-def run_emitted(directory: Path, manifest: dict[str, Any], inputs: Sequence[np.ndarray], *, model: Any = None) -> list[np.ndarray]:
+def run_emitted(
+    directory: Path, manifest: dict[str, Any], inputs: Sequence[np.ndarray], *, model: Any = None
+) -> list[np.ndarray]:
     """Outputs of an emitted directory (PyTorch or Keras), inputs in its own layout."""
     from .runners import import_emitted, run_keras, run_torch
 
@@ -180,7 +182,13 @@ class RefereeReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"exporter": self.exporter, "verdict": self.verdict, "summary": self.summary(), "outputs": [o.to_dict() for o in self.outputs], "notes": self.notes}
+        return {
+            "exporter": self.exporter,
+            "verdict": self.verdict,
+            "summary": self.summary(),
+            "outputs": [o.to_dict() for o in self.outputs],
+            "notes": self.notes,
+        }
 
 
 def _run_source(src: Path, manifest: dict[str, Any], arrays: list[np.ndarray], trust_code: bool) -> list[np.ndarray]:
@@ -247,7 +255,12 @@ def referee(
         got = to_source(raw, spec.get("perm"))
         name = spec["name"]
         results.append(
-            RefereeOutput(name, compare(name, ref, got, tolerance, worst=3), compare(name, ref, ort, tolerance), compare(name, got, ort, tolerance))
+            RefereeOutput(
+                name,
+                compare(name, ref, got, tolerance, worst=3),
+                compare(name, ref, ort, tolerance),
+                compare(name, got, ort, tolerance),
+            )
         )
     notes = [f"Keras ran on {keras_backend()}"] if manifest.get("direction", "").startswith("keras") else []
     return RefereeReport(results, exporter, None if onnx_file is None else str(onnx_file), notes)
@@ -260,12 +273,19 @@ def referee_for_cli(args: Any, console: Any, exporter: Callable[..., Any] | None
 
     try:
         report = referee(
-            args.src, args.converted, seed=args.seed, batch=args.batch[0], tolerance=args.tolerance or DEFAULT_RTOL, trust_code=args.trust_code,
+            args.src,
+            args.converted,
+            seed=args.seed,
+            batch=args.batch[0],
+            tolerance=args.tolerance or DEFAULT_RTOL,
+            trust_code=args.trust_code,
             exporter=exporter,
         )
     except (KtorchError, ImportError, OSError) as exc:
         console.print(f"[yellow]referee (ONNX Runtime) could not run[/]: {exc}")
         return {"error": str(exc)}
-    colour = {"agree": "green", "source": "red", "emitted": "yellow", "both": "yellow", "neither": "red"}[report.verdict]
+    colour = {"agree": "green", "source": "red", "emitted": "yellow", "both": "yellow", "neither": "red"}[
+        report.verdict
+    ]
     console.print(f"[{colour}]{report.summary()}[/]")
     return report.to_dict()

@@ -87,7 +87,10 @@ def check_outputs(
     compute = manifest.get("model", {}).get("compute_dtype")
     if compute:  # a float16/bfloat16 source is judged by its compute dtype's profile, at least
         tolerance = max(tolerance, select_profile(device, [compute]).rtol)
-    comparisons = [compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance) for spec, ref, g in zip(outs, expected, got)]
+    comparisons = [
+        compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance)
+        for spec, ref, g in zip(outs, expected, got)
+    ]
     used_batch = len(arrays[0]) if arrays and arrays[0].ndim else batch
     return ParityResult(comparisons, device, backend(), seed, used_batch, settings or {})
 

@@ -91,7 +91,11 @@ def precision_settings(device: str, *, tf32: bool = False) -> Iterator[dict[str,
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the allow_tf32 flags are deprecated in favour of fp32_precision
-            old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+            old = (
+                torch.backends.cuda.matmul.allow_tf32,
+                torch.backends.cudnn.allow_tf32,
+                torch.get_float32_matmul_precision(),
+            )
             restore.append(lambda: _set_torch(*old))
             _set_torch(tf32, tf32, "high" if tf32 else "highest")
             settings["torch.backends.cuda.matmul.allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
@@ -111,7 +115,9 @@ def precision_settings(device: str, *, tf32: bool = False) -> Iterator[dict[str,
         old_tf = tf.config.experimental.tensor_float_32_execution_enabled()
         restore.append(lambda: tf.config.experimental.enable_tensor_float_32_execution(old_tf))
         tf.config.experimental.enable_tensor_float_32_execution(bool(tf32))
-        settings["tensorflow.tensor_float_32_execution"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
+        settings["tensorflow.tensor_float_32_execution"] = bool(
+            tf.config.experimental.tensor_float_32_execution_enabled()
+        )
         settings["tensorflow"] = tf.__version__
     try:
         yield settings

@@ -31,7 +31,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="cpu",
         help="device(s) for the ktorch_device / ktorch_parity fixtures: cpu (default), cuda, or all (cuda cases skip without a GPU)",
     )
-    group.addoption("--ktorch-tf32", action="store_true", default=False, help="allow TF32 on GPU in ktorch_parity (looser cuda-tf32 profile)")
+    group.addoption(
+        "--ktorch-tf32",
+        action="store_true",
+        default=False,
+        help="allow TF32 on GPU in ktorch_parity (looser cuda-tf32 profile)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,7 +30,9 @@ class LayerResult:
     emitted: str
     statement: str | None
     perm: list[int] | None
-    merged: list[str] = field(default_factory=list)  # source layers folded into this one (a conv's bias into its BatchNorm)
+    merged: list[str] = field(
+        default_factory=list
+    )  # source layers folded into this one (a conv's bias into its BatchNorm)
     propagated: Comparison | None = None
     isolated: Comparison | None = None
 
@@ -183,19 +185,28 @@ class VerifyReport:
             return self.error if self.error_code == EXIT_STRUCTURE else f"could not run: {self.error}"
         problems = [p for r in self.runs for p in r.problems]
         if problems:
-            return f"structural mismatch: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            return f"structural mismatch: {problems[0]}" + (
+                f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            )
         first = self.first_divergence
         failed = [(r, c) for r in self.runs for c in r.outputs if not c.passed]
         if not failed and first is None:
-            return f"parity: {len(self.runs)} run(s), worst output error {_num(self.min_passing_tolerance())} (relative)"
+            return (
+                f"parity: {len(self.runs)} run(s), worst output error {_num(self.min_passing_tolerance())} (relative)"
+            )
         parts = []
         if failed:
             run, c = max(failed, key=lambda rc: rc[1].max_rel)
-            parts.append(f"output {c.name!r} differs on {run.device} (batch {run.batch}): relative error {_num(c.max_rel)} > {c.tolerance:g}" + (f" ({c.problem})" if c.problem else ""))
+            parts.append(
+                f"output {c.name!r} differs on {run.device} (batch {run.batch}): relative error {_num(c.max_rel)} > {c.tolerance:g}"
+                + (f" ({c.problem})" if c.problem else "")
+            )
         else:
             parts.append("the outputs agree")
         if first is None:
-            prop = next((r.first_propagated_divergence for r in self.runs if r.first_propagated_divergence is not None), None)
+            prop = next(
+                (r.first_propagated_divergence for r in self.runs if r.first_propagated_divergence is not None), None
+            )
             if prop is not None:
                 parts.append(
                     f"no aligned layer diverges in isolation; errors first exceed the tolerance at layer {prop.label!r} "
@@ -226,7 +237,9 @@ class VerifyReport:
             "tolerance": dict(self.tolerance),
             "min_passing_tolerance": _finite(self.min_passing_tolerance()),
             "min_passing_layer_tolerance": _finite(self.min_passing_layer_tolerance()),
-            "first_divergence": None if first is None else {"device": first[0].device, "batch": first[0].batch, **first[1].to_dict()},
+            "first_divergence": None
+            if first is None
+            else {"device": first[0].device, "batch": first[0].batch, **first[1].to_dict()},
             "warnings": list(self.warnings),
             "runs": [r.to_dict() for r in self.runs],
         }
@@ -417,7 +430,9 @@ def to_junit(report: VerifyReport) -> str:
             for key, value in (("max_abs", c.max_abs), ("max_rel", c.max_rel), ("tolerance", c.tolerance)):
                 ET.SubElement(case.find("properties"), "property", name=key, value=f"{value:.6g}")  # type: ignore[arg-type]
             if not c.passed:
-                message = f"relative error {_num(c.max_rel)} > {c.tolerance:g}" + (f": {c.problem}" if c.problem else "")
+                message = f"relative error {_num(c.max_rel)} > {c.tolerance:g}" + (
+                    f": {c.problem}" if c.problem else ""
+                )
                 ET.SubElement(case, "failure", message=message, type="mismatch").text = message
             cases.append(case)
         if run.mode in ("both", "isolated"):
@@ -444,14 +459,31 @@ def to_junit(report: VerifyReport) -> str:
 # -- Markdown ------------------------------------------------------------------------------
 def to_markdown(report: VerifyReport) -> str:
     """A CI summary (e.g. for $GITHUB_STEP_SUMMARY)."""
-    mark = {"pass": "PASS", "mismatch": "FAIL (numeric mismatch)", "structural": "FAIL (structural mismatch)", "error": "ERROR (could not run)"}
-    lines = [f"## ktorch verify: {mark[report.status]}", "", f"`{report.source}` -> `{report.converted}` ({report.direction})", "", report.summary(), ""]
+    mark = {
+        "pass": "PASS",
+        "mismatch": "FAIL (numeric mismatch)",
+        "structural": "FAIL (structural mismatch)",
+        "error": "ERROR (could not run)",
+    }
+    lines = [
+        f"## ktorch verify: {mark[report.status]}",
+        "",
+        f"`{report.source}` -> `{report.converted}` ({report.direction})",
+        "",
+        report.summary(),
+        "",
+    ]
     if report.runs:
-        lines += ["| device | batch | output | shape | max abs | max rel | tolerance | result |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "| device | batch | output | shape | max abs | max rel | tolerance | result |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for run in report.runs:
             for c in run.outputs:
                 result = "ok" if c.passed else f"**FAIL** {c.problem}".strip()
-                lines.append(f"| {run.device} | {run.batch} | {c.name} | {tuple(c.shape)} | {_num(c.max_abs)} | {_num(c.max_rel)} | {c.tolerance:g} | {result} |")
+                lines.append(
+                    f"| {run.device} | {run.batch} | {c.name} | {tuple(c.shape)} | {_num(c.max_abs)} | {_num(c.max_rel)} | {c.tolerance:g} | {result} |"
+                )
         lines.append("")
     first = report.first_divergence
     if first is not None:
@@ -465,7 +497,9 @@ def to_markdown(report: VerifyReport) -> str:
         ]
         if layer.statement:
             lines += ["```python", layer.statement, "```", ""]
-    lines.append(f"Smallest tolerance that would have passed: {_num(report.min_passing_tolerance())} (outputs), {_num(report.min_passing_layer_tolerance())} (isolated layers)")
+    lines.append(
+        f"Smallest tolerance that would have passed: {_num(report.min_passing_tolerance())} (outputs), {_num(report.min_passing_layer_tolerance())} (isolated layers)"
+    )
     settings = {k: v for run in report.runs for k, v in run.settings.items()}
     if settings:
         lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items() if k != "device")]
@@ -488,30 +522,60 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
             title=f"{run.device}, batch {run.batch}, inputs {run.inputs}, profile {run.profile} (rtol {run.rtol:g})",
         )  # fmt: skip
         for c in run.outputs:
-            table.add_row(c.name, str(tuple(c.shape)), _num(c.max_abs), _num(c.max_rel), f"{c.tolerance:g}", "[green]ok[/]" if c.passed else f"[red]FAIL[/] {c.problem}")
+            table.add_row(
+                c.name,
+                str(tuple(c.shape)),
+                _num(c.max_abs),
+                _num(c.max_rel),
+                f"{c.tolerance:g}",
+                "[green]ok[/]" if c.passed else f"[red]FAIL[/] {c.problem}",
+            )
         console.print(table)
         if run.layers:
-            layers = Table("#", "source layer", "class", "emitted", "propagated rel", "isolated rel", "result", title=f"layers ({run.mode})")
+            layers = Table(
+                "#",
+                "source layer",
+                "class",
+                "emitted",
+                "propagated rel",
+                "isolated rel",
+                "result",
+                title=f"layers ({run.mode})",
+            )
             shown = run.layers if len(run.layers) <= max_layers else run.layers[:max_layers]
             first = run.first_divergence
             for i, layer in enumerate(shown):
                 p, s = layer.propagated, layer.isolated
                 failed = (s is not None and not s.passed) or (s is None and p is not None and not p.passed)
                 tag = "[red]FIRST DIVERGENCE[/]" if layer is first else ("[red]FAIL[/]" if failed else "[green]ok[/]")
-                layers.add_row(str(i), layer.label, layer.class_name or "?", layer.emitted, _num(p.max_rel) if p else "-", _num(s.max_rel) if s else "-", tag)
+                layers.add_row(
+                    str(i),
+                    layer.label,
+                    layer.class_name or "?",
+                    layer.emitted,
+                    _num(p.max_rel) if p else "-",
+                    _num(s.max_rel) if s else "-",
+                    tag,
+                )
             if len(run.layers) > max_layers:
                 layers.add_row("…", f"{len(run.layers) - max_layers} more", "", "", "", "", "")
             console.print(layers)
         for problem in run.problems:
             console.print(f"[red]structural:[/] {problem}")
         if run.skipped:
-            console.print(f"[dim]{len(run.skipped)} layer(s) not compared: " + "; ".join(f"{k}: {v}" for k, v in list(run.skipped.items())[:5]) + "[/]")
+            console.print(
+                f"[dim]{len(run.skipped)} layer(s) not compared: "
+                + "; ".join(f"{k}: {v}" for k, v in list(run.skipped.items())[:5])
+                + "[/]"
+            )
     first = report.first_divergence
     if first is not None:
         run, layer = first
         c = layer.isolated
         assert c is not None
-        console.print(f"[red]first divergence[/] ({run.device}, batch {run.batch}): layer [bold]{layer.label}[/] ({layer.class_name}) -> `{layer.emitted}`")
+        console.print(
+            f"[red]first divergence[/] ({run.device}, batch {run.batch}): layer [bold]{layer.label}[/] ({layer.class_name}) -> `{layer.emitted}`"
+        )
         if layer.statement:
             console.print(f"  statement: {layer.statement}")
         console.print(f"  isolated max abs {_num(c.max_abs)}, max rel {_num(c.max_rel)} > {c.tolerance:g}")
@@ -528,4 +592,6 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
     color = "green" if report.passed else "red"
     console.print(f"[{color}]{report.status.upper()}[/]: {report.summary()}")
     passing = report.min_passing_tolerance()
-    console.print(f"smallest tolerance that would have passed: {_num(passing)} (outputs), {_num(report.min_passing_layer_tolerance())} (isolated layers)")
+    console.print(
+        f"smallest tolerance that would have passed: {_num(passing)} (outputs), {_num(report.min_passing_layer_tolerance())} (isolated layers)"
+    )

@@ -42,7 +42,9 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
     except ImportError as exc:
         raise RunError(f"cannot run the Keras source: keras is not installed ({exc})") from None
     try:
-        return keras.models.load_model(str(path), compile=False, safe_mode=not trust_code, custom_objects=_application_layers())
+        return keras.models.load_model(
+            str(path), compile=False, safe_mode=not trust_code, custom_objects=_application_layers()
+        )
     except Exception as exc:  # noqa: BLE001 - keras raises many types here
         legacy = _load_with_tf_keras(path, trust_code)
         if legacy is not None:

@@ -67,7 +67,9 @@ class KerasSource:
             import tensorflow as tf
 
             if not tf.config.list_physical_devices("GPU"):
-                raise RunError("cannot run the Keras source on cuda: TensorFlow sees no GPU; use --device cpu, or KERAS_BACKEND=torch")
+                raise RunError(
+                    "cannot run the Keras source on cuda: TensorFlow sees no GPU; use --device cpu, or KERAS_BACKEND=torch"
+                )
         with keras_device(device):
             try:
                 self.model = load_keras_model(path, trust_code=trust_code)
@@ -221,10 +223,14 @@ class TorchSource:
             try:
                 program = torch.export.load(str(path))
             except Exception as exc:  # noqa: BLE001 - reported as a RunError, whatever failed
-                raise RunError(f"{path}: torch.export could not load the program ({type(exc).__name__}: {exc})") from None
+                raise RunError(
+                    f"{path}: torch.export could not load the program ({type(exc).__name__}: {exc})"
+                ) from None
             self.module, self.stepper = program.module().to(device), None
         else:
-            raise RunError(f"{path}: a PyTorch source must be a .pt2 file (torch.export.save) or a ktorch PyTorch output directory")
+            raise RunError(
+                f"{path}: a PyTorch source must be a .pt2 file (torch.export.save) or a ktorch PyTorch output directory"
+            )
 
     def run(self, inputs: Sequence[np.ndarray], names: Sequence[str]) -> Capture:
         import torch
@@ -241,7 +247,9 @@ class TorchSource:
         return Capture([o.detach().cpu().numpy() for o in outputs], values, skipped, classes)
 
 
-def _interpret(module: Any, tensors: list[Any], wanted: set[str], classes: dict[str, str]) -> tuple[list[Any], dict[str, np.ndarray]]:
+def _interpret(
+    module: Any, tensors: list[Any], wanted: set[str], classes: dict[str, str]
+) -> tuple[list[Any], dict[str, np.ndarray]]:
     """Run an fx GraphModule, keeping the outputs of the nodes (by name) and of the last
     node of each module call (by module path) that are `wanted`; fills `classes` with
     each module path's class name."""
@@ -293,7 +301,9 @@ class KerasEmitted:
             with keras_device(device):
                 self.model = self.module.load(directory / "model.weights.h5")
         except Exception as exc:
-            raise RunError(f"{directory}: the emitted Keras model could not be built ({type(exc).__name__}: {exc})") from exc
+            raise RunError(
+                f"{directory}: the emitted Keras model could not be built ({type(exc).__name__}: {exc})"
+            ) from exc
         from .stepper import parse_build
 
         self.forward = parse_build(directory / "model.py", {layer.name for layer in self.model.layers})

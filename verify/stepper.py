@@ -45,11 +45,17 @@ def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     tree = ast.parse(text, filename=str(path))
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and any(isinstance(f, ast.FunctionDef) and f.name == "forward" for f in n.body)]
+    classes = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.ClassDef) and any(isinstance(f, ast.FunctionDef) and f.name == "forward" for f in n.body)
+    ]
     if class_name is not None:
         classes = [c for c in classes if c.name == class_name] or classes
     if len(classes) != 1:
-        raise RunError(f"{path}: expected one nn.Module class with a forward(), found {[c.name for c in classes]}; was model.py edited by hand?")
+        raise RunError(
+            f"{path}: expected one nn.Module class with a forward(), found {[c.name for c in classes]}; was model.py edited by hand?"
+        )
     forward = next(f for f in classes[0].body if isinstance(f, ast.FunctionDef) and f.name == "forward")
     arguments = tuple(a.arg for a in forward.args.args[1:])
     known = set(arguments)
@@ -60,7 +66,13 @@ def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
     if not body or not isinstance(body[-1], ast.Return) or body[-1].value is None:
         raise RunError(f"{path}: forward() of {classes[0].name} must end with `return <outputs>`")
     for i, stmt in enumerate(body[:-1]):
-        reads = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known))
+        reads = tuple(
+            dict.fromkeys(
+                n.id
+                for n in ast.walk(stmt)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known
+            )
+        )
         writes = _assigned(stmt)
         known.update(writes)
         code = compile(ast.Module(body=[stmt], type_ignores=[]), str(path), "exec")
@@ -76,7 +88,10 @@ def _mutates(stmt: ast.stmt) -> bool:
     for node in ast.walk(stmt):
         if not isinstance(node, ast.Call):
             continue
-        if any(k.arg == "inplace" and not (isinstance(k.value, ast.Constant) and k.value.value is False) for k in node.keywords):
+        if any(
+            k.arg == "inplace" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+            for k in node.keywords
+        ):
             return True
         func = node.func
         if isinstance(func, ast.Attribute) and func.attr.endswith("_") and not func.attr.startswith("_"):
@@ -120,7 +135,9 @@ class Stepper:
         try:
             exec(statement.code, scope)  # noqa: S102 (the emitted model's own code)
         except Exception as exc:
-            raise RunError(f"line {statement.line} of model.py, `{statement.text}`, failed: {type(exc).__name__}: {exc}") from exc
+            raise RunError(
+                f"line {statement.line} of model.py, `{statement.text}`, failed: {type(exc).__name__}: {exc}"
+            ) from exc
         return {name: scope[name] for name in statement.writes}
 
     def propagate(self, inputs: list[Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -181,7 +198,8 @@ class _LayerLookup(ast.NodeTransformer):
 
 def _is_call_to(node: ast.AST, attr: str) -> bool:
     return isinstance(node, ast.Call) and (
-        (isinstance(node.func, ast.Attribute) and node.func.attr == attr) or (isinstance(node.func, ast.Name) and node.func.id == attr)
+        (isinstance(node.func, ast.Attribute) and node.func.attr == attr)
+        or (isinstance(node.func, ast.Name) and node.func.id == attr)
     )
 
 
@@ -196,7 +214,9 @@ def parse_build(path: str | Path, layer_names: set[str]) -> Forward:
     build = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build"), None)
     if build is None:
         raise RunError(f"{path}: no build() function; was model.py written by ktorch?")
-    body = [s for s in build.body if not (isinstance(s, ast.Expr) and isinstance(getattr(s, "value", None), ast.Constant))]
+    body = [
+        s for s in build.body if not (isinstance(s, ast.Expr) and isinstance(getattr(s, "value", None), ast.Constant))
+    ]
     ret = body[-1] if body else None
     if not isinstance(ret, ast.Return) or not _is_call_to(ret.value, "Model"):
         raise RunError(f"{path}: build() must end with `return keras.Model(inputs=..., outputs=...)`")
@@ -212,7 +232,13 @@ def parse_build(path: str | Path, layer_names: set[str]) -> Forward:
     for i, stmt in enumerate(body[:-1]):
         if isinstance(stmt, ast.Assign) and _is_call_to(stmt.value, "Input"):
             continue
-        reads = tuple(dict.fromkeys(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known))
+        reads = tuple(
+            dict.fromkeys(
+                n.id
+                for n in ast.walk(stmt)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in known
+            )
+        )
         writes = _assigned(stmt)
         known.update(writes)
         segment = ast.unparse(stmt)

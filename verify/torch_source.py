@@ -19,7 +19,9 @@ from .runners import (
 )
 
 
-def run_torch_source(source: Any, inputs: Sequence[np.ndarray], capture: dict[str, Any] | None = None) -> list[np.ndarray]:
+def run_torch_source(
+    source: Any, inputs: Sequence[np.ndarray], capture: dict[str, Any] | None = None
+) -> list[np.ndarray]:
     """Outputs of an ExportedProgram (via its module()) or an nn.Module, as numpy arrays:
     structured results (a Hugging Face ModelOutput, dicts, nested tuples) flattened in
     pytree order; `capture` is the manifest's record of how the source was captured

@@ -59,14 +59,18 @@ def resolve_devices(device: str | Sequence[str]) -> tuple[list[str], list[str]]:
                 notes.append("--device all: no CUDA device here (torch.cuda.is_available() is False); ran on CPU only")
         elif name in ("cpu", "cuda"):
             if name == "cuda" and not cuda_available():
-                raise RunError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False); use --device cpu or all")
+                raise RunError(
+                    "--device cuda: no CUDA device is available (torch.cuda.is_available() is False); use --device cpu or all"
+                )
             devices.append(name)
         else:
             raise RunError(f"unknown device {name!r}: use cpu, cuda or all")
     return list(dict.fromkeys(devices)), notes
 
 
-def load_inputs(data: str | Path | Mapping[str, np.ndarray] | Sequence[np.ndarray], specs: list[dict[str, Any]]) -> list[np.ndarray]:
+def load_inputs(
+    data: str | Path | Mapping[str, np.ndarray] | Sequence[np.ndarray], specs: list[dict[str, Any]]
+) -> list[np.ndarray]:
     """Real inputs, in the source's layout: an .npz file or a dict keyed by input name (or
     arr_0, arr_1, ... in input order), or a list in input order."""
     if isinstance(data, (str, Path)):
@@ -75,7 +79,9 @@ def load_inputs(data: str | Path | Mapping[str, np.ndarray] | Sequence[np.ndarra
             with np.load(path, allow_pickle=False) as npz:
                 data = {k: npz[k] for k in npz.files}
         except (OSError, ValueError) as exc:
-            raise ModelFileError(f"{path}: cannot read the inputs ({exc}); expected an .npz file with one array per model input") from None
+            raise ModelFileError(
+                f"{path}: cannot read the inputs ({exc}); expected an .npz file with one array per model input"
+            ) from None
     if isinstance(data, Mapping):
         arrays = []
         for i, spec in enumerate(specs):
@@ -84,7 +90,9 @@ def load_inputs(data: str | Path | Mapping[str, np.ndarray] | Sequence[np.ndarra
                     arrays.append(np.asarray(data[key]))
                     break
             else:
-                raise ModelFileError(f"the inputs have no array for model input {spec['name']!r} (keys: {sorted(data)}); name them after the inputs")
+                raise ModelFileError(
+                    f"the inputs have no array for model input {spec['name']!r} (keys: {sorted(data)}); name them after the inputs"
+                )
         return arrays
     arrays = [np.asarray(a) for a in data]
     if len(arrays) != len(specs):
@@ -134,7 +142,9 @@ def verify_conversion(
         if not src.is_file():
             raise ModelFileError(f"{src}: no such source model file")
         if not (converted / MANIFEST).is_file():
-            raise ModelFileError(f"{converted}: not a ktorch output directory (no {MANIFEST}); convert first with `ktorch convert`")
+            raise ModelFileError(
+                f"{converted}: not a ktorch output directory (no {MANIFEST}); convert first with `ktorch convert`"
+            )
         try:
             manifest = read_manifest(converted)
         except ValueError as exc:
@@ -142,7 +152,9 @@ def verify_conversion(
         report.direction = manifest.get("direction", "keras->torch")
         expected_sha = manifest.get("source", {}).get("sha256")
         if expected_sha and _sha256(src) != expected_sha:
-            what = f"{src} is not the file that was converted to {converted} (sha256 differs from {converted / MANIFEST})"
+            what = (
+                f"{src} is not the file that was converted to {converted} (sha256 differs from {converted / MANIFEST})"
+            )
             if not allow_different_source:
                 how = "pass --allow-different-source (allow_different_source=True) to compare anyway"
                 raise SourceMismatchError(f"{what}; {how}")
@@ -155,7 +167,9 @@ def verify_conversion(
             report.warnings.append(f"{MANIFEST} records no layer map ('values'): only the outputs were compared")
         unknown = set(output_tolerances or {}) - {o["name"] for o in manifest["outputs"]}
         if unknown:
-            raise RunError(f"--output-tolerance names no output of this model: {sorted(unknown)} (outputs: {[o['name'] for o in manifest['outputs']]})")
+            raise RunError(
+                f"--output-tolerance names no output of this model: {sorted(unknown)} (outputs: {[o['name'] for o in manifest['outputs']]})"
+            )
         devices, notes = resolve_devices(device)
         report.warnings.extend(notes)
         direction = direction_of(manifest)
@@ -167,9 +181,26 @@ def verify_conversion(
                 emitted = direction.emitted(converted, manifest, device=dev)
                 for batch in [len(given[0]) if given and given[0].ndim else 0] if given is not None else list(batches):
                     arrays = given if given is not None else make_inputs(specs, seed=seed, batch=batch)
-                    how = str(inputs) if isinstance(inputs, (str, Path)) else ("given arrays" if given is not None else f"random(seed={seed})")
+                    how = (
+                        str(inputs)
+                        if isinstance(inputs, (str, Path))
+                        else ("given arrays" if given is not None else f"random(seed={seed})")
+                    )
                     report.runs.append(
-                        _run_once(manifest, source, emitted, arrays, dict(settings), dev, batch, how, tolerance, dict(output_tolerances or {}), tf32, mode)
+                        _run_once(
+                            manifest,
+                            source,
+                            emitted,
+                            arrays,
+                            dict(settings),
+                            dev,
+                            batch,
+                            how,
+                            tolerance,
+                            dict(output_tolerances or {}),
+                            tf32,
+                            mode,
+                        )
                     )
     except KtorchError as exc:
         report.error = str(exc)
@@ -212,7 +243,9 @@ def _run_once(
     except KtorchError:
         raise
     except Exception as exc:
-        raise RunError(f"the source model failed on inputs of shape {shapes} on {device}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise RunError(
+            f"the source model failed on inputs of shape {shapes} on {device}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     capture.values.update({s["name"]: a for s, a in zip(manifest["inputs"], arrays)})
     run.skipped.update(capture.skipped)
     try:
@@ -220,11 +253,15 @@ def _run_once(
     except KtorchError:
         raise
     except Exception as exc:
-        raise RunError(f"the emitted model failed on inputs of shape {shapes} on {device}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise RunError(
+            f"the emitted model failed on inputs of shape {shapes} on {device}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
 
     # -- outputs ---------------------------------------------------------------------
     if len(got) != len(capture.outputs) or len(got) != len(outs):
-        run.problems.append(f"the source returns {len(capture.outputs)} output(s), the emitted model {len(got)} (the manifest lists {len(outs)})")
+        run.problems.append(
+            f"the source returns {len(capture.outputs)} output(s), the emitted model {len(got)} (the manifest lists {len(outs)})"
+        )
     for spec, ref, out in zip(outs, capture.outputs, got):
         value = to_source(out, spec.get("perm")) if out.ndim == len(spec.get("perm") or [0] * out.ndim) else out
         problem = _structure(spec["name"], ref, value)
@@ -248,7 +285,9 @@ def _run_once(
             continue
         shaped = to_emitted(array, perm) if perm and array.ndim == len(perm) else array
         if tuple(shaped.shape) != tuple(own.shape):
-            run.skipped[name] = f"shape {tuple(array.shape)} (perm {perm}) does not match the emitted {var!r} {tuple(own.shape)}"
+            run.skipped[name] = (
+                f"shape {tuple(array.shape)} (perm {perm}) does not match the emitted {var!r} {tuple(own.shape)}"
+            )
             continue
         feeds[var] = shaped
         if name not in input_names:
@@ -260,11 +299,20 @@ def _run_once(
         name, perm = aligned[var]
         reference = capture.values[name]
         entry = values[name]
-        layer = LayerResult(name, entry.get("class") or capture.classes.get(name), var, emitted.statement_of(var), perm, list(entry.get("merged", [])))
+        layer = LayerResult(
+            name,
+            entry.get("class") or capture.classes.get(name),
+            var,
+            emitted.statement_of(var),
+            perm,
+            list(entry.get("merged", [])),
+        )
         if mode in ("both", "propagated"):
             layer.propagated = compare(name, reference, to_source(emitted.to_numpy(env[var]), perm), rtol, worst=WORST)
         if var in isolated:
-            layer.isolated = compare(name, reference, to_source(emitted.to_numpy(isolated[var]), perm), rtol, worst=WORST)
+            layer.isolated = compare(
+                name, reference, to_source(emitted.to_numpy(isolated[var]), perm), rtol, worst=WORST
+            )
         run.layers.append(layer)
     return run
 
@@ -344,4 +392,6 @@ def direction_of(manifest: dict[str, Any]) -> Sides:
     try:
         return SIDES[name]
     except KeyError:
-        raise RunError(f"ktorch.json: direction {name!r} cannot be verified by this version (supported: {', '.join(SIDES)})") from None
+        raise RunError(
+            f"ktorch.json: direction {name!r} cannot be verified by this version (supported: {', '.join(SIDES)})"
+        ) from None

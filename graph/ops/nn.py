@@ -74,7 +74,10 @@ def _infer_conv_transpose(node):
     if w is not None:
         _check_channels(node, w.shape[0])
     out = [
-        _dim(n, lambda n, i=i, k=k, s=s, d=d: (n - 1) * s - sum(a["padding"][i]) + d * (k - 1) + 1 + a["output_padding"][i])
+        _dim(
+            n,
+            lambda n, i=i, k=k, s=s, d=d: (n - 1) * s - sum(a["padding"][i]) + d * (k - 1) + 1 + a["output_padding"][i],
+        )
         for i, (n, k, s, d) in enumerate(zip(sizes, a["kernel_size"], a["strides"], a["dilation"]))
     ]
     return [(_with_spatial(node, out, a["filters"]), node.inputs[0].dtype)]

@@ -82,7 +82,9 @@ class OpDef:
                     f"{'/'.join(t.__name__ for t in a.types)}, got {type(value).__name__} {value!r}"
                 )
             if a.choices is not None and value not in a.choices:
-                raise GraphError(f"{where}: attribute {a.name!r} of op {self.name!r} must be one of {a.choices}, got {value!r}")
+                raise GraphError(
+                    f"{where}: attribute {a.name!r} of op {self.name!r} must be one of {a.choices}, got {value!r}"
+                )
             out[a.name] = value
         return out
 

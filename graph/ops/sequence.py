@@ -101,7 +101,9 @@ def _infer_conv_lstm(node):
     x = node.inputs[0]
     rank = a["rank"]
     if x.rank != rank + 3:
-        raise GraphError(f"{node.name}: ConvLSTM{rank}D needs (batch, time, channels, *{rank} spatial) steps, got {x.shape}")
+        raise GraphError(
+            f"{node.name}: ConvLSTM{rank}D needs (batch, time, channels, *{rank} spatial) steps, got {x.shape}"
+        )
     sizes = []
     for n, k, s_, d in zip(x.shape[3:], a["kernel_size"], a["strides"], a["dilation"]):
         if n is None:
@@ -155,8 +157,7 @@ define(
         "sequence_mask",
         _infer_sequence_mask,
         attrs=(attr("value", *_F, default=0), attr("reduce_last", bool, default=False)),
-        doc="x != value (Embedding mask_zero); with reduce_last, any(x != value) over the last "
-        "axis (Masking)",
+        doc="x != value (Embedding mask_zero); with reduce_last, any(x != value) over the last axis (Masking)",
         family="mask",
     )
 )
@@ -268,7 +269,9 @@ def _infer_mha(node):
     _check_masks(node, MHA_MASKS)
     q, v, k = node.inputs[:3]
     if q.rank != 3 or v.rank != 3 or k.rank != 3:
-        raise GraphError(f"{node.name}: attention over (batch, time, features) inputs only, got {q.shape}, {v.shape}, {k.shape}")
+        raise GraphError(
+            f"{node.name}: attention over (batch, time, features) inputs only, got {q.shape}, {v.shape}, {k.shape}"
+        )
     out = [((*q.shape[:-1], node.attrs["output_dim"]), q.dtype)]
     scores = node.attrs["return_scores"]
     if scores == "heads":
@@ -293,7 +296,16 @@ define(
             attr("return_scores", str, default="none", choices=("none", "heads", "mean")),
             attr("zero_masked_rows", bool, default=False),
         ),
-        weights=("query_weight", "query_bias", "key_weight", "key_bias", "value_weight", "value_bias", "output_weight", "output_bias"),
+        weights=(
+            "query_weight",
+            "query_bias",
+            "key_weight",
+            "key_bias",
+            "value_weight",
+            "value_bias",
+            "output_weight",
+            "output_bias",
+        ),
         doc="Keras MultiHeadAttention over the time axis: inputs query, value, key, then the masks "
         "named in `mask_inputs` ((batch, Tq) query, (batch, Tv) value/key, (batch, Tq, Tv) "
         "attention; True = attend), all ANDed, with the causal (lower-left) mask if `causal`. "

@@ -22,7 +22,9 @@ def _infer_flatten(node):
     return [((x.shape[0], _prod(x.shape[1:])), x.dtype)]
 
 
-define(OpDef("flatten", _infer_flatten, layout=Layout.FLATTEN, doc="(N, ...) -> (N, prod(...)), row-major", family="shape"))
+define(
+    OpDef("flatten", _infer_flatten, layout=Layout.FLATTEN, doc="(N, ...) -> (N, prod(...)), row-major", family="shape")
+)
 
 
 def _infer_reshape(node):
@@ -241,7 +243,11 @@ define(
     OpDef(
         "arg_reduce",
         _infer_arg_reduce,
-        attrs=(attr("mode", str, choices=("argmax", "argmin")), attr("axes", tuple), attr("keepdims", bool, default=False)),
+        attrs=(
+            attr("mode", str, choices=("argmax", "argmin")),
+            attr("axes", tuple),
+            attr("keepdims", bool, default=False),
+        ),
         layout=Layout.AXIS,
         axis_attrs=("axes",),
         doc="the int64 index of the largest (argmax) or smallest (argmin) element along the one axis in `axes`; "

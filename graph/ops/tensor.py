@@ -21,7 +21,9 @@ def _with_axis(shape: tuple, axis: int, size: int | None) -> tuple:
 def _check_axis(node, axis: int) -> None:
     x = node.inputs[0]
     if not 0 < axis < x.rank:
-        raise GraphError(f"{node.name}: axis {axis} is out of range for shape {x.shape} (the batch axis 0 cannot be sliced)")
+        raise GraphError(
+            f"{node.name}: axis {axis} is out of range for shape {x.shape} (the batch axis 0 cannot be sliced)"
+        )
 
 
 # -- slicing and splitting -------------------------------------------------------------------
@@ -40,7 +42,12 @@ define(
     OpDef(
         "slice",
         _infer_slice,
-        attrs=(attr("axis", int), attr("start", int, default=0), attr("stop", int, default=None), attr("step", int, default=1)),
+        attrs=(
+            attr("axis", int),
+            attr("start", int, default=0),
+            attr("stop", int, default=None),
+            attr("step", int, default=1),
+        ),
         layout=Layout.AXIS,
         axis_attrs=("axis",),
         doc="x[..., start:stop:step, ...] on `axis` (Python slice semantics, step > 0)",
@@ -205,6 +212,8 @@ define(
         family="tensor",
     )
 )
+
+
 def _infer_pixel_unshuffle(node):
     x = node.inputs[0]
     r = node.attrs["downscale"]
@@ -261,7 +270,9 @@ def _infer_einsum(node):
     lhs, _, rhs = eq.partition("->")
     terms = lhs.split(",")
     if len(terms) != len(node.inputs) or not rhs or "." in eq:
-        raise GraphError(f"{node.name}: einsum {eq!r} needs one explicit term per input and an explicit output (no '...')")
+        raise GraphError(
+            f"{node.name}: einsum {eq!r} needs one explicit term per input and an explicit output (no '...')"
+        )
     sizes: dict[str, int | None] = {}
     for term, v in zip(terms, node.inputs):
         if len(term) != v.rank:
@@ -285,7 +296,12 @@ define(
 define(
     OpDef(
         "constant",
-        lambda n: [((None, *n.weights["value"].shape[1:]) if n.attrs["per_example"] else tuple(n.weights["value"].shape), str(n.weights["value"].dtype))],
+        lambda n: [
+            (
+                (None, *n.weights["value"].shape[1:]) if n.attrs["per_example"] else tuple(n.weights["value"].shape),
+                str(n.weights["value"].dtype),
+            )
+        ],
         attrs=(attr("trainable", bool, default=True), attr("per_example", bool, default=False)),
         weights=("value",),
         layout=Layout.OPAQUE,
@@ -321,12 +337,13 @@ define(
 )
 
 
-
 def _infer_tile(node):
     x = node.inputs[0]
     reps = node.attrs["reps"]
     if len(reps) != x.rank or reps[0] != 1:
-        raise GraphError(f"{node.name}: tile repetitions {reps} must cover the {x.rank} axes and keep the batch (1 first)")
+        raise GraphError(
+            f"{node.name}: tile repetitions {reps} must cover the {x.rank} axes and keep the batch (1 first)"
+        )
     return [(tuple(None if d is None else d * r for d, r in zip(x.shape, reps)), x.dtype)]
 
 
@@ -345,7 +362,10 @@ define(
 def _infer_reflect_pad(node):
     x = node.inputs[0]
     pads = node.attrs["pads"]
-    sizes = [None if x.shape[a] is None else x.shape[a] + sum(p) for a, p in zip(spatial_axes(x.rank, node.attrs["data_format"]), pads)]
+    sizes = [
+        None if x.shape[a] is None else x.shape[a] + sum(p)
+        for a, p in zip(spatial_axes(x.rank, node.attrs["data_format"]), pads)
+    ]
     for a, (b, e) in zip(spatial_axes(x.rank, node.attrs["data_format"]), pads):
         if x.shape[a] is not None and max(b, e) >= x.shape[a]:
             raise GraphError(f"{node.name}: reflection padding {(b, e)} needs more than {x.shape[a]} elements")
@@ -390,7 +410,9 @@ def _infer_gather(node):
     _check_axis(node, axis)
     if index.rank != x.rank:
         raise GraphError(f"{node.name}: gather needs an index of the input's rank, got {index.shape} for {x.shape}")
-    others = broadcast_shapes([tuple(d for i, d in enumerate(s) if i != axis) for s in (x.shape, index.shape)], where=node.name)
+    others = broadcast_shapes(
+        [tuple(d for i, d in enumerate(s) if i != axis) for s in (x.shape, index.shape)], where=node.name
+    )
     return [((*others[:axis], index.shape[axis], *others[axis:]), x.dtype)]
 
 

@@ -56,7 +56,12 @@ def fuse_activations(graph: Graph) -> int:
         if len(out.users) != 1 or out in graph.outputs:
             continue
         act = out.users[0]
-        if get_op(act.op).family != "activation" or act.op == "prelu" or len(act.attrs.get("axis", (0,))) != 1 or act.source != node.source:
+        if (
+            get_op(act.op).family != "activation"
+            or act.op == "prelu"
+            or len(act.attrs.get("axis", (0,))) != 1
+            or act.source != node.source
+        ):
             continue
         if act.output.shape != out.shape:  # glu halves an axis: not a pure activation
             continue
@@ -149,12 +154,19 @@ def fold_padding(graph: Graph, *, pools: bool = True) -> int:
         if out in graph.outputs or len(out.users) != 1:
             continue
         user = out.users[0]
-        if user.inputs[0] is not out or user.attrs.get("padding") == "same" or user.attrs.get("data_format") != node.attrs["data_format"]:
+        if (
+            user.inputs[0] is not out
+            or user.attrs.get("padding") == "same"
+            or user.attrs.get("data_format") != node.attrs["data_format"]
+        ):
             continue
         if user.op == "conv":
             pass
         elif pools and user.op == "pool" and user.attrs["mode"] == "max" and _non_negative(node.inputs[0]):
-            if any(b + pb > k // 2 or e + pe > k // 2 for (b, e), (pb, pe), k in zip(user.attrs["padding"], node.attrs["pads"], user.attrs["pool_size"])):
+            if any(
+                b + pb > k // 2 or e + pe > k // 2
+                for (b, e), (pb, pe), k in zip(user.attrs["padding"], node.attrs["pads"], user.attrs["pool_size"])
+            ):
                 continue  # a window entirely in the padding would give -inf, not 0
         else:
             continue

@@ -29,7 +29,12 @@ def _merge_affines(graph: Graph) -> int:
         if node not in graph.nodes or node.op != "channel_affine" or set(node.weights) != {"scale"}:
             continue
         nxt = _single_user(graph, node)
-        if nxt is None or nxt.op != "channel_affine" or set(nxt.weights) != {"offset"} or nxt.attrs["axis"] != node.attrs["axis"]:
+        if (
+            nxt is None
+            or nxt.op != "channel_affine"
+            or set(nxt.weights) != {"offset"}
+            or nxt.attrs["axis"] != node.attrs["axis"]
+        ):
             continue
         node.weights["offset"] = nxt.weights["offset"]
         out = nxt.outputs[0]
@@ -76,11 +81,19 @@ def _fold_swish(graph: Graph) -> int:
             continue
         for gate, x in (node.inputs, reversed(node.inputs)):
             sig = gate.producer
-            if sig is not None and sig.op == "sigmoid" and sig.inputs[0] is x and gate.users == [node] and gate not in graph.outputs:
+            if (
+                sig is not None
+                and sig.op == "sigmoid"
+                and sig.inputs[0] is x
+                and gate.users == [node]
+                and gate not in graph.outputs
+            ):
                 break
         else:
             continue
-        silu = graph.add_node("silu", [x], name=sig.name, source=sig.source, source_class="Sigmoid*Mul", index=graph.nodes.index(node))
+        silu = graph.add_node(
+            "silu", [x], name=sig.name, source=sig.source, source_class="Sigmoid*Mul", index=graph.nodes.index(node)
+        )
         graph.replace_uses(node.output, silu.output)
         silu.output.source = node.output.source
         graph.remove_node(node)

@@ -416,7 +416,9 @@ class _Materializer:
             return
         if x.rank >= 3 and actual != identity(x.rank) and _flatten_folds(self.graph, node):
             src_shape = tuple(x.shape[actual.index(i)] for i in range(x.rank))[1:]
-            order = np.arange(int(np.prod(src_shape))).reshape(src_shape).transpose([p - 1 for p in actual[1:]]).reshape(-1)
+            order = (
+                np.arange(int(np.prod(src_shape))).reshape(src_shape).transpose([p - 1 for p in actual[1:]]).reshape(-1)
+            )
             denses, between = _flatten_readers(self.graph, node.output)  # type: ignore[misc]
             for dense in dict.fromkeys(denses):
                 dense.weights["weight"] = np.ascontiguousarray(dense.weights["weight"][:, order])

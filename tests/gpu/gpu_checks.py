@@ -94,7 +94,11 @@ def keras_two_heads() -> Any:
     return keras.Model([image, features], [score, embedding], name="gpu_two_heads")
 
 
-KERAS_MODELS: dict[str, Callable[[], Any]] = {"cnn": keras_cnn, "sequence": keras_sequence, "two_heads": keras_two_heads}
+KERAS_MODELS: dict[str, Callable[[], Any]] = {
+    "cnn": keras_cnn,
+    "sequence": keras_sequence,
+    "two_heads": keras_two_heads,
+}
 
 
 def torch_models() -> dict[str, Callable[[], Any]]:
@@ -163,8 +167,14 @@ def convert_torch_models(workdir: Path) -> tuple[list[tuple[str, str, Path, Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cuda (default), or cpu for a dry run")
-    parser.add_argument("--models", default=",".join(KERAS_MODELS), help=f"Keras models to check (default all: {','.join(KERAS_MODELS)})")
+    parser.add_argument(
+        "--device", choices=("cuda", "cpu"), default="cuda", help="cuda (default), or cpu for a dry run"
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(KERAS_MODELS),
+        help=f"Keras models to check (default all: {','.join(KERAS_MODELS)})",
+    )
     parser.add_argument("--batch", default="1,4", help="batch sizes (default 1,4)")
     parser.add_argument("--workdir", type=Path, help="where to write the models (default: a temporary directory)")
     parser.add_argument("--json", type=Path, help="also write the summary (and every report) as JSON here")
@@ -207,7 +217,19 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(note)
     console.print(f"built and converted {len(conversions)} model(s) in {time.perf_counter() - t0:.1f}s")
 
-    table = Table("model", "direction", "device", "tf32", "profile", "status", "max out rel", "max layer rel", "first divergence", "s", title="ktorch GPU parity")
+    table = Table(
+        "model",
+        "direction",
+        "device",
+        "tf32",
+        "profile",
+        "status",
+        "max out rel",
+        "max layer rel",
+        "first divergence",
+        "s",
+        title="ktorch GPU parity",
+    )
     rows, failed = [], 0
     for name, direction, src, out in conversions:
         for tf32 in (False, True):
@@ -226,9 +248,20 @@ def main(argv: list[str] | None = None) -> int:
                 name, direction, args.device, str(tf32), profile, f"[{color}]{status}[/]",
                 "n/a" if out_rel is None else f"{out_rel:.2e}", "n/a" if layer_rel is None else f"{layer_rel:.2e}", where, f"{seconds:.1f}",
             )  # fmt: skip
-            rows.append({"model": name, "direction": direction, "device": args.device, "tf32": tf32, "seconds": seconds, "report": report.to_dict()})
+            rows.append(
+                {
+                    "model": name,
+                    "direction": direction,
+                    "device": args.device,
+                    "tf32": tf32,
+                    "seconds": seconds,
+                    "report": report.to_dict(),
+                }
+            )
     console.print(table)
-    settings = {k: v for row in rows for run in row["report"]["runs"] for k, v in run["settings"].items() if not row["tf32"]}
+    settings = {
+        k: v for row in rows for run in row["report"]["runs"] for k, v in run["settings"].items() if not row["tf32"]
+    }
     console.print(f"settings (TF32 off): {settings}")
     for note in notes:
         console.print(f"[yellow]{note}[/]")
@@ -236,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{len(rows) - failed} passed, {failed} failed in {total:.1f}s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": args.device, "gpu": gpu, "backend": backend, "notes": notes, "checks": rows}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"device": args.device, "gpu": gpu, "backend": backend, "notes": notes, "checks": rows}, indent=1
+            )
+        )
     return 0 if failed == 0 else 1
 
 

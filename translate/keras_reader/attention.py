@@ -67,7 +67,9 @@ def multi_head_attention_from_keras(call: LayerCall) -> Value:
         call.get(key_)
     axes = call.get("attention_axes")
     if query.rank != 3 or value.rank != 3 or (key is not None and key.rank != 3):
-        raise call.error(f"attention over (batch, time, features) inputs only; got query {query.shape}, value {value.shape}")
+        raise call.error(
+            f"attention over (batch, time, features) inputs only; got query {query.shape}, value {value.shape}"
+        )
     if axes is not None and [a % 3 for a in (axes if isinstance(axes, (list, tuple)) else [axes])] != [1]:
         raise call.error(f"attention_axes={axes} is not supported (the time axis, 1, is)")
     heads, key_dim = int(call.get("num_heads")), int(call.get("key_dim"))
@@ -92,7 +94,9 @@ def multi_head_attention_from_keras(call: LayerCall) -> Value:
         arrays = found.get(part, {})
         kernel = arrays.get("kernel")
         if kernel is None or tuple(kernel.shape) != kshape:
-            raise call.error(f"the {part} projection kernel should have shape {kshape}, the file has {None if kernel is None else kernel.shape}")
+            raise call.error(
+                f"the {part} projection kernel should have shape {kshape}, the file has {None if kernel is None else kernel.shape}"
+            )
         rows = kernel.reshape(kshape[0], -1) if part != "output" else kernel.reshape(-1, out_dim)
         weights[f"{part}_weight"] = np.ascontiguousarray(rows.T)
         if use_bias:
@@ -120,7 +124,13 @@ def multi_head_attention_from_keras(call: LayerCall) -> Value:
         "zero_masked_rows": bool(call.kwargs.get("return_attention_scores")) or dropout > 0,
     }
     node = call.graph.add_node(
-        "multi_head_attention", inputs, attrs, weights, name=call.name.replace("/", "_"), source=call.name, source_class=call.class_name
+        "multi_head_attention",
+        inputs,
+        attrs,
+        weights,
+        name=call.name.replace("/", "_"),
+        source=call.name,
+        source_class=call.class_name,
     )
     call._emitted.append(node)
     outs = node.outputs

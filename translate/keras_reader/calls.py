@@ -26,9 +26,26 @@ class KerasLayerError(KtorchError):
 # Options that do not change what a layer computes at inference.
 _INFERENCE_IRRELEVANT = frozenset(
     {
-        "name", "trainable", "dtype", "autocast", "input_dtype", "activity_regularizer", "seed", "noise_shape",
-        "rate", "stddev", "l1", "l2", "synchronized", "renorm_clipping", "renorm_momentum",
-        "batch_input_shape", "batch_shape", "input_shape", "sparse", "ragged",
+        "name",
+        "trainable",
+        "dtype",
+        "autocast",
+        "input_dtype",
+        "activity_regularizer",
+        "seed",
+        "noise_shape",
+        "rate",
+        "stddev",
+        "l1",
+        "l2",
+        "synchronized",
+        "renorm_clipping",
+        "renorm_momentum",
+        "batch_input_shape",
+        "batch_shape",
+        "input_shape",
+        "sparse",
+        "ragged",
     }
 )
 

@@ -135,7 +135,9 @@ def _separable_conv(call: LayerCall, rank: int) -> Value:
     call.expect_weights(3 if use_bias else 2)
     y = _depthwise(call, rank, call.weight(0), bias=None, suffix="_depthwise")
     filters = int(call.get("filters"))
-    pointwise = call.weight(1, expect=(*([1] * rank), y.shape[channel_axis(y.rank, call.get("data_format") or "channels_last")], filters))
+    pointwise = call.weight(
+        1, expect=(*([1] * rank), y.shape[channel_axis(y.rank, call.get("data_format") or "channels_last")], filters)
+    )
     weights = {"weight": np.ascontiguousarray(pointwise.transpose(rank + 1, rank, *range(rank)))}
     if use_bias:
         weights["bias"] = call.weight(2, expect=(filters,))

@@ -173,7 +173,9 @@ def _open_zip(path: Path) -> KerasFile:
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeDecodeError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: cannot read the .keras archive ({exc}); it may be truncated or corrupt") from None
+        raise ModelFileError(
+            f"{path}: cannot read the .keras archive ({exc}); it may be truncated or corrupt"
+        ) from None
     kf = KerasFile(
         path=path,
         kind="keras",

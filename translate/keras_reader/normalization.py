@@ -53,7 +53,12 @@ def batch_norm_from_keras(call: LayerCall) -> Value:
     # Keras: moving = m * moving + (1 - m) * batch; PyTorch weighs the new batch
     momentum = round(1.0 - float(call.get("momentum", 0.99)), 12)
     # Keras updates the moving variance with the biased batch variance (ops.moments)
-    attrs = {"axis": axes[0], "epsilon": float(call.get("epsilon", 1e-3)), "momentum": momentum, "biased_running_var": True}
+    attrs = {
+        "axis": axes[0],
+        "epsilon": float(call.get("epsilon", 1e-3)),
+        "momentum": momentum,
+        "biased_running_var": True,
+    }
     return call.emit("batch_norm", [x], attrs, weights)
 
 
@@ -72,7 +77,9 @@ def layer_norm_from_keras(call: LayerCall) -> Value:
         weights["weight"] = call.weight(0, expect=shape)
     if has_beta:
         weights["bias"] = call.weight(int(has_gamma), expect=shape)
-    return call.emit("layer_norm", [x], {"axes": axes, "epsilon": float(call.get("epsilon", 1e-3)), "rms_scaling": rms}, weights)
+    return call.emit(
+        "layer_norm", [x], {"axes": axes, "epsilon": float(call.get("epsilon", 1e-3)), "rms_scaling": rms}, weights
+    )
 
 
 @register("keras->ir", "RMSNormalization")
@@ -101,7 +108,9 @@ def group_norm_from_keras(call: LayerCall) -> Value:
         "weight": gamma if gamma is not None else np.ones((c,), np.float32),
         "bias": beta if beta is not None else np.zeros((c,), np.float32),
     }
-    return call.emit("group_norm", [x], {"groups": groups, "axis": axis, "epsilon": float(call.get("epsilon", 1e-3))}, weights)
+    return call.emit(
+        "group_norm", [x], {"groups": groups, "axis": axis, "epsilon": float(call.get("epsilon", 1e-3))}, weights
+    )
 
 
 @register("keras->ir", "UnitNormalization")

@@ -42,7 +42,11 @@ def _global(call: LayerCall, mode: str) -> Value:
     return call.emit(
         "global_pool",
         [call.x],
-        {"mode": mode, "keepdims": bool(call.get("keepdims", False)), "data_format": call.get("data_format") or "channels_last"},
+        {
+            "mode": mode,
+            "keepdims": bool(call.get("keepdims", False)),
+            "data_format": call.get("data_format") or "channels_last",
+        },
     )
 
 
@@ -92,10 +96,15 @@ def global_avg_pool_from_keras(call: LayerCall) -> Value:
             raise call.error("masked global average pooling of channels_first steps is not supported yet")
         # Keras averages over the unmasked steps only
         return call.emit("masked_mean", [call.x, mask], {"axis": 1, "keepdims": bool(call.get("keepdims", False))})
-    if call.class_name in ("GlobalAveragePooling1D", "GlobalAvgPool1D") and (call.get("data_format") or "channels_last") == "channels_last":
+    if (
+        call.class_name in ("GlobalAveragePooling1D", "GlobalAvgPool1D")
+        and (call.get("data_format") or "channels_last") == "channels_last"
+    ):
         # a mean over the steps: it follows whatever axis order the sequence is held in,
         # so a (batch, time, features) model needs no transpose for it
-        return call.emit("reduce", [call.x], {"mode": "mean", "axes": (1,), "keepdims": bool(call.get("keepdims", False))})
+        return call.emit(
+            "reduce", [call.x], {"mode": "mean", "axes": (1,), "keepdims": bool(call.get("keepdims", False))}
+        )
     return _global(call, "avg")
 
 

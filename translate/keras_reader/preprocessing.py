@@ -24,7 +24,9 @@ def rescaling_from_keras(call: LayerCall) -> Value:
     weights = {}
     for name, array in (("scale", scale), ("offset", offset)):
         if array.ndim and (array.shape[-1] not in (1, c) or any(d != 1 for d in array.shape[:-1])):
-            raise call.error(f"{name} of shape {array.shape} is not per channel (a number or {c} values on the last axis)")
+            raise call.error(
+                f"{name} of shape {array.shape} is not per channel (a number or {c} values on the last axis)"
+            )
         weights[name] = np.broadcast_to(array.reshape(-1) if array.ndim else array, (c,)).astype(np.float32)
     return call.emit("channel_affine", [x], {"axis": x.rank - 1}, weights)
 
@@ -47,7 +49,9 @@ def normalization_from_keras(call: LayerCall) -> Value:
     if np.any(var < 0):
         raise call.error("the variance has negative entries")
     std = np.maximum(np.sqrt(var), KERAS_EPSILON).astype(np.float32)
-    return call.emit("standardize", [x], {"axis": axes, "invert": bool(call.get("invert", False))}, {"mean": mean, "std": std})
+    return call.emit(
+        "standardize", [x], {"axis": axes, "invert": bool(call.get("invert", False))}, {"mean": mean, "std": std}
+    )
 
 
 def _array(call: LayerCall, value: Any) -> np.ndarray:
@@ -87,7 +91,9 @@ def center_crop_from_keras(call: LayerCall) -> Value:
     crops = []
     for size, target in zip(sizes, (height, width)):
         if size < target:
-            raise call.error(f"images of size {tuple(sizes)} are smaller than the crop {(height, width)}; Keras resizes those, which is not supported")
+            raise call.error(
+                f"images of size {tuple(sizes)} are smaller than the crop {(height, width)}; Keras resizes those, which is not supported"
+            )
         start = (size - target) // 2
         crops.append((start, size - target - start))
     return call.emit("crop", [x], {"crops": tuple(crops), "data_format": data_format})

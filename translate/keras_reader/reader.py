@@ -68,10 +68,27 @@ def translator_key(layer: dict[str, Any], keras2: bool = False) -> str:
 MASK_MERGING = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"})
 MASK_PASSING = MASK_MERGING | frozenset(
     {
-        "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax",
-        "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-        "ActivityRegularization", "Identity", "LayerNormalization", "BatchNormalization",
-        "GroupNormalization", "UnitNormalization", "Rescaling", "Normalization", "TimeDistributed",
+        "Dense",
+        "Activation",
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "PReLU",
+        "Softmax",
+        "Dropout",
+        "SpatialDropout1D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "Identity",
+        "LayerNormalization",
+        "BatchNormalization",
+        "GroupNormalization",
+        "UnitNormalization",
+        "Rescaling",
+        "Normalization",
+        "TimeDistributed",
     }
 )
 
@@ -222,7 +239,9 @@ class KerasReader:
         given = (self.options.input_shapes or {}).get(name)
         return tuple(given) if given is not None else tuple(shape)
 
-    def _run_model(self, cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None, top: bool = False) -> list[Value]:
+    def _run_model(
+        self, cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None, top: bool = False
+    ) -> list[Value]:
         model_cfg = cfg.get("config", {})
         if cfg["class_name"] == "Sequential":
             return self._run_sequential(model_cfg, prefix, inputs)
@@ -237,14 +256,20 @@ class KerasReader:
             x = outs[0] if len(outs) == 1 else outs
         return [x] if isinstance(x, Value) else list(x)
 
-    def _run_functional(self, model_cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None) -> list[Value]:
+    def _run_functional(
+        self, model_cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None
+    ) -> list[Value]:
         layers = {self._layer_name(layer): layer for layer in model_cfg.get("layers", [])}
         # A nested functional model's node 0 is its own creation, so references to its calls
         # count from 1 in output_layers (and everywhere in tf.keras 2 files); Keras 3 writes
         # the plain call index in inbound nodes' keras_history.
         outer_nested, outer_names = self._nested, self._layer_names
         self._layer_names = set(layers)
-        self._nested = {name for name, layer in layers.items() if layer.get("class_name") in ("Functional", "Model") or self._keras2_graph_sequential(layer)}
+        self._nested = {
+            name
+            for name, layer in layers.items()
+            if layer.get("class_name") in ("Functional", "Model") or self._keras2_graph_sequential(layer)
+        }
         try:
             return self._run_functional_body(model_cfg, prefix, inputs, layers)
         finally:
@@ -272,7 +297,9 @@ class KerasReader:
                 shape = _batch_shape(layer["config"])
                 if shape is None:
                     raise ModelFileError(f"{self.kfile.path}: input {ref[0]!r} has no shape")
-                value = self.graph.add_input(identifier(ref[0]), self._override(ref[0], shape), _dtype_name(layer["config"].get("dtype")))
+                value = self.graph.add_input(
+                    identifier(ref[0]), self._override(ref[0], shape), _dtype_name(layer["config"].get("dtype"))
+                )
                 value.source = ref[0]
             else:
                 value = inputs[i]
@@ -392,7 +419,9 @@ class KerasReader:
         out = {k: sub(v, True) for k, v in kwargs.items()}
         return None if missing else out
 
-    def _call_layer(self, layer: dict[str, Any], prefix: tuple[str, ...], args: list, kwargs: dict, call_index: int) -> list[Value]:
+    def _call_layer(
+        self, layer: dict[str, Any], prefix: tuple[str, ...], args: list, kwargs: dict, call_index: int
+    ) -> list[Value]:
         cls = layer["class_name"]
         name = self._layer_name(layer)
         path = prefix + (name,)
@@ -488,7 +517,9 @@ class KerasReader:
                     return
                 for other in given[1:]:
                     if other is not mask:
-                        mask = self.graph.add_node("mask_merge", [mask, other], {"mode": "or"}, name=f"{identifier(call.name)}_mask").output
+                        mask = self.graph.add_node(
+                            "mask_merge", [mask, other], {"mode": "or"}, name=f"{identifier(call.name)}_mask"
+                        ).output
             masks = [mask] + [None] * (len(outs) - 1)
         for value, mask in zip(outs, masks):
             if mask is not None:
@@ -513,7 +544,16 @@ def read_keras(path: str | Path, options: ReadOptions | None = None) -> Graph:
             return KerasReader(kfile, options).read()
         except KtorchError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError, RuntimeError, RecursionError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            IndexError,
+            OSError,
+            RuntimeError,
+            RecursionError,
+        ) as exc:
             # a config or weights layout this reader does not understand: say so, in one line
             raise ModelFileError(
                 f"{path}: the model config or weights are malformed or of an unknown layout ({type(exc).__name__}: {exc})"

@@ -46,7 +46,9 @@ def _reorder_gru(matrix: np.ndarray, units: int) -> np.ndarray:
     return np.concatenate([r, z, h], axis=-1)
 
 
-def cell_weights(call: LayerCall, cls: str, config: dict[str, Any], arrays: list[np.ndarray], features: int, suffix: str = "") -> dict[str, np.ndarray]:
+def cell_weights(
+    call: LayerCall, cls: str, config: dict[str, Any], arrays: list[np.ndarray], features: int, suffix: str = ""
+) -> dict[str, np.ndarray]:
     """One direction's Keras (kernel, recurrent_kernel[, bias]) in torch's canonical form."""
     units = int(config["units"])
     gates = _GATES[cls]
@@ -114,11 +116,15 @@ def _inputs(call: LayerCall) -> tuple[Value, Value | None, list[Value]]:
     return ins[0], mask, states
 
 
-def _emit_rnn(call: LayerCall, op: str, attrs: dict, weights: dict, x: Value, mask: Value | None, states: list[Value]) -> list[Value]:
+def _emit_rnn(
+    call: LayerCall, op: str, attrs: dict, weights: dict, x: Value, mask: Value | None, states: list[Value]
+) -> list[Value]:
     if op != "conv_lstm":
         attrs = {**attrs, "masked": mask is not None}
     inputs = [x] + ([mask] if mask is not None else []) + states
-    node = call.graph.add_node(op, inputs, attrs, weights, name=call.name.replace("/", "_"), source=call.name, source_class=call.class_name)
+    node = call.graph.add_node(
+        op, inputs, attrs, weights, name=call.name.replace("/", "_"), source=call.name, source_class=call.class_name
+    )
     call._emitted.append(node)
     return node.outputs
 
@@ -153,7 +159,18 @@ def generic_rnn_from_keras(call: LayerCall) -> list[Value]:
         name = cell.get("class_name") if isinstance(cell, dict) else "several cells"
         raise call.error(f"an RNN around {name} is not supported (one LSTMCell, GRUCell or SimpleRNNCell is)")
     cls = _CELLS[cell["class_name"]]
-    layer_options = {k: call.get(k) for k in ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask", "time_major")}
+    layer_options = {
+        k: call.get(k)
+        for k in (
+            "return_sequences",
+            "return_state",
+            "go_backwards",
+            "stateful",
+            "unroll",
+            "zero_output_for_mask",
+            "time_major",
+        )
+    }
     config = {**cell.get("config", {}), **{k: v for k, v in layer_options.items() if v is not None}}
     return _one_direction(call, cls, config)
 
@@ -242,7 +259,10 @@ def conv_lstm_from_keras(call: LayerCall) -> Value | list[Value]:
     kernel = call.weight(0, expect=(*kernel_size, channels, 4 * filters))
     recurrent = call.weight(1, expect=(*kernel_size, filters, 4 * filters))
     to_torch = (rank + 1, rank, *range(rank))  # (*k, in, out) -> (out, in, *k)
-    weights = {"weight_ih": np.ascontiguousarray(kernel.transpose(to_torch)), "weight_hh": np.ascontiguousarray(recurrent.transpose(to_torch))}
+    weights = {
+        "weight_ih": np.ascontiguousarray(kernel.transpose(to_torch)),
+        "weight_hh": np.ascontiguousarray(recurrent.transpose(to_torch)),
+    }
     if use_bias:
         weights["bias"] = call.weight(2, expect=(4 * filters,))
     attrs = {
@@ -274,13 +294,17 @@ def conv_lstm_from_keras(call: LayerCall) -> Value | list[Value]:
 @register("keras->ir", "Masking")
 def masking_from_keras(call: LayerCall) -> Value:
     x = call.x
-    mask = call.emit("sequence_mask", [x], {"value": float(call.get("mask_value", 0.0)), "reduce_last": True}, suffix="_mask")
+    mask = call.emit(
+        "sequence_mask", [x], {"value": float(call.get("mask_value", 0.0)), "reduce_last": True}, suffix="_mask"
+    )
     call.output_masks = [mask]
     return call.emit("apply_mask", [x, mask])
 
 
 # Inner layers that act on the last axis alone: TimeDistributed needs no folding for them.
-_PER_STEP = frozenset({"Dense", "Activation", "Dropout", "ReLU", "LeakyReLU", "ELU", "Softmax", "LayerNormalization", "Identity"})
+_PER_STEP = frozenset(
+    {"Dense", "Activation", "Dropout", "ReLU", "LeakyReLU", "ELU", "Softmax", "LayerNormalization", "Identity"}
+)
 
 
 @register("keras->ir", "TimeDistributed")
@@ -360,7 +384,13 @@ def any_from_keras(call: LayerCall) -> Value:
     x = call.x
     producer = x.producer
     axis = call.get("axis")
-    if producer is None or producer.op != "sequence_mask" or producer.attrs["reduce_last"] or axis not in (-1, x.rank - 1) or call.get("keepdims"):
+    if (
+        producer is None
+        or producer.op != "sequence_mask"
+        or producer.attrs["reduce_last"]
+        or axis not in (-1, x.rank - 1)
+        or call.get("keepdims")
+    ):
         raise call.error("only any(not_equal(x, value), axis=-1), a Masking layer's mask, is supported")
     return call.emit("sequence_mask", [producer.inputs[0]], {"value": producer.attrs["value"], "reduce_last": True})
 

@@ -38,7 +38,9 @@ def _pad(call: LayerCall, rank: int) -> Value:
 
 
 def _crop(call: LayerCall, rank: int) -> Value:
-    return call.emit("crop", [call.x], {"crops": _pairs(call.get("cropping", 1), rank), "data_format": _data_format(call)})
+    return call.emit(
+        "crop", [call.x], {"crops": _pairs(call.get("cropping", 1), rank), "data_format": _data_format(call)}
+    )
 
 
 @register("keras->ir", "ZeroPadding1D")
@@ -133,7 +135,9 @@ def _aspect_ratio_box(call: LayerCall, x: Value, size: tuple[int, int], data_for
     hs, ws = _f32_div(max(h, want_h) - h, 2), _f32_div(max(w, want_w) - w, 2)
     if hs == 0 and ws == 0:
         return x
-    return call.emit("pad", [x], {"pads": ((hs, hs), (ws, ws)), "value": fill_value, "data_format": data_format}, suffix="_pad")
+    return call.emit(
+        "pad", [x], {"pads": ((hs, hs), (ws, ws)), "value": fill_value, "data_format": data_format}, suffix="_pad"
+    )
 
 
 @register("keras->ir", "Resizing")
@@ -145,7 +149,9 @@ def resizing_from_keras(call: LayerCall) -> Value:
     data_format = _data_format(call)
     size = (int(call.get("height")), int(call.get("width")))
     if (call.get("fill_mode") or "constant") != "constant":  # Keras itself refuses other modes
-        raise call.error(f"fill_mode {call.get('fill_mode')!r} is not defined for resizing; Keras allows 'constant' only")
+        raise call.error(
+            f"fill_mode {call.get('fill_mode')!r} is not defined for resizing; Keras allows 'constant' only"
+        )
     fill_value = float(call.get("fill_value") or 0.0)  # only used by pad_to_aspect_ratio
     if call.get("crop_to_aspect_ratio") or call.get("pad_to_aspect_ratio"):
         x = _aspect_ratio_box(call, x, size, data_format, fill_value)

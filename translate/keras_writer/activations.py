@@ -114,10 +114,17 @@ def prelu_to_keras(node: Node, em: KerasEmitter) -> None:
 
 
 _INFIX = {"add": " + ", "mul": " * ", "sub": " - ", "div": " / "}
-_FUNCS = {"maximum": "keras.ops.maximum", "minimum": "keras.ops.minimum", "pow": "keras.ops.power", "floor_divide": "keras.ops.floor_divide"}
+_FUNCS = {
+    "maximum": "keras.ops.maximum",
+    "minimum": "keras.ops.minimum",
+    "pow": "keras.ops.power",
+    "floor_divide": "keras.ops.floor_divide",
+}
 
 
-@register("ir->keras", "add", "mul", "sub", "div", "maximum", "minimum", "pow", "floor_divide", "trunc_divide", "average")
+@register(
+    "ir->keras", "add", "mul", "sub", "div", "maximum", "minimum", "pow", "floor_divide", "trunc_divide", "average"
+)
 def arithmetic_to_keras(node: Node, em: KerasEmitter) -> None:
     names = [em.var(v) for v in node.inputs]
     if node.op in _INFIX:

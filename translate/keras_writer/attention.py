@@ -56,9 +56,7 @@ def multi_head_attention_to_keras(node: Node, em: KerasEmitter) -> None:
     per_head = em.temp(f"{node.name}_scores", "None")
     em.lines[-1] = f"{out}, {per_head} = {layer}({', '.join(args)})"
     # nn.MultiheadAttention returns the weights averaged over the heads
-    em.line(
-        f"{em.bind(node.outputs[1], f'{node.name}_weights')} = keras.ops.mean({per_head}, axis=1)"
-    )
+    em.line(f"{em.bind(node.outputs[1], f'{node.name}_weights')} = keras.ops.mean({per_head}, axis=1)")
 
 
 @register("ir->keras", "sequence_mask")
@@ -72,10 +70,6 @@ def sequence_mask_to_keras(node: Node, em: KerasEmitter) -> None:
 
 @register("ir->keras", "mask_merge")
 def mask_merge_to_keras(node: Node, em: KerasEmitter) -> None:
-    fn = (
-        "keras.ops.logical_and"
-        if node.attrs["mode"] == "and"
-        else "keras.ops.logical_or"
-    )
+    fn = "keras.ops.logical_and" if node.attrs["mode"] == "and" else "keras.ops.logical_or"
     a, b = node.inputs
     em.assign(node, f"{fn}({em.var(a)}, {em.var(b)})")

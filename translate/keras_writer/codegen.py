@@ -21,7 +21,11 @@ from ...graph import Graph, Node
 from ..codegen import Namespace, Raw, ValueNames, call, emit_nodes, py_literal
 from .training import training_kwargs
 
-RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"keras", "layers", "ops", "np", "Path", "build", "load", "annotations", "model"}
+RESERVED = (
+    set(keyword.kwlist)
+    | set(dir(builtins))
+    | {"keras", "layers", "ops", "np", "Path", "build", "load", "annotations", "model"}
+)
 
 __all__ = ["KerasEmitter", "Raw", "call", "emit_graph", "py_literal"]
 
@@ -49,7 +53,9 @@ class KerasEmitter(ValueNames):
         self._shared_keys = {k for k, n in seen.items() if n > 1}
 
     # -- building -----------------------------------------------------------------------
-    def layer(self, node: Node, cls: str, weights: list[np.ndarray] | None = None, *, suffix: str = "", **kwargs: Any) -> str:
+    def layer(
+        self, node: Node, cls: str, weights: list[np.ndarray] | None = None, *, suffix: str = "", **kwargs: Any
+    ) -> str:
         """A Keras layer for `node`: `cls(**kwargs, name=...)`, with its weights recorded.
         Returns the callable expression (the constructor, or the variable of a shared layer)."""
         key = (node.source, node.op)

@@ -72,7 +72,10 @@ def keras_padding(node: Node) -> tuple[tuple | None, str]:
 
 def zero_pad(node: Node, em: KerasEmitter, x: str, pads: tuple) -> str:
     rank = len(pads)
-    return em.temp(f"{node.name}_pad", f"{em.layer(node, _ZERO_PAD[rank], suffix='pad', padding=pad_argument(pads), **data_format(node))}({x})")
+    return em.temp(
+        f"{node.name}_pad",
+        f"{em.layer(node, _ZERO_PAD[rank], suffix='pad', padding=pad_argument(pads), **data_format(node))}({x})",
+    )
 
 
 def _kernel(w: np.ndarray) -> np.ndarray:

@@ -44,13 +44,17 @@ def dense_to_keras(node: Node, em: KerasEmitter) -> None:
     else:
         kwargs["use_bias"] = False
     kwargs.update(activation_kwarg(node))
-    em.assign(node, f"{em.layer(node, 'layers.Dense', weights, units=int(w.shape[0]), **kwargs)}({em.var(node.inputs[0])})")
+    em.assign(
+        node, f"{em.layer(node, 'layers.Dense', weights, units=int(w.shape[0]), **kwargs)}({em.var(node.inputs[0])})"
+    )
 
 
 @register("ir->keras", "embedding")
 def embedding_to_keras(node: Node, em: KerasEmitter) -> None:
     a = node.attrs
-    layer = em.layer(node, "layers.Embedding", [node.weights["weight"]], input_dim=a["input_dim"], output_dim=a["output_dim"])
+    layer = em.layer(
+        node, "layers.Embedding", [node.weights["weight"]], input_dim=a["input_dim"], output_dim=a["output_dim"]
+    )
     em.assign(node, f"{layer}({em.var(node.inputs[0])})")
 
 

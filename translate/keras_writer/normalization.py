@@ -41,7 +41,10 @@ def batch_norm_to_keras(node: Node, em: KerasEmitter) -> None:
 def layer_norm_to_keras(node: Node, em: KerasEmitter) -> None:
     x = node.inputs[0]
     axes = tuple(node.attrs["axes"])
-    kwargs: dict[str, Any] = {"axis": keras_axis(axes[0], x.rank) if len(axes) == 1 else list(axes), "epsilon": float(node.attrs["epsilon"])}
+    kwargs: dict[str, Any] = {
+        "axis": keras_axis(axes[0], x.rank) if len(axes) == 1 else list(axes),
+        "epsilon": float(node.attrs["epsilon"]),
+    }
     weights = []
     if node.attrs["rms_scaling"]:
         kwargs["rms_scaling"] = True
@@ -59,7 +62,11 @@ def layer_norm_to_keras(node: Node, em: KerasEmitter) -> None:
 @register("ir->keras", "group_norm")
 def group_norm_to_keras(node: Node, em: KerasEmitter) -> None:
     x = node.inputs[0]
-    kwargs = {"groups": node.attrs["groups"], "axis": keras_axis(node.attrs["axis"], x.rank), "epsilon": float(node.attrs["epsilon"])}
+    kwargs = {
+        "groups": node.attrs["groups"],
+        "axis": keras_axis(node.attrs["axis"], x.rank),
+        "epsilon": float(node.attrs["epsilon"]),
+    }
     weights = [node.weights["weight"], node.weights["bias"]]
     em.assign(node, f"{em.layer(node, 'layers.GroupNormalization', weights, **kwargs)}({em.var(x)})")
 
@@ -73,5 +80,8 @@ def rms_norm_to_keras(node: Node, em: KerasEmitter) -> None:
     shape = tuple(int(x.shape[a]) for a in axes)
     scale = node.weights.get("weight")
     scale = np.ones(shape, np.float32) if scale is None else scale.reshape(shape)
-    kwargs: dict[str, Any] = {"axis": keras_axis(axes[0], x.rank) if len(axes) == 1 else list(axes), "epsilon": float(node.attrs["epsilon"])}
+    kwargs: dict[str, Any] = {
+        "axis": keras_axis(axes[0], x.rank) if len(axes) == 1 else list(axes),
+        "epsilon": float(node.attrs["epsilon"]),
+    }
     em.assign(node, f"{em.layer(node, 'layers.RMSNormalization', [scale], **kwargs)}({em.var(x)})")

@@ -16,14 +16,28 @@ from ..registry import register
 from .codegen import KerasEmitter, py_literal
 from .conv import compact, data_format, zero_pad
 
-_POOL = {("max", 1): "layers.MaxPooling1D", ("max", 2): "layers.MaxPooling2D", ("max", 3): "layers.MaxPooling3D",
-         ("avg", 1): "layers.AveragePooling1D", ("avg", 2): "layers.AveragePooling2D", ("avg", 3): "layers.AveragePooling3D"}
-_GLOBAL = {("max", 1): "layers.GlobalMaxPooling1D", ("max", 2): "layers.GlobalMaxPooling2D", ("max", 3): "layers.GlobalMaxPooling3D",
-           ("avg", 1): "layers.GlobalAveragePooling1D", ("avg", 2): "layers.GlobalAveragePooling2D", ("avg", 3): "layers.GlobalAveragePooling3D"}
+_POOL = {
+    ("max", 1): "layers.MaxPooling1D",
+    ("max", 2): "layers.MaxPooling2D",
+    ("max", 3): "layers.MaxPooling3D",
+    ("avg", 1): "layers.AveragePooling1D",
+    ("avg", 2): "layers.AveragePooling2D",
+    ("avg", 3): "layers.AveragePooling3D",
+}
+_GLOBAL = {
+    ("max", 1): "layers.GlobalMaxPooling1D",
+    ("max", 2): "layers.GlobalMaxPooling2D",
+    ("max", 3): "layers.GlobalMaxPooling3D",
+    ("avg", 1): "layers.GlobalAveragePooling1D",
+    ("avg", 2): "layers.GlobalAveragePooling2D",
+    ("avg", 3): "layers.GlobalAveragePooling3D",
+}
 
 
 def _unsupported(node: Node, reason: str) -> UnsupportedOpError:
-    return UnsupportedOpError([(node.source or node.name, node.source_class or node.op, reason)], where="the Keras writer")
+    return UnsupportedOpError(
+        [(node.source or node.name, node.source_class or node.op, reason)], where="the Keras writer"
+    )
 
 
 def _effective_pads(node: Node) -> list[tuple[int, int]]:
@@ -73,10 +87,14 @@ def pool_to_keras(node: Node, em: KerasEmitter) -> None:
             if not a["count_include_pad"] or not any(b or e for b, e in declared):
                 # PyTorch divides by the cells inside the input: TensorFlow's "same" average does too
                 if _tf_same(node) != pads:
-                    raise _unsupported(node, f"average pooling over padding {pads} that excludes the padding from the count")
+                    raise _unsupported(
+                        node, f"average pooling over padding {pads} that excludes the padding from the count"
+                    )
                 padding, pads = "same", None
             elif overflow:
-                raise _unsupported(node, "ceil_mode average pooling that counts the padding and whose last window runs past it")
+                raise _unsupported(
+                    node, "ceil_mode average pooling that counts the padding and whose last window runs past it"
+                )
     if pads is not None:
         if a["mode"] == "max":
             # PyTorch pads max pooling with -inf: padding never wins
@@ -84,7 +102,9 @@ def pool_to_keras(node: Node, em: KerasEmitter) -> None:
             width = [(0, 0)] * rank_all
             for axis, p in zip(spatial_axes(rank_all, a["data_format"]), pads):
                 width[axis] = p
-            x = em.temp(f"{node.name}_pad", f'keras.ops.pad({x}, {py_literal(tuple(width))}, constant_values=float("-inf"))')
+            x = em.temp(
+                f"{node.name}_pad", f'keras.ops.pad({x}, {py_literal(tuple(width))}, constant_values=float("-inf"))'
+            )
         else:
             x = zero_pad(node, em, x, tuple(pads))
     kwargs: dict[str, Any] = {"pool_size": compact(a["pool_size"])}

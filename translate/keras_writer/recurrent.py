@@ -31,15 +31,10 @@ def _activation(node: Node, spec: dict[str, Any] | None, default: str) -> str | 
     if op == "identity":
         name = "linear"
     elif op in ("tanh", "sigmoid") or (
-        op == "relu"
-        and not any(attrs.get(k) for k in ("max_value", "negative_slope", "threshold"))
+        op == "relu" and not any(attrs.get(k) for k in ("max_value", "negative_slope", "threshold"))
     ):
         name = op
-    elif (
-        op == "hard_sigmoid"
-        and abs(attrs["slope"] - 1.0 / 6.0) < 1e-12
-        and attrs["offset"] == 0.5
-    ):
+    elif op == "hard_sigmoid" and abs(attrs["slope"] - 1.0 / 6.0) < 1e-12 and attrs["offset"] == 0.5:
         name = "hard_sigmoid"
     else:
         raise UnsupportedOpError(
@@ -141,11 +136,7 @@ def rnn_to_keras(node: Node, em: KerasEmitter) -> None:
     n_out = 2 if a["direction"] == "bidirectional" and a["merge_mode"] is None else 1
     names = [em.bind(v) for v in node.outputs[:n_out]]
     kinds = ("h", "c") if node.op == "lstm" else ("h",)
-    prefixes = (
-        [f"{node.name}_fw", f"{node.name}_bw"]
-        if a["direction"] == "bidirectional"
-        else [node.name]
-    )
+    prefixes = [f"{node.name}_fw", f"{node.name}_bw"] if a["direction"] == "bidirectional" else [node.name]
     bases = [f"{prefix}_{kind}" for prefix in prefixes for kind in kinds]
     names += [em.bind(v, base) for v, base in zip(node.outputs[n_out:], bases)]
     em.line(f"{', '.join(names)} = {layer}({', '.join(args)})")

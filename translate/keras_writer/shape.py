@@ -54,7 +54,10 @@ def pad_to_keras(node: Node, em: KerasEmitter) -> None:
     axes = range(1, x.rank - 1) if node.attrs["data_format"] == "channels_last" else range(2, x.rank)
     for axis, p in zip(axes, pads):
         width[axis] = p
-    em.assign(node, f"keras.ops.pad({em.var(x)}, {py_literal(tuple(width))}, constant_values={py_literal(float(node.attrs['value']))})")
+    em.assign(
+        node,
+        f"keras.ops.pad({em.var(x)}, {py_literal(tuple(width))}, constant_values={py_literal(float(node.attrs['value']))})",
+    )
 
 
 @register("ir->keras", "reflect_pad")
@@ -70,11 +73,22 @@ def reflect_pad_to_keras(node: Node, em: KerasEmitter) -> None:
 @register("ir->keras", "crop")
 def crop_to_keras(node: Node, em: KerasEmitter) -> None:
     x = node.inputs[0]
-    layer = em.layer(node, CROPPING_LAYERS[x.rank - 2], cropping=pad_argument(tuple(tuple(p) for p in node.attrs["crops"])), **data_format(node))
+    layer = em.layer(
+        node,
+        CROPPING_LAYERS[x.rank - 2],
+        cropping=pad_argument(tuple(tuple(p) for p in node.attrs["crops"])),
+        **data_format(node),
+    )
     em.assign(node, f"{layer}({em.var(x)})")
 
 
-_REDUCE = {"mean": "keras.ops.mean", "sum": "keras.ops.sum", "max": "keras.ops.max", "min": "keras.ops.min", "prod": "keras.ops.prod"}
+_REDUCE = {
+    "mean": "keras.ops.mean",
+    "sum": "keras.ops.sum",
+    "max": "keras.ops.max",
+    "min": "keras.ops.min",
+    "prod": "keras.ops.prod",
+}
 
 
 @register("ir->keras", "reduce")

@@ -69,7 +69,9 @@ def model_name(name: str) -> str:
 
 def _register(code: str) -> str:
     """Custom layer classes are registered so that a saved .keras file reloads them."""
-    return re.sub(r"^class ", '@keras.saving.register_keras_serializable(package="ktorch")\nclass ', code, flags=re.MULTILINE)
+    return re.sub(
+        r"^class ", '@keras.saving.register_keras_serializable(package="ktorch")\nclass ', code, flags=re.MULTILINE
+    )
 
 
 def render(graph: Graph, *, source: str, version: str) -> KerasOutput:
@@ -89,7 +91,10 @@ def render(graph: Graph, *, source: str, version: str) -> KerasOutput:
         ),
         helpers,
     ]
-    body = ["def build() -> keras.Model:", f'    """The {graph.name} architecture, with freshly initialised weights."""']
+    body = [
+        "def build() -> keras.Model:",
+        f'    """The {graph.name} architecture, with freshly initialised weights."""',
+    ]
     for v, name in zip(graph.inputs, in_names):
         dtype = "" if v.dtype == "float32" else f", dtype={py_literal(v.dtype)}"
         body.append(f"    {name} = keras.Input(shape={py_literal(tuple(v.shape[1:]))}{dtype}, name={py_literal(name)})")
@@ -123,7 +128,9 @@ def write(output: KerasOutput, directory: Path, *, release: bool = False) -> lis
     if release:
         from ..safetensors_io import save_streaming
 
-        save_streaming({f"{i}:{name}": a for name, arrays in output.weights.items() for i, a in enumerate(arrays)}, spill)
+        save_streaming(
+            {f"{i}:{name}": a for name, arrays in output.weights.items() for i, a in enumerate(arrays)}, spill
+        )
         output.weights.clear()
         gc.collect()
     try:
@@ -133,15 +140,23 @@ def write(output: KerasOutput, directory: Path, *, release: bool = False) -> lis
         missing = sorted(expected - set(counts))
         unknown = sorted(set(counts) - {layer.name for layer in _all_layers(model)})
         if missing or unknown:
-            raise GraphError(f"the emitted Keras model and its weights disagree: layers without weights {missing[:5]}, weights without a layer {unknown[:5]}")
+            raise GraphError(
+                f"the emitted Keras model and its weights disagree: layers without weights {missing[:5]}, weights without a layer {unknown[:5]}"
+            )
         with _open_spill(spill) if release else contextlib.nullcontext() as spilled:
             for name, count in counts.items():
-                arrays = [spilled.get_tensor(f"{i}:{name}") for i in range(count)] if spilled is not None else output.weights[name]
+                arrays = (
+                    [spilled.get_tensor(f"{i}:{name}") for i in range(count)]
+                    if spilled is not None
+                    else output.weights[name]
+                )
                 layer = model.get_layer(name)
                 shapes = [tuple(w.shape) for w in layer.weights]
                 given = [tuple(a.shape) for a in arrays]
                 if shapes != given:
-                    raise GraphError(f"layer {name!r}: Keras expects weights of shapes {shapes}, the conversion produced {given}")
+                    raise GraphError(
+                        f"layer {name!r}: Keras expects weights of shapes {shapes}, the conversion produced {given}"
+                    )
                 layer.set_weights([np.asarray(a).astype(w.dtype, copy=False) for a, w in zip(arrays, layer.weights)])
                 del arrays
         model.save_weights(str(directory / WEIGHTS_FILE))

@@ -83,7 +83,11 @@ def prelu_to_ir(call: OnnxCall) -> Value:
     x = call.value(0)
     slope = call.const(1).astype(np.float32)
     # the graph's alpha has the input's non-batch shape, 1 on shared axes
-    alpha = slope.reshape((1,) * (x.rank - 1 - slope.ndim) + slope.shape) if slope.ndim < x.rank - 1 else slope.reshape(slope.shape[-(x.rank - 1) :])
+    alpha = (
+        slope.reshape((1,) * (x.rank - 1 - slope.ndim) + slope.shape)
+        if slope.ndim < x.rank - 1
+        else slope.reshape(slope.shape[-(x.rank - 1) :])
+    )
     return call.emit("prelu", [x], weights={"alpha": np.ascontiguousarray(alpha)})
 
 
@@ -104,4 +108,3 @@ def reciprocal_to_ir(call: OnnxCall) -> Value:
     if x.producer is not None and x.producer.op == "sqrt":
         return call.emit("rsqrt", [x.producer.inputs[0]])  # the sqrt is dropped as dead if nothing else reads it
     raise call.unsupported("Reciprocal of a computed tensor other than a square root")
-

@@ -69,7 +69,9 @@ def binary_to_ir(call: OnnxCall) -> Value:
         constant_first = False  # commutative
     out = _with_constant(call, op, x, c.array, constant_first=constant_first)
     if out is None:
-        raise call.unsupported(f"{call.key} with a constant operand of shape {c.array.shape} on a tensor of shape {x.shape}")
+        raise call.unsupported(
+            f"{call.key} with a constant operand of shape {c.array.shape} on a tensor of shape {x.shape}"
+        )
     return out
 
 

@@ -48,7 +48,9 @@ def _attention(x: np.ndarray, w: dict[str, np.ndarray], heads: int, causal: bool
     return out @ w["o_w"].T.astype(np.float64) + w["o_b"].astype(np.float64)
 
 
-def _run(nodes: list[Any], inits: dict[str, np.ndarray], x_name: str, out_name: str, x: np.ndarray, opset: int) -> np.ndarray | None:
+def _run(
+    nodes: list[Any], inits: dict[str, np.ndarray], x_name: str, out_name: str, x: np.ndarray, opset: int
+) -> np.ndarray | None:
     from onnx import TensorProto, helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
 
@@ -112,7 +114,11 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
 
     index = ModelIndex(model)
     graph = model.graph
-    scopes = dict.fromkeys(n.name.rsplit("/", 1)[0] for n in graph.node if n.op_type == "Softmax" and n.name.startswith("/") and n.name.count("/") >= 2)
+    scopes = dict.fromkeys(
+        n.name.rsplit("/", 1)[0]
+        for n in graph.node
+        if n.op_type == "Softmax" and n.name.startswith("/") and n.name.count("/") >= 2
+    )
     fused = 0
     graph_outputs = {o.name for o in graph.output}
     for scope in scopes:
@@ -132,7 +138,9 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
                 produced.update(n.output)
         outside = [i for n in region for i in n.input if i and i not in produced and index.const(i) is None]
         inputs = list(dict.fromkeys(outside))
-        outputs = [o for o in produced if o in graph_outputs or any(id(u) not in members for u in index.consumers.get(o, []))]
+        outputs = [
+            o for o in produced if o in graph_outputs or any(id(u) not in members for u in index.consumers.get(o, []))
+        ]
         if len(inputs) != 1 or len(outputs) != 1:
             continue
         x_name, out_name = inputs[0], outputs[0]
@@ -172,7 +180,15 @@ def fuse_attention(model: Any, shapes: dict[str, tuple], opset: int) -> int:
             name = f"{base}.{key}"
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[key], dtype=np.float32), name))
             names.append(name)
-        node = helper.make_node(MHA, [x_name, *names], [out_name], name=f"{scope}/{MHA}", domain=DOMAIN, num_heads=match[0], causal=int(match[1]))
+        node = helper.make_node(
+            MHA,
+            [x_name, *names],
+            [out_name],
+            name=f"{scope}/{MHA}",
+            domain=DOMAIN,
+            num_heads=match[0],
+            causal=int(match[1]),
+        )
         position = max(i for i, n in enumerate(graph.node) if out_name in n.output)
         graph.node.insert(position + 1, node)
         for n in ordered:
@@ -199,4 +215,9 @@ def multi_head_attention_to_ir(call: OnnxCall) -> Value:
         "num_heads": heads, "key_dim": embed // heads, "value_dim": embed // heads, "output_dim": int(o_w.shape[0]),
         "use_bias": True, "causal": bool(call.attr("causal", 0)),
     }  # fmt: skip
-    return call.emit("multi_head_attention", [x, x, x], attrs, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()})
+    return call.emit(
+        "multi_head_attention",
+        [x, x, x],
+        attrs,
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()},
+    )

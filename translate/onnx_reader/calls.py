@@ -27,7 +27,18 @@ BATCH = -987654321
 
 
 # ONNX TensorProto element types -> graph dtype names
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
+ONNX_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+}
 
 
 class OnnxOpError(KtorchError):
@@ -140,11 +151,17 @@ class OnnxCall:
         *,
         suffix: str = "",
     ) -> Value:
-        node = self.graph.add_node(op, inputs, attrs, weights, name=self.base + suffix, source=self.base, source_class=self.key)
+        node = self.graph.add_node(
+            op, inputs, attrs, weights, name=self.base + suffix, source=self.base, source_class=self.key
+        )
         return node.outputs[0]
 
     def emit_all(
-        self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None, weights: dict[str, np.ndarray] | None = None
+        self,
+        op: str,
+        inputs: list[Value],
+        attrs: dict[str, Any] | None = None,
+        weights: dict[str, np.ndarray] | None = None,
     ) -> list[Value]:
         node = self.graph.add_node(op, inputs, attrs, weights, name=self.base, source=self.base, source_class=self.key)
         return list(node.outputs)
@@ -186,5 +203,7 @@ def evaluate_node(node: Any, arrays: list[np.ndarray | None], opset: int) -> lis
     try:
         results = ReferenceEvaluator(model).run(None, {n: a for n, a in zip(names, arrays) if n})
     except Exception as exc:  # noqa: BLE001 - the reference runtime raises many kinds
-        raise UnsupportedOpError([(node.name, node.op_type, f"cannot fold this constant expression ({exc})")], where="the ONNX reader") from None
+        raise UnsupportedOpError(
+            [(node.name, node.op_type, f"cannot fold this constant expression ({exc})")], where="the ONNX reader"
+        ) from None
     return [np.asarray(r) for r in results]

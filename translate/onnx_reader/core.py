@@ -26,7 +26,9 @@ def gemm_to_ir(call: OnnxCall) -> Value:
     if c is not None:
         if c.size not in (1, units):
             raise call.unsupported(f"Gemm with a bias of shape {c.shape} (only a per-unit vector)")
-        weights["bias"] = np.ascontiguousarray(np.broadcast_to(c.reshape(-1) * np.float32(beta), (units,)).astype(np.float32))
+        weights["bias"] = np.ascontiguousarray(
+            np.broadcast_to(c.reshape(-1) * np.float32(beta), (units,)).astype(np.float32)
+        )
     return call.emit("dense", [x], {"units": units, "use_bias": c is not None}, weights)
 
 

@@ -25,7 +25,9 @@ def inspect_onnx(path: Path) -> list[dict[str, Any]]:
         shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
     constant = {i.name for i in model.graph.initializer} | {""}
     rows: list[dict[str, Any]] = [
-        {"name": i.name, "class": "input", "status": "input", "shape": shapes.get(i.name)} for i in model.graph.input if i.name not in constant
+        {"name": i.name, "class": "input", "status": "input", "shape": shapes.get(i.name)}
+        for i in model.graph.input
+        if i.name not in constant
     ]
     for node in model.graph.node:
         key = op_key(node)
@@ -36,5 +38,7 @@ def inspect_onnx(path: Path) -> list[dict[str, Any]]:
             status = "ok"
         else:
             status = "UNSUPPORTED"
-        rows.append({"name": node.name or node.output[0], "class": key, "status": status, "shape": shapes.get(node.output[0])})
+        rows.append(
+            {"name": node.name or node.output[0], "class": key, "status": status, "shape": shapes.get(node.output[0])}
+        )
     return rows

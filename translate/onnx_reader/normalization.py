@@ -47,7 +47,10 @@ def instance_norm_to_ir(call: OnnxCall) -> Value:
     x = call.value(0)
     scale, bias = call.const(1), call.const(2)
     return call.emit(
-        "group_norm", [x], {"groups": int(scale.shape[0]), "axis": 1, "epsilon": call.attr("epsilon", 1e-5)}, {"weight": scale, "bias": bias}
+        "group_norm",
+        [x],
+        {"groups": int(scale.shape[0]), "axis": 1, "epsilon": call.attr("epsilon", 1e-5)},
+        {"weight": scale, "bias": bias},
     )
 
 

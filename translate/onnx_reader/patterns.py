@@ -132,7 +132,9 @@ def fuse_layer_norm(model: Any, shapes: dict[str, tuple]) -> int:
         if diff is None or mean is None or diff.input[0] != x_name or mean.input[0] != x_name:
             continue
         centre = index.producer.get(diff.input[1])
-        if diff.input[1] != mean_name and not (centre is not None and centre.op_type == "Reshape" and centre.input[0] == mean_name):
+        if diff.input[1] != mean_name and not (
+            centre is not None and centre.op_type == "Reshape" and centre.input[0] == mean_name
+        ):
             continue  # tf2onnx may reshape the mean to its own shape on the way
         x_shape = shapes.get(x_name)
         rank = None if x_shape is None else len(x_shape)
@@ -152,10 +154,19 @@ def fuse_layer_norm(model: Any, shapes: dict[str, tuple]) -> int:
         base = final.name or final.output[0]
         scale_name, bias_name = f"{base}/gamma", f"{base}/beta"
         index.graph.initializer.extend(
-            [numpy_helper.from_array(scale.astype(np.float32), scale_name), numpy_helper.from_array(bias.astype(np.float32), bias_name)]
+            [
+                numpy_helper.from_array(scale.astype(np.float32), scale_name),
+                numpy_helper.from_array(bias.astype(np.float32), bias_name),
+            ]
         )
         ln = helper.make_node(
-            LAYER_NORM, [x_name, scale_name, bias_name], list(final.output), name=base, domain=DOMAIN, axes=list(axes), epsilon=float(eps.reshape(()))
+            LAYER_NORM,
+            [x_name, scale_name, bias_name],
+            list(final.output),
+            name=base,
+            domain=DOMAIN,
+            axes=list(axes),
+            epsilon=float(eps.reshape(())),
         )
         position = list(index.graph.node).index(final)
         index.graph.node.insert(position, ln)
@@ -307,7 +318,10 @@ def fuse_repeat_upsample(model: Any) -> int:
         return 0
     from .calls import shape_of
 
-    shapes = {info.name: shape_of(info, batch=False) for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    shapes = {
+        info.name: shape_of(info, batch=False)
+        for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    }
     index = ModelIndex(model)
     outputs = {o.name for o in model.graph.output}
     found = [_repeat_link(index, n, shapes) for n in index.graph.node if n.op_type == "Unsqueeze"]
@@ -340,7 +354,9 @@ def fuse_repeat_upsample(model: Any) -> int:
         scope = _common_scope([n.name for link in chain for n in link.nodes])
         new, x = [], first.x
         if pre != tuple(range(rank)):
-            new.append(helper.make_node("Transpose", [x], [f"{scope}/to_nchw:0"], name=f"{scope}/to_nchw", perm=list(pre)))
+            new.append(
+                helper.make_node("Transpose", [x], [f"{scope}/to_nchw:0"], name=f"{scope}/to_nchw", perm=list(pre))
+            )
             x = new[-1].output[0]
         scales = f"{scope}/scales"
         index.graph.initializer.append(numpy_helper.from_array(np.array([factors[p] for p in pre], np.float32), scales))
@@ -368,7 +384,11 @@ def _chains(index: ModelIndex, link: _Repeat, outputs: set[str]) -> bool:
     """Whether `link`'s output feeds only the next repeat (and the Shape nodes that compute
     its Reshape target), so that the two fuse."""
     users = index.consumers.get(link.out, [])
-    return link.out not in outputs and sum(u.op_type == "Unsqueeze" for u in users) == 1 and all(u.op_type in ("Unsqueeze", "Shape") for u in users)
+    return (
+        link.out not in outputs
+        and sum(u.op_type == "Unsqueeze" for u in users) == 1
+        and all(u.op_type in ("Unsqueeze", "Shape") for u in users)
+    )
 
 
 def _common_scope(names: list[str]) -> str:

@@ -117,7 +117,10 @@ class OnnxReader:
             if isinstance(v, Deferred):
                 v = v.materialize(identifier(out.name))
             if isinstance(v, Const):
-                raise UnsupportedOpError([(out.name, "output", "the output is a constant that does not depend on the inputs")], where="the ONNX reader")
+                raise UnsupportedOpError(
+                    [(out.name, "output", "the output is a constant that does not depend on the inputs")],
+                    where="the ONNX reader",
+                )
             if not isinstance(v, Value):
                 raise GraphError(f"output {out.name!r} of the ONNX graph is not computed by any node")
             if v in self.graph.inputs or v in outputs:
@@ -161,7 +164,9 @@ class OnnxReader:
         if problems:
             unique = sorted(set(problems), key=problems.index)
             raise UnsupportedOpError(
-                unique, where="the ONNX model", hint="Nothing was written. Add a translator with ktorch.translate.registry.register('onnx->ir', '<OpType>')."
+                unique,
+                where="the ONNX model",
+                hint="Nothing was written. Add a translator with ktorch.translate.registry.register('onnx->ir', '<OpType>').",
             )
 
     def _add_input(self, info: Any) -> Value:
@@ -172,7 +177,13 @@ class OnnxReader:
         for i, d in enumerate(shape[1:], start=1):
             if d is None:
                 raise UnsupportedOpError(
-                    [(info.name, "dynamic shape", f"axis {i} of the input has no fixed size; only the batch axis (0) may be dynamic")],
+                    [
+                        (
+                            info.name,
+                            "dynamic shape",
+                            f"axis {i} of the input has no fixed size; only the batch axis (0) may be dynamic",
+                        )
+                    ],
                     where="the ONNX reader",
                     hint="Export with fixed sizes for every axis but the batch, or fix them with onnx.tools.update_model_dims.",
                 )
@@ -193,17 +204,25 @@ class OnnxReader:
             for out, v in zip(node.output, inputs):
                 self.env[out] = v
             return
-        if key in ("ConstantOfShape", "Expand") and all(isinstance(v, Const) for v in inputs) and BATCH in inputs[-1].array:
+        if (
+            key in ("ConstantOfShape", "Expand")
+            and all(isinstance(v, Const) for v in inputs)
+            and BATCH in inputs[-1].array
+        ):
             from .recurrent import (
                 BatchFill,  # zeros shaped by the batch size (an RNN's initial state)
             )
 
-            fill = self._constant(node, "value", np.zeros(1, np.float32)) if key == "ConstantOfShape" else inputs[0].array
+            fill = (
+                self._constant(node, "value", np.zeros(1, np.float32)) if key == "ConstantOfShape" else inputs[0].array
+            )
             if fill.size and np.all(fill == fill.reshape(-1)[0]):
                 self.env[node.output[0]] = BatchFill.of_shape(inputs[-1].array, fill)
                 return
         if inputs and all(v is None or isinstance(v, Const) for v in inputs):
-            for out, array in zip(node.output, evaluate_node(node, [v.array if v is not None else None for v in inputs], self.opset)):
+            for out, array in zip(
+                node.output, evaluate_node(node, [v.array if v is not None else None for v in inputs], self.opset)
+            ):
                 self.env[out] = Const(out, array)
             return
         translator = lookup("onnx->ir", key)
@@ -242,7 +261,12 @@ class OnnxReader:
             return np.asarray(attrs[attr])
         if default is not None:
             return default
-        for name, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64), ("value_ints", np.int64)):
+        for name, dtype in (
+            ("value_float", np.float32),
+            ("value_floats", np.float32),
+            ("value_int", np.int64),
+            ("value_ints", np.int64),
+        ):
             if name in attrs:
                 return np.asarray(attrs[name], dtype=dtype)
         raise UnsupportedOpError([(node.name, "Constant", f"attribute(s) {sorted(attrs)}")], where="the ONNX reader")
@@ -252,8 +276,12 @@ class OnnxReader:
             if not isinstance(v, Value) or not expected:
                 continue
             got = tuple(v.shape)
-            if len(got) != len(expected) or any(a is not None and b is not None and a != b for a, b in list(zip(got, expected))[1:]):
-                raise GraphError(f"{call.where}: the translation produced shape {got}, ONNX shape inference says {expected}")
+            if len(got) != len(expected) or any(
+                a is not None and b is not None and a != b for a, b in list(zip(got, expected))[1:]
+            ):
+                raise GraphError(
+                    f"{call.where}: the translation produced shape {got}, ONNX shape inference says {expected}"
+                )
 
 
 class _Naming:
@@ -266,7 +294,9 @@ class _Naming:
             top = max(set(firsts), key=firsts.count)
             if firsts.count(top) > len(firsts) // 2:  # tf2onnx's own nodes ("Transpose__486") have no scope
                 self.prefix = top  # tf2onnx: every node sits under the Keras model's name scope
-        self.suffix = re.search(r"_\d+$", self.prefix).group(0) if self.prefix and re.search(r"_\d+$", self.prefix) else ""
+        self.suffix = (
+            re.search(r"_\d+$", self.prefix).group(0) if self.prefix and re.search(r"_\d+$", self.prefix) else ""
+        )
 
     def name(self, node: Any, inputs: list[Any]) -> str:
         scopes = next((m.value for m in node.metadata_props if m.key == "pkg.torch.onnx.name_scopes"), None)
@@ -278,7 +308,9 @@ class _Naming:
             weight = next((v.name for v in inputs[1:] if isinstance(v, Const) and "/" in v.name), None)
             if weight is None:
                 number = re.search(r"__(\d+)$", text)
-                if number and node.op_type in LAYER_OPS:  # a Keras layer named "pad" would clash with keras.ops.pad's own "pad"
+                if (
+                    number and node.op_type in LAYER_OPS
+                ):  # a Keras layer named "pad" would clash with keras.ops.pad's own "pad"
                     return identifier(f"{node.op_type}_{number.group(1)}")
                 return identifier(node.op_type)
             text = weight
@@ -374,7 +406,9 @@ def load_model(src: Any) -> Any:
                 f"{where}: opset {opset} is older than {MIN_OPSET} and could not be upgraded ({exc}); re-export with opset {MIN_OPSET}-{MAX_OPSET}"
             ) from None
     elif opset > MAX_OPSET:
-        raise ModelFileError(f"{where}: opset {opset} is newer than ktorch reads ({MIN_OPSET}-{MAX_OPSET}); re-export with opset_version={MAX_OPSET}")
+        raise ModelFileError(
+            f"{where}: opset {opset} is newer than ktorch reads ({MIN_OPSET}-{MAX_OPSET}); re-export with opset_version={MAX_OPSET}"
+        )
     return model
 
 

@@ -104,11 +104,15 @@ class BatchFill(Deferred):
             raise self.refuse(call)
         outs = []
         for batch in (3, 5):
-            arrays = [self.proxy(batch) if v is self else (v.array if isinstance(v, Const) else None) for v in call.inputs]
+            arrays = [
+                self.proxy(batch) if v is self else (v.array if isinstance(v, Const) else None) for v in call.inputs
+            ]
             outs.append(evaluate_node(call.proto, arrays, call.opset)[0])
         moved = [i for i, (a, b) in enumerate(zip(outs[0].shape, outs[1].shape)) if a != b]
         if len(moved) != 1 or outs[0].shape[moved[0]] != 3:
-            raise self.refuse(call, "an operation that does not keep the batch axis of a constant shaped by the batch size")
+            raise self.refuse(
+                call, "an operation that does not keep the batch axis of a constant shaped by the batch size"
+            )
         shape = list(outs[0].shape)
         shape[moved[0]] = 1
         return BatchFill(tuple(shape), moved[0], self.fill)
@@ -137,7 +141,9 @@ class TimeMajor(Deferred):
             s = _slice_axis0(call, x.shape[1])
             if s is not None and s.step > 0:
                 one = (x, s.start) if len(range(s.start, s.stop, s.step)) == 1 else None
-                return TimeMajor(call.emit("slice", [x], {"axis": 1, "start": s.start, "stop": s.stop, "step": s.step}), one)
+                return TimeMajor(
+                    call.emit("slice", [x], {"axis": 1, "start": s.start, "stop": s.stop, "step": s.step}), one
+                )
         if call.key == "Squeeze" and x.shape[1] == 1:  # tf2onnx's last step: Slice then Squeeze of the time axis
             axes = call.const(1, optional=True) if call.has(1) else call.attr("axes")
             if axes is not None and [int(a) % 3 for a in np.reshape(axes, -1)] == [0]:
@@ -188,7 +194,11 @@ class StateStack(Deferred):
 
     def apply(self, call: OnnxCall) -> Any:
         n = len(self.states)
-        if call.key == "Concat" and int(call.attr("axis")) % 3 == 0 and all(isinstance(v, StateStack) for v in call.inputs):
+        if (
+            call.key == "Concat"
+            and int(call.attr("axis")) % 3 == 0
+            and all(isinstance(v, StateStack) for v in call.inputs)
+        ):
             return StateStack([s for v in call.inputs for s in v.states])
         if call.inputs[0] is not self:
             raise self.refuse(call)
@@ -279,7 +289,9 @@ def rnn_to_ir(call: OnnxCall) -> list[Any]:
     y_used, h_used = call.used(0), call.used(1)
     c_used = call.key == "LSTM" and call.used(2)
     if direction == "reverse" and y_used:
-        raise call.unsupported("direction 'reverse' with its output sequence Y used (only its final state is translated)")
+        raise call.unsupported(
+            "direction 'reverse' with its output sequence Y used (only its final state is translated)"
+        )
 
     w, r = call.const(1).astype(np.float32), call.const(2).astype(np.float32)
     b = call.const(3, optional=True) if call.has(3) else None

@@ -43,13 +43,27 @@ def resize_to_ir(call: OnnxCall) -> Value:
     linear = {1: "linear", 2: "bilinear", 3: "trilinear"}.get(len(target))
     fmt = "channels_first"
     if mode == "nearest" and integer and (coords in _HALF_PIXEL + ("asymmetric", "tf_half_pixel_for_nn")):
-        if coords == "asymmetric" and call.attr("nearest_mode", "round_prefer_floor") not in ("floor", "round_prefer_floor", "round_prefer_ceil"):
-            raise call.unsupported(f"nearest Resize with nearest_mode {call.attr('nearest_mode')!r} and asymmetric coordinates")
-        return call.emit("upsample", [x], {"scale": tuple(int(f) for f in factors), "mode": "nearest", "data_format": fmt})
+        if coords == "asymmetric" and call.attr("nearest_mode", "round_prefer_floor") not in (
+            "floor",
+            "round_prefer_floor",
+            "round_prefer_ceil",
+        ):
+            raise call.unsupported(
+                f"nearest Resize with nearest_mode {call.attr('nearest_mode')!r} and asymmetric coordinates"
+            )
+        return call.emit(
+            "upsample", [x], {"scale": tuple(int(f) for f in factors), "mode": "nearest", "data_format": fmt}
+        )
     if mode == "linear" and coords in _HALF_PIXEL + ("align_corners",) and linear is not None:
         align = coords == "align_corners"
         if integer and not (coords == "pytorch_half_pixel" and 1 in target):
-            return call.emit("upsample", [x], {"scale": tuple(int(f) for f in factors), "mode": linear, "align_corners": align, "data_format": fmt})
+            return call.emit(
+                "upsample",
+                [x],
+                {"scale": tuple(int(f) for f in factors), "mode": linear, "align_corners": align, "data_format": fmt},
+            )
         if not align and len(target) == 2:
             return call.emit("resize", [x], {"size": target, "mode": "bilinear", "data_format": fmt})
-    raise call.unsupported(f"Resize mode {mode!r} with coordinate_transformation_mode {coords!r} to {target} from {tuple(spatial)}")
+    raise call.unsupported(
+        f"Resize mode {mode!r} with coordinate_transformation_mode {coords!r} to {target} from {tuple(spatial)}"
+    )

@@ -51,19 +51,25 @@ def reshape_to_ir(call: OnnxCall) -> Value:
     x = call.value(0)
     shape = [int(d) for d in call.const(1)]
     if BATCH in shape[1:] or any(d < -1 and d != BATCH for d in shape):
-        raise call.unsupported(f"Reshape to a shape computed from the batch size ({[d if d != BATCH else 'N' for d in shape]})")
+        raise call.unsupported(
+            f"Reshape to a shape computed from the batch size ({[d if d != BATCH else 'N' for d in shape]})"
+        )
     shape = [None if d == BATCH else d for d in shape]
     allowzero = bool(call.attr("allowzero", 0))
     if not allowzero:
         shape = [x.shape[i] if d == 0 and i < x.rank else d for i, d in enumerate(shape)]
     first, rest = shape[0], shape[1:]
     batch = call.reader.static_batch
-    whole = None not in x.shape[1:] and None not in rest and -1 not in rest and math.prod(rest) == math.prod(x.shape[1:])
+    whole = (
+        None not in x.shape[1:] and None not in rest and -1 not in rest and math.prod(rest) == math.prod(x.shape[1:])
+    )
     if first is None or (first == -1 and whole) or (batch is not None and first == batch):
         if None in rest:
             raise call.unsupported(f"Reshape to {call.const(1).tolist()} copies a dynamic axis other than the batch")
         return _reshape(call, x, tuple(rest))
-    raise call.unsupported(f"Reshape of {x.shape} to {call.const(1).tolist()} mixes the batch axis with others; keep the batch size (or 0) first")
+    raise call.unsupported(
+        f"Reshape of {x.shape} to {call.const(1).tolist()} mixes the batch axis with others; keep the batch size (or 0) first"
+    )
 
 
 def _axes(call: OnnxCall, rank: int, index: int = 1) -> list[int] | None:
@@ -180,7 +186,12 @@ def compress_to_ir(call: OnnxCall) -> Value:
             start = None
     if not runs:
         raise call.unsupported("Compress that keeps nothing")
-    parts = [x if (b, e) == (0, size) else call.emit("slice", [x], {"axis": axis, "start": b, "stop": e, "step": 1}, suffix=f"_{b}") for b, e in runs]
+    parts = [
+        x
+        if (b, e) == (0, size)
+        else call.emit("slice", [x], {"axis": axis, "start": b, "stop": e, "step": 1}, suffix=f"_{b}")
+        for b, e in runs
+    ]
     return parts[0] if len(parts) == 1 else call.emit("concat", parts, {"axis": axis})
 
 
@@ -208,7 +219,11 @@ def split_to_ir(call: OnnxCall) -> list[Value]:
 
 @register("onnx->ir", "Concat")
 def concat_to_ir(call: OnnxCall) -> Value:
-    values = [call.value(i) for i in range(len(call.inputs)) if not (isinstance(call.inputs[i], Value) and 0 in call.inputs[i].shape)]
+    values = [
+        call.value(i)
+        for i in range(len(call.inputs))
+        if not (isinstance(call.inputs[i], Value) and 0 in call.inputs[i].shape)
+    ]
     axis = call.axis(int(call.attr("axis")), values[0].rank)
     if axis == 0:
         raise call.unsupported("concatenation along the batch axis")
@@ -271,7 +286,9 @@ def reduce_to_ir(call: OnnxCall) -> Value:
         raise call.unsupported("a reduction over all axes (including the batch axis)")
     if 0 in axes:
         raise call.unsupported("a reduction over the batch axis")
-    return call.emit("reduce", [x], {"mode": _REDUCE[call.key], "axes": tuple(axes), "keepdims": bool(call.attr("keepdims", 1))})
+    return call.emit(
+        "reduce", [x], {"mode": _REDUCE[call.key], "axes": tuple(axes), "keepdims": bool(call.attr("keepdims", 1))}
+    )
 
 
 @register("onnx->ir", "Cast")
@@ -283,4 +300,3 @@ def cast_to_ir(call: OnnxCall) -> Value:
     if dtype == x.dtype:
         return x
     return call.emit("cast", [x], {"dtype": dtype})
-

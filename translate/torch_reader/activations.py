@@ -58,7 +58,11 @@ def clamp_to_ir(call: AtenCall) -> Value:
         raise call.unsupported("clamp with tensor bounds")
     if lo == 0 and hi is None:
         return call.emit("relu", [call.value("self")])
-    return call.emit("clip", [call.value("self")], {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)})
+    return call.emit(
+        "clip",
+        [call.value("self")],
+        {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)},
+    )
 
 
 @register("torch->ir", "aten.gelu")

@@ -33,7 +33,9 @@ def _binary(call: AtenCall, op: str, a_name: str = "self", b_name: str = "other"
     dtype = next((v.dtype for v in (a, b) if isinstance(v, Value)), "float32")
     x = operand(call, a_name, rank, dtype)
     if op in ("add", "sub") and alpha not in (1, None):
-        y = call.emit("mul", [operand(call, b_name, rank, dtype), call.reader.scalar_value(float(alpha), rank)], suffix="_alpha")
+        y = call.emit(
+            "mul", [operand(call, b_name, rank, dtype), call.reader.scalar_value(float(alpha), rank)], suffix="_alpha"
+        )
     else:
         y = operand(call, b_name, rank, dtype)
     if op.startswith("compare_"):
@@ -113,9 +115,14 @@ def where_to_ir(call: AtenCall) -> Value:
     if call.args.get("self") is None:
         raise call.unsupported("torch.where(condition) with one argument (the indices of the True elements)")
     names = ("condition", "self", "other")
-    ranks = [v.rank if isinstance(v, Value) else getattr(getattr(v, "array", None), "ndim", 0) for v in (call.args[n] for n in names)]
+    ranks = [
+        v.rank if isinstance(v, Value) else getattr(getattr(v, "array", None), "ndim", 0)
+        for v in (call.args[n] for n in names)
+    ]
     rank = max(ranks)
-    dtype = next((v.dtype for v in (call.args["self"], call.args["other"]) if isinstance(v, Value)), call.meta_dtypes[0])
+    dtype = next(
+        (v.dtype for v in (call.args["self"], call.args["other"]) if isinstance(v, Value)), call.meta_dtypes[0]
+    )
     cond = operand(call, "condition", rank, "bool")
     a, b = operand(call, "self", rank, dtype), operand(call, "other", rank, dtype)
     if cond.dtype != "bool":

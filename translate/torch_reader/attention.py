@@ -51,9 +51,7 @@ def _trace_input(call: ModuleCall, node: Any) -> tuple[Any, bool]:
     while getattr(node, "name", None) in names:
         key = aten_key(node.target)
         if key not in _THROUGH:
-            raise call.unsupported(
-                f"a projection input computed by {key} inside the module"
-            )
+            raise call.unsupported(f"a projection input computed by {key} inside the module")
         if key == "aten.transpose" and sorted(int(d) % 3 for d in node.args[1:3]) == [
             0,
             1,
@@ -69,9 +67,7 @@ def _mask_from_constant(call: ModuleCall, mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.bool_:
         return ~mask
     if not np.all((mask == 0) | np.isneginf(mask)):
-        raise call.unsupported(
-            "an additive float attn_mask with values other than 0 and -inf"
-        )
+        raise call.unsupported("an additive float attn_mask with values other than 0 and -inf")
     return mask == 0
 
 
@@ -114,22 +110,14 @@ class FloatMask(Deferred):
 @register("torch->ir", "aten.zeros_like")
 def zeros_like_to_ir(call: AtenCall) -> Any:
     x = call.args.get("self")
-    if (
-        isinstance(x, Value)
-        and x.dtype == "bool"
-        and call.meta_dtypes[0].startswith("float")
-    ):
+    if isinstance(x, Value) and x.dtype == "bool" and call.meta_dtypes[0].startswith("float"):
         return FloatMask(x, False)
-    raise call.unsupported(
-        "zeros_like other than the start of a float padding mask (F._canonical_mask)"
-    )
+    raise call.unsupported("zeros_like other than the start of a float padding mask (F._canonical_mask)")
 
 
 @register("torch->ir", "aten.masked_fill")
 def masked_fill_to_ir(call: AtenCall) -> Any:
-    raise call.unsupported(
-        "masked_fill other than F._canonical_mask's (zeros_like(mask).masked_fill(mask, -inf))"
-    )
+    raise call.unsupported("masked_fill other than F._canonical_mask's (zeros_like(mask).masked_fill(mask, -inf))")
 
 
 @register("torch->ir", "module.MultiheadAttention")
@@ -142,9 +130,7 @@ def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
     if "bias_k" in st or "bias_v" in st:
         raise call.unsupported("bias_k / bias_v")
     linears = call.targets("aten.linear")
-    out_proj = [
-        n for n in linears if getattr(n.args[1], "name", "").endswith("out_proj_weight")
-    ]
+    out_proj = [n for n in linears if getattr(n.args[1], "name", "").endswith("out_proj_weight")]
     projections = [n for n in linears if n not in out_proj]
     if len(out_proj) != 1 or len(projections) not in (1, 2, 3):
         raise call.unsupported(
@@ -172,9 +158,7 @@ def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
     use_bias = b is not None
     # heads: PyTorch's first view in the module is q.view(tgt_len, bsz * num_heads, head_dim)
     views = [
-        n
-        for n in call.targets("aten.view")
-        if hasattr(n.meta.get("val"), "shape") and len(n.meta["val"].shape) == 3
+        n for n in call.targets("aten.view") if hasattr(n.meta.get("val"), "shape") and len(n.meta["val"].shape) == 3
     ]
     if not views:
         raise call.unsupported("cannot find the per-head view of the queries")
@@ -202,21 +186,13 @@ def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
                 continue
             v = reader.env.get(arg.name)
             if isinstance(v, FloatMask) and v.filled:
-                v = (
-                    v.mask
-                )  # nn.TransformerEncoder's float key_padding_mask: its bool source
+                v = v.mask  # nn.TransformerEncoder's float key_padding_mask: its bool source
             if isinstance(v, Value) and v not in sources and v not in mask_values:
                 mask_values.append(v)
-            elif (
-                isinstance(v, Const)
-                and not v.name.startswith(prefix)
-                and all(v is not c for c in mask_consts)
-            ):
+            elif isinstance(v, Const) and not v.name.startswith(prefix) and all(v is not c for c in mask_consts):
                 mask_consts.append(v)
     sdpa = call.targets("aten.scaled_dot_product_attention")
-    causal = any(
-        bool(bind_arguments(n.target, n.args, n.kwargs).get("is_causal")) for n in sdpa
-    )
+    causal = any(bool(bind_arguments(n.target, n.args, n.kwargs).get("is_causal")) for n in sdpa)
     mask_inputs: list[Value] = []
     mask_names: list[str] = []
     for c in mask_consts:
@@ -301,18 +277,14 @@ def _known_mask(call: AtenCall, mask: Any) -> np.ndarray | None:
     if isinstance(mask, Const):
         return mask.array
     producer = mask.producer if isinstance(mask, Value) else None
-    while (
-        producer is not None and producer.op == "tile"
-    ):  # a constant expanded to the batch
+    while producer is not None and producer.op == "tile":  # a constant expanded to the batch
         producer = producer.inputs[0].producer
     if producer is not None and producer.op == "constant":
         return producer.weights["value"]
     return None
 
 
-def _additive(
-    call: AtenCall, mask: Any, rank: int, safe_rows: list[Value]
-) -> Value | None:
+def _additive(call: AtenCall, mask: Any, rank: int, safe_rows: list[Value]) -> Value | None:
     """attn_mask as a float term added to the scores (None where it masks nothing): a bool
     mask is True where attention is allowed (False: -inf), a float mask is added as is."""
     array = _known_mask(call, mask)
@@ -332,9 +304,7 @@ def _additive(
             array = np.where(array, 0.0, -np.inf).astype(np.float32)
         elif not array.any():
             return None
-        array = array.reshape((1,) * (rank - array.ndim) + array.shape).astype(
-            np.float32
-        )
+        array = array.reshape((1,) * (rank - array.ndim) + array.shape).astype(np.float32)
         return call.reader.constant_value(Const(f"{call.name}_mask", array))
     if mask.dtype == "bool":
         as_float = call.emit("cast", [mask], {"dtype": "float32"}, suffix="_mask_float")
@@ -367,9 +337,7 @@ def _additive(
             suffix="_mask",
         )
     while mask.rank < rank:
-        mask = call.emit(
-            "expand_dims", [mask], {"axis": 1}, suffix=f"_mask_{mask.rank}d"
-        )
+        mask = call.emit("expand_dims", [mask], {"axis": 1}, suffix=f"_mask_{mask.rank}d")
     return mask
 
 
@@ -380,13 +348,9 @@ def sdpa_to_ir(call: AtenCall) -> Value:
     if q.rank < 3:
         raise call.unsupported("attention on tensors without a batch axis")
     if call.args.get("enable_gqa") and q.rank == 4 and k.shape[1] != q.shape[1]:
-        raise call.unsupported(
-            "grouped-query attention (enable_gqa with fewer key heads)"
-        )
+        raise call.unsupported("grouped-query attention (enable_gqa with fewer key heads)")
     if float(call.args.get("dropout_p") or 0.0) > 0:
-        raise call.unsupported(
-            "attention dropout (dropout_p > 0): export after model.eval() with dropout_p=0"
-        )
+        raise call.unsupported("attention dropout (dropout_p > 0): export after model.eval() with dropout_p=0")
     perm = tuple(range(k.rank - 2)) + (k.rank - 1, k.rank - 2)
     kt = call.emit("transpose", [k], {"perm": perm}, suffix="_keys")
     scores = call.emit("matmul", [q, kt], suffix="_scores")
@@ -397,16 +361,12 @@ def sdpa_to_ir(call: AtenCall) -> Value:
         suffix="_scaled",
     )
     terms = []
-    safe_rows: list[
-        Value
-    ] = []  # where a query may attend to no key, its weights are zero
+    safe_rows: list[Value] = []  # where a query may attend to no key, its weights are zero
     if call.args.get("attn_mask") is not None:
         terms.append(_additive(call, call.args["attn_mask"], scores.rank, safe_rows))
     if call.args.get("is_causal"):
         length, source = int(q.shape[-2]), int(k.shape[-2])
-        causal = np.where(
-            np.tril(np.ones((length, source), bool)), 0.0, -np.inf
-        ).astype(np.float32)
+        causal = np.where(np.tril(np.ones((length, source), bool)), 0.0, -np.inf).astype(np.float32)
         terms.append(
             call.reader.constant_value(
                 Const(
@@ -417,9 +377,7 @@ def sdpa_to_ir(call: AtenCall) -> Value:
         )
     for i, term in enumerate(t for t in terms if t is not None):
         scores = call.emit("add", [scores, term], suffix=f"_masked{i or ''}")
-    weights = call.emit(
-        "softmax", [scores], {"axis": (scores.rank - 1,)}, suffix="_weights"
-    )
+    weights = call.emit("softmax", [scores], {"axis": (scores.rank - 1,)}, suffix="_weights")
     for row_ok in safe_rows:
         weights = call.emit("mul", [weights, row_ok], suffix="_weights_safe")
     return call.emit("matmul", [weights, v])
@@ -431,9 +389,7 @@ def hf_conv1d_to_ir(call: ModuleCall) -> list[Value]:
     weight, written as x.view(-1, in) @ W + b viewed back; one Dense on the sequence."""
     st = call.state
     if set(st) != {"weight", "bias"} or len(call.inputs) != 1 or len(call.outputs) != 1:
-        raise call.unsupported(
-            "a Conv1D module other than transformers.pytorch_utils.Conv1D (weight, bias; one input)"
-        )
+        raise call.unsupported("a Conv1D module other than transformers.pytorch_utils.Conv1D (weight, bias; one input)")
     # a transposed view, not a copy: the Keras writer transposes it back to (in, out)
     w = np.asarray(st["weight"], dtype=np.float32).T
     attrs = {"units": int(w.shape[0]), "use_bias": True}
@@ -475,18 +431,14 @@ def index_to_ir(call: AtenCall) -> Value:
         and isinstance(indices[0], BatchRange)
         and isinstance(indices[1], Const)
     ):
-        raise call.unsupported(
-            "indexing other than mask[arange(batch), positions] (a padding mask read by position)"
-        )
+        raise call.unsupported("indexing other than mask[arange(batch), positions] (a padding mask read by position)")
     positions = indices[1].array
     if (
         x.shape[1] is None
         or not np.array_equal(positions.reshape(-1), np.arange(int(x.shape[1])))
         or positions.shape[-1] != positions.size
     ):
-        raise call.unsupported(
-            "indexing a padding mask by positions other than 0..length-1 along the last axis"
-        )
+        raise call.unsupported("indexing a padding mask by positions other than 0..length-1 along the last axis")
     rank = max(indices[0].ndim, positions.ndim)
     return call.emit("reshape", [x], {"shape": (1,) * (rank - 2) + (int(x.shape[1]),)})
 
@@ -509,10 +461,6 @@ def mask_and_to_ir(call: AtenCall) -> Value:
                 {"mode": "and"},
             )
         target = call.meta_shapes[0]
-        reps = tuple(
-            1 if d is None or s == d else int(d) for s, d in zip(a.shape, target)
-        )
-        return (
-            a if all(r == 1 for r in reps) else call.emit("tile", [a], {"reps": reps})
-        )
+        reps = tuple(1 if d is None or s == d else int(d) for s, d in zip(a.shape, target))
+        return a if all(r == 1 for r in reps) else call.emit("tile", [a], {"reps": reps})
     return call.emit("mask_merge", [a, call.value("other")], {"mode": "and"})

@@ -135,7 +135,9 @@ class AtenCall:
 
     @property
     def where(self) -> str:
-        return f"{self.fx_name} ({self.key}{' in ' + self.module + ' (' + self.module_class + ')' if self.module else ''})"
+        return (
+            f"{self.fx_name} ({self.key}{' in ' + self.module + ' (' + self.module_class + ')' if self.module else ''})"
+        )
 
     def error(self, message: str) -> TorchOpError:
         return TorchOpError(f"{self.where}: {message}")
@@ -200,7 +202,9 @@ class AtenCall:
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs  # type: ignore[return-value]
 
     def emit_all(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None) -> list[Value]:
-        node = self.graph.add_node(op, inputs, attrs, name=self.name, source=self.name, source_class=self.module_class or self.key)
+        node = self.graph.add_node(
+            op, inputs, attrs, name=self.name, source=self.name, source_class=self.module_class or self.key
+        )
         return list(node.outputs)
 
 
@@ -245,13 +249,28 @@ class ModuleCall:
         """The module's fx nodes calling ATen op `key` ("aten.transpose")."""
         return [n for n in self.nodes if aten_key(n.target) == key]
 
-    def emit(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None, weights: dict[str, np.ndarray] | None = None) -> Value:
-        node = self.graph.add_node(op, inputs, attrs, weights, name=self.name, source=self.module, source_class=self.module_class)
+    def emit(
+        self,
+        op: str,
+        inputs: list[Value],
+        attrs: dict[str, Any] | None = None,
+        weights: dict[str, np.ndarray] | None = None,
+    ) -> Value:
+        node = self.graph.add_node(
+            op, inputs, attrs, weights, name=self.name, source=self.module, source_class=self.module_class
+        )
         return node.outputs[0]
 
     def swap_time_and_batch(self, value: Value, suffix: str) -> Value:
         """(T, B, F) <-> (B, T, F): the transpose around a batch_first=False RNN or attention."""
-        node = self.graph.add_node("transpose", [value], {"perm": (1, 0, 2)}, name=f"{self.name}_{suffix}", source=self.module, source_class="transpose")
+        node = self.graph.add_node(
+            "transpose",
+            [value],
+            {"perm": (1, 0, 2)},
+            name=f"{self.name}_{suffix}",
+            source=self.module,
+            source_class="transpose",
+        )
         return node.output
 
 

@@ -7,7 +7,14 @@ from ...graph import Value
 from ..registry import register
 from .calls import AtenCall
 
-RANKS = {"aten.conv1d": 1, "aten.conv2d": 2, "aten.conv3d": 3, "aten.conv_transpose1d": 1, "aten.conv_transpose2d": 2, "aten.conv_transpose3d": 3}
+RANKS = {
+    "aten.conv1d": 1,
+    "aten.conv2d": 2,
+    "aten.conv3d": 3,
+    "aten.conv_transpose1d": 1,
+    "aten.conv_transpose2d": 2,
+    "aten.conv_transpose3d": 3,
+}
 
 
 def _padding(call: AtenCall, rank: int, kernel: tuple, dilation: tuple) -> tuple:

@@ -65,8 +65,16 @@ def embedding_to_ir(call: AtenCall) -> Value:
         full = call.reader.constant_value(Const(table.name, table.array.reshape(1, *table.array.shape), True))
         picked = call.emit("slice", [full], {"axis": 1, "start": start, "stop": start + count, "step": 1})
         shape = tuple(call.args["indices"].array.shape) + (int(table.array.shape[1]),)
-        return picked if shape == tuple(picked.shape) else call.emit("reshape", [picked], {"shape": shape[1:]}, suffix="_rows")
+        return (
+            picked
+            if shape == tuple(picked.shape)
+            else call.emit("reshape", [picked], {"shape": shape[1:]}, suffix="_rows")
+        )
     w = call.const("weight")
     idx = call.args["padding_idx"]
-    attrs = {"input_dim": int(w.shape[0]), "output_dim": int(w.shape[1]), "padding_idx": None if idx is None or idx < 0 else int(idx)}
+    attrs = {
+        "input_dim": int(w.shape[0]),
+        "output_dim": int(w.shape[1]),
+        "padding_idx": None if idx is None or idx < 0 else int(idx),
+    }
     return call.emit("embedding", [call.value("indices")], attrs, {"weight": w})

@@ -95,14 +95,22 @@ class MergedBatch(Deferred):
         if handler is None:
             keys = ", ".join(sorted(_HANDLERS))
             raise _refuse(
-                node, key, f"{key} is not translated on a tensor whose batch axis is merged with axis {self.axis} "
-                f"(PyTorch shape {self.torch_shape()}, batch * {self.factor} on axis {self.axis}); ops translated on such tensors: {keys}"
+                node,
+                key,
+                f"{key} is not translated on a tensor whose batch axis is merged with axis {self.axis} "
+                f"(PyTorch shape {self.torch_shape()}, batch * {self.factor} on axis {self.axis}); ops translated on such tensors: {keys}",
             )
         return handler(self, reader, node, key, dict(args))
 
     def materialize(self, reader: TorchReader, name: str) -> Value:
         raise UnsupportedOpError(
-            [(name, "output", "the batch axis of this model output is merged with another axis; the emitted model keeps the batch on axis 0")],
+            [
+                (
+                    name,
+                    "output",
+                    "the batch axis of this model output is merged with another axis; the emitted model keeps the batch on axis 0",
+                )
+            ],
             where="the PyTorch reader",
         )
 
@@ -173,11 +181,19 @@ def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any], core: i
                 raise _refuse(node, key, f"combines tensors whose batch is merged differently ({v!r} and {x!r})")
             v = v.value
         elif isinstance(v, Value):
-            raise _refuse(node, key, "combines a tensor whose batch axis is merged with another axis and one whose batch axis is not")
+            raise _refuse(
+                node,
+                key,
+                "combines a tensor whose batch axis is merged with another axis and one whose batch axis is not",
+            )
         elif isinstance(v, Const) and name not in own:
             at = x.axis - (x.rank - v.array.ndim)  # the constant's axis that lines up with the merged one
             if 0 <= at < v.array.ndim - core and v.array.shape[at] != 1:
-                raise _refuse(node, key, f"a constant of shape {v.array.shape} has size {v.array.shape[at]} on the merged batch axis")
+                raise _refuse(
+                    node,
+                    key,
+                    f"a constant of shape {v.array.shape} has size {v.array.shape[at]} on the merged batch axis",
+                )
         out[name] = v
     return out
 
@@ -187,7 +203,12 @@ def _reshape(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dic
     if x.axis != 0 and any(d != 1 for d in x.value.shape[1 : x.axis + 1]):
         raise _refuse(node, key, f"reshapes a tensor whose batch is merged into axis {x.axis}, not axis 0")
     if x.axis != 0:  # only size-1 axes before it: the elements are in the same order
-        x = MergedBatch(_emit_reshape(reader, node, key, x, (x.factor, *[d for i, d in enumerate(x.value.shape[1:]) if i != x.axis])), 0)
+        x = MergedBatch(
+            _emit_reshape(
+                reader, node, key, x, (x.factor, *[d for i, d in enumerate(x.value.shape[1:]) if i != x.axis])
+            ),
+            0,
+        )
     target = batch_target(size, math.prod(x.value.shape[1:]), reader.static_batch)
     if target is None:
         raise _refuse(node, key, f"reshape to {tuple(size)} moves the batch size to an axis other than 0")
@@ -208,7 +229,9 @@ def _permute(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dic
         perm = list(range(x.rank))
         a, b = int(args["dim0"]) % x.rank, int(args["dim1"]) % x.rank
         perm[a], perm[b] = perm[b], perm[a]
-    return _translate(x, reader, node, "aten.permute", {"self": x.value, "dims": [0, *(d + 1 for d in perm)]}, perm.index(x.axis))
+    return _translate(
+        x, reader, node, "aten.permute", {"self": x.value, "dims": [0, *(d + 1 for d in perm)]}, perm.index(x.axis)
+    )
 
 
 def _select(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
@@ -267,7 +290,9 @@ def _batch_norm(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: 
     val = node.meta.get("val")
     if not isinstance(val, (list, tuple)):
         return _translate(x, reader, node, key, args, x.axis)
-    out = reader.translate(node, key, args, _shape_of(val[0], node, x.axis))  # the legit_no_training form: (y, None, None)
+    out = reader.translate(
+        node, key, args, _shape_of(val[0], node, x.axis)
+    )  # the legit_no_training form: (y, None, None)
     return [_wrap(reader, node, out[0], x.axis), *out[1:]]
 
 
@@ -294,6 +319,8 @@ _ELEMENTWISE = (
     "aten.relu", "aten.gelu", "aten.silu", "aten.sigmoid", "aten.tanh", "aten.exp", "aten.neg", "aten.sqrt",
     "aten.rsqrt", "aten.erf", "aten.abs", "aten.hardswish", "aten.hardtanh", "aten.leaky_relu", "aten.clamp",
 )  # fmt: skip
+
+
 def _dropout(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
     """Element dropout on windows (Swin's attention dropout); a rate of 0 does nothing, even in training."""
     if float(args.get("p") or 0.0) == 0.0:

@@ -24,10 +24,20 @@ def _batch_norm(call: AtenCall, training: bool, momentum: float, eps: float) -> 
     x = call.value("input")
     mean = call.const("running_mean", optional=True)
     if training or mean is None:
-        raise call.unsupported("batch normalisation with batch statistics (training mode); export the model after model.eval()")
-    weights = {**_affine(call, mean.shape[0], fill=False), "running_mean": mean, "running_var": call.const("running_var")}
+        raise call.unsupported(
+            "batch normalisation with batch statistics (training mode); export the model after model.eval()"
+        )
+    weights = {
+        **_affine(call, mean.shape[0], fill=False),
+        "running_mean": mean,
+        "running_var": call.const("running_var"),
+    }
     # the channel axis is 1, or 2 where the batch is held split out of a merged axis 0 (merged.py)
-    attrs = {"axis": int(call.args.get("channel_axis", 1)), "epsilon": float(eps), "momentum": float(momentum if momentum is not None else 0.1)}
+    attrs = {
+        "axis": int(call.args.get("channel_axis", 1)),
+        "epsilon": float(eps),
+        "momentum": float(momentum if momentum is not None else 0.1),
+    }
     return call.emit("batch_norm", [x], attrs, weights)
 
 
@@ -84,4 +94,6 @@ def rms_norm_to_ir(call: AtenCall) -> Value:
     eps = call.args.get("eps")
     eps = float(np.finfo(np.float32).eps) if eps is None else float(eps)
     w = call.const("weight", optional=True)
-    return call.emit("rms_norm", [x], {"axes": tuple(range(x.rank - n, x.rank)), "epsilon": eps}, {} if w is None else {"weight": w})
+    return call.emit(
+        "rms_norm", [x], {"axes": tuple(range(x.rank - n, x.rank)), "epsilon": eps}, {} if w is None else {"weight": w}
+    )

@@ -54,9 +54,13 @@ PASS_THROUGH = {
     "aten.lift_fresh",
     "aten.identity",
 }
-IGNORED = {"aten._assert_scalar", "aten._assert_tensor_metadata", "aten.sym_constrain_range_for_size", "aten._assert_async"}
+IGNORED = {
+    "aten._assert_scalar",
+    "aten._assert_tensor_metadata",
+    "aten.sym_constrain_range_for_size",
+    "aten._assert_async",
+}
 CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")
-
 
 
 def _stack_entries(node: Any) -> list[tuple[str, str]]:
@@ -134,7 +138,9 @@ class TorchReader:
         """A `constant` node holding `const` (one per constant and rank); with `rank`, the
         array gets leading size-1 axes so that it broadcasts like a same-rank operand."""
         if rank is not None and const.array.ndim < rank:
-            const = Const(const.name, const.array.reshape((1,) * (rank - const.array.ndim) + const.array.shape), const.trainable)
+            const = Const(
+                const.name, const.array.reshape((1,) * (rank - const.array.ndim) + const.array.shape), const.trainable
+            )
         key = f"{const.name}:{const.array.shape}"  # a parameter may be used as it is and reshaped
         if key not in self._const_values:
             node = self.graph.add_node(
@@ -164,7 +170,9 @@ class TorchReader:
         constants = getattr(ep, "constants", {}) or {}
         kinds = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
         self._live = _live_nodes(ep.graph)
-        self._constant = _constant_nodes(ep.graph, {name for name, spec in kinds.items() if spec.kind != InputKind.USER_INPUT})
+        self._constant = _constant_nodes(
+            ep.graph, {name for name, spec in kinds.items() if spec.kind != InputKind.USER_INPUT}
+        )
         self._batch_only = _batch_only_nodes(ep.graph, self._constant)
         self._batch_values: dict[str, dict[int, Any]] = {}
         # constants that in-place calls write into, and the views they write through
@@ -184,7 +192,10 @@ class TorchReader:
                     tensor = source[spec.target]
                     self.env[node.name] = Const(spec.target, _to_numpy(tensor), spec.kind == InputKind.PARAMETER)
                 else:
-                    raise UnsupportedOpError([(node.name, str(spec.kind), "this kind of program input is not supported")], where="the PyTorch reader")
+                    raise UnsupportedOpError(
+                        [(node.name, str(spec.kind), "this kind of program input is not supported")],
+                        where="the PyTorch reader",
+                    )
             elif node.op == "call_function" and node.name in self._owner:
                 if node.name not in self.env:
                     self._translate_module(self._owner[node.name])
@@ -211,7 +222,14 @@ class TorchReader:
                 self.graph.outputs = values
         for v in self.graph.outputs:
             v.source = v.source or v.name
-        self.graph.meta.update({"source_framework": "pytorch", "source_format": "torch.export", "static_batch": self.static_batch, "example_batch": self.example_batch})
+        self.graph.meta.update(
+            {
+                "source_framework": "pytorch",
+                "source_format": "torch.export",
+                "static_batch": self.static_batch,
+                "example_batch": self.example_batch,
+            }
+        )
         from .training import mark_frozen
 
         mark_frozen(self.graph, self.program)
@@ -225,10 +243,22 @@ class TorchReader:
             if node.name in self._constant or node.name in self._batch_only:
                 continue  # evaluated once at conversion time
             key = aten_key(node.target)
-            if key in PASS_THROUGH or key in IGNORED or key in _PYTHON_OPS or key in _SYM_OPS or lookup("torch->ir", key) is not None:
+            if (
+                key in PASS_THROUGH
+                or key in IGNORED
+                or key in _PYTHON_OPS
+                or key in _SYM_OPS
+                or lookup("torch->ir", key) is not None
+            ):
                 continue
             module, cls = module_of(node)
-            problems.append((module or node.name, key, f"no translator (called in {cls.rsplit('.', 1)[-1] or 'the top-level forward'})"))
+            problems.append(
+                (
+                    module or node.name,
+                    key,
+                    f"no translator (called in {cls.rsplit('.', 1)[-1] or 'the top-level forward'})",
+                )
+            )
         if problems:
             unique = sorted(set(problems), key=problems.index)
             raise UnsupportedOpError(
@@ -274,7 +304,9 @@ class TorchReader:
         translator: Callable = lookup("torch->ir", f"module.{short}")  # type: ignore[assignment]
         results = translator(call)
         if len(results) != len(outputs):
-            raise GraphError(f"{module} ({short}): the translator returned {len(results)} values for {len(outputs)} outputs")
+            raise GraphError(
+                f"{module} ({short}): the translator returned {len(results)} values for {len(outputs)} outputs"
+            )
         for n in nodes:
             self.env[n.name] = None
         for n, v in zip(outputs, results):
@@ -282,13 +314,19 @@ class TorchReader:
             val = n.meta.get("val")
             if isinstance(v, Value) and hasattr(val, "shape"):
                 expected = _shape(val, batch=True, where=n.name)
-                if len(expected) != v.rank or any(a is not None and b is not None and a != b for a, b in zip(v.shape, expected)):
-                    raise GraphError(f"{module} ({short}): the translation produced shape {v.shape}, PyTorch computes {expected}")
+                if len(expected) != v.rank or any(
+                    a is not None and b is not None and a != b for a, b in zip(v.shape, expected)
+                ):
+                    raise GraphError(
+                        f"{module} ({short}): the translation produced shape {v.shape}, PyTorch computes {expected}"
+                    )
 
     def _add_input(self, node: Any) -> Value:
         val = node.meta.get("val")
         if val is None or not hasattr(val, "shape"):
-            raise UnsupportedOpError([(node.name, type(val).__name__, "only tensor inputs are supported")], where="the PyTorch reader")
+            raise UnsupportedOpError(
+                [(node.name, type(val).__name__, "only tensor inputs are supported")], where="the PyTorch reader"
+            )
         shape = _shape(val, batch=True, where=f"input {node.name!r}")
         if isinstance(val.shape[0], int):  # a dynamic batch is a torch.SymInt, no int
             self.static_batch = int(val.shape[0])
@@ -328,14 +366,22 @@ class TorchReader:
         deferred = next((a for a in flat if isinstance(a, Deferred)), None)
         if deferred is not None:
             return deferred.apply(self, node, key, bound)
-        computed = any(isinstance(a, Const) for a in flat) or node.name in self._constant  # arange(7) has no tensor argument
+        computed = (
+            any(isinstance(a, Const) for a in flat) or node.name in self._constant
+        )  # arange(7) has no tensor argument
         if key == "aten.embedding" and learned_rows(bound) is not None:
             computed = False  # rows of a learned table (BERT's position embeddings): they stay a trainable weight
-        if self.options.fold_constants and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange)) for a in flat) and computed:
+        if (
+            self.options.fold_constants
+            and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange)) for a in flat)
+            and computed
+        ):
             return self._fold(node, args, kwargs)
         val = node.meta.get("val")
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
-        return self.translate(node, key, bound, [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals])
+        return self.translate(
+            node, key, bound, [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
+        )
 
     def translate(self, node: Any, key: str, bound: dict[str, Any], meta_shapes: list[tuple]) -> Any:
         """Hand one ATen call to its translator; `meta_shapes` are the shapes its outputs
@@ -397,7 +443,10 @@ class TorchReader:
         else:
             try:
                 with torch.no_grad():
-                    values = {b: node.target(*concrete(node.args, b), **concrete(dict(node.kwargs), b)) for b in self._BATCH_SIZES}
+                    values = {
+                        b: node.target(*concrete(node.args, b), **concrete(dict(node.kwargs), b))
+                        for b in self._BATCH_SIZES
+                    }
             except Exception:  # noqa: BLE001 - an operand only its translator understands
                 return self._call(node)
         self._batch_values[node.name] = values
@@ -419,18 +468,32 @@ class TorchReader:
             and torch.equal(a[:1], b[:1])
         )
         if not same:
-            if all(isinstance(t, torch.Tensor) and t.shape[:1] == (n,) and t.numel() == n and torch.equal(t.flatten(), torch.arange(n)) for n, t in values.items()):
+            if all(
+                isinstance(t, torch.Tensor)
+                and t.shape[:1] == (n,)
+                and t.numel() == n
+                and torch.equal(t.flatten(), torch.arange(n))
+                for n, t in values.items()
+            ):
                 return BatchRange(a.ndim)
             return BatchExpr(f"{node.name} (depends on the batch size)")
         return Const(node.name, _to_numpy(a[:1]))
 
     def _check_shapes(self, call: AtenCall, result: Any) -> None:
-        outs = [result] if isinstance(result, Value) else [r for r in (result or []) if isinstance(r, Value)] if isinstance(result, (list, tuple)) else []
+        outs = (
+            [result]
+            if isinstance(result, Value)
+            else [r for r in (result or []) if isinstance(r, Value)]
+            if isinstance(result, (list, tuple))
+            else []
+        )
         for v, expected in zip(outs, call.meta_shapes):
             if not expected:
                 continue
             got = tuple(v.shape)
-            if len(got) != len(expected) or any(a is not None and b is not None and a != b for a, b in zip(got, expected)):
+            if len(got) != len(expected) or any(
+                a is not None and b is not None and a != b for a, b in zip(got, expected)
+            ):
                 raise GraphError(f"{call.where}: the translation produced shape {got}, PyTorch computes {expected}")
 
     def _fold(self, node: Any, args: Any, kwargs: Any) -> Any:
@@ -446,7 +509,9 @@ class TorchReader:
             if isinstance(a, Const):
                 t = torch.from_numpy(np.array(a.array))
                 val = fx.meta.get("val") if isinstance(fx, torch.fx.Node) else None
-                return t.reshape(()) if getattr(val, "ndim", None) == 0 and t.numel() == 1 else t  # _to_numpy made it 1-d
+                return (
+                    t.reshape(()) if getattr(val, "ndim", None) == 0 and t.numel() == 1 else t
+                )  # _to_numpy made it 1-d
             if isinstance(a, (list, tuple)):
                 fxs = fx if isinstance(fx, (list, tuple)) and len(fx) == len(a) else [None] * len(a)
                 return type(a)(unwrap(i, f) for i, f in zip(a, fxs))
@@ -470,7 +535,9 @@ class TorchReader:
                 return Const(learned[0].name, _to_numpy(out), True)
             return Const(f"{node.name}", _to_numpy(out))
         if isinstance(out, (list, tuple)):
-            return [Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)]
+            return [
+                Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)
+            ]
         return out
 
 
@@ -484,7 +551,22 @@ RELAYOUT = {
 # x.new_zeros(size) and friends read only the dtype of x: with a static size, a constant
 FACTORIES = {"aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty"}
 # ops whose output is a view of their first argument (an in-place op on it writes through)
-VIEWS = {"aten.slice", "aten.select", "aten.view", "aten.narrow", "aten.unsqueeze", "aten.squeeze", "aten.permute", "aten.transpose", "aten.t", "aten.expand", "aten.alias", "aten.diagonal", "aten.as_strided", "aten.unflatten"}
+VIEWS = {
+    "aten.slice",
+    "aten.select",
+    "aten.view",
+    "aten.narrow",
+    "aten.unsqueeze",
+    "aten.squeeze",
+    "aten.permute",
+    "aten.transpose",
+    "aten.t",
+    "aten.expand",
+    "aten.alias",
+    "aten.diagonal",
+    "aten.as_strided",
+    "aten.unflatten",
+}
 
 
 def _is_factory(n: Any) -> bool:
@@ -540,8 +622,16 @@ def _batch_only_nodes(graph: Any, constant: set[str]) -> set[str]:
         if n.op != "call_function" or n.name in constant:
             continue
         args = [a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node)]
-        batch_size = aten_key(n.target) == "aten.sym_size" and len(n.args) > 1 and n.args[1] == 0 and args[:1] and args[0].op == "placeholder"
-        if batch_size or (args and all(a.name in constant or a.name in batch for a in args) and any(a.name in batch for a in args)):
+        batch_size = (
+            aten_key(n.target) == "aten.sym_size"
+            and len(n.args) > 1
+            and n.args[1] == 0
+            and args[:1]
+            and args[0].op == "placeholder"
+        )
+        if batch_size or (
+            args and all(a.name in constant or a.name in batch for a in args) and any(a.name in batch for a in args)
+        ):
             batch.add(n.name)
     return batch
 

@@ -45,9 +45,7 @@ class StateStack(Deferred):
         self.states = states
         self.module = module
 
-    def apply(
-        self, reader: TorchReader, node: Any, key: str, args: dict[str, Any]
-    ) -> Any:
+    def apply(self, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
         n = len(self.states)
         source = args.get("self", args.get("input"))
         if source is not self:
@@ -64,10 +62,9 @@ class StateStack(Deferred):
             )
         if key == "aten.unbind" and int(args.get("dim", 0)) == 0:
             return list(self.states)
-        swap = (
-            key == "aten.transpose"
-            and sorted(int(d) % 3 for d in (args["dim0"], args["dim1"])) == [0, 1]
-        ) or (key == "aten.permute" and [int(d) % 3 for d in args["dims"]] == [1, 0, 2])
+        swap = (key == "aten.transpose" and sorted(int(d) % 3 for d in (args["dim0"], args["dim1"])) == [0, 1]) or (
+            key == "aten.permute" and [int(d) % 3 for d in args["dims"]] == [1, 0, 2]
+        )
         if swap:
             return self.stack(reader, axis=1, name=f"{self.module}_{node.name}")
         raise self.refuse(node, key, "this use of a final state")
@@ -117,30 +114,20 @@ def _all_zeros(call: ModuleCall, node: Any) -> bool:
     if isinstance(value, Const):
         return not value.array.any()
     by_batch = call.reader._batch_values.get(getattr(node, "name", ""))
-    return bool(by_batch) and all(
-        hasattr(t, "any") and not bool(t.any()) for t in by_batch.values()
-    )
+    return bool(by_batch) and all(hasattr(t, "any") and not bool(t.any()) for t in by_batch.values())
 
 
-def _initial_states(
-    call: ModuleCall, arg: Any, zero_nodes: set[str]
-) -> list[Value] | None:
+def _initial_states(call: ModuleCall, arg: Any, zero_nodes: set[str]) -> list[Value] | None:
     """The (batch, hidden) rows of an hx argument, or None for the zeros torch makes itself."""
     args = arg if isinstance(arg, (list, tuple)) else [arg]
     rows: list[list[Value]] = []
     # torch.zeros(layers, x.size(0), hidden) made in the forward counts as no state too
-    zero_nodes = zero_nodes | {
-        a.name for a in args if a is not None and _all_zeros(call, a)
-    }
+    zero_nodes = zero_nodes | {a.name for a in args if a is not None and _all_zeros(call, a)}
     for a in args:
         if a is None or getattr(a, "name", None) in zero_nodes:
-            if len(args) == 1 or all(
-                getattr(b, "name", None) in zero_nodes for b in args
-            ):
+            if len(args) == 1 or all(getattr(b, "name", None) in zero_nodes for b in args):
                 return None
-            raise call.unsupported(
-                "an initial hidden state given without the cell state (or the reverse)"
-            )
+            raise call.unsupported("an initial hidden state given without the cell state (or the reverse)")
         v = call.reader.env.get(a.name)
         if not isinstance(v, StateStack):
             raise call.unsupported(
@@ -162,21 +149,15 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
             "save the torch.export program without decompositions so that aten.lstm / aten.gru stays one call"
         )
     if len(rnn_nodes) != 1:
-        raise call.unsupported(
-            f"expected one recurrent ATen call in the module, found {len(rnn_nodes)}"
-        )
+        raise call.unsupported(f"expected one recurrent ATen call in the module, found {len(rnn_nodes)}")
     rnn = rnn_nodes[0]
     key = aten_key(rnn.target)
     if rnn.target._overloadname != "input":
-        raise call.unsupported(
-            "packed sequences (nn.utils.rnn.pack_padded_sequence); pass a padded tensor"
-        )
+        raise call.unsupported("packed sequences (nn.utils.rnn.pack_padded_sequence); pass a padded tensor")
     args = bind_arguments(rnn.target, rnn.args, rnn.kwargs)
     op = _OPS[key]
     if args["train"] and float(args["dropout"]) > 0:
-        raise call.unsupported(
-            "a module in training mode with dropout; export after model.eval()"
-        )
+        raise call.unsupported("a module in training mode with dropout; export after model.eval()")
     layers, bidirectional, batch_first = (
         int(args["num_layers"]),
         bool(args["bidirectional"]),
@@ -186,9 +167,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
         raise call.unsupported("LSTM with proj_size")
     directions = 2 if bidirectional else 1
     zero_nodes = {
-        n.name
-        for n in call.nodes
-        if aten_key(n.target) in ("aten.zeros", "aten.zeros_like", "aten.new_zeros")
+        n.name for n in call.nodes if aten_key(n.target) in ("aten.zeros", "aten.zeros_like", "aten.new_zeros")
     }
     init = _initial_states(call, args["hx"], zero_nodes)
     x = call.reader.env[rnn.args[0].name]
@@ -197,11 +176,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
     if not batch_first:
         x = call.swap_time_and_batch(x, "batch_first")
     # what is used outside: getitem 0 (the sequence), 1 (h_n), 2 (c_n)
-    used = {
-        int(n.args[1])
-        for n in call.outputs
-        if n.target.__name__ == "getitem" and n.args[0] is rnn
-    }
+    used = {int(n.args[1]) for n in call.outputs if n.target.__name__ == "getitem" and n.args[0] is rnn}
     if any(n is rnn for n in call.outputs):
         used = {0, 1, 2}
     want_states = bool(used & {1, 2})
@@ -213,13 +188,9 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
             "attrs": {},
         }
     else:
-        attrs_base.update(
-            activation={"op": "tanh", "attrs": {}}, recurrent_activation=_SIGMOID
-        )
+        attrs_base.update(activation={"op": "tanh", "attrs": {}}, recurrent_activation=_SIGMOID)
     if op == "gru":
-        attrs_base["reset_after"] = (
-            True  # torch's GRU applies the reset gate after the recurrent product
-        )
+        attrs_base["reset_after"] = True  # torch's GRU applies the reset gate after the recurrent product
     if bidirectional:
         attrs_base.update(direction="bidirectional", merge_mode="concat")
     per_direction = 2 if op == "lstm" else 1
@@ -232,9 +203,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
             for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 name = f"{w}_l{k}{suffix}"
                 if name in call.state:
-                    weights[w + suffix] = np.ascontiguousarray(
-                        call.state[name], dtype=np.float32
-                    )
+                    weights[w + suffix] = np.ascontiguousarray(call.state[name], dtype=np.float32)
         last = k == layers - 1
         attrs = {
             **attrs_base,
@@ -266,11 +235,7 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
         out = call.swap_time_and_batch(seq, "time_first")
     results = []
     for n in call.outputs:
-        index = (
-            int(n.args[1])
-            if n.target.__name__ == "getitem" and n.args[0] is rnn
-            else None
-        )
+        index = int(n.args[1]) if n.target.__name__ == "getitem" and n.args[0] is rnn else None
         if index == 0:
             results.append(out)
         elif index == 1:
@@ -278,7 +243,5 @@ def rnn_module_to_ir(call: ModuleCall) -> list[Any]:
         elif index == 2:
             results.append(StateStack(c_rows, call.module))
         else:
-            raise call.unsupported(
-                f"a value computed inside the module ({n.name}) is used outside it"
-            )
+            raise call.unsupported(f"a value computed inside the module ({n.name}) is used outside it")
     return results

@@ -44,9 +44,17 @@ def interpolate_to_ir(call: AtenCall) -> Value:
 
 @register("torch->ir", "aten.pixel_shuffle")
 def pixel_shuffle_to_ir(call: AtenCall) -> Value:
-    return call.emit("pixel_shuffle", [call.value("self")], {"upscale": int(call.args["upscale_factor"]), "data_format": "channels_first"})
+    return call.emit(
+        "pixel_shuffle",
+        [call.value("self")],
+        {"upscale": int(call.args["upscale_factor"]), "data_format": "channels_first"},
+    )
 
 
 @register("torch->ir", "aten.pixel_unshuffle")
 def pixel_unshuffle_to_ir(call: AtenCall) -> Value:
-    return call.emit("pixel_unshuffle", [call.value("self")], {"downscale": int(call.args["downscale_factor"]), "data_format": "channels_first"})
+    return call.emit(
+        "pixel_unshuffle",
+        [call.value("self")],
+        {"downscale": int(call.args["downscale_factor"]), "data_format": "channels_first"},
+    )

@@ -38,7 +38,9 @@ def flatten_to_ir(call: AtenCall) -> Value:
         # x.flatten(0, 1) (LeViT's tokens before a BatchNorm1d): the batch merged with axes 1..end
         if end == 1:
             return MergedBatch(x, 0)
-        return MergedBatch(call.emit("reshape", [x], {"shape": (math.prod(x.shape[1 : end + 1]), *x.shape[end + 1 :])}), 0)
+        return MergedBatch(
+            call.emit("reshape", [x], {"shape": (math.prod(x.shape[1 : end + 1]), *x.shape[end + 1 :])}), 0
+        )
     size = math.prod(x.shape[start : end + 1])
     return call.emit("reshape", [x], {"shape": tuple(x.shape[1:start]) + (size,) + tuple(x.shape[end + 1 :])})
 
@@ -47,7 +49,9 @@ def reshape_target(call: AtenCall, x: Value, size: list[Any]) -> tuple[int, ...]
     """The target shape without the batch axis, if the reshape keeps the batch axis."""
     size = list(size)
     if any(not isinstance(s, int) for s in size[1:]) or not (isinstance(size[0], int) or size[0] is BATCH):
-        raise call.unsupported(f"reshape to {tuple(size)}: the batch size is used on an axis other than 0 or in arithmetic")
+        raise call.unsupported(
+            f"reshape to {tuple(size)}: the batch size is used on an axis other than 0 or in arithmetic"
+        )
     rest = [int(s) for s in size[1:]]
     known = math.prod(x.shape[1:])
     if size[0] is BATCH:
@@ -67,7 +71,9 @@ def reshape_to_ir(call: AtenCall) -> Value:
     size = call.args.get("size", call.args.get("shape"))
     if not isinstance(size, (list, tuple)):
         raise call.unsupported("view as another dtype")
-    merged = batch_target(list(size), math.prod(x.shape[1:]), call.reader.static_batch) if None not in x.shape[1:] else None
+    merged = (
+        batch_target(list(size), math.prod(x.shape[1:]), call.reader.static_batch) if None not in x.shape[1:] else None
+    )
     if merged is not None and merged[0] != 1:
         # (B, H, W, C) -> (B * windows, tokens, C): held as (B, windows, tokens, C)
         k, rest = merged
@@ -276,7 +282,9 @@ def cast_to_ir(call: AtenCall) -> Value:
     dtype = call.args.get("dtype")
     if call.key == "aten.type_as":
         other: Any = call.args["other"]
-        dtype = other.dtype if isinstance(other, Value) else str(other.array.dtype) if isinstance(other, Const) else None
+        dtype = (
+            other.dtype if isinstance(other, Value) else str(other.array.dtype) if isinstance(other, Const) else None
+        )
     target = call.meta_dtypes[0] if dtype is None else dtype_name(dtype) if not isinstance(dtype, str) else dtype
     if target == x.dtype:
         return x
@@ -291,7 +299,11 @@ def reflection_pad_to_ir(call: AtenCall) -> Value:
     x = call.value("self")
     flat = [int(p) for p in call.args["padding"]]
     pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)][::-1]
-    return call.emit("reflect_pad", [x], {"pads": tuple([(0, 0)] * (x.rank - 2 - len(pairs)) + pairs), "data_format": "channels_first"})
+    return call.emit(
+        "reflect_pad",
+        [x],
+        {"pads": tuple([(0, 0)] * (x.rank - 2 - len(pairs)) + pairs), "data_format": "channels_first"},
+    )
 
 
 @register("torch->ir", "aten.replication_pad1d", "aten.replication_pad2d", "aten.replication_pad3d")
@@ -299,7 +311,12 @@ def replication_pad_to_ir(call: AtenCall) -> Value:
     x = call.value("self")
     flat = [int(p) for p in call.args["padding"]]
     pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)][::-1]  # from the last axis backwards
-    return edge_pad(call, x, {x.rank - len(pairs) + i: pair for i, pair in enumerate(pairs) if pair != (0, 0)}, what="replicate padding")
+    return edge_pad(
+        call,
+        x,
+        {x.rank - len(pairs) + i: pair for i, pair in enumerate(pairs) if pair != (0, 0)},
+        what="replicate padding",
+    )
 
 
 @register("torch->ir", "aten.pad", "aten.constant_pad_nd")
@@ -318,10 +335,17 @@ def pad_to_ir(call: AtenCall) -> Value:
         pairs, data_format = pairs[:-1], "channels_last"  # (B, H, W, C) padded on H and W (Swin's windows)
     first = x.rank - len(pairs) if data_format == "channels_first" else 1
     if first < 1 or (first == 1 and data_format == "channels_first"):
-        raise call.unsupported(f"padding of {len(pairs)} trailing axes of a rank-{x.rank} tensor (only the spatial axes after N, C)")
+        raise call.unsupported(
+            f"padding of {len(pairs)} trailing axes of a rank-{x.rank} tensor (only the spatial axes after N, C)"
+        )
     pairs = [(0, 0)] * (first - 2) + pairs if data_format == "channels_first" else pairs
     if mode == "replicate":
-        return edge_pad(call, x, {axis: pair for axis, pair in enumerate(pairs, start=2) if pair != (0, 0)}, what="replicate padding")
+        return edge_pad(
+            call,
+            x,
+            {axis: pair for axis, pair in enumerate(pairs, start=2) if pair != (0, 0)},
+            what="replicate padding",
+        )
     if mode == "reflect":
         if any(b < 0 or e < 0 for b, e in pairs):
             raise call.unsupported("negative reflection padding")
@@ -404,7 +428,9 @@ def arg_reduce_to_ir(call: AtenCall) -> Value:
     """torch.argmax / argmin along one dim (the first index among equal elements)."""
     x = call.value("self")
     if call.args.get("dim") is None:
-        raise call.unsupported(f"{call.key.split('.')[1]} of the flattened tensor (no dim), which includes the batch axis")
+        raise call.unsupported(
+            f"{call.key.split('.')[1]} of the flattened tensor (no dim), which includes the batch axis"
+        )
     axis = call.axis("dim", x.rank)
     _no_batch(call, axis, call.key.split(".")[1])
     keep = bool(call.args.get("keepdim", False))
@@ -428,13 +454,23 @@ def vector_norm_to_ir(call: AtenCall) -> Value:
     p = float(call.args.get("ord", 2))
 
     def reduce(v: Value, mode: str) -> Value:
-        return call.emit("reduce", [v], {"mode": mode, "axes": axes, "keepdims": keep}, suffix="_sum" if mode == "sum" else f"_{mode}")
+        return call.emit(
+            "reduce",
+            [v],
+            {"mode": mode, "axes": axes, "keepdims": keep},
+            suffix="_sum" if mode == "sum" else f"_{mode}",
+        )
 
     if p == 2:
         return call.emit("sqrt", [reduce(call.emit("square", [x], suffix="_square"), "sum")])
     if p == 0:
         zero = call.reader.scalar_value(0.0, x.rank, x.dtype)
-        nonzero = call.emit("cast", [call.emit("compare", [x, zero], {"mode": "not_equal"}, suffix="_nonzero")], {"dtype": x.dtype}, suffix="_count")
+        nonzero = call.emit(
+            "cast",
+            [call.emit("compare", [x, zero], {"mode": "not_equal"}, suffix="_nonzero")],
+            {"dtype": x.dtype},
+            suffix="_count",
+        )
         return reduce(nonzero, "sum")
     a = call.emit("abs", [x], suffix="_abs")
     if p == 1:
@@ -459,5 +495,7 @@ def gather_to_ir(call: AtenCall) -> Value:
     _no_batch(call, axis, "gather")
     for d in range(1, x.rank):
         if d != axis and x.shape[d] is not None and index.shape[d] is not None and index.shape[d] < x.shape[d]:
-            x = call.emit("slice", [x], {"axis": d, "start": 0, "stop": int(index.shape[d]), "step": 1}, suffix=f"_cut{d}")
+            x = call.emit(
+                "slice", [x], {"axis": d, "start": 0, "stop": int(index.shape[d]), "step": 1}, suffix=f"_cut{d}"
+            )
     return call.emit("gather", [x, index], {"axis": axis})

@@ -73,9 +73,15 @@ def _clip(em: TorchEmitter, a: dict[str, Any], x: str) -> str:
 
 _EXPR: dict[str, Callable[[TorchEmitter, dict[str, Any], str], str]] = {
     "relu": _relu,
-    "elu": lambda em, a, x: f"{em.functional()}.elu({x})" if a["alpha"] == 1.0 else f"{em.functional()}.elu({x}, alpha={py_literal(float(a['alpha']))})",
+    "elu": lambda em, a, x: (
+        f"{em.functional()}.elu({x})"
+        if a["alpha"] == 1.0
+        else f"{em.functional()}.elu({x}, alpha={py_literal(float(a['alpha']))})"
+    ),
     "selu": lambda em, a, x: f"{em.functional()}.selu({x})",
-    "gelu": lambda em, a, x: f'{em.functional()}.gelu({x}, approximate="tanh")' if a["approximate"] else f"{em.functional()}.gelu({x})",
+    "gelu": lambda em, a, x: (
+        f'{em.functional()}.gelu({x}, approximate="tanh")' if a["approximate"] else f"{em.functional()}.gelu({x})"
+    ),
     "silu": lambda em, a, x: f"{em.functional()}.silu({x})",
     "hard_silu": lambda em, a, x: f"{em.functional()}.hardswish({x})",
     "hard_sigmoid": _hard_sigmoid,
@@ -96,7 +102,11 @@ _EXPR: dict[str, Callable[[TorchEmitter, dict[str, Any], str], str]] = {
     "erf": lambda em, a, x: f"torch.erf({x})",
     "clip": _clip,
     "scale_shift": _scale_shift,
-    "celu": lambda em, a, x: f"{em.functional()}.celu({x})" if a["alpha"] == 1.0 else f"{em.functional()}.celu({x}, alpha={py_literal(float(a['alpha']))})",
+    "celu": lambda em, a, x: (
+        f"{em.functional()}.celu({x})"
+        if a["alpha"] == 1.0
+        else f"{em.functional()}.celu({x}, alpha={py_literal(float(a['alpha']))})"
+    ),
     "squareplus": lambda em, a, x: f"{em.helper('squareplus', _SQUAREPLUS)}({x}, b={py_literal(float(a['b']))})",
     "soft_shrink": lambda em, a, x: f"{em.functional()}.softshrink({x}, lambd={py_literal(float(a['threshold']))})",
     "hard_shrink": lambda em, a, x: f"{em.functional()}.hardshrink({x}, lambd={py_literal(float(a['threshold']))})",

@@ -17,7 +17,9 @@ import numpy as np
 from ...graph import Graph, Node, Value
 from ..codegen import Namespace, Raw, ValueNames, call, emit_nodes, py_literal  # noqa: F401  (Raw, call, py_literal: re-exported for the op families)
 
-RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "Path", "load", "load_file", "annotations"}
+RESERVED = (
+    set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "Path", "load", "load_file", "annotations"}
+)
 
 
 @dataclass
@@ -30,7 +32,9 @@ class EmittedModule:
 # Ops whose emitted expression yields a new tensor that their backward does not read back:
 # an activation or addition may overwrite it in place, as torchvision's ReLU(inplace=True)
 # and `out += identity` do (a fresh output per activation costs page faults on every call).
-FRESH_OUTPUT_OPS = frozenset({"conv", "conv_transpose", "batch_norm", "dense", "layer_norm", "group_norm", "add", "sub", "concat"})
+FRESH_OUTPUT_OPS = frozenset(
+    {"conv", "conv_transpose", "batch_norm", "dense", "layer_norm", "group_norm", "add", "sub", "concat"}
+)
 
 
 @dataclass

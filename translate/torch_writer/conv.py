@@ -47,7 +47,10 @@ def _padded_input(node: Node, em: TorchEmitter, x: str) -> tuple[str, int | tupl
         a = node.attrs
         em.functional()
         helper = em.helper("pad_same", PAD_SAME)
-        return f"{helper}({x}, {py_literal(a['kernel_size'])}, {py_literal(a['strides'])}, {py_literal(a['dilation'])})", 0
+        return (
+            f"{helper}({x}, {py_literal(a['kernel_size'])}, {py_literal(a['strides'])}, {py_literal(a['dilation'])})",
+            0,
+        )
     if all(b == e for b, e in pads):
         return x, compact(tuple(b for b, _ in pads))
     return f"{em.functional()}.pad({x}, {py_literal(torch_pad(pads))})", 0
@@ -107,7 +110,9 @@ def conv_transpose_to_torch(node: Node, em: TorchEmitter) -> None:
         state["bias"] = node.weights["bias"]
     else:
         kwargs["bias"] = False
-    mod = em.module(node, call(f"nn.ConvTranspose{a['rank']}d", int(w.shape[0]), int(w.shape[1]) * a["groups"], **kwargs), state)
+    mod = em.module(
+        node, call(f"nn.ConvTranspose{a['rank']}d", int(w.shape[0]), int(w.shape[1]) * a["groups"], **kwargs), state
+    )
     expr = f"{mod}({em.var(node.inputs[0])})"
     if any(trim):
         expr += "[:, :, " + ", ".join(f":-{t}" if t else ":" for t in trim) + "]"

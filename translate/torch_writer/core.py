@@ -22,5 +22,7 @@ def dense_to_torch(node: Node, em: TorchEmitter) -> None:
 def embedding_to_torch(node: Node, em: TorchEmitter) -> None:
     a = node.attrs
     kwargs = {"padding_idx": a["padding_idx"]} if a["padding_idx"] is not None else {}
-    mod = em.module(node, call("nn.Embedding", a["input_dim"], a["output_dim"], **kwargs), {"weight": node.weights["weight"]})
+    mod = em.module(
+        node, call("nn.Embedding", a["input_dim"], a["output_dim"], **kwargs), {"weight": node.weights["weight"]}
+    )
     em.assign(node, f"{mod}({em.var(node.inputs[0])})")

@@ -39,7 +39,9 @@ def batch_norm_to_torch(node: Node, em: TorchEmitter) -> None:
     if node.attrs["biased_running_var"]:
         em.functional()
         cls = em.helper(f"Keras{_BN[x.rank]}", _KERAS_BN.replace("{name}", _BN[x.rank]))
-    mod = em.module(node, call(cls, int(c), eps=float(node.attrs["epsilon"]), momentum=float(node.attrs["momentum"])), state)
+    mod = em.module(
+        node, call(cls, int(c), eps=float(node.attrs["epsilon"]), momentum=float(node.attrs["momentum"])), state
+    )
     v = em.var(x)
     em.assign(node, f"{mod}({v})" if axis == 1 else f"{mod}({v}.movedim({axis}, 1)).movedim(1, {axis})")
 
@@ -116,8 +118,16 @@ def layer_norm_to_torch(node: Node, em: TorchEmitter) -> None:
     else:
         helper = em.helper("layer_norm_over", _LN_OVER)
         full = tuple(x.shape[i] if i in axes else 1 for i in range(1, x.rank))
-        weight = em.module(node, f"nn.Parameter(torch.ones({py_literal(full)}))", {"": w.reshape(full)}, suffix="weight") if w is not None else "None"
-        bias = em.module(node, f"nn.Parameter(torch.zeros({py_literal(full)}))", {"": b.reshape(full)}, suffix="bias") if b is not None else "None"
+        weight = (
+            em.module(node, f"nn.Parameter(torch.ones({py_literal(full)}))", {"": w.reshape(full)}, suffix="weight")
+            if w is not None
+            else "None"
+        )
+        bias = (
+            em.module(node, f"nn.Parameter(torch.zeros({py_literal(full)}))", {"": b.reshape(full)}, suffix="bias")
+            if b is not None
+            else "None"
+        )
         em.assign(node, f"{helper}({v}, {py_literal(axes)}, {weight}, {bias}, {py_literal(eps)})")
 
 
@@ -146,7 +156,11 @@ def rms_norm_to_torch(node: Node, em: TorchEmitter) -> None:
         return
     helper = em.helper("rms_norm_over", _RMS_OVER)
     full = tuple(x.shape[i] if i in axes else 1 for i in range(1, x.rank))
-    weight = em.module(node, f"nn.Parameter(torch.ones({py_literal(full)}))", {"": w.reshape(full)}) if w is not None else "None"
+    weight = (
+        em.module(node, f"nn.Parameter(torch.ones({py_literal(full)}))", {"": w.reshape(full)})
+        if w is not None
+        else "None"
+    )
     em.assign(node, f"{helper}({v}, {py_literal(axes)}, {weight}, {py_literal(eps)})")
 
 
@@ -165,10 +179,15 @@ def group_norm_to_torch(node: Node, em: TorchEmitter) -> None:
 def l2_normalize_to_torch(node: Node, em: TorchEmitter) -> None:
     axes = node.attrs["axes"]
     dim = axes[0] if len(axes) == 1 else tuple(axes)
-    em.assign(node, f"{em.functional()}.normalize({em.var(node.inputs[0])}, dim={py_literal(dim)}, eps={py_literal(float(node.attrs['epsilon']))})")
+    em.assign(
+        node,
+        f"{em.functional()}.normalize({em.var(node.inputs[0])}, dim={py_literal(dim)}, eps={py_literal(float(node.attrs['epsilon']))})",
+    )
 
 
-def _broadcast_buffer(node: Node, em: TorchEmitter, name: str, array: np.ndarray, axes: tuple[int, ...], *, learned: bool = False) -> str:
+def _broadcast_buffer(
+    node: Node, em: TorchEmitter, name: str, array: np.ndarray, axes: tuple[int, ...], *, learned: bool = False
+) -> str:
     """A constant (nn.Buffer) or trained (nn.Parameter) tensor shaped to broadcast against the input."""
     x = node.inputs[0]
     shape = tuple(int(x.shape[i]) if i in axes else 1 for i in range(x.rank))

@@ -44,7 +44,9 @@ def _pool_padding(node: Node) -> tuple[int | tuple, bool, tuple[tuple[int, int],
             "of unknown spatial size is not supported; give the Keras model's Input a fixed spatial size"
         )
     if any(2 * b > k for (b, _), k in zip(pads, a["pool_size"])):
-        raise GraphError(f"{node.name}: padding {pads} is larger than half the pool size {a['pool_size']}; PyTorch cannot pool it")
+        raise GraphError(
+            f"{node.name}: padding {pads} is larger than half the pool size {a['pool_size']}; PyTorch cannot pool it"
+        )
     if all(b == e for b, e in pads):  # what nn.*Pool*d itself does (ceil_mode as torch defines it)
         return compact(tuple(b for b, _ in pads)), a["ceil_mode"], None
     if a["mode"] == "avg" and a["count_include_pad"]:
@@ -113,7 +115,9 @@ def pool_to_torch(node: Node, em: TorchEmitter) -> None:
     if slices is not None:
         pads = padding if isinstance(padding, tuple) else (padding,) * a["rank"]
         in_sizes = node.inputs[0].shape[2:]
-        sizes = tuple(_torch_pool_count(n, k, s, p, ceil_mode) for n, k, s, p in zip(in_sizes, a["pool_size"], a["strides"], pads))
+        sizes = tuple(
+            _torch_pool_count(n, k, s, p, ceil_mode) for n, k, s, p in zip(in_sizes, a["pool_size"], a["strides"], pads)
+        )
         expr = _slice_expr(expr, slices, sizes)
     em.assign(node, expr)
 

@@ -160,7 +160,11 @@ def _is(spec: dict[str, Any] | None, op: str) -> bool:
     if spec is None or spec["op"] != op:
         return False
     if op == "relu":
-        return spec["attrs"].get("max_value") is None and not spec["attrs"].get("negative_slope") and not spec["attrs"].get("threshold")
+        return (
+            spec["attrs"].get("max_value") is None
+            and not spec["attrs"].get("negative_slope")
+            and not spec["attrs"].get("threshold")
+        )
     return True
 
 
@@ -213,7 +217,11 @@ def _cell_expr(node: Node, em: TorchEmitter, features: int) -> str:
 
 
 def _direction_state(node: Node, suffix: str, prefix: str, layer_suffix: str = "") -> dict[str, Any]:
-    return {f"{prefix}{k}{layer_suffix}": node.weights[k + suffix] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if k + suffix in node.weights}
+    return {
+        f"{prefix}{k}{layer_suffix}": node.weights[k + suffix]
+        for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        if k + suffix in node.weights
+    }
 
 
 def _merge(mode: str, fw: str, bw: str) -> str:
@@ -327,7 +335,11 @@ def _loop_rnn(node: Node, em: TorchEmitter) -> None:
         if states:
             own = [em.var(s) for s in states[d * per : (d + 1) * per]]
             args.append(f"state=({', '.join(own)},)" if per == 1 else f"state=({', '.join(own)})")
-        seq = outs[0] if not bidirectional and a["return_sequences"] else _temp(em, node, "fw" if d == 0 and bidirectional else ("bw" if bidirectional else "seq"))
+        seq = (
+            outs[0]
+            if not bidirectional and a["return_sequences"]
+            else _temp(em, node, "fw" if d == 0 and bidirectional else ("bw" if bidirectional else "seq"))
+        )
         finals = state_names[d * per : (d + 1) * per]
         target = "_" if not finals else f"({finals[0]},)" if per == 1 else f"({', '.join(finals)})"
         em.lines.append(f"{seq}, {target} = {mod}({', '.join(args)})")
@@ -376,7 +388,10 @@ def conv_lstm_to_torch(node: Node, em: TorchEmitter) -> None:
     if not _is(a["recurrent_activation"], "sigmoid"):
         kwargs["recurrent_activation"] = Raw(_activation_fn(em, a["recurrent_activation"]))
     cell = call("ConvLSTMCell", Raw(f"nn.Conv{a['rank']}d"), int(x.shape[2]), a["filters"], **kwargs)
-    state = {"cell.input_conv.weight": node.weights["weight_ih"], "cell.recurrent_conv.weight": node.weights["weight_hh"]}
+    state = {
+        "cell.input_conv.weight": node.weights["weight_ih"],
+        "cell.recurrent_conv.weight": node.weights["weight_hh"],
+    }
     if a["use_bias"]:
         state["cell.input_conv.bias"] = node.weights["bias"]
     backwards = ", go_backwards=True" if a["direction"] == "backward" else ""
@@ -429,4 +444,3 @@ def fold_time_to_torch(node: Node, em: TorchEmitter) -> None:
 @register("ir->torch", "unfold_time")
 def unfold_time_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, f"{em.var(node.inputs[0])}.unflatten(0, (-1, {node.attrs['steps']}))")
-

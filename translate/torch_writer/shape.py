@@ -53,7 +53,9 @@ def pad_to_torch(node: Node, em: TorchEmitter) -> None:
     require_channels_first(node)
     value = float(node.attrs["value"])
     extra = f", value={py_literal(value)}" if value != 0.0 else ""
-    em.assign(node, f"{em.functional()}.pad({em.var(node.inputs[0])}, {py_literal(torch_pad(node.attrs['pads']))}{extra})")
+    em.assign(
+        node, f"{em.functional()}.pad({em.var(node.inputs[0])}, {py_literal(torch_pad(node.attrs['pads']))}{extra})"
+    )
 
 
 @register("ir->torch", "crop")
@@ -63,7 +65,17 @@ def crop_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, f"{em.var(node.inputs[0])}[{', '.join(slices)}]")
 
 
-_MODES = {("nearest", 1): "nearest-exact", ("nearest", 2): "nearest-exact", ("nearest", 3): "nearest-exact", ("bilinear", 1): "linear", ("bilinear", 2): "bilinear", ("bilinear", 3): "trilinear", ("linear", 1): "linear", ("trilinear", 3): "trilinear", ("bicubic", 2): "bicubic"}
+_MODES = {
+    ("nearest", 1): "nearest-exact",
+    ("nearest", 2): "nearest-exact",
+    ("nearest", 3): "nearest-exact",
+    ("bilinear", 1): "linear",
+    ("bilinear", 2): "bilinear",
+    ("bilinear", 3): "trilinear",
+    ("linear", 1): "linear",
+    ("trilinear", 3): "trilinear",
+    ("bicubic", 2): "bicubic",
+}
 
 
 @register("ir->torch", "upsample")
@@ -93,7 +105,10 @@ def resize_to_torch(node: Node, em: TorchEmitter) -> None:
     extra = ""
     if mode not in ("nearest", "nearest-exact"):
         extra = ", align_corners=False" + (", antialias=True" if a["antialias"] else "")
-    em.assign(node, f'{em.functional()}.interpolate({em.var(node.inputs[0])}, size={py_literal(tuple(a["size"]))}, mode="{mode}"{extra})')
+    em.assign(
+        node,
+        f'{em.functional()}.interpolate({em.var(node.inputs[0])}, size={py_literal(tuple(a["size"]))}, mode="{mode}"{extra})',
+    )
 
 
 @register("ir->torch", "repeat_vector")
