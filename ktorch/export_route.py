@@ -706,7 +706,7 @@ def convert_keras(
         return run_pipeline(direct_direction(why), src, out, options)
     except KtorchError as exc:
         text = str(exc).splitlines()[0]
-        readable = isinstance(exc, UnsupportedOpError) or any(k in text for k in ("not a model", "subclass", "nknown"))
+        readable = any(k in text for k in ("not a model", "subclass"))
         # the fallback on a layer the direct reader cannot translate stays opt-in (--route export) until
         # its results are checked on the whole suite: it hid the direct reader's list of layers
         if route == "direct" or not readable or isinstance(exc, (ParityError, UnsupportedOpError)):
