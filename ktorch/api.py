@@ -118,7 +118,6 @@ def inspect_torch(src: Any) -> list[dict[str, Any]]:
     module, output shape and whether a translator exists; nothing is converted."""
     from .capture import capture, prepare_torch
     from .translate.registry import lookup
-    from .translate.torch_reader import families  # noqa: F401  (registers the translators)
     from .translate.torch_reader.reader import (
         IGNORED,
         PASS_THROUGH,
