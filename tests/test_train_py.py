@@ -398,7 +398,7 @@ def test_tf_keras_h5_training_config(tmp_path: Path) -> None:
     output, MeanMetricWrapper): train.py takes the same steps as tf.keras."""
     tf_keras = pytest.importorskip("tf_keras")
     tf_keras.utils.set_random_seed(0)
-    kmodel = tf_keras.Sequential([tf_keras.Input((6,)), tf_keras.layers.Dense(3, activation="softmax")])
+    kmodel = tf_keras.Sequential([tf_keras.Input((6,)), tf_keras.layers.Dense(3, activation="softmax", name="dense")])
     kmodel.compile(
         optimizer=tf_keras.optimizers.Adam(0.01, epsilon=1e-6), loss="sparse_categorical_crossentropy", metrics=["acc"]
     )
