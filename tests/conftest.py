@@ -8,7 +8,9 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ktorch.verify.runners import preload_before_tensorflow
+from ktorch.translate.runtime import preload_before_tensorflow, tensorflow_cpu_defaults
+
+tensorflow_cpu_defaults()  # channels-first convolutions on every CPU (see translate/runtime.py)
 
 # Triton's native library (pulled in by torchvision, torch.export, torch.compile) crashes the
 # process when it is loaded after TensorFlow's; load it first.

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..graph.errors import KtorchError
 
-__all__ = ["RunError", "import_emitted", "keras_backend", "preload_before_tensorflow"]
+__all__ = ["RunError", "import_emitted", "keras_backend", "preload_before_tensorflow", "tensorflow_cpu_defaults"]
 
 
 class RunError(KtorchError):
@@ -40,12 +40,22 @@ def keras_backend() -> str:
         return keras.backend.backend()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    tensorflow_cpu_defaults()
     if "KERAS_BACKEND" not in os.environ:
         os.environ["KERAS_BACKEND"] = "tensorflow" if importlib.util.find_spec("tensorflow") else "torch"
     if os.environ["KERAS_BACKEND"] == "tensorflow":
         preload_before_tensorflow()
         _import_tensorflow_quietly()
     return os.environ["KERAS_BACKEND"]
+
+
+def tensorflow_cpu_defaults() -> None:
+    """Turn on TensorFlow's oneDNN CPU kernels unless the user chose otherwise. TensorFlow enables
+    them by default only on some CPUs (recent Intel ones); without them its CPU kernels run no
+    channels-first (NCHW) convolution, so a `data_format="channels_first"` Keras model could
+    not be run, and so not verified, on other machines (AMD, older Intel). Read by TensorFlow
+    when it is first imported."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def _import_tensorflow_quietly() -> None:
