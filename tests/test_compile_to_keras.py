@@ -112,6 +112,10 @@ class TransformerBlock(nn.Module):
 
     frozen = "proj"
     regularized = "head.weight"
+    # the key projection's bias shifts every score of a query by the same amount, which softmax
+    # removes: its gradient is zero up to rounding, and Adam/RMSprop divide that noise by its own
+    # size, so both sides move it by rounding noise; it is left out of the weight comparison
+    noise_only = {"attn.in_proj_bias->attn/3"}
 
     @staticmethod
     def batch(rng, n=4):
@@ -155,15 +159,17 @@ def _keras_input(x, manifest):
     return np.ascontiguousarray(x.transpose(perm)) if perm else x
 
 
-def _weight_errors(net, keras_model, mapping) -> dict[str, float]:
+def _weight_errors(net, keras_model, mapping, skip=frozenset()) -> dict[str, float]:
     params = {n: p.detach().numpy().reshape(-1) for n, p in net.named_parameters()}
     errors = {}
-    for key, (param, index) in mapping.items():
+    for key, pieces in mapping.items():
         layer, _, i = key.rpartition("/")
         kw = np.asarray(keras_model.get_layer(layer).weights[int(i)]).reshape(-1)
-        expected = params[param][index]
-        scale = max(float(np.abs(expected).max()), 1e-6)
-        errors[f"{param}->{key}"] = float(np.abs(kw - expected).max()) / scale
+        for param, positions, elements in pieces:
+            expected = params[param][elements]
+            scale = max(float(np.abs(expected).max()), 1e-6)
+            if f"{param}->{key}" not in skip:
+                errors[f"{param}->{key}"] = float(np.abs(kw[positions] - expected).max()) / scale
     return errors
 
 
@@ -204,7 +210,11 @@ def run_parity(
     mapping, _, _ = trace_keras_weights(
         program, [n for n, _ in net.named_parameters()], lambda p: emitted_keras_weights(p, name, Options())
     )
-    assert {p for p, _ in mapping.values()} == {n for n, _ in net.named_parameters()}
+    covered = {n: np.zeros(p.numel(), bool) for n, p in net.named_parameters()}
+    for pieces in mapping.values():
+        for param, _, elements in pieces:
+            covered[param][elements] = True
+    assert all(c.all() for c in covered.values()), {n: int(c.sum()) for n, c in covered.items()}
     train = import_emitted(out, "train.py")
     sys.path.insert(0, str(out))
     try:
@@ -213,16 +223,19 @@ def run_parity(
         sys.path.remove(str(out))
     assert keras_model.optimizer.iterations.numpy() == (pre_steps if pre_steps else 0)
     _set_dropout(net, keras_model)
+    skip = getattr(model_cls, "noise_only", set())
+    assert skip <= set(_weight_errors(net, keras_model, mapping))
     losses, weights = [], []
     for _ in range(steps):
         x, y = model_cls.batch(rng)
         t = _torch_step(net, opt, sched, loss_fn, x, y, regs)
         k = float(keras_model.train_on_batch(_keras_input(x, result.manifest), y))
         losses.append(abs(k - t) / max(abs(t), 1e-6))
-        weights.append(max(_weight_errors(net, keras_model, mapping).values()))
+        weights.append(max(_weight_errors(net, keras_model, mapping, skip).values()))
     print(model_cls.__name__, type(opt).__name__, "loss errors", losses, "weight errors", weights)
     assert max(losses) <= RTOL, losses
-    assert max(weights) <= RTOL, (weights, _weight_errors(net, keras_model, mapping))
+    worst = sorted(_weight_errors(net, keras_model, mapping, skip).items(), key=lambda kv: -kv[1])[:3]
+    assert max(weights) <= RTOL, (weights, worst)
     return {"loss": max(losses), "weights": max(weights), "result": result, "net": net, "keras": keras_model}
 
 
@@ -373,3 +386,24 @@ def test_losses_match_torch(tmp_path, keras, name):
     got = float(model.loss(keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(out)))
     assert got == pytest.approx(expected, rel=1e-5), (keras_side["loss"], got, expected)
     assert bool(notes) == (name == "bce")  # only BCELoss's clipping is a (recorded) difference
+
+
+# -- five training steps on the three model kinds ----------------------------------------------
+MATRIX_OPTIMIZERS = {
+    "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.05),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.005, momentum=0.3),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_cls", [SmallCNN, TextGRU, TransformerBlock], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("optimizer", list(MATRIX_OPTIMIZERS))
+@pytest.mark.parametrize("schedule", [None, "exponential"])
+def test_five_steps_match(tmp_path, model_cls, optimizer, schedule):
+    """Each model kind, with L2 on one weight and a frozen parameter group, trains the same five
+    steps in torch and in the compiled Keras model."""
+    run_parity(
+        tmp_path, model_cls, MATRIX_OPTIMIZERS[optimizer], make_scheduler=SCHEDULES[schedule] if schedule else None
+    )
