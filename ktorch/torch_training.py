@@ -209,8 +209,8 @@ def attach_compile(graph: Graph, src: Any, program: Any, request: dict[str, Any]
         names = {id(p): n for n, p in named.items()}
         state, step = read_optimizer_state(optimizer, names)
         schedule = spec["lr_scheduler"]
-        if step is None and schedule is not None and schedule["per"] == "batch":
-            step = schedule["last_epoch"]  # SGD and RMSprop count no steps: the scheduler does
+        if step is None and schedule is not None:  # SGD and RMSprop count no steps: the scheduler does
+            step = schedule["last_epoch"] * schedule.get("steps_per_epoch", 1)  # per epoch: at an epoch's end
         if step is None:
             step = 1 if state else 0  # only "has a step been taken" matters to SGD's first momentum step
         if schedule is not None:
