@@ -560,3 +560,34 @@ def test_torch_optimizer_works_after_converting_with_a_training_setup(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]  # -11 is the segmentation fault
     assert "optimizer ok" in done.stdout
+
+
+def test_lstm_bias_state_is_reported(tmp_path):
+    """torch's LSTM has two biases where Keras has one (b_ih + b_hh): their state cannot be
+    migrated, and the conversion says so in one line (and in ktorch.json), not silently."""
+
+    class TextLSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.lstm = nn.LSTM(4, 3, batch_first=True)
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, tokens):
+            return self.fc(self.lstm(self.embed(tokens))[0][:, -1])
+
+    torch.manual_seed(0)
+    net = TextLSTM()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    tokens = torch.randint(0, 10, (3, 5))
+    nn.functional.cross_entropy(net(tokens), torch.tensor([0, 1, 1])).backward()
+    opt.step()
+    with pytest.warns(UserWarning, match="no optimizer state for lstm.bias_ih_l0, lstm.bias_hh_l0"):
+        result = ktorch.convert(
+            net.eval(), tmp_path / "k", example_inputs=(tokens,), to="keras", verify=False, optimizer=opt,
+            loss=nn.CrossEntropyLoss(),
+        )  # fmt: skip
+    training = result.manifest["training"]
+    assert any("LSTM" in w for w in training["warnings"])
+    assert "lstm/0" in training["optimizer_state"]["weights"]  # the kernels are migrated
+    assert "lstm/2" not in training["optimizer_state"]["weights"]
