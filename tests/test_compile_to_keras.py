@@ -271,6 +271,7 @@ def test_cnn_adamw_with_schedule_resumes(tmp_path):
     )
     training = out["result"].manifest["training"]
     assert training["optimizer_state"]["step"] == 3
+    assert int(out["result"].keras_model.optimizer.iterations.numpy()) == 3  # the result is compiled too
     assert training["source"]["optimizer"]["class"] == "torch.optim.AdamW"
     assert training["source"]["lr_scheduler"]["per"] == "batch"
     assert "conv1" in training["frozen"]
