@@ -44,16 +44,39 @@ def read_keras_file(src: Any, options: Options, timings: dict[str, float]) -> Re
 
     path = Path(src)
     options.step(f"reading {path.name}")
-    graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
-    attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
+    if path.is_dir():  # a Keras model ktorch wrote (a round trip): built by its model.py, read as .keras
+        graph = read_keras_output(path, options)
+    else:
+        graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
+        attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
     meta = graph.meta
     source = {
         "file": path.name,
-        "sha256": sha256(path),
+        "sha256": sha256(path / "model.weights.h5" if path.is_dir() else path),
         "format": meta.get("source_format"),
         "keras_version": meta.get("keras_version"),
     }
     return Read(graph, label=str(src), desc=path.name, source=source, state={"path": path})
+
+
+def read_keras_output(directory: Path, options: Options) -> Graph:
+    """A directory ktorch wrote for Keras (PyTorch -> Keras), read for the way back: its model.py
+    builds the model with the weights (its custom layers, `Parameter`..., register themselves under
+    the "ktorch>" package, which the Keras reader translates), Keras saves it as a .keras file in a
+    scratch directory, and the direct reader reads that file as any other."""
+    import tempfile
+
+    from .translate.keras_reader import ReadOptions, read_keras
+    from .verify.runners import load_keras_model
+
+    model = load_keras_model(directory)
+    with tempfile.TemporaryDirectory(prefix="ktorch_") as scratch:
+        path = Path(scratch) / f"{model.name or 'model'}.keras"
+        model.save(path)
+        graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
+        attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
+    graph.meta["source_format"] = "ktorch Keras output (model.py, model.weights.h5)"
+    return graph
 
 
 def emitted_state(kfile: Any, options: Options) -> dict[str, Any]:

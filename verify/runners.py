@@ -35,7 +35,16 @@ __all__ = [
 
 
 def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
+    """A Keras model file loaded by Keras, or a directory ktorch wrote for Keras built by its
+    model.py's load() (code ktorch wrote, imported as an emitted PyTorch model.py is)."""
     keras_backend()
+    if Path(path).is_dir():
+        try:
+            return import_emitted(path).load()
+        except Exception as exc:  # noqa: BLE001 - any error of the emitted code is reported the same way
+            raise RunError(
+                f"{path}: its model.py could not build the Keras model ({type(exc).__name__}: {exc})"
+            ) from None
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         import keras

@@ -53,6 +53,9 @@ def translator_key(layer: dict[str, Any], keras2: bool = False) -> str:
     cls = str(layer.get("class_name", "?"))
     if cls in TF_FUNCTION_CLASSES:
         return "tf." + str(layer.get("config", {}).get("function"))
+    registered = layer.get("registered_name")
+    if isinstance(registered, str) and ">" in registered and lookup("keras->ir", registered) is not None:
+        return registered  # a registered custom class read by its package's name ("ktorch>Parameter")
     module = layer.get("module")
     if module is not None:
         return OPS_PREFIX + cls if str(module).startswith(("keras.src.ops.", "keras.ops.")) else cls
