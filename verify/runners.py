@@ -30,8 +30,17 @@ __all__ = [
     "run_keras",
     "run_torch",
     "to_emitted",
+    "to_numpy",
     "to_source",
 ]
+
+
+def to_numpy(tensor: Any) -> np.ndarray:
+    """A torch tensor as numpy; bfloat16, which numpy does not know, is widened to float32 (exactly)."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
@@ -119,7 +128,7 @@ def run_torch(model: Any, inputs: Sequence[np.ndarray], device: str = "cpu") -> 
     with torch.no_grad():
         out = model(*tensors)
     outs = out if isinstance(out, (list, tuple)) else [out]
-    return [o.detach().cpu().numpy() for o in outs]
+    return [to_numpy(o) for o in outs]
 
 
 def make_inputs(specs: list[dict[str, Any]], *, seed: int = 0, batch: int = 2, dynamic: int = 8) -> list[np.ndarray]:
