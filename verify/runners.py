@@ -20,6 +20,7 @@ from ..translate.runtime import RunError, import_emitted, keras_backend, preload
 
 __all__ = [
     "RunError",
+    "from_numpy",
     "import_emitted",
     "keras_backend",
     "keras_device",
@@ -36,11 +37,28 @@ __all__ = [
 
 
 def to_numpy(tensor: Any) -> np.ndarray:
-    """A torch tensor as numpy; bfloat16, which numpy does not know, is widened to float32 (exactly)."""
+    """A torch tensor as numpy; bfloat16, which numpy does not know, as ml_dtypes' bfloat16 (what
+    Keras returns), or widened to float32 (exactly) where ml_dtypes is missing."""
     import torch
 
     tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+    if tensor.dtype != torch.bfloat16:
+        return tensor.numpy()
+    try:
+        import ml_dtypes
+    except ImportError:
+        return tensor.float().numpy()
+    return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+
+
+def from_numpy(array: np.ndarray) -> Any:
+    """A numpy array as a torch tensor; bfloat16 (ml_dtypes, as Keras returns it) keeps its dtype."""
+    import torch
+
+    array = np.ascontiguousarray(array)
+    if str(array.dtype) == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
 
 
 def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .runners import RunError, import_emitted, keras_backend, keras_device, load_keras_model, to_numpy
+from .runners import RunError, from_numpy, import_emitted, keras_backend, keras_device, load_keras_model, to_numpy
 from .stepper import Stepper, parse_forward
 
 
@@ -180,9 +180,8 @@ class TorchEmitted:
         return to_numpy(value) if hasattr(value, "detach") else np.asarray(value)
 
     def _tensor(self, array: np.ndarray, like: Any = None) -> Any:
-        import torch
 
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensor = from_numpy(array)
         if like is not None and hasattr(like, "dtype"):
             tensor = tensor.to(like.dtype)
         return tensor.to(self.device)

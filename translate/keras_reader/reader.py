@@ -466,8 +466,11 @@ class KerasReader:
             problem = ("/".join(path), key, "no translator for this layer class")
             raise UnsupportedOpError([problem], where=str(self.kfile.path))
         config = layer.get("config", {})
-        compute = None if key.startswith((OPS_PREFIX, "tf.")) else policy_dtypes(config.get("dtype"))[0]
-        if compute is not None and cls not in NO_INPUT_AUTOCAST:
+        compute, variables = (None, None) if key.startswith((OPS_PREFIX, "tf.")) else policy_dtypes(config.get("dtype"))
+        # a layer that does not cast its inputs (LayerNormalization) computes in float32 with its
+        # variables upcast; PyTorch's layer_norm cannot mix a float32 input with float16/bfloat16
+        # weights, so there the input is cast to the weights' dtype (a rounding within the profile)
+        if compute is not None and (cls not in NO_INPUT_AUTOCAST or variables != "float32"):
             args = self._cast_floats(args, compute, path, cls)
             kwargs = self._cast_floats(kwargs, compute, path, cls)
         call = LayerCall(
@@ -525,6 +528,10 @@ class KerasReader:
         compute, variables = policy_dtypes(policy)
         if compute not in ("float16", "bfloat16"):
             return
+        name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+        policies = self.graph.meta.setdefault("dtype_policies", [])
+        if name not in policies:
+            policies.append(name)
         if self.graph.meta.get("compute_dtype") != "bfloat16":  # bfloat16 is the looser of the two
             self.graph.meta["compute_dtype"] = compute
         if variables != compute:
