@@ -53,7 +53,7 @@ def read_keras_file(src: Any, options: Options, timings: dict[str, float]) -> Re
     meta = graph.meta
     source = {
         "file": path.name,
-        "sha256": sha256(path / "model.weights.h5" if path.is_dir() else path),
+        "sha256": sha256(path),
         "format": meta.get("source_format"),
         "keras_version": meta.get("keras_version"),
     }

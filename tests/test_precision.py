@@ -132,3 +132,13 @@ def test_float32_output_layer_in_a_mixed_model(keras, tmp_path):
     code = (result.out / "model.py").read_text()
     assert "logits_float32 = logits.to(torch.float32)" in code
     assert "return probabilities.to(torch.float32)" in code
+
+
+def test_profile_from_the_compute_dtype():
+    """A float32 output of a float16-computing model is judged at float16's tolerance."""
+    from ktorch.verify import select_profile
+
+    assert select_profile("cpu", ["float32"]).name == "cpu-fp32"
+    assert select_profile("cpu", ["float32"], compute="float16").name == "fp16"
+    assert select_profile("cuda", ["float32"], compute="bfloat16", tf32=True).name == "bf16"
+    assert select_profile("cuda", ["float16"], compute="bfloat16").name == "bf16"  # the looser wins

@@ -116,6 +116,29 @@ class LSTMClassifier(torch.nn.Module):
         return self.head(y[:, -1])
 
 
+class ResamplingNet(torch.nn.Module):
+    """The layers the Keras writer emits as custom classes: adaptive pooling over windows of
+    unequal size, pixel (un)shuffle, bicubic interpolation by a non-integer factor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.unshuffle = torch.nn.PixelUnshuffle(2)
+        self.mix = torch.nn.Conv2d(32, 8, 1)
+        self.shuffle = torch.nn.PixelShuffle(2)
+        self.pool = torch.nn.AdaptiveAvgPool2d((4, 5))
+        self.head = torch.nn.Linear(2 * 4 * 5, 4)
+
+    def forward(self, x):
+        x = self.shuffle(self.mix(self.unshuffle(torch.relu(self.conv(x)))))
+        x = torch.nn.functional.interpolate(x, scale_factor=1.5, mode="bicubic")
+        return self.head(self.pool(x)[:, :2].flatten(1))
+
+
+def resampling_net():
+    return ResamplingNet().eval(), (torch.randn(2, 3, 14, 10),), ["conv", "unshuffle", "shuffle", "pool", "head"]
+
+
 def torchvision_resnet18():
     import torchvision
 
@@ -167,8 +190,9 @@ def _flat(out) -> list:
         pytest.param(timm_deit_tiny, marks=pytest.mark.slow),
         pytest.param(hf_bert_tiny, marks=pytest.mark.slow),
         lstm_classifier,
+        resampling_net,
     ],
-    ids=["resnet18", "deit_tiny", "bert_tiny", "lstm"],
+    ids=["resnet18", "deit_tiny", "bert_tiny", "lstm", "resampling"],
 )
 def test_round_trip_from_pytorch(tmp_path, factory):
     """PyTorch -> Keras -> PyTorch: the Keras directory ktorch wrote (its model.py with keras.ops

@@ -52,9 +52,18 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def select_profile(device: str, dtypes: list[str] | tuple[str, ...] = ("float32",), *, tf32: bool = False) -> Profile:
+def select_profile(
+    device: str,
+    dtypes: list[str] | tuple[str, ...] = ("float32",),
+    *,
+    compute: str | None = None,
+    tf32: bool = False,
+) -> Profile:
     """The profile for a run on `device` ('cpu' or 'cuda') of a model whose outputs have
-    `dtypes`: the loosest dtype wins (a bf16 output makes the whole run bf16)."""
+    `dtypes` and that computes in `compute` (ktorch.json's model.compute_dtype: a Keras
+    mixed_float16 model computes in float16 whatever its outputs' dtype, and a float32 softmax
+    head does not make it a float32 model): the loosest dtype wins (bf16 makes the run bf16)."""
+    dtypes = [*dtypes, compute] if compute else list(dtypes)
     if "bfloat16" in dtypes:
         return PROFILES["bf16"]
     if "float16" in dtypes:

@@ -1,5 +1,4 @@
-"""Core Keras layers: Dense, Embedding, Flatten, Reshape, Permute, RepeatVector, no-ops, and
-the learned constants (`ktorch>Parameter`) of the Keras models ktorch writes."""
+"""Core Keras layers: Dense, Embedding, Flatten, Reshape, Permute, RepeatVector, no-ops."""
 
 from __future__ import annotations
 
@@ -56,18 +55,6 @@ def embedding_from_keras(call: LayerCall) -> Value:
         # the mask flows implicitly in Keras; here it is a value its consumers read
         call.output_masks = [call.emit("sequence_mask", [x], {"value": 0}, suffix="_mask")]
     return y
-
-
-@register("keras->ir", "ktorch>Parameter")
-def parameter_from_keras(call: LayerCall) -> Value:
-    """The `Parameter` layer of a Keras model ktorch wrote from PyTorch (translate/keras_writer/core.py):
-    a learned tensor (an nn.Parameter or buffer used directly) that ignores its input; with
-    per_example, its size-1 axis 0 is repeated for every example of the batch."""
-    shape = tuple(int(d) for d in call.get("shape"))
-    call.expect_weights(1)
-    value = call.weight(0, expect=shape)
-    attrs = {"trainable": bool(call.get("value_trainable", True)), "per_example": bool(call.get("per_example", False))}
-    return call.emit("constant", [], attrs, {"value": value})
 
 
 @register("keras->ir", "Flatten")
