@@ -110,8 +110,9 @@ def test_policy_converts_at_its_profile(keras, tmp_path, policy, factory):
 
 
 def test_float32_output_layer_in_a_mixed_model(keras, tmp_path):
-    """Keras's mixed-precision guide ends the model with a float32 softmax: that layer casts its
-    input to float32 and returns float32, and so does the emitted model."""
+    """Keras's mixed-precision guide ends the model with float32 layers: such a layer casts its
+    input to float32, computes in float32 (its variables are not autocast) and returns float32;
+    the emitted model casts where Keras does and runs the float32 Dense with autocast off."""
     import ktorch
 
     old = keras.config.dtype_policy()
@@ -119,7 +120,7 @@ def test_float32_output_layer_in_a_mixed_model(keras, tmp_path):
     try:
         inp = keras.Input((10,), name="features")
         x = keras.layers.Dense(16, activation="relu", name="hidden")(inp)
-        x = keras.layers.Dense(4, name="logits")(x)
+        x = keras.layers.Dense(4, dtype="float32", name="logits")(x)
         out = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
         model = keras.Model(inp, out, name="mixed_head")
     finally:
@@ -130,8 +131,20 @@ def test_float32_output_layer_in_a_mixed_model(keras, tmp_path):
     assert result.manifest["outputs"][0]["dtype"] == "float32"
     assert result.parity.passed and result.parity.outputs[0].tolerance == ktorch.verify.PROFILES["fp16"].rtol
     code = (result.out / "model.py").read_text()
-    assert "logits_float32 = logits.to(torch.float32)" in code
+    assert "_float32 = hidden.to(torch.float32)" in code  # where Keras casts the float32 layer's input
+    assert "with torch.autocast(features.device.type, enabled=False):  # a float32 layer" in code
     assert "return probabilities.to(torch.float32)" in code
+    module = ktorch.verify.runners.import_emitted(result.out).load()
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 10)).astype("float32"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        hidden = module.hidden(x.half())
+        assert hidden.dtype == torch.float16
+    with torch.no_grad():
+        logits = module.logits(torch.relu(hidden).float())
+        expected = np.asarray(model.get_layer("logits")(np.maximum(hidden.float().numpy(), 0)))
+    assert np.max(np.abs(logits.numpy() - expected)) <= 1e-5 * np.max(np.abs(expected))  # a float32 Dense, exactly
+    report = ktorch.verify.verify_conversion(tmp_path / "mixed_head.keras", result.out)
+    assert report.exit_code == 0 and report.runs[0].profile == "fp16"
 
 
 def test_profile_from_the_compute_dtype():

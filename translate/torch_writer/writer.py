@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,7 +159,7 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     if autocast:
         # a Keras mixed-precision policy: float32 variables, each layer computing in `autocast`
         body.append(f"        with torch.autocast({in_names[0]}.device.type, dtype=torch.{autocast}):")
-        body += [f"            {line}" for line in em.lines]
+        body += [textwrap.indent(line, " " * 12) for line in em.lines]
         # autocast leaves some ops (softmax, layer_norm) in float32; Keras returns the layers' dtype
         returned = [f"{n}.to(torch.{v.dtype})" if v.dtype in _FLOATS else n for n, v in zip(out_names, graph.outputs)]
         body.append(f"        return {', '.join(returned)}")
