@@ -218,6 +218,9 @@ def test_round_trip_from_pytorch(tmp_path, factory):
     if factory is torchvision_resnet18:
         assert back.manifest["layout"]["transposes"] == 0
         assert back.manifest["inputs"][0]["layout"] == "NCHW"  # channels-first again, as the original
+    if factory in (lstm_classifier, resampling_net):  # `ktorch verify` takes the Keras directory as the source too
+        report = ktorch.verify.verify_conversion(there.out, back.out)
+        assert report.exit_code == 0 and report.runs[0].layers, report.error
     if factory is hf_bert_tiny:  # learned tables stay parameters (position embeddings are sliced, not folded)
         source = sum(p.numel() for p in model.parameters())
         assert sum(p.numel() for p in import_emitted(back.out).load().parameters() if p.requires_grad) == source

@@ -131,7 +131,7 @@ def verify_conversion(
     try:
         if mode not in MODES:
             raise RunError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-        if not src.is_file():
+        if not (src.is_file() or (src / "model.py").is_file()):  # a file, or a directory ktorch wrote (round trip)
             raise ModelFileError(f"{src}: no such source model file")
         if not (converted / MANIFEST).is_file():
             raise ModelFileError(
