@@ -44,8 +44,12 @@ def read_keras_file(src: Any, options: Options, timings: dict[str, float]) -> Re
 
     path = Path(src)
     options.step(f"reading {path.name}")
-    graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
-    attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
+    state: dict[str, Any] = {"path": path}
+    if path.is_dir():  # a Keras model ktorch wrote (a round trip): built by its model.py, read as .keras
+        graph, state["source_model"] = read_keras_output(path, options)
+    else:
+        graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
+        attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
     meta = graph.meta
     source = {
         "file": path.name,
@@ -53,7 +57,28 @@ def read_keras_file(src: Any, options: Options, timings: dict[str, float]) -> Re
         "format": meta.get("source_format"),
         "keras_version": meta.get("keras_version"),
     }
-    return Read(graph, label=str(src), desc=path.name, source=source, state={"path": path})
+    return Read(graph, label=str(src), desc=path.name, source=source, state=state)
+
+
+def read_keras_output(directory: Path, options: Options) -> tuple[Graph, Any]:
+    """A directory ktorch wrote for Keras (PyTorch -> Keras), read for the way back: its model.py
+    builds the model with the weights (its custom layers, `Parameter`..., register themselves under
+    the "ktorch>" package, which the Keras reader translates), Keras saves it as a .keras file in a
+    scratch directory, and the direct reader reads that file as any other. Returns the graph and
+    the built Keras model (the verification runs it rather than building it again)."""
+    import tempfile
+
+    from .translate.keras_reader import ReadOptions, read_keras
+    from .verify.runners import load_keras_model
+
+    model = load_keras_model(directory)
+    with tempfile.TemporaryDirectory(prefix="ktorch_") as scratch:
+        path = Path(scratch) / f"{model.name or 'model'}.keras"
+        model.save(path)
+        graph = read_keras(path, ReadOptions(trust_code=options.trust_code))
+        attach_training(path, graph, lambda kfile: emitted_state(kfile, options))
+    graph.meta["source_format"] = "ktorch Keras output (model.py, model.weights.h5)"
+    return graph, model
 
 
 def emitted_state(kfile: Any, options: Options) -> dict[str, Any]:
@@ -82,7 +107,7 @@ def check_keras_source(read: Read, staging: Path, manifest: dict[str, Any], opti
 
     return check_keras_to_torch(
         read.state["path"], staging, manifest=manifest, inputs=options.inputs, seed=options.seed,
-        tolerance=options.tolerance, trust_code=options.trust_code,
+        tolerance=options.tolerance, trust_code=options.trust_code, keras_model=read.state.get("source_model"),
     )  # fmt: skip
 
 

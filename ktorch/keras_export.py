@@ -103,7 +103,7 @@ def capture_keras(
     import torch
 
     src = Path(src).absolute()
-    if not src.is_file():
+    if not (src.is_file() or (src / "model.py").is_file()):  # a file, or a directory ktorch wrote for Keras
         raise ModelFileError(f"{src}: no such file")
     if custom_objects and not trust_code:
         raise UntrustedCodeError(
@@ -365,7 +365,12 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
         raise ExportCaptureError(f"the export worker needs KERAS_BACKEND=torch, not {keras.backend.backend()}")
     objects = _import_packages(src, custom_objects)
     try:
-        model = keras.saving.load_model(str(src), custom_objects=objects, compile=False, safe_mode=not trust_code)
+        if src.is_dir():  # a Keras model ktorch wrote: its model.py builds it (on any backend)
+            from .translate.runtime import import_emitted
+
+            model = import_emitted(src).load()
+        else:
+            model = keras.saving.load_model(str(src), custom_objects=objects, compile=False, safe_mode=not trust_code)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds
         missing = _missing_class_message(src, exc)
         if missing is not None:

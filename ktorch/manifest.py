@@ -87,6 +87,11 @@ def model_info(graph: Graph, rendered: Any, target: str) -> dict[str, Any]:
         }
         if graph.meta.get("compute_dtype"):  # a source computing in float16/bfloat16 (a mixed precision policy)
             info["compute_dtype"] = graph.meta["compute_dtype"]
+            info["dtype_policies"] = list(graph.meta.get("dtype_policies", []))  # the Keras policies met
+            # how the emitted model computes: forward under torch.autocast(dtype) (a mixed policy,
+            # float32 weights), or in its weights' dtype (bfloat16/float16 variables)
+            info["autocast"] = graph.meta.get("autocast")
+            info["weights_dtype"] = sorted({str(a.dtype) for a in rendered.state.values() if a.dtype.kind in "fV"})
         if graph.meta.get("inference_identities"):  # augmentation layers dropped as inference identities
             info["inference_identities"] = list(graph.meta["inference_identities"])
         return info

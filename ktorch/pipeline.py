@@ -137,8 +137,8 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
     if training:  # beside train.py's entry (optimizer, loss, metrics), when the source was compiled
         manifest["training"] = {**manifest.get("training", {}), **training}
     if options.tolerance is None:
-        compute = [manifest["model"]["compute_dtype"]] if "compute_dtype" in manifest["model"] else []
-        options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]] + compute).rtol
+        compute = manifest["model"].get("compute_dtype")
+        options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]], compute=compute).rtol
     if not options.verify:
         read.state.clear()  # only verification runs the source again: let go of it (and its weights)
         gc.collect()  # an ExportedProgram sits in reference cycles

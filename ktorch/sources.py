@@ -1,6 +1,6 @@
 """What a source is, decided once and cheaply (no framework is imported to ask).
 
-Kinds: "keras" (.h5/.hdf5/.keras files), "torch" (a .pt2 program, an nn.Module or
+Kinds: "keras" (.h5/.hdf5/.keras files, a directory ktorch emitted for Keras), "torch" (a .pt2 program, an nn.Module or
 ExportedProgram, a `package.module:factory` string, a pickled module, or a directory ktorch
 emitted for PyTorch) and "onnx" (an .onnx file or an in-memory ModelProto).
 """
@@ -66,14 +66,27 @@ def is_torch_source(src: Any) -> bool:
     return False
 
 
+def is_keras_output(path: Path) -> bool:
+    """A directory ktorch wrote for Keras (model.py with build()/load(), model.weights.h5): a
+    Keras source, read back for a PyTorch -> Keras -> PyTorch round trip."""
+    if not (path.is_dir() and (path / "ktorch.json").is_file() and (path / "model.py").is_file()):
+        return False
+    try:
+        return read_manifest(path).get("direction", "").endswith("->keras")
+    except (OSError, ValueError):
+        return False
+
+
 def detect_source(path: Path) -> str:
     """Which reader a source path needs: 'keras', 'torch' or 'onnx'."""
     if path.suffix.lower() == ONNX_SUFFIX:
         return "onnx"
     if is_torch_source(path):
         return "torch"
+    if is_keras_output(path):
+        return "keras"
     if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory, but not one ktorch wrote for PyTorch; expected {ACCEPTED}")
+        raise ModelFileError(f"{path}: is a directory, but not one ktorch wrote; expected {ACCEPTED}")
     if path.suffix.lower() in KERAS_SUFFIXES:
         return "keras"
     if path.exists():

@@ -86,7 +86,7 @@ def check_outputs(
         raise RunError(f"{source_name} returns {len(expected)} outputs, the emitted model {len(got)}")
     compute = manifest.get("model", {}).get("compute_dtype")
     if compute:  # a float16/bfloat16 source is judged by its compute dtype's profile, at least
-        tolerance = max(tolerance, select_profile(device, [compute]).rtol)
+        tolerance = max(tolerance, select_profile(device, compute=compute).rtol)
     comparisons = [
         compare(spec["name"], ref, to_source(g, spec.get("perm")), tolerance)
         for spec, ref, g in zip(outs, expected, got)

@@ -20,6 +20,7 @@ from ..translate.runtime import RunError, import_emitted, keras_backend, preload
 
 __all__ = [
     "RunError",
+    "from_numpy",
     "import_emitted",
     "keras_backend",
     "keras_device",
@@ -30,12 +31,47 @@ __all__ = [
     "run_keras",
     "run_torch",
     "to_emitted",
+    "to_numpy",
     "to_source",
 ]
 
 
+def to_numpy(tensor: Any) -> np.ndarray:
+    """A torch tensor as numpy; bfloat16, which numpy does not know, as ml_dtypes' bfloat16 (what
+    Keras returns), or widened to float32 (exactly) where ml_dtypes is missing."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.dtype != torch.bfloat16:
+        return tensor.numpy()
+    try:
+        import ml_dtypes
+    except ImportError:
+        return tensor.float().numpy()
+    return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+
+
+def from_numpy(array: np.ndarray) -> Any:
+    """A numpy array as a torch tensor; bfloat16 (ml_dtypes, as Keras returns it) keeps its dtype."""
+    import torch
+
+    array = np.ascontiguousarray(array)
+    if str(array.dtype) == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
 def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
+    """A Keras model file loaded by Keras, or a directory ktorch wrote for Keras built by its
+    model.py's load() (code ktorch wrote, imported as an emitted PyTorch model.py is)."""
     keras_backend()
+    if Path(path).is_dir():
+        try:
+            return import_emitted(path).load()
+        except Exception as exc:  # noqa: BLE001 - any error of the emitted code is reported the same way
+            raise RunError(
+                f"{path}: its model.py could not build the Keras model ({type(exc).__name__}: {exc})"
+            ) from None
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         import keras
@@ -110,7 +146,7 @@ def run_torch(model: Any, inputs: Sequence[np.ndarray], device: str = "cpu") -> 
     with torch.no_grad():
         out = model(*tensors)
     outs = out if isinstance(out, (list, tuple)) else [out]
-    return [o.detach().cpu().numpy() for o in outs]
+    return [to_numpy(o) for o in outs]
 
 
 def make_inputs(specs: list[dict[str, Any]], *, seed: int = 0, batch: int = 2, dynamic: int = 8) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .runners import RunError, import_emitted, keras_backend, keras_device, load_keras_model
+from .runners import RunError, from_numpy, import_emitted, keras_backend, keras_device, load_keras_model, to_numpy
 from .stepper import Stepper, parse_forward
 
 
@@ -177,12 +177,11 @@ class TorchEmitted:
         self._statement = {name: s.text for s in self.forward.statements for name in s.writes}
 
     def to_numpy(self, value: Any) -> np.ndarray:
-        return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        return to_numpy(value) if hasattr(value, "detach") else np.asarray(value)
 
     def _tensor(self, array: np.ndarray, like: Any = None) -> Any:
-        import torch
 
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensor = from_numpy(array)
         if like is not None and hasattr(like, "dtype"):
             tensor = tensor.to(like.dtype)
         return tensor.to(self.device)
@@ -240,11 +239,11 @@ class TorchSource:
         classes: dict[str, str] = {}
         if self.stepper is not None:
             outputs, env = self.stepper.propagate(tensors)
-            values = {k: v.detach().cpu().numpy() for k, v in env.items() if k in wanted and hasattr(v, "detach")}
+            values = {k: to_numpy(v) for k, v in env.items() if k in wanted and hasattr(v, "detach")}
         else:
             outputs, values = _interpret(self.module, tensors, wanted, classes)
         skipped = {name: "not a module or fx node of the source" for name in names if name not in values}
-        return Capture([o.detach().cpu().numpy() for o in outputs], values, skipped, classes)
+        return Capture([to_numpy(o) for o in outputs], values, skipped, classes)
 
 
 def _interpret(

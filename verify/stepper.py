@@ -10,6 +10,7 @@ wrong translation to the one statement that computes it.
 from __future__ import annotations
 
 import ast
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,9 @@ class Forward:
     statements: tuple[Statement, ...]
     returns: Any  # a compiled expression (eval mode)
     return_text: str
+    # the context manager every statement runs in (a compiled expression): forward's body is one
+    # `with torch.autocast(...):` block for a model converted from a Keras mixed-precision policy
+    context: Any = None
 
 
 def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
@@ -65,7 +69,13 @@ def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
         body = body[1:]  # docstring
     if not body or not isinstance(body[-1], ast.Return) or body[-1].value is None:
         raise RunError(f"{path}: forward() of {classes[0].name} must end with `return <outputs>`")
-    for i, stmt in enumerate(body[:-1]):
+    steps, context = body[:-1], None
+    if len(steps) == 1 and isinstance(steps[0], ast.With) and len(steps[0].items) == 1:
+        item = steps[0].items[0]
+        if item.optional_vars is None:
+            context = compile(ast.Expression(body=item.context_expr), str(path), "eval")
+            steps = steps[0].body
+    for i, stmt in enumerate(steps):
         reads = tuple(
             dict.fromkeys(
                 n.id
@@ -79,7 +89,7 @@ def parse_forward(path: str | Path, class_name: str | None = None) -> Forward:
         statements.append(Statement(i, stmt.lineno, ast.unparse(stmt), reads, writes, code, _mutates(stmt)))
     ret = body[-1]
     returns = compile(ast.Expression(body=ret.value), str(path), "eval")
-    return Forward(arguments, tuple(statements), returns, ast.unparse(ret.value))
+    return Forward(arguments, tuple(statements), returns, ast.unparse(ret.value), context)
 
 
 def _mutates(stmt: ast.stmt) -> bool:
@@ -140,6 +150,12 @@ class Stepper:
             ) from exc
         return {name: scope[name] for name in statement.writes}
 
+    def _context(self, env: Mapping[str, Any]) -> Any:
+        """The context forward's statements run in (torch.autocast), or none."""
+        if self.forward.context is None:
+            return contextlib.nullcontext()
+        return eval(self.forward.context, {**self.globals, **env})  # noqa: S307 (the emitted model's own code)
+
     def propagate(self, inputs: list[Any]) -> tuple[list[Any], dict[str, Any]]:
         """Run forward on `inputs` (tensors); return its outputs and every local."""
         import torch
@@ -148,8 +164,9 @@ class Stepper:
             raise RunError(f"forward() takes {len(self.forward.arguments)} inputs, {len(inputs)} were given")
         env: dict[str, Any] = dict(zip(self.forward.arguments, inputs))
         with torch.no_grad():
-            for statement in self.forward.statements:
-                env.update(self._run(statement, env))
+            with self._context(env):
+                for statement in self.forward.statements:
+                    env.update(self._run(statement, env))
             scope = {**self.globals, **env, "self": self.model, MODEL_NAME: self.model}
             out = eval(self.forward.returns, scope)  # noqa: S307 (the emitted model's own code)
         return list(out) if isinstance(out, (list, tuple)) else [out], env
@@ -162,7 +179,7 @@ class Stepper:
         import torch
 
         env: dict[str, Any] = {}
-        with torch.no_grad():
+        with torch.no_grad(), self._context(propagated):
             for statement in self.forward.statements:
                 bound = {}
                 for name in statement.reads:

@@ -16,6 +16,7 @@ from .runners import (
     import_emitted,
     keras_backend,
     run_keras,
+    to_numpy,
 )
 
 
@@ -31,7 +32,7 @@ def run_torch_source(
     from .torch_structure import run_structured
 
     tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
-    return [o.detach().cpu().numpy() for o in run_structured(source, tensors, capture)]
+    return [to_numpy(o) for o in run_structured(source, tensors, capture)]
 
 
 def load_emitted_keras(directory: str | Path) -> Any:

@@ -13,7 +13,6 @@ them (`emitted = source.transpose(perm)`). Two modes:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..graph.errors import KtorchError, ModelFileError, ParityError
+from ..translate.keras_reader.file import sha256
 from ..translate.output import MANIFEST, read_manifest
 from .compare import compare
 from .profiles import cuda_available, precision_settings, select_profile
@@ -100,14 +100,6 @@ def load_inputs(
     return arrays
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_conversion(
     src: str | Path,
     converted: str | Path,
@@ -139,7 +131,7 @@ def verify_conversion(
     try:
         if mode not in MODES:
             raise RunError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-        if not src.is_file():
+        if not (src.is_file() or (src / "model.py").is_file()):  # a file, or a directory ktorch wrote (round trip)
             raise ModelFileError(f"{src}: no such source model file")
         if not (converted / MANIFEST).is_file():
             raise ModelFileError(
@@ -151,7 +143,7 @@ def verify_conversion(
             raise ModelFileError(f"{converted / MANIFEST}: not valid JSON ({exc})") from None
         report.direction = manifest.get("direction", "keras->torch")
         expected_sha = manifest.get("source", {}).get("sha256")
-        if expected_sha and _sha256(src) != expected_sha:
+        if expected_sha and sha256(src) != expected_sha:
             what = (
                 f"{src} is not the file that was converted to {converted} (sha256 differs from {converted / MANIFEST})"
             )
@@ -227,10 +219,8 @@ def _run_once(
 ) -> RunResult:
     outs = manifest["outputs"]
     float_dtypes = [o.get("dtype", "float32") for o in outs]
-    compute = manifest.get("model", {}).get("compute_dtype")
-    if compute:  # a mixed-precision source computes in float16/bfloat16 whatever its outputs' dtype
-        float_dtypes.append(compute)
-    profile = select_profile(device, float_dtypes, tf32=tf32)
+    compute = manifest.get("model", {}).get("compute_dtype")  # a mixed-precision source: float16 inside
+    profile = select_profile(device, float_dtypes, compute=compute, tf32=tf32)
     rtol = tolerance if tolerance is not None else profile.rtol
     run = RunResult(device, batch, how, profile.name, rtol, settings, source.backend, emitted.backend, mode=mode)
 

@@ -28,10 +28,15 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 
 def sha256(path: Path) -> str:
+    """The sha256 of a source file; of a directory ktorch wrote for Keras, of its model.py and
+    model.weights.h5 in turn (what builds the model)."""
+    path = Path(path)
+    files = [path / "model.py", path / "model.weights.h5"] if path.is_dir() else [path]
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for file in files:
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

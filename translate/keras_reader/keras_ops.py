@@ -60,9 +60,10 @@ def constant(call: LayerCall, value: Any, dtype: str, suffix: str) -> Value:
 
 def constant_value(value: Any) -> np.ndarray | None:
     """The array of a Value computed from no input (a `constant` node), for folding at
-    conversion time (a static shape read with tf.shape and indexed); None otherwise."""
+    conversion time (a static shape read with tf.shape and indexed); None otherwise, and for a
+    learned one (a trainable table sliced in the graph stays a parameter, sliced at run time)."""
     node = value.producer if isinstance(value, Value) else None
-    if node is None or node.op != "constant" or node.attrs.get("per_example"):
+    if node is None or node.op != "constant" or node.attrs.get("per_example") or node.attrs.get("trainable"):
         return None
     return node.weights["value"]
 

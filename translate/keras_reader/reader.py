@@ -53,6 +53,9 @@ def translator_key(layer: dict[str, Any], keras2: bool = False) -> str:
     cls = str(layer.get("class_name", "?"))
     if cls in TF_FUNCTION_CLASSES:
         return "tf." + str(layer.get("config", {}).get("function"))
+    registered = layer.get("registered_name")
+    if isinstance(registered, str) and ">" in registered and lookup("keras->ir", registered) is not None:
+        return registered  # a registered custom class read by its package's name ("ktorch>Parameter")
     module = layer.get("module")
     if module is not None:
         return OPS_PREFIX + cls if str(module).startswith(("keras.src.ops.", "keras.ops.")) else cls
@@ -62,6 +65,26 @@ def translator_key(layer: dict[str, Any], keras2: bool = False) -> str:
     if not keras2 and isinstance(config, dict) and "trainable" not in config and "dtype" not in config:
         return OPS_PREFIX + cls
     return cls
+
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# Layers that leave their floating inputs as they come (`self.autocast = False` in Keras: they
+# compute in float32 at least and cast their result to the compute dtype)
+NO_INPUT_AUTOCAST = frozenset({"LayerNormalization", "GroupNormalization"})
+
+
+def policy_dtypes(policy: Any) -> tuple[str | None, str | None]:
+    """(compute dtype, variable dtype) of a layer config's `dtype`: a dtype name, a Keras 3
+    DTypePolicy or a tf.keras Policy config; "mixed_float16" computes in float16 with float32
+    variables. (None, None) for what is not a floating policy (an int layer, a quantized one)."""
+    if isinstance(policy, dict):
+        policy = policy.get("config", {}).get("name")
+    name = str(policy or "")
+    if name.startswith("mixed_") and name.removeprefix("mixed_") in FLOAT_DTYPES:
+        return name.removeprefix("mixed_"), "float32"
+    if name in FLOAT_DTYPES:
+        return name, name
+    return None, None
 
 
 # Layers that hand their input's Keras mask on unchanged (supports_masking, default compute_mask).
@@ -130,6 +153,7 @@ class KerasReader:
         self._layer_names: set[str] = set()  # names of the layers of the functional model being read
         self._masks: dict[int, Value] = {}  # id(value) -> its Keras mask, flowing implicitly in Keras
         self._frozen = False  # inside a model saved with trainable=False: every layer is frozen
+        self._casts: dict[tuple[int, str], Value] = {}  # (id(value), dtype) -> the value cast to dtype
 
     # -- entry ----------------------------------------------------------------------
     def read(self) -> Graph:
@@ -442,6 +466,13 @@ class KerasReader:
             problem = ("/".join(path), key, "no translator for this layer class")
             raise UnsupportedOpError([problem], where=str(self.kfile.path))
         config = layer.get("config", {})
+        compute, variables = (None, None) if key.startswith((OPS_PREFIX, "tf.")) else policy_dtypes(config.get("dtype"))
+        # a layer that does not cast its inputs (LayerNormalization) computes in float32 with its
+        # variables upcast; PyTorch's layer_norm cannot mix a float32 input with float16/bfloat16
+        # weights, so there the input is cast to the weights' dtype (a rounding within the profile)
+        if compute is not None and (cls not in NO_INPUT_AUTOCAST or variables != "float32"):
+            args = self._cast_floats(args, compute, path, cls)
+            kwargs = self._cast_floats(kwargs, compute, path, cls)
         call = LayerCall(
             graph=self.graph,
             name="/".join(path),
@@ -477,6 +508,8 @@ class KerasReader:
                 "translator with @ktorch.plugins.keras_layer"
             )
         outs = [result] if isinstance(result, Value) else list(result)
+        if compute is not None:  # a layer returns its compute dtype (LayerNormalization casts its result)
+            outs = self._cast_floats(outs, compute, path, cls)
         from .regularization import apply_layer_training
 
         outs = apply_layer_training(call, outs, self._frozen)
@@ -488,15 +521,42 @@ class KerasReader:
     def _note_compute_dtype(self, policy: Any) -> None:
         """Record in graph.meta['compute_dtype'] the narrowest float type a layer computes in
         (a mixed_float16 policy computes in float16 while its variables stay float32): the
-        verification judges the model by it, not only by its outputs' dtype."""
-        if isinstance(policy, dict):
-            policy = policy.get("config", {}).get("name")
-        name = str(policy or "")
-        compute = {"float16": "float16", "bfloat16": "bfloat16"}.get(name.removeprefix("mixed_"))
-        if compute is None:
+        verification judges the model by it, not only by its outputs' dtype. A mixed policy
+        (float32 variables, float16/bfloat16 computation) also sets graph.meta['autocast']:
+        the PyTorch writer runs forward under torch.autocast, which casts the weights at each
+        matmul/convolution as Keras's AutocastScope casts the variables when a layer reads them."""
+        compute, variables = policy_dtypes(policy)
+        if compute not in ("float16", "bfloat16"):
             return
+        name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+        policies = self.graph.meta.setdefault("dtype_policies", [])
+        if name not in policies:
+            policies.append(name)
         if self.graph.meta.get("compute_dtype") != "bfloat16":  # bfloat16 is the looser of the two
             self.graph.meta["compute_dtype"] = compute
+        if variables != compute:
+            self.graph.meta["autocast"] = self.graph.meta["compute_dtype"]
+
+    def _cast_floats(self, tree: Any, dtype: str, path: tuple[str, ...], cls: str) -> Any:
+        """`tree` (a layer's arguments or results) with every floating Value of another dtype
+        cast to `dtype`, as Keras's Layer.__call__ converts a layer's floating inputs to its
+        compute dtype (dtype_policy.convert_input); one cast per value and dtype."""
+        if isinstance(tree, Value):
+            if tree.dtype not in FLOAT_DTYPES or tree.dtype == dtype:
+                return tree
+            key = (id(tree), dtype)
+            if key not in self._casts:
+                node = self.graph.add_node(
+                    "cast", [tree], {"dtype": dtype}, name=f"{tree.name}_{dtype}",
+                    source="/".join(path), source_class=cls,
+                )  # fmt: skip
+                self._casts[key] = node.output
+            return self._casts[key]
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(self._cast_floats(v, dtype, path, cls) for v in tree)
+        if isinstance(tree, dict):
+            return {k: self._cast_floats(v, dtype, path, cls) for k, v in tree.items()}
+        return tree
 
     def _propagate_masks(self, call: LayerCall, outs: list[Value]) -> None:
         """Attach Keras masks to a layer's outputs: the ones its translator computed, else

@@ -37,6 +37,15 @@ FRESH_OUTPUT_OPS = frozenset(
 )
 
 
+# Ops that torch.autocast runs in the lower precision (matmuls, convolutions, RNNs, attention):
+# in a mixed-precision model, such an op fed float32 (a layer with a float32 dtype policy, whose
+# inputs Keras casts to float32) runs with autocast switched off, in float32 as in Keras.
+AUTOCAST_OPS = frozenset(
+    {"conv", "conv_transpose", "dense", "einsum_dense", "einsum", "matmul", "multi_head_attention", "dot_attention"}
+    | {"conv_lstm", "lstm", "gru", "simple_rnn"}
+)
+
+
 @dataclass
 class TorchEmitter(ValueNames):
     graph: Graph
@@ -111,7 +120,24 @@ class TorchEmitter(ValueNames):
         outs = node.outputs
         names = [self.bind(v) for v in outs]
         target = names[0] if len(names) == 1 else ", ".join(names)
+        if self.full_precision(node):
+            device = self.var(self.graph.inputs[0])
+            self.lines.append(
+                f"with torch.autocast({device}.device.type, enabled=False):  # a float32 layer\n    {target} = {expr}"
+            )
+            return
         self.lines.append(f"{target} = {expr}")
+
+    def full_precision(self, node: Node) -> bool:
+        """Whether `node` must run with torch.autocast off: a matmul-like op of a float32 layer in a
+        mixed-precision model (graph.meta['autocast'])."""
+        floats = [v.dtype for v in node.inputs if v.dtype in ("float16", "bfloat16", "float32")]
+        return (
+            bool(self.graph.meta.get("autocast"))
+            and node.op in AUTOCAST_OPS
+            and floats == ["float32"] * len(floats)
+            and bool(floats)
+        )
 
 
 def emit_graph(graph: Graph, class_name: str) -> TorchEmitter:

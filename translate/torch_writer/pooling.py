@@ -1,4 +1,4 @@
-"""PyTorch code for max/average pooling and the global pools."""
+"""PyTorch code for max/average pooling, the global pools and adaptive pooling."""
 
 from __future__ import annotations
 
@@ -131,3 +131,13 @@ def global_pool_to_torch(node: Node, em: TorchEmitter) -> None:
     dim = dims[0] if len(dims) == 1 else dims
     keep = ", keepdim=True" if node.attrs["keepdims"] else ""
     em.assign(node, f"{em.var(x)}.{fn}(dim={py_literal(dim)}{keep})")
+
+
+@register("ir->torch", "adaptive_pool")
+def adaptive_pool_to_torch(node: Node, em: TorchEmitter) -> None:
+    """nn.AdaptiveAvgPool2d / nn.AdaptiveMaxPool2d (1-D and 3-D alike): PyTorch's own windows."""
+    require_channels_first(node)
+    out = tuple(node.attrs["output_size"])
+    kind = "Avg" if node.attrs["mode"] == "avg" else "Max"
+    mod = em.module(node, call(f"nn.Adaptive{kind}Pool{len(out)}d", compact(out)))
+    em.assign(node, f"{mod}({em.var(node.inputs[0])})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...graph import Node
 from ...graph.errors import GraphError
 from ..registry import register
-from .codegen import TorchEmitter, call, py_literal
+from .codegen import Raw, TorchEmitter, call, py_literal
 from .conv import compact, require_channels_first, torch_pad
 
 _DTYPES = {
@@ -143,3 +143,44 @@ def reduce_to_torch(node: Node, em: TorchEmitter) -> None:
 @register("ir->torch", "cast")
 def cast_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, f"{em.var(node.inputs[0])}.to({_DTYPES[node.attrs['dtype']]})")
+
+
+# PyTorch's F.interpolate modes for the IR's interpolate (PyTorch's own semantics, by rank)
+_INTERPOLATE_MODES = {
+    ("nearest", 1): "nearest",
+    ("nearest", 2): "nearest",
+    ("nearest", 3): "nearest",
+    ("nearest_exact", 1): "nearest-exact",
+    ("nearest_exact", 2): "nearest-exact",
+    ("nearest_exact", 3): "nearest-exact",
+    ("linear", 1): "linear",
+    ("linear", 2): "bilinear",
+    ("linear", 3): "trilinear",
+    ("cubic", 2): "bicubic",
+}
+
+
+@register("ir->torch", "interpolate")
+def interpolate_to_torch(node: Node, em: TorchEmitter) -> None:
+    """F.interpolate as PyTorch wrote it: with the scale_factor it was given (PyTorch then samples
+    at 1 / scale), else to the size."""
+    require_channels_first(node)
+    a = node.attrs
+    mode = _INTERPOLATE_MODES.get((a["mode"], len(a["size"])))
+    if mode is None:
+        raise GraphError(f"{node.name}: {a['mode']} interpolation of rank {len(a['size'])} is not supported")
+    kwargs: dict = {"scale_factor": compact(tuple(a["scale"]))} if a["scale"] else {"size": compact(tuple(a["size"]))}
+    kwargs["mode"] = mode
+    if mode not in ("nearest", "nearest-exact"):
+        kwargs["align_corners"] = bool(a["align_corners"])
+    em.assign(node, call(f"{em.functional()}.interpolate", Raw(em.var(node.inputs[0])), **kwargs))
+
+
+@register("ir->torch", "pixel_shuffle", "pixel_unshuffle")
+def pixel_shuffle_to_torch(node: Node, em: TorchEmitter) -> None:
+    require_channels_first(node)
+    if node.op == "pixel_shuffle":
+        mod = em.module(node, call("nn.PixelShuffle", node.attrs["upscale"]))
+    else:
+        mod = em.module(node, call("nn.PixelUnshuffle", node.attrs["downscale"]))
+    em.assign(node, f"{mod}({em.var(node.inputs[0])})")

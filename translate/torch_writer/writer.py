@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,32 @@ def _annotation(count: int) -> str:
     return "torch.Tensor" if count == 1 else f"tuple[{', '.join(['torch.Tensor'] * count)}]"
 
 
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
+
+
+def _dtype_lines(em: TorchEmitter) -> list[str]:
+    """`__init__` lines that give the modules the dtype of their weights when it is not float32
+    (a Keras model with bfloat16 or float16 variables): `self.to(torch.bfloat16)` when every
+    floating weight has it, else `self.<module>.to(...)` for each module holding such weights.
+    load() copies the weights into these parameters, so they keep their dtype."""
+    dtypes: dict[str, set[str]] = {}
+    for key, array in em.state.items():
+        if str(array.dtype) in _FLOATS:
+            dtypes.setdefault(key.split(".", 1)[0], set()).add(str(array.dtype))
+    found = set().union(*dtypes.values()) if dtypes else set()
+    if found == {"float32"} or not found:
+        return []
+    if len(found) == 1:
+        (dtype,) = found
+        return [f"self.to(torch.{dtype})  # the source's weights are {dtype}"]
+    modules = {m.attr for m in em.modules if not m.expr.startswith(("nn.Parameter(", "nn.Buffer("))}
+    return [
+        f"self.{attr}.to(torch.{next(iter(d))})"
+        for attr, d in dtypes.items()
+        if attr in modules and len(d) == 1 and d != {"float32"}
+    ]
+
+
 def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     """Generate model.py source and the state dict for a laid-out graph."""
     cls = class_name_for(graph.name)
@@ -122,13 +149,23 @@ def render(graph: Graph, *, source: str, version: str) -> TorchOutput:
     body.append("        super().__init__()")
     for m in em.modules:
         body.append(f"        self.{m.attr} = {m.expr}")
+    body += [f"        {line}" for line in _dtype_lines(em)]
     init, methods = training_members(graph, em, cls)
     body += [f"        {line}" for line in init]
     body.append("")
     args = ", ".join(f"{n}: torch.Tensor" for n in in_names)
     body.append(f"    def forward(self, {args}) -> {_annotation(len(out_names))}:")
-    body += [f"        {line}" for line in em.lines]
-    body.append(f"        return {', '.join(out_names)}")
+    autocast = graph.meta.get("autocast")
+    if autocast:
+        # a Keras mixed-precision policy: float32 variables, each layer computing in `autocast`
+        body.append(f"        with torch.autocast({in_names[0]}.device.type, dtype=torch.{autocast}):")
+        body += [textwrap.indent(line, " " * 12) for line in em.lines]
+        # autocast leaves some ops (softmax, layer_norm) in float32; Keras returns the layers' dtype
+        returned = [f"{n}.to(torch.{v.dtype})" if v.dtype in _FLOATS else n for n, v in zip(out_names, graph.outputs)]
+        body.append(f"        return {', '.join(returned)}")
+    else:
+        body += [f"        {line}" for line in em.lines]
+        body.append(f"        return {', '.join(out_names)}")
     body += [f"    {line}" if line else "" for line in methods]
     parts.append("\n\n" + "\n".join(body) + "\n")
     ranks = {np.ndim(a) for a in em.state.values()}
