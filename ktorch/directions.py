@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .capture import ImportOrderError, capture, prepare_torch, tensorflow_first
+from .capture import ImportOrderError, capture, dynamic_sizes, prepare_torch, tensorflow_first
 from .graph import Graph
 from .graph.errors import ModelFileError
 from .graph.ir import Value
@@ -133,6 +133,7 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
     program, desc, name = capture(
         src, example_inputs=options.example_inputs, input_shapes=options.input_shapes,
         input_dtypes=options.input_dtypes, weights=options.weights, seed=options.seed, trust_code=options.trust_code,
+        dynamic=options.dynamic,
     )  # fmt: skip
     timings["export"] = time.perf_counter() - t0
     options.step("reading the ATen graph")
@@ -147,8 +148,12 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
 
         attach_regularizers(graph, regularizers)
     source: dict[str, Any] = {"file": desc, "format": "torch.export"}
-    if getattr(program, "ktorch_capture", None):
-        source["capture"] = program.ktorch_capture  # what the capture switched off (use_cache), keyword inputs
+    capture_record = dict(getattr(program, "ktorch_capture", None) or {})
+    kept, graph.meta["input_sizes"] = dynamic_sizes(program)  # which axis of which input is dynamic
+    sizes = {"dynamic": kept, "static": capture_record.pop("static", None)}
+    if capture_record:
+        source["capture"] = capture_record  # what the capture switched off (use_cache), keyword inputs
+    source.update({k: v for k, v in sizes.items() if v})  # sizes besides the batch: symbolic, or fixed and why
     if graph.meta.get("static_batch") is not None:  # the program itself runs only this batch size
         source["batch"] = graph.meta["static_batch"]
     if isinstance(src, (str, Path)) and Path(src).is_file():
@@ -167,12 +172,17 @@ def rewrite_for_keras(graph: Graph, read: Read, options: Options) -> int:
 
 
 def check_torch_source(read: Read, staging: Path, manifest: dict[str, Any], options: Options) -> Any:
-    from .verify.torch_source import check_torch_to_keras, load_emitted_keras
+    from .verify.torch_source import check_torch_sizes, check_torch_to_keras, load_emitted_keras
 
     read.state["keras_model"] = keras_model = load_emitted_keras(staging)
     # the export example's axis-0 size (a fixed-batch program runs only that one)
     meta = read.graph.meta
     batch = meta.get("static_batch") or meta.get("example_batch") or 2
+    if options.inputs is None and meta.get("static_batch") is None:  # also at other sizes where dynamic
+        return check_torch_sizes(
+            read.state["program"], staging, manifest=manifest, seed=options.seed, batch=batch,
+            tolerance=options.tolerance, keras_model=keras_model,
+        )  # fmt: skip
     return check_torch_to_keras(
         read.state["program"], staging, manifest=manifest, inputs=options.inputs, seed=options.seed, batch=batch,
         tolerance=options.tolerance, keras_model=keras_model,

@@ -4,6 +4,7 @@ directory: seeded inputs in PyTorch's layout, outputs compared in PyTorch's layo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from ..translate.output import read_manifest
 from .compare import DEFAULT_RTOL
 from .parity import ParityResult, check_outputs
 from .runners import (
+    example_sizes,
     import_emitted,
     keras_backend,
     run_keras,
@@ -51,14 +53,60 @@ def check_torch_to_keras(
     tolerance: float = DEFAULT_RTOL,
     manifest: dict[str, Any] | None = None,
     keras_model: Any = None,
+    sizes: dict[str, int] | None = None,
 ) -> ParityResult:
     """Run the PyTorch source and the emitted Keras model on the same inputs and compare
-    every output (emitted outputs are brought back to PyTorch's axis order)."""
+    every output (emitted outputs are brought back to PyTorch's axis order). Seeded inputs
+    take the export example's dynamic sizes, or `sizes` ({"seq": 12})."""
     model = keras_model if keras_model is not None else load_emitted_keras(converted)
     manifest = manifest or read_manifest(Path(converted))
     capture = manifest.get("source", {}).get("capture")
     return check_outputs(
         lambda arrays: run_torch_source(source, arrays, capture), lambda arrays: run_keras(model, arrays),
         manifest, inputs=inputs, seed=seed, batch=batch, tolerance=tolerance,
-        device="cpu", backend=keras_backend, settings={"source": "pytorch"},
+        device="cpu", backend=keras_backend, settings={"source": "pytorch"}, sizes=sizes,
     )  # fmt: skip
+
+
+def other_sizes(manifest: dict[str, Any]) -> dict[str, int]:
+    """A second value of each dynamic size, inside its range: half as large again as the
+    export example's (16 -> 24), or smaller where the range ends before that."""
+    out = {}
+    for name, info in (manifest.get("source", {}).get("dynamic") or {}).items():
+        example, low, high = info.get("example"), info.get("min") or 0, info.get("max")
+        if example is None:
+            continue
+        step = max(1, example // 2)
+        size = example + step if high is None or example + step <= high else max(low, example - step)
+        if size != example:
+            out[name] = size
+    return out
+
+
+def check_torch_sizes(
+    source: Any,
+    converted: str | Path,
+    *,
+    manifest: dict[str, Any],
+    seed: int = 0,
+    batch: int = 2,
+    tolerance: float = DEFAULT_RTOL,
+    keras_model: Any = None,
+) -> ParityResult:
+    """check_torch_to_keras at the export example's sizes and, where the model takes dynamic
+    sizes (a sequence length, an image size), again at other sizes (`other_sizes`): the second
+    run's outputs are listed after the first's, named with the sizes (`logits @ seq=12`)."""
+    first = check_torch_to_keras(
+        source, converted, manifest=manifest, seed=seed, batch=batch, tolerance=tolerance, keras_model=keras_model
+    )
+    sizes = other_sizes(manifest)
+    if not sizes:
+        return first
+    second = check_torch_to_keras(
+        source, converted, manifest=manifest, seed=seed + 1, batch=batch + 1, tolerance=tolerance,
+        keras_model=keras_model, sizes=sizes,
+    )  # fmt: skip
+    label = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    first.outputs += [replace(c, name=f"{c.name} @ {label}") for c in second.outputs]
+    first.settings["sizes"] = [example_sizes(manifest), sizes]
+    return first

@@ -673,19 +673,14 @@ def _to_numpy(tensor: Any) -> np.ndarray:
 
 
 def _shape(val: Any, *, batch: bool, where: str) -> tuple:
-    dims = []
+    """A torch shape as a graph shape: the batch axis and every symbolic size (a size the
+    export kept dynamic: a sequence length, an image side) are None."""
+    dims: list[int | None] = []
     for i, d in enumerate(val.shape):
         if i == 0 and batch:
             dims.append(None)
             continue
-        try:
-            dims.append(int(d))
-        except (TypeError, ValueError):
-            raise UnsupportedOpError(
-                [(where, "dynamic shape", f"axis {i} has the symbolic size {d}; only the batch axis may be dynamic")],
-                where="the PyTorch reader",
-                hint="Export with static sizes for every axis but the batch (torch.export.Dim on axis 0 only).",
-            ) from None
+        dims.append(int(d) if isinstance(d, int) else None)  # int() of a torch.SymInt would give its example size
     if batch and not dims:
         raise UnsupportedOpError([(where, "scalar", "a 0-d tensor has no batch axis")], where="the PyTorch reader")
     return tuple(dims)
