@@ -116,9 +116,9 @@ def _guard_frame(module: Any, args: tuple, kwargs: dict[str, Any], dims: Any) ->
         frames = [f for f in data.get("user_stack") or [] if f.get("name") not in ("_wrapped_call_impl", "_call_impl")]
         if frames:
             f = frames[-1]
-            files = getattr(report, "str_to_filename", {}) or {}
-            filename = files.get(f.get("filename"), f.get("filename"))
-            return f"`{f.get('loc', '').strip()}` ({Path(str(filename)).name}:{f.get('line')}, in {f.get('name')})"
+            filename = (getattr(report, "str_to_filename", None) or {}).get(f.get("filename"))
+            place = f"{Path(filename).name}:{f.get('line')}" if isinstance(filename, str) else f"line {f.get('line')}"
+            return f"`{f.get('loc', '').strip()}` ({place}, in {f.get('name')})"
     return None
 
 

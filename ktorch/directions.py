@@ -10,7 +10,7 @@ from typing import Any
 
 from .capture import ImportOrderError, capture, dynamic_sizes, prepare_torch, tensorflow_first
 from .graph import Graph
-from .graph.errors import ModelFileError
+from .graph.errors import KtorchError, ModelFileError
 from .graph.ir import Value
 from .graph.passes import (
     absorb_input_transposes,
@@ -130,14 +130,30 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
     prepare_torch()
     t0 = time.perf_counter()
     options.step("exporting the PyTorch model")
-    program, desc, name = capture(
-        src, example_inputs=options.example_inputs, input_shapes=options.input_shapes,
-        input_dtypes=options.input_dtypes, weights=options.weights, seed=options.seed, trust_code=options.trust_code,
-        dynamic=options.dynamic,
-    )  # fmt: skip
+
+    def export(dynamic: tuple[str, ...]) -> tuple[Any, str, str]:
+        return capture(
+            src, example_inputs=options.example_inputs, input_shapes=options.input_shapes,
+            input_dtypes=options.input_dtypes, weights=options.weights, seed=options.seed,
+            trust_code=options.trust_code, dynamic=dynamic,
+        )  # fmt: skip
+
+    program, desc, name = export(options.dynamic)
     timings["export"] = time.perf_counter() - t0
     options.step("reading the ATen graph")
-    graph = read_program(program, name=name)
+    try:
+        graph = read_program(program, name=name)
+    except KtorchError as exc:
+        kept, _ = dynamic_sizes(program)
+        if not options.dynamic or not kept:
+            raise
+        # the model takes these sizes at any value, but a translation needs them fixed: export
+        # again with the example's sizes (the batch stays dynamic), and say why in ktorch.json
+        reason = f"the conversion needs a fixed size ({str(exc).splitlines()[0][:300]})"
+        static = {**(getattr(program, "ktorch_capture", None) or {}).get("static", {}), **dict.fromkeys(kept, reason)}
+        program, desc, name = export(())
+        program.ktorch_capture = {**(getattr(program, "ktorch_capture", None) or {}), "static": static}
+        graph = read_program(program, name=name)
     name_outputs(graph, program)
     regularizers = options.regularizers
     if regularizers is None and isinstance(src, (str, Path)) and Path(src).is_dir():

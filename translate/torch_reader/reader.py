@@ -414,6 +414,15 @@ class TorchReader:
             raise
         except KtorchError as exc:
             raise TorchOpError(f"{call.where}: {exc}") from exc
+        except TypeError as exc:
+            dynamic = any(None in s[1:] for s in meta_shapes if s) or any(
+                isinstance(a, Value) and None in a.shape[1:] for a in _flatten(list(bound.values()))
+            )
+            if not dynamic:
+                raise
+            raise call.unsupported(
+                "needs sizes that the export keeps dynamic (a sequence length or image size known only at run time)"
+            ) from exc
         self._check_shapes(call, result)
         return result
 

@@ -32,6 +32,8 @@ def flatten_to_ir(call: AtenCall) -> Value:
     end = call.axis("end_dim", x.rank)
     if end <= start:
         return x
+    if None in x.shape[max(start, 1) : end + 1]:
+        raise call.unsupported("flattening axes whose size is dynamic (a layer after it would need their product)")
     if start == 1 and end == x.rank - 1:
         return call.emit("flatten", [x])
     if start == 0:
