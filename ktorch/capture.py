@@ -194,7 +194,7 @@ def export_module(module: Any, example_inputs: Any, dynamic: Sequence[str] = ())
             dims, dynamic_ok = dynamic_batch(args, kwargs)
             try:
                 program = torch.export.export(module, args, kwargs, dynamic_shapes=dims if dynamic_ok else None)
-            except Exception as exc:  # noqa: BLE001 - torch raises many kinds; say where the batch is fixed
+            except Exception as exc:
                 static = None
                 with contextlib.suppress(Exception):
                     static = torch.export.export(module, args, kwargs)

@@ -14,10 +14,10 @@ from .compare import DEFAULT_RTOL, Comparison, compare
 from .profiles import select_profile
 from .runners import (
     RunError,
+    example_sizes,
     import_emitted,
     keras_device,
     load_keras_model,
-    example_sizes,
     make_inputs,
     run_keras,
     run_torch,
