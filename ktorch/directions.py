@@ -149,7 +149,8 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
             raise
         # the model takes these sizes at any value, but a translation needs them fixed: export
         # again with the example's sizes (the batch stays dynamic), and say why in ktorch.json
-        reason = f"the conversion needs a fixed size ({str(exc).splitlines()[0][:300]})"
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        reason = f"the conversion needs a fixed size ({detail[:400]})"
         static = {**(getattr(program, "ktorch_capture", None) or {}).get("static", {}), **dict.fromkeys(kept, reason)}
         program, desc, name = export(())
         program.ktorch_capture = {**(getattr(program, "ktorch_capture", None) or {}), "static": static}

@@ -26,6 +26,7 @@ from ..registry import register
 from .calls import (
     AtenCall,
     BatchRange,
+    SizeTable,
     Const,
     Deferred,
     ModuleCall,
@@ -424,6 +425,19 @@ def index_to_ir(call: AtenCall) -> Value:
         position = call.emit("reshape", [indices[1]], {"shape": (1,) * (x.rank - 1)}, suffix="_index")
         picked = call.emit("gather", [x, position], {"axis": 1})
         return call.emit("squeeze", [picked], {"axis": 1}, suffix="_squeeze")
+    if (
+        isinstance(x, Value)
+        and x.rank == 2
+        and len(indices) == 2
+        and isinstance(indices[0], BatchRange)
+        and isinstance(indices[1], SizeTable)
+        and indices[1].array.shape[-1] == indices[1].array.size
+        and np.array_equal(indices[1].array.reshape(-1), np.arange(indices[1].array.size))
+        and [a for a, _, _ in indices[1].axes] == [indices[1].array.ndim - 1]
+    ):
+        # the same with a dynamic length: the positions are 0..length-1 at any length
+        rank = max(indices[0].ndim, indices[1].array.ndim)
+        return call.emit("reshape", [x], {"shape": (1,) * (rank - 2) + (-1,)})
     if not (
         isinstance(x, Value)
         and x.rank == 2
@@ -447,10 +461,14 @@ def index_to_ir(call: AtenCall) -> Value:
 def mask_and_to_ir(call: AtenCall) -> Value:
     """a & b of bool masks; an all-True constant operand only broadcasts the other."""
     a, b = call.args.get("self", call.args.get("input")), call.args.get("other")
-    if isinstance(a, Const):
+    if isinstance(a, (Const, SizeTable)):
         a, b = b, a
     if not isinstance(a, Value) or a.dtype != "bool":
         raise call.unsupported("& of tensors that are not bool masks")
+    if isinstance(b, SizeTable):  # a mask built from a dynamic length (a causal mask cut to it)
+        if b.array.dtype == np.bool_ and b.array.all():
+            return a  # all True: it only broadcasts the other, which the ops after it do too
+        return call.emit("mask_merge", [a, call.reader.size_table_value(b, a.rank)], {"mode": "and"})
     if isinstance(b, Const):
         if b.array.dtype != np.bool_:
             raise call.unsupported("& with a constant that is not a bool mask")
