@@ -130,15 +130,16 @@ def _bound(number: Any) -> int | None:
         return None
 
 
-def dynamic_sizes(program: Any) -> tuple[dict[str, dict[str, int | None]], list[dict[str, int]]]:
+def dynamic_sizes(program: Any) -> tuple[dict[str, dict[str, Any]], list[dict[str, int]]]:
     """The sizes besides the batch that an ExportedProgram keeps symbolic, by name ("seq",
-    "height", "width"; "axis<k>" for any other): {name: {min, max (None: unbounded), example}},
+    "height", "width"; "axis<k>" for any other): {name: {min, max (None: unbounded), example,
+    symbol (torch's)}},
     and for each user input, {name: axis} of its symbolic axes."""
     from .verify.torch_structure import DYNAMIC_AXES
 
     ranges = getattr(program, "range_constraints", {}) or {}
     users = set(program.graph_signature.user_inputs)
-    found: dict[str, dict[str, int | None]] = {}
+    found: dict[str, dict[str, Any]] = {}
     axes: list[dict[str, int]] = []
     for node in program.graph.nodes:
         if node.op != "placeholder" or node.name not in users:
@@ -157,6 +158,7 @@ def dynamic_sizes(program: Any) -> tuple[dict[str, dict[str, int | None]], list[
                     "min": _bound(bound and bound.lower) or 0,
                     "max": _bound(bound and bound.upper),
                     "example": _bound(getattr(size.node, "hint", None)),
+                    "symbol": str(size.node.expr),
                 },
             )
         axes.append(named)

@@ -167,6 +167,10 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
     source: dict[str, Any] = {"file": desc, "format": "torch.export"}
     capture_record = dict(getattr(program, "ktorch_capture", None) or {})
     kept, graph.meta["input_sizes"] = dynamic_sizes(program)  # which axis of which input is dynamic
+    for info in kept.values():  # tables cut to a length at run time (position ids, masks) bound it
+        table = graph.meta.get("size_tables", {}).get(info.pop("symbol", None))
+        if table is not None and (info["max"] is None or info["max"] > table):
+            info["max"] = table
     sizes = {"dynamic": kept, "static": capture_record.pop("static", None)}
     if capture_record:
         source["capture"] = capture_record  # what the capture switched off (use_cache), keyword inputs

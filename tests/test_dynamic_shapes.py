@@ -177,3 +177,79 @@ def test_timm_resnet_takes_any_image_size(tmp_path):
     assert _inputs_line(tmp_path / "resnet") == ['x = keras.Input(shape=(None, None, 3), name="x")']
     assert result.parity.passed and result.parity.worst_rel <= 1e-4 and len(result.parity.outputs) == 2
     _check_at(result, module, [(1, 3, 80, 96)])
+
+
+# -- text: a dynamic sequence length, Hugging Face models passed as they come ------------------
+transformers = pytest.importorskip("transformers")
+TEXT = dict(vocab_size=99, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+
+
+def _text_case(kind):
+    torch.manual_seed(0)
+    if kind == "bert":
+        config = transformers.BertConfig(hidden_size=32, max_position_embeddings=64, type_vocab_size=2, **TEXT)
+        return transformers.BertModel(config).eval(), True
+    if kind == "gpt2":
+        config = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+        return transformers.GPT2LMHeadModel(config).eval(), False
+    config = transformers.LlamaConfig(hidden_size=32, num_key_value_heads=2, max_position_embeddings=64, **TEXT)
+    return transformers.LlamaModel(config).eval(), False
+
+
+def _tokens(batch, length, seed):
+    return torch.randint(0, 99, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    "kind", ["bert", pytest.param("gpt2", marks=pytest.mark.slow), pytest.param("llama", marks=pytest.mark.slow)]
+)
+def test_text_model_takes_any_sequence_length(tmp_path, kind):
+    import ktorch
+    from ktorch.verify.torch_source import check_torch_to_keras
+
+    model, with_mask = _text_case(kind)
+    ids = _tokens(2, 8, 1)
+    example = {"input_ids": ids, "attention_mask": torch.ones(2, 8, dtype=torch.int64)} if with_mask else (ids,)
+    out = tmp_path / kind
+    result = ktorch.convert(model, out, example_inputs=example, to="keras", dynamic="seq")
+    lines = _inputs_line(out)
+    assert lines[0] == 'input_ids = keras.Input(shape=(None,), dtype="int64", name="input_ids")'
+    assert len(lines) == (2 if with_mask else 1)
+    assert all(spec["dynamic"] == {"seq": 1} for spec in result.manifest["inputs"])
+    seq = result.manifest["source"]["dynamic"]["seq"]
+    assert seq["example"] == 8 and seq["max"] is not None and seq["max"] >= 12
+    assert "static" not in result.manifest["source"]
+    # verified at the export's length and at another one (and another batch)
+    assert result.parity.passed and result.parity.worst_rel <= 1e-4
+    assert result.parity.settings["sizes"] == [{"seq": 8}, {"seq": 12}]
+    assert any(c.name.endswith("@ seq=12") and c.shape[:2] == (3, 12) for c in result.parity.outputs)
+    # the position table stays a trainable weight, sliced at run time, not folded to a constant
+    source = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    assert sum(int(np.prod(w.shape)) for w in result.keras_model.trainable_weights) == source
+    code = (out / "model.py").read_text()
+    assert "SizeLike(" in code
+    # a third length, against the module itself, with padding in the mask
+    ids = _tokens(2, 5, 4)
+    arrays = [ids.numpy()]
+    if with_mask:
+        mask = torch.ones(2, 5, dtype=torch.int64)
+        mask[1, 3:] = 0
+        arrays.append(mask.numpy())
+    parity = check_torch_to_keras(model, out, inputs=arrays, manifest=result.manifest, keras_model=result.keras_model)
+    assert parity.passed and parity.worst_rel <= 1e-4, parity
+
+
+@pytest.mark.slow
+def test_vit_with_a_fixed_position_table_stays_static(tmp_path):
+    import ktorch
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8
+    )
+    model = transformers.ViTModel(config).eval()
+    x = torch.randn(2, 3, 32, 32)
+    result = ktorch.convert(model, tmp_path / "vit", example_inputs=(x,), to="keras", dynamic="height,width")
+    assert _inputs_line(tmp_path / "vit") == ['pixel_values = keras.Input(shape=(32, 32, 3), name="pixel_values")']
+    assert set(result.manifest["source"]["static"]) == {"height", "width"}
+    assert result.parity.passed

@@ -288,6 +288,14 @@ def _known_mask(call: AtenCall, mask: Any) -> np.ndarray | None:
 def _additive(call: AtenCall, mask: Any, rank: int, safe_rows: list[Value]) -> Value | None:
     """attn_mask as a float term added to the scores (None where it masks nothing): a bool
     mask is True where attention is allowed (False: -inf), a float mask is added as is."""
+    if isinstance(mask, SizeTable):  # built from a dynamic length (a causal mask): cut to it at run time
+        array = mask.array
+        if array.dtype == np.bool_:
+            if array.all():
+                return None
+            array = np.where(array, 0.0, -np.inf)
+        table = SizeTable(f"{call.name}_mask", array.astype(np.float32), mask.axes)
+        return call.reader.size_table_value(table, rank)
     array = _known_mask(call, mask)
     batch = call.reader.static_batch
     if (

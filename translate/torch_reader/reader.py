@@ -123,7 +123,6 @@ class TorchReader:
         self.example_batch: int | None = None  # the batch size of the export's example inputs
         # sizes the export keeps symbolic besides the batch: symbol -> (graph input, axis) holding it
         self._size_refs: dict[Any, tuple[Value, int]] = {}
-        self.size_caps: dict[str, int] = {}  # symbol -> the length of the tables cut to it at run time
 
     # -- constants ------------------------------------------------------------------------
     def per_example_value(self, const: Const) -> Value:
@@ -555,7 +554,6 @@ class TorchReader:
             low = int(bound.lower) if bound is not None else 2
             big[sym] = max(min(high, self._SIZE_CAP), int(hint))
             small[sym] = int(hint) - 1 if int(hint) - 1 >= max(low, 2) else int(hint) + 1
-            self.size_caps[str(sym)] = big[sym]
         return {
             "big": {**dict.fromkeys(batch, 2), **big},
             "big3": {**dict.fromkeys(batch, 3), **big},
@@ -638,6 +636,9 @@ class TorchReader:
             return SymSize(f"{node.name} (its values change with the length, not only its size)")
         if not axes:
             return Const(node.name, _to_numpy(table))
+        for _, ref, ref_axis in axes:  # the emitted model takes lengths up to the tables' length
+            sym = next(s for s, r in self._size_refs.items() if r == (ref, ref_axis))
+            self.graph.meta.setdefault("size_tables", {})[str(sym)] = variants["big"][sym]
         return SizeTable(node.name, _to_numpy(table), tuple(axes))
 
     def _check_shapes(self, call: AtenCall, result: Any) -> None:

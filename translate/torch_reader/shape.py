@@ -71,7 +71,10 @@ def _dynamic_reshape(call: AtenCall, x: Value, size: list[Any]) -> Value:
     """A reshape of a tensor with a dynamic length (a sequence): torch's own output shape says
     each size; the one it knows only at run time is Keras's -1."""
     target = list(call.meta_shapes[0][1:])
-    if not (size[0] is BATCH or size[0] == call.reader.static_batch) or target.count(None) != 1:
+    known = [d for d in x.shape[1:] if d is not None]
+    same_elements = x.shape[1:].count(None) == 1 and math.prod(known) == math.prod(d for d in target if d is not None)
+    batch_first = size[0] is BATCH or size[0] == call.reader.static_batch or (size[0] == -1 and same_elements)
+    if not batch_first or target.count(None) != 1:
         raise call.unsupported(
             f"reshape to {tuple(size)} of a tensor with a dynamic length, unless the batch stays first "
             "and one axis holds the dynamic length"
