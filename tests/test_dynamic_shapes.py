@@ -170,7 +170,9 @@ def test_timm_resnet_takes_any_image_size(tmp_path):
     import ktorch
 
     torch.manual_seed(0)
-    module = timm.models.resnet.ResNet(timm.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=0)
+    module = timm.models.resnet.ResNet(
+        timm.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=0, stem_width=8, channels=(8, 16, 16, 16)
+    )
     module = _randomise_bn(module).eval()
     x = torch.randn(2, 3, 64, 64)
     result = ktorch.convert(module, tmp_path / "resnet", example_inputs=(x,), to="keras", dynamic="height,width")

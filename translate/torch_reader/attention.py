@@ -26,10 +26,10 @@ from ..registry import register
 from .calls import (
     AtenCall,
     BatchRange,
-    SizeTable,
     Const,
     Deferred,
     ModuleCall,
+    SizeTable,
     aten_key,
     bind_arguments,
 )

@@ -815,7 +815,9 @@ def _size_only_nodes(graph: Any, known: set[str]) -> set[str]:
             and n.args[1] != 0
             and getattr(n.meta.get("val"), "node", None) is not None  # a torch.SymInt
         )
-        if root or (args and all(a.name in known or a.name in sizes for a in args) and any(a.name in sizes for a in args)):
+        if root or (
+            args and all(a.name in known or a.name in sizes for a in args) and any(a.name in sizes for a in args)
+        ):
             sizes.add(n.name)
     return sizes
 
