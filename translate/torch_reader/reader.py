@@ -200,9 +200,9 @@ class TorchReader:
         )
         self._batch_only = _batch_only_nodes(ep.graph, self._constant)
         self._batch_values: dict[str, dict[int, Any]] = {}
-        self._size_only = _size_only_nodes(ep.graph, self._constant | self._batch_only)
-        self._size_values: dict[str, dict[str, Any]] = {}
         self._variants = self._size_variants()
+        self._size_only = _size_only_nodes(ep.graph, self._constant | self._batch_only) if self._variants else set()
+        self._size_values: dict[str, dict[str, Any]] = {}
         # constants that in-place calls write into, and the views they write through
         self._aliased = {a.name for n in ep.graph.nodes if _mutates(n) and n.name in self._live for a in _view_chain(n)}
         self._tensors: dict[str, Any] = {}

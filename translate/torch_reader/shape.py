@@ -33,7 +33,11 @@ def flatten_to_ir(call: AtenCall) -> Value:
     if end <= start:
         return x
     if None in x.shape[max(start, 1) : end + 1]:
-        raise call.unsupported("flattening axes whose size is dynamic (a layer after it would need their product)")
+        rest = [*x.shape[1:start], *x.shape[end + 1 :]]
+        if (start <= 1 and end == x.rank - 1) or None in rest:
+            raise call.unsupported("flattening axes whose size is dynamic (a layer after it would need their product)")
+        # (B, C, H, W).flatten(2) with a dynamic image size: the one dynamic axis is Keras's -1
+        return call.emit("reshape", [x], {"shape": (*x.shape[1:start], -1, *x.shape[end + 1 :])})
     if start == 1 and end == x.rank - 1:
         return call.emit("flatten", [x])
     if start == 0:
