@@ -466,6 +466,8 @@ def arg_reduce_to_ir(call: AtenCall) -> Value:
         )
     axis = call.axis("dim", x.rank)
     _no_batch(call, axis, call.key.split(".")[1])
+    if x.shape[axis] is None:  # the Keras code numbers the positions along the axis when it is built
+        raise call.unsupported(f"{call.key.split('.')[1]} along an axis whose length is dynamic")
     keep = bool(call.args.get("keepdim", False))
     return call.emit("arg_reduce", [x], {"mode": call.key.split(".")[1], "axes": (axis,), "keepdims": keep})
 
