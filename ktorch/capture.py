@@ -165,6 +165,34 @@ def dynamic_sizes(program: Any) -> tuple[dict[str, dict[str, Any]], list[dict[st
     return found, axes
 
 
+def _takes_another_size(program: Any, args: tuple, kwargs: dict[str, Any]) -> bool:
+    """Whether the program runs at other values of its dynamic sizes (the verifier's candidates):
+    the examples cut or repeated along those axes, run once each."""
+    import torch
+
+    from .verify.torch_source import other_sizes
+
+    sizes, axes = dynamic_sizes(program)
+    tensors = [*args, *kwargs.values()]
+
+    def resized(x: Any, named: dict[str, int], choice: dict[str, int]) -> Any:
+        for name, axis in named.items():
+            x = x.index_select(axis, torch.arange(choice[name]) % x.shape[axis])
+        return x
+
+    for choice in other_sizes({"source": {"dynamic": sizes}}):
+        moved = [resized(t, named, choice) for t, named in zip(tensors, axes)] + tensors[len(axes) :]
+        new_args, new_kwargs = tuple(moved[: len(args)]), dict(zip(kwargs, moved[len(args) :]))
+        try:
+            with torch.no_grad():
+                program.module()(*new_args, **new_kwargs)
+            return True
+        except AssertionError as exc:  # torch: "Guard failed"
+            if "Guard failed" not in str(exc):
+                return True  # the model's own assertion: not a size question
+    return False
+
+
 def export_module(module: Any, example_inputs: Any, dynamic: Sequence[str] = ()) -> Any:
     """torch.export with a dynamic batch axis, and the sizes named in `dynamic` ("seq",
     "height", "width") symbolic where the model allows any size. A batch of 1 in the examples
@@ -211,6 +239,13 @@ def export_module(module: Any, example_inputs: Any, dynamic: Sequence[str] = ())
                     "or export a fixed-batch program yourself (torch.export.export(model, args)) and convert the .pt2: "
                     "its Keras model then takes only that batch size"
                 ) from None
+    symbolic = dynamic_sizes(program)[0] if dynamic else {}
+    if symbolic and not _takes_another_size(program, args, kwargs):
+        # symbolic in the program, yet its guards refuse every other size tried (a ViT whose
+        # patch count must match its position table): the example's sizes, said in ktorch.json
+        with capture_settings(module):
+            program = torch.export.export(module, args, kwargs, dynamic_shapes=dynamic_batch(args, kwargs)[0])
+        record["static"] = dict.fromkeys(symbolic, "the model takes no other size than the example's")
     if dynamic:
         kept, _ = dynamic_sizes(program)
         ranks = {t.ndim for t in [*args, *kwargs.values()] if hasattr(t, "ndim")}
