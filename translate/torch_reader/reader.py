@@ -502,16 +502,7 @@ class TorchReader:
             except KtorchError:
                 pass  # an operand is batch-dependent data only the evaluation below knows
         a, b = (values[n] for n in self._BATCH_SIZES)
-        same = (
-            isinstance(a, torch.Tensor)
-            and a.ndim > 0
-            and tuple(a.shape[:1]) == (2,)
-            and tuple(b.shape[:1]) == (3,)
-            and bool((a == a[:1]).all())
-            and bool((b == b[:1]).all())
-            and torch.equal(a[:1], b[:1])
-        )
-        if not same:
+        if not _same_rows(a, b):
             if all(
                 isinstance(t, torch.Tensor)
                 and t.shape[:1] == (n,)
@@ -606,14 +597,7 @@ class TorchReader:
             return SymSize(str(node.meta.get("val", node.name)), self._size_refs.get(expr))
         if big.shape == big3.shape and torch.equal(big, big3):
             table = big
-        elif (
-            big.ndim
-            and big.shape[0] == 2
-            and big3.shape[0] == 3
-            and bool((big == big[:1]).all())
-            and bool((big3 == big3[:1]).all())
-            and torch.equal(big[:1], big3[:1])
-        ):
+        elif _same_rows(big, big3):
             table, small = big[:1], small[:1]
         else:
             return BatchExpr(f"{node.name} (depends on the batch size)")
@@ -796,6 +780,23 @@ def _batch_only_nodes(graph: Any, constant: set[str]) -> set[str]:
         ):
             batch.add(n.name)
     return batch
+
+
+def _same_rows(a: Any, b: Any) -> bool:
+    """Whether `a` and `b`, a call's results at batch 2 and at batch 3, give every example the
+    same rows (Hugging Face's masks before they meet the data): then they are a[:1]."""
+    import torch
+
+    return (
+        isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and a.ndim > 0
+        and tuple(a.shape[:1]) == (2,)
+        and tuple(b.shape[:1]) == (3,)
+        and bool((a == a[:1]).all())
+        and bool((b == b[:1]).all())
+        and torch.equal(a[:1], b[:1])
+    )
 
 
 def _size_only_nodes(graph: Any, known: set[str]) -> set[str]:
