@@ -4,6 +4,7 @@ come (no wrapper), verified at batch 2 and again at batch 3. Not a test: a measu
 
     python benchmarks/wild_torch.py                  # every model, one line each, then the pass rate
     python benchmarks/wild_torch.py --only bert,vit  # some of them
+    python benchmarks/wild_torch.py --dynamic        # also a sizes column: dynamic="auto", verified at 2 sizes
 
 BatchNorm running statistics and layer-scale parameters (timm initialises them to 1e-6 or
 1e-5) are randomised too, so that parity is not vacuous. Every failure prints as one line.
@@ -276,7 +277,7 @@ def batch3(example: Any) -> Any:
     return tuple(torch.cat([v, v[:1]]) for v in example)
 
 
-def run_one(name: str, build: Callable, root: Path) -> dict[str, Any]:
+def run_one(name: str, build: Callable, root: Path, dynamic: bool = False) -> dict[str, Any]:
     import ktorch
     from ktorch.verify.torch_source import check_torch_to_keras
 
@@ -286,8 +287,18 @@ def run_one(name: str, build: Callable, root: Path) -> dict[str, Any]:
         module, example = build()
         randomize(module)
         out = root / name.replace("/", "_")
-        result = ktorch.convert(module, out, example_inputs=example, to="keras", force=True, verify=True)
-        row["worst_rel_b2"] = result.parity.worst_rel
+        result = ktorch.convert(
+            module,
+            out,
+            example_inputs=example,
+            to="keras",
+            force=True,
+            verify=True,
+            dynamic="auto" if dynamic else None,
+        )
+        row["worst_rel_b2"] = result.parity.worst_rel  # with --dynamic: also at a second length / image size
+        row["dynamic"] = sorted(result.manifest["source"].get("dynamic", {}))
+        row["static"] = result.manifest["source"].get("static", {})
         more = batch3(example)
         arrays = [v.numpy() for v in (more.values() if isinstance(more, dict) else more)]
         parity3 = check_torch_to_keras(
@@ -313,6 +324,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated model names (or substrings)")
     parser.add_argument("--traces", action="store_true", help="print the traceback of each failure")
+    parser.add_argument(
+        "--dynamic", action="store_true", help='convert with dynamic="auto" and report which sizes stay dynamic'
+    )
     args = parser.parse_args()
     names = list(MODELS)
     if args.only:
@@ -321,12 +335,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            row = run_one(name, MODELS[name], Path(tmp))
+            row = run_one(name, MODELS[name], Path(tmp), dynamic=args.dynamic)
             rows.append(row)
             if row["ok"]:
                 same = "=" if row["params"] == row["keras_trainable"] else "!="
                 errors = f"b2 {row['worst_rel_b2']:.1e}  b3 {row['worst_rel_b3']:.1e}"
                 status = f"ok    {errors}  trainable {row['keras_trainable']} {same} {row['params']}"
+                if args.dynamic:
+                    fixed = "; ".join(f"{k} fixed: {v[:120]}" for k, v in row["static"].items())
+                    status += f"  sizes: {','.join(row['dynamic']) or 'static'}" + (f" ({fixed})" if fixed else "")
             else:
                 status = f"FAIL  {row['error']}"
             print(f"{name:20s} {row['seconds']:6.1f}s  {status}", flush=True)
@@ -339,6 +356,13 @@ def main() -> None:
         f"\npassed {len(passed)}/{len(rows)}; worst relative error among the passes {worst:.2e}; "
         f"trainable parameter count equal to the source's in {same}/{len(passed)}"
     )
+    if args.dynamic:
+        text = [r for r in passed if r["model"].startswith("hf/") and "seq" in r["dynamic"] + list(r["static"])]
+        vision = [r for r in passed if {"height", "width"} & set(r["dynamic"] + list(r["static"]))]
+        print(
+            f"dynamic sequence length: {sum('seq' in r['dynamic'] for r in text)}/{len(text)} text models; "
+            f"dynamic image size: {sum('height' in r['dynamic'] for r in vision)}/{len(vision)} vision models"
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any
 
 from .graph import Graph
 from .graph.errors import ModelFileError
-from .options import DEFAULT_TARGET, Layout, normalize_layout
+from .options import DEFAULT_TARGET, Layout, normalize_dynamic, normalize_layout
 from .pipeline import Options
 from .pipeline import convert as run_pipeline
 from .result import ConversionResult
@@ -53,13 +53,20 @@ def convert(
     loss: Any = None,
     lr_scheduler: Any = None,
     steps_per_epoch: int | None = None,
+    dynamic: str | list[str] | None = None,
 ) -> ConversionResult:
     """Convert a Keras model file into a PyTorch output directory, a PyTorch model (.pt2 file,
     nn.Module, 'package.module:factory', a ktorch PyTorch output directory) into a Keras one,
     or an ONNX model into either (see docs/design.md). `to` ("torch" or "keras") states the
     target; the source decides it when omitted (PyTorch for ONNX). `example_inputs` /
-    `input_shapes` / `input_dtypes` / `weights` only apply to PyTorch sources that still need
-    torch.export; the result's `keras_model` is the emitted Keras model. `tolerance` defaults to
+    `input_shapes` / `input_dtypes` / `weights` / `dynamic` only apply to PyTorch sources that
+    still need torch.export. The batch is always dynamic (a model whose code fixes it is refused,
+    naming that code); `dynamic` ("seq", "height", "width", a comma-separated string of them, or
+    "auto" for all) also keeps those sizes symbolic where the model allows any size: token ids
+    (B, S), channels-first sequences (B, C, L) and images (B, C, H, W) then take any length or
+    resolution, and the Keras Input says None there. ktorch.json's `source.dynamic` lists the sizes
+    kept with their ranges, `source.static` the requested ones the model fixes, with the reason. The
+    result's `keras_model` is the emitted Keras model. `tolerance` defaults to
     the verification profile of the outputs' dtype (1e-4 relative for float32).
     `regularizers` (PyTorch -> Keras) names the weight regularizers the Keras model trains
     with, by parameter: `{"fc.weight": ("l2", 1e-4), "conv1.weight": ("l1l2", 1e-5, 1e-4)}` ->
@@ -94,6 +101,8 @@ def convert(
             else ("not a PyTorch source (.pt2, nn.Module, 'package.module:factory' or a ktorch PyTorch directory)")
         )
         raise ModelFileError(f"{src}: is {what}")
+    if dynamic and kind != "torch":
+        raise ValueError("dynamic= names sizes of a PyTorch export; it applies to PyTorch -> Keras conversions only")
     if regularizers and kind != "torch":
         raise ValueError("regularizers= names PyTorch parameters; it applies to PyTorch -> Keras conversions only")
     training = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, "loss": loss, "steps_per_epoch": steps_per_epoch}
@@ -104,7 +113,7 @@ def convert(
     options = Options(
         keep_layout=layout is Layout.KEEP, verify=verify, force=force, tolerance=tolerance, trust_code=trust_code,
         inputs=inputs, seed=seed, progress=progress, example_inputs=example_inputs, input_shapes=input_shapes,
-        input_dtypes=input_dtypes, weights=weights, regularizers=regularizers,
+        input_dtypes=input_dtypes, weights=weights, regularizers=regularizers, dynamic=normalize_dynamic(dynamic),
         training=training if any(v is not None for v in training.values()) else None,
     )  # fmt: skip
     if kind == "keras":

@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of each --input-shape input (default float32)",
     )
     c.add_argument(
+        "--dynamic",
+        metavar="seq,height,width",
+        help="PyTorch sources to export: sizes besides the batch to keep dynamic where the model allows any size "
+        "(seq: axis 1 of token ids (B, S), axis 2 of (B, C, L); height, width: of images (B, C, H, W); 'auto': all); "
+        "the Keras Input says None there, and ktorch.json lists which sizes stayed fixed and why",
+    )
+    c.add_argument(
         "--weights",
         type=Path,
         help="for 'package.module:factory': a state_dict (.pt/.pth, loaded with weights_only=True, or .safetensors) to load",
@@ -254,6 +261,7 @@ def _convert(args: argparse.Namespace) -> int:
                 to=args.to,
                 input_shapes=shapes or None,
                 input_dtypes=args.input_dtype or None,
+                dynamic=args.dynamic,
                 weights=args.weights,
                 layout=args.layout,
                 verify=not args.no_verify,
@@ -275,6 +283,7 @@ def _convert(args: argparse.Namespace) -> int:
     )
     if m.get("route"):
         console.print(f"route: {m['route']['name']} ({m['route']['reason']})")
+    _print_sizes(console, m.get("source", {}))
     _print_training(console, m.get("training"))
     if result.parity is not None:
         from rich.table import Table
@@ -311,6 +320,19 @@ def _training_options(args: argparse.Namespace) -> dict:
         "steps_per_epoch": getattr(args, "steps_per_epoch", None),
     }
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _print_sizes(console: Any, source: dict[str, Any]) -> None:
+    """PyTorch sources: which sizes the emitted model takes at any value, and which it fixes."""
+    if source.get("format") != "torch.export":
+        return
+    kept = ", ".join(
+        f"{name} ({low}..{high if high is not None else ''})" for name, (low, high) in source.get("dynamic", {}).items()
+    )
+    batch = f"fixed at {source['batch']}" if source.get("batch") is not None else "dynamic"
+    console.print(f"sizes: batch {batch}" + (f"; dynamic: {kept}" if kept else ""))
+    for name, reason in source.get("static", {}).items():
+        console.print(f"[yellow]static[/]: {name}: {reason}")
 
 
 def _print_training(console: Any, training: dict[str, Any] | None) -> None:
@@ -371,6 +393,7 @@ def _convert_batch(args: argparse.Namespace) -> int:
     options = {
         "input_shapes": shapes or None,
         "input_dtypes": args.input_dtype or None,
+        "dynamic": args.dynamic,
         "weights": args.weights,
         "layout": args.layout,
         "verify": not args.no_verify,

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .capture import ImportOrderError, capture, prepare_torch, tensorflow_first
+from .capture import ImportOrderError, capture, dynamic_sizes, prepare_torch, tensorflow_first
 from .graph import Graph
-from .graph.errors import ModelFileError
+from .graph.errors import KtorchError, ModelFileError
 from .graph.ir import Value
 from .graph.passes import (
     absorb_input_transposes,
@@ -155,13 +155,31 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
     prepare_torch()
     t0 = time.perf_counter()
     options.step("exporting the PyTorch model")
-    program, desc, name = capture(
-        src, example_inputs=options.example_inputs, input_shapes=options.input_shapes,
-        input_dtypes=options.input_dtypes, weights=options.weights, seed=options.seed, trust_code=options.trust_code,
-    )  # fmt: skip
+
+    def export(dynamic: tuple[str, ...]) -> tuple[Any, str, str]:
+        return capture(
+            src, example_inputs=options.example_inputs, input_shapes=options.input_shapes,
+            input_dtypes=options.input_dtypes, weights=options.weights, seed=options.seed,
+            trust_code=options.trust_code, dynamic=dynamic,
+        )  # fmt: skip
+
+    program, desc, name = export(options.dynamic)
     timings["export"] = time.perf_counter() - t0
     options.step("reading the ATen graph")
-    graph = read_program(program, name=name)
+    try:
+        graph = read_program(program, name=name)
+    except KtorchError as exc:
+        kept, _ = dynamic_sizes(program)
+        if not options.dynamic or not kept:
+            raise
+        # the model takes these sizes at any value, but a translation needs them fixed: export
+        # again with the example's sizes (the batch stays dynamic), and say why in ktorch.json
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        reason = f"the conversion needs a fixed size ({detail[:400]})"
+        static = {**(getattr(program, "ktorch_capture", None) or {}).get("static", {}), **dict.fromkeys(kept, reason)}
+        program, desc, name = export(())
+        program.ktorch_capture = {**(getattr(program, "ktorch_capture", None) or {}), "static": static}
+        graph = read_program(program, name=name)
     name_outputs(graph, program)
     regularizers = options.regularizers
     if regularizers is None and isinstance(src, (str, Path)) and Path(src).is_dir():
@@ -176,8 +194,16 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
 
         attach_compile(graph, src, program, options.training, lambda p: emitted_keras_weights(p, name, options))
     source: dict[str, Any] = {"file": desc, "format": "torch.export"}
-    if getattr(program, "ktorch_capture", None):
-        source["capture"] = program.ktorch_capture  # what the capture switched off (use_cache), keyword inputs
+    capture_record = dict(getattr(program, "ktorch_capture", None) or {})
+    kept, graph.meta["input_sizes"] = dynamic_sizes(program)  # which axis of which input is dynamic
+    for info in kept.values():  # tables cut to a length at run time (position ids, masks) bound it
+        table = graph.meta.get("size_tables", {}).get(info.pop("symbol", None))
+        if table is not None and (info["max"] is None or info["max"] > table):
+            info["max"] = table
+    sizes = {"dynamic": kept, "static": capture_record.pop("static", None)}
+    if capture_record:
+        source["capture"] = capture_record  # what the capture switched off (use_cache), keyword inputs
+    source.update({k: v for k, v in sizes.items() if v})  # sizes besides the batch: symbolic, or fixed and why
     if graph.meta.get("static_batch") is not None:  # the program itself runs only this batch size
         source["batch"] = graph.meta["static_batch"]
     if isinstance(src, (str, Path)) and Path(src).is_file():
@@ -207,12 +233,17 @@ def rewrite_for_keras(graph: Graph, read: Read, options: Options) -> int:
 
 
 def check_torch_source(read: Read, staging: Path, manifest: dict[str, Any], options: Options) -> Any:
-    from .verify.torch_source import check_torch_to_keras, load_emitted_keras
+    from .verify.torch_source import check_torch_sizes, check_torch_to_keras, load_emitted_keras
 
     read.state["keras_model"] = keras_model = load_emitted_keras(staging)
     # the export example's axis-0 size (a fixed-batch program runs only that one)
     meta = read.graph.meta
     batch = meta.get("static_batch") or meta.get("example_batch") or 2
+    if options.inputs is None and meta.get("static_batch") is None:  # also at other sizes where dynamic
+        return check_torch_sizes(
+            read.state["program"], staging, manifest=manifest, seed=options.seed, batch=batch,
+            tolerance=options.tolerance, keras_model=keras_model,
+        )  # fmt: skip
     return check_torch_to_keras(
         read.state["program"], staging, manifest=manifest, inputs=options.inputs, seed=options.seed, batch=batch,
         tolerance=options.tolerance, keras_model=keras_model,

@@ -7,7 +7,7 @@ All derive from `KtorchError`; each has an `exit_code` (what the CLI exits with)
 
 from __future__ import annotations
 
-from .capture import ImportOrderError
+from .capture import BatchPinnedError, ImportOrderError
 from .graph.errors import (
     GraphError,
     KtorchError,
@@ -25,6 +25,7 @@ from .verify.runners import RunError
 from .verify.verifier import SourceMismatchError, StructuralError
 
 __all__ = [
+    "BatchPinnedError",
     "GraphError",
     "ImportOrderError",
     "KerasLayerError",

@@ -47,6 +47,7 @@ def io_specs(
     [range]}, shapes in the source's axis order (`emitted = source.transpose(perm)`)."""
     specs = []
     fields = graph.meta.get("output_names") if list(values) == list(graph.outputs) else None  # a ModelOutput's
+    sizes = graph.meta.get("input_sizes") if list(values) == list(graph.inputs) else None  # {name: axis} per input
     for i, v in enumerate(values):
         shape, dtype = source_io.shapes.get(id(v), (tuple(v.shape), v.dtype))
         if v.perm is not None and id(v) not in source_io.shapes:
@@ -60,6 +61,8 @@ def io_specs(
         }
         if perm is not None:
             spec["perm"] = list(perm)
+        if sizes and i < len(sizes) and sizes[i]:  # axes (in the source's order) that take any size, by name
+            spec["dynamic"] = dict(sizes[i])
         name = layout(len(shape), source_io.formats.get(id(v)), perm)
         if name is not None:
             spec["layout"] = name

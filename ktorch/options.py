@@ -56,4 +56,28 @@ def normalize_layout(value: str | Layout, *, target: str) -> Layout:
         raise OptionError(f"layout must be 'native', 'keep' or {target!r}, not {value!r}") from None
 
 
-__all__ = ["DEFAULT_TARGET", "FRAMEWORKS", "LAYOUT_CHOICES", "Layout", "OptionError", "normalize_layout"]
+# sizes besides the batch a PyTorch export may keep symbolic (verify/torch_structure.DYNAMIC_AXES
+# says which axis each names); "auto" asks for all of them
+DYNAMIC_SIZES = ("seq", "height", "width")
+
+
+def normalize_dynamic(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """'seq,height,width' | ['seq'] | 'auto' | None -> the size names, checked ('auto': ("auto",),
+    every size that applies to the model's inputs, with no note for those that do not)."""
+    if value is None:
+        return ()
+    names = [n.strip().lower() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
+    if names == ["auto"]:
+        return ("auto",)
+    unknown = [n for n in names if n not in DYNAMIC_SIZES]
+    if unknown:
+        raise OptionError(
+            f"dynamic sizes are {', '.join(DYNAMIC_SIZES)} (or 'auto' for all of them), not {', '.join(unknown)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+__all__ = [
+    "DEFAULT_TARGET", "DYNAMIC_SIZES", "FRAMEWORKS", "LAYOUT_CHOICES", "Layout", "OptionError", "normalize_dynamic",
+    "normalize_layout",
+]  # fmt: skip

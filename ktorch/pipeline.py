@@ -46,6 +46,7 @@ class Options:
     input_shapes: Sequence[Sequence[int]] | None = None
     input_dtypes: Sequence[str] | None = None
     weights: str | Path | None = None
+    dynamic: tuple[str, ...] = ()  # sizes besides the batch kept symbolic where the model allows ("seq", ...)
     # PyTorch -> Keras: {"fc.weight": ("l2", 1e-4)} (translate/torch_reader/regularization.py)
     regularizers: dict[str, Any] | None = None
     # PyTorch -> Keras: {"optimizer", "lr_scheduler", "loss", "steps_per_epoch"}, objects or text

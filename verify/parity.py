@@ -14,6 +14,7 @@ from .compare import DEFAULT_RTOL, Comparison, compare
 from .profiles import select_profile
 from .runners import (
     RunError,
+    example_sizes,
     import_emitted,
     keras_device,
     load_keras_model,
@@ -71,12 +72,15 @@ def check_outputs(
     backend: Callable[[], str],
     settings: dict[str, Any] | None = None,
     source_name: str = "the source",
+    sizes: dict[str, int] | None = None,
 ) -> ParityResult:
     """The one output-parity check: run the source (inputs in its layout) and the emitted model
     (inputs moved by each input's perm) on the same inputs, seeded ones unless given, and compare
-    every output in the source's axis order."""
+    every output in the source's axis order. `sizes` gives the dynamic sizes of seeded inputs
+    (default: the export example's)."""
     specs = manifest["inputs"]
-    arrays = list(inputs) if inputs is not None else make_inputs(specs, seed=seed, batch=batch)
+    sizes = example_sizes(manifest) if sizes is None else sizes
+    arrays = list(inputs) if inputs is not None else make_inputs(specs, seed=seed, batch=batch, sizes=sizes)
     if len(arrays) != len(specs):
         raise RunError(f"the model has {len(specs)} inputs, {len(arrays)} were given")
     expected = run_source(arrays)

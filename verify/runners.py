@@ -26,6 +26,7 @@ __all__ = [
     "keras_device",
     "keras_device_name",
     "load_keras_model",
+    "example_sizes",
     "make_inputs",
     "preload_before_tensorflow",
     "run_keras",
@@ -149,13 +150,24 @@ def run_torch(model: Any, inputs: Sequence[np.ndarray], device: str = "cpu") -> 
     return [to_numpy(o) for o in outs]
 
 
-def make_inputs(specs: list[dict[str, Any]], *, seed: int = 0, batch: int = 2, dynamic: int = 8) -> list[np.ndarray]:
+def make_inputs(
+    specs: list[dict[str, Any]],
+    *,
+    seed: int = 0,
+    batch: int = 2,
+    dynamic: int = 8,
+    sizes: dict[str, int] | None = None,
+) -> list[np.ndarray]:
     """Seeded random inputs in the source's layout: N(0, 1) floats, or integers drawn
-    inside `range` (an embedding's vocabulary) for integer inputs."""
+    inside `range` (an embedding's vocabulary) for integer inputs. A named dynamic axis (the
+    spec's `dynamic`: {"seq": 1}) takes its size from `sizes`, any other unknown size `dynamic`."""
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in specs:
         shape = [batch if i == 0 else (dynamic if d is None else int(d)) for i, d in enumerate(spec["shape"])]
+        for name, axis in (spec.get("dynamic") or {}).items():
+            if sizes and sizes.get(name) is not None:
+                shape[int(axis)] = int(sizes[name])
         dtype = spec.get("dtype", "float32")
         low, high = spec.get("range", (0, 2))
         if spec.get("range") is not None or dtype.startswith("int") or dtype == "bool":
@@ -164,6 +176,12 @@ def make_inputs(specs: list[dict[str, Any]], *, seed: int = 0, batch: int = 2, d
             array = rng.standard_normal(shape).astype(dtype)
         arrays.append(array)
     return arrays
+
+
+def example_sizes(manifest: dict[str, Any]) -> dict[str, int]:
+    """The export example's value of each dynamic size (a PyTorch source's `source.dynamic`)."""
+    sizes = manifest.get("source", {}).get("dynamic") or {}
+    return {name: int(info["example"]) for name, info in sizes.items() if info.get("example") is not None}
 
 
 def to_emitted(array: np.ndarray, perm: Sequence[int] | None) -> np.ndarray:

@@ -26,15 +26,30 @@ def split_example(example_inputs: Any) -> tuple[tuple, dict[str, Any]]:
     return tuple(example_inputs), {}
 
 
-def dynamic_batch(args: tuple, kwargs: dict[str, Any]) -> tuple[Any, bool]:
+# the sizes besides the batch that an export may keep symbolic, by name, and the axis each
+# names in an input of a given rank (PyTorch's layouts: token ids (B, S), channels-first
+# sequences (B, C, L), images (B, C, H, W))
+DYNAMIC_AXES: dict[str, dict[int, int]] = {"seq": {2: 1, 3: 2}, "height": {4: 2}, "width": {4: 3}}
+
+
+def dynamic_axes(rank: int, names: Sequence[str]) -> dict[int, str]:
+    """Axis -> size name for an input of `rank`, for the requested `names`."""
+    return {DYNAMIC_AXES[n][rank]: n for n in names if rank in DYNAMIC_AXES.get(n, {})}
+
+
+def dynamic_batch(args: tuple, kwargs: dict[str, Any], names: Sequence[str] = ()) -> tuple[Any, bool]:
     """torch.export `dynamic_shapes` giving axis 0 of every tensor one symbolic batch size,
-    and whether every example has a batch of at least 2 (torch.export specialises 1)."""
+    and whether every example has a batch of at least 2 (torch.export specialises 1). The
+    sizes in `names` ("seq", "height", "width", see DYNAMIC_AXES) are one `Dim.AUTO` each: the
+    export keeps them symbolic where the model allows any size and specialises them where not."""
     import torch
 
     batch = torch.export.Dim("batch")
 
     def dims(x: Any) -> Any:
-        return {0: batch} if getattr(x, "ndim", 0) else None
+        if not getattr(x, "ndim", 0):
+            return None
+        return {0: batch, **{axis: torch.export.Dim.AUTO for axis in dynamic_axes(x.ndim, names)}}
 
     tensors = [*args, *kwargs.values()]
     big = bool(tensors) and all(getattr(x, "ndim", 0) and x.shape[0] >= 2 for x in tensors)

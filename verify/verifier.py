@@ -26,7 +26,7 @@ from ..translate.output import MANIFEST, read_manifest
 from .compare import compare
 from .profiles import cuda_available, precision_settings, select_profile
 from .report import EXIT_CANNOT_RUN, EXIT_MISMATCH, EXIT_STRUCTURE, LayerResult, RunResult, VerifyReport
-from .runners import RunError, make_inputs, to_emitted, to_source
+from .runners import RunError, example_sizes, make_inputs, to_emitted, to_source
 from .sides import Capture, EmittedSide, KerasEmitted, KerasSource, SourceSide, TorchEmitted, TorchSource
 
 MODES = ("both", "isolated", "propagated", "outputs")
@@ -172,7 +172,11 @@ def verify_conversion(
                 source = direction.source(src, device=dev, trust_code=trust_code)
                 emitted = direction.emitted(converted, manifest, device=dev)
                 for batch in [len(given[0]) if given and given[0].ndim else 0] if given is not None else list(batches):
-                    arrays = given if given is not None else make_inputs(specs, seed=seed, batch=batch)
+                    arrays = (
+                        given
+                        if given is not None
+                        else make_inputs(specs, seed=seed, batch=batch, sizes=example_sizes(manifest))
+                    )
                     how = (
                         str(inputs)
                         if isinstance(inputs, (str, Path))

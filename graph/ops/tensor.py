@@ -449,3 +449,28 @@ define(
         family="tensor",
     )
 )
+
+
+def _infer_size_like(node):
+    x, ref = node.inputs
+    a = node.attrs
+    _check_axis(node, a["axis"])
+    if not 0 < a["ref_axis"] < ref.rank:
+        raise GraphError(f"{node.name}: ref_axis {a['ref_axis']} is out of range for shape {ref.shape}")
+    if a["mode"] == "broadcast" and x.shape[a["axis"]] not in (1, None):
+        raise GraphError(f"{node.name}: only a size-1 axis broadcasts, axis {a['axis']} of {x.shape}")
+    return [(_with_axis(x.shape, a["axis"], ref.shape[a["ref_axis"]]), x.dtype)]
+
+
+define(
+    OpDef(
+        "size_like",
+        _infer_size_like,
+        attrs=(attr("axis", int), attr("ref_axis", int), attr("mode", str, choices=("slice", "broadcast"))),
+        layout=Layout.OPAQUE,
+        doc="axis `axis` of input 0 made as long as axis `ref_axis` of input 1 is at run time: its first "
+        "elements ('slice': a position table cut to the sequence length) or its one element repeated "
+        "('broadcast')",
+        family="tensor",
+    )
+)

@@ -50,6 +50,11 @@ def _effective_pads(node: Node) -> list[tuple[int, int]]:
         n, out = x.shape[ax_in], y.shape[ax_out]
         b = a["padding"][i][0]
         k, s = a["pool_size"][i], a["strides"][i]
+        if n is None or out is None:  # a dynamic size: floor mode pools exactly over the declared padding
+            if a["ceil_mode"]:
+                raise _unsupported(node, "ceil_mode pooling over a dynamic size (its last window depends on the size)")
+            pads.append(tuple(a["padding"][i]))
+            continue
         pads.append((b, max((out - 1) * s + k - n - b, 0)))
     return pads
 
@@ -62,7 +67,7 @@ def _tf_same(node: Node) -> list[tuple[int, int]] | None:
     out = []
     for i, (ax_in, ax_out) in enumerate(zip(spatial_axes(x.rank, fmt), spatial_axes(y.rank, fmt))):
         n, k, s = x.shape[ax_in], a["pool_size"][i], a["strides"][i]
-        if math.ceil(n / s) != y.shape[ax_out]:
+        if n is None or math.ceil(n / s) != y.shape[ax_out]:
             return None
         total = max((math.ceil(n / s) - 1) * s + k - n, 0)
         out.append((total // 2, total - total // 2))

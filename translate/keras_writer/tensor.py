@@ -247,3 +247,37 @@ def upsample_to_keras(node: Node, em: KerasEmitter) -> None:
 def gather_to_keras(node: Node, em: KerasEmitter) -> None:
     x, index = (em.var(v) for v in node.inputs)
     em.assign(node, f"keras.ops.take_along_axis({x}, {index}, axis={node.attrs['axis']})")
+
+
+_SIZE_LIKE = '''class SizeLike(layers.Layer):
+    """Axis `axis` of x made as long as axis `ref_axis` of ref is at run time: its first
+    elements (mode "slice": a position table cut to the sequence length) or its one
+    element repeated (mode "broadcast")."""
+
+    def __init__(self, axis, ref_axis, mode="slice", **kwargs):
+        super().__init__(**kwargs)
+        self.axis, self.ref_axis, self.mode = axis, ref_axis, mode
+
+    def call(self, x, ref):
+        shape = list(keras.ops.shape(x))
+        shape[self.axis] = keras.ops.shape(ref)[self.ref_axis]
+        if self.mode == "broadcast":
+            return keras.ops.broadcast_to(x, shape)
+        return keras.ops.slice(x, [0] * len(shape), shape)
+
+    def compute_output_shape(self, x_shape, ref_shape):
+        shape = list(x_shape)
+        shape[self.axis] = ref_shape[self.ref_axis]
+        return tuple(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "ref_axis": self.ref_axis, "mode": self.mode}
+'''
+
+
+@register("ir->keras", "size_like")
+def size_like_to_keras(node: Node, em: KerasEmitter) -> None:
+    a = node.attrs
+    cls = em.helper("SizeLike", _SIZE_LIKE)
+    layer = em.layer(node, cls, axis=a["axis"], ref_axis=a["ref_axis"], mode=a["mode"])
+    em.assign(node, f"{layer}({em.var(node.inputs[0])}, {em.var(node.inputs[1])})")

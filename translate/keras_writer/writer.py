@@ -100,9 +100,14 @@ def render(graph: Graph, *, source: str, version: str) -> KerasOutput:
         "def build() -> keras.Model:",
         f'    """The {graph.name} architecture, with freshly initialised weights."""',
     ]
+    # a source program that runs one batch size only (a fixed-batch torch.export): the Input says so
+    fixed = graph.meta.get("static_batch") if graph.meta.get("source_format") == "torch.export" else None
+    batch = f", batch_size={int(fixed)}" if fixed else ""
     for v, name in zip(graph.inputs, in_names):
         dtype = "" if v.dtype == "float32" else f", dtype={py_literal(v.dtype)}"
-        body.append(f"    {name} = keras.Input(shape={py_literal(tuple(v.shape[1:]))}{dtype}, name={py_literal(name)})")
+        body.append(
+            f"    {name} = keras.Input(shape={py_literal(tuple(v.shape[1:]))}{batch}{dtype}, name={py_literal(name)})"
+        )
     body += [f"    {line}" for line in em.lines]
     ins = in_names[0] if len(in_names) == 1 else "[" + ", ".join(in_names) + "]"
     outs = out_names[0] if len(out_names) == 1 else "[" + ", ".join(out_names) + "]"

@@ -8,7 +8,7 @@ from typing import Any
 
 from ...graph import Value
 from ..registry import register
-from .calls import AtenCall, Const
+from .calls import AtenCall, Const, SizeTable
 
 
 def operand(call: AtenCall, name: str, rank: int, dtype: str = "float32") -> Value:
@@ -19,6 +19,8 @@ def operand(call: AtenCall, name: str, rank: int, dtype: str = "float32") -> Val
         return v
     if isinstance(v, Const):
         return call.reader.constant_value(v, rank)
+    if isinstance(v, SizeTable):
+        return call.reader.size_table_value(v, rank)
     if isinstance(v, (bool, int)) and not dtype.startswith("float"):
         return call.reader.scalar_value(int(v), rank, dtype)
     if isinstance(v, (bool, int, float)):

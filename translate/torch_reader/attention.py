@@ -29,6 +29,7 @@ from .calls import (
     Const,
     Deferred,
     ModuleCall,
+    SizeTable,
     aten_key,
     bind_arguments,
 )
@@ -287,6 +288,14 @@ def _known_mask(call: AtenCall, mask: Any) -> np.ndarray | None:
 def _additive(call: AtenCall, mask: Any, rank: int, safe_rows: list[Value]) -> Value | None:
     """attn_mask as a float term added to the scores (None where it masks nothing): a bool
     mask is True where attention is allowed (False: -inf), a float mask is added as is."""
+    if isinstance(mask, SizeTable):  # built from a dynamic length (a causal mask): cut to it at run time
+        array = mask.array
+        if array.dtype == np.bool_:
+            if array.all():
+                return None
+            array = np.where(array, 0.0, -np.inf)
+        table = SizeTable(f"{call.name}_mask", array.astype(np.float32), mask.axes)
+        return call.reader.size_table_value(table, rank)
     array = _known_mask(call, mask)
     batch = call.reader.static_batch
     if (
@@ -424,6 +433,19 @@ def index_to_ir(call: AtenCall) -> Value:
         position = call.emit("reshape", [indices[1]], {"shape": (1,) * (x.rank - 1)}, suffix="_index")
         picked = call.emit("gather", [x, position], {"axis": 1})
         return call.emit("squeeze", [picked], {"axis": 1}, suffix="_squeeze")
+    if (
+        isinstance(x, Value)
+        and x.rank == 2
+        and len(indices) == 2
+        and isinstance(indices[0], BatchRange)
+        and isinstance(indices[1], SizeTable)
+        and indices[1].array.shape[-1] == indices[1].array.size
+        and np.array_equal(indices[1].array.reshape(-1), np.arange(indices[1].array.size))
+        and [a for a, _, _ in indices[1].axes] == [indices[1].array.ndim - 1]
+    ):
+        # the same with a dynamic length: the positions are 0..length-1 at any length
+        rank = max(indices[0].ndim, indices[1].array.ndim)
+        return call.emit("reshape", [x], {"shape": (1,) * (rank - 2) + (-1,)})
     if not (
         isinstance(x, Value)
         and x.rank == 2
@@ -447,10 +469,14 @@ def index_to_ir(call: AtenCall) -> Value:
 def mask_and_to_ir(call: AtenCall) -> Value:
     """a & b of bool masks; an all-True constant operand only broadcasts the other."""
     a, b = call.args.get("self", call.args.get("input")), call.args.get("other")
-    if isinstance(a, Const):
+    if isinstance(a, (Const, SizeTable)):
         a, b = b, a
     if not isinstance(a, Value) or a.dtype != "bool":
         raise call.unsupported("& of tensors that are not bool masks")
+    if isinstance(b, SizeTable):  # a mask built from a dynamic length (a causal mask cut to it)
+        if b.array.dtype == np.bool_ and b.array.all():
+            return a  # all True: it only broadcasts the other, which the ops after it do too
+        return call.emit("mask_merge", [a, call.reader.size_table_value(b, a.rank)], {"mode": "and"})
     if isinstance(b, Const):
         if b.array.dtype != np.bool_:
             raise call.unsupported("& with a constant that is not a bool mask")

@@ -59,6 +59,31 @@ class SymbolicBatch:
 BATCH = SymbolicBatch()
 
 
+class SymSize:
+    """A size the export keeps symbolic besides the batch (x.size(1) of token ids, a product of
+    such sizes): `text` is torch's expression for it. Translators that need the number fail
+    naming it; a reshape takes the size from torch's own output shape instead."""
+
+    def __init__(self, text: str, ref: tuple[Value, int] | None = None) -> None:
+        self.text = text
+        self.ref = ref  # (graph value, axis) whose run-time length it is, where it is one input's size
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class SizeTable:
+    """A tensor that depends only on sizes the export keeps symbolic (arange(seq), the position
+    ids sliced to the length, a causal mask, rotary cos/sin): its value at the largest size
+    (`array`), and for each axis whose length is such a size, the graph value and axis whose
+    run-time length it takes. It becomes a constant cut to that length at run time."""
+
+    name: str
+    array: np.ndarray
+    axes: tuple[tuple[int, Value, int], ...]  # (axis of the table, reference value, its axis)
+
+
 def dtype_name(dtype: Any) -> str:
     return TORCH_DTYPES.get(str(dtype), "float32")
 
@@ -151,6 +176,8 @@ class AtenCall:
         v = self.args.get(name)
         if isinstance(v, Const):
             return self.reader.constant_value(v)
+        if isinstance(v, SizeTable):
+            return self.reader.size_table_value(v)
         if not isinstance(v, Value):
             raise self.error(f"argument {name!r} is {v!r}, expected a tensor")
         return v

@@ -35,7 +35,9 @@ from .calls import (
     Const,
     Deferred,
     ModuleCall,
+    SizeTable,
     SymbolicBatch,
+    SymSize,
     TorchOpError,
     aten_key,
     batch_factor,
@@ -119,6 +121,8 @@ class TorchReader:
         self._scalars = 0
         self.static_batch: int | None = None  # the batch size of an export without a dynamic batch
         self.example_batch: int | None = None  # the batch size of the export's example inputs
+        # sizes the export keeps symbolic besides the batch: symbol -> (graph input, axis) holding it
+        self._size_refs: dict[Any, tuple[Value, int]] = {}
 
     # -- constants ------------------------------------------------------------------------
     def per_example_value(self, const: Const) -> Value:
@@ -160,6 +164,27 @@ class TorchReader:
         self._scalars += 1
         return self.constant_value(Const(f"scalar_{self._scalars}", np.full((1,) * rank, number, dtype=dtype)))
 
+    def size_table_value(self, table: SizeTable, rank: int | None = None) -> Value:
+        """A SizeTable as a graph value: the constant at the largest size, cut on each of its
+        size axes to the run-time length of the reference value's axis (`size_like`)."""
+        shift = max(0, (rank or 0) - table.array.ndim)
+        value = self.constant_value(Const(table.name, table.array), rank)
+        for axis, ref, ref_axis in table.axes:
+            if axis + shift == 0:
+                raise UnsupportedOpError(
+                    [(table.name, "size table", "a tensor whose first axis has a dynamic length")],
+                    where="the PyTorch reader",
+                )
+            value = self.graph.add_node(
+                "size_like",
+                [value, ref],
+                {"axis": axis + shift, "ref_axis": ref_axis, "mode": "slice"},
+                name=f"{identifier(table.name)}_cut",
+                source=table.name,
+                source_class="size_like",
+            ).output
+        return value
+
     # -- entry --------------------------------------------------------------------------
     def read(self) -> Graph:
         from torch.export.graph_signature import InputKind, OutputKind
@@ -175,6 +200,9 @@ class TorchReader:
         )
         self._batch_only = _batch_only_nodes(ep.graph, self._constant)
         self._batch_values: dict[str, dict[int, Any]] = {}
+        self._variants = self._size_variants()
+        self._size_only = _size_only_nodes(ep.graph, self._constant | self._batch_only) if self._variants else set()
+        self._size_values: dict[str, dict[str, Any]] = {}
         # constants that in-place calls write into, and the views they write through
         self._aliased = {a.name for n in ep.graph.nodes if _mutates(n) and n.name in self._live for a in _view_chain(n)}
         self._tensors: dict[str, Any] = {}
@@ -201,6 +229,8 @@ class TorchReader:
                     self._translate_module(self._owner[node.name])
             elif node.op == "call_function" and node.name in self._batch_only:
                 self.env[node.name] = self._batch_only_call(node)
+            elif node.op == "call_function" and node.name in self._size_only:
+                self.env[node.name] = self._size_only_call(node)
             elif node.op == "call_function":
                 self.env[node.name] = self._call(node)
             elif node.op == "get_attr":
@@ -240,7 +270,7 @@ class TorchReader:
         for node in self.program.graph.nodes:
             if node.op != "call_function" or node.name in self._owner or node.name not in self._live:
                 continue
-            if node.name in self._constant or node.name in self._batch_only:
+            if node.name in self._constant or node.name in self._batch_only or node.name in self._size_only:
                 continue  # evaluated once at conversion time
             key = aten_key(node.target)
             if (
@@ -333,7 +363,12 @@ class TorchReader:
         if self.example_batch is None:
             with contextlib.suppress(TypeError, ValueError):
                 self.example_batch = int(val.shape[0])  # of a SymInt: the size in the export's example
-        return self.graph.add_input(identifier(node.name), shape, dtype_name(val.dtype))
+        value = self.graph.add_input(identifier(node.name), shape, dtype_name(val.dtype))
+        for axis, size in enumerate(val.shape[1:], start=1):
+            expr = getattr(getattr(size, "node", None), "expr", None)
+            if expr is not None and getattr(expr, "is_Symbol", False):
+                self._size_refs.setdefault(expr, (value, axis))
+        return value
 
     # -- calls ----------------------------------------------------------------------------
     def _resolve(self, arg: Any) -> Any:
@@ -373,7 +408,7 @@ class TorchReader:
             computed = False  # rows of a learned table (BERT's position embeddings): they stay a trainable weight
         if (
             self.options.fold_constants
-            and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange)) for a in flat)
+            and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange, SizeTable)) for a in flat)
             and computed
         ):
             return self._fold(node, args, kwargs)
@@ -414,6 +449,15 @@ class TorchReader:
             raise
         except KtorchError as exc:
             raise TorchOpError(f"{call.where}: {exc}") from exc
+        except TypeError as exc:
+            dynamic = any(None in s[1:] for s in meta_shapes if s) or any(
+                isinstance(a, Value) and None in a.shape[1:] for a in _flatten(list(bound.values()))
+            )
+            if not dynamic:
+                raise
+            raise call.unsupported(
+                "needs sizes that the export keeps dynamic (a sequence length or image size known only at run time)"
+            ) from exc
         self._check_shapes(call, result)
         return result
 
@@ -458,16 +502,7 @@ class TorchReader:
             except KtorchError:
                 pass  # an operand is batch-dependent data only the evaluation below knows
         a, b = (values[n] for n in self._BATCH_SIZES)
-        same = (
-            isinstance(a, torch.Tensor)
-            and a.ndim > 0
-            and tuple(a.shape[:1]) == (2,)
-            and tuple(b.shape[:1]) == (3,)
-            and bool((a == a[:1]).all())
-            and bool((b == b[:1]).all())
-            and torch.equal(a[:1], b[:1])
-        )
-        if not same:
+        if not _same_rows(a, b):
             if all(
                 isinstance(t, torch.Tensor)
                 and t.shape[:1] == (n,)
@@ -478,6 +513,117 @@ class TorchReader:
                 return BatchRange(a.ndim)
             return BatchExpr(f"{node.name} (depends on the batch size)")
         return Const(node.name, _to_numpy(a[:1]))
+
+    # the sizes a size-only call is evaluated at: the batch at 2 and 3, every other symbolic size
+    # at the largest length its tables need (the range's end, at most _SIZE_CAP) and one shorter
+    _SIZE_CAP = 512
+
+    def _size_variants(self) -> dict[str, dict[Any, int]]:
+        ep = self.program
+        users = set(ep.graph_signature.user_inputs)
+        batch, other = set(), {}
+        for node in ep.graph.nodes:
+            val = node.meta.get("val") if node.op == "placeholder" and node.name in users else None
+            for axis, size in enumerate(getattr(val, "shape", ())):
+                expr = getattr(getattr(size, "node", None), "expr", None)
+                if expr is None or not getattr(expr, "is_Symbol", False):
+                    continue
+                if axis == 0:
+                    batch.add(expr)
+                else:
+                    other.setdefault(expr, size.node.hint)
+        if not other:
+            return {}
+        ranges = getattr(ep, "range_constraints", {}) or {}
+        big, small = {}, {}
+        for sym, hint in other.items():
+            bound = ranges.get(sym)
+            try:
+                high = int(bound.upper) if bound is not None else self._SIZE_CAP
+            except (TypeError, ValueError, AttributeError, OverflowError):
+                high = self._SIZE_CAP
+            low = int(bound.lower) if bound is not None else 2
+            big[sym] = max(min(high, self._SIZE_CAP), int(hint))
+            small[sym] = int(hint) - 1 if int(hint) - 1 >= max(low, 2) else int(hint) + 1
+        return {
+            "big": {**dict.fromkeys(batch, 2), **big},
+            "big3": {**dict.fromkeys(batch, 3), **big},
+            "small": {**dict.fromkeys(batch, 2), **small},
+        }
+
+    def _size_only_call(self, node: Any) -> Any:
+        """A call that depends on constants and sizes only, one of them a size the export keeps
+        symbolic besides the batch (arange(seq), position ids sliced to the length, a causal mask,
+        rotary tables). Evaluated at conversion time at the largest length and a shorter one:
+        where the shorter result is the start of the longer one on each axis of that length, it
+        is a SizeTable, cut at run time; the batch is handled as in _batch_only_call."""
+        import torch
+        import torch.fx
+
+        variants = self._variants
+        key = aten_key(node.target)
+
+        def concrete(arg: Any, name: str) -> Any:
+            if isinstance(arg, torch.fx.Node):
+                if arg.name in self._size_values:
+                    return self._size_values[arg.name][name]
+                if arg.name in self._batch_values:
+                    return self._batch_values[arg.name][3 if name == "big3" else 2]
+                v = self.env.get(arg.name)
+                return torch.from_numpy(np.array(v.array)) if isinstance(v, Const) else v
+            if isinstance(arg, (list, tuple)):
+                return type(arg)(concrete(a, name) for a in arg)
+            return arg
+
+        if not variants:
+            return self._call(node)
+        try:
+            with torch.no_grad():
+                if key == "aten.sym_size":
+                    expr = node.meta["val"].node.expr
+                    values = {n: int(expr.subs(assign)) for n, assign in variants.items()}
+                else:
+                    values = {
+                        n: node.target(*concrete(node.args, n), **concrete(dict(node.kwargs), n)) for n in variants
+                    }
+        except Exception as exc:  # noqa: BLE001 - report it where a translator meets the value
+            return SymSize(f"{node.name} (could not be evaluated: {type(exc).__name__})")
+        self._size_values[node.name] = values
+        big, big3, small = values["big"], values["big3"], values["small"]
+        if not isinstance(big, torch.Tensor):
+            if big == small and big == big3:
+                return big
+            expr = getattr(getattr(node.meta.get("val"), "node", None), "expr", None)
+            return SymSize(str(node.meta.get("val", node.name)), self._size_refs.get(expr))
+        if big.shape == big3.shape and torch.equal(big, big3):
+            table = big
+        elif _same_rows(big, big3):
+            table, small = big[:1], small[:1]
+        else:
+            return BatchExpr(f"{node.name} (depends on the batch size)")
+        axes = []
+        cut = []
+        for axis, (n_big, n_small) in enumerate(zip(table.shape, small.shape)):
+            if n_big == n_small:
+                cut.append(slice(None))
+                continue
+            sym = next(
+                (s for s in self._size_refs if variants["big"].get(s) == n_big and variants["small"].get(s) == n_small),
+                None,
+            )
+            if sym is None:
+                return SymSize(f"{node.name} (a length that is not one of the inputs' sizes)")
+            ref, ref_axis = self._size_refs[sym]
+            axes.append((axis, ref, ref_axis))
+            cut.append(slice(0, n_small))
+        if table.ndim != small.ndim or not torch.equal(table[tuple(cut)], small):
+            return SymSize(f"{node.name} (its values change with the length, not only its size)")
+        if not axes:
+            return Const(node.name, _to_numpy(table))
+        for _, ref, ref_axis in axes:  # the emitted model takes lengths up to the tables' length
+            sym = next(s for s, r in self._size_refs.items() if r == (ref, ref_axis))
+            self.graph.meta.setdefault("size_tables", {})[str(sym)] = variants["big"][sym]
+        return SizeTable(node.name, _to_numpy(table), tuple(axes))
 
     def _check_shapes(self, call: AtenCall, result: Any) -> None:
         outs = (
@@ -636,6 +782,47 @@ def _batch_only_nodes(graph: Any, constant: set[str]) -> set[str]:
     return batch
 
 
+def _same_rows(a: Any, b: Any) -> bool:
+    """Whether `a` and `b`, a call's results at batch 2 and at batch 3, give every example the
+    same rows (Hugging Face's masks before they meet the data): then they are a[:1]."""
+    import torch
+
+    return (
+        isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and a.ndim > 0
+        and tuple(a.shape[:1]) == (2,)
+        and tuple(b.shape[:1]) == (3,)
+        and bool((a == a[:1]).all())
+        and bool((b == b[:1]).all())
+        and torch.equal(a[:1], b[:1])
+    )
+
+
+def _size_only_nodes(graph: Any, known: set[str]) -> set[str]:
+    """Names of the calls that depend on constants and sizes only, one of them a size kept
+    symbolic besides the batch (x.size(1) of a dynamic length); lookups in a table
+    (aten.embedding) are translated instead, so that a learned table stays a weight."""
+    import torch.fx
+
+    sizes: set[str] = set()
+    for n in graph.nodes:
+        if n.op != "call_function" or n.name in known or aten_key(n.target) == "aten.embedding":
+            continue
+        args = [a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node)]
+        root = (
+            aten_key(n.target) == "aten.sym_size"
+            and len(n.args) > 1
+            and n.args[1] != 0
+            and getattr(n.meta.get("val"), "node", None) is not None  # a torch.SymInt
+        )
+        if root or (
+            args and all(a.name in known or a.name in sizes for a in args) and any(a.name in sizes for a in args)
+        ):
+            sizes.add(n.name)
+    return sizes
+
+
 def _live_nodes(graph: Any) -> set[str]:
     """Names of the nodes the program's outputs depend on."""
     import torch.fx
@@ -673,19 +860,14 @@ def _to_numpy(tensor: Any) -> np.ndarray:
 
 
 def _shape(val: Any, *, batch: bool, where: str) -> tuple:
-    dims = []
+    """A torch shape as a graph shape: the batch axis and every symbolic size (a size the
+    export kept dynamic: a sequence length, an image side) are None."""
+    dims: list[int | None] = []
     for i, d in enumerate(val.shape):
         if i == 0 and batch:
             dims.append(None)
             continue
-        try:
-            dims.append(int(d))
-        except (TypeError, ValueError):
-            raise UnsupportedOpError(
-                [(where, "dynamic shape", f"axis {i} has the symbolic size {d}; only the batch axis may be dynamic")],
-                where="the PyTorch reader",
-                hint="Export with static sizes for every axis but the batch (torch.export.Dim on axis 0 only).",
-            ) from None
+        dims.append(int(d) if isinstance(d, int) else None)  # int() of a torch.SymInt would give its example size
     if batch and not dims:
         raise UnsupportedOpError([(where, "scalar", "a 0-d tensor has no batch axis")], where="the PyTorch reader")
     return tuple(dims)
@@ -698,6 +880,8 @@ def _getitem(seq: Any, index: int) -> Any:
 def _sym_size(reader: TorchReader, node: Any, x: Any, dim: int) -> Any:
     if isinstance(x, Value):
         d = dim % x.rank
+        if d and x.shape[d] is None:
+            return SymSize(str(node.meta.get("val", node.name)))
         return BATCH if d == 0 else x.shape[d]
     if isinstance(x, Const):
         return x.array.shape[dim]
@@ -725,6 +909,8 @@ def _scaled_batch(fn: Callable, args: tuple) -> Any:
 
 def _sym_arith(fn: Callable) -> Callable:
     def apply(reader: TorchReader, node: Any, *args: Any) -> Any:
+        if any(isinstance(a, SymSize) for a in args):
+            return SymSize(str(node.meta.get("val", node.name)))
         if any(isinstance(a, (SymbolicBatch, BatchExpr)) for a in args):
             scaled = _scaled_batch(fn, args)
             return scaled if scaled is not None else BatchExpr(f"{getattr(fn, '__name__', 'op')}{tuple(args)}")

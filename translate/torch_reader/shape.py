@@ -14,7 +14,7 @@ from ...graph import Value
 from ..edge_pad import edge_pad
 from ..registry import register
 from .arithmetic import operand
-from .calls import BATCH, AtenCall, Const, dtype_name
+from .calls import BATCH, AtenCall, Const, SymSize, dtype_name
 from .merged import MergedBatch, batch_target
 
 _BIG = 2**62
@@ -32,6 +32,12 @@ def flatten_to_ir(call: AtenCall) -> Value:
     end = call.axis("end_dim", x.rank)
     if end <= start:
         return x
+    if None in x.shape[max(start, 1) : end + 1]:
+        rest = [*x.shape[1:start], *x.shape[end + 1 :]]
+        if (start <= 1 and end == x.rank - 1) or None in rest:
+            raise call.unsupported("flattening axes whose size is dynamic (a layer after it would need their product)")
+        # (B, C, H, W).flatten(2) with a dynamic image size: the one dynamic axis is Keras's -1
+        return call.emit("reshape", [x], {"shape": (*x.shape[1:start], -1, *x.shape[end + 1 :])})
     if start == 1 and end == x.rank - 1:
         return call.emit("flatten", [x])
     if start == 0:
@@ -65,12 +71,31 @@ def reshape_target(call: AtenCall, x: Value, size: list[Any]) -> tuple[int, ...]
     raise call.unsupported(f"reshape to {tuple(size)} mixes the batch axis with others; keep x.size(0) (or -1) first")
 
 
+def _dynamic_reshape(call: AtenCall, x: Value, size: list[Any]) -> Value:
+    """A reshape of a tensor with a dynamic length (a sequence): torch's own output shape says
+    each size; the one it knows only at run time is Keras's -1."""
+    target = list(call.meta_shapes[0][1:])
+    known = [d for d in x.shape[1:] if d is not None]
+    same_elements = x.shape[1:].count(None) == 1 and math.prod(known) == math.prod(d for d in target if d is not None)
+    batch_first = size[0] is BATCH or size[0] == call.reader.static_batch or (size[0] == -1 and same_elements)
+    if not batch_first or target.count(None) != 1:
+        raise call.unsupported(
+            f"reshape to {tuple(size)} of a tensor with a dynamic length, unless the batch stays first "
+            "and one axis holds the dynamic length"
+        )
+    if tuple(target) == tuple(x.shape[1:]):
+        return x
+    return call.emit("reshape", [x], {"shape": tuple(-1 if d is None else d for d in target)})
+
+
 @register("torch->ir", "aten.view", "aten.reshape", "aten._unsafe_view")
 def reshape_to_ir(call: AtenCall) -> Value:
     x = call.value("self")
     size = call.args.get("size", call.args.get("shape"))
     if not isinstance(size, (list, tuple)):
         raise call.unsupported("view as another dtype")
+    if None in x.shape[1:] or any(isinstance(d, SymSize) for d in size):
+        return _dynamic_reshape(call, x, list(size))
     merged = (
         batch_target(list(size), math.prod(x.shape[1:]), call.reader.static_batch) if None not in x.shape[1:] else None
     )
@@ -194,7 +219,9 @@ def select_to_ir(call: AtenCall) -> Value:
     x = call.value("self")
     axis = call.axis("dim", x.rank)
     _no_batch(call, axis, "select")
-    index = int(call.args["index"]) % int(x.shape[axis])
+    index = int(call.args["index"])
+    if x.shape[axis] is not None:
+        index %= int(x.shape[axis])  # a dynamic length keeps a negative index: counted from the end
     return call.emit("select", [x], {"axis": axis, "index": index})
 
 
@@ -237,8 +264,14 @@ def expand_to_ir(call: AtenCall) -> Value:
     if len(size) != x.rank or not (size[0] == -1 or size[0] is BATCH or size[0] == call.reader.static_batch):
         raise call.unsupported(f"expand of {x.shape} to {tuple(size)} (new axes, or an expanded batch axis)")
     reps = [1]
-    for s, d in zip(size[1:], x.shape[1:]):
-        if s == -1 or s == d:
+    for axis, (s, d) in enumerate(zip(size[1:], x.shape[1:]), start=1):
+        if isinstance(s, SymSize) and d == 1 and s.ref is not None:
+            # a size-1 axis broadcast to a dynamic length (a padding mask to (B, 1, S, S))
+            x = call.emit(
+                "size_like", [x, s.ref[0]], {"axis": axis, "ref_axis": s.ref[1], "mode": "broadcast"}, suffix=f"_{axis}"
+            )
+            reps.append(1)
+        elif s == -1 or s == d or (isinstance(s, SymSize) and d is None):  # torch checked that the sizes agree
             reps.append(1)
         elif d == 1 and isinstance(s, int):
             reps.append(int(s))  # a size-1 axis broadcast to s: the same as repeating it s times
@@ -433,6 +466,8 @@ def arg_reduce_to_ir(call: AtenCall) -> Value:
         )
     axis = call.axis("dim", x.rank)
     _no_batch(call, axis, call.key.split(".")[1])
+    if x.shape[axis] is None:  # the Keras code numbers the positions along the axis when it is built
+        raise call.unsupported(f"{call.key.split('.')[1]} along an axis whose length is dynamic")
     keep = bool(call.args.get("keepdim", False))
     return call.emit("arg_reduce", [x], {"mode": call.key.split(".")[1], "axes": (axis,), "keepdims": keep})
 

@@ -124,3 +124,15 @@ def constant_to_torch(node: Node, em: TorchEmitter) -> None:
         em.assign(node, f"{mod}.expand({batch}{', -1' * (value.ndim - 1)})")
         return
     em.value_names[id(out)] = mod
+
+
+@register("ir->torch", "size_like")
+def size_like_to_torch(node: Node, em: TorchEmitter) -> None:
+    a = node.attrs
+    x, ref = em.var(node.inputs[0]), em.var(node.inputs[1])
+    size = f"{ref}.shape[{a['ref_axis']}]"
+    if a["mode"] == "broadcast":
+        sizes = ", ".join(size if i == a["axis"] else "-1" for i in range(node.inputs[0].rank))
+        em.assign(node, f"{x}.expand({sizes})")
+    else:
+        em.assign(node, f"{x}[{_index(a['axis'], f':{size}')}]")
