@@ -13,6 +13,7 @@ from .pipeline import Options
 from .pipeline import convert as run_pipeline
 from .result import ConversionResult
 from .sources import KERAS_SUFFIXES, detect_source, source_kind
+from .verify.training import register_reference
 
 __all__ = ["KERAS_SUFFIXES", "ConversionResult", "convert", "detect_source", "inspect", "read_graph"]
 
@@ -95,6 +96,17 @@ def convert(
 
         return convert_keras(src, out, options, route=route, custom_objects=custom_objects)
     return run_pipeline(DIRECTIONS[f"{kind}->{target}"], src, out, options)
+
+
+def keras_training_reference(src: Path, manifest: dict[str, Any]) -> Any:
+    """`ktorch verify --train-steps` on a Keras -> PyTorch output: the conversion that expresses the
+    trained Keras model in the emitted names (the verifier does not import the pipeline itself)."""
+    from .directions import keras_training_reference as reference
+
+    return reference(src, manifest)
+
+
+register_reference("keras->torch", keras_training_reference)
 
 
 def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]]:

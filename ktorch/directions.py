@@ -27,7 +27,7 @@ from .graph.passes import (
 from .graph.queries import is_spatial, layout_name, spatial_format
 from .manifest import Perm
 from .pipeline import Direction, Options, Read
-from .training import attach_training
+from .training import attach_training, training_reference
 from .translate.output import read_manifest
 from .verify.torch_structure import name_outputs
 
@@ -66,6 +66,13 @@ def emitted_state(kfile: Any, options: Options) -> dict[str, Any]:
     graph = KerasReader(kfile, ReadOptions(trust_code=options.trust_code)).read()
     rewrite_for_torch(graph, None, options)  # type: ignore[arg-type]
     return writer.render(graph, source="", version="").state
+
+
+def keras_training_reference(src: Path, manifest: dict[str, Any]) -> Any:
+    """The verifier's training reference for a Keras -> PyTorch output (verify/training.py): the
+    trained Keras weights and optimizer variables converted as this output's were."""
+    options = Options(keep_layout=manifest.get("layout", {}).get("mode") == "keep")
+    return training_reference(lambda kfile: emitted_state(kfile, options))
 
 
 def rewrite_for_torch(graph: Graph, read: Read, options: Options) -> int:

@@ -69,13 +69,13 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
-def import_emitted(directory: str | Path) -> Any:
-    """Import an emitted model.py as a fresh module (never cached under a shared name)."""
-    path = Path(directory) / "model.py"
+def import_emitted(directory: str | Path, file: str = "model.py") -> Any:
+    """Import an emitted model.py (or its train.py) as a fresh module (never cached under a shared name)."""
+    path = Path(directory) / file
     name = f"ktorch_emitted_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise RunError(f"{path}: cannot import the emitted model")
+        raise RunError(f"{path}: cannot import the emitted {path.stem}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

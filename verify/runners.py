@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 
-def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
+def load_keras_model(path: str | Path, *, trust_code: bool = False, compile: bool = False) -> Any:
+    """The Keras model in `path`; with `compile`, compiled from its saved compile configuration
+    (and with the optimizer's saved state)."""
     keras_backend()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
@@ -43,7 +45,7 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
         raise RunError(f"cannot run the Keras source: keras is not installed ({exc})") from None
     try:
         return keras.models.load_model(
-            str(path), compile=False, safe_mode=not trust_code, custom_objects=_application_layers()
+            str(path), compile=compile, safe_mode=not trust_code, custom_objects=_application_layers()
         )
     except Exception as exc:  # noqa: BLE001 - keras raises many types here
         legacy = _load_with_tf_keras(path, trust_code)
