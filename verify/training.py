@@ -33,6 +33,10 @@ from .profiles import Profile
 from .runners import RunError, import_emitted, keras_device, load_keras_model, make_inputs, to_emitted
 
 WORST = 3  # worst elements kept per failing comparison
+# a parameter whose gradient stays below this fraction of the largest one has no gradient in exact
+# arithmetic (a key-projection bias, which softmax cancels): its steps are rounding noise, which Adam
+# and RMSprop scale up to steps of about lr in either direction, differently on each side
+NOISE_GRADIENT = 1e-6
 # Keras layers whose whole job is training-time randomness, and the config key that sets its amount
 NOISE_LAYERS = {
     "Dropout": "rate",
@@ -81,6 +85,11 @@ class TrainingSide(Protocol):
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """The optimizer's per-parameter state, as "<parameter>.<slot>"."""
+        ...
+
+    def gradient_free(self) -> dict[str, float]:
+        """Parameters whose gradient has been rounding noise at every step so far (see
+        NOISE_GRADIENT): name -> the largest ratio to the largest gradient seen."""
         ...
 
 
@@ -328,10 +337,32 @@ def run_training(
         step.optimizer = _compare_all(
             source.optimizer_state(), emitted.optimizer_state(), rtol, "optimizer slot", result.problems
         )
+        _set_aside_noise(step, {**source.gradient_free(), **emitted.gradient_free()}, result.notes)
         result.results.append(step)
         if result.problems:
             break
     return result
+
+
+def _set_aside_noise(step: StepResult, noise: dict[str, float], notes: list[str]) -> None:
+    """Drop the failing comparisons of parameters whose gradient is rounding noise (and of their
+    optimizer slots), with a note: they follow no signal on either side. Whatever they do cannot
+    reach the outputs unnoticed: the loss and every other weight are still compared."""
+    for attr in ("weights", "optimizer"):
+        kept = []
+        for c in getattr(step, attr):
+            name = c.name if attr == "weights" else c.name.rpartition(".")[0]
+            if not c.passed and name in noise:
+                note = (
+                    f"{name}: not compared once it differs (step {step.step}): its gradient is rounding noise "
+                    f"(at most {noise[name]:.2g} of the largest gradient), e.g. an attention key bias that the "
+                    "softmax cancels; Adam and RMSprop scale such noise up to steps of about lr on each side"
+                )
+                if not any(n.startswith(f"{name}: ") for n in notes):
+                    notes.append(note)
+                continue
+            kept.append(c)
+        setattr(step, attr, kept)
 
 
 def _run_step(side: TrainingSide, which: str, inputs: list[np.ndarray], labels: np.ndarray, k: int) -> float:
@@ -445,6 +476,9 @@ class KerasTrainer:
         _, state = self._current()
         return {k: np.asarray(v) for k, v in state.items() if "." in k}  # not the global "step"
 
+    def gradient_free(self) -> dict[str, float]:
+        return {}  # train_on_batch keeps no gradients; the emitted side measures them
+
 
 class TorchTrainer:
     """An emitted PyTorch directory trained by its own train.py: make_optimizer (resuming from
@@ -471,6 +505,7 @@ class TorchTrainer:
         state = training.get("optimizer_state")
         start = int(state["step"]) if state else 0
         self.optimizer, self.scheduler = self.train.make_optimizer(self.model, start_step=start)
+        self._noise: dict[str, float] | None = None  # gradient-free parameters so far
         if state:
             self.train.load_optimizer_state(self.model, self.optimizer, converted / state["file"])
         self.backend = f"torch {torch.__version__}"
@@ -485,7 +520,17 @@ class TorchTrainer:
         x = [self._tensor(to_emitted(a, s.get("perm"))) for a, s in zip(inputs, specs)]
         y = self._tensor(to_emitted(labels, label_perm(output, labels)))
         loss, _ = self.train.train_step(self.model, self.optimizer, self.scheduler, x[0] if len(x) == 1 else x, y)
+        grads = {n: float(p.grad.abs().max()) for n, p in self.model.named_parameters() if p.grad is not None}
+        largest = max(grads.values(), default=0.0)
+        ratios = {n: g / largest for n, g in grads.items() if largest > 0 and g <= NOISE_GRADIENT * largest}
+        if self._noise is None:
+            self._noise = ratios
+        else:
+            self._noise = {n: max(r, ratios[n]) for n, r in self._noise.items() if n in ratios}
         return float(loss)
+
+    def gradient_free(self) -> dict[str, float]:
+        return dict(self._noise or {})
 
     def weights(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
