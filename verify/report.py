@@ -495,6 +495,12 @@ def to_junit(report: VerifyReport) -> str:
                 )
                 ET.SubElement(case, "failure", message=message, type="mismatch").text = message
             cases.append(case)
+    for training in report.training:
+        case = ET.Element("testcase", classname=f"ktorch.verify.{model}.{training.device}", name="training")
+        if not training.passed:
+            kind = "structural" if training.problems else "mismatch"
+            ET.SubElement(case, "failure", message=training.summary(), type=kind).text = training.summary()
+        cases.append(case)
     for case in cases:
         suite.append(case)
     suite.set("tests", str(len(cases)))
@@ -553,6 +559,19 @@ def to_markdown(report: VerifyReport) -> str:
     settings = {k: v for run in report.runs for k, v in run.settings.items()}
     if settings:
         lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items() if k != "device")]
+    for training in report.training:
+        lines += [
+            "",
+            f"**Training parity** ({training.device}, {training.steps} steps, batch {training.batch}): "
+            f"{training.summary()}",
+            "",
+            "| step | loss rel | worst weight rel | worst optimizer rel | tolerance |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r.step} | {_num(r.loss.max_rel)} | {_num(r.worst('weight'))} | {_num(r.worst('optimizer'))} | {r.rtol:.3g} |"
+            for r in training.results
+        ]
     for w in report.warnings:
         lines.append(f"\n> warning: {w}")
     return "\n".join(lines) + "\n"
@@ -631,6 +650,8 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
         console.print(f"  isolated max abs {_num(c.max_abs)}, max rel {_num(c.max_rel)} > {c.tolerance:g}")
         for w in c.worst:
             console.print(f"  at {tuple(w['index'])}: expected {w['expected']}, got {w['got']}")
+    for training in report.training:
+        print_training(training, console)
     shown: set[str] = set()
     for run in report.runs:
         line = ", ".join(f"{k}={v}" for k, v in run.settings.items())
@@ -645,3 +666,36 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
     console.print(
         f"smallest tolerance that would have passed: {_num(passing)} (outputs), {_num(report.min_passing_layer_tolerance())} (isolated layers)"
     )
+
+
+def print_training(training: Any, console: Any) -> None:
+    """One row per training step: the worst loss, weight and optimizer-state errors and the tolerance."""
+    from rich.table import Table
+
+    table = Table(
+        "step", "loss rel", "worst weight rel", "worst optimizer rel", "tolerance", "result",
+        title=f"training parity, {training.device}, batch {training.batch}, seed {training.seed}, "
+        f"tolerance {training.rtol:g} * {training.growth:g} ** (step - 1)",
+    )  # fmt: skip
+    first = training.first_divergence
+    for step in training.results:
+        failure = step.first_failure()
+        tag = "[green]ok[/]"
+        if failure is not None:
+            kind, c = failure
+            tag = f"[red]{'FIRST DIVERGENCE' if first and first[0] == step.step else 'FAIL'}[/] {kind} {c.name}"
+        table.add_row(
+            str(step.step), _num(step.loss.max_rel), _num(step.worst("weight")), _num(step.worst("optimizer")),
+            f"{step.rtol:.3g}", tag,
+        )  # fmt: skip
+    console.print(table)
+    if first is not None:
+        _, _, c = first
+        for w in c.worst:
+            console.print(f"  {c.name} at {tuple(w['index'])}: expected {w['expected']}, got {w['got']}")
+    for problem in training.problems:
+        console.print(f"[red]structural:[/] {problem}")
+    if training.disabled:
+        console.print(f"[dim]randomness off on both sides (rate 0): {', '.join(training.disabled)}[/]")
+    for note in training.notes:
+        console.print(f"[yellow]note:[/] {note}")
