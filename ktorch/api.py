@@ -50,6 +50,10 @@ def convert(
     regularizers: dict[str, Any] | None = None,
     route: str = "auto",
     custom_objects: str | None = None,
+    optimizer: Any = None,
+    loss: Any = None,
+    lr_scheduler: Any = None,
+    steps_per_epoch: int | None = None,
 ) -> ConversionResult:
     """Convert a Keras model file into a PyTorch output directory, a PyTorch model (.pt2 file,
     nn.Module, 'package.module:factory', a ktorch PyTorch output directory) into a Keras one,
@@ -61,6 +65,13 @@ def convert(
     `regularizers` (PyTorch -> Keras) names the weight regularizers the Keras model trains
     with, by parameter: `{"fc.weight": ("l2", 1e-4), "conv1.weight": ("l1l2", 1e-5, 1e-4)}` ->
     `kernel_regularizer=keras.regularizers.L2(0.0001)` (Keras's L2 is l2 * sum(w**2), no 1/2).
+
+    PyTorch -> Keras training setup: `optimizer` (a torch.optim optimizer, after any number of
+    steps, or text such as "adamw:lr=1e-3,weight_decay=0.01"), `lr_scheduler` (a
+    torch.optim.lr_scheduler scheduler or text such as "step:step_size=10,gamma=0.5"; stepped once
+    per batch, or once per epoch of `steps_per_epoch` batches) and `loss` (a torch.nn loss or text
+    such as "cross_entropy:label_smoothing=0.1") become train.py and a compiled model.keras that
+    takes torch's steps, with the optimizer's state migrated (pass the nn.Module itself as `src`).
 
     Keras sources: `route` "direct" reads the file with ktorch's Keras reader; "export" loads it
     with Keras on its torch backend and captures it with torch.export (KerasHub backbones, custom
@@ -86,10 +97,16 @@ def convert(
         raise ModelFileError(f"{src}: is {what}")
     if regularizers and kind != "torch":
         raise ValueError("regularizers= names PyTorch parameters; it applies to PyTorch -> Keras conversions only")
+    training = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, "loss": loss, "steps_per_epoch": steps_per_epoch}
+    if any(v is not None for v in training.values()) and kind != "torch":
+        raise ValueError(
+            "optimizer=, loss=, lr_scheduler= describe PyTorch training; they apply to PyTorch -> Keras only"
+        )
     options = Options(
         keep_layout=layout is Layout.KEEP, verify=verify, force=force, tolerance=tolerance, trust_code=trust_code,
         inputs=inputs, seed=seed, progress=progress, example_inputs=example_inputs, input_shapes=input_shapes,
         input_dtypes=input_dtypes, weights=weights, regularizers=regularizers,
+        training=training if any(v is not None for v in training.values()) else None,
     )  # fmt: skip
     if kind == "keras":
         from .export_route import convert_keras

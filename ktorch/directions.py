@@ -153,6 +153,10 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
         from .translate.torch_reader.training import attach_regularizers
 
         attach_regularizers(graph, regularizers)
+    if options.training is not None:  # optimizer=, lr_scheduler=, loss= (ktorch/torch_training.py)
+        from .torch_training import attach_compile
+
+        attach_compile(graph, src, program, options.training, lambda p: emitted_keras_weights(p, name, options))
     source: dict[str, Any] = {"file": desc, "format": "torch.export"}
     if getattr(program, "ktorch_capture", None):
         source["capture"] = program.ktorch_capture  # what the capture switched off (use_cache), keyword inputs
@@ -161,6 +165,17 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
     if isinstance(src, (str, Path)) and Path(src).is_file():
         source["sha256"] = sha256(Path(src))
     return Read(graph, label=desc, desc=desc, source=source, state={"program": program})
+
+
+def emitted_keras_weights(program: Any, name: str, options: Options) -> dict[str, Any]:
+    """The Keras writer's weights (by layer) for a program (ktorch/torch_training.py runs it on
+    parameters replaced by their element numbers, to see where each element goes)."""
+    from .translate.keras_writer import writer
+    from .translate.torch_reader import read_program
+
+    graph = read_program(program, name=name)
+    rewrite_for_keras(graph, None, options)  # type: ignore[arg-type]
+    return writer.render(graph, source="", version="").weights
 
 
 def rewrite_for_keras(graph: Graph, read: Read, options: Options) -> int:

@@ -48,6 +48,9 @@ class Options:
     weights: str | Path | None = None
     # PyTorch -> Keras: {"fc.weight": ("l2", 1e-4)} (translate/torch_reader/regularization.py)
     regularizers: dict[str, Any] | None = None
+    # PyTorch -> Keras: {"optimizer", "lr_scheduler", "loss", "steps_per_epoch"}, objects or text
+    # (ktorch/torch_training.py); the Keras output is then saved compiled
+    training: dict[str, Any] | None = None
 
     def step(self, message: str) -> None:
         if self.progress is not None:

@@ -29,10 +29,10 @@ STEP_SLOTS = {"Adam", "AdamW", "Adamax", "Nadam", "Adadelta"}  # optimizers whos
 
 
 class NumberedWeights:
-    """A KerasFile whose trainable weights read as their element numbers (one base-DIGIT digit)."""
+    """A KerasFile whose trainable weights read as given numbers (one digit of their element numbers)."""
 
-    def __init__(self, kfile: KerasFile, numbers: dict[tuple[tuple[str, ...], int], np.ndarray], digit: int) -> None:
-        self.kfile, self.numbers, self.digit = kfile, numbers, digit
+    def __init__(self, kfile: KerasFile, numbers: dict[tuple[tuple[str, ...], int], np.ndarray]) -> None:
+        self.kfile, self.numbers = kfile, numbers
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.kfile, name)
@@ -42,9 +42,46 @@ class NumberedWeights:
         for i, (name, array) in enumerate(self.kfile.layer_weights(path)):
             ids = self.numbers.get((path, i))
             if ids is not None:
-                array = ((ids // DIGIT**self.digit) % DIGIT + 1).astype(np.float64).reshape(array.shape)
+                array = ids.astype(np.float64).reshape(array.shape)
             out.append((name, array))
         return out
+
+
+def trace_elements(
+    sizes: list[int], run: Callable[[Callable[[int], np.ndarray]], dict[str, np.ndarray]]
+) -> tuple[dict[str, tuple[int, np.ndarray]], list[str], dict[str, tuple]]:
+    """Where the elements of the source weights (of `sizes` elements each) land in the emitted
+    tensors. `run(numbers)` converts the model with source weight k replaced by `numbers(k)` (one
+    base-DIGIT digit of its element numbers, plus 1, flat) and returns the emitted tensors by key;
+    it is called once per digit. Returns ({emitted key: (k, gather index)}, the keys computed from
+    several source elements, {emitted key: shape}); keys holding no numbered element are left out."""
+    offsets = np.cumsum([0, *sizes])
+    total = int(offsets[-1])
+    digits = max(1, int(np.ceil(np.log(max(total, 2)) / np.log(DIGIT))))
+    decoded: dict[str, np.ndarray] = {}
+    shapes: dict[str, tuple] = {}
+    valid: dict[str, np.ndarray] = {}
+    for d in range(digits):
+        state = run(lambda k: (np.arange(offsets[k], offsets[k + 1]) // DIGIT**d) % DIGIT + 1.0)  # noqa: B023
+        for key, array in state.items():
+            shapes[key] = tuple(np.shape(array))
+            a = np.asarray(array, dtype=np.float64).reshape(-1)
+            ok = (a >= 1) & (a <= DIGIT) & (a == np.rint(a))
+            digit = np.where(ok, np.rint(a) - 1, 0).astype(np.int64)
+            decoded[key] = decoded.get(key, 0) + digit * DIGIT**d
+            valid[key] = valid.get(key, True) & ok
+    out: dict[str, tuple[int, np.ndarray]] = {}
+    problems = []
+    for key, ids in decoded.items():
+        if not valid[key].any():
+            continue  # not a numbered weight (running statistics, constants)
+        k = int(np.searchsorted(offsets, ids[0], side="right") - 1)
+        index = ids - offsets[k]
+        if not valid[key].all() or index.min() < 0 or index.max() >= sizes[k] or len(np.unique(index)) != sizes[k]:
+            problems.append(key)
+            continue
+        out[key] = (k, index)
+    return out, problems, shapes
 
 
 def trace_parameters(
@@ -54,38 +91,14 @@ def trace_parameters(
     key holding it and the gather index (emitted.flat == keras.flat[index]). `emit(kfile)` runs the
     conversion on a KerasFile and returns the emitted state dict."""
     sizes = [int(np.prod(shape)) for _, _, shape in setup.trainable]
-    offsets = np.cumsum([0, *sizes])
-    total = int(offsets[-1])
-    numbers = {
-        (layer, i): np.arange(offsets[k], offsets[k + 1], dtype=np.int64)
-        for k, (layer, i, _) in enumerate(setup.trainable)
-    }
-    digits = max(1, int(np.ceil(np.log(max(total, 2)) / np.log(DIGIT))))
-    decoded: dict[str, np.ndarray] = {}
-    shapes: dict[str, tuple] = {}
-    valid: dict[str, np.ndarray] = {}
     with open_keras_file(path) as kfile:
-        for d in range(digits):
-            state = emit(NumberedWeights(kfile, numbers, d))
-            for key, array in state.items():
-                shapes[key] = tuple(np.shape(array))
-                a = np.asarray(array, dtype=np.float64).reshape(-1)
-                ok = (a >= 1) & (a <= DIGIT) & (a == np.rint(a))
-                digit = np.where(ok, np.rint(a) - 1, 0).astype(np.int64)
-                decoded[key] = decoded.get(key, 0) + digit * DIGIT**d
-                valid[key] = valid.get(key, True) & ok
-    out: dict[int, tuple[str, np.ndarray]] = {}
-    problems = []
-    for key, ids in decoded.items():
-        if not valid[key].any():
-            continue  # not a trainable Keras weight (running statistics, constants)
-        k = int(np.searchsorted(offsets, ids[0], side="right") - 1)
-        index = ids - offsets[k]
-        if not valid[key].all() or index.min() < 0 or index.max() >= sizes[k] or len(np.unique(index)) != sizes[k]:
-            problems.append(key)
-            continue
-        out[k] = (key, index)
-    return out, problems, shapes
+
+        def run(numbers: Callable[[int], np.ndarray]) -> dict[str, np.ndarray]:
+            replaced = {(layer, i): numbers(k) for k, (layer, i, _) in enumerate(setup.trainable)}
+            return emit(NumberedWeights(kfile, replaced))
+
+        traced, problems, shapes = trace_elements(sizes, run)
+    return {k: (key, index) for key, (k, index) in traced.items()}, problems, shapes
 
 
 def keras_slots(
@@ -207,3 +220,43 @@ def training_reference(emit: Callable[[Any], dict[str, np.ndarray]]) -> Callable
         return state, migrate_state(setup, setup.spec, mapping, shapes)
 
     return reference
+
+
+# -- PyTorch -> Keras: the source side, rebuilt from ktorch.json ------------------------------
+def source_training(manifest_training: dict[str, Any], module: Any) -> tuple[Any, Any, Any]:
+    """(optimizer, lr_scheduler or None, loss_fn or None): fresh PyTorch objects built from
+    ktorch.json's `training` entry of a PyTorch -> Keras conversion (its `source`, see
+    translate/torch_reader/optim.py) over `module`'s parameters (those the source optimizer held,
+    by name). The optimizer starts from an empty state and the scheduler from step 0; a scheduler
+    recorded with `"per": "epoch"` is meant to be stepped once every `steps_per_epoch` batches."""
+    import torch
+
+    source = manifest_training.get("source") if manifest_training else None
+    if not source or not source.get("optimizer"):
+        raise KtorchError("ktorch.json records no PyTorch optimizer (training.source.optimizer)")
+    opt = source["optimizer"]
+    cls = getattr(torch.optim, opt["class"].rsplit(".", 1)[-1])
+    named = dict(module.named_parameters())
+    if opt.get("params") is None:
+        params = list(named.values())
+    else:
+        missing = [n for n in opt["params"] if n not in named]
+        if missing:
+            raise KtorchError(f"the module has no parameter(s) {', '.join(missing[:5])} that the optimizer held")
+        params = [named[n] for n in opt["params"]]
+    defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in opt["defaults"].items()}
+    optimizer = cls(params, **defaults)
+    scheduler = None
+    sched = source.get("lr_scheduler")
+    if sched:
+        sched_cls = getattr(torch.optim.lr_scheduler, sched["class"].rsplit(".", 1)[-1])
+        scheduler = sched_cls(optimizer, **sched["kwargs"])
+    loss_fn = None
+    loss = source.get("loss")
+    if loss:
+        kwargs = dict(loss["kwargs"])
+        for key in ("weight", "pos_weight"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = torch.tensor(kwargs[key], dtype=torch.float32)
+        loss_fn = getattr(torch.nn, loss["class"].rsplit(".", 1)[-1])(**kwargs)
+    return optimizer, scheduler, loss_fn

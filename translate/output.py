@@ -30,11 +30,11 @@ from ..graph.errors import OutputExistsError, UnsafeOutputError
 MANIFEST = "ktorch.json"
 MANIFEST_VERSION = 1
 # Every entry ktorch writes in an output directory (translate/torch_writer, translate/keras_writer,
-# the manifest, train.py and optimizer.safetensors) and __pycache__/ that importing model.py or
+# the manifest, train.py, optimizer.safetensors and the compiled model.keras) and __pycache__/ that importing model.py or
 # train.py leaves; keras_writer's scratch `.ktorch_weights.safetensors` never outlives the staging
 # directory.
 KTORCH_FILES = frozenset(
-    {MANIFEST, "model.py", "model.safetensors", "model.weights.h5", "train.py", "optimizer.safetensors"}
+    {MANIFEST, "model.py", "model.safetensors", "model.weights.h5", "model.keras", "train.py", "optimizer.safetensors"}
 )
 PYCACHE = "__pycache__"
 DIRECTIONS = frozenset({"keras->torch", "torch->keras", "onnx->torch", "onnx->keras"})

@@ -69,9 +69,9 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
-def import_emitted(directory: str | Path, file: str = "model.py") -> Any:
-    """Import an emitted model.py (or its train.py) as a fresh module (never cached under a shared name)."""
-    path = Path(directory) / file
+def import_emitted(directory: str | Path, filename: str = "model.py") -> Any:
+    """Import an emitted model.py (or train.py) as a fresh module (never cached under a shared name)."""
+    path = Path(directory) / filename
     name = f"ktorch_emitted_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

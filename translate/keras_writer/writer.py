@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ def load(weights: str | Path | None = None) -> keras.Model:
 '''
 
 WEIGHTS_FILE = "model.weights.h5"
+COMPILED_FILE = "model.keras"
 
 
 @dataclass
@@ -61,6 +63,9 @@ class KerasOutput:
     layer_count: int
     custom_layers: list[str]
     model: Any = None  # the Keras model write() built and saved the weights of
+    train_source: str | None = None  # train.py, when the PyTorch source came with its training setup
+    training: dict[str, Any] | None = None  # ktorch.json's `training` entry for it
+    optimizer_state: dict[str, Any] | None = None  # {"step", "slots": {"layer/i": {slot: array}}}
 
 
 def model_name(name: str) -> str:
@@ -109,7 +114,46 @@ def render(graph: Graph, *, source: str, version: str) -> KerasOutput:
     parts.append(_LOAD)
     code = format_source("".join(parts))
     names = {v.name: em.value_names[id(v)] for v in graph.values() if id(v) in em.value_names}
-    return KerasOutput(code, em.weights, names, em.layer_count, list(em.helpers))
+    output = KerasOutput(code, em.weights, names, em.layer_count, list(em.helpers))
+    if graph.meta.get("compile"):
+        render_training(output, graph, version=version)
+    return output
+
+
+def class_axis(graph: Graph) -> int:
+    """Where the emitted model's single output keeps the source's axis 1 (torch's class axis)."""
+    value = graph.outputs[0]
+    rank = len(value.shape) if value.shape is not None else 0
+    if rank < 2:
+        return -1
+    position = list(value.perm).index(1) if value.perm else 1
+    return -1 if position == rank - 1 else position
+
+
+def render_training(output: KerasOutput, graph: Graph, *, version: str) -> None:
+    """Fill output.train_source, training (the manifest entry) and optimizer_state from
+    graph.meta["compile"] (ktorch/torch_training.py)."""
+    from ..format import format_source
+    from .compile import render_compile
+
+    meta = graph.meta["compile"]
+    state = meta.get("state")
+    notes = list(meta["warnings"])
+    if len(graph.outputs) != 1:
+        notes.append("train.py is written for single-output models; this model has several outputs")
+    source, keras_side, more = render_compile(
+        meta["spec"], model=repr(graph.name), version=version, class_axis=class_axis(graph),
+        custom_layers=bool(output.custom_layers), state_step=state["step"] if state else None,
+    )  # fmt: skip
+    for note in more:
+        warnings.warn(f"training setup: {note}", stacklevel=3)
+    notes += more
+    output.train_source = format_source(source)
+    output.optimizer_state = state
+    output.training = {"source": meta["spec"], "keras": keras_side, "file": "train.py", "model_file": COMPILED_FILE,
+                       "warnings": notes}  # fmt: skip
+    if state is not None:
+        output.training["optimizer_state"] = {"step": state["step"], "weights": sorted(state["slots"])}
 
 
 def write(output: KerasOutput, directory: Path, *, release: bool = False) -> list[str]:
@@ -163,7 +207,47 @@ def write(output: KerasOutput, directory: Path, *, release: bool = False) -> lis
         output.model = model
     finally:
         spill.unlink(missing_ok=True)
-    return ["model.py", WEIGHTS_FILE]
+    if output.train_source is None:
+        return ["model.py", WEIGHTS_FILE]
+    save_compiled(output, model, directory)
+    return ["model.py", WEIGHTS_FILE, "train.py", COMPILED_FILE]
+
+
+def save_compiled(output: KerasOutput, model: Any, directory: Path) -> None:
+    """Write train.py, compile `model` with it, give its optimizer the migrated state and save
+    model.keras (the compiled model, its optimizer variables included)."""
+    from ..runtime import import_emitted
+
+    (directory / "train.py").write_text(output.train_source or "", encoding="utf-8")
+    train = import_emitted(directory, "train.py")
+    train.compile_model(model)
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    state = output.optimizer_state
+    if state is not None:
+        optimizer.iterations.assign(state["step"])
+        slots = {v.name: v for v in optimizer.variables}
+        missing, done = [], set()
+        for key, values in state["slots"].items():
+            layer, _, i = key.rpartition("/")
+            variable = model.get_layer(layer).weights[int(i)]
+            if not variable.trainable:
+                continue
+            done.add(variable.path)
+            for slot, value in values.items():
+                target = slots.get(f"{variable.path.replace('/', '_')}_{slot}")
+                if target is None:
+                    missing.append(f"{variable.path}:{slot}")
+                    continue
+                target.assign(np.asarray(value).reshape(target.shape).astype(target.dtype))
+        if missing:
+            raise GraphError(f"the Keras optimizer has no variable for the migrated state {', '.join(missing[:5])}")
+        unmigrated = [v.path for v in model.trainable_variables if v.path not in done]
+        if state["slots"] and unmigrated and output.training is not None:
+            note = f"no optimizer state migrated for {', '.join(unmigrated[:5])}"
+            warnings.warn(f"training setup: {note}", stacklevel=3)
+            output.training["warnings"].append(note)
+    model.save(str(directory / COMPILED_FILE))
 
 
 def _open_spill(path: Path):
@@ -176,4 +260,4 @@ def _all_layers(model) -> list:
     return [layer for layer in model.layers if layer is not model]
 
 
-__all__ = ["WEIGHTS_FILE", "KerasOutput", "model_name", "render", "write"]
+__all__ = ["COMPILED_FILE", "WEIGHTS_FILE", "KerasOutput", "model_name", "render", "write"]
