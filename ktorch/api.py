@@ -54,6 +54,7 @@ def convert(
     loss: Any = None,
     lr_scheduler: Any = None,
     steps_per_epoch: int | None = None,
+    train_steps: int = 0,
 ) -> ConversionResult:
     """Convert a Keras model file into a PyTorch output directory, a PyTorch model (.pt2 file,
     nn.Module, 'package.module:factory', a ktorch PyTorch output directory) into a Keras one,
@@ -77,6 +78,10 @@ def convert(
     with Keras on its torch backend and captures it with torch.export (KerasHub backbones, custom
     layers, subclassed models; `custom_objects` names a module of custom classes, imported only
     with `trust_code`); "auto" (default) tries the direct reader first. ktorch.json says which.
+
+    `train_steps` K > 0 also checks training parity once the output is written (as `ktorch verify
+    --train-steps K`: K identical training steps on both sides, comparing the loss, every weight and
+    the optimizer state); ktorch.json's `training.parity` records the result, or that it was not checked.
 
     Raises ParityError (after writing the output, with the failed result recorded in
     ktorch.json) when verification finds an error above the tolerance.
@@ -106,7 +111,7 @@ def convert(
         keep_layout=layout is Layout.KEEP, verify=verify, force=force, tolerance=tolerance, trust_code=trust_code,
         inputs=inputs, seed=seed, progress=progress, example_inputs=example_inputs, input_shapes=input_shapes,
         input_dtypes=input_dtypes, weights=weights, regularizers=regularizers,
-        training=training if any(v is not None for v in training.values()) else None,
+        training=training if any(v is not None for v in training.values()) else None, train_steps=train_steps,
     )  # fmt: skip
     if kind == "keras":
         from .export_route import convert_keras

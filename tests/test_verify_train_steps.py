@@ -235,3 +235,13 @@ def test_cli_train_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     validate_report(data)
     assert data["training"][0]["steps"] == 2 and data["training"][0]["passed"]
     assert "training parity over 2 step(s)" in capsys.readouterr().out
+
+
+def test_conversion_records_whether_training_parity_was_checked(tmp_path: Path) -> None:
+    src = save_compiled("cnn", "rmsprop", False, tmp_path / "cnn.keras")
+    result = ktorch.convert(src, tmp_path / "unchecked", verify=False)
+    assert result.manifest["training"]["parity"] == {"checked": False, "how": "ktorch verify SRC OUT --train-steps K"}
+    result = ktorch.convert(src, tmp_path / "checked", verify=False, train_steps=2)
+    parity = json.loads((tmp_path / "checked" / "ktorch.json").read_text())["training"]["parity"]
+    assert parity["checked"] and parity["passed"] and parity["steps"] == 2
+    assert parity["worst"]["weight"] <= DONE_WHEN and "training parity over 2 step(s)" in parity["summary"]

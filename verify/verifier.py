@@ -29,7 +29,7 @@ from .report import EXIT_CANNOT_RUN, EXIT_MISMATCH, EXIT_STRUCTURE, LayerResult,
 from .runners import RunError, make_inputs, to_emitted, to_source
 from .sides import Capture, EmittedSide, KerasEmitted, KerasSource, SourceSide, TorchEmitted, TorchSource
 from .training import KERAS_TO_TORCH as KERAS_TO_TORCH_TRAINING
-from .training import TrainingSides, TrainingStructureError, check_training_setup, run_training
+from .training import TrainingResult, TrainingSides, TrainingStructureError, check_training_setup, run_training
 
 MODES = ("both", "isolated", "propagated", "outputs")
 WORST = 5  # worst elements recorded per failing comparison
@@ -243,6 +243,36 @@ def verify_conversion(
     except ImportError as exc:
         report.error = f"a dependency is missing: {exc}"
     return report
+
+
+def check_training(
+    src: Any,
+    converted: str | Path,
+    *,
+    steps: int,
+    batch: int = 4,
+    seed: int = 0,
+    device: str = "cpu",
+    tolerance: float | None = None,
+    trust_code: bool = False,
+) -> TrainingResult:
+    """Training parity only (what `verify_conversion(train_steps=...)` adds to the output checks), for a
+    conversion just written. Raises TrainingStructureError when there is nothing to train or the
+    direction has no training sides, RunError when a side cannot run."""
+    converted = Path(converted)
+    manifest = read_manifest(converted)
+    check_training_setup(manifest, converted)
+    sides = direction_of(manifest).training
+    if sides is None:
+        raise TrainingStructureError(
+            f"training parity for {manifest.get('direction')} outputs is not available in this version of ktorch"
+        )
+    with precision_settings(device):
+        profile = select_profile(device, _float_dtypes(manifest))
+        return run_training(
+            sides, src, converted, manifest, device=device, steps=steps, batch=batch, seed=seed, profile=profile,
+            tolerance=tolerance, trust_code=trust_code,
+        )  # fmt: skip
 
 
 def _run_once(
