@@ -80,6 +80,8 @@ def summary(graph: Graph) -> dict[str, Any]:
     }
     if graph.meta.get("parameter_regularizers"):
         out["parameter_regularizers"] = dict(graph.meta["parameter_regularizers"])  # emitted parameter -> factors
+    if graph.meta.get("source_regularizers"):  # a PyTorch source: its parameter -> factors
+        out["source_regularizers"] = dict(graph.meta["source_regularizers"])
     dropped = graph.meta.get("training_dropped")
     if dropped:
         out["dropped"] = list(dropped)

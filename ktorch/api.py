@@ -128,7 +128,16 @@ def keras_training_reference(src: Path, manifest: dict[str, Any]) -> Any:
     return reference(src, manifest)
 
 
+def torch_training_reference(module: Any, manifest: dict[str, Any]) -> Any:
+    """`--train-steps` on a PyTorch -> Keras output: the source's training objects rebuilt and its
+    parameters traced into the emitted Keras weights (ktorch/directions.py)."""
+    from .directions import TorchTrainingReference
+
+    return TorchTrainingReference(module, manifest)
+
+
 register_reference("keras->torch", keras_training_reference)
+register_reference("torch->keras", torch_training_reference)
 
 
 def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]]:

@@ -178,6 +178,54 @@ def emitted_keras_weights(program: Any, name: str, options: Options) -> dict[str
     return writer.render(graph, source="", version="").weights
 
 
+class TorchTrainingReference:
+    """The verifier's training reference for a PyTorch -> Keras output (verify/training.py): the
+    source's optimizer, scheduler and loss rebuilt from ktorch.json, and its current parameters (and
+    BatchNorm statistics) as the emitted Keras weights ("layer/i"), gathered through the conversion's
+    element-number trace, taken once."""
+
+    def __init__(self, module: Any, manifest: dict[str, Any]) -> None:
+        import torch
+
+        from .torch_training import trace_keras_weights
+        from .verify.runners import make_inputs
+
+        self.module, self.manifest = module, manifest
+        example = tuple(torch.from_numpy(a) for a in make_inputs(manifest["inputs"], batch=2))
+        program, _, name = capture(module, example_inputs=example)
+        options = Options(keep_layout=manifest.get("layout", {}).get("mode") == "keep")
+        params = [n for n, _ in module.named_parameters()]
+        self.mapping, _, self.shapes = trace_keras_weights(
+            program, params, lambda p: emitted_keras_weights(p, name, options)
+        )
+        module.train()
+        self.statistics: dict[str, tuple[str, str]] = {}  # Keras moving mean/variance <- torch buffers
+        by_param = {param: key for key, (param, _) in self.mapping.items()}
+        for path, m in module.named_modules():
+            key = by_param.get(f"{path}.weight")
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) and key:
+                layer = key.rpartition("/")[0]
+                self.statistics[f"{layer}/2"] = (f"{path}.running_mean", f"{layer} moving_mean")
+                self.statistics[f"{layer}/3"] = (f"{path}.running_var", f"{layer} moving_variance")
+
+    def setup(self) -> tuple[Any, Any, Any]:
+        from .training import source_training
+
+        return source_training(self.manifest.get("training") or {}, self.module)
+
+    def weights(self) -> dict[str, Any]:
+        params = {n: p.detach().cpu().numpy().reshape(-1) for n, p in self.module.named_parameters()}
+        out = {key: params[p][index].reshape(self.shapes[key]) for key, (p, index) in self.mapping.items()}
+        buffers = {n: b.detach().cpu().numpy() for n, b in self.module.named_buffers()}
+        out.update({key: buffers[name] for key, (name, _) in self.statistics.items() if name in buffers})
+        return out
+
+    def labels(self) -> dict[str, str]:
+        labels = {key: f"{param} -> {key}" for key, (param, _) in self.mapping.items()}
+        labels.update({key: f"{name} -> {what}" for key, (name, what) in self.statistics.items()})
+        return labels
+
+
 def rewrite_for_keras(graph: Graph, read: Read, options: Options) -> int:
     remove_noops(graph)
     fold_padding(graph, pools=False)

@@ -244,7 +244,11 @@ def source_training(manifest_training: dict[str, Any], module: Any) -> tuple[Any
         if missing:
             raise KtorchError(f"the module has no parameter(s) {', '.join(missing[:5])} that the optimizer held")
         params = [named[n] for n in opt["params"]]
-    defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in opt["defaults"].items()}
+    import inspect
+
+    accepted = inspect.signature(cls).parameters
+    # a default the constructor does not take (AdamW records decoupled_weight_decay=True, which it sets itself)
+    defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in opt["defaults"].items() if k in accepted}
     optimizer = cls(params, **defaults)
     scheduler = None
     sched = source.get("lr_scheduler")

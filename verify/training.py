@@ -238,17 +238,45 @@ def _comparison(c: Comparison | None) -> dict[str, Any] | None:
 
 
 # -- batches -----------------------------------------------------------------------------------
-def make_labels(loss: str | None, output: dict[str, Any], *, batch: int, rng: np.random.Generator) -> np.ndarray:
-    """Seeded labels in the source's layout, in the format the loss takes: one-hot rows
-    (CategoricalCrossentropy), class numbers (SparseCategoricalCrossentropy), 0/1 (BinaryCrossentropy)
-    or N(0, 1) targets (regression losses)."""
+# the label format each loss takes: one-hot rows, class numbers, 0/1 targets (else N(0, 1) targets)
+LABELS = {
+    "CategoricalCrossentropy": "onehot",
+    "SparseCategoricalCrossentropy": "classes",
+    "BinaryCrossentropy": "binary",
+    "CrossEntropyLoss": "classes",
+    "NLLLoss": "classes",
+    "BCELoss": "binary",
+    "BCEWithLogitsLoss": "binary",
+}
+
+
+def loss_of(manifest: dict[str, Any]) -> tuple[str | None, int]:
+    """(the source's loss class, the source's class axis): Keras sources keep classes last, PyTorch
+    sources on axis 1."""
+    training = manifest.get("training") or {}
+    source = training.get("source")
+    if isinstance(source, dict) and source.get("loss"):
+        return str(source["loss"]["class"]).rsplit(".", 1)[-1], 1
+    loss = training.get("loss")
+    return (loss if isinstance(loss, str) else None), -1
+
+
+def make_labels(
+    loss: str | None, output: dict[str, Any], *, batch: int, rng: np.random.Generator, class_axis: int = -1
+) -> np.ndarray:
+    """Seeded labels in the source's layout, in the format the loss takes (LABELS): one-hot rows,
+    class numbers (the class axis removed), 0/1 targets, or N(0, 1) targets for regression losses."""
     shape = [batch if i == 0 else (8 if d is None else int(d)) for i, d in enumerate(output["shape"])]
-    classes = shape[-1] if len(shape) > 1 else 1
-    if loss == "CategoricalCrossentropy":
-        return np.eye(classes, dtype="float32")[rng.integers(0, classes, shape[:-1])]
-    if loss == "SparseCategoricalCrossentropy":
-        return rng.integers(0, classes, shape[:-1]).astype("int64")
-    if loss == "BinaryCrossentropy":
+    axis = class_axis % len(shape) if len(shape) > 1 else 0
+    classes = shape[axis] if len(shape) > 1 else 1
+    kind = LABELS.get(loss or "")
+    if kind == "onehot":
+        return np.moveaxis(
+            np.eye(classes, dtype="float32")[rng.integers(0, classes, shape[:axis] + shape[axis + 1 :])], -1, axis
+        )
+    if kind == "classes":
+        return rng.integers(0, classes, shape[:axis] + shape[axis + 1 :]).astype("int64")
+    if kind == "binary":
         return rng.integers(0, 2, shape).astype("float32")
     return rng.standard_normal(shape).astype("float32")
 
@@ -257,27 +285,27 @@ def make_batches(
     manifest: dict[str, Any], *, steps: int, batch: int, seed: int
 ) -> list[tuple[list[np.ndarray], np.ndarray]]:
     """`steps` seeded (inputs, labels) batches in the source's layout."""
-    loss = (manifest.get("training") or {}).get("loss")
-    if isinstance(loss, dict):  # a PyTorch source's loss: its Keras class
-        loss = loss.get("keras") or loss.get("class")
+    loss, class_axis = loss_of(manifest)
     rng = np.random.default_rng(seed + 1)
     out = []
     for k in range(steps):
         inputs = make_inputs(manifest["inputs"], seed=seed + 1000 * (k + 1), batch=batch)
-        out.append((inputs, make_labels(loss, manifest["outputs"][0], batch=batch, rng=rng)))
+        labels = make_labels(loss, manifest["outputs"][0], batch=batch, rng=rng, class_axis=class_axis)
+        out.append((inputs, labels))
     return out
 
 
-def label_perm(output: dict[str, Any], labels: np.ndarray) -> list[int] | None:
+def label_perm(output: dict[str, Any], labels: np.ndarray, class_axis: int = -1) -> list[int] | None:
     """The emitted layout of the labels: the output's perm, or (class numbers, one axis less than
-    the output) the output's perm without the class axis."""
+    the output) the output's perm without the source's class axis."""
     perm = output.get("perm")
     if not perm:
         return None
     if labels.ndim == len(perm):
         return list(perm)
     if labels.ndim == len(perm) - 1:
-        reduced = [a for a in perm if a != len(perm) - 1]
+        removed = class_axis % len(perm)
+        reduced = [a - (a > removed) for a in perm if a != removed]
         return None if reduced == sorted(reduced) else reduced
     return None
 
@@ -321,13 +349,17 @@ def run_training(
     trust_code: bool = False,
 ) -> TrainingResult:
     """Build both training sides, take `steps` steps on the same batches, compare after each."""
-    emitted = sides.emitted(converted, manifest, device=device)
+    # the source first: a PyTorch source is captured with torch.export, which must run before TensorFlow loads
     source = sides.source(src, converted, manifest, device=device, trust_code=trust_code)
+    emitted = sides.emitted(converted, manifest, device=device)
     base = tolerance if tolerance is not None else profile.rtol
     result = TrainingResult(
         device, steps, batch, seed, profile.name, base, profile.train_growth, source.backend, emitted.backend
     )
     result.disabled = sorted(set(source.disabled) | set(emitted.disabled))
+    names = source.labels() if hasattr(source, "labels") else {}
+    if not source.optimizer_state() and hasattr(source, "labels"):
+        result.notes.append("the optimizer state is checked through the weights it moves, not slot by slot")
     for k, (inputs, labels) in enumerate(make_batches(manifest, steps=steps, batch=batch, seed=seed), start=1):
         rtol = profile.train_rtol(k, base)
         expected_loss = _run_step(source, "source", inputs, labels, k)
@@ -338,6 +370,8 @@ def run_training(
             source.optimizer_state(), emitted.optimizer_state(), rtol, "optimizer slot", result.problems
         )
         _set_aside_noise(step, {**source.gradient_free(), **emitted.gradient_free()}, result.notes)
+        for c in step.weights:  # a PyTorch source names the Keras weights after its parameters
+            c.name = names.get(c.name, c.name)
         result.results.append(step)
         if result.problems:
             break
@@ -408,6 +442,29 @@ def zero_keras_noise(config: Any, disabled: list[str]) -> None:
                 inner[key] = 0.0
     for value in config.values():
         zero_keras_noise(value, disabled)
+
+
+def zero_torch_noise(model: Any, disabled: list[str]) -> None:
+    """Set every dropout/noise module's rate (TORCH_NOISE) to 0, noting each."""
+    for name, m in model.named_modules():
+        attr = TORCH_NOISE.get(type(m).__name__)
+        value = getattr(m, attr, None) if attr else None
+        if isinstance(value, (int, float)) and value > 0:
+            setattr(m, attr, 0.0)
+            disabled.append(f"{name} ({type(m).__name__} {attr}={value:g})")
+
+
+def zero_keras_layer_noise(model: Any, disabled: list[str]) -> None:
+    """Set the rate of a built Keras model's dropout/noise layers (NOISE_LAYERS) and the dropout of
+    its other layers to 0 before its training function is traced, noting each."""
+    for layer in model.layers:
+        cls = type(layer).__name__
+        keys = ([NOISE_LAYERS[cls]] if cls in NOISE_LAYERS else []) + [k for k in DROPOUT_OPTIONS if hasattr(layer, k)]
+        for key in keys:
+            value = getattr(layer, key, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                setattr(layer, key, 0.0)
+                disabled.append(f"{layer.name} ({cls} {key}={value:g})")
 
 
 class KerasTrainer:
@@ -496,12 +553,7 @@ class TorchTrainer:
             self.model = module.load(converted / "model.safetensors", device=device)
         except Exception as exc:
             raise RunError(f"{converted}: the emitted model could not be built ({type(exc).__name__}: {exc})") from exc
-        for name, m in self.model.named_modules():
-            attr = TORCH_NOISE.get(type(m).__name__)
-            value = getattr(m, attr, None) if attr else None
-            if isinstance(value, (int, float)) and value > 0:
-                setattr(m, attr, 0.0)
-                self.disabled.append(f"{name} ({type(m).__name__} {attr}={value:g})")
+        zero_torch_noise(self.model, self.disabled)
         state = training.get("optimizer_state")
         start = int(state["step"]) if state else 0
         self.optimizer, self.scheduler = self.train.make_optimizer(self.model, start_step=start)
@@ -546,3 +598,129 @@ class TorchTrainer:
 
 
 KERAS_TO_TORCH = TrainingSides(KerasTrainer, TorchTrainer)
+
+
+# -- PyTorch -> Keras --------------------------------------------------------------------------
+class TorchSourceTrainer:
+    """The PyTorch source module, trained as ktorch.json's `training.source` describes (the optimizer,
+    scheduler and loss rebuilt by ktorch.training.source_training, the regularizers given to the
+    conversion added to the loss); its parameters and BatchNorm statistics are expressed as the
+    emitted Keras weights ("layer/i") by the conversion's element-number trace (the registered
+    reference). The optimizer state is checked through the weights it moves, not slot by slot."""
+
+    direction = "torch->keras"
+
+    def __init__(
+        self, src: Any, converted: Path, manifest: dict[str, Any], *, device: str = "cpu", trust_code: bool = False
+    ) -> None:
+        import copy
+
+        import torch
+
+        factory = REFERENCES.get(self.direction)
+        if factory is None:
+            raise RunError(f"no reference conversion is registered for {self.direction}; import ktorch first")
+        self.device, self.disabled, self.manifest = device, [], manifest
+        if isinstance(src, torch.nn.Module):
+            module = copy.deepcopy(src)  # the caller's module is not trained
+        elif isinstance(src, (str, Path)) and Path(src).is_dir():
+            module = import_emitted(Path(src)).load(Path(src) / "model.safetensors", device=device)
+        else:
+            raise TrainingStructureError(
+                f"{src}: training parity for a PyTorch source needs the module itself (ktorch.convert(module, ..., "
+                "train_steps=K) or ktorch.verify.check_training(module, OUT, steps=K)) or a ktorch PyTorch output "
+                "directory; a torch.export program does not train as its module did"
+            )
+        self.module = module.to(device)
+        zero_torch_noise(self.module, self.disabled)
+        self.reference = factory(self.module, manifest)
+        self.optimizer, self.scheduler, self.loss_fn = self.reference.setup()
+        training = manifest.get("training") or {}
+        sched = (training.get("source") or {}).get("lr_scheduler") or {}
+        self.every = int(sched.get("steps_per_epoch") or 1) if sched.get("per") == "epoch" else 1
+        named = dict(self.module.named_parameters())
+        self.regularizers = [
+            (named[name], factors) for name, factors in (training.get("source_regularizers") or {}).items()
+        ]
+        self.taken = 0
+        self.backend = f"torch {torch.__version__}"
+
+    def step(self, inputs: Sequence[np.ndarray], labels: np.ndarray) -> float:
+        import torch
+
+        self.module.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        x = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in inputs]
+        loss = self.loss_fn(self.module(*x), torch.from_numpy(labels).to(self.device))
+        for parameter, factors in self.regularizers:
+            if factors.get("l1"):
+                loss = loss + factors["l1"] * parameter.abs().sum()
+            if factors.get("l2"):
+                loss = loss + factors["l2"] * parameter.square().sum()
+        loss.backward()
+        self.optimizer.step()
+        self.taken += 1
+        if self.scheduler is not None and self.taken % self.every == 0:
+            self.scheduler.step()
+        return float(loss.detach())
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.reference.weights()
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def gradient_free(self) -> dict[str, float]:
+        return {}
+
+    def labels(self) -> dict[str, str]:
+        return self.reference.labels()
+
+
+class KerasEmittedTrainer:
+    """An emitted Keras directory trained as its train.py says: `train.load()` (the compiled
+    model.keras, with the migrated optimizer state) and `train_on_batch`."""
+
+    def __init__(self, converted: Path, manifest: dict[str, Any], *, device: str = "cpu") -> None:
+        import sys
+
+        import keras
+
+        self.device, self.disabled, self.manifest = device, [], manifest
+        training = manifest.get("training") or {}
+        train = import_emitted(converted, training.get("file", "train.py"))
+        sys.path.insert(0, str(converted))  # train.load() imports model.py beside it
+        try:
+            with keras_device(device):
+                self.model = train.load()
+        finally:
+            sys.path.remove(str(converted))
+        zero_keras_layer_noise(self.model, self.disabled)
+        self.backend = f"keras {keras.__version__} ({keras.backend.backend()})"
+
+    def step(self, inputs: Sequence[np.ndarray], labels: np.ndarray) -> float:
+        specs, output = self.manifest["inputs"], self.manifest["outputs"][0]
+        x = [to_emitted(a, s.get("perm")) for a, s in zip(inputs, specs)]
+        _, class_axis = loss_of(self.manifest)
+        y = to_emitted(labels, label_perm(output, labels, class_axis))
+        with keras_device(self.device):
+            logs = self.model.train_on_batch(x[0] if len(x) == 1 else x, y, return_dict=True)
+        return float(logs["loss"])
+
+    def weights(self) -> dict[str, np.ndarray]:
+        import keras
+
+        return {
+            f"{layer.name}/{i}": np.asarray(keras.ops.convert_to_numpy(w))
+            for layer in self.model.layers
+            for i, w in enumerate(layer.weights)
+        }
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def gradient_free(self) -> dict[str, float]:
+        return {}
+
+
+TORCH_TO_KERAS = TrainingSides(TorchSourceTrainer, KerasEmittedTrainer)

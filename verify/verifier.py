@@ -29,6 +29,7 @@ from .report import EXIT_CANNOT_RUN, EXIT_MISMATCH, EXIT_STRUCTURE, LayerResult,
 from .runners import RunError, make_inputs, to_emitted, to_source
 from .sides import Capture, EmittedSide, KerasEmitted, KerasSource, SourceSide, TorchEmitted, TorchSource
 from .training import KERAS_TO_TORCH as KERAS_TO_TORCH_TRAINING
+from .training import TORCH_TO_KERAS as TORCH_TO_KERAS_TRAINING
 from .training import TrainingResult, TrainingSides, TrainingStructureError, check_training_setup, run_training
 
 MODES = ("both", "isolated", "propagated", "outputs")
@@ -454,7 +455,7 @@ def onnx_source(path: str | Path, *, device: str = "cpu", trust_code: bool = Fal
 
 SIDES: dict[str, Sides] = {
     "keras->torch": Sides(KerasSource, TorchEmitted, KERAS_TO_TORCH_TRAINING),
-    "torch->keras": Sides(TorchSource, KerasEmitted),
+    "torch->keras": Sides(TorchSource, KerasEmitted, TORCH_TO_KERAS_TRAINING),
     "onnx->torch": Sides(onnx_source, TorchEmitted),
     "onnx->keras": Sides(onnx_source, KerasEmitted),
 }
