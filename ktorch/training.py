@@ -76,8 +76,11 @@ def trace_elements(
         if not valid[key].any():
             continue  # not a numbered weight (running statistics, constants)
         k = int(np.searchsorted(offsets, ids[0], side="right") - 1)
+        if not valid[key].all() or not 0 <= k < len(sizes):  # a sum of numbers (a folded bias) decodes past the end
+            problems.append(key)
+            continue
         index = ids - offsets[k]
-        if not valid[key].all() or index.min() < 0 or index.max() >= sizes[k] or len(np.unique(index)) != sizes[k]:
+        if index.min() < 0 or index.max() >= sizes[k] or len(np.unique(index)) != sizes[k]:
             problems.append(key)
             continue
         out[key] = (k, index)

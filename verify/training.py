@@ -20,6 +20,7 @@ pipeline, so ktorch registers that function here (`register_reference`) when it 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -483,7 +484,9 @@ class KerasTrainer:
         if factory is None:
             raise RunError(f"no reference conversion is registered for {self.direction}; import ktorch first")
         self.device, self.disabled = device, []
-        with keras_device(device):
+        with keras_device(device), warnings.catch_warnings():
+            # a model compiled but never trained saved its optimizer unbuilt: nothing to restore
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model = load_keras_model(src, trust_code=trust_code, compile=True)
             if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
                 raise TrainingStructureError(f"{src}: Keras loads the model uncompiled: no training setup to check")
