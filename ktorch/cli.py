@@ -134,6 +134,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="Keras sources: import MODULE for the custom layer/model classes the file names (with --trust-code only)",
     )
+    t = c.add_argument_group(
+        "training setup (PyTorch sources)",
+        "train.py and a compiled model.keras whose train_on_batch/fit take the steps PyTorch takes; each option is "
+        'NAME or "NAME:key=value,..." with the torch constructor\'s keyword arguments as Python literals',
+    )
+    t.add_argument(
+        "--optimizer",
+        metavar="SPEC",
+        help="the torch.optim optimizer, e.g. 'adamw:lr=1e-3,weight_decay=0.01': "
+        "sgd, adam, adamw, rmsprop, adagrad, adamax, nadam, adadelta",
+    )
+    t.add_argument(
+        "--loss",
+        metavar="SPEC",
+        help="the torch.nn loss applied to the model's output, e.g. 'cross_entropy:label_smoothing=0.1': "
+        "cross_entropy, nll, mse, l1, huber, smooth_l1, bce_with_logits, bce",
+    )
+    t.add_argument(
+        "--lr-scheduler",
+        metavar="SPEC",
+        help="the torch.optim.lr_scheduler, stepped once per batch (see --steps-per-epoch), e.g. "
+        "'cosine:T_max=1000': step, multistep, exponential, cosine, linear, constant",
+    )
+    t.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        metavar="N",
+        help="the scheduler is stepped once per epoch of N batches (Keras counts batches)",
+    )
     c.add_argument(
         "--plugin",
         action="append",
@@ -243,6 +272,7 @@ def _convert(args: argparse.Namespace) -> int:
                 progress=lambda message: status.update(message),
                 train_steps=args.train_steps,
                 **_route_options(args),
+                **_training_options(args),
             )
         except ParityError:
             status.stop()
@@ -281,11 +311,31 @@ def _route_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _training_options(args: argparse.Namespace) -> dict:
+    """--optimizer / --loss / --lr-scheduler / --steps-per-epoch, as convert()'s keywords (text)."""
+    options = {
+        "optimizer": getattr(args, "optimizer", None),
+        "loss": getattr(args, "loss", None),
+        "lr_scheduler": getattr(args, "lr_scheduler", None),
+        "steps_per_epoch": getattr(args, "steps_per_epoch", None),
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _print_training(console: Any, training: dict[str, Any] | None) -> None:
     """One line for train.py (and the migrated optimizer state), one per setting not translated."""
     if not training:
         return
-    if training.get("file"):
+    if training.get("source"):  # PyTorch -> Keras
+        source, keras = training["source"], training["keras"]
+        names = [source["optimizer"]["class"]] + [source[k]["class"] for k in ("lr_scheduler", "loss") if source[k]]
+        emitted = [keras[k] for k in ("optimizer", "schedule", "loss") if keras[k]]
+        state = training.get("optimizer_state")
+        resume = f", optimizer state at step {state['step']}" if state and state["step"] else ""
+        console.print(
+            f"[green]training[/]: train.py + model.keras ({', '.join(names)} -> {', '.join(emitted)}{resume})"
+        )
+    elif training.get("file"):
         opt = training["optimizer"]
         state = training.get("optimizer_state")
         schedule = f" + {opt['schedule']}" if opt.get("schedule") else ""
@@ -345,6 +395,7 @@ def _convert_batch(args: argparse.Namespace) -> int:
         "tolerance": args.tolerance,
         "trust_code": args.trust_code,
         "seed": args.seed,
+        **_training_options(args),
     }
     jobs = plan(sources, args.out, args.to, options)
     workers = args.jobs or min(os.cpu_count() or 1, len(jobs))

@@ -218,8 +218,17 @@ def write_lean(writer: Any, rendered: Any, graph: Graph, options: Options) -> Ca
 
 
 def emitted_keras_model(read: Read, rendered: Any, out: Path) -> Any:
-    """The emitted Keras model with its weights: the one verification loaded, else the one the
-    writer built, else loaded from `out`."""
+    """The emitted Keras model with its weights: compiled from model.keras when the source came
+    with its training setup, else the one verification loaded, else the one the writer built,
+    else loaded from `out`."""
+    if getattr(rendered, "train_source", None):
+        from .translate.runtime import import_emitted, keras_backend
+
+        keras_backend()
+        import_emitted(out, "train.py")  # registers its optimizer, schedule and loss with Keras
+        import keras
+
+        return keras.models.load_model(out / "model.keras")
     if read.state.get("keras_model") is not None:
         return read.state["keras_model"]
     if rendered.model is not None:

@@ -136,13 +136,19 @@ class NumberedProgram:
         return getattr(self.program, name)
 
 
+Pieces = list[tuple[str, np.ndarray, np.ndarray]]  # (parameter, positions in the Keras weight, its elements there)
+
+
 def trace_keras_weights(
     program: Any, params: list[str], emit: Callable[[Any], dict[str, list[np.ndarray]]]
-) -> tuple[dict[str, tuple[str, np.ndarray]], list[str], dict[str, tuple]]:
-    """For each emitted Keras weight ("layer/i": the i-th of the layer's weights) that is a
-    rearrangement of one of `params`: (that parameter's name, gather index, emitted.flat ==
-    param.flat[index]); the weights computed from several parameter elements; the weights' shapes.
-    `emit(program)` converts a program and returns the Keras writer's weights by layer."""
+) -> tuple[dict[str, Pieces], list[str], dict[str, tuple]]:
+    """For each emitted Keras weight ("layer/i": the i-th of the layer's weights) whose elements
+    are elements of `params`, each copied once (a rearrangement of one parameter, a slice of one:
+    MultiHeadAttention's query kernel from torch's in_proj_weight, or several side by side: a GRU's
+    two biases): the pieces (parameter, positions, element numbers in the parameter), so that
+    keras.flat[positions] == param.flat[elements]; the weights computed from several elements (an
+    LSTM's bias, b_ih + b_hh); the weights' shapes. `emit(program)` converts a program and returns
+    the Keras writer's weights by layer."""
     state = program.state_dict
     sizes = [int(state[p].numel()) for p in params]
 
@@ -150,33 +156,40 @@ def trace_keras_weights(
         weights = emit(NumberedProgram(program, {p: numbers(k) for k, p in enumerate(params)}))
         return {f"{layer}/{i}": a for layer, arrays in weights.items() for i, a in enumerate(arrays)}
 
-    traced, problems, shapes = trace_elements(sizes, run)
-    return {key: (params[k], index) for key, (k, index) in traced.items()}, problems, shapes
+    traced, problems, shapes, offsets = trace_elements(sizes, run)
+    out: dict[str, Pieces] = {}
+    for key, ids in traced.items():
+        owner = np.searchsorted(offsets, ids, side="right") - 1
+        out[key] = [
+            (params[k], np.flatnonzero(owner == k), ids[owner == k] - offsets[k]) for k in np.unique(owner).tolist()
+        ]
+    return out, problems, shapes
 
 
 def migrate_state(
     spec: dict[str, Any],
     state: dict[str, dict[str, Any]],
-    mapping: dict[str, tuple[str, np.ndarray]],
+    mapping: dict[str, Pieces],
     shapes: dict[str, tuple],
 ) -> dict[str, dict[str, np.ndarray]]:
     """{"layer/i": {Keras slot name: array in the Keras weight's layout}} from torch's state."""
     slots = keras_optimizer(spec)["slots"]
     lr = float(spec["optimizer"]["defaults"]["lr"])
     out: dict[str, dict[str, np.ndarray]] = {}
-    for key, (param, index) in mapping.items():
-        entry = {}
-        for name, value in state.get(param, {}).items():
-            if name not in slots:
-                raise KtorchError(f"the optimizer state {name!r} of {param} has no Keras counterpart")
-            slot, factor = slots[name]
-            scale = -lr if factor == "-lr" else float(factor)
-            if isinstance(value, float):
-                entry[slot] = np.asarray(value * scale, dtype=np.float32)
-            else:
-                entry[slot] = (np.asarray(value).reshape(-1)[index].reshape(shapes[key]) * np.float32(scale)).astype(
-                    np.float32
-                )
+    for key, pieces in mapping.items():
+        entry: dict[str, np.ndarray] = {}
+        for param, positions, elements in pieces:
+            for name, value in state.get(param, {}).items():
+                if name not in slots:
+                    raise KtorchError(f"the optimizer state {name!r} of {param} has no Keras counterpart")
+                slot, factor = slots[name]
+                scale = np.float32(-lr if factor == "-lr" else factor)
+                if isinstance(value, float):  # a per-parameter scalar (NAdam's mu_product)
+                    entry[slot] = np.asarray(value * scale, dtype=np.float32)
+                    continue
+                flat = entry.setdefault(slot, np.zeros(int(np.prod(shapes[key])), np.float32)).reshape(-1)
+                flat[positions] = np.asarray(value, np.float32).reshape(-1)[elements] * scale
+                entry[slot] = flat.reshape(shapes[key])
         if entry:
             out[key] = entry
     return out
@@ -196,8 +209,8 @@ def attach_compile(graph: Graph, src: Any, program: Any, request: dict[str, Any]
         names = {id(p): n for n, p in named.items()}
         state, step = read_optimizer_state(optimizer, names)
         schedule = spec["lr_scheduler"]
-        if step is None and schedule is not None and schedule["per"] == "batch":
-            step = schedule["last_epoch"]  # SGD and RMSprop count no steps: the scheduler does
+        if step is None and schedule is not None:  # SGD and RMSprop count no steps: the scheduler does
+            step = schedule["last_epoch"] * schedule.get("steps_per_epoch", 1)  # per epoch: at an epoch's end
         if step is None:
             step = 1 if state else 0  # only "has a step been taken" matters to SGD's first momentum step
         if schedule is not None:
@@ -211,12 +224,15 @@ def attach_compile(graph: Graph, src: Any, program: Any, request: dict[str, Any]
             held = [n for n in spec["optimizer"]["params"] if n in program.graph_signature.parameters]
             mapping, problems, shapes = trace_keras_weights(program, held, emit)
             slots = migrate_state(spec, state, mapping, shapes)
-            traced = {param for param, _ in mapping.values()}
-            lost = [n for n in state if n not in traced]
+            covered = {n: np.zeros(int(program.state_dict[n].numel()), bool) for n in held}
+            for pieces in mapping.values():
+                for param, _, elements in pieces:
+                    covered[param][elements] = True
+            lost = [n for n in state if n in covered and not covered[n].all()]
             if lost:
                 notes.append(
-                    f"no optimizer state for {', '.join(lost[:5])}: no Keras weight is a rearrangement of it alone "
-                    "(e.g. an LSTM's two biases are one Keras bias), so Keras also trains it differently"
+                    f"no optimizer state for {', '.join(lost[:5])}: no Keras weight holds its elements as they are "
+                    "(an LSTM's two biases are one Keras bias, b_ih + b_hh), so Keras also trains it differently"
                 )
             migrated = {"step": int(step), "slots": slots, "problems": problems}
         else:

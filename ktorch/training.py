@@ -49,12 +49,14 @@ class NumberedWeights:
 
 def trace_elements(
     sizes: list[int], run: Callable[[Callable[[int], np.ndarray]], dict[str, np.ndarray]]
-) -> tuple[dict[str, tuple[int, np.ndarray]], list[str], dict[str, tuple]]:
+) -> tuple[dict[str, np.ndarray], list[str], dict[str, tuple], np.ndarray]:
     """Where the elements of the source weights (of `sizes` elements each) land in the emitted
     tensors. `run(numbers)` converts the model with source weight k replaced by `numbers(k)` (one
     base-DIGIT digit of its element numbers, plus 1, flat) and returns the emitted tensors by key;
-    it is called once per digit. Returns ({emitted key: (k, gather index)}, the keys computed from
-    several source elements, {emitted key: shape}); keys holding no numbered element are left out."""
+    it is called once per digit. Returns ({emitted key: the global number of the source element
+    each of its elements holds (flat)}, the keys whose values are computed from source elements
+    rather than copied, {emitted key: shape}, the offsets of the source weights in the global
+    numbering); keys holding no numbered element are left out."""
     offsets = np.cumsum([0, *sizes])
     total = int(offsets[-1])
     digits = max(1, int(np.ceil(np.log(max(total, 2)) / np.log(DIGIT))))
@@ -70,21 +72,16 @@ def trace_elements(
             digit = np.where(ok, np.rint(a) - 1, 0).astype(np.int64)
             decoded[key] = decoded.get(key, 0) + digit * DIGIT**d
             valid[key] = valid.get(key, True) & ok
-    out: dict[str, tuple[int, np.ndarray]] = {}
+    out: dict[str, np.ndarray] = {}
     problems = []
     for key, ids in decoded.items():
         if not valid[key].any():
             continue  # not a numbered weight (running statistics, constants)
-        k = int(np.searchsorted(offsets, ids[0], side="right") - 1)
-        if not valid[key].all() or not 0 <= k < len(sizes):  # a sum of numbers (a folded bias) decodes past the end
+        if not valid[key].all() or ids.max() >= total or len(np.unique(ids)) != len(ids):
             problems.append(key)
             continue
-        index = ids - offsets[k]
-        if index.min() < 0 or index.max() >= sizes[k] or len(np.unique(index)) != sizes[k]:
-            problems.append(key)
-            continue
-        out[key] = (k, index)
-    return out, problems, shapes
+        out[key] = ids
+    return out, problems, shapes, offsets
 
 
 def trace_parameters(
@@ -100,8 +97,16 @@ def trace_parameters(
             replaced = {(layer, i): numbers(k) for k, (layer, i, _) in enumerate(setup.trainable)}
             return emit(NumberedWeights(kfile, replaced))
 
-        traced, problems, shapes = trace_elements(sizes, run)
-    return {k: (key, index) for key, (k, index) in traced.items()}, problems, shapes
+        traced, problems, shapes, offsets = trace_elements(sizes, run)
+    out: dict[int, tuple[str, np.ndarray]] = {}
+    for key, ids in traced.items():
+        k = int(np.searchsorted(offsets, ids[0], side="right") - 1)
+        index = ids - offsets[k]
+        if index.min() < 0 or index.max() >= sizes[k] or len(ids) != sizes[k]:
+            problems.append(key)  # not one whole Keras weight
+            continue
+        out[k] = (key, index)
+    return out, problems, shapes
 
 
 def keras_slots(

@@ -13,10 +13,8 @@ compared at 1e-4 relative to the weight's scale.
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
-import warnings
 from typing import Any
 
 import numpy as np
@@ -112,6 +110,10 @@ class TransformerBlock(nn.Module):
 
     frozen = "proj"
     regularized = "head.weight"
+    # the key projection's bias shifts every score of a query by the same amount, which softmax
+    # removes: its gradient is zero up to rounding, and Adam/RMSprop divide that noise by its own
+    # size, so both sides move it by rounding noise; it is left out of the weight comparison
+    noise_only = {"attn.in_proj_bias->attn/3"}
 
     @staticmethod
     def batch(rng, n=4):
@@ -155,15 +157,17 @@ def _keras_input(x, manifest):
     return np.ascontiguousarray(x.transpose(perm)) if perm else x
 
 
-def _weight_errors(net, keras_model, mapping) -> dict[str, float]:
+def _weight_errors(net, keras_model, mapping, skip=frozenset()) -> dict[str, float]:
     params = {n: p.detach().numpy().reshape(-1) for n, p in net.named_parameters()}
     errors = {}
-    for key, (param, index) in mapping.items():
+    for key, pieces in mapping.items():
         layer, _, i = key.rpartition("/")
         kw = np.asarray(keras_model.get_layer(layer).weights[int(i)]).reshape(-1)
-        expected = params[param][index]
-        scale = max(float(np.abs(expected).max()), 1e-6)
-        errors[f"{param}->{key}"] = float(np.abs(kw - expected).max()) / scale
+        for param, positions, elements in pieces:
+            expected = params[param][elements]
+            scale = max(float(np.abs(expected).max()), 1e-6)
+            if f"{param}->{key}" not in skip:
+                errors[f"{param}->{key}"] = float(np.abs(kw[positions] - expected).max()) / scale
     return errors
 
 
@@ -204,25 +208,36 @@ def run_parity(
     mapping, _, _ = trace_keras_weights(
         program, [n for n, _ in net.named_parameters()], lambda p: emitted_keras_weights(p, name, Options())
     )
-    assert {p for p, _ in mapping.values()} == {n for n, _ in net.named_parameters()}
+    covered = {n: np.zeros(p.numel(), bool) for n, p in net.named_parameters()}
+    for pieces in mapping.values():
+        for param, _, elements in pieces:
+            covered[param][elements] = True
+    assert all(c.all() for c in covered.values()), {n: int(c.sum()) for n, c in covered.items()}
     train = import_emitted(out, "train.py")
     sys.path.insert(0, str(out))
     try:
         keras_model = train.load()
     finally:
         sys.path.remove(str(out))
-    assert keras_model.optimizer.iterations.numpy() == (pre_steps if pre_steps else 0)
+    iterations = int(keras_model.optimizer.iterations.numpy())
+    if isinstance(opt, torch.optim.SGD) and sched is None:  # SGD counts no steps: only "any taken" matters
+        assert iterations == min(pre_steps, 1)
+    else:
+        assert iterations == pre_steps
     _set_dropout(net, keras_model)
+    skip = getattr(model_cls, "noise_only", set())
+    assert skip <= set(_weight_errors(net, keras_model, mapping))
     losses, weights = [], []
     for _ in range(steps):
         x, y = model_cls.batch(rng)
         t = _torch_step(net, opt, sched, loss_fn, x, y, regs)
         k = float(keras_model.train_on_batch(_keras_input(x, result.manifest), y))
         losses.append(abs(k - t) / max(abs(t), 1e-6))
-        weights.append(max(_weight_errors(net, keras_model, mapping).values()))
+        weights.append(max(_weight_errors(net, keras_model, mapping, skip).values()))
     print(model_cls.__name__, type(opt).__name__, "loss errors", losses, "weight errors", weights)
     assert max(losses) <= RTOL, losses
-    assert max(weights) <= RTOL, (weights, _weight_errors(net, keras_model, mapping))
+    worst = sorted(_weight_errors(net, keras_model, mapping, skip).items(), key=lambda kv: -kv[1])[:3]
+    assert max(weights) <= RTOL, (weights, worst)
     return {"loss": max(losses), "weights": max(weights), "result": result, "net": net, "keras": keras_model}
 
 
@@ -260,6 +275,7 @@ def test_cnn_adamw_with_schedule_resumes(tmp_path):
     )
     training = out["result"].manifest["training"]
     assert training["optimizer_state"]["step"] == 3
+    assert int(out["result"].keras_model.optimizer.iterations.numpy()) == 3  # the result is compiled too
     assert training["source"]["optimizer"]["class"] == "torch.optim.AdamW"
     assert training["source"]["lr_scheduler"]["per"] == "batch"
     assert "conv1" in training["frozen"]
@@ -373,3 +389,221 @@ def test_losses_match_torch(tmp_path, keras, name):
     got = float(model.loss(keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(out)))
     assert got == pytest.approx(expected, rel=1e-5), (keras_side["loss"], got, expected)
     assert bool(notes) == (name == "bce")  # only BCELoss's clipping is a (recorded) difference
+
+
+# -- five training steps on the three model kinds ----------------------------------------------
+MATRIX_OPTIMIZERS = {
+    "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.05),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.005, momentum=0.3),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_cls", [SmallCNN, TextGRU, TransformerBlock], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("optimizer", list(MATRIX_OPTIMIZERS))
+@pytest.mark.parametrize("schedule", [None, "exponential"])
+def test_five_steps_match(tmp_path, model_cls, optimizer, schedule):
+    """Each model kind, with L2 on one weight and a frozen parameter group, trains the same five
+    steps in torch and in the compiled Keras model."""
+    run_parity(
+        tmp_path, model_cls, MATRIX_OPTIMIZERS[optimizer], make_scheduler=SCHEDULES[schedule] if schedule else None
+    )
+
+
+# -- the contract, and what must not be lost ---------------------------------------------------
+def test_resumed_state_and_hyperparameters_are_carried(tmp_path, keras):
+    """ktorch.json rebuilds the source side (source_training), model.keras holds torch's moments,
+    and a Keras model that lost them (compiled afresh) no longer follows torch: the parity above
+    depends on the migrated state."""
+    run = run_parity(
+        tmp_path, SmallCNN, OPTIMIZERS["adam"], make_scheduler=SCHEDULES["multistep"], pre_steps=2, steps=1
+    )
+    manifest = json.loads((run["result"].out / "ktorch.json").read_text())
+    training = manifest["training"]
+    assert training["keras"] == {
+        "optimizer": "train.TorchAdam", "schedule": "TorchMultiStepLR",
+        "loss": "keras.losses.SparseCategoricalCrossentropy", "labels": training["keras"]["labels"],
+    }  # fmt: skip
+    net = SmallCNN()
+    opt, sched, loss_fn = source_training(training, net)
+    assert type(opt) is torch.optim.Adam and type(sched) is torch.optim.lr_scheduler.MultiStepLR
+    assert opt.defaults["betas"] == (0.8, 0.99) and opt.defaults["eps"] == 1e-6 and opt.defaults["weight_decay"] == 0.01
+    assert sorted(sched.milestones.elements()) == [1, 3, 3] and sched.gamma == 0.5
+    assert isinstance(loss_fn, nn.CrossEntropyLoss)
+    assert [len(g["params"]) for g in opt.param_groups] == [len(list(net.parameters()))]  # conv1's group too
+    keras_opt = run["keras"].optimizer
+    assert keras_opt.get_config()["epsilon"] == 1e-6 and keras_opt.get_config()["beta_1"] == 0.8
+    # the moments of fc.weight, in Keras's (in, out) layout
+    slots = {v.name: np.asarray(v) for v in keras_opt.variables}
+    fc_kernel = run["keras"].get_layer("fc").weights[0]
+    assert np.abs(slots[f"{fc_kernel.path.replace('/', '_')}_exp_avg_sq"]).max() > 0
+
+    # a model with the migrated state dropped diverges from torch within one step
+    torch.manual_seed(0)
+    net = SmallCNN()
+    opt = OPTIMIZERS["adam"](_groups(net, "conv1"))
+    rng = np.random.default_rng(0)
+    regs = {"fc.weight": 1e-3}
+    for _ in range(2):
+        _torch_step(net, opt, None, nn.CrossEntropyLoss(), *SmallCNN.batch(rng), regs)
+    fresh = tmp_path / "fresh"
+    result = ktorch.convert(
+        net.eval(), fresh, example_inputs=(torch.from_numpy(SmallCNN.batch(rng)[0]),), to="keras", verify=False,
+        optimizer=opt, loss=nn.CrossEntropyLoss(), regularizers={"fc.weight": ("l2", 1e-3)},
+    )  # fmt: skip
+    sys.path.insert(0, str(fresh))
+    try:
+        train = import_emitted(fresh, "train.py")
+        resumed, restarted = train.load(), train.compile_model(train.load())
+    finally:
+        sys.path.remove(str(fresh))
+    _set_dropout(net, resumed)
+    _set_dropout(net, restarted)
+    x, y = SmallCNN.batch(rng)
+    _torch_step(net, opt, None, nn.CrossEntropyLoss(), x, y, regs)
+    xk = _keras_input(x, result.manifest)
+    resumed.train_on_batch(xk, y)
+    restarted.train_on_batch(xk, y)
+    expected = net.fc.bias.detach().numpy()
+    assert np.abs(np.asarray(resumed.get_layer("fc").weights[1]) - expected).max() < 1e-6
+    assert np.abs(np.asarray(restarted.get_layer("fc").weights[1]) - expected).max() > 1e-4
+
+
+def test_refused_and_reported_settings(tmp_path):
+    """A class with no Keras translation is an error naming it; a loss without a faithful Keras
+    equivalent is a warning and is recorded in ktorch.json."""
+    from ktorch.graph.errors import KtorchError
+    from ktorch.torch_training import read_setup
+
+    net = nn.Linear(3, 2)
+    with pytest.raises(KtorchError, match="LBFGS has no Keras translation"):
+        read_setup(net, torch.optim.LBFGS(net.parameters()), None, None, None)
+
+    class MyAdam(torch.optim.Adam):
+        pass
+
+    with pytest.raises(KtorchError, match="MyAdam has no Keras translation"):
+        read_setup(net, MyAdam(net.parameters()), None, None, None)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(KtorchError, match="LambdaLR has no Keras translation"):
+        read_setup(net, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.9**e), None, None)
+    two = torch.optim.SGD([{"params": [net.weight], "lr": 0.1}, {"params": [net.bias], "lr": 0.2}])
+    with pytest.raises(KtorchError, match="differ in lr"):
+        read_setup(net, two, None, None, None)
+    with pytest.raises(KtorchError, match="maximize"):
+        read_setup(net, torch.optim.Adam(net.parameters(), maximize=True), None, None, None)
+    with pytest.raises(KtorchError, match="unknown optimizer 'adamz'"):
+        read_setup(net, "adamz:lr=1", None, None, None)
+
+    with pytest.warns(UserWarning, match=r"MSELoss\(reduction='sum'\) is not carried"):
+        result = ktorch.convert(
+            net, tmp_path / "k", example_inputs=(torch.randn(2, 3),), to="keras", verify=False,
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss=nn.MSELoss(reduction="sum"),
+        )  # fmt: skip
+    training = result.manifest["training"]
+    assert training["keras"]["loss"] is None and any("MSELoss" in w for w in training["warnings"])
+    assert "loss=None" in (result.out / "train.py").read_text()
+
+
+def test_cli_training_options(tmp_path, monkeypatch):
+    """`ktorch convert pkg:factory --optimizer ... --loss ... --lr-scheduler ...` writes the
+    compiled Keras model; the text settings reach torch's constructors (and their defaults)."""
+    from ktorch.cli import main
+
+    (tmp_path / "cli_models.py").write_text(
+        "import torch\n\n\ndef net():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "cli_keras"
+    code = main([
+        "convert", "cli_models:net", "--input-shape", "2,4", "-o", str(out), "--no-verify", "--trust-code",
+        "--optimizer", "adamw:lr=2e-3,betas=(0.8,0.9)", "--loss", "cross_entropy:label_smoothing=0.1",
+        "--lr-scheduler", "step:step_size=10", "--steps-per-epoch", "5",
+    ])  # fmt: skip
+    assert code == 0
+    source = json.loads((out / "ktorch.json").read_text())["training"]["source"]
+    assert source["optimizer"] == {
+        "class": "torch.optim.AdamW", "params": None,
+        "defaults": {"lr": 0.002, "betas": [0.8, 0.9], "eps": 1e-08, "weight_decay": 0.01, "amsgrad": False,
+                     "decoupled_weight_decay": True},
+    }  # fmt: skip
+    assert source["lr_scheduler"]["kwargs"] == {"step_size": 10, "gamma": 0.1}
+    assert source["lr_scheduler"]["per"] == "epoch" and source["lr_scheduler"]["steps_per_epoch"] == 5
+    assert source["loss"]["kwargs"]["label_smoothing"] == 0.1
+    code = (out / "train.py").read_text()
+    assert "TorchCrossEntropy(" in code and "steps_per_epoch=5" in code and (out / "model.keras").is_file()
+
+
+def test_torch_optimizer_works_after_converting_with_a_training_setup(tmp_path):
+    """Import-order safety (issue 14, item 6): converting with optimizer= loads Keras on TensorFlow
+    in this process (train.py, model.keras); the user's torch optimizer still steps afterwards."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import torch
+        import ktorch
+
+        net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        ktorch.convert(net.eval(), {str(tmp_path / "k")!r}, example_inputs=(torch.randn(2, 4),), to="keras",
+                       optimizer=opt, loss=torch.nn.MSELoss(), verify=False)
+        import sys
+        assert "tensorflow" in sys.modules
+        net.train()
+        loss = net(torch.randn(3, 4)).square().mean()
+        loss.backward()
+        opt.step()
+        torch.optim.AdamW(net.parameters()).step()
+        print("optimizer ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]  # -11 is the segmentation fault
+    assert "optimizer ok" in done.stdout
+
+
+def test_lstm_bias_state_is_reported(tmp_path):
+    """torch's LSTM has two biases where Keras has one (b_ih + b_hh): their state cannot be
+    migrated, and the conversion says so in one line (and in ktorch.json), not silently."""
+
+    class TextLSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.lstm = nn.LSTM(4, 3, batch_first=True)
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, tokens):
+            return self.fc(self.lstm(self.embed(tokens))[0][:, -1])
+
+    torch.manual_seed(0)
+    net = TextLSTM()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    tokens = torch.randint(0, 10, (3, 5))
+    nn.functional.cross_entropy(net(tokens), torch.tensor([0, 1, 1])).backward()
+    opt.step()
+    with pytest.warns(UserWarning, match="no optimizer state for lstm.bias_ih_l0, lstm.bias_hh_l0"):
+        result = ktorch.convert(
+            net.eval(), tmp_path / "k", example_inputs=(tokens,), to="keras", verify=False, optimizer=opt,
+            loss=nn.CrossEntropyLoss(),
+        )  # fmt: skip
+    training = result.manifest["training"]
+    assert any("LSTM" in w for w in training["warnings"])
+    assert "lstm/0" in training["optimizer_state"]["weights"]  # the kernels are migrated
+    assert "lstm/2" not in training["optimizer_state"]["weights"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "optimizer", ["sgd_momentum", "sgd_nesterov_wd_dampening", "rmsprop_centered_momentum", "adagrad", "adamax",
+                  "nadam", "adadelta", "adadelta_wd"],
+)  # fmt: skip
+def test_resume_every_optimizer(tmp_path, optimizer):
+    """Three torch steps, converted with the optimizer's state (Keras SGD's velocity is -lr times
+    torch's buffer; NAdam's mu_product is a per-parameter scalar), then three more on both sides."""
+    run_parity(tmp_path, SmallCNN, OPTIMIZERS[optimizer], pre_steps=3, steps=3)

@@ -113,13 +113,14 @@ def read_optimizer(optimizer: Any, names: dict[int, str] | None) -> dict[str, An
 
 def read_optimizer_state(optimizer: Any, names: dict[int, str]) -> tuple[dict[str, dict[str, Any]], int | None]:
     """({parameter name: {state name: numpy array}}, the step count or None when the state keeps
-    none). Per-parameter scalars (Adam's "step", NAdam's "mu_product") are kept as floats."""
+    none, as SGD's). Per-parameter scalars (NAdam's "mu_product") are kept as floats; frozen
+    parameters (requires_grad=False), which Keras gives no optimizer variables, are left out."""
     state: dict[str, dict[str, Any]] = {}
     steps: set[int] = set()
     for group in optimizer.param_groups:
         for p in group["params"]:
             own = optimizer.state.get(p)
-            if not own:
+            if not own or not p.requires_grad:  # a frozen parameter (Adagrad fills its state up front)
                 continue
             entry: dict[str, Any] = {}
             for key, value in own.items():
