@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .capture import ImportOrderError, capture, prepare_torch, tensorflow_first
 from .graph import Graph
 from .graph.errors import ModelFileError
@@ -200,7 +202,7 @@ class TorchTrainingReference:
         )
         module.train()
         self.statistics: dict[str, tuple[str, str]] = {}  # Keras moving mean/variance <- torch buffers
-        by_param = {param: key for key, (param, _) in self.mapping.items()}
+        by_param = {pieces[0][0]: key for key, pieces in self.mapping.items() if len(pieces) == 1}
         for path, m in module.named_modules():
             key = by_param.get(f"{path}.weight")
             if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) and key:
@@ -215,13 +217,18 @@ class TorchTrainingReference:
 
     def weights(self) -> dict[str, Any]:
         params = {n: p.detach().cpu().numpy().reshape(-1) for n, p in self.module.named_parameters()}
-        out = {key: params[p][index].reshape(self.shapes[key]) for key, (p, index) in self.mapping.items()}
+        out = {}
+        for key, pieces in self.mapping.items():  # keras.flat[positions] == param.flat[elements]
+            flat = np.empty(int(np.prod(self.shapes[key])), dtype=np.float32)
+            for param, positions, elements in pieces:
+                flat[positions] = params[param][elements]
+            out[key] = flat.reshape(self.shapes[key])
         buffers = {n: b.detach().cpu().numpy() for n, b in self.module.named_buffers()}
         out.update({key: buffers[name] for key, (name, _) in self.statistics.items() if name in buffers})
         return out
 
     def labels(self) -> dict[str, str]:
-        labels = {key: f"{param} -> {key}" for key, (param, _) in self.mapping.items()}
+        labels = {key: f"{' + '.join(p for p, _, _ in pieces)} -> {key}" for key, pieces in self.mapping.items()}
         labels.update({key: f"{name} -> {what}" for key, (name, what) in self.statistics.items()})
         return labels
 
