@@ -217,14 +217,28 @@ class TorchTrainingReference:
 
     def weights(self) -> dict[str, Any]:
         params = {n: p.detach().cpu().numpy().reshape(-1) for n, p in self.module.named_parameters()}
+        return {**self.gather(params), **self.buffers()}
+
+    def gradients(self) -> dict[str, Any]:
+        """The parameters' current gradients, gathered as the Keras weights (zero where there is none)."""
+        return self.gather(
+            {
+                n: (p.grad if p.grad is not None else p.new_zeros(p.shape)).detach().cpu().numpy().reshape(-1)
+                for n, p in self.module.named_parameters()
+            }
+        )
+
+    def buffers(self) -> dict[str, Any]:
+        buffers = {n: b.detach().cpu().numpy() for n, b in self.module.named_buffers()}
+        return {key: buffers[name] for key, (name, _) in self.statistics.items() if name in buffers}
+
+    def gather(self, params: dict[str, Any]) -> dict[str, Any]:
         out = {}
         for key, pieces in self.mapping.items():  # keras.flat[positions] == param.flat[elements]
             flat = np.empty(int(np.prod(self.shapes[key])), dtype=np.float32)
             for param, positions, elements in pieces:
                 flat[positions] = params[param][elements]
             out[key] = flat.reshape(self.shapes[key])
-        buffers = {n: b.detach().cpu().numpy() for n, b in self.module.named_buffers()}
-        out.update({key: buffers[name] for key, (name, _) in self.statistics.items() if name in buffers})
         return out
 
     def labels(self) -> dict[str, str]:

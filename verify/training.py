@@ -379,6 +379,17 @@ def run_training(
     return result
 
 
+def noise_gradients(grads: dict[str, np.ndarray], so_far: dict[str, float] | None) -> dict[str, float]:
+    """The tensors whose gradient is below NOISE_GRADIENT of the largest one, at this step and every
+    one before (`so_far`, None at the first): name -> the largest such ratio seen."""
+    peaks = {n: float(np.abs(g).max()) if g.size else 0.0 for n, g in grads.items()}
+    largest = max(peaks.values(), default=0.0)
+    ratios = {n: v / largest for n, v in peaks.items() if largest > 0 and v <= NOISE_GRADIENT * largest}
+    if so_far is None:
+        return ratios
+    return {n: max(r, ratios[n]) for n, r in so_far.items() if n in ratios}
+
+
 def _set_aside_noise(step: StepResult, noise: dict[str, float], notes: list[str]) -> None:
     """Drop the failing comparisons of parameters whose gradient is rounding noise (and of their
     optimizer slots), with a note: they follow no signal on either side. Whatever they do cannot
@@ -575,13 +586,8 @@ class TorchTrainer:
         x = [self._tensor(to_emitted(a, s.get("perm"))) for a, s in zip(inputs, specs)]
         y = self._tensor(to_emitted(labels, label_perm(output, labels)))
         loss, _ = self.train.train_step(self.model, self.optimizer, self.scheduler, x[0] if len(x) == 1 else x, y)
-        grads = {n: float(p.grad.abs().max()) for n, p in self.model.named_parameters() if p.grad is not None}
-        largest = max(grads.values(), default=0.0)
-        ratios = {n: g / largest for n, g in grads.items() if largest > 0 and g <= NOISE_GRADIENT * largest}
-        if self._noise is None:
-            self._noise = ratios
-        else:
-            self._noise = {n: max(r, ratios[n]) for n, r in self._noise.items() if n in ratios}
+        grads = {n: p.grad for n, p in self.model.named_parameters() if p.grad is not None}
+        self._noise = noise_gradients({n: g.detach().cpu().numpy() for n, g in grads.items()}, self._noise)
         return float(loss)
 
     def gradient_free(self) -> dict[str, float]:
@@ -646,6 +652,7 @@ class TorchSourceTrainer:
             (named[name], factors) for name, factors in (training.get("source_regularizers") or {}).items()
         ]
         self.taken = 0
+        self._noise: dict[str, float] | None = None
         self.backend = f"torch {torch.__version__}"
 
     def step(self, inputs: Sequence[np.ndarray], labels: np.ndarray) -> float:
@@ -661,6 +668,7 @@ class TorchSourceTrainer:
             if factors.get("l2"):
                 loss = loss + factors["l2"] * parameter.square().sum()
         loss.backward()
+        self._noise = noise_gradients(self.reference.gradients(), self._noise)  # by Keras weight
         self.optimizer.step()
         self.taken += 1
         if self.scheduler is not None and self.taken % self.every == 0:
@@ -674,7 +682,7 @@ class TorchSourceTrainer:
         return {}
 
     def gradient_free(self) -> dict[str, float]:
-        return {}
+        return dict(self._noise or {})
 
     def labels(self) -> dict[str, str]:
         return self.reference.labels()
