@@ -5,6 +5,9 @@ Keys (all optional; an absent key means the default):
 - ``"frozen": True`` — the node's weights take no gradient and no update (Keras
   `trainable=False`, PyTorch `requires_grad=False`). A frozen batch norm also normalises
   with its moving statistics while training, as Keras 3 does.
+- ``"constant": [weight, ...]`` — weights the target needs but the source does not have, fixed
+  at their value in training (a Keras recurrent layer has one bias where PyTorch has two: the
+  second, `bias_hh`, is a zero that must not train).
 - ``"regularizers": {weight: {"l1": a, "l2": b}}`` — `a * sum(|w|) + b * sum(w**2)` added to
   the training loss (Keras L1, L2, L1L2: no factor 1/2). Weight names are the node's.
 - ``"constraints": {weight: {"kind": ..., ...}}`` — a projection applied to the weight after
@@ -77,6 +80,8 @@ def summary(graph: Graph) -> dict[str, Any]:
     }
     if graph.meta.get("parameter_regularizers"):
         out["parameter_regularizers"] = dict(graph.meta["parameter_regularizers"])  # emitted parameter -> factors
+    if graph.meta.get("source_regularizers"):  # a PyTorch source: its parameter -> factors
+        out["source_regularizers"] = dict(graph.meta["source_regularizers"])
     dropped = graph.meta.get("training_dropped")
     if dropped:
         out["dropped"] = list(dropped)

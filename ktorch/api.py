@@ -13,6 +13,7 @@ from .pipeline import Options
 from .pipeline import convert as run_pipeline
 from .result import ConversionResult
 from .sources import KERAS_SUFFIXES, detect_source, source_kind
+from .verify.training import register_reference
 
 __all__ = ["KERAS_SUFFIXES", "ConversionResult", "convert", "detect_source", "inspect", "read_graph"]
 
@@ -54,6 +55,7 @@ def convert(
     lr_scheduler: Any = None,
     steps_per_epoch: int | None = None,
     dynamic: str | list[str] | None = None,
+    train_steps: int = 0,
 ) -> ConversionResult:
     """Convert a Keras model file into a PyTorch output directory, a PyTorch model (.pt2 file,
     nn.Module, 'package.module:factory', a ktorch PyTorch output directory) into a Keras one,
@@ -83,6 +85,10 @@ def convert(
     with Keras on its torch backend and captures it with torch.export (KerasHub backbones, custom
     layers, subclassed models; `custom_objects` names a module of custom classes, imported only
     with `trust_code`); "auto" (default) tries the direct reader first. ktorch.json says which.
+
+    `train_steps` K > 0 also checks training parity once the output is written (as `ktorch verify
+    --train-steps K`: K identical training steps on both sides, comparing the loss, every weight and
+    the optimizer state); ktorch.json's `training.parity` records the result, or that it was not checked.
 
     Raises ParityError (after writing the output, with the failed result recorded in
     ktorch.json) when verification finds an error above the tolerance.
@@ -114,13 +120,33 @@ def convert(
         keep_layout=layout is Layout.KEEP, verify=verify, force=force, tolerance=tolerance, trust_code=trust_code,
         inputs=inputs, seed=seed, progress=progress, example_inputs=example_inputs, input_shapes=input_shapes,
         input_dtypes=input_dtypes, weights=weights, regularizers=regularizers, dynamic=normalize_dynamic(dynamic),
-        training=training if any(v is not None for v in training.values()) else None,
+        training=training if any(v is not None for v in training.values()) else None, train_steps=train_steps,
     )  # fmt: skip
     if kind == "keras":
         from .export_route import convert_keras
 
         return convert_keras(src, out, options, route=route, custom_objects=custom_objects)
     return run_pipeline(DIRECTIONS[f"{kind}->{target}"], src, out, options)
+
+
+def keras_training_reference(src: Path, manifest: dict[str, Any]) -> Any:
+    """`ktorch verify --train-steps` on a Keras -> PyTorch output: the conversion that expresses the
+    trained Keras model in the emitted names (the verifier does not import the pipeline itself)."""
+    from .directions import keras_training_reference as reference
+
+    return reference(src, manifest)
+
+
+def torch_training_reference(module: Any, manifest: dict[str, Any]) -> Any:
+    """`--train-steps` on a PyTorch -> Keras output: the source's training objects rebuilt and its
+    parameters traced into the emitted Keras weights (ktorch/directions.py)."""
+    from .directions import TorchTrainingReference
+
+    return TorchTrainingReference(module, manifest)
+
+
+register_reference("keras->torch", keras_training_reference)
+register_reference("torch->keras", torch_training_reference)
 
 
 def inspect(src: str | Path, *, trust_code: bool = False) -> list[dict[str, Any]]:

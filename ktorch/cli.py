@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--no-verify", action="store_true", help="skip the parity check")
     c.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also check training parity once written: K identical training steps on the source and the emitted "
+        "model (as `ktorch verify --train-steps K`); the summary and ktorch.json say whether it was checked",
+    )
+    c.add_argument(
         "--force",
         action="store_true",
         help="replace an earlier ktorch output directory, once the new one is complete; ktorch never replaces anything else "
@@ -270,6 +278,7 @@ def _convert(args: argparse.Namespace) -> int:
                 trust_code=args.trust_code,
                 seed=args.seed,
                 progress=lambda message: status.update(message),
+                train_steps=args.train_steps,
                 **_route_options(args),
                 **_training_options(args),
             )
@@ -355,6 +364,14 @@ def _print_training(console: Any, training: dict[str, Any] | None) -> None:
         resume = f", optimizer state at step {state['step']} in {state['file']}" if state else ""
         what = f"{opt['keras']}{schedule} -> {opt['torch']}, {training['loss']}{resume}"
         console.print(f"[green]training[/]: train.py ({what})")
+    parity = training.get("parity")
+    if parity and parity.get("checked"):
+        color = "green" if parity["passed"] else "red"
+        console.print(f"[{color}]{parity['summary']}[/]")
+    elif parity:
+        console.print(
+            "training parity: not checked (run `ktorch verify SRC OUT --train-steps K`, or convert with --train-steps K)"
+        )
     for note in training.get("warnings", []):
         console.print(f"[yellow]warning[/]: training setup: {note}")
 

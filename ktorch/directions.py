@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .capture import ImportOrderError, capture, dynamic_sizes, prepare_torch, tensorflow_first
 from .graph import Graph
 from .graph.errors import KtorchError, ModelFileError
@@ -27,7 +29,7 @@ from .graph.passes import (
 from .graph.queries import is_spatial, layout_name, spatial_format
 from .manifest import Perm
 from .pipeline import Direction, Options, Read
-from .training import attach_training
+from .training import attach_training, training_reference
 from .translate.output import read_manifest
 from .verify.torch_structure import name_outputs
 
@@ -91,6 +93,13 @@ def emitted_state(kfile: Any, options: Options) -> dict[str, Any]:
     graph = KerasReader(kfile, ReadOptions(trust_code=options.trust_code)).read()
     rewrite_for_torch(graph, None, options)  # type: ignore[arg-type]
     return writer.render(graph, source="", version="").state
+
+
+def keras_training_reference(src: Path, manifest: dict[str, Any]) -> Any:
+    """The verifier's training reference for a Keras -> PyTorch output (verify/training.py): the
+    trained Keras weights and optimizer variables converted as this output's were."""
+    options = Options(keep_layout=manifest.get("layout", {}).get("mode") == "keep")
+    return training_reference(lambda kfile: emitted_state(kfile, options))
 
 
 def rewrite_for_torch(graph: Graph, read: Read, options: Options) -> int:
@@ -220,6 +229,73 @@ def emitted_keras_weights(program: Any, name: str, options: Options) -> dict[str
     graph = read_program(program, name=name)
     rewrite_for_keras(graph, None, options)  # type: ignore[arg-type]
     return writer.render(graph, source="", version="").weights
+
+
+class TorchTrainingReference:
+    """The verifier's training reference for a PyTorch -> Keras output (verify/training.py): the
+    source's optimizer, scheduler and loss rebuilt from ktorch.json, and its current parameters (and
+    BatchNorm statistics) as the emitted Keras weights ("layer/i"), gathered through the conversion's
+    element-number trace, taken once."""
+
+    def __init__(self, module: Any, manifest: dict[str, Any]) -> None:
+        import torch
+
+        from .torch_training import trace_keras_weights
+        from .verify.runners import make_inputs
+
+        self.module, self.manifest = module, manifest
+        example = tuple(torch.from_numpy(a) for a in make_inputs(manifest["inputs"], batch=2))
+        program, _, name = capture(module, example_inputs=example)
+        options = Options(keep_layout=manifest.get("layout", {}).get("mode") == "keep")
+        params = [n for n, _ in module.named_parameters()]
+        self.mapping, _, self.shapes = trace_keras_weights(
+            program, params, lambda p: emitted_keras_weights(p, name, options)
+        )
+        module.train()
+        self.statistics: dict[str, tuple[str, str]] = {}  # Keras moving mean/variance <- torch buffers
+        by_param = {pieces[0][0]: key for key, pieces in self.mapping.items() if len(pieces) == 1}
+        for path, m in module.named_modules():
+            key = by_param.get(f"{path}.weight")
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) and key:
+                layer = key.rpartition("/")[0]
+                self.statistics[f"{layer}/2"] = (f"{path}.running_mean", f"{layer} moving_mean")
+                self.statistics[f"{layer}/3"] = (f"{path}.running_var", f"{layer} moving_variance")
+
+    def setup(self) -> tuple[Any, Any, Any]:
+        from .training import source_training
+
+        return source_training(self.manifest.get("training") or {}, self.module)
+
+    def weights(self) -> dict[str, Any]:
+        params = {n: p.detach().cpu().numpy().reshape(-1) for n, p in self.module.named_parameters()}
+        return {**self.gather(params), **self.buffers()}
+
+    def gradients(self) -> dict[str, Any]:
+        """The parameters' current gradients, gathered as the Keras weights (zero where there is none)."""
+        return self.gather(
+            {
+                n: (p.grad if p.grad is not None else p.new_zeros(p.shape)).detach().cpu().numpy().reshape(-1)
+                for n, p in self.module.named_parameters()
+            }
+        )
+
+    def buffers(self) -> dict[str, Any]:
+        buffers = {n: b.detach().cpu().numpy() for n, b in self.module.named_buffers()}
+        return {key: buffers[name] for key, (name, _) in self.statistics.items() if name in buffers}
+
+    def gather(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, pieces in self.mapping.items():  # keras.flat[positions] == param.flat[elements]
+            flat = np.empty(int(np.prod(self.shapes[key])), dtype=np.float32)
+            for param, positions, elements in pieces:
+                flat[positions] = params[param][elements]
+            out[key] = flat.reshape(self.shapes[key])
+        return out
+
+    def labels(self) -> dict[str, str]:
+        labels = {key: f"{' + '.join(p for p, _, _ in pieces)} -> {key}" for key, pieces in self.mapping.items()}
+        labels.update({key: f"{name} -> {what}" for key, (name, what) in self.statistics.items()})
+        return labels
 
 
 def rewrite_for_keras(graph: Graph, read: Read, options: Options) -> int:

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from .graph import Graph, validate
-from .graph.errors import ModelFileError
+from .graph.errors import ModelFileError, ParityError
 from .graph.ir import Value
 from .graph.training import summary as training_summary
 from .manifest import Perm, SourceIO, build_manifest, io_specs, layout_of, model_info
 from .options import Layout
 from .result import ConversionResult
 from .sources import default_output, is_factory_string, source_paths
-from .translate.output import check_output, raise_on_mismatch, write_verified
+from .translate.output import check_output, raise_on_mismatch, write_manifest, write_verified
 from .verify.profiles import select_profile
 from .version import __version__
 
@@ -49,6 +49,7 @@ class Options:
     dynamic: tuple[str, ...] = ()  # sizes besides the batch kept symbolic where the model allows ("seq", ...)
     # PyTorch -> Keras: {"fc.weight": ("l2", 1e-4)} (translate/torch_reader/regularization.py)
     regularizers: dict[str, Any] | None = None
+    train_steps: int = 0  # > 0: check training parity over that many steps once written (verify/training.py)
     # PyTorch -> Keras: {"optimizer", "lr_scheduler", "loss", "steps_per_epoch"}, objects or text
     # (ktorch/torch_training.py); the Keras output is then saved compiled
     training: dict[str, Any] | None = None
@@ -137,6 +138,8 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
     training = training_summary(graph)  # frozen layers, regularizers, constraints, dropout (graph/training.py)
     if training:  # beside train.py's entry (optimizer, loss, metrics), when the source was compiled
         manifest["training"] = {**manifest.get("training", {}), **training}
+    if manifest.get("training", {}).get("file"):  # overwritten once checked (check_training below)
+        manifest["training"]["parity"] = {"checked": False, "how": "ktorch verify SRC OUT --train-steps K"}
     if options.tolerance is None:
         compute = manifest["model"].get("compute_dtype")
         options.tolerance = select_profile("cpu", [o["dtype"] for o in manifest["outputs"]], compute=compute).rtol
@@ -163,7 +166,30 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
     raise_on_mismatch(
         parity, what=f"{read.label}: {direction.mismatch}", tolerance=options.tolerance, out=out, hint=direction.hint
     )
+    if options.train_steps:
+        check_training(src, out, manifest, options, label=read.label)
     return result
+
+
+def check_training(src: Any, out: Path, manifest: dict[str, Any], options: Options, *, label: str) -> None:
+    """Training parity over options.train_steps steps on the written output; the result goes into
+    ktorch.json's training.parity. Raises ParityError (after recording it) when it fails."""
+    from .verify.verifier import check_training as run_check
+
+    options.step(f"checking training parity over {options.train_steps} steps")
+    result = run_check(src, out, steps=options.train_steps, seed=options.seed, trust_code=options.trust_code)
+    manifest.setdefault("training", {})["parity"] = {
+        "checked": True,
+        "steps": result.steps,
+        "passed": result.passed,
+        "worst": {kind: result.worst(kind) for kind in ("weight", "optimizer", "loss")},
+        "rtol": result.rtol,
+        "growth": result.growth,
+        "summary": result.summary(),
+    }
+    write_manifest(out, manifest)
+    if not result.passed:
+        raise ParityError(f"{label}: {result.summary()}; the output was written to {out} for inspection")
 
 
 def target_writer(target: str) -> Any:

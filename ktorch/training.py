@@ -205,6 +205,31 @@ def attach_training(path: Path, graph: Graph, emit: Callable[[Any], dict[str, np
     graph.meta["training"] = spec
 
 
+def training_reference(emit: Callable[[Any], dict[str, np.ndarray]]) -> Callable[[Path], tuple[dict, dict]]:
+    """For the verifier's training parity: a function that reads a Keras file saved during training
+    and returns (the emitted state dict its weights convert to, its optimizer state migrated as
+    optimizer.safetensors would hold it: "<parameter>.<slot>"). The element-number trace is taken
+    once, on the first file (every later one has the same structure)."""
+    traced: list[tuple[dict[int, tuple[str, np.ndarray]], list[str], dict[str, tuple]]] = []
+
+    def reference(saved: Path) -> tuple[dict, dict]:
+        with open_keras_file(saved) as kfile:
+            state = emit(kfile)
+            setup = read_training_setup(kfile)
+        if setup is None or setup.spec["optimizer"] is None:
+            return state, {}
+        if not traced:
+            traced.append(trace_parameters(saved, setup, emit))
+        mapping, _, shapes = traced[0]
+        opt = setup.spec["optimizer"]
+        leading = 1 if opt["schedule"] is not None else 2  # iterations, the learning rate
+        if len(setup.optimizer_variables or []) <= leading:  # not built yet: no state
+            return state, {}
+        return state, migrate_state(setup, setup.spec, mapping, shapes)
+
+    return reference
+
+
 # -- PyTorch -> Keras: the source side, rebuilt from ktorch.json ------------------------------
 def source_training(manifest_training: dict[str, Any], module: Any) -> tuple[Any, Any, Any]:
     """(optimizer, lr_scheduler or None, loss_fn or None): fresh PyTorch objects built from
@@ -227,7 +252,11 @@ def source_training(manifest_training: dict[str, Any], module: Any) -> tuple[Any
         if missing:
             raise KtorchError(f"the module has no parameter(s) {', '.join(missing[:5])} that the optimizer held")
         params = [named[n] for n in opt["params"]]
-    defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in opt["defaults"].items()}
+    import inspect
+
+    accepted = inspect.signature(cls).parameters
+    # a default the constructor does not take (AdamW records decoupled_weight_decay=True, which it sets itself)
+    defaults = {k: tuple(v) if isinstance(v, list) else v for k, v in opt["defaults"].items() if k in accepted}
     optimizer = cls(params, **defaults)
     scheduler = None
     sched = source.get("lr_scheduler")

@@ -85,7 +85,7 @@ def import_emitted(directory: str | Path, filename: str = "model.py") -> Any:
     name = f"ktorch_emitted_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise RunError(f"{path}: cannot import the emitted model")
+        raise RunError(f"{path}: cannot import the emitted {path.stem}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,7 +1,8 @@
 """Parity checks between a source model and its translation.
 
 `verify_conversion` runs both sides and returns a `VerifyReport`; `assert_parity` raises
-unless the conversion verifies (for tests). `ktorch verify` is the command-line shell.
+unless the conversion verifies (for tests); with `train_steps=K` both also check training parity,
+which `check_training` runs on its own. `ktorch verify` is the command-line shell.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from .compare import DEFAULT_RTOL, Comparison, compare
 from .profiles import PROFILES, Profile, select_profile
 from .report import REPORT_SCHEMA, VerifyReport, validate_report
 from .runners import RunError
-from .verifier import SourceMismatchError, StructuralError, assert_parity, verify_conversion
+from .training import TrainingResult, TrainingStructureError
+from .verifier import SourceMismatchError, StructuralError, assert_parity, check_training, verify_conversion
 
 __all__ = [
     "DEFAULT_RTOL",
@@ -23,8 +25,11 @@ __all__ = [
     "RunError",
     "SourceMismatchError",
     "StructuralError",
+    "TrainingResult",
+    "TrainingStructureError",
     "VerifyReport",
     "assert_parity",
+    "check_training",
     "compare",
     "select_profile",
     "validate_report",

@@ -62,7 +62,26 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="DATA.npz",
         help="real inputs: one array per model input, named after it, in the source's layout",
     )
-    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs (and of the training batches)")
+    v.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also check training parity: K training steps on both sides (Keras: the model compiled from its saved "
+        "compile config, train_on_batch; PyTorch: train.py's make_optimizer and train_step, resuming from the "
+        "migrated optimizer state) on the same seeded batches, with dropout and noise at rate 0 on both sides; "
+        "after each step the loss, every weight and the optimizer state (moments, step counts) are compared, "
+        "and the first step, parameter and slot that diverge are named. The tolerance grows per step: "
+        "rtol * 1.5 ** (step - 1) (1e-4 on CPU; --tolerance sets rtol)",
+    )
+    v.add_argument(
+        "--train-batch",
+        type=int,
+        default=4,
+        metavar="N",
+        help="samples per training batch with --train-steps (default 4)",
+    )
     v.add_argument(
         "--tolerance",
         type=float,
@@ -153,6 +172,8 @@ def main(args: argparse.Namespace, *, exporter: Any = None) -> int:
         mode=args.mode,
         trust_code=args.trust_code,
         allow_different_source=args.allow_different_source,
+        train_steps=args.train_steps,
+        train_batch=args.train_batch,
     )
     to_stdout = any(str(p) == "-" for p in (args.json, args.markdown) if p is not None)
     console = make_console(stderr=to_stdout)

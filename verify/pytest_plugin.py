@@ -8,6 +8,7 @@ Registered as the `ktorch` pytest11 entry point (or load it with
   cleanly where there is no GPU;
 * the `ktorch_parity` fixture: `ktorch_parity(src, converted, **options)` runs
   `ktorch.verify.assert_parity` on the test's device and returns the report;
+  `train_steps=K` (or `--ktorch-train-steps K` for every call) also checks training parity;
 * the `ktorch_cuda` marker: the test is skipped where there is no GPU.
 
 Importing this module imports neither torch, TensorFlow nor Keras.
@@ -30,6 +31,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=DEVICES,
         default="cpu",
         help="device(s) for the ktorch_device / ktorch_parity fixtures: cpu (default), cuda, or all (cuda cases skip without a GPU)",
+    )
+    group.addoption(
+        "--ktorch-train-steps",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also check training parity in ktorch_parity: K training steps on both sides (default 0: off)",
     )
     group.addoption(
         "--ktorch-tf32",
@@ -85,6 +93,7 @@ def ktorch_parity(ktorch_device: str, request: pytest.FixtureRequest) -> Callabl
     def check(src: Any, converted: Any, **options: Any) -> Any:
         options.setdefault("device", ktorch_device)
         options.setdefault("tf32", request.config.getoption("ktorch_tf32"))
+        options.setdefault("train_steps", request.config.getoption("ktorch_train_steps"))
         return assert_parity(src, converted, **options)
 
     return check

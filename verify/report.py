@@ -120,14 +120,18 @@ class VerifyReport:
     error: str | None = None
     tolerance: dict[str, Any] = field(default_factory=dict)  # {"rtol": override or None, "outputs": {...}}
     error_code: int = EXIT_CANNOT_RUN  # exit code of `error`: EXIT_STRUCTURE when the source is not the converted file
+    error_kind: str = ""  # "source" (not the converted file) or "training" (nothing to train), with EXIT_STRUCTURE
+    training: list[Any] = field(default_factory=list)  # verify.training.TrainingResult per device (--train-steps)
 
     @property
     def exit_code(self) -> int:
         if self.error is not None:
             return self.error_code
-        if any(r.problems for r in self.runs):
+        if any(r.problems for r in self.runs) or any(t.problems for t in self.training):
             return EXIT_STRUCTURE
         if any(not r.outputs_passed or r.first_divergence is not None for r in self.runs):
+            return EXIT_MISMATCH
+        if any(not t.passed for t in self.training):
             return EXIT_MISMATCH
         return EXIT_OK
 
@@ -180,7 +184,16 @@ class VerifyReport:
         return worst
 
     def summary(self) -> str:
-        """One line: the verdict and, on failure, where."""
+        """One line: the verdict and, on failure, where (training parity after the outputs')."""
+        line = self.inference_summary()
+        failed = [t for t in self.training if not t.passed]
+        if self.error is None and self.training:
+            shown = failed[0] if failed else max(self.training, key=lambda t: t.worst("weight"))
+            text = shown.summary() + (f" on {shown.device}" if len(self.training) > 1 else "")
+            line = f"{text}; {line}" if failed and not any(r.problems for r in self.runs) else f"{line}; {text}"
+        return line
+
+    def inference_summary(self) -> str:
         if self.error is not None:
             return self.error if self.error_code == EXIT_STRUCTURE else f"could not run: {self.error}"
         problems = [p for r in self.runs for p in r.problems]
@@ -242,6 +255,7 @@ class VerifyReport:
             else {"device": first[0].device, "batch": first[0].batch, **first[1].to_dict()},
             "warnings": list(self.warnings),
             "runs": [r.to_dict() for r in self.runs],
+            "training": [t.to_dict() for t in self.training],
         }
 
 
@@ -335,6 +349,41 @@ _RUN = {
         "problems": {"type": "array", "items": {"type": "string"}},
     },
 }  # fmt: skip
+_TRAINING_STEP = {
+    "type": "object",
+    "required": ["step", "rtol", "loss", "worst_weight_rel", "worst_optimizer_rel", "weights", "optimizer"],
+    "properties": {
+        "step": {"type": "integer"},
+        "rtol": {"type": "number"},
+        "loss": _COMPARISON,
+        "worst_weight_rel": {"type": "number"},
+        "worst_optimizer_rel": {"type": "number"},
+        "weights": {"type": "array", "items": _COMPARISON},
+        "optimizer": {"type": "array", "items": _COMPARISON},
+    },
+}
+_TRAINING = {
+    "type": "object",
+    "required": [
+        "device", "steps", "batch", "seed", "profile", "rtol", "growth", "passed", "summary", "worst",
+        "first_divergence", "disabled", "problems", "notes", "steps_results",
+    ],
+    "properties": {
+        "device": {"type": "string", "enum": ["cpu", "cuda"]},
+        "steps": {"type": "integer"},
+        "batch": {"type": "integer"},
+        "rtol": {"type": "number"},
+        "growth": {"type": "number"},
+        "passed": {"type": "boolean"},
+        "summary": {"type": "string"},
+        "worst": {"type": "object", "required": ["weight", "optimizer", "loss"]},
+        "first_divergence": {"type": ["object", "null"], "required": ["step", "kind", "name", "max_rel", "tolerance"]},
+        "disabled": {"type": "array", "items": {"type": "string"}},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "notes": {"type": "array", "items": {"type": "string"}},
+        "steps_results": {"type": "array", "items": _TRAINING_STEP},
+    },
+}  # fmt: skip
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "ktorch verify report",
@@ -359,6 +408,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "first_divergence": {"type": ["object", "null"], "required": ["device", "batch", "source", "emitted", "isolated"]},
         "warnings": {"type": "array", "items": {"type": "string"}},
         "runs": {"type": "array", "items": _RUN},
+        "training": {"type": "array", "items": _TRAINING},
     },
 }  # fmt: skip
 
@@ -445,6 +495,12 @@ def to_junit(report: VerifyReport) -> str:
                 )
                 ET.SubElement(case, "failure", message=message, type="mismatch").text = message
             cases.append(case)
+    for training in report.training:
+        case = ET.Element("testcase", classname=f"ktorch.verify.{model}.{training.device}", name="training")
+        if not training.passed:
+            kind = "structural" if training.problems else "mismatch"
+            ET.SubElement(case, "failure", message=training.summary(), type=kind).text = training.summary()
+        cases.append(case)
     for case in cases:
         suite.append(case)
     suite.set("tests", str(len(cases)))
@@ -503,6 +559,19 @@ def to_markdown(report: VerifyReport) -> str:
     settings = {k: v for run in report.runs for k, v in run.settings.items()}
     if settings:
         lines += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items() if k != "device")]
+    for training in report.training:
+        lines += [
+            "",
+            f"**Training parity** ({training.device}, {training.steps} steps, batch {training.batch}): "
+            f"{training.summary()}",
+            "",
+            "| step | loss rel | worst weight rel | worst optimizer rel | tolerance |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r.step} | {_num(r.loss.max_rel)} | {_num(r.worst('weight'))} | {_num(r.worst('optimizer'))} | {r.rtol:.3g} |"
+            for r in training.results
+        ]
     for w in report.warnings:
         lines.append(f"\n> warning: {w}")
     return "\n".join(lines) + "\n"
@@ -581,6 +650,8 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
         console.print(f"  isolated max abs {_num(c.max_abs)}, max rel {_num(c.max_rel)} > {c.tolerance:g}")
         for w in c.worst:
             console.print(f"  at {tuple(w['index'])}: expected {w['expected']}, got {w['got']}")
+    for training in report.training:
+        print_training(training, console)
     shown: set[str] = set()
     for run in report.runs:
         line = ", ".join(f"{k}={v}" for k, v in run.settings.items())
@@ -595,3 +666,36 @@ def print_report(report: VerifyReport, console: Any = None, *, max_layers: int =
     console.print(
         f"smallest tolerance that would have passed: {_num(passing)} (outputs), {_num(report.min_passing_layer_tolerance())} (isolated layers)"
     )
+
+
+def print_training(training: Any, console: Any) -> None:
+    """One row per training step: the worst loss, weight and optimizer-state errors and the tolerance."""
+    from rich.table import Table
+
+    table = Table(
+        "step", "loss rel", "worst weight rel", "worst optimizer rel", "tolerance", "result",
+        title=f"training parity, {training.device}, batch {training.batch}, seed {training.seed}, "
+        f"tolerance {training.rtol:g} * {training.growth:g} ** (step - 1)",
+    )  # fmt: skip
+    first = training.first_divergence
+    for step in training.results:
+        failure = step.first_failure()
+        tag = "[green]ok[/]"
+        if failure is not None:
+            kind, c = failure
+            tag = f"[red]{'FIRST DIVERGENCE' if first and first[0] == step.step else 'FAIL'}[/] {kind} {c.name}"
+        table.add_row(
+            str(step.step), _num(step.loss.max_rel), _num(step.worst("weight")), _num(step.worst("optimizer")),
+            f"{step.rtol:.3g}", tag,
+        )  # fmt: skip
+    console.print(table)
+    if first is not None:
+        _, _, c = first
+        for w in c.worst:
+            console.print(f"  {c.name} at {tuple(w['index'])}: expected {w['expected']}, got {w['got']}")
+    for problem in training.problems:
+        console.print(f"[red]structural:[/] {problem}")
+    if training.disabled:
+        console.print(f"[dim]randomness off on both sides (rate 0): {', '.join(training.disabled)}[/]")
+    for note in training.notes:
+        console.print(f"[yellow]note:[/] {note}")

@@ -62,9 +62,10 @@ def from_numpy(array: np.ndarray) -> Any:
     return torch.from_numpy(array)
 
 
-def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
+def load_keras_model(path: str | Path, *, trust_code: bool = False, compile: bool = False) -> Any:
     """A Keras model file loaded by Keras, or a directory ktorch wrote for Keras built by its
-    model.py's load() (code ktorch wrote, imported as an emitted PyTorch model.py is)."""
+    model.py's load() (code ktorch wrote, imported as an emitted PyTorch model.py is); with
+    `compile`, a file is compiled from its saved compile configuration (and optimizer state)."""
     keras_backend()
     if Path(path).is_dir():
         try:
@@ -80,7 +81,7 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False) -> Any:
         raise RunError(f"cannot run the Keras source: keras is not installed ({exc})") from None
     try:
         return keras.models.load_model(
-            str(path), compile=False, safe_mode=not trust_code, custom_objects=_application_layers()
+            str(path), compile=compile, safe_mode=not trust_code, custom_objects=_application_layers()
         )
     except Exception as exc:  # noqa: BLE001 - keras raises many types here
         legacy = _load_with_tf_keras(path, trust_code)

@@ -24,10 +24,13 @@ from ..graph.errors import KtorchError, ModelFileError, ParityError
 from ..translate.keras_reader.file import sha256
 from ..translate.output import MANIFEST, read_manifest
 from .compare import compare
-from .profiles import cuda_available, precision_settings, select_profile
+from .profiles import Profile, cuda_available, precision_settings, select_profile
 from .report import EXIT_CANNOT_RUN, EXIT_MISMATCH, EXIT_STRUCTURE, LayerResult, RunResult, VerifyReport
 from .runners import RunError, example_sizes, make_inputs, to_emitted, to_source
 from .sides import Capture, EmittedSide, KerasEmitted, KerasSource, SourceSide, TorchEmitted, TorchSource
+from .training import KERAS_TO_TORCH as KERAS_TO_TORCH_TRAINING
+from .training import TORCH_TO_KERAS as TORCH_TO_KERAS_TRAINING
+from .training import TrainingResult, TrainingSides, TrainingStructureError, check_training_setup, run_training
 
 MODES = ("both", "isolated", "propagated", "outputs")
 WORST = 5  # worst elements recorded per failing comparison
@@ -114,9 +117,16 @@ def verify_conversion(
     mode: str = "both",
     trust_code: bool = False,
     allow_different_source: bool = False,
+    train_steps: int = 0,
+    train_batch: int = 4,
 ) -> VerifyReport:
     """Verify a converted directory against its source; never raises for a failed or
     impossible verification: the report's `exit_code` and `error` say what happened.
+
+    `train_steps` > 0 also checks training parity (verify/training.py): that many training steps
+    on both sides with the same seeded batches of `train_batch` samples, dropout and noise at rate
+    0 on both, comparing the loss, every weight and the optimizer state after each step, with the
+    profile's tolerance growing by `train_growth` per step (`tolerance` replaces its base).
 
     `tolerance` overrides the device/dtype profile's relative tolerance (verify.profiles)
     for every tensor; `output_tolerances` overrides it per output name. A source file whose
@@ -165,6 +175,14 @@ def verify_conversion(
         devices, notes = resolve_devices(device)
         report.warnings.extend(notes)
         direction = direction_of(manifest)
+        if train_steps < 0 or train_batch < 1:
+            raise RunError(f"train_steps must be >= 0 and train_batch >= 1 (got {train_steps}, {train_batch})")
+        if train_steps:
+            check_training_setup(manifest, converted)
+            if direction.training is None:
+                raise TrainingStructureError(
+                    f"training parity for {report.direction} outputs is not available in this version of ktorch"
+                )
         specs = manifest["inputs"]
         given = load_inputs(inputs, specs) if inputs is not None else None
         for dev in devices:
@@ -198,13 +216,60 @@ def verify_conversion(
                             mode,
                         )
                     )
+                if train_steps:
+                    report.training.append(
+                        run_training(
+                            direction.training,
+                            src,
+                            converted,
+                            manifest,
+                            device=dev,
+                            steps=train_steps,
+                            batch=train_batch,
+                            seed=seed,
+                            profile=manifest_profile(dev, manifest, tf32=tf32),
+                            tolerance=tolerance,
+                            trust_code=trust_code,
+                        )  # fmt: skip
+                    )
     except KtorchError as exc:
         report.error = str(exc)
-        if isinstance(exc, SourceMismatchError):
+        if isinstance(exc, (SourceMismatchError, TrainingStructureError)):
             report.error_code = EXIT_STRUCTURE
+            report.error_kind = "training" if isinstance(exc, TrainingStructureError) else "source"
     except ImportError as exc:
         report.error = f"a dependency is missing: {exc}"
     return report
+
+
+def check_training(
+    src: Any,
+    converted: str | Path,
+    *,
+    steps: int,
+    batch: int = 4,
+    seed: int = 0,
+    device: str = "cpu",
+    tolerance: float | None = None,
+    trust_code: bool = False,
+) -> TrainingResult:
+    """Training parity only (what `verify_conversion(train_steps=...)` adds to the output checks), for a
+    conversion just written. Raises TrainingStructureError when there is nothing to train or the
+    direction has no training sides, RunError when a side cannot run."""
+    converted = Path(converted)
+    manifest = read_manifest(converted)
+    check_training_setup(manifest, converted)
+    sides = direction_of(manifest).training
+    if sides is None:
+        raise TrainingStructureError(
+            f"training parity for {manifest.get('direction')} outputs is not available in this version of ktorch"
+        )
+    with precision_settings(device):
+        profile = manifest_profile(device, manifest)
+        return run_training(
+            sides, src, converted, manifest, device=device, steps=steps, batch=batch, seed=seed, profile=profile,
+            tolerance=tolerance, trust_code=trust_code,
+        )  # fmt: skip
 
 
 def _run_once(
@@ -222,9 +287,7 @@ def _run_once(
     mode: str,
 ) -> RunResult:
     outs = manifest["outputs"]
-    float_dtypes = [o.get("dtype", "float32") for o in outs]
-    compute = manifest.get("model", {}).get("compute_dtype")  # a mixed-precision source: float16 inside
-    profile = select_profile(device, float_dtypes, compute=compute, tf32=tf32)
+    profile = manifest_profile(device, manifest, tf32=tf32)
     rtol = tolerance if tolerance is not None else profile.rtol
     run = RunResult(device, batch, how, profile.name, rtol, settings, source.backend, emitted.backend, mode=mode)
 
@@ -311,6 +374,13 @@ def _run_once(
     return run
 
 
+def manifest_profile(device: str, manifest: dict[str, Any], *, tf32: bool = False) -> Profile:
+    """The verification profile of a conversion: its outputs' dtypes and, for a mixed-precision
+    source, the dtype it computes in (ktorch.json's model.compute_dtype)."""
+    dtypes = [o.get("dtype", "float32") for o in manifest["outputs"]]
+    return select_profile(device, dtypes, compute=manifest.get("model", {}).get("compute_dtype"), tf32=tf32)
+
+
 def _structure(name: str, reference: np.ndarray, got: np.ndarray) -> str:
     """A structural difference between an output of the source and of the emitted model."""
     if reference.shape != got.shape:
@@ -336,6 +406,8 @@ def assert_parity(
     mode: str = "both",
     trust_code: bool = False,
     allow_different_source: bool = False,
+    train_steps: int = 0,
+    train_batch: int = 4,
 ) -> VerifyReport:
     """Verify like `ktorch verify` and raise unless it passes: ParityError for a numeric
     mismatch (naming the first diverging layer), StructuralError for missing outputs or
@@ -343,11 +415,13 @@ def assert_parity(
     report = verify_conversion(
         src, converted, device=device, batches=batches, inputs=inputs, seed=seed, tolerance=tolerance,
         output_tolerances=output_tolerances, tf32=tf32, mode=mode, trust_code=trust_code,
-        allow_different_source=allow_different_source,
+        allow_different_source=allow_different_source, train_steps=train_steps, train_batch=train_batch,
     )  # fmt: skip
     code = report.exit_code
     if code == EXIT_CANNOT_RUN:
         raise RunError(f"ktorch verify {src} {converted}: {report.summary()}")
+    if code == EXIT_STRUCTURE and report.error_kind == "training":
+        raise TrainingStructureError(f"ktorch verify {src} {converted}: {report.summary()}")
     if code == EXIT_STRUCTURE and report.error is not None:
         raise SourceMismatchError(f"ktorch verify {src} {converted}: {report.summary()}")
     if code == EXIT_STRUCTURE:
@@ -365,6 +439,7 @@ class Sides:
 
     source: Callable[..., SourceSide]
     emitted: Callable[..., EmittedSide]
+    training: TrainingSides | None = None  # the two training sides (--train-steps), where the direction has them
 
 
 def onnx_source(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> SourceSide:
@@ -374,8 +449,8 @@ def onnx_source(path: str | Path, *, device: str = "cpu", trust_code: bool = Fal
 
 
 SIDES: dict[str, Sides] = {
-    "keras->torch": Sides(KerasSource, TorchEmitted),
-    "torch->keras": Sides(TorchSource, KerasEmitted),
+    "keras->torch": Sides(KerasSource, TorchEmitted, KERAS_TO_TORCH_TRAINING),
+    "torch->keras": Sides(TorchSource, KerasEmitted, TORCH_TO_KERAS_TRAINING),
     "onnx->torch": Sides(onnx_source, TorchEmitted),
     "onnx->keras": Sides(onnx_source, KerasEmitted),
 }

@@ -126,6 +126,10 @@ def _emit_rnn(
         op, inputs, attrs, weights, name=call.name.replace("/", "_"), source=call.name, source_class=call.class_name
     )
     call._emitted.append(node)
+    placeholders = sorted(k for k in weights if k.startswith("bias_hh")) if op != "conv_lstm" else []
+    if placeholders and not attrs.get("reset_after", False):
+        # Keras has one bias where torch has two: bias_hh is a zero placeholder that must not train
+        node.training["constant"] = placeholders
     return node.outputs
 
 

@@ -119,9 +119,24 @@ _DENSE = {"kernel": ("weight", _dense_kernel), "bias": ("bias", _same)}
 _CONV = {"kernel": ("weight", _conv_kernel), "bias": ("bias", _same)}
 _CONV_T = {"kernel": ("weight", _conv_transpose_kernel), "bias": ("bias", _same)}
 _NORM = {"gamma": ("weight", _same), "beta": ("bias", _same)}
+# recurrent kernels: Keras (in, gates * units) -> graph (gates * units, in), gate blocks reordered (a sum
+# of |w| or w**2 does not see the order); one Keras bias -> bias_ih (bias_hh is a fixed zero), except a
+# reset_after GRU's, whose two rows are bias_ih and bias_hh
+_RECURRENT = {
+    "kernel": ("weight_ih", _dense_kernel),
+    "recurrent": ("weight_hh", _dense_kernel),  # recurrent_regularizer / recurrent_constraint
+    "bias": ("bias_ih", _same),
+}
+_GRU_RESET_AFTER = {**_RECURRENT, "bias": (("bias_ih", "bias_hh"), _same)}
+# MultiHeadAttention's kernel_/bias_regularizer apply to its four projections
+_MHA_PARTS = ("query", "key", "value", "output")
+_MHA = {
+    "kernel": (tuple(f"{p}_weight" for p in _MHA_PARTS), _same),
+    "bias": (tuple(f"{p}_bias" for p in _MHA_PARTS), _same),
+}
 
-# Keras class -> (graph ops that may hold its weights, Keras weight -> (graph weight, axis map))
-WEIGHT_MAP: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, AxisMap]]]] = {
+# Keras class -> (graph ops that may hold its weights, Keras weight -> (graph weight(s), axis map))
+WEIGHT_MAP: dict[str, tuple[tuple[str, ...], dict[str, tuple[str | tuple[str, ...], AxisMap]]]] = {
     "Dense": (("dense", "conv"), _DENSE),
     **{f"Conv{r}D": (("conv",), _CONV) for r in (1, 2, 3)},
     **{f"Convolution{r}D": (("conv",), _CONV) for r in (1, 2, 3)},
@@ -130,6 +145,10 @@ WEIGHT_MAP: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, AxisMap]]]] = 
     "LayerNormalization": (("layer_norm",), _NORM),
     "GroupNormalization": (("group_norm",), _NORM),
     "Embedding": (("embedding",), {"embeddings": ("weight", _same)}),
+    "LSTM": (("lstm",), _RECURRENT),
+    "GRU": (("gru",), _RECURRENT),
+    "SimpleRNN": (("simple_rnn",), _RECURRENT),
+    "MultiHeadAttention": (("multi_head_attention",), _MHA),
 }
 
 _REGULARIZERS = {
@@ -208,6 +227,8 @@ def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> li
                 node.training["frozen"] = True
     dropped: list[str] = []
     ops, weights = WEIGHT_MAP.get(call.class_name, ((), {}))
+    if call.class_name == "GRU" and call.config.get("reset_after", True):
+        weights = _GRU_RESET_AFTER
     for key in call.config:
         if not key.endswith(("_regularizer", "_constraint")) or key == "activity_regularizer":
             continue
@@ -216,8 +237,9 @@ def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> li
             continue
         prefix, _, what = key.rpartition("_")
         target = weights.get(prefix)
-        node = _weight_node(nodes, ops, target[0]) if target is not None else None
-        if node is None:
+        names: tuple[str, ...] = () if target is None else (target[0],) if isinstance(target[0], str) else target[0]
+        node = _weight_node(nodes, ops, names[0]) if names else None
+        if node is None or any(name not in node.weights for name in names):
             dropped.append(f"{call.name} ({call.class_name}): {key} (no mapping for this weight)")
             continue
         if what == "regularizer":
@@ -225,21 +247,25 @@ def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> li
             if factors is None:
                 dropped.append(f"{call.name} ({call.class_name}): {key} {_class_name(spec)} (only L1, L2, L1L2)")
                 continue
-            set_regularizer(node, target[0], **factors)
+            for name in names:  # a Keras weight held as several graph weights: its sum, part by part
+                set_regularizer(node, name, **factors)
         else:
             parsed = _constraint(spec)
             if parsed is None:
                 dropped.append(f"{call.name} ({call.class_name}): {key} {_class_name(spec)} (unknown constraint)")
                 continue
+            if len(names) != 1:
+                dropped.append(f"{call.name} ({call.class_name}): {key} (a constraint on a weight split in parts)")
+                continue
             kind, params = parsed
             if "keras_axis" in params:
                 # the Keras weight's rank: the graph's, but a Dense kernel on images is a 1x1 conv there
-                rank = 2 if call.class_name == "Dense" and prefix == "kernel" else node.weights[target[0]].ndim
+                rank = 2 if call.class_name == "Dense" and prefix == "kernel" else node.weights[names[0]].ndim
                 axes: set[int] = set()
                 for a in params.pop("keras_axis"):
                     axes.update(target[1](a % rank, rank))
                 params["axes"] = tuple(sorted(axes))
-            set_constraint(node, target[0], kind, **params)
+            set_constraint(node, names[0], kind, **params)
     activity = call.config.get("activity_regularizer")
     if activity is not None and call.class_name != "ActivityRegularization":
         factors = regularizer_factors(activity)

@@ -94,6 +94,12 @@ METRIC_NAMES = {
 # Layers whose last N variables are not trained (Keras saves a layer's trainable variables first).
 NON_TRAINABLE_TAIL = {"BatchNormalization": 2}
 NON_TRAINABLE_LAYERS = frozenset({"Normalization"})
+# Layers whose variables live in sub-objects: Keras tracks (and trains, and keeps optimizer slots for)
+# them in creation order, a weights file lists them alphabetically
+SUB_OBJECT_ORDER = {
+    "MultiHeadAttention": ("query_dense", "key_dense", "value_dense", "output_dense"),
+    "Bidirectional": ("forward_layer", "backward_layer"),
+}
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
 
 
@@ -251,9 +257,14 @@ def trainable_variables(
                 continue
             weights = kfile._vars_index.get(path, []) if kfile.kind == "keras" else kfile.layer_weights(path)
             count = len(weights) - NON_TRAINABLE_TAIL.get(str(cls), 0)
-            out.extend((path, i, tuple(ds.shape)) for i, (_, ds) in enumerate(weights[: max(count, 0)]))
+            kept = list(enumerate(weights[: max(count, 0)]))
+            order = SUB_OBJECT_ORDER.get(str(cls))
+            if order is not None and kfile.kind == "keras":
+                rank = {child: k for k, child in enumerate(order)}
+                kept.sort(key=lambda item: rank.get(item[1][0].split("/")[0], -1))  # own vars/ first (stable)
+            out.extend((path, i, tuple(ds.shape)) for i, (_, ds) in kept)
             if names is not None:
-                names.extend(name for name, _ in weights[: max(count, 0)])
+                names.extend(name for _, (name, _) in kept)
 
     walk(kfile.config, ())
     return out

@@ -74,6 +74,8 @@ def attach_regularizers(graph: Graph, regularizers: dict[str, Any]) -> None:
             elif module and node.source == module and local in node.weights:
                 set_regularizer(node, local, **factors)
                 found = True
+        if found:  # by the source's parameter names: the verifier's PyTorch side adds the same terms
+            graph.meta.setdefault("source_regularizers", {})[name] = dict(factors)
         if not found:
             held = sorted(
                 {f"{n.source}.{w}" for n in graph.nodes if n.source and n.op != "constant" for w in n.weights}

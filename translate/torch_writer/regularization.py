@@ -176,6 +176,15 @@ def training_members(graph: Graph, em: TorchEmitter, cls: str) -> tuple[list[str
     if frozen_attrs:
         init.append("# frozen in the source (Keras trainable=False / requires_grad=False): no gradient, no update")
         init += [f"self.{a}.requires_grad_(False)" for a in frozen_attrs]
+    constant = [
+        _parameter(node, weight, em)
+        for node in graph.nodes
+        if not is_frozen(node)
+        for weight in node.training.get("constant", [])
+    ]
+    if constant:
+        init.append("# torch's second recurrent bias, which the source (one bias) does not have: it stays zero")
+        init += [f"{param}.requires_grad_(False)" for param in constant]
     activity = [n for n in graph.nodes if n.op == "activity_regularization"]
     if activity:
         # a dict attribute written in forward: torch.jit.script (deprecated) refuses it; export and compile take it
