@@ -11,6 +11,9 @@ from ...graph import Graph
 from ...graph.errors import KtorchError
 from ...graph.training import set_regularizer
 
+# nodes that hold one parameter as a tensor (named after it), and the weight that holds it
+LEARNED_TENSORS = {"constant": "value", "table_lookup": "table"}
+
 
 def _parameters(program: Any) -> dict[str, bool]:
     """Parameter name -> requires_grad, for the program's parameters."""
@@ -27,7 +30,7 @@ def mark_frozen(graph: Graph, program: Any) -> None:
     for node in graph.nodes:
         if not node.weights or node.source is None:
             continue
-        if node.op == "constant":
+        if node.op in LEARNED_TENSORS:
             own = {node.source: params[node.source]} if node.source in params else {}
         else:
             prefix = node.source + "."
@@ -68,15 +71,15 @@ def attach_regularizers(graph: Graph, regularizers: dict[str, Any]) -> None:
         module, _, local = name.rpartition(".")
         found = False
         for node in graph.nodes:
-            if node.op == "constant" and node.source == name:
-                set_regularizer(node, "value", **factors)
+            if node.op in LEARNED_TENSORS and node.source == name:
+                set_regularizer(node, LEARNED_TENSORS[node.op], **factors)
                 found = True
             elif module and node.source == module and local in node.weights:
                 set_regularizer(node, local, **factors)
                 found = True
         if not found:
             held = sorted(
-                {f"{n.source}.{w}" for n in graph.nodes if n.source and n.op != "constant" for w in n.weights}
+                {f"{n.source}.{w}" for n in graph.nodes if n.source and n.op not in LEARNED_TENSORS for w in n.weights}
             )
             raise KtorchError(
                 f"regularizers: no layer holds the parameter {name!r}; parameters by name: {', '.join(held[:12])}"
