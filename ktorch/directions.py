@@ -121,6 +121,7 @@ KERAS_TO_TORCH = Direction(
 def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> Read:
     from .translate.keras_reader.file import sha256
     from .translate.torch_reader import read_program
+    from .translate.torch_reader.training import trainable_count
 
     if tensorflow_first():
         raise ImportOrderError(
@@ -146,7 +147,7 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
         from .translate.torch_reader.training import attach_regularizers
 
         attach_regularizers(graph, regularizers)
-    source: dict[str, Any] = {"file": desc, "format": "torch.export"}
+    source: dict[str, Any] = {"file": desc, "format": "torch.export", "trainable_parameters": trainable_count(program)}
     if getattr(program, "ktorch_capture", None):
         source["capture"] = program.ktorch_capture  # what the capture switched off (use_cache), keyword inputs
     if graph.meta.get("static_batch") is not None:  # the program itself runs only this batch size

@@ -61,6 +61,7 @@ class KerasOutput:
     layer_count: int
     custom_layers: list[str]
     model: Any = None  # the Keras model write() built and saved the weights of
+    trainable_parameters: int | None = None  # elements of its trainable weights, counted by write()
 
 
 def model_name(name: str) -> str:
@@ -161,6 +162,7 @@ def write(output: KerasOutput, directory: Path, *, release: bool = False) -> lis
                 del arrays
         model.save_weights(str(directory / WEIGHTS_FILE))
         output.model = model
+        output.trainable_parameters = int(sum(np.prod(w.shape, dtype=np.int64) for w in model.trainable_weights))
     finally:
         spill.unlink(missing_ok=True)
     return ["model.py", WEIGHTS_FILE]

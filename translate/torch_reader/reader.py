@@ -464,8 +464,8 @@ class TorchReader:
             except Exception:  # noqa: BLE001 - an operand only its translator understands
                 return self._call(node)
         self._batch_values[node.name] = values
-        if key in _SYM_OPS or key in _PYTHON_OPS:
-            return self._call(node)
+        if key in _SYM_OPS or key in _PYTHON_OPS or key in PASS_THROUGH:
+            return self._call(node)  # a pass-through keeps what its input is (a translated value stays one)
         if lookup("torch->ir", key) is not None:
             try:
                 return self._call(node)
@@ -491,6 +491,11 @@ class TorchReader:
             ):
                 return BatchRange(a.ndim)
             return BatchExpr(f"{node.name} (depends on the batch size)")
+        args = _flatten(list(node.args) + list(node.kwargs.values()))
+        learned = [self.env.get(a.name) for a in args if isinstance(a, torch.fx.Node)]
+        self._frozen.update(
+            c.name if c.table is None else c.table.name for c in learned if isinstance(c, Const) and c.learned
+        )
         return Const(node.name, _to_numpy(a[:1]))
 
     def _check_shapes(self, call: AtenCall, result: Any) -> None:
@@ -590,7 +595,13 @@ def _picked(run: Callable, learned: list[Const], out: Any) -> tuple[Const, np.nd
     probe = torch.from_numpy(np.random.default_rng(0).standard_normal(table.array.size))
     try:
         index = run(lambda c: torch.from_numpy(number(c)))
-        if not isinstance(index, torch.Tensor) or index.dtype != torch.int64 or index.shape != out.shape:
+        if not isinstance(index, torch.Tensor) or index.shape != out.shape:
+            return None
+        if index.is_floating_point():  # a zero mask added (T5's position bias): exact below 2**24
+            if table.array.size > 2**24 or not bool((index == index.round()).all()):
+                return None
+            index = index.to(torch.int64)
+        if index.dtype != torch.int64:
             return None
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= table.array.size):
             return None

@@ -21,6 +21,18 @@ def _parameters(program: Any) -> dict[str, bool]:
     return {name: bool(getattr(state.get(name), "requires_grad", True)) for name in program.graph_signature.parameters}
 
 
+def trainable_count(program: Any) -> int:
+    """Elements of the program's trainable parameters (requires_grad), each tied parameter
+    once: `sum(p.numel() for p in module.parameters() if p.requires_grad)`."""
+    state = program.state_dict
+    seen = {}  # tied parameters (GPT-2's lm_head and wte) share their storage
+    for name, trains in _parameters(program).items():
+        t = state[name]
+        if trains:
+            seen[(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())] = t.numel()
+    return int(sum(seen.values()))
+
+
 def mark_frozen(graph: Graph, program: Any) -> None:
     """Mark the nodes of modules whose parameters all have requires_grad=False as frozen;
     a module frozen only in part is recorded in graph.meta["training_dropped"]."""
