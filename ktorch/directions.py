@@ -20,6 +20,7 @@ from .graph.passes import (
     fold_bias_into_batch_norm,
     fold_constant_transposes,
     fold_padding,
+    fold_transposes_into_einsum,
     fuse_activations,
     fuse_functional_activations,
     remove_noops,
@@ -163,6 +164,7 @@ def rewrite_for_keras(graph: Graph, read: Read, options: Options) -> int:
     eliminate_dead(graph)
     assign_layout(graph, "channels_last", keep_io=options.keep_layout)
     fold_constant_transposes(graph)
+    fold_transposes_into_einsum(graph)  # attention: no permutes around q, k, v and the result
     fuse_functional_activations(graph)
     return count_transposes(graph)
 

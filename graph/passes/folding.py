@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Graph
+from ..ir import Graph, Node, Value
 
 
 def fold_constant_transposes(graph: Graph) -> int:
@@ -45,3 +45,96 @@ def absorb_input_transposes(graph: Graph) -> dict[int, tuple[int, ...]]:
             graph.remove_node(user)
         taken[id(value)] = perm
     return taken
+
+
+_BATCH_LETTERS = "bhgfeca"  # batch axes of a matmul (b: the model's batch), then rows, inner, columns
+
+
+def _only_user(value: Value) -> Node | None:
+    return value.users[0] if len(value.users) == 1 else None
+
+
+def _matmul_terms(node: Node) -> list[str] | None:
+    """Einsum terms (a, b, out) of a batched matmul whose operands have one rank and
+    batch axes of one size (einsum does not broadcast a size-1 axis), else None."""
+    a, b = node.inputs
+    rank = a.rank
+    if rank < 3 or b.rank != rank or rank - 2 > len(_BATCH_LETTERS):
+        return None
+    for da, db in zip(a.shape[1 : rank - 2], b.shape[1 : rank - 2]):
+        if da is None or db is None or da != db:
+            return None
+    batch = _BATCH_LETTERS[: rank - 2]
+    return [batch + "ij", batch + "jk", batch + "ik"]
+
+
+def fold_transposes_into_einsum(graph: Graph) -> int:
+    """Write a batched matmul next to transposes (attention's q/k/v moved to (batch, heads,
+    tokens, dims) and back) as one einsum that reads its operands and writes its result in
+    the order they already have: `bihd,bjhd->bhij` instead of three transposes and a matmul.
+    A transpose is absorbed when the matmul (or einsum) is its only reader, or its input's
+    only reader; the batch axis stays axis 0. Returns the number of transposes removed."""
+    for node in list(graph.nodes):  # a reshape to the shape it has (HF's attn_output.reshape) hides a transpose
+        x = node.inputs[0] if node.op == "reshape" else None
+        if x is not None and node.output not in graph.outputs and x.shape == node.output.shape:
+            if x.producer is not None and x.producer.op in ("matmul", "einsum") and None not in x.shape[1:]:
+                x.source = x.source or node.output.source
+                graph.bypass(node)
+    removed = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            if node not in graph.nodes or node.op not in ("matmul", "einsum"):
+                continue
+            if node.op == "matmul":
+                terms = _matmul_terms(node)
+            else:
+                lhs, _, rhs = node.attrs["equation"].partition("->")
+                terms = [*lhs.split(","), rhs]
+            if terms is None or "." in "".join(terms):
+                continue
+            absorbed = 0
+            inputs = list(node.inputs)
+            for i, v in enumerate(inputs):
+                t = v.producer
+                if t is None or t.op != "transpose" or _only_user(v) is not node or t.attrs["perm"][0] != 0:
+                    continue
+                perm = t.attrs["perm"]
+                term = [""] * len(perm)
+                for axis, p in enumerate(perm):  # the transposed tensor's axis `axis` is the input's axis p
+                    term[p] = terms[i][axis]
+                terms[i] = "".join(term)
+                inputs[i] = t.inputs[0]
+                absorbed += 1
+            out = node.output
+            after = _only_user(out)
+            fold_out = (
+                after is not None
+                and after.op == "transpose"
+                and after.attrs["perm"][0] == 0
+                and out not in graph.outputs
+                and after.output not in graph.outputs
+            )
+            if fold_out:
+                terms[-1] = "".join(terms[-1][p] for p in after.attrs["perm"])
+                absorbed += 1
+            if not absorbed:
+                continue
+            dropped = [v.producer for v, new in zip(node.inputs, inputs) if v is not new]
+            for i, new in enumerate(inputs):
+                if node.inputs[i] is not new:
+                    graph.set_input(node, i, new)
+            for t in dropped:
+                if not t.output.users and t.output not in graph.outputs:
+                    graph.remove_node(t)
+            node.op = "einsum"
+            node.attrs = {"equation": ",".join(terms[:-1]) + "->" + terms[-1]}
+            if fold_out:
+                out.shape, out.perm = after.output.shape, after.output.perm
+                out.source = out.source or after.output.source
+                graph.replace_uses(after.output, out)
+                graph.remove_node(after)
+            removed += absorbed
+            changed = True
+    return removed

@@ -287,6 +287,8 @@ def _known_mask(call: AtenCall, mask: Any) -> np.ndarray | None:
 def _additive(call: AtenCall, mask: Any, rank: int, safe_rows: list[Value]) -> Value | None:
     """attn_mask as a float term added to the scores (None where it masks nothing): a bool
     mask is True where attention is allowed (False: -inf), a float mask is added as is."""
+    if isinstance(mask, Const) and mask.learned:  # a learned bias (a relative-position table): stays trainable
+        return call.reader.constant_value(mask, rank)
     array = _known_mask(call, mask)
     batch = call.reader.static_batch
     if (
