@@ -76,10 +76,16 @@ def fold_transposes_into_einsum(graph: Graph) -> int:
     only reader; the batch axis stays axis 0. Returns the number of transposes removed."""
     for node in list(graph.nodes):  # a reshape to the shape it has (HF's attn_output.reshape) hides a transpose
         x = node.inputs[0] if node.op == "reshape" else None
-        if x is not None and node.output not in graph.outputs and x.shape == node.output.shape:
-            if x.producer is not None and x.producer.op in ("matmul", "einsum") and None not in x.shape[1:]:
-                x.source = x.source or node.output.source
-                graph.bypass(node)
+        if (
+            x is not None
+            and node.output not in graph.outputs
+            and x.shape == node.output.shape
+            and None not in x.shape[1:]
+            and x.producer is not None
+            and x.producer.op in ("matmul", "einsum")
+        ):
+            x.source = x.source or node.output.source
+            graph.bypass(node)
     removed = 0
     changed = True
     while changed:
