@@ -96,7 +96,7 @@ def einsum_to_keras(node: Node, em: KerasEmitter) -> None:
 @register("ir->keras", "constant")
 def constant_to_keras(node: Node, em: KerasEmitter) -> None:
     value = node.weights["value"]
-    if value.size == 1 and not node.attrs["trainable"]:
+    if value.size == 1 and not node.attrs["trainable"] and not node.attrs["per_example"]:
         number = value.reshape(-1)[0]
         # the shortest literal that round-trips the stored (float32) number: 0.3, not 0.30000001192092896
         literal = float(str(number)) if np.issubdtype(value.dtype, np.floating) else int(number)
@@ -109,8 +109,10 @@ def constant_to_keras(node: Node, em: KerasEmitter) -> None:
         kwargs["value_trainable"] = False
     if node.attrs["per_example"]:
         kwargs["per_example"] = True
-    if node.output.users and all(u.op == "table_lookup" for u in node.output.users):
-        kwargs["value_dtype"] = "int32" if value.size == 0 or int(np.abs(value).max()) < 2**31 else "int64"
+    if np.issubdtype(value.dtype, np.integer):  # token ids, a table's index (Keras's int32 where it fits)
+        index = node.output.users and all(u.op == "table_lookup" for u in node.output.users)
+        small = value.size == 0 or int(np.abs(value).max()) < 2**31
+        kwargs["value_dtype"] = "int32" if index and small else str(value.dtype)
     em.assign(node, f"{em.layer(node, cls, [value], **kwargs)}({anchor})")
 
 

@@ -115,11 +115,6 @@ def zeros_like_to_ir(call: AtenCall) -> Any:
     raise call.unsupported("zeros_like other than the start of a float padding mask (F._canonical_mask)")
 
 
-@register("torch->ir", "aten.masked_fill")
-def masked_fill_to_ir(call: AtenCall) -> Any:
-    raise call.unsupported("masked_fill other than F._canonical_mask's (zeros_like(mask).masked_fill(mask, -inf))")
-
-
 @register("torch->ir", "module.MultiheadAttention")
 def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
     """nn.MultiheadAttention as one `multi_head_attention` node (a Keras MultiHeadAttention):

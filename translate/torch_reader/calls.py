@@ -120,6 +120,11 @@ class AtenCall:
     leaf: bool  # the call is the whole of a torch.nn leaf module
     meta_shapes: list[tuple]  # output shapes torch recorded (batch axis as None)
     meta_dtypes: list[str]
+    # an in-place write (copy_, fill_, masked_fill_) into a tensor the model computes: that
+    # tensor as it is now, and the views (ATen key, their arguments after the tensor) from it
+    # down to the written one; the translator returns (the tensor after the write, the view)
+    written: Value | None = None
+    views: tuple[tuple[str, tuple], ...] = ()
 
     @property
     def graph(self) -> Graph:

@@ -393,13 +393,19 @@ class TorchReader:
             return self._fold(node, args, kwargs)
         val = node.meta.get("val")
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
-        return self.translate(
-            node, key, bound, [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
-        )
+        shapes = [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
+        chain = _view_chain(node) if _mutates(node) else []
+        if chain and isinstance(self.env.get(chain[-1].name), Value):
+            # an in-place write into a tensor the model computes: later readers see the result
+            views = tuple((aten_key(n.target), tuple(n.args[1:])) for n in reversed(chain[:-1]))
+            new, view = self.translate(node, key, bound, shapes, written=self.env[chain[-1].name], views=views)
+            self.env[chain[-1].name] = new
+            return view
+        return self.translate(node, key, bound, shapes)
 
-    def translate(self, node: Any, key: str, bound: dict[str, Any], meta_shapes: list[tuple]) -> Any:
+    def translate(self, node: Any, key: str, bound: dict[str, Any], meta_shapes: list[tuple], **extra: Any) -> Any:
         """Hand one ATen call to its translator; `meta_shapes` are the shapes its outputs
-        must have in the graph (the batch axis as None)."""
+        must have in the graph (the batch axis as None); `extra` fills AtenCall's other fields."""
         translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]
         if translator is None:
             raise UnsupportedOpError([(node.name, key, "no translator")], where="the PyTorch reader")
@@ -421,6 +427,7 @@ class TorchReader:
             leaf=leaf,
             meta_shapes=meta_shapes,
             meta_dtypes=[dtype_name(getattr(v, "dtype", None)) for v in vals],
+            **extra,
         )
         try:
             result = translator(call)
@@ -428,7 +435,7 @@ class TorchReader:
             raise
         except KtorchError as exc:
             raise TorchOpError(f"{call.where}: {exc}") from exc
-        self._check_shapes(call, result)
+        self._check_shapes(call, result[1] if call.written is not None else result)
         return result
 
     _BATCH_SIZES = (2, 3)
