@@ -185,6 +185,9 @@ class TorchReader:
         self._tensors: dict[str, Any] = {}
         self._groups, self._owner = self._module_groups()
         self._check_supported()
+        from .training import tied_parameters
+
+        tied = tied_parameters(ep)
         for node in ep.graph.nodes:
             if node.op == "call_function" and node.name not in self._live:
                 continue  # computes nothing the outputs use (HF mask helpers leave such code)
@@ -195,7 +198,8 @@ class TorchReader:
                 elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
                     source = state if spec.target in state else constants
                     tensor = source[spec.target]
-                    self.env[node.name] = Const(spec.target, _to_numpy(tensor), spec.kind == InputKind.PARAMETER)
+                    name = tied.get(spec.target, spec.target)  # a tied parameter: named after the first
+                    self.env[node.name] = Const(name, _to_numpy(tensor), spec.kind == InputKind.PARAMETER)
                 else:
                     raise UnsupportedOpError(
                         [(node.name, str(spec.kind), "this kind of program input is not supported")],

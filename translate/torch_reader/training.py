@@ -21,16 +21,27 @@ def _parameters(program: Any) -> dict[str, bool]:
     return {name: bool(getattr(state.get(name), "requires_grad", True)) for name in program.graph_signature.parameters}
 
 
+def tied_parameters(program: Any) -> dict[str, str]:
+    """Parameter name -> the name of the first parameter that shares its storage (tied
+    weights: Bart's shared, encoder and decoder token embeddings; GPT-2's wte and lm_head)."""
+    state = program.state_dict
+    first: dict[tuple, str] = {}
+    tied = {}
+    for name in program.graph_signature.parameters:
+        t = state[name]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        tied[name] = first.setdefault(key, name)
+    return tied
+
+
 def trainable_count(program: Any) -> int:
     """Elements of the program's trainable parameters (requires_grad), each tied parameter
     once: `sum(p.numel() for p in module.parameters() if p.requires_grad)`."""
     state = program.state_dict
-    seen = {}  # tied parameters (GPT-2's lm_head and wte) share their storage
-    for name, trains in _parameters(program).items():
-        t = state[name]
-        if trains:
-            seen[(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())] = t.numel()
-    return int(sum(seen.values()))
+    tied = tied_parameters(program)
+    return int(
+        sum(state[name].numel() for name, trains in _parameters(program).items() if trains and tied[name] == name)
+    )
 
 
 def mark_frozen(graph: Graph, program: Any) -> None:
