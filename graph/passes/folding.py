@@ -68,6 +68,55 @@ def _matmul_terms(node: Node) -> list[str] | None:
     return [batch + "ij", batch + "jk", batch + "ik"]
 
 
+_PICKS = ("select", "squeeze")  # ops that drop one axis: a transpose moves past them
+
+
+def _reaches_einsum(value: Value) -> bool:
+    """Whether `value` flows, through axis-dropping picks only, into one matmul or einsum."""
+    user = _only_user(value)
+    while user is not None and (user.op in _PICKS or user.op == "transpose"):
+        user = _only_user(user.output)
+    return user is not None and user.op in ("matmul", "einsum")
+
+
+def _sink_transpose(graph: Graph, node: Node) -> bool:
+    """transpose -> select/squeeze becomes select/squeeze -> (smaller) transpose, for each
+    reader, when every reader leads to an einsum that can absorb the transpose (timm's
+    qkv.permute(2, 0, 3, 1, 4).unbind(0)). Returns whether it moved."""
+    perm = node.attrs["perm"]
+    users = list(node.output.users)
+    if (
+        perm[0] != 0
+        or not users
+        or node.output in graph.outputs
+        or not all(u.op in _PICKS and u.attrs["axis"] != 0 and _reaches_einsum(u.output) for u in users)
+    ):
+        return False
+    x = node.inputs[0]
+    for user in users:
+        axis = perm[user.attrs["axis"]]  # the axis of x that the pick drops
+        rest = tuple(q - (q > axis) for q in perm if q != axis)
+        out = user.output
+        graph.set_input(user, 0, x)
+        user.attrs["axis"] = axis
+        out.shape = tuple(d for i, d in enumerate(x.shape) if i != axis)
+        moved = graph.add_node("transpose", [out], {"perm": rest}, name=f"{out.name}_order")
+        graph.replace_uses(out, moved.output, except_node=moved)
+        moved.output.perm, moved.output.source = out.perm, out.source
+        out.perm = None if out.perm is None else tuple(out.perm[q] for q in inverse_perm(rest))
+        if out in graph.outputs:
+            graph.outputs = [moved.output if v is out else v for v in graph.outputs]
+    graph.remove_node(node)
+    return True
+
+
+def inverse_perm(perm: tuple[int, ...]) -> tuple[int, ...]:
+    out = [0] * len(perm)
+    for i, q in enumerate(perm):
+        out[q] = i
+    return tuple(out)
+
+
 def fold_transposes_into_einsum(graph: Graph) -> int:
     """Write a batched matmul next to transposes (attention's q/k/v moved to (batch, heads,
     tokens, dims) and back) as one einsum that reads its operands and writes its result in
@@ -86,6 +135,25 @@ def fold_transposes_into_einsum(graph: Graph) -> int:
         ):
             x.source = x.source or node.output.source
             graph.bypass(node)
+    moved = False
+    while True:  # transposes sink past the picks between them and the einsum that absorbs them
+        sunk = [n for n in list(graph.nodes) if n.op == "transpose" and _sink_transpose(graph, n)]
+        if not sunk:
+            break
+        moved = True
+        for node in list(graph.nodes):  # a sunk transpose meets another: one transpose
+            after = _only_user(node.output) if node.op == "transpose" else None
+            if after is not None and after.op == "transpose" and node.output not in graph.outputs:
+                graph.set_input(after, 0, node.inputs[0])
+                after.attrs["perm"] = tuple(node.attrs["perm"][q] for q in after.attrs["perm"])
+                graph.remove_node(node)
+    for node in list(graph.nodes):  # a pick of an axis left where it was
+        identity = node.op == "transpose" and node.attrs["perm"] == tuple(range(len(node.attrs["perm"])))
+        if moved and identity and node.output not in graph.outputs:
+            node.inputs[0].source = node.inputs[0].source or node.output.source
+            graph.bypass(node)
+    if moved:
+        graph.toposort()
     removed = 0
     changed = True
     while changed:
