@@ -398,7 +398,7 @@ class TorchReader:
         val = node.meta.get("val")
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
         shapes = [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
-        chain = _view_chain(node) if _mutates(node) else []
+        chain = _view_chain(node) if _mutates(node) and key in WRITES else []
         if chain and isinstance(self.env.get(chain[-1].name), Value):
             # an in-place write into a tensor the model computes: later readers see the result
             views = tuple((aten_key(n.target), tuple(n.args[1:])) for n in reversed(chain[:-1]))
@@ -632,6 +632,8 @@ RELAYOUT = {
     "aten.transpose", "aten.t", "aten.flatten", "aten.unflatten", "aten.contiguous", "aten.clone",
     "aten.alias", "aten.detach", "aten.view_as", "aten.reshape_as",
 }  # fmt: skip
+# in-place writes whose result every later reader of the written tensor sees (writes.py)
+WRITES = {"aten.copy", "aten.fill", "aten.masked_fill"}
 # x.new_zeros(size) and friends read only the dtype of x: with a static size, a constant
 FACTORIES = {"aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty"}
 # ops whose output is a view of their first argument (an in-place op on it writes through)
