@@ -71,10 +71,19 @@ def _matmul_terms(node: Node) -> list[str] | None:
 _PICKS = ("select", "squeeze")  # ops that drop one axis: a transpose moves past them
 
 
+def _scalar_op(node: Node) -> bool:
+    """x * 0.35 and friends: an element-wise op with a one-number constant (Swin's q * scale)."""
+    if node.op not in ("mul", "div", "add", "sub") or len(node.inputs) != 2:
+        return False
+    other = node.inputs[1].producer
+    return other is not None and other.op == "constant" and other.weights["value"].size == 1
+
+
 def _reaches_einsum(value: Value) -> bool:
-    """Whether `value` flows, through axis-dropping picks only, into one matmul or einsum."""
+    """Whether `value` flows, through axis-dropping picks (and one-number scalings) only,
+    into one matmul or einsum."""
     user = _only_user(value)
-    while user is not None and (user.op in _PICKS or user.op == "transpose"):
+    while user is not None and (user.op in _PICKS or user.op == "transpose" or _scalar_op(user)):
         user = _only_user(user.output)
     return user is not None and user.op in ("matmul", "einsum")
 
@@ -89,17 +98,25 @@ def _sink_transpose(graph: Graph, node: Node) -> bool:
         perm[0] != 0
         or not users
         or node.output in graph.outputs
-        or not all(u.op in _PICKS and u.attrs["axis"] != 0 and _reaches_einsum(u.output) for u in users)
+        or not all(
+            (_scalar_op(u) and u.inputs[0] is node.output or u.op in _PICKS and u.attrs["axis"] != 0)
+            and _reaches_einsum(u.output)
+            for u in users
+        )
     ):
         return False
     x = node.inputs[0]
     for user in users:
-        axis = perm[user.attrs["axis"]]  # the axis of x that the pick drops
-        rest = tuple(q - (q > axis) for q in perm if q != axis)
         out = user.output
         graph.set_input(user, 0, x)
-        user.attrs["axis"] = axis
-        out.shape = tuple(d for i, d in enumerate(x.shape) if i != axis)
+        if user.op in _PICKS:
+            axis = perm[user.attrs["axis"]]  # the axis of x that the pick drops
+            rest = tuple(q - (q > axis) for q in perm if q != axis)
+            user.attrs["axis"] = axis
+            out.shape = tuple(d for i, d in enumerate(x.shape) if i != axis)
+        else:  # a one-number scaling: the same transpose after it
+            rest = perm
+            out.shape = x.shape
         moved = graph.add_node("transpose", [out], {"perm": rest}, name=f"{out.name}_order")
         graph.replace_uses(out, moved.output, except_node=moved)
         moved.output.perm, moved.output.source = out.perm, out.source
