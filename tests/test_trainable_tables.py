@@ -219,7 +219,16 @@ MODELS = {
         num_heads=(2, 4),
         num_classes=10,
     ),  # fmt: skip
-    "timm_levit": _timm("levit_128s", size=64, img_size=64, num_classes=10),
+    "timm_levit": _timm(
+        "levit_128s",
+        size=64,
+        img_size=64,
+        num_classes=10,
+        embed_dim=(32, 48, 64),
+        key_dim=8,
+        num_heads=(2, 3, 4),
+        depth=(1, 1, 1),
+    ),  # fmt: skip
     "timm_coatnet": _coatnet,
     **{f"hf_{n}": _hf(n) for n in ("bert", "gpt2", "t5", "whisper", "clip_text", "clip_vision", "bart")},
 }
