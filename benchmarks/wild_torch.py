@@ -307,8 +307,9 @@ def run_one(name: str, build: Callable, root: Path, dynamic: bool = False) -> di
         row["worst_rel_b3"] = parity3.worst_rel
         import numpy as np
 
-        row["params"] = sum(p.numel() for _, p in module.named_parameters(remove_duplicate=False))
+        row["params"] = sum(p.numel() for p in module.parameters() if p.requires_grad)  # tied ones once
         row["keras_trainable"] = sum(int(np.prod(w.shape)) for w in result.keras_model.trainable_weights)
+        row["transposes"] = result.manifest["layout"]["transposes"]
         row["ok"] = bool(parity3.passed)
         if not parity3.passed:
             row["error"] = f"parity at batch 3: worst relative error {parity3.worst_rel:.2e}"
@@ -340,7 +341,10 @@ def main() -> None:
             if row["ok"]:
                 same = "=" if row["params"] == row["keras_trainable"] else "!="
                 errors = f"b2 {row['worst_rel_b2']:.1e}  b3 {row['worst_rel_b3']:.1e}"
-                status = f"ok    {errors}  trainable {row['keras_trainable']} {same} {row['params']}"
+                status = (
+                    f"ok    {errors}  trainable {row['keras_trainable']} {same} {row['params']}  "
+                    f"transposes {row['transposes']}"
+                )
                 if args.dynamic:
                     fixed = "; ".join(f"{k} fixed: {v[:120]}" for k, v in row["static"].items())
                     status += f"  sizes: {','.join(row['dynamic']) or 'static'}" + (f" ({fixed})" if fixed else "")

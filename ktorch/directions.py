@@ -22,6 +22,7 @@ from .graph.passes import (
     fold_bias_into_batch_norm,
     fold_constant_transposes,
     fold_padding,
+    fold_transposes_into_einsum,
     fuse_activations,
     fuse_functional_activations,
     remove_noops,
@@ -155,6 +156,7 @@ KERAS_TO_TORCH = Direction(
 def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> Read:
     from .translate.keras_reader.file import sha256
     from .translate.torch_reader import read_program
+    from .translate.torch_reader.training import trainable_count
 
     if tensorflow_first():
         raise ImportOrderError(
@@ -202,7 +204,7 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
         from .torch_training import attach_compile
 
         attach_compile(graph, src, program, options.training, lambda p: emitted_keras_weights(p, name, options))
-    source: dict[str, Any] = {"file": desc, "format": "torch.export"}
+    source: dict[str, Any] = {"file": desc, "format": "torch.export", "trainable_parameters": trainable_count(program)}
     capture_record = dict(getattr(program, "ktorch_capture", None) or {})
     kept, graph.meta["input_sizes"] = dynamic_sizes(program)  # which axis of which input is dynamic
     for info in kept.values():  # tables cut to a length at run time (position ids, masks) bound it
@@ -304,6 +306,7 @@ def rewrite_for_keras(graph: Graph, read: Read, options: Options) -> int:
     eliminate_dead(graph)
     assign_layout(graph, "channels_last", keep_io=options.keep_layout)
     fold_constant_transposes(graph)
+    fold_transposes_into_einsum(graph)  # attention: no permutes around q, k, v and the result
     fuse_functional_activations(graph)
     return count_transposes(graph)
 

@@ -99,13 +99,16 @@ def model_info(graph: Graph, rendered: Any, target: str) -> dict[str, Any]:
             info["inference_identities"] = list(graph.meta["inference_identities"])
         return info
     parameters = int(sum(a.size for arrays in rendered.weights.values() for a in arrays))
-    return {
+    info = {
         "name": graph.name,
         "nodes": len(graph.nodes),
         "layers": rendered.layer_count,
         "custom_layers": rendered.custom_layers,
         "parameters": parameters,
     }
+    if graph.meta.get("frozen_parameters"):  # learned tensors the reader could only fold into constants
+        info["frozen_parameters"] = list(graph.meta["frozen_parameters"])
+    return info
 
 
 def build_manifest(

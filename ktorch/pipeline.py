@@ -157,8 +157,21 @@ def convert(direction: Direction, src: Any, out: str | Path | None, options: Opt
         else lambda d: writer.write(rendered, d)
     )
     verify = check if options.verify else None
+
+    def write_counted(staging: Path) -> None:
+        write(staging)
+        trainable = getattr(rendered, "trainable_parameters", None)  # the Keras writer counts its model's
+        if trainable is not None:
+            manifest["model"]["trainable_parameters"] = trainable
+
     parity = write_verified(
-        out, force=options.force, manifest=manifest, write=write, verify=verify, timings=timings, sources=sources
+        out,
+        force=options.force,
+        manifest=manifest,
+        write=write_counted,
+        verify=verify,
+        timings=timings,
+        sources=sources,
     )
     timings["total"] = time.perf_counter() - t0
     keras_model = emitted_keras_model(read, rendered, out) if direction.target == "keras" else None

@@ -312,6 +312,19 @@ define(
     )
 )
 
+define(
+    OpDef(
+        "table_lookup",
+        lambda n: [(tuple(n.inputs[0].shape), str(n.weights["table"].dtype))],
+        weights=("table",),
+        layout=Layout.OPAQUE,
+        doc="entries of a learned table picked at run time by an integer index tensor (a constant): "
+        "table.reshape(-1)[index], shaped like the index (a relative-position bias table gathered by "
+        "its index buffer, a token-type embedding row); the table stays a trainable weight",
+        family="tensor",
+    )
+)
+
 
 def _infer_floor_divide(node):
     return [(broadcast_shapes([v.shape for v in node.inputs], where=node.name), node.inputs[0].dtype)]

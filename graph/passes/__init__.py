@@ -8,7 +8,7 @@ from typing import Any
 from ..ir import Graph, Node
 from ..ops import get_op
 from .affine import fold_affine
-from .folding import absorb_input_transposes, fold_constant_transposes
+from .folding import absorb_input_transposes, fold_constant_transposes, fold_transposes_into_einsum
 from .layout import LayoutReport, assign_layout, count_transposes
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "fold_affine",
     "fold_bias_into_batch_norm",
     "fold_constant_transposes",
+    "fold_transposes_into_einsum",
     "fold_padding",
     "fuse_activations",
     "fuse_functional_activations",

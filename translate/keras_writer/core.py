@@ -12,12 +12,15 @@ _PARAMETER = '''class Parameter(layers.Layer):
     """A learned tensor that does not depend on the inputs (a PyTorch nn.Parameter or
     buffer used directly in forward). It is called on the model input only to join the graph."""
 
-    def __init__(self, shape, value_trainable=True, per_example=False, **kwargs):
+    def __init__(self, shape, value_trainable=True, per_example=False, value_dtype="float32", **kwargs):
         super().__init__(**kwargs)
         self.shape_ = tuple(shape)
         self.value_trainable = value_trainable
         self.per_example = per_example  # repeat the size-1 axis 0 for every example of the batch
-        self.value = self.add_weight(shape=self.shape_, initializer="zeros", trainable=value_trainable, name="value")
+        self.value_dtype = value_dtype
+        self.value = self.add_weight(
+            shape=self.shape_, initializer="zeros", trainable=value_trainable, name="value", dtype=value_dtype
+        )
 
     def call(self, inputs):
         value = keras.ops.convert_to_tensor(self.value)
@@ -30,7 +33,27 @@ _PARAMETER = '''class Parameter(layers.Layer):
 
     def get_config(self):
         config = {"shape": self.shape_, "value_trainable": self.value_trainable, "per_example": self.per_example}
-        return {**super().get_config(), **config}
+        return {**super().get_config(), **config, "value_dtype": self.value_dtype}
+'''
+
+_TABLE_LOOKUP = '''class TableLookup(layers.Layer):
+    """Entries of a learned table picked by an integer index at run time:
+    table.reshape(-1)[index] (a PyTorch parameter read through a constant index, such as a
+    relative-position bias table gathered by its index buffer). The table is a trainable weight."""
+
+    def __init__(self, table_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.table_shape = tuple(table_shape)
+        self.table = self.add_weight(shape=self.table_shape, initializer="zeros", name="table")
+
+    def call(self, index):
+        return keras.ops.take(keras.ops.reshape(self.table, (-1,)), index)
+
+    def compute_output_shape(self, index_shape):
+        return index_shape
+
+    def get_config(self):
+        return {**super().get_config(), "table_shape": self.table_shape}
 '''
 
 
@@ -73,7 +96,7 @@ def einsum_to_keras(node: Node, em: KerasEmitter) -> None:
 @register("ir->keras", "constant")
 def constant_to_keras(node: Node, em: KerasEmitter) -> None:
     value = node.weights["value"]
-    if value.size == 1 and not node.attrs["trainable"]:
+    if value.size == 1 and not node.attrs["trainable"] and not node.attrs["per_example"]:
         number = value.reshape(-1)[0]
         # the shortest literal that round-trips the stored (float32) number: 0.3, not 0.30000001192092896
         literal = float(str(number)) if np.issubdtype(value.dtype, np.floating) else int(number)
@@ -86,7 +109,19 @@ def constant_to_keras(node: Node, em: KerasEmitter) -> None:
         kwargs["value_trainable"] = False
     if node.attrs["per_example"]:
         kwargs["per_example"] = True
+    if np.issubdtype(value.dtype, np.integer):  # token ids, a table's index (Keras's int32 where it fits)
+        index = node.output.users and all(u.op == "table_lookup" for u in node.output.users)
+        small = value.size == 0 or int(np.abs(value).max()) < 2**31
+        kwargs["value_dtype"] = "int32" if index and small else str(value.dtype)
     em.assign(node, f"{em.layer(node, cls, [value], **kwargs)}({anchor})")
+
+
+@register("ir->keras", "table_lookup")
+def table_lookup_to_keras(node: Node, em: KerasEmitter) -> None:
+    table = node.weights["table"]
+    cls = em.helper("TableLookup", _TABLE_LOOKUP)
+    layer = em.layer(node, cls, [table], table_shape=tuple(int(d) for d in table.shape))
+    em.assign(node, f"{layer}({em.var(node.inputs[0])})")
 
 
 @register("ir->keras", "channel_affine")

@@ -66,6 +66,7 @@ class KerasOutput:
     train_source: str | None = None  # train.py, when the PyTorch source came with its training setup
     training: dict[str, Any] | None = None  # ktorch.json's `training` entry for it
     optimizer_state: dict[str, Any] | None = None  # {"step", "slots": {"layer/i": {slot: array}}}
+    trainable_parameters: int | None = None  # elements of its trainable weights, counted by write()
 
 
 def model_name(name: str) -> str:
@@ -210,6 +211,7 @@ def write(output: KerasOutput, directory: Path, *, release: bool = False) -> lis
                 del arrays
         model.save_weights(str(directory / WEIGHTS_FILE))
         output.model = model
+        output.trainable_parameters = int(sum(np.prod(w.shape, dtype=np.int64) for w in model.trainable_weights))
     finally:
         spill.unlink(missing_ok=True)
     if output.train_source is None:

@@ -116,11 +116,6 @@ def zeros_like_to_ir(call: AtenCall) -> Any:
     raise call.unsupported("zeros_like other than the start of a float padding mask (F._canonical_mask)")
 
 
-@register("torch->ir", "aten.masked_fill")
-def masked_fill_to_ir(call: AtenCall) -> Any:
-    raise call.unsupported("masked_fill other than F._canonical_mask's (zeros_like(mask).masked_fill(mask, -inf))")
-
-
 @register("torch->ir", "module.MultiheadAttention")
 def multihead_attention_to_ir(call: ModuleCall) -> list[Value]:
     """nn.MultiheadAttention as one `multi_head_attention` node (a Keras MultiHeadAttention):
@@ -296,6 +291,8 @@ def _additive(call: AtenCall, mask: Any, rank: int, safe_rows: list[Value]) -> V
             array = np.where(array, 0.0, -np.inf)
         table = SizeTable(f"{call.name}_mask", array.astype(np.float32), mask.axes)
         return call.reader.size_table_value(table, rank)
+    if isinstance(mask, Const) and mask.learned:  # a learned bias (a relative-position table): stays trainable
+        return call.reader.constant_value(mask, rank)
     array = _known_mask(call, mask)
     batch = call.reader.static_batch
     if (

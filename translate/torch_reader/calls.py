@@ -47,6 +47,20 @@ class Const:
     name: str
     array: np.ndarray
     trainable: bool = False  # an nn.Parameter (a buffer or folded constant is not)
+    # entries picked from a learned table by a constant index (a relative-position bias
+    # table gathered by its index buffer): array == table.array.reshape(-1)[index]
+    table: Const | None = None
+    index: np.ndarray | None = None
+
+    @property
+    def learned(self) -> bool:
+        """A parameter, or entries picked from one: training must still reach it."""
+        return self.trainable or self.table is not None
+
+    def reshaped(self, shape: tuple[int, ...]) -> Const:
+        """The same constant with its array (and index) reshaped."""
+        index = None if self.index is None else self.index.reshape(shape)
+        return Const(self.name, self.array.reshape(shape), self.trainable, self.table, index)
 
 
 class SymbolicBatch:
@@ -131,6 +145,11 @@ class AtenCall:
     leaf: bool  # the call is the whole of a torch.nn leaf module
     meta_shapes: list[tuple]  # output shapes torch recorded (batch axis as None)
     meta_dtypes: list[str]
+    # an in-place write (copy_, fill_, masked_fill_) into a tensor the model computes: that
+    # tensor as it is now, and the views (ATen key, their arguments after the tensor) from it
+    # down to the written one; the translator returns (the tensor after the write, the view)
+    written: Value | None = None
+    views: tuple[tuple[str, tuple], ...] = ()
 
     @property
     def graph(self) -> Graph:

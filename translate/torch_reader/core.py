@@ -77,4 +77,11 @@ def embedding_to_ir(call: AtenCall) -> Value:
         "output_dim": int(w.shape[1]),
         "padding_idx": None if idx is None or idx < 0 else int(idx),
     }
-    return call.emit("embedding", [call.value("indices")], attrs, {"weight": w})
+    out = call.emit("embedding", [call.value("indices")], attrs, {"weight": w})
+    table = call.args["weight"].name
+    if call.leaf and table.endswith(".weight") and table != f"{call.module}.weight":
+        # a table tied to another module's (Bart's encoder and decoder embeddings share one):
+        # the nodes of one source are one Keras layer, called again
+        out.source = out.source or call.module
+        out.producer.source = table[: -len(".weight")]
+    return out

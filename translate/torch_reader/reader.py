@@ -119,6 +119,7 @@ class TorchReader:
         self._const_values: dict[str, Value] = {}
         self._leaf_calls: dict[str, int] = {}
         self._scalars = 0
+        self._frozen: set[str] = set()  # learned tables that a folded computation froze into a constant
         self.static_batch: int | None = None  # the batch size of an export without a dynamic batch
         self.example_batch: int | None = None  # the batch size of the export's example inputs
         # sizes the export keeps symbolic besides the batch: symbol -> (graph input, axis) holding it
@@ -127,36 +128,40 @@ class TorchReader:
     # -- constants ------------------------------------------------------------------------
     def per_example_value(self, const: Const) -> Value:
         """A constant with a size-1 axis 0 repeated for every example of the batch."""
-        node = self.graph.add_node(
+        return self._constant_node(const, per_example=True).output
+
+    def _constant_node(self, const: Const, per_example: bool = False) -> Any:
+        """A `constant` node; for entries picked from a learned table, a `table_lookup` node
+        reading the table by a constant index node (the table stays a trainable weight, and
+        the pick happens at run time)."""
+        if const.table is not None:
+            index = self._constant_node(Const(f"{const.table.name}_index", const.index), per_example).output
+            return self.graph.add_node(
+                "table_lookup",
+                [index],
+                weights={"table": const.table.array},
+                name=identifier(const.table.name),
+                source=const.table.name,
+                source_class="Parameter",
+            )
+        return self.graph.add_node(
             "constant",
             [],
-            {"trainable": const.trainable, "per_example": True},
+            {"trainable": const.trainable, "per_example": per_example},
             {"value": const.array},
             name=identifier(const.name),
             source=const.name,
             source_class="Parameter",
         )
-        return node.output
 
     def constant_value(self, const: Const, rank: int | None = None) -> Value:
         """A `constant` node holding `const` (one per constant and rank); with `rank`, the
         array gets leading size-1 axes so that it broadcasts like a same-rank operand."""
         if rank is not None and const.array.ndim < rank:
-            const = Const(
-                const.name, const.array.reshape((1,) * (rank - const.array.ndim) + const.array.shape), const.trainable
-            )
+            const = const.reshaped((1,) * (rank - const.array.ndim) + const.array.shape)
         key = f"{const.name}:{const.array.shape}"  # a parameter may be used as it is and reshaped
         if key not in self._const_values:
-            node = self.graph.add_node(
-                "constant",
-                [],
-                {"trainable": const.trainable},
-                {"value": const.array},
-                name=identifier(const.name),
-                source=const.name,
-                source_class="Parameter",
-            )
-            self._const_values[key] = node.output
+            self._const_values[key] = self._constant_node(const).output
         return self._const_values[key]
 
     def scalar_value(self, number: float, rank: int, dtype: str = "float32") -> Value:
@@ -208,6 +213,9 @@ class TorchReader:
         self._tensors: dict[str, Any] = {}
         self._groups, self._owner = self._module_groups()
         self._check_supported()
+        from .training import tied_parameters
+
+        tied = tied_parameters(ep)
         for node in ep.graph.nodes:
             if node.op == "call_function" and node.name not in self._live:
                 continue  # computes nothing the outputs use (HF mask helpers leave such code)
@@ -218,7 +226,8 @@ class TorchReader:
                 elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
                     source = state if spec.target in state else constants
                     tensor = source[spec.target]
-                    self.env[node.name] = Const(spec.target, _to_numpy(tensor), spec.kind == InputKind.PARAMETER)
+                    name = tied.get(spec.target, spec.target)  # a tied parameter: named after the first
+                    self.env[node.name] = Const(name, _to_numpy(tensor), spec.kind == InputKind.PARAMETER)
                 else:
                     raise UnsupportedOpError(
                         [(node.name, str(spec.kind), "this kind of program input is not supported")],
@@ -263,6 +272,15 @@ class TorchReader:
         from .training import mark_frozen
 
         mark_frozen(self.graph, self.program)
+        kept = {
+            n.source
+            for n in self.graph.nodes
+            if n.op == "table_lookup" or (n.op == "constant" and n.attrs["trainable"])
+        }
+        kept |= {f"{n.source}.{w}" for n in self.graph.nodes if n.source for w in n.weights}
+        frozen = sorted(self._frozen - kept)
+        if frozen:  # folded with other numbers into a constant: say so (ktorch.json, the summary)
+            self.graph.meta["frozen_parameters"] = frozen
         return self.graph
 
     def _check_supported(self) -> None:
@@ -414,13 +432,19 @@ class TorchReader:
             return self._fold(node, args, kwargs)
         val = node.meta.get("val")
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
-        return self.translate(
-            node, key, bound, [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
-        )
+        shapes = [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
+        chain = _view_chain(node) if _mutates(node) and key in WRITES else []
+        if chain and isinstance(self.env.get(chain[-1].name), Value):
+            # an in-place write into a tensor the model computes: later readers see the result
+            views = tuple((aten_key(n.target), tuple(n.args[1:])) for n in reversed(chain[:-1]))
+            new, view = self.translate(node, key, bound, shapes, written=self.env[chain[-1].name], views=views)
+            self.env[chain[-1].name] = new
+            return view
+        return self.translate(node, key, bound, shapes)
 
-    def translate(self, node: Any, key: str, bound: dict[str, Any], meta_shapes: list[tuple]) -> Any:
+    def translate(self, node: Any, key: str, bound: dict[str, Any], meta_shapes: list[tuple], **extra: Any) -> Any:
         """Hand one ATen call to its translator; `meta_shapes` are the shapes its outputs
-        must have in the graph (the batch axis as None)."""
+        must have in the graph (the batch axis as None); `extra` fills AtenCall's other fields."""
         translator: Callable = lookup("torch->ir", key)  # type: ignore[assignment]
         if translator is None:
             raise UnsupportedOpError([(node.name, key, "no translator")], where="the PyTorch reader")
@@ -442,6 +466,7 @@ class TorchReader:
             leaf=leaf,
             meta_shapes=meta_shapes,
             meta_dtypes=[dtype_name(getattr(v, "dtype", None)) for v in vals],
+            **extra,
         )
         try:
             result = translator(call)
@@ -458,7 +483,7 @@ class TorchReader:
             raise call.unsupported(
                 "needs sizes that the export keeps dynamic (a sequence length or image size known only at run time)"
             ) from exc
-        self._check_shapes(call, result)
+        self._check_shapes(call, result[1] if call.written is not None else result)
         return result
 
     _BATCH_SIZES = (2, 3)
@@ -494,8 +519,8 @@ class TorchReader:
             except Exception:  # noqa: BLE001 - an operand only its translator understands
                 return self._call(node)
         self._batch_values[node.name] = values
-        if key in _SYM_OPS or key in _PYTHON_OPS:
-            return self._call(node)
+        if key in _SYM_OPS or key in _PYTHON_OPS or key in PASS_THROUGH:
+            return self._call(node)  # a pass-through keeps what its input is (a translated value stays one)
         if lookup("torch->ir", key) is not None:
             try:
                 return self._call(node)
@@ -512,6 +537,11 @@ class TorchReader:
             ):
                 return BatchRange(a.ndim)
             return BatchExpr(f"{node.name} (depends on the batch size)")
+        args = _flatten(list(node.args) + list(node.kwargs.values()))
+        learned = [self.env.get(a.name) for a in args if isinstance(a, torch.fx.Node)]
+        self._frozen.update(
+            c.name if c.table is None else c.table.name for c in learned if isinstance(c, Const) and c.learned
+        )
         return Const(node.name, _to_numpy(a[:1]))
 
     # the sizes a size-only call is evaluated at: the batch at 2 and 3, every other symbolic size
@@ -649,25 +679,31 @@ class TorchReader:
         import torch
         import torch.fx
 
-        def unwrap(a: Any, fx: Any) -> Any:
+        def unwrap(a: Any, fx: Any, swap: Callable[[Const], Any] | None = None) -> Any:
             if isinstance(fx, torch.fx.Node) and fx.name in self._tensors:
                 return self._tensors[fx.name]
             if isinstance(a, Const):
-                t = torch.from_numpy(np.array(a.array))
+                t = swap(a) if swap is not None and a.learned else torch.from_numpy(np.array(a.array))
                 val = fx.meta.get("val") if isinstance(fx, torch.fx.Node) else None
                 return (
                     t.reshape(()) if getattr(val, "ndim", None) == 0 and t.numel() == 1 else t
                 )  # _to_numpy made it 1-d
             if isinstance(a, (list, tuple)):
                 fxs = fx if isinstance(fx, (list, tuple)) and len(fx) == len(a) else [None] * len(a)
-                return type(a)(unwrap(i, f) for i, f in zip(a, fxs))
+                return type(a)(unwrap(i, f, swap) for i, f in zip(a, fxs))
             return a
 
         fx_kwargs = dict(node.kwargs)
-        with torch.no_grad():
-            if aten_key(node.target) in FACTORIES:  # x.new_zeros(size): only the dtype of x matters
-                args = (torch.zeros((), dtype=node.meta["val"].dtype), *args[1:])
-            out = node.target(*unwrap(args, node.args), **{k: unwrap(v, fx_kwargs.get(k)) for k, v in kwargs.items()})
+
+        def run(swap: Callable[[Const], Any] | None = None) -> Any:
+            with torch.no_grad():
+                return node.target(
+                    *unwrap(args, node.args, swap), **{k: unwrap(v, fx_kwargs.get(k), swap) for k, v in kwargs.items()}
+                )
+
+        if aten_key(node.target) in FACTORIES:  # x.new_zeros(size): only the dtype of x matters
+            args = (torch.zeros((), dtype=node.meta["val"].dtype), *args[1:])
+        out = run()
         if node.name in self._aliased and isinstance(out, torch.Tensor):
             self._tensors[node.name] = out
         if _mutates(node):
@@ -675,16 +711,64 @@ class TorchReader:
                 if n.name in self._tensors:
                     self.env[n.name] = Const(n.name, _to_numpy(self._tensors[n.name]))
         if isinstance(out, torch.Tensor):
-            learned = [a for a in _flatten(list(args)) if isinstance(a, Const) and a.trainable]
-            if aten_key(node.target) in RELAYOUT and len(learned) == 1 and learned[0].array.size == out.numel():
+            learned = [a for a in _flatten(list(args) + list(kwargs.values())) if isinstance(a, Const) and a.learned]
+            plain = [a for a in learned if a.table is None]
+            if (
+                aten_key(node.target) in RELAYOUT
+                and len(plain) == len(learned) == 1
+                and plain[0].array.size == out.numel()
+            ):
                 # a parameter only reshaped (ConvNeXt's gamma.reshape(1, -1, 1, 1)): still that learned weight
-                return Const(learned[0].name, _to_numpy(out), True)
+                return Const(plain[0].name, _to_numpy(out), True)
+            if learned and node.name not in self._aliased and not _mutates(node):
+                picked = _picked(run, learned, out)
+                if picked is not None:
+                    return Const(node.name, _to_numpy(out), table=picked[0], index=picked[1])
+                self._frozen.update(a.name if a.table is None else a.table.name for a in learned)
             return Const(f"{node.name}", _to_numpy(out))
         if isinstance(out, (list, tuple)):
             return [
                 Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)
             ]
         return out
+
+
+def _picked(run: Callable, learned: list[Const], out: Any) -> tuple[Const, np.ndarray] | None:
+    """(table, index) when a call on constants only picks entries of one learned table
+    (indexing, slicing, views, permutes, concatenation of its own pieces): out ==
+    table.reshape(-1)[index]. Found by running the call on the table's element numbers, and
+    checked on the real values and on random ones, so that arithmetic is never mistaken for
+    a pick. None otherwise (the result is then folded, and the table frozen in it)."""
+    import torch
+
+    tables = {c.name if c.table is None else c.table.name: c if c.table is None else c.table for c in learned}
+    if len(tables) != 1:
+        return None
+    (table,) = tables.values()
+
+    def number(c: Const) -> np.ndarray:
+        return np.arange(table.array.size).reshape(table.array.shape) if c.table is None else c.index
+
+    probe = torch.from_numpy(np.random.default_rng(0).standard_normal(table.array.size))
+    try:
+        index = run(lambda c: torch.from_numpy(number(c)))
+        if not isinstance(index, torch.Tensor) or index.shape != out.shape:
+            return None
+        if index.is_floating_point():  # a zero mask added (T5's position bias): exact below 2**24
+            if table.array.size > 2**24 or not bool((index == index.round()).all()):
+                return None
+            index = index.to(torch.int64)
+        if index.dtype != torch.int64:
+            return None
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= table.array.size):
+            return None
+        probed = run(lambda c: probe[torch.from_numpy(number(c))])
+    except Exception:  # noqa: BLE001 - an op that takes no integer tensors computes, it does not pick
+        return None
+    flat = torch.from_numpy(table.array.reshape(-1))
+    if not (isinstance(probed, torch.Tensor) and torch.equal(probed, probe[index]) and torch.equal(out, flat[index])):
+        return None
+    return table, np.ascontiguousarray(index.numpy())
 
 
 # ops that only lay out the elements of their tensor anew: applied to a parameter, the result
@@ -694,6 +778,8 @@ RELAYOUT = {
     "aten.transpose", "aten.t", "aten.flatten", "aten.unflatten", "aten.contiguous", "aten.clone",
     "aten.alias", "aten.detach", "aten.view_as", "aten.reshape_as",
 }  # fmt: skip
+# in-place writes whose result every later reader of the written tensor sees (writes.py)
+WRITES = {"aten.copy", "aten.fill", "aten.masked_fill"}
 # x.new_zeros(size) and friends read only the dtype of x: with a static size, a constant
 FACTORIES = {"aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty"}
 # ops whose output is a view of their first argument (an in-place op on it writes through)

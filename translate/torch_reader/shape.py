@@ -255,9 +255,9 @@ def expand_to_ir(call: AtenCall) -> Value:
     if isinstance(c, Const) and c.array.ndim <= len(size) and batch:
         # a learned tensor expanded to the batch (CLIP's 1-D class_embedding.expand(B, 1, -1)):
         # the same weight for every example, however large the batch
-        array = c.array.reshape((1,) * (len(size) - c.array.ndim) + c.array.shape)
-        if array.shape[0] == 1:
-            x = call.reader.per_example_value(Const(c.name, array, c.trainable))
+        c = c.reshaped((1,) * (len(size) - c.array.ndim) + c.array.shape)
+        if c.array.shape[0] == 1:
+            x = call.reader.per_example_value(c)
             call.args = {**call.args, "self": x}
             return expand_to_ir(call)
     x = call.value("self")

@@ -11,11 +11,37 @@ from ...graph import Graph
 from ...graph.errors import KtorchError
 from ...graph.training import set_regularizer
 
+# nodes that hold one parameter as a tensor (named after it), and the weight that holds it
+LEARNED_TENSORS = {"constant": "value", "table_lookup": "table"}
+
 
 def _parameters(program: Any) -> dict[str, bool]:
     """Parameter name -> requires_grad, for the program's parameters."""
     state = program.state_dict
     return {name: bool(getattr(state.get(name), "requires_grad", True)) for name in program.graph_signature.parameters}
+
+
+def tied_parameters(program: Any) -> dict[str, str]:
+    """Parameter name -> the name of the first parameter that shares its storage (tied
+    weights: Bart's shared, encoder and decoder token embeddings; GPT-2's wte and lm_head)."""
+    state = program.state_dict
+    first: dict[tuple, str] = {}
+    tied = {}
+    for name in program.graph_signature.parameters:
+        t = state[name]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        tied[name] = first.setdefault(key, name)
+    return tied
+
+
+def trainable_count(program: Any) -> int:
+    """Elements of the program's trainable parameters (requires_grad), each tied parameter
+    once: `sum(p.numel() for p in module.parameters() if p.requires_grad)`."""
+    state = program.state_dict
+    tied = tied_parameters(program)
+    return int(
+        sum(state[name].numel() for name, trains in _parameters(program).items() if trains and tied[name] == name)
+    )
 
 
 def mark_frozen(graph: Graph, program: Any) -> None:
@@ -27,7 +53,7 @@ def mark_frozen(graph: Graph, program: Any) -> None:
     for node in graph.nodes:
         if not node.weights or node.source is None:
             continue
-        if node.op == "constant":
+        if node.op in LEARNED_TENSORS:
             own = {node.source: params[node.source]} if node.source in params else {}
         else:
             prefix = node.source + "."
@@ -68,8 +94,8 @@ def attach_regularizers(graph: Graph, regularizers: dict[str, Any]) -> None:
         module, _, local = name.rpartition(".")
         found = False
         for node in graph.nodes:
-            if node.op == "constant" and node.source == name:
-                set_regularizer(node, "value", **factors)
+            if node.op in LEARNED_TENSORS and node.source == name:
+                set_regularizer(node, LEARNED_TENSORS[node.op], **factors)
                 found = True
             elif module and node.source == module and local in node.weights:
                 set_regularizer(node, local, **factors)
@@ -78,7 +104,7 @@ def attach_regularizers(graph: Graph, regularizers: dict[str, Any]) -> None:
             graph.meta.setdefault("source_regularizers", {})[name] = dict(factors)
         if not found:
             held = sorted(
-                {f"{n.source}.{w}" for n in graph.nodes if n.source and n.op != "constant" for w in n.weights}
+                {f"{n.source}.{w}" for n in graph.nodes if n.source and n.op not in LEARNED_TENSORS for w in n.weights}
             )
             raise KtorchError(
                 f"regularizers: no layer holds the parameter {name!r}; parameters by name: {', '.join(held[:12])}"

@@ -102,6 +102,15 @@ def where_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, f"torch.where({cond}, {a}, {b})")
 
 
+@register("ir->torch", "table_lookup")
+def table_lookup_to_torch(node: Node, em: TorchEmitter) -> None:
+    """A learned table read through an integer index at run time: table.flatten()[index]."""
+    table = node.weights["table"]
+    shape = py_literal(tuple(int(d) for d in table.shape))
+    mod = em.module(node, f"nn.Parameter(torch.zeros({shape}))", {"": table})
+    em.assign(node, f"{mod}.flatten()[{em.var(node.inputs[0])}]")
+
+
 @register("ir->torch", "constant")
 def constant_to_torch(node: Node, em: TorchEmitter) -> None:
     """A scalar is written as its literal where it is used (`x * 0.5`); a tensor becomes a
