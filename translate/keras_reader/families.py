@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     attention,
     conv,
     core,
+    kecam,
     keras_ops,
     merge,
     normalization,
