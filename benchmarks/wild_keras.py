@@ -51,6 +51,19 @@ KECAM = {
     "ViTTinyPatch16": ("beit", "ViTTinyPatch16", {"input_shape": (64, 64, 3)}),
     "FasterNetT0": ("fasternet", "FasterNetT0", {"input_shape": (64, 64, 3)}),
     "TinyNetE": ("mobilenetv3_family", "TinyNetE", {"input_shape": (64, 64, 3)}),
+    # more architectures that build offline (kecam 1.4), small and varied
+    "MLPMixerS16": ("mlp_family", "MLPMixerS16", {"input_shape": (64, 64, 3)}),
+    "ResMLP12": ("mlp_family", "ResMLP12", {"input_shape": (64, 64, 3)}),
+    "EfficientFormerV2S0": ("efficientformer", "EfficientFormerV2S0", {"input_shape": (64, 64, 3)}),
+    "EfficientViT_B0": ("efficientvit", "EfficientViT_B0", {"input_shape": (64, 64, 3)}),
+    "FastViT_T8": ("fastvit", "FastViT_T8", {"input_shape": (64, 64, 3)}),
+    "RepViT_M09": ("repvit", "RepViT_M09", {"input_shape": (64, 64, 3)}),
+    "TinyViT_5M": ("tinyvit", "TinyViT_5M", {"input_shape": (64, 64, 3)}),
+    "PVT_V2B0": ("pvt", "PVT_V2B0", {"input_shape": (64, 64, 3)}),
+    "CMTTiny": ("cmt", "CMTTiny", {"input_shape": (64, 64, 3)}),
+    "BotNet26T": ("botnet", "BotNet26T", {"input_shape": (64, 64, 3)}),
+    "NFNetF0": ("nfnets", "NFNetF0", {"input_shape": (64, 64, 3)}),
+    "WaveMLP_T": ("mlp_family", "WaveMLP_T", {"input_shape": (64, 64, 3)}),
 }
 
 # builds one kecam model with seeded weights; run again at conversion time to verify against the
