@@ -497,23 +497,3 @@ def _fold_transposes(graph: Graph) -> None:
                 if not parent.output.users and parent.output not in graph.outputs:
                     graph.remove_node(parent)
                 changed = True
-                continue
-            if _fold_into_constant(graph, node):
-                changed = True
-
-
-def _fold_into_constant(graph: Graph, node: Node) -> bool:
-    """A transpose of a constant read only by it (a positional table added to a channels-first
-    image) is done once, on the constant's array, at conversion time."""
-    x = node.inputs[0]
-    parent = x.producer
-    if parent is None or parent.op != "constant" or len(x.users) != 1 or x in graph.outputs:
-        return False
-    perm = node.attrs["perm"]
-    if parent.attrs.get("per_example") and perm[0] != 0:
-        return False  # its axis 0 is repeated over the batch
-    out = node.output
-    parent.weights["value"] = np.ascontiguousarray(parent.weights["value"].transpose(perm))
-    x.shape, x.perm = out.shape, out.perm
-    graph.bypass(node)
-    return True
