@@ -8,6 +8,12 @@ error, the conversion time and the transposes left in the emitted code.
     python benchmarks/wild_keras_hub.py [--only NAME ...] [--json results.json]
 
 Each model runs in its own process (one failure or crash cannot stop the rest).
+
+Measured on 2026-12-07 (CPU, heavily shared machine, 36 configs, branch kerascov): of the 15
+run before the session ended, 14 pass through the export route at max rel error <= 7.1e-7
+(EfficientNet, with its config fixed; CSPNet with CSPResNet's ratios; DenseNet, MiT, Whisper,
+T5, CLIP vision/text, ResNet, MobileNet, ViT, BERT: 0 to 25 transposes, 24-275 s each under
+load); Gemma stops on one line: aten.zeros_like in its attention.
 """
 
 from __future__ import annotations
