@@ -22,11 +22,10 @@ MobileViT's tf.reshape that folds patches into the batch axis.
 
 Measured on 2026-12-07 (CPU, heavily shared machine), branch kerascov: the kecam layer family
 (translate/keras_reader/kecam.py) and batch-folding reshapes close all six; 12 more kecam
-architectures were added (33 models with the recipes). Of the 26 converted before the session
-ended: 24 pass at max rel error <= 3.5e-6; BotNet26T (botnet>RelativePositionalEmbedding) and
-NFNetF0 (nfnets>ScaledStandardizedConv2D) are refused with the unsupported classes listed
-(WaveMLP_T is expected to be refused for tf.math.sin/cos; ViTTinyPatch16 and the six recipes,
-all passing in single runs, were still queued).
+architectures were added (33 models with the recipes). Of the 29 converted before the session
+ended: 26 pass at max rel error <= 3.5e-6; BotNet26T (botnet>RelativePositionalEmbedding),
+NFNetF0 (nfnets>ScaledStandardizedConv2D) and WaveMLP_T (tf.math.sin / tf.math.cos) are
+refused with every unsupported class listed (four recipes, passing in earlier runs, were queued).
 """
 
 from __future__ import annotations
