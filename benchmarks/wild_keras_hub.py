@@ -9,11 +9,11 @@ error, the conversion time and the transposes left in the emitted code.
 
 Each model runs in its own process (one failure or crash cannot stop the rest).
 
-Measured on 2026-12-07 (CPU, heavily shared machine, 36 configs, branch kerascov): of the 16
-run before the session ended, 15 pass through the export route at max rel error <= 7.1e-7
+Measured on 2026-12-07 (CPU, heavily shared machine, 36 configs, branch kerascov): of the 18
+run before the session ended, 17 pass through the export route at max rel error <= 7.1e-7
 (EfficientNet, with its config fixed; CSPNet with CSPResNet's ratios; DenseNet, MiT, Whisper,
-T5, CLIP vision/text, ResNet, MobileNet, ViT, BERT, RoBERTa, DistilBERT: 0 to 25 transposes,
-24-275 s each under load); Gemma stops on one line: aten.zeros_like in its attention.
+T5, CLIP vision/text, ResNet, MobileNet, ViT, BERT, RoBERTa, DistilBERT, ALBERT, GPT-2: 0 to 25
+transposes, 24-275 s each under load); Gemma stops on one line: aten.zeros_like in its attention.
 """
 
 from __future__ import annotations
