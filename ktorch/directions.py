@@ -109,7 +109,9 @@ def rewrite_for_torch(graph: Graph, read: Read, options: Options) -> int:
     fold_bias_into_batch_norm(graph)
     fuse_activations(graph)
     eliminate_dead(graph)
-    return assign_layout(graph, "channels_first", keep_io=options.keep_layout).transposes
+    assign_layout(graph, "channels_first", keep_io=options.keep_layout)
+    fold_constant_transposes(graph)  # a positional table added to a channels-first image
+    return count_transposes(graph)
 
 
 def check_keras_source(read: Read, staging: Path, manifest: dict[str, Any], options: Options) -> Any:

@@ -142,3 +142,67 @@ def test_static_shape_folded_into_resize_and_reshape(tmp_path):
     model = _seeded(tf_keras.Model(inp, [y, flat], name="tf_shape_fold"))
     parity = convert_tf_keras(model, tmp_path)
     assert parity.passed and parity.worst_rel <= 1e-4, parity
+
+
+def test_reshape_folding_rows_into_the_batch(tmp_path):
+    """MobileViT's unfolding: tf.reshape(x, [-1, W / p, p, C]) moves rows of every image into the
+    batch axis, attention runs on the (batch * p * p) patch grids, and the reverse reshapes bring
+    them back; read as fold/unfold of the batch, checked at batch 2 and 3."""
+    import tensorflow as tf
+
+    import ktorch
+    from ktorch.verify.parity import check_keras_to_torch
+
+    p, c = 2, 4
+    inp, x = _conv_input((8, 6, 4))  # 4 x 3 patches of 2 x 2
+    y = tf.reshape(x, [-1, 3, p, c])  # (B * 8, 3, 2, C)
+    y = tf.transpose(y, [0, 2, 1, 3])
+    y = tf.reshape(y, [-1, 4, p * p, 3 * c])  # (B, 4, 4, 3 * C)
+    y = tf.transpose(y, [0, 2, 1, 3])
+    y = tf.reshape(y, [-1, 4 * 3, c])  # (B * 4, 12, C): one sequence per patch position
+    y = tf_keras.layers.MultiHeadAttention(2, 2, name="mha")(y, y)
+    y = tf.reshape(y, [-1, p * p, 4, 3 * c])  # back: (B, 4, 4, 3 * C)
+    y = tf.transpose(y, [0, 2, 1, 3])
+    y = tf.reshape(y, [-1, p, 3, c])
+    y = tf.transpose(y, [0, 2, 1, 3])
+    y = tf.reshape(y, [-1, 8, 6, c])
+    model = _seeded(tf_keras.Model(inp, tf_keras.layers.Conv2D(3, 1, name="out")(y), name="tf_fold"))
+    src = tmp_path / "tf_fold.h5"
+    model.save(src)
+    result = ktorch.convert(src, tmp_path / "out", verify=False)
+    for batch in (2, 3):
+        parity = check_keras_to_torch(src, result.out, manifest=result.manifest, keras_model=model, batch=batch)
+        assert parity.passed and parity.worst_rel <= 1e-4, parity
+    code = (result.out / "model.py").read_text()
+    forward = code[code.index("def forward") : code.index("\ndef load")]
+    assert ".flatten(0, 1)" in forward and ".unflatten(0, (-1, " in forward, forward
+
+
+def test_reshape_with_a_fractional_batch_factor_is_refused(tmp_path):
+    import tensorflow as tf
+
+    import ktorch
+    from ktorch.graph.errors import KtorchError
+
+    inp, x = _conv_input((6, 5, 4))
+    tf_keras.Model(inp, tf.reshape(x, [-1, 7, 4])).save(tmp_path / "m.h5")
+    with pytest.raises(KtorchError, match="not a whole number"):
+        ktorch.convert(tmp_path / "m.h5", tmp_path / "out", verify=False)
+
+
+def test_arithmetic_on_static_sizes_is_folded(tmp_path):
+    """kecam's global response norm scales by tf.cast(shape[1] * shape[2], float) ** 0.5: the
+    arithmetic on static sizes is done at conversion, the model keeps a number; a split into a
+    single part is the tensor itself."""
+    import tensorflow as tf
+    from conftest import convert_tf_keras
+
+    inp, x = _conv_input((6, 5, 4))
+    scale = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype) ** 0.5
+    (one,) = tf.split(x, 1, axis=-1)
+    model = _seeded(tf_keras.Model(inp, tf.sqrt(tf.reduce_mean(one**2, axis=[1, 2])) * scale, name="tf_static"))
+    parity = convert_tf_keras(model, tmp_path)
+    assert parity.passed and parity.worst_rel <= 1e-5, parity
+    code = (tmp_path / "tf_static_torch" / "model.py").read_text()
+    forward = code[code.index("def forward") : code.index("\ndef load")]
+    assert "5.4772" in forward and ".to(" not in forward and ".split(" not in forward, forward

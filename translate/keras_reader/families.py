@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     conv,
     core,
     emitted,
+    kecam,
     keras_ops,
     merge,
     normalization,

@@ -240,11 +240,48 @@ _COMMUTATIVE = {"add", "mul", "maximum", "minimum"}
 _FLIPPED = {"greater": "less", "less": "greater", "greater_equal": "less_equal", "less_equal": "greater_equal"}
 
 
+_NUMPY_BINARY = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.true_divide,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "pow": np.power,
+    "compare:equal": np.equal,
+    "compare:not_equal": np.not_equal,
+    "compare:greater": np.greater,
+    "compare:greater_equal": np.greater_equal,
+    "compare:less": np.less,
+    "compare:less_equal": np.less_equal,
+}
+
+
+def _fixed(value: Any) -> np.ndarray | None:
+    """The array of a number or of a constant Value (a static size read with tf.shape), else None."""
+    if isinstance(value, Value):
+        folded = constant_value(value)
+        return None if folded is None or value.producer.attrs.get("trainable") else folded
+    return np.asarray(value) if is_number(value) else None
+
+
+def folded_constant(call: LayerCall, array: np.ndarray) -> Value:
+    """An operation on fixed values (kecam's `cast(shape[1] * shape[2]) ** 0.5`), computed at
+    conversion time, as numpy (and TensorFlow, for the dtypes that reach here) would."""
+    return call.emit("constant", [], {"trainable": False}, {"value": np.asarray(array)})
+
+
 def binary_nodes(call: LayerCall, op: str, a: Any, b: Any) -> Value:
     """a <op> b for tensors or Python numbers (numpy broadcasting); op is an IR arithmetic op
-    kind or "compare:<mode>". A number becomes an affine/clip node where one exists."""
+    kind or "compare:<mode>". A number becomes an affine/clip node where one exists; an
+    operation on two fixed values is computed at conversion time."""
     compare = op.startswith("compare:")
     a, b = (_serialized_array(call, v, a if v is b else b) for v in (a, b))
+    fa, fb = _fixed(a), _fixed(b)
+    if fa is not None and fb is not None and (isinstance(a, Value) or isinstance(b, Value)):
+        if isinstance(a, Value) != isinstance(b, Value):  # a Python number takes the tensor's dtype
+            fa, fb = (fa.astype(fb.dtype), fb) if not isinstance(a, Value) else (fa, fb.astype(fa.dtype))
+        return folded_constant(call, _NUMPY_BINARY[op](fa, fb))
     if not isinstance(a, Value) and not isinstance(b, Value):
         raise call.error("an operation on two constants")
     if isinstance(a, Value) and isinstance(b, Value):
@@ -337,15 +374,48 @@ def reshape_target(call: LayerCall, x: Value, shape: Any) -> tuple[int, ...]:
     known = [d for d in x.shape[1:]]
     if shape[0] == -1 and -1 not in rest and None not in known and int(np.prod(rest)) != int(np.prod(known)):
         raise call.error(
-            f"reshape of {x.shape} to {tuple(shape)} folds other axes into the batch axis, which is not supported"
+            f"reshape of {x.shape} to {tuple(shape)} moves a part of the axes into or out of the batch axis "
+            "by a factor that is not a whole number"
         )
     return tuple(rest)
 
 
+def batch_factor(x: Value, shape: Any) -> int:
+    """How many times a reshape to `shape` (batch first, as -1) multiplies the batch: k > 1
+    folds k rows of every example into the batch (MobileViT's patches, window attention),
+    -k unfolds them back, 1 leaves the batch alone (or the sizes are not known)."""
+    shape = [(-1 if d is None else int(d)) for d in shape]
+    rest, known = shape[1:], x.shape[1:]
+    if not shape or shape[0] != -1 or -1 in rest or None in known or not rest:
+        return 1
+    have, want = int(np.prod(known)), int(np.prod(rest))
+    if want == 0 or have == want:
+        return 1
+    if have % want == 0:
+        return have // want
+    if want % have == 0:
+        return -(want // have)
+    return 1
+
+
+def reshape_nodes(call: LayerCall, x: Value, shape: Any) -> Value:
+    """A reshape whose first entry is the batch: within the example, or moving whole rows of
+    each example into the batch axis and back (a batch of B images of H rows reshaped to
+    (-1, W, C) is B * H rows), row-major like the source."""
+    k = batch_factor(x, shape)
+    rest = tuple(int(d) for d in shape[1:])
+    if k > 1:
+        split = call.emit("reshape", [x], {"shape": (k, *rest)}, suffix="_rows")
+        return call.emit("fold_time", [split])
+    if k < -1:
+        rows = call.emit("unfold_time", [x], {"steps": -k}, suffix="_rows")
+        return call.emit("reshape", [rows], {"shape": rest})
+    return call.emit("reshape", [x], {"shape": reshape_target(call, x, shape)})
+
+
 @register("keras->ir", "ops.Reshape")
 def reshape_from_keras_ops(call: LayerCall) -> Value:
-    x = call.x
-    return call.emit("reshape", [x], {"shape": reshape_target(call, x, call.get("newshape"))})
+    return reshape_nodes(call, call.x, call.get("newshape"))
 
 
 def transpose_nodes(call: LayerCall, x: Value, perm: Any) -> Value:
@@ -449,6 +519,8 @@ def split_nodes(call: LayerCall, x: Value, sections: Any, axis: int, *, sizes: b
     else:
         points = [0, *(int(p) for p in sections), n]
         parts = tuple(b - a for a, b in zip(points, points[1:]))
+    if len(parts) == 1:  # one part: the tensor itself (EdgeNeXt splits its channels in 1 + n parts)
+        return [call.emit("identity", [x])]
     node_out = call.emit("split", [x], {"axis": axis, "sizes": parts})
     return list(node_out.producer.outputs)
 
@@ -482,7 +554,15 @@ def einsum_from_keras_ops(call: LayerCall) -> Value:
 def cast_from_keras_ops(call: LayerCall) -> Value:
     dtype = call.get("dtype")
     dtype = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else str(dtype)
-    return call.emit("cast", [call.x], {"dtype": dtype})
+    return cast_nodes(call, call.x, dtype)
+
+
+def cast_nodes(call: LayerCall, x: Value, dtype: str) -> Value:
+    """x as `dtype`; a fixed value is converted at conversion time."""
+    fixed = _fixed(x)
+    if fixed is not None:
+        return folded_constant(call, fixed.astype(dtype))
+    return call.emit("cast", [x], {"dtype": dtype})
 
 
 # -- translators: element-wise ------------------------------------------------------------------

@@ -48,14 +48,15 @@ OPS_PREFIX = "ops."
 
 
 def translator_key(layer: dict[str, Any], keras2: bool = False) -> str:
-    """The registry key of a config entry: its class name, "ops.<class>" for a Keras 3
+    """The registry key of a config entry: its class name ("package>Class" for a class
+    registered with register_keras_serializable, where ktorch knows it), "ops.<class>" for a Keras 3
     operation, "tf.<function>" for a tf.keras 2 TFOpLambda / SlicingOpLambda."""
     cls = str(layer.get("class_name", "?"))
     if cls in TF_FUNCTION_CLASSES:
         return "tf." + str(layer.get("config", {}).get("function"))
     registered = layer.get("registered_name")
     if isinstance(registered, str) and ">" in registered and lookup("keras->ir", registered) is not None:
-        return registered  # a registered custom class read by its package's name ("ktorch>Parameter")
+        return registered  # a registered class named "package>Class" (ktorch>Parameter, kecam layers)
     module = layer.get("module")
     if module is not None:
         return OPS_PREFIX + cls if str(module).startswith(("keras.src.ops.", "keras.ops.")) else cls

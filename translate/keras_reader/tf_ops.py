@@ -20,6 +20,7 @@ from .calls import LayerCall
 from .keras_ops import (
     axes_of,
     binary_nodes,
+    cast_nodes,
     constant_value,
     einsum_nodes,
     expand_dims_nodes,
@@ -27,7 +28,7 @@ from .keras_ops import (
     is_number,
     pad_nodes,
     reduce_nodes,
-    reshape_target,
+    reshape_nodes,
     split_nodes,
     squeeze_nodes,
     stack_nodes,
@@ -104,7 +105,7 @@ def reshape_from_tf(call: LayerCall) -> Value:
     shape = _static(call, _kw(call, "shape"), "a reshape target")
     if shape is None:
         raise call.error("a reshape without a target shape")
-    return call.emit("reshape", [x], {"shape": reshape_target(call, x, shape)})
+    return reshape_nodes(call, x, shape)
 
 
 @register("keras->ir", "tf.compat.v1.shape", "tf.shape")
@@ -259,7 +260,7 @@ def l2_normalize_from_tf(call: LayerCall) -> Value:
 @register("keras->ir", "tf.cast", "tf.dtypes.cast")
 def cast_from_tf(call: LayerCall) -> Value:
     _no_extra(call, "dtype")
-    return call.emit("cast", [_tensor(call)], {"dtype": str(_kw(call, "dtype"))})
+    return cast_nodes(call, _tensor(call), str(_kw(call, "dtype")))
 
 
 @register("keras->ir", "tf.identity", "tf.stop_gradient")

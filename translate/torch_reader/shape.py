@@ -309,6 +309,22 @@ def reduce_to_ir(call: AtenCall) -> Value:
     return call.emit("reduce", [x], {"mode": _REDUCE[call.key], "axes": axes, "keepdims": keep})
 
 
+@register("torch->ir", "aten.all", "aten.any")
+def all_any_to_ir(call: AtenCall) -> Value:
+    """torch.all / torch.any over some axes: the minimum / maximum of the truth values."""
+    x = call.value("self")
+    dims = call.args.get("dim")
+    if dims is None or dims == []:
+        raise call.unsupported(f"{call.key} over all axes (including the batch axis)")
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    axes = tuple(sorted(d % x.rank for d in dims))
+    _no_batch(call, axes[0], call.key.removeprefix("aten."))
+    if x.dtype != "bool":
+        x = call.emit("cast", [x], {"dtype": "bool"}, suffix="_truth")
+    mode = "min" if call.key == "aten.all" else "max"
+    return call.emit("reduce", [x], {"mode": mode, "axes": axes, "keepdims": bool(call.args.get("keepdim", False))})
+
+
 @register("torch->ir", "aten.to", "aten._to_copy", "aten.type_as")
 def cast_to_ir(call: AtenCall) -> Value:
     x = call.value("self")

@@ -96,6 +96,13 @@ def compare_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, f"{a} {_COMPARE[node.attrs['mode']]} {b}")
 
 
+@register("ir->torch", "gather")
+def gather_to_torch(node: Node, em: TorchEmitter) -> None:
+    """numpy take_along_axis; torch.take_along_dim broadcasts the index like it (torch.gather does not)."""
+    x, index = (em.var(v) for v in node.inputs)
+    em.assign(node, f"torch.take_along_dim({x}, {index}, dim={node.attrs['axis']})")
+
+
 @register("ir->torch", "where")
 def where_to_torch(node: Node, em: TorchEmitter) -> None:
     cond, a, b = (em.var(v) for v in node.inputs)
@@ -113,11 +120,11 @@ def table_lookup_to_torch(node: Node, em: TorchEmitter) -> None:
 
 @register("ir->torch", "constant")
 def constant_to_torch(node: Node, em: TorchEmitter) -> None:
-    """A scalar is written as its literal where it is used (`x * 0.5`); a tensor becomes a
-    parameter (trainable) or a frozen parameter of the module."""
+    """A fixed scalar is written as its literal where it is used (`x * 0.5`); a tensor or a
+    learned scalar (a gain) becomes a parameter (trainable) or a frozen parameter of the module."""
     value = node.weights["value"]
     out = node.outputs[0]
-    if value.ndim == 0:
+    if value.ndim == 0 and not node.attrs["trainable"]:
         literal = value.item()
         text = py_literal(bool(literal) if value.dtype == np.bool_ else literal)
         em.value_names[id(out)] = f"({text})" if text.startswith("-") else text

@@ -1,0 +1,265 @@
+"""keras-cv-attention-models (kecam) layers, as saved in its tf.keras 2 `.h5` files.
+
+kecam registers its layers with `register_keras_serializable(package=...)`, so a file names
+them "package>Class" (`resmlp>ChannelAffine`, `volo>ClassToken`, `beit>Multi...`). Each is
+translated here from its config and weights, with the formulas of kecam's own `call` and
+`build` (keras_cv_attention_models 1.4: mlp_family/res_mlp.py, volo/volo.py, beit/beit.py,
+levit/levit.py, edgenext/edgenext.py, nfnets/nfnets.py, llama2/llama2.py, gpt2/gpt2.py).
+Index tables and sin/cos tables that kecam computes in `build` from the input shape are
+computed here the same way and kept as buffers; the learned tables stay parameters of their
+source shape (a relative position bias is gathered from its table at run time, as in kecam,
+so that a fine-tuned model keeps its tied entries).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...graph import Value
+from ..registry import register
+from .calls import LayerCall
+from .conv import conv2d_from_keras
+
+
+def _axis_vector(call: LayerCall, x: Value, array: np.ndarray, axis: int | list) -> tuple[int, np.ndarray]:
+    """A per-channel weight of ChannelAffine / BiasLayer as (axis, vector): kecam stores it as
+    (C,) for the last axis, else shaped to broadcast (ones except on `axis`)."""
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    if len(axes) != 1:
+        raise call.error(f"a per-channel weight over several axes {axes} is not supported")
+    a = int(axes[0]) % x.rank
+    if a == 0:
+        raise call.error("a per-channel weight over the batch axis is not supported")
+    if array.size != x.shape[a]:
+        raise call.error(f"weight of shape {array.shape} does not match axis {a} of the input {x.shape}")
+    return a, array.reshape(-1)
+
+
+@register("keras->ir", "resmlp>ChannelAffine")
+def channel_affine_from_kecam(call: LayerCall) -> Value:
+    """x * weight (+ bias), one value per channel along `axis` (LayerScale, ResMLP's Affine)."""
+    x = call.x
+    use_bias = bool(call.get("use_bias", True))
+    call.expect_weights(2 if use_bias else 1)
+    axis, scale = _axis_vector(call, x, call.weight(0), call.get("axis", -1))
+    weights = {"scale": scale}
+    if use_bias:
+        weights["offset"] = _axis_vector(call, x, call.weight(1), axis)[1]
+    return call.emit("channel_affine", [x], {"axis": axis, "learned": True}, weights)
+
+
+@register("keras->ir", "volo>BiasLayer")
+def bias_layer_from_kecam(call: LayerCall) -> Value:
+    """x + bias, one value per channel along `axis` (the output bias of a bias-free attention)."""
+    x = call.x
+    call.expect_weights(1)
+    axis, offset = _axis_vector(call, x, call.weight(0), call.get("axis", -1))
+    return call.emit("channel_affine", [x], {"axis": axis, "learned": True}, {"offset": offset})
+
+
+@register("keras->ir", "nfnets>ZeroInitGain")
+def zero_init_gain_from_kecam(call: LayerCall) -> Value:
+    """x * gain (+ bias) with scalar gain and bias (NFNet's skip gain, StarReLU's s and b)."""
+    x = call.x
+    use_bias = bool(call.get("use_bias", False))
+    call.expect_weights(2 if use_bias else 1)
+    gain = call.emit("constant", [], {"trainable": True}, {"value": call.weight(0, expect=())}, suffix="_gain")
+    y = call.emit("mul", [x, gain], suffix="" if not use_bias else "_scaled")
+    if use_bias:
+        bias = call.emit("constant", [], {"trainable": True}, {"value": call.weight(1, expect=())}, suffix="_bias")
+        y = call.emit("add", [y, bias])
+    return y
+
+
+@register("keras->ir", "volo>PositionalEmbedding")
+def positional_embedding_from_kecam(call: LayerCall) -> Value:
+    """x + a learned table of the input's shape, batch axis 1 (`input_height` only matters
+    when kecam resizes the table for another input size)."""
+    x = call.x
+    call.get("input_height")
+    table = call.weight(0, expect=(1, *x.shape[1:]))
+    pos = call.emit("constant", [], {"trainable": True}, {"value": table}, suffix="_table")
+    return call.emit("add", [x, pos])
+
+
+@register("keras->ir", "volo>ClassToken")
+def class_token_from_kecam(call: LayerCall) -> Value:
+    """`num_tokens` learned tokens concatenated before (or, is_at_end, after) the sequence."""
+    x = call.x
+    n = int(call.get("num_tokens", 1))
+    if x.rank != 3:
+        raise call.error(f"expects a (batch, tokens, channels) input, got {x.shape}")
+    tokens = call.weight(0, expect=(1, n, x.shape[-1]))
+    token = call.emit("constant", [], {"trainable": True, "per_example": True}, {"value": tokens}, suffix="_tokens")
+    parts = [x, token] if call.get("is_at_end", False) else [token, x]
+    return call.emit("concat", parts, {"axis": 1})
+
+
+def _table_bias(call: LayerCall, x: Value, table: np.ndarray, index: np.ndarray) -> Value:
+    """x + table[:, index]: a learned (heads, distances) table gathered by a constant
+    (queries, keys) index at run time, broadcast over the batch."""
+    heads = table.shape[0]
+    t = call.emit("constant", [], {"trainable": True}, {"value": np.ascontiguousarray(table)}, suffix="_table")
+    flat = np.ascontiguousarray(index.reshape(1, -1).astype(np.int64))
+    idx = call.emit("constant", [], {"trainable": False}, {"value": flat}, suffix="_index")
+    picked = call.emit("gather", [t, idx], {"axis": 1}, suffix="_gather")
+    bias = call.emit("reshape", [picked], {"shape": tuple(int(d) for d in index.shape)}, suffix="_bias")
+    if x.rank == 3 and heads != 1:
+        raise call.error(f"a {heads}-head table for a rank-3 input {x.shape}")
+    return call.emit("add", [x, bias])
+
+
+def _beit_relative_index(height: int, width: int, q: int, k: int, with_cls: bool) -> tuple[np.ndarray, int]:
+    """kecam beit.MultiHeadRelativePositionalEmbedding.build: the (q, k) index into the
+    (heads, (2h-1)(2w-1) + 3) table; the 3 extra entries are cls->patch, patch->cls, cls->cls."""
+    cls_len, cls_pos_len = (1, 3) if with_cls else (0, 0)
+    num_distance = (2 * height - 1) * (2 * width - 1) + cls_pos_len
+    hh, ww = np.meshgrid(range(height), range(width))  # 'xy' indexing, as kecam
+    coords = np.reshape(np.stack([hh, ww], axis=-1), [-1, 2])
+    rel = coords[:, None, :] - coords[None, :, :]
+    rel_hh = rel[:, :, 0] + height - 1
+    rel_ww = (rel[:, :, 1] + width - 1) * (2 * height - 1)
+    index = (rel_hh + rel_ww).astype(np.int64)
+    if k != q:  # kecam keeps the last key blocks when keys and queries differ
+        index = index[:, -(k - cls_len) :]
+    if with_cls:
+        top = np.full((1, index.shape[1]), num_distance - 3, np.int64)
+        left = np.full((index.shape[0], 1), num_distance - 2, np.int64)
+        corner = np.full((1, 1), num_distance - 1, np.int64)
+        index = np.concatenate([np.concatenate([corner, left], axis=0), np.concatenate([top, index], axis=0)], axis=1)
+    return index[:q, :k], num_distance
+
+
+@register("keras->ir", "beit>MultiHeadRelativePositionalEmbedding")
+def beit_relative_position_from_kecam(call: LayerCall) -> Value:
+    """Attention scores (batch, heads, q, k) + a relative position bias per head (BEiT)."""
+    x = call.x
+    if x.rank != 4 or None in x.shape[1:]:
+        raise call.error(f"expects attention scores (batch, heads, queries, keys) of known size, got {x.shape}")
+    with_cls = bool(call.get("with_cls_token", True))
+    attn_height, num_heads = int(call.get("attn_height", -1)), int(call.get("num_heads", -1))
+    _, heads, q, k = x.shape
+    cls_len = 1 if with_cls else 0
+    if attn_height == -1:
+        height = width = int(float(q - cls_len) ** 0.5)
+    else:
+        height, width = attn_height, int(float(q - cls_len) / attn_height)
+    heads = heads if num_heads == -1 else num_heads
+    index, num_distance = _beit_relative_index(height, width, q, k, with_cls)
+    table = call.weight(0, expect=(heads, num_distance))
+    return _table_bias(call, x, table, index)
+
+
+def _levit_index(q: int, k: int, query_height: int, key_height: int) -> np.ndarray:
+    """kecam levit.MultiHeadPositionalEmbedding.build: the (q, k) index of the absolute
+    offset between each query block (on a `strides` grid) and each key block."""
+    if query_height == -1:
+        q_h = q_w = int(float(q) ** 0.5)
+    else:
+        q_h, q_w = query_height, int(q / query_height)
+    strides = int(math.ceil(float(k / q) ** 0.5))
+    if key_height == -1:
+        k_h = q_h * strides
+        while k % k_h != 0:
+            k_h -= 1
+        k_w = int(k / k_h)
+    else:
+        k_h, k_w = key_height, int(k / key_height)
+    x1, y1 = np.meshgrid(range(q_h), range(q_w))
+    x2, y2 = np.meshgrid(range(k_h), range(k_w))
+    aa = np.concatenate([np.reshape(x1, (-1, 1)), np.reshape(y1, (-1, 1))], axis=-1)
+    bb = np.concatenate([np.reshape(x2, (-1, 1)), np.reshape(y2, (-1, 1))], axis=-1)
+    return np.stack([d[:, 0] + d[:, 1] * k_h for d in (np.abs(bb - a * strides) for a in aa)]).astype(np.int64)
+
+
+@register("keras->ir", "levit>MultiHeadPositionalEmbedding")
+def levit_position_from_kecam(call: LayerCall) -> Value:
+    """Attention scores (batch[, heads], q, k) + a learned bias per head and key offset (LeViT)."""
+    x = call.x
+    if x.rank not in (3, 4) or None in x.shape[1:]:
+        raise call.error(f"expects attention scores (batch[, heads], queries, keys) of known size, got {x.shape}")
+    q, k = x.shape[-2:]
+    index = _levit_index(q, k, int(call.get("query_height", -1)), int(call.get("key_height", -1)))
+    if x.rank == 3:
+        table = call.weight(0, expect=(k,))[None]
+    else:
+        table = call.weight(0, expect=(k, x.shape[1])).T  # kecam's (keys, heads) gathered then permuted
+    return _table_bias(call, x, table, index)
+
+
+@register("keras->ir", "kecam/edgenext>PositionalEncodingFourier")
+def fourier_position_from_kecam(call: LayerCall) -> Value:
+    """x + (fixed 2-D sin/cos features @ ww + bb), the learned projection of EdgeNeXt."""
+    x = call.x
+    if x.rank != 4 or None in x.shape[1:]:
+        raise call.error(f"expects a (batch, height, width, channels) input of known size, got {x.shape}")
+    _, height, width, channels = x.shape
+    filters, temperature = int(call.get("filters", 32)), float(call.get("temperature", 1e4))
+    eps, scale = 1e-6, 2 * math.acos(-1.0)
+    hh = (np.arange(height, dtype="float32") + 1) / (float(height) + eps) * scale
+    ww = (np.arange(width, dtype="float32") + 1) / (float(width) + eps) * scale
+    dim_t = temperature ** (2 * (np.arange(filters, dtype="float32") // 2) / filters)
+    pos_hh, pos_ww = hh[:, None] / dim_t, ww[:, None] / dim_t
+    pos_hh = np.stack([np.sin(pos_hh[:, 0::2]), np.cos(pos_hh[:, 1::2])], axis=-1)
+    pos_ww = np.stack([np.sin(pos_ww[:, 0::2]), np.cos(pos_ww[:, 1::2])], axis=-1)
+    pos_hh = np.repeat(np.reshape(pos_hh, [height, 1, -1]), width, axis=1)
+    pos_ww = np.repeat(np.reshape(pos_ww, [1, width, -1]), height, axis=0)
+    grid = np.concatenate([pos_hh, pos_ww], axis=-1).astype(np.float32)[None]  # (1, h, w, 2 * filters)
+    kernel = call.weight(0, expect=(2 * filters, channels))
+    bias = call.weight(1, expect=(channels,))
+    features = call.emit("constant", [], {"trainable": False}, {"value": grid}, suffix="_grid")
+    attrs = {
+        "rank": 2,
+        "filters": channels,
+        "kernel_size": (1, 1),
+        "strides": (1, 1),
+        "dilation": (1, 1),
+        "padding": ((0, 0), (0, 0)),
+        "use_bias": True,
+        "data_format": "channels_last",
+    }
+    weights = {"weight": np.ascontiguousarray(kernel.T).reshape(channels, 2 * filters, 1, 1), "bias": bias}
+    pos = call.emit("conv", [features], attrs, weights, suffix="_projection")  # a Dense over the features
+    return call.emit("add", [x, pos])
+
+
+@register("keras->ir", "kecam/llama2>RMSNorm")
+def rms_norm_from_kecam(call: LayerCall) -> Value:
+    """x * rsqrt(mean(x ** 2 over axis) + epsilon) * gamma."""
+    x = call.x
+    axis = int(call.get("axis", -1)) % x.rank
+    gamma = call.weight(0, expect=(x.shape[axis],))
+    return call.emit("rms_norm", [x], {"axes": (axis,), "epsilon": float(call.get("epsilon", 1e-5))}, {"weight": gamma})
+
+
+@register("keras->ir", "kecam/gpt2>PositionalIndex")
+def positional_index_from_kecam(call: LayerCall) -> Value:
+    """The position ids 0..length-1 of a (batch, length) token input, as a (1, length) int64 row."""
+    x = call.x
+    length, block = x.shape[-1], int(call.get("block_size", 1024))
+    if length is None or length > block:
+        raise call.error(f"needs a known sequence length up to block_size={block}, got {x.shape}")
+    ids = np.arange(length, dtype=np.int64)[None]
+    return call.emit("constant", [], {"trainable": False}, {"value": ids})
+
+
+@register("keras->ir", "kecam/gpt2>CausalMask")
+def causal_mask_from_kecam(call: LayerCall) -> Value:
+    """Attention scores + (1 - lower triangle) * -65504 (kecam's float16-safe minus infinity)."""
+    x = call.x
+    if call.get("is_kv_cache", False):
+        raise call.error("a causal mask with a key/value cache is not supported")
+    if x.rank != 4 or None in x.shape[2:]:
+        raise call.error(f"expects attention scores (batch, heads, queries, keys) of known size, got {x.shape}")
+    block = int(call.get("block_size"))
+    mask = ((1 - np.tri(block).astype("float32")) * -65504)[None, None, : x.shape[2], : x.shape[3]]
+    bias = call.emit("constant", [], {"trainable": False}, {"value": np.ascontiguousarray(mask)}, suffix="_mask")
+    return call.emit("add", [x, bias])
+
+
+@register("keras->ir", "beit>PatchConv2DWithResampleWeights")
+def patch_conv_from_kecam(call: LayerCall) -> Value:
+    """A plain Conv2D; its subclass only adds a way to resample the kernel for other patch sizes."""
+    return conv2d_from_keras(call)
