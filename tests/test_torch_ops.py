@@ -40,6 +40,11 @@ CASES = {
     "argmin_keepdim": lambda x: torch.argmin(steps(x), dim=1, keepdim=True).float(),
     "gather": lambda x: torch.gather(x, 2, (x[:, :, :3] > 0).long() * 2),
     "gather_smaller_index": lambda x: torch.gather(x, 1, (x[:, :2, :4] > 0).long() * 3),
+    # KerasHub Gemma: rows with nothing attended are wiped with zeros_like (some rows are all <= 0)
+    "where_zeros_like": lambda x: torch.where(
+        torch.all(x[..., :2] <= 0.5, dim=-1, keepdim=True), torch.zeros_like(x), x
+    ),
+    "ones_like_full_like": lambda x: x * torch.ones_like(x) + torch.full_like(x, 0.25),
 }
 
 

@@ -108,12 +108,22 @@ class FloatMask(Deferred):
         )
 
 
-@register("torch->ir", "aten.zeros_like")
-def zeros_like_to_ir(call: AtenCall) -> Any:
+@register("torch->ir", "aten.zeros_like", "aten.ones_like", "aten.full_like")
+def filled_like_to_ir(call: AtenCall) -> Any:
+    """zeros_like / ones_like / full_like(x): the same numbers for every example, in x's shape
+    (KerasHub's Gemma wipes an attention output with `where(none_attended, zeros_like(a), a)`);
+    zeros_like of a bool mask as float starts F._canonical_mask's float padding mask."""
     x = call.args.get("self")
-    if isinstance(x, Value) and x.dtype == "bool" and call.meta_dtypes[0].startswith("float"):
+    dtype = call.meta_dtypes[0]
+    if call.key == "aten.zeros_like" and isinstance(x, Value) and x.dtype == "bool" and dtype.startswith("float"):
         return FloatMask(x, False)
-    raise call.unsupported("zeros_like other than the start of a float padding mask (F._canonical_mask)")
+    number = {"aten.zeros_like": 0, "aten.ones_like": 1}.get(call.key, call.args.get("fill_value"))
+    shape = call.meta_shapes[0]
+    if not isinstance(number, (int, float)) or not shape or shape[0] is not None or None in shape[1:]:
+        raise call.unsupported(
+            f"{call.key.removeprefix('aten.')} of a tensor of shape {shape} (batch first, other sizes fixed)"
+        )
+    return call.reader.per_example_value(Const(call.name, np.full((1, *shape[1:]), number, dtype=np.dtype(dtype))))
 
 
 @register("torch->ir", "module.MultiheadAttention")
