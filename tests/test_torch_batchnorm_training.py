@@ -152,3 +152,12 @@ def test_cumulative_momentum(tmp_path: Path) -> None:
         result = ktorch.convert(net, tmp_path / "b", to="keras", example_inputs=(torch.randn(4, 5),))
     assert result.parity.passed
     assert any("1: BatchNorm with momentum=None" in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+def test_no_running_stats_is_refused(tmp_path: Path) -> None:
+    """track_running_stats=False normalises with batch statistics in eval mode too: refused, saying so."""
+    from ktorch.graph.errors import UnsupportedOpError
+
+    net = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6, track_running_stats=False)).eval()
+    with pytest.raises(UnsupportedOpError, match="track_running_stats=False"):
+        ktorch.convert(net, tmp_path / "out", to="keras", example_inputs=(torch.randn(4, 5),))
