@@ -5,6 +5,7 @@ skeleton in ktorch/pipeline.py. A new source format or target is one more declar
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,16 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
         from .translate.torch_reader.training import attach_regularizers
 
         attach_regularizers(graph, regularizers)
-    if options.training is not None:  # optimizer=, lr_scheduler=, loss= (ktorch/torch_training.py)
+    if options.training is None:
+        from .torch_training import cumulative_batch_norms
+
+        for path in cumulative_batch_norms(src):  # the training setup refuses them (read_setup)
+            warnings.warn(
+                f"{path}: BatchNorm with momentum=None (a cumulative average) becomes a Keras BatchNormalization "
+                "whose moving statistics stay fixed in training (momentum=1.0); inference is the same",
+                stacklevel=2,
+            )
+    else:  # optimizer=, lr_scheduler=, loss= (ktorch/torch_training.py)
         from .torch_training import attach_compile
 
         attach_compile(graph, src, program, options.training, lambda p: emitted_keras_weights(p, name, options))

@@ -78,6 +78,21 @@ def objects_from_text(optimizer: Any, lr_scheduler: Any, loss: Any) -> tuple[Any
     return optimizer, lr_scheduler, loss
 
 
+def cumulative_batch_norms(module: Any) -> list[str]:
+    """The BatchNorm layers of `module` with momentum=None: PyTorch updates their running statistics
+    with a cumulative average (weight 1 / batches seen), which Keras's BatchNormalization (a fixed
+    momentum) has no counterpart for; exported in eval mode they read as momentum 0."""
+    import torch
+
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+    modules = module.named_modules() if isinstance(module, torch.nn.Module) else ()
+    return [
+        path or "the model"
+        for path, m in modules
+        if isinstance(m, kinds) and m.track_running_stats and m.momentum is None
+    ]
+
+
 def read_setup(
     module: Any, optimizer: Any, lr_scheduler: Any, loss: Any, steps_per_epoch: int | None
 ) -> tuple[dict[str, Any], list[str]]:
@@ -86,6 +101,13 @@ def read_setup(
     optimizer, lr_scheduler, loss = objects_from_text(optimizer, lr_scheduler, loss)
     if optimizer is None:
         raise KtorchError("the training setup needs the optimizer (optimizer=...); loss= and lr_scheduler= go with it")
+    cumulative = cumulative_batch_norms(module)
+    if cumulative:
+        raise KtorchError(
+            f"{', '.join(cumulative[:5])}: BatchNorm with momentum=None (a cumulative average of the batch statistics) "
+            "has no Keras BatchNormalization counterpart; give it a momentum (PyTorch's default is 0.1) to convert "
+            "the training setup"
+        )
     named = dict(module.named_parameters()) if hasattr(module, "named_parameters") and not from_text else None
     names = {id(p): n for n, p in named.items()} if named is not None else None
     notes: list[str] = []
@@ -242,5 +264,6 @@ def attach_compile(graph: Graph, src: Any, program: Any, request: dict[str, Any]
     graph.meta["compile"] = {"spec": spec, "state": migrated, "warnings": notes}
 
 
-__all__ = ["LOSS_NAMES", "OPTIMIZER_NAMES", "SCHEDULER_NAMES", "TEXT_HELP", "attach_compile", "migrate_state",
+__all__ = ["LOSS_NAMES", "OPTIMIZER_NAMES", "SCHEDULER_NAMES", "TEXT_HELP", "attach_compile",
+           "cumulative_batch_norms", "migrate_state",
            "objects_from_text", "parse_text", "read_setup", "trace_keras_weights"]  # fmt: skip

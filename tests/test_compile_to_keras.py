@@ -168,6 +168,15 @@ def _weight_errors(net, keras_model, mapping, skip=frozenset()) -> dict[str, flo
             scale = max(float(np.abs(expected).max()), 1e-6)
             if f"{param}->{key}" not in skip:
                 errors[f"{param}->{key}"] = float(np.abs(kw[positions] - expected).max()) / scale
+    # BatchNorm running statistics: Keras's weights 2 and 3 of the layer that holds the module's weight
+    by_param = {pieces[0][0]: key for key, pieces in mapping.items() if len(pieces) == 1}
+    for path, m in net.named_modules():
+        if isinstance(m, nn.modules.batchnorm.BatchNorm2d) and f"{path}.weight" in by_param:
+            layer = keras_model.get_layer(by_param[f"{path}.weight"].rpartition("/")[0])
+            for i, buffer in ((2, "running_mean"), (3, "running_var")):
+                expected = getattr(m, buffer).numpy()
+                scale = max(float(np.abs(expected).max()), 1e-6)
+                errors[f"{path}.{buffer}"] = float(np.abs(np.asarray(layer.weights[i]) - expected).max()) / scale
     return errors
 
 

@@ -99,7 +99,7 @@ def test_torchvision_fast(name, tmp_path):
             "fc",
         ):
             assert f'name="{layer}"' in code, layer
-        assert code.count("layers.Conv2D(") == 20 and code.count("layers.BatchNormalization(") == 20
+        assert code.count("layers.Conv2D(") == 20 and code.count("= TorchBatchNormalization(") == 20
 
 
 @pytest.mark.slow

@@ -31,6 +31,18 @@ def _affine(call: LayerCall, shape: tuple) -> tuple[np.ndarray | None, np.ndarra
 
 @register("keras->ir", "BatchNormalization")
 def batch_norm_from_keras(call: LayerCall) -> Value:
+    # Keras updates the moving variance with the biased batch variance (ops.moments)
+    return _batch_norm(call, biased_running_var=True)
+
+
+@register("keras->ir", "ktorch>TorchBatchNormalization")
+def torch_batch_norm_from_keras(call: LayerCall) -> Value:
+    """The BatchNormalization ktorch writes for a PyTorch BatchNorm (keras_writer/normalization.py):
+    its moving variance follows the unbiased batch variance, as PyTorch's running_var does."""
+    return _batch_norm(call, biased_running_var=False)
+
+
+def _batch_norm(call: LayerCall, *, biased_running_var: bool) -> Value:
     x = call.x
     axes = _axes(call, x)
     if len(axes) != 1:
@@ -52,12 +64,11 @@ def batch_norm_from_keras(call: LayerCall) -> Value:
     }
     # Keras: moving = m * moving + (1 - m) * batch; PyTorch weighs the new batch
     momentum = round(1.0 - float(call.get("momentum", 0.99)), 12)
-    # Keras updates the moving variance with the biased batch variance (ops.moments)
     attrs = {
         "axis": axes[0],
         "epsilon": float(call.get("epsilon", 1e-3)),
         "momentum": momentum,
-        "biased_running_var": True,
+        "biased_running_var": biased_running_var,
     }
     return call.emit("batch_norm", [x], attrs, weights)
 

@@ -142,6 +142,7 @@ WEIGHT_MAP: dict[str, tuple[tuple[str, ...], dict[str, tuple[str | tuple[str, ..
     **{f"Convolution{r}D": (("conv",), _CONV) for r in (1, 2, 3)},
     **{f"Conv{r}DTranspose": (("conv_transpose",), _CONV_T) for r in (1, 2, 3)},
     "BatchNormalization": (("batch_norm",), _NORM),
+    "TorchBatchNormalization": (("batch_norm",), _NORM),  # ktorch's (keras_writer/normalization.py)
     "LayerNormalization": (("layer_norm",), _NORM),
     "GroupNormalization": (("group_norm",), _NORM),
     "Embedding": (("embedding",), {"embeddings": ("weight", _same)}),

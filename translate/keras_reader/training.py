@@ -92,7 +92,7 @@ METRIC_NAMES = {
     "MeanAbsoluteError": "mean_absolute_error",
 }
 # Layers whose last N variables are not trained (Keras saves a layer's trainable variables first).
-NON_TRAINABLE_TAIL = {"BatchNormalization": 2}
+NON_TRAINABLE_TAIL = {"BatchNormalization": 2, "TorchBatchNormalization": 2}
 NON_TRAINABLE_LAYERS = frozenset({"Normalization"})
 # Layers whose variables live in sub-objects: Keras tracks (and trains, and keeps optimizer slots for)
 # them in creation order, a weights file lists them alphabetically

@@ -1,6 +1,8 @@
 """Keras code for BatchNormalization, LayerNormalization and GroupNormalization.
 
-Keras's momentum is the weight of the old moving statistics: 1 - PyTorch's momentum."""
+Keras's momentum is the weight of the old moving statistics: 1 - PyTorch's momentum. A PyTorch
+BatchNorm (`biased_running_var` False) becomes `TorchBatchNormalization`, which also updates the
+moving variance with the unbiased batch variance, as PyTorch does."""
 
 from __future__ import annotations
 
@@ -16,6 +18,28 @@ from .codegen import KerasEmitter
 def keras_axis(axis: int, rank: int) -> int:
     """-1 for the last axis, as people write it."""
     return -1 if axis == rank - 1 else axis
+
+
+_TORCH_BATCH_NORMALIZATION = '''class TorchBatchNormalization(layers.BatchNormalization):
+    """layers.BatchNormalization that, in training, updates moving_variance with the unbiased batch
+    variance (the biased one times n / (n - 1), n the elements per channel), as PyTorch's BatchNorm
+    updates running_var; Keras's own uses the biased one. It normalises (in training with the biased
+    batch variance, in inference with the moving statistics) as layers.BatchNormalization does."""
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None:
+            raise ValueError(f"{self.name}: masks are not supported (PyTorch's BatchNorm takes none)")
+        if not (training and self.trainable):
+            return super().call(inputs, training=training)
+        before = keras.ops.copy(self.moving_variance)
+        outputs = super().call(inputs, training=True)
+        # Keras set moving_variance to m * before + (1 - m) * v, v the biased batch variance; PyTorch's
+        # rule is m * before + (1 - m) * v * n / (n - 1): add (1 - m) * v / (n - 1)
+        n = keras.ops.cast(keras.ops.size(inputs), "float32") / inputs.shape[self.axis]
+        after = keras.ops.convert_to_tensor(self.moving_variance)
+        self.moving_variance.assign(after + (after - before * self.momentum) / (n - 1.0))
+        return outputs
+'''
 
 
 @register("ir->keras", "batch_norm")
@@ -34,7 +58,11 @@ def batch_norm_to_keras(node: Node, em: KerasEmitter) -> None:
     else:
         kwargs["center"] = False
     weights += [w["running_mean"], w["running_var"]]
-    em.assign(node, f"{em.layer(node, 'layers.BatchNormalization', weights, **kwargs)}({em.var(x)})")
+    if node.attrs["biased_running_var"]:  # Keras's own rule (a Keras source)
+        cls = "layers.BatchNormalization"
+    else:  # PyTorch's
+        cls = em.helper("TorchBatchNormalization", _TORCH_BATCH_NORMALIZATION)
+    em.assign(node, f"{em.layer(node, cls, weights, **kwargs)}({em.var(x)})")
 
 
 @register("ir->keras", "layer_norm")

@@ -23,6 +23,7 @@ _PREFIXES: dict[str, dict[str, str]] = {
     **{f"layers.Conv{r}D": _KERNEL for r in (1, 2, 3)},
     **{f"layers.Conv{r}DTranspose": _KERNEL for r in (1, 2, 3)},
     "layers.BatchNormalization": _NORM,
+    "TorchBatchNormalization": _NORM,
     "layers.LayerNormalization": _NORM,
     "layers.GroupNormalization": _NORM,
     "layers.Embedding": {"weight": "embeddings"},

@@ -23,7 +23,12 @@ def _affine(call: AtenCall, channels: int, *, fill: bool) -> dict[str, np.ndarra
 def _batch_norm(call: AtenCall, training: bool, momentum: float, eps: float) -> Value:
     x = call.value("input")
     mean = call.const("running_mean", optional=True)
-    if training or mean is None:
+    if mean is None:
+        raise call.unsupported(
+            "BatchNorm with track_running_stats=False (batch statistics in eval mode too); Keras's "
+            "BatchNormalization normalises with moving statistics in inference"
+        )
+    if training:
         raise call.unsupported(
             "batch normalisation with batch statistics (training mode); export the model after model.eval()"
         )
