@@ -124,8 +124,23 @@ class Stack(nn.Module):
 )
 def test_recurrent_options(tmp_path, cls, layers, bidirectional, batch_first, kwargs):
     torch.manual_seed(1)
-    module = Stack(cls, layers, bidirectional, batch_first, **kwargs)
-    result = convert(module, (torch.randn(3, 6, 5),), tmp_path / "rnn")
+    module = Stack(cls, layers, bidirectional, batch_first, **kwargs).eval()
+    example = (torch.randn(3, 6, 5),)
+    if batch_first:
+        result = convert(module, example, tmp_path / "rnn")
+    else:
+        # time-major: axis 0 is the time, the batch (axis 1) cannot stay symbolic, and the
+        # conversion says so rather than writing a Keras Input that promises any batch
+        import ktorch
+        from ktorch.capture import BatchPinnedError
+
+        with pytest.raises(BatchPinnedError, match=r"self\.rnn\(x\)"):
+            ktorch.convert(module, tmp_path / "pinned", example_inputs=example, to="keras")
+        assert not (tmp_path / "pinned").exists()
+        # the way out the message names: a fixed-size program, whose Keras Input says its size
+        program = torch.export.export(module, example)
+        result = convert(program, None, tmp_path / "rnn")
+        assert "batch_size=3" in (result.out / "model.py").read_text()
     code = build_source(result)
     keras_cls = {nn.LSTM: "LSTM", nn.GRU: "GRU", nn.RNN: "SimpleRNN"}[cls]
     assert code.count(f"layers.{keras_cls}(") == layers
