@@ -2,7 +2,7 @@
 
 For each backbone: build it from a tiny config (no preset, nothing downloaded), save it as
 .keras, convert it with `ktorch.convert(route="auto")` (the direct reader refuses a Backbone,
-so the export route takes it), verify at batch 2, and record the route, the worst relative
+so the export route takes it), verify at batch 2 and again at batch 3, and record the route, the worst relative
 error, the conversion time and the transposes left in the emitted code.
 
     python benchmarks/wild_keras_hub.py [--only NAME ...] [--json results.json]
@@ -192,6 +192,7 @@ def run_one(name: str, workdir: Path) -> dict:
     import keras_hub
 
     import ktorch
+    from ktorch.verify import verify_conversion
 
     cls, config = CONFIGS[name]
     row: dict = {"model": name, "class": cls}
@@ -218,8 +219,14 @@ def run_one(name: str, workdir: Path) -> dict:
         return row
     m = result.manifest
     worst = max((c.max_rel for c in result.parity.outputs), default=0.0) if result.parity else None
+    # the same output directory at another batch size than the conversion's (batch 2)
+    again = verify_conversion(src, result.out, batches=(3,), mode="outputs")
+    worst_b3 = max((c.max_rel for run in again.runs for c in run.outputs), default=None)
+    passed = bool(result.parity and result.parity.passed and again.exit_code == 0)
     row.update(
-        status="pass" if result.parity and result.parity.passed else "mismatch",
+        status="pass" if passed else "mismatch",
+        worst_rel_b3=worst_b3,
+        batch3=again.error or again.status,
         route=m.get("route", {}).get("name"),
         worst_rel=worst,
         seconds=round(time.perf_counter() - t0, 1),
