@@ -112,7 +112,8 @@ def convert(
     if regularizers and kind != "torch":
         raise ValueError("regularizers= names PyTorch parameters; it applies to PyTorch -> Keras conversions only")
     training = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, "loss": loss, "steps_per_epoch": steps_per_epoch}
-    if any(v is not None for v in training.values()) and kind != "torch":
+    with_training = any(v is not None for v in training.values())
+    if with_training and kind != "torch":
         raise ValueError(
             "optimizer=, loss=, lr_scheduler= describe PyTorch training; they apply to PyTorch -> Keras only"
         )
@@ -120,7 +121,7 @@ def convert(
         keep_layout=layout is Layout.KEEP, verify=verify, force=force, tolerance=tolerance, trust_code=trust_code,
         inputs=inputs, seed=seed, progress=progress, example_inputs=example_inputs, input_shapes=input_shapes,
         input_dtypes=input_dtypes, weights=weights, regularizers=regularizers, dynamic=normalize_dynamic(dynamic),
-        training=training if any(v is not None for v in training.values()) else None, train_steps=train_steps,
+        training=training if with_training else None, train_steps=train_steps,
     )  # fmt: skip
     if kind == "keras":
         from .export_route import convert_keras
