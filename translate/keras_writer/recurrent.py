@@ -2,10 +2,14 @@
 where the op runs both ways.
 
 The graph holds torch's canonical weights (graph/ops/sequence.py); they become Keras's
-once, here. Keras has one bias where torch has two: an LSTM or SimpleRNN adds them (the
-two are only ever summed); a GRU with reset_after keeps both as the rows of its
-(2, 3 * units) bias. Gate order: LSTM (i, f, g, o) is the same in both; a torch GRU's
-(r, z, n) blocks become Keras's (z, r, h).
+once, here. Keras's LSTM and SimpleRNN have one bias where torch has two. Where the source
+has two that train (a PyTorch nn.LSTM / nn.RNN), the layer is `layers.RNN` around
+`TorchLSTMCell` / `TorchSimpleRNNCell`, cells that keep torch's bias_hh as a second trainable
+`recurrent_bias`, so that training, the optimizer state and the trainable-parameter count are
+torch's. Where the second is a fixed zero (a Keras source, read back) or absent, the stock layer
+holds their sum. A GRU with reset_after keeps both as the rows of its (2, 3 * units) bias. Gate
+order: LSTM (i, f, g, o) is the same in both; a torch GRU's (r, z, n) blocks become Keras's
+(z, r, h).
 """
 
 from __future__ import annotations
@@ -21,6 +25,63 @@ from ..registry import register
 from .codegen import KerasEmitter, Raw, call
 
 _LAYER = {"lstm": "layers.LSTM", "gru": "layers.GRU", "simple_rnn": "layers.SimpleRNN"}
+
+# A Keras cell with PyTorch's two biases: the class is written into model.py from this template.
+_TWO_BIAS_CELL = '''class {name}(layers.{base}):
+    """layers.{base} with PyTorch's two biases, trained apart as PyTorch trains them: `bias` is
+    torch's bias_ih and `recurrent_bias` its bias_hh (both under bias_regularizer and
+    bias_constraint). A step adds both where layers.{base} adds `bias`.
+
+    {note}"""
+
+    def __init__(self, units, dropout=0.0, recurrent_dropout=0.0, **kwargs):
+        if dropout or recurrent_dropout:
+            raise ValueError(f"{{self.name}}: no dropout inside the cell (PyTorch's has none)")
+        super().__init__(units, **kwargs)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.use_bias:
+            self.recurrent_bias = self.add_weight(
+                shape=self.bias.shape,
+                name="recurrent_bias",
+                initializer="zeros",
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+    def call(self, inputs, states, training=False):
+{step}
+'''
+_TWO_BIAS_STEPS = {
+    "lstm": (
+        "TorchLSTMCell",
+        "LSTMCell",
+        "Run it in layers.RNN, which always steps through the cell: layers.LSTM and\n"
+        "    Bidirectional(layers.LSTM) may run a fused kernel (cuDNN, the backend's lstm) that reads\n"
+        "    `bias` alone.",
+        """        h, c = states
+        z = keras.ops.matmul(inputs, self.kernel) + keras.ops.matmul(h, self.recurrent_kernel)
+        if self.use_bias:
+            z = z + self.bias + self.recurrent_bias
+        i, f, g, o = keras.ops.split(z, 4, axis=-1)  # gate order (i, f, g, o): torch's and Keras's
+        c = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
+        h = self.recurrent_activation(o) * self.activation(c)
+        return h, [h, c]""",
+    ),
+    "simple_rnn": (
+        "TorchSimpleRNNCell",
+        "SimpleRNNCell",
+        "Run it in layers.RNN (layers.SimpleRNN makes its own cell).",
+        """        nested = isinstance(states, (list, tuple))
+        h = states[0] if nested else states
+        z = keras.ops.matmul(inputs, self.kernel) + keras.ops.matmul(h, self.recurrent_kernel)
+        if self.use_bias:
+            z = z + self.bias + self.recurrent_bias
+        h = self.activation(z)
+        return h, [h] if nested else h""",
+    ),
+}
 
 
 def _activation(node: Node, spec: dict[str, Any] | None, default: str) -> str | None:
@@ -56,8 +117,19 @@ def _gru_to_keras_gates(matrix: np.ndarray, units: int) -> np.ndarray:
     return np.concatenate([z, r, n], axis=0)
 
 
+def two_biases(node: Node) -> bool:
+    """Whether the layer keeps torch's two biases apart (TorchLSTMCell / TorchSimpleRNNCell): an
+    LSTM or SimpleRNN whose bias_hh trains (not the fixed zero a one-bias source reads as)."""
+    fixed = set(node.training.get("constant", []))
+    return (
+        node.op in _TWO_BIAS_STEPS
+        and node.attrs["use_bias"]
+        and any(k.startswith("bias_hh") and k not in fixed for k in node.weights)
+    )
+
+
 def keras_cell_weights(node: Node, suffix: str = "") -> list[np.ndarray]:
-    """One direction's [kernel, recurrent_kernel(, bias)] in Keras's layout."""
+    """One direction's [kernel, recurrent_kernel(, bias(, recurrent_bias))] in Keras's layout."""
     a, w = node.attrs, node.weights
     units = a["units"]
     w_ih, w_hh = w["weight_ih" + suffix], w["weight_hh" + suffix]
@@ -74,6 +146,8 @@ def keras_cell_weights(node: Node, suffix: str = "") -> list[np.ndarray]:
         b_hh = zeros if b_hh is None else b_hh
         if node.op == "gru" and a["reset_after"]:
             out.append(np.stack([b_ih, b_hh]))
+        elif two_biases(node):
+            out += [b_ih, b_hh]
         else:
             if node.op == "gru" and np.any(b_hh):
                 raise UnsupportedOpError(
@@ -90,10 +164,17 @@ def keras_cell_weights(node: Node, suffix: str = "") -> list[np.ndarray]:
     return [np.ascontiguousarray(x, dtype=np.float32) for x in out]
 
 
+def two_bias_cell(node: Node, em: KerasEmitter, kwargs: dict[str, Any]) -> str:
+    """`TorchLSTMCell(...)` / `TorchSimpleRNNCell(...)`, its class written into model.py."""
+    name, base, note, step = _TWO_BIAS_STEPS[node.op]
+    em.helper(name, _TWO_BIAS_CELL.format(name=name, base=base, note=note, step=step))
+    return call(name, **kwargs)
+
+
 @register("ir->keras", "lstm", "gru", "simple_rnn")
 def rnn_to_keras(node: Node, em: KerasEmitter) -> None:
     a = node.attrs
-    kwargs: dict[str, Any] = {"units": a["units"]}
+    kwargs: dict[str, Any] = {"units": a["units"]}  # the cell's arguments, then the layer's
     act = _activation(node, a["activation"], "tanh")
     if act is not None:
         kwargs["activation"] = act
@@ -105,6 +186,10 @@ def rnn_to_keras(node: Node, em: KerasEmitter) -> None:
         kwargs["use_bias"] = False
     if node.op == "gru" and not a["reset_after"]:
         kwargs["reset_after"] = False
+    cls = _LAYER[node.op]
+    if two_biases(node):  # layers.RNN(TorchLSTMCell(...), ...)
+        kwargs = {"cell": Raw(two_bias_cell(node, em, kwargs))}
+        cls = "layers.RNN"
     if a["return_sequences"]:
         kwargs["return_sequences"] = True
     if a["return_state"]:
@@ -115,7 +200,7 @@ def rnn_to_keras(node: Node, em: KerasEmitter) -> None:
     weights = keras_cell_weights(node)
     if a["direction"] == "bidirectional":
         weights += keras_cell_weights(node, "_reverse")
-        inner = Raw(call(_LAYER[node.op], **kwargs))
+        inner = Raw(call(cls, **kwargs))
         layer = em.layer(
             node,
             "layers.Bidirectional",
@@ -126,7 +211,7 @@ def rnn_to_keras(node: Node, em: KerasEmitter) -> None:
     else:
         if a["direction"] == "backward":
             kwargs["go_backwards"] = True
-        layer = em.layer(node, _LAYER[node.op], weights, **kwargs)
+        layer = em.layer(node, cls, weights, **kwargs)
     args = [em.var(x)]
     if mask is not None:
         args.append(f"mask={em.var(mask)}")
