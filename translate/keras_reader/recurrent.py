@@ -3,7 +3,9 @@
 Kernels become PyTorch's (gates * units, features) matrices once, here: Keras LSTM gates
 (i, f, c, o) are torch's order already; Keras GRU gates (z, r, h) are reordered to torch's
 (r, z, n). A Keras layer has one bias where torch has two: it goes into `bias_ih` and
-`bias_hh` is zero (a reset_after GRU has both, as rows of its (2, 3 * units) bias).
+`bias_hh` is a zero that does not train (a reset_after GRU has both, as rows of its
+(2, 3 * units) bias; ktorch's TorchLSTMCell / TorchSimpleRNNCell, written for a PyTorch source,
+have both as `bias` and `recurrent_bias`).
 
 Keras masks flow implicitly (Embedding(mask_zero=True), Masking); the reader hands them
 to these translators as `call.mask`, and they become an explicit input of the op.
@@ -47,14 +49,21 @@ def _reorder_gru(matrix: np.ndarray, units: int) -> np.ndarray:
 
 
 def cell_weights(
-    call: LayerCall, cls: str, config: dict[str, Any], arrays: list[np.ndarray], features: int, suffix: str = ""
+    call: LayerCall,
+    cls: str,
+    config: dict[str, Any],
+    arrays: list[np.ndarray],
+    features: int,
+    suffix: str = "",
+    two_biases: bool = False,
 ) -> dict[str, np.ndarray]:
-    """One direction's Keras (kernel, recurrent_kernel[, bias]) in torch's canonical form."""
+    """One direction's Keras (kernel, recurrent_kernel[, bias[, recurrent_bias]]) in torch's
+    canonical form."""
     units = int(config["units"])
     gates = _GATES[cls]
     use_bias = bool(config.get("use_bias", True))
     reset_after = cls == "GRU" and bool(config.get("reset_after", True))
-    expected = 3 if use_bias else 2
+    expected = (4 if two_biases else 3) if use_bias else 2
     if len(arrays) != expected:
         raise call.error(f"expected {expected} weight tensors per direction, the file has {len(arrays)}")
     kernel, recurrent = arrays[0], arrays[1]
@@ -76,7 +85,9 @@ def cell_weights(
             if bias.shape != (gates * units,):
                 raise call.error(f"bias has shape {bias.shape}, expected ({gates * units},)")
             weights["bias_ih"] = _reorder_gru(bias, units) if cls == "GRU" else bias
-            weights["bias_hh"] = np.zeros_like(bias)
+            weights["bias_hh"] = arrays[3] if two_biases else np.zeros_like(bias)
+            if weights["bias_hh"].shape != bias.shape:
+                raise call.error(f"recurrent_bias has shape {weights['bias_hh'].shape}, expected {bias.shape}")
     return {k + suffix: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
 
 
@@ -117,7 +128,14 @@ def _inputs(call: LayerCall) -> tuple[Value, Value | None, list[Value]]:
 
 
 def _emit_rnn(
-    call: LayerCall, op: str, attrs: dict, weights: dict, x: Value, mask: Value | None, states: list[Value]
+    call: LayerCall,
+    op: str,
+    attrs: dict,
+    weights: dict,
+    x: Value,
+    mask: Value | None,
+    states: list[Value],
+    two_biases: bool = False,
 ) -> list[Value]:
     if op != "conv_lstm":
         attrs = {**attrs, "masked": mask is not None}
@@ -127,20 +145,21 @@ def _emit_rnn(
     )
     call._emitted.append(node)
     placeholders = sorted(k for k in weights if k.startswith("bias_hh")) if op != "conv_lstm" else []
-    if placeholders and not attrs.get("reset_after", False):
+    if placeholders and not attrs.get("reset_after", False) and not two_biases:
         # Keras has one bias where torch has two: bias_hh is a zero placeholder that must not train
         node.training["constant"] = placeholders
     return node.outputs
 
 
-def _one_direction(call: LayerCall, cls: str, config: dict[str, Any]) -> list[Value]:
+def _one_direction(call: LayerCall, cls: str, config: dict[str, Any], two_biases: bool = False) -> list[Value]:
     x, mask, states = _inputs(call)
     if x.rank != 3 or x.shape[-1] is None:
         raise call.error(f"expects a (batch, time, features) input with known features, got {x.shape}")
     attrs = _rnn_attrs(call, cls, config)
     attrs["direction"] = "backward" if config.get("go_backwards") else "forward"
-    weights = cell_weights(call, cls, config, [w for _, w in call.weights], int(x.shape[-1]))
-    outs = _emit_rnn(call, _OPS[cls], attrs, weights, x, mask, states)
+    arrays = [w for _, w in call.weights]
+    weights = cell_weights(call, cls, config, arrays, int(x.shape[-1]), two_biases=two_biases)
+    outs = _emit_rnn(call, _OPS[cls], attrs, weights, x, mask, states, two_biases)
     if mask is not None:
         call.output_masks = [mask if attrs["return_sequences"] else None] + [None] * (len(outs) - 1)
     return outs
@@ -151,32 +170,51 @@ def rnn_from_keras(call: LayerCall) -> list[Value]:
     return _one_direction(call, call.class_name, call.config)
 
 
-_CELLS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
+# RNN cells -> (the layer they make, whether they hold two biases): Keras's, and the cells ktorch
+# writes for a PyTorch LSTM / RNN (keras_writer/recurrent.py), by their registered names
+CELLS = {
+    "LSTMCell": ("LSTM", False),
+    "GRUCell": ("GRU", False),
+    "SimpleRNNCell": ("SimpleRNN", False),
+    "ktorch>TorchLSTMCell": ("LSTM", True),
+    "ktorch>TorchSimpleRNNCell": ("SimpleRNN", True),
+}
+_RNN_OPTIONS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask",
+                "time_major")  # fmt: skip
+
+
+def cell_key(cell: dict[str, Any]) -> str:
+    """A serialized cell's key in CELLS: its registered name ("ktorch>TorchLSTMCell"), else its class."""
+    registered = cell.get("registered_name")
+    return registered if isinstance(registered, str) and ">" in registered else str(cell.get("class_name"))
+
+
+def recurrent_layer(call: LayerCall, layer: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+    """A serialized LSTM / GRU / SimpleRNN, or RNN around one cell, as (LSTM / GRU / SimpleRNN,
+    its options, whether it holds two biases): an RNN's cell options merged with the RNN's."""
+    cls, config = layer.get("class_name"), dict(layer.get("config") or {})
+    if cls in _OPS:
+        return str(cls), config, False
+    if cls != "RNN":
+        raise call.error(f"{cls} is not supported here (LSTM, GRU, SimpleRNN and RNN are)")
+    cell = config.get("cell")
+    if isinstance(cell, list) or not isinstance(cell, dict) or cell_key(cell) not in CELLS:
+        name = cell.get("class_name") if isinstance(cell, dict) else "several cells"
+        raise call.error(f"an RNN around {name} is not supported (one LSTMCell, GRUCell or SimpleRNNCell is)")
+    cls, two_biases = CELLS[cell_key(cell)]
+    options = {k: config[k] for k in _RNN_OPTIONS if config.get(k) is not None}
+    return cls, {**cell.get("config", {}), **options}, two_biases
 
 
 @register("keras->ir", "RNN")
 def generic_rnn_from_keras(call: LayerCall) -> list[Value]:
-    """keras.layers.RNN around one LSTMCell / GRUCell / SimpleRNNCell: the same layer as
-    LSTM / GRU / SimpleRNN, with the layer's options in the RNN config and the cell's in its own."""
-    cell = call.get("cell")
-    if isinstance(cell, list) or not isinstance(cell, dict) or cell.get("class_name") not in _CELLS:
-        name = cell.get("class_name") if isinstance(cell, dict) else "several cells"
-        raise call.error(f"an RNN around {name} is not supported (one LSTMCell, GRUCell or SimpleRNNCell is)")
-    cls = _CELLS[cell["class_name"]]
-    layer_options = {
-        k: call.get(k)
-        for k in (
-            "return_sequences",
-            "return_state",
-            "go_backwards",
-            "stateful",
-            "unroll",
-            "zero_output_for_mask",
-            "time_major",
-        )
-    }
-    config = {**cell.get("config", {}), **{k: v for k, v in layer_options.items() if v is not None}}
-    return _one_direction(call, cls, config)
+    """keras.layers.RNN around one LSTMCell / GRUCell / SimpleRNNCell (or ktorch's TorchLSTMCell /
+    TorchSimpleRNNCell): the same layer as LSTM / GRU / SimpleRNN, with the layer's options in the
+    RNN config and the cell's in its own."""
+    for key in ("cell", *_RNN_OPTIONS):
+        call.get(key)
+    cls, config, two_biases = recurrent_layer(call, {"class_name": "RNN", "config": call.config})
+    return _one_direction(call, cls, config, two_biases)
 
 
 def _direction_weights(call: LayerCall) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -199,14 +237,17 @@ def _direction_weights(call: LayerCall) -> tuple[list[np.ndarray], list[np.ndarr
 @register("keras->ir", "Bidirectional")
 def bidirectional_from_keras(call: LayerCall) -> list[Value]:
     inner = call.get("layer")
-    cls = inner.get("class_name") if isinstance(inner, dict) else None
-    if cls not in _OPS:
-        raise call.error(f"Bidirectional around {cls} is not supported (LSTM, GRU and SimpleRNN are)")
-    fw_cfg = inner["config"]
+    if not isinstance(inner, dict) or inner.get("class_name") not in (*_OPS, "RNN"):
+        cls = inner.get("class_name") if isinstance(inner, dict) else None
+        raise call.error(f"Bidirectional around {cls} is not supported (LSTM, GRU, SimpleRNN and RNN are)")
+    cls, fw_cfg, two_biases = recurrent_layer(call, inner)
     bw = call.get("backward_layer")
-    bw_cfg = bw["config"] if isinstance(bw, dict) else {**fw_cfg, "go_backwards": True}
-    if isinstance(bw, dict) and bw.get("class_name") != cls:
-        raise call.error("a backward_layer of another class than the forward layer is not supported")
+    if isinstance(bw, dict):
+        bw_cls, bw_cfg, bw_two = recurrent_layer(call, bw)
+        if (bw_cls, bw_two) != (cls, two_biases):
+            raise call.error("a backward_layer of another class than the forward layer is not supported")
+    else:
+        bw_cfg = {**fw_cfg, "go_backwards": True}
     if fw_cfg.get("go_backwards") or not bw_cfg.get("go_backwards"):
         raise call.error("only a forward layer with a go_backwards backward layer is supported")
     x, mask, states = _inputs(call)
@@ -219,9 +260,9 @@ def bidirectional_from_keras(call: LayerCall) -> list[Value]:
     attrs.update(direction="bidirectional", merge_mode=merge_mode)
     features = int(x.shape[-1])
     fw, bw_arrays = _direction_weights(call)
-    weights = cell_weights(call, cls, fw_cfg, fw, features)
-    weights.update(cell_weights(call, cls, bw_cfg, bw_arrays, features, suffix="_reverse"))
-    outs = _emit_rnn(call, _OPS[cls], attrs, weights, x, mask, states)
+    weights = cell_weights(call, cls, fw_cfg, fw, features, two_biases=two_biases)
+    weights.update(cell_weights(call, cls, bw_cfg, bw_arrays, features, suffix="_reverse", two_biases=two_biases))
+    outs = _emit_rnn(call, _OPS[cls], attrs, weights, x, mask, states, two_biases)
     if mask is not None and attrs["return_sequences"]:
         n = 2 if merge_mode is None else 1
         call.output_masks = [mask] * n + [None] * (len(outs) - n)
