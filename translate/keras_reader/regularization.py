@@ -121,13 +121,14 @@ _CONV_T = {"kernel": ("weight", _conv_transpose_kernel), "bias": ("bias", _same)
 _NORM = {"gamma": ("weight", _same), "beta": ("bias", _same)}
 # recurrent kernels: Keras (in, gates * units) -> graph (gates * units, in), gate blocks reordered (a sum
 # of |w| or w**2 does not see the order); one Keras bias -> bias_ih (bias_hh is a fixed zero), except a
-# reset_after GRU's, whose two rows are bias_ih and bias_hh
+# reset_after GRU's, whose two rows are bias_ih and bias_hh, and ktorch's TorchLSTMCell /
+# TorchSimpleRNNCell's `bias` and `recurrent_bias` (both under bias_regularizer)
 _RECURRENT = {
     "kernel": ("weight_ih", _dense_kernel),
     "recurrent": ("weight_hh", _dense_kernel),  # recurrent_regularizer / recurrent_constraint
     "bias": ("bias_ih", _same),
 }
-_GRU_RESET_AFTER = {**_RECURRENT, "bias": (("bias_ih", "bias_hh"), _same)}
+_TWO_BIASES = {**_RECURRENT, "bias": (("bias_ih", "bias_hh"), _same)}
 # MultiHeadAttention's kernel_/bias_regularizer apply to its four projections
 _MHA_PARTS = ("query", "key", "value", "output")
 _MHA = {
@@ -149,6 +150,12 @@ WEIGHT_MAP: dict[str, tuple[tuple[str, ...], dict[str, tuple[str | tuple[str, ..
     "LSTM": (("lstm",), _RECURRENT),
     "GRU": (("gru",), _RECURRENT),
     "SimpleRNN": (("simple_rnn",), _RECURRENT),
+    # the cells of an RNN layer (their options are in the cell's config)
+    "LSTMCell": (("lstm",), _RECURRENT),
+    "GRUCell": (("gru",), _RECURRENT),
+    "SimpleRNNCell": (("simple_rnn",), _RECURRENT),
+    "TorchLSTMCell": (("lstm",), _TWO_BIASES),  # ktorch's (keras_writer/recurrent.py)
+    "TorchSimpleRNNCell": (("simple_rnn",), _TWO_BIASES),
     "MultiHeadAttention": (("multi_head_attention",), _MHA),
 }
 
@@ -218,6 +225,77 @@ def _weight_node(nodes: list[Node], ops: tuple[str, ...], weight: str) -> Node |
     return next((n for n in nodes if n.op in ops and weight in n.weights), None)
 
 
+def _recurrent_parts(layer: Any, suffix: str) -> list[tuple[str, dict[str, Any], str]]:
+    """A serialized LSTM / GRU / SimpleRNN, or RNN around one cell, as the (class, config, graph
+    weight suffix) whose options name its weights: an RNN's are in its cell's config."""
+    if not isinstance(layer, dict):
+        return []
+    if layer.get("class_name") == "RNN":
+        return _recurrent_parts((layer.get("config") or {}).get("cell"), suffix)
+    return [(str(layer.get("class_name")), layer.get("config") or {}, suffix)]
+
+
+def _option_parts(call: LayerCall) -> list[tuple[str, dict[str, Any], str]]:
+    """(class, config, graph weight suffix) of each layer whose options name the weights of `call`:
+    the layer itself, an RNN's cell, a Bidirectional's forward and backward (`_reverse`) layers."""
+    if call.class_name == "RNN":
+        return _recurrent_parts({"class_name": "RNN", "config": {"cell": call.config.get("cell")}}, "")
+    if call.class_name == "Bidirectional":
+        inner = call.config.get("layer")
+        backward = call.config.get("backward_layer") or inner
+        return _recurrent_parts(inner, "") + _recurrent_parts(backward, "_reverse")
+    return [(call.class_name, call.config, "")]
+
+
+def _apply_options(
+    call: LayerCall, nodes: list[Node], cls: str, config: dict[str, Any], suffix: str, dropped: list[str]
+) -> None:
+    """Record the `*_regularizer` / `*_constraint` options of a layer of class `cls` on the graph
+    weights they name (with `suffix`: a Bidirectional's backward weights); what has no mapping
+    goes to `dropped`."""
+    ops, weights = WEIGHT_MAP.get(cls, ((), {}))
+    if cls in ("GRU", "GRUCell") and config.get("reset_after", True):
+        weights = _TWO_BIASES
+    for key in config:
+        if not key.endswith(("_regularizer", "_constraint")) or key == "activity_regularizer":
+            continue
+        spec = config.get(key)
+        if spec is None:
+            continue
+        prefix, _, what = key.rpartition("_")
+        target = weights.get(prefix)
+        names: tuple[str, ...] = () if target is None else (target[0],) if isinstance(target[0], str) else target[0]
+        names = tuple(name + suffix for name in names)
+        node = _weight_node(nodes, ops, names[0]) if names else None
+        if node is None or any(name not in node.weights for name in names):
+            dropped.append(f"{call.name} ({cls}): {key} (no mapping for this weight)")
+            continue
+        if what == "regularizer":
+            factors = regularizer_factors(spec)
+            if factors is None:
+                dropped.append(f"{call.name} ({cls}): {key} {_class_name(spec)} (only L1, L2, L1L2)")
+                continue
+            for name in names:  # a Keras weight held as several graph weights: its sum, part by part
+                set_regularizer(node, name, **factors)
+        else:
+            parsed = _constraint(spec)
+            if parsed is None:
+                dropped.append(f"{call.name} ({cls}): {key} {_class_name(spec)} (unknown constraint)")
+                continue
+            if len(names) != 1:
+                dropped.append(f"{call.name} ({cls}): {key} (a constraint on a weight split in parts)")
+                continue
+            kind, params = parsed
+            if "keras_axis" in params:
+                # the Keras weight's rank: the graph's, but a Dense kernel on images is a 1x1 conv there
+                rank = 2 if cls == "Dense" and prefix == "kernel" else node.weights[names[0]].ndim
+                axes: set[int] = set()
+                for a in params.pop("keras_axis"):
+                    axes.update(target[1](a % rank, rank))
+                params["axes"] = tuple(sorted(axes))
+            set_constraint(node, names[0], kind, **params)
+
+
 def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> list[Value]:
     """Record the layer's training-time options on the nodes it emitted; return its outputs
     (an `activity_regularizer=` adds an activity_regularization node after them)."""
@@ -227,46 +305,8 @@ def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> li
             if node.weights:
                 node.training["frozen"] = True
     dropped: list[str] = []
-    ops, weights = WEIGHT_MAP.get(call.class_name, ((), {}))
-    if call.class_name == "GRU" and call.config.get("reset_after", True):
-        weights = _GRU_RESET_AFTER
-    for key in call.config:
-        if not key.endswith(("_regularizer", "_constraint")) or key == "activity_regularizer":
-            continue
-        spec = call.config.get(key)
-        if spec is None:
-            continue
-        prefix, _, what = key.rpartition("_")
-        target = weights.get(prefix)
-        names: tuple[str, ...] = () if target is None else (target[0],) if isinstance(target[0], str) else target[0]
-        node = _weight_node(nodes, ops, names[0]) if names else None
-        if node is None or any(name not in node.weights for name in names):
-            dropped.append(f"{call.name} ({call.class_name}): {key} (no mapping for this weight)")
-            continue
-        if what == "regularizer":
-            factors = regularizer_factors(spec)
-            if factors is None:
-                dropped.append(f"{call.name} ({call.class_name}): {key} {_class_name(spec)} (only L1, L2, L1L2)")
-                continue
-            for name in names:  # a Keras weight held as several graph weights: its sum, part by part
-                set_regularizer(node, name, **factors)
-        else:
-            parsed = _constraint(spec)
-            if parsed is None:
-                dropped.append(f"{call.name} ({call.class_name}): {key} {_class_name(spec)} (unknown constraint)")
-                continue
-            if len(names) != 1:
-                dropped.append(f"{call.name} ({call.class_name}): {key} (a constraint on a weight split in parts)")
-                continue
-            kind, params = parsed
-            if "keras_axis" in params:
-                # the Keras weight's rank: the graph's, but a Dense kernel on images is a 1x1 conv there
-                rank = 2 if call.class_name == "Dense" and prefix == "kernel" else node.weights[names[0]].ndim
-                axes: set[int] = set()
-                for a in params.pop("keras_axis"):
-                    axes.update(target[1](a % rank, rank))
-                params["axes"] = tuple(sorted(axes))
-            set_constraint(node, names[0], kind, **params)
+    for cls, config, suffix in _option_parts(call):
+        _apply_options(call, nodes, cls, config, suffix, dropped)
     activity = call.config.get("activity_regularizer")
     if activity is not None and call.class_name != "ActivityRegularization":
         factors = regularizer_factors(activity)
