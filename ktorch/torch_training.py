@@ -168,8 +168,8 @@ def trace_keras_weights(
     are elements of `params`, each copied once (a rearrangement of one parameter, a slice of one:
     MultiHeadAttention's query kernel from torch's in_proj_weight, or several side by side: a GRU's
     two biases): the pieces (parameter, positions, element numbers in the parameter), so that
-    keras.flat[positions] == param.flat[elements]; the weights computed from several elements (an
-    LSTM's bias, b_ih + b_hh); the weights' shapes. `emit(program)` converts a program and returns
+    keras.flat[positions] == param.flat[elements]; the weights computed from several elements (a
+    sum of two parameters); the weights' shapes. `emit(program)` converts a program and returns
     the Keras writer's weights by layer."""
     state = program.state_dict
     sizes = [int(state[p].numel()) for p in params]
@@ -254,7 +254,7 @@ def attach_compile(graph: Graph, src: Any, program: Any, request: dict[str, Any]
             if lost:
                 notes.append(
                     f"no optimizer state for {', '.join(lost[:5])}: no Keras weight holds its elements as they are "
-                    "(an LSTM's two biases are one Keras bias, b_ih + b_hh), so Keras also trains it differently"
+                    "(a Keras weight computed from several of its elements), so Keras also trains it differently"
                 )
             migrated = {"step": int(step), "slots": slots, "problems": problems}
         else:

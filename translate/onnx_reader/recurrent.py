@@ -5,7 +5,9 @@ ONNX stores W (directions, gates * hidden, input), R (directions, gates * hidden
 and B (directions, 2 * gates * hidden: W's biases, then R's), gates in the order LSTM
 i, o, f, c and GRU z, r, h; the graph wants torch's LSTM i, f, g, o and GRU r, z, n.
 GRU's linear_before_reset=1 is torch's GRU (Keras reset_after=True); 0 is Keras's
-reset_after=False, whose biases all add before the activations (one bias).
+reset_after=False, whose biases all add before the activations (one bias). An all-zero
+recurrent bias (tf2onnx writes a Keras LSTM's Rb so) is one effective bias too: it stays a
+fixed zero in training, and a Keras target keeps its stock one-bias layer.
 
 An RNN in ONNX runs time first: X is (time, batch, input) (layout 0), Y is (time,
 directions, batch, hidden), Y_h / Y_c are (directions, batch, hidden). The graph keeps
@@ -337,6 +339,15 @@ def rnn_to_ir(call: OnnxCall) -> list[Any]:
     if call.base in taken:  # the second layer of a stack ("/rnn/LSTM_1"): a layer of its own, not a shared one
         call.base = next(f"{call.base}_{k}" for k in range(1, len(taken) + 2) if f"{call.base}_{k}" not in taken)
     outs = call.emit_all(op, [seq, *states], attrs, weights)
+    recurrent_biases = [k for k in weights if k.startswith("bias_hh")]
+    if (
+        recurrent_biases
+        and (call.key == "LSTM" or not reset_after)
+        and not any(weights[k].any() for k in recurrent_biases)
+    ):
+        # one effective bias (tf2onnx writes a Keras LSTM's Rb as zeros; a GRU's folded into Wb above): the zero
+        # recurrent bias stays fixed in training, and a Keras target keeps its stock one-bias layer
+        outs[0].producer.training["constant"] = sorted(recurrent_biases)
     if y_used:
         y: Any = RnnSequence(outs[0], directions, hidden)
         if layout == 1:  # (batch, time, directions, hidden)
