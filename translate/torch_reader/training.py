@@ -44,24 +44,50 @@ def trainable_count(program: Any) -> int:
     )
 
 
+_RECURRENT_OPS = ("lstm", "gru", "simple_rnn")
+
+
+def _own_parameters(node: Any, params: dict[str, bool]) -> dict[str, bool]:
+    """The program's parameters that `node` holds, by name -> requires_grad. A recurrent node holds
+    one layer of an nn.LSTM / GRU / RNN (source "lstm", or "lstm.l1" for a layer of a stack): its
+    weight `bias_hh_reverse` is the parameter `lstm.bias_hh_l1_reverse`."""
+    if node.op in LEARNED_TENSORS:
+        return {node.source: params[node.source]} if node.source in params else {}
+    if node.op in _RECURRENT_OPS:
+        module, layer = node.source, "l0"
+        head, _, tail = node.source.rpartition(".")
+        if f"{module}.weight_ih_l0" not in params and tail[1:].isdigit() and tail.startswith("l"):
+            module, layer = head, tail
+        names = []
+        for weight in node.weights:
+            base = weight.removesuffix("_reverse")
+            names.append(f"{module}.{base}_{layer}{weight[len(base) :]}")
+        return {name: params[name] for name in names if name in params}
+    prefix = node.source + "."
+    return {k: v for k, v in params.items() if k.startswith(prefix) and "." not in k[len(prefix) :]}
+
+
 def mark_frozen(graph: Graph, program: Any) -> None:
-    """Mark the nodes of modules whose parameters all have requires_grad=False as frozen;
-    a module frozen only in part is recorded in graph.meta["training_dropped"]."""
+    """Mark the nodes of modules whose parameters all have requires_grad=False as frozen; an
+    LSTM / RNN whose bias_hh alone is frozen (what ktorch writes for a one-bias Keras layer) has it
+    as a `constant` weight; a module frozen otherwise in part is recorded in
+    graph.meta["training_dropped"]."""
     params = _parameters(program)
     if all(params.values()):
         return
     for node in graph.nodes:
         if not node.weights or node.source is None:
             continue
-        if node.op in LEARNED_TENSORS:
-            own = {node.source: params[node.source]} if node.source in params else {}
-        else:
-            prefix = node.source + "."
-            own = {k: v for k, v in params.items() if k.startswith(prefix) and "." not in k[len(prefix) :]}
+        own = _own_parameters(node, params)
         if not own or all(own.values()):
             continue
+        frozen = sorted(k for k, v in own.items() if not v)
+        if node.op in ("lstm", "simple_rnn") and all(".bias_hh_" in k for k in frozen):
+            held = sorted(w for w in node.weights if w.startswith("bias_hh"))
+            if len(held) == len(frozen):  # every direction's: one trainable bias, as a Keras layer has
+                node.training["constant"] = held
+                continue
         if any(own.values()):
-            frozen = sorted(k for k, v in own.items() if not v)
             graph.meta.setdefault("training_dropped", []).append(
                 f"{node.source}: only {frozen} have requires_grad=False; "
                 "Keras freezes whole layers, so the layer stays trainable"
