@@ -7,7 +7,9 @@ Keys (all optional; an absent key means the default):
   with its moving statistics while training, as Keras 3 does.
 - ``"constant": [weight, ...]`` — weights the target needs but the source does not have, fixed
   at their value in training (a Keras recurrent layer has one bias where PyTorch has two: the
-  second, `bias_hh`, is a zero that must not train).
+  second, `bias_hh`, is a zero that must not train; so is an ONNX LSTM's all-zero recurrent bias,
+  and a PyTorch LSTM / RNN's bias_hh frozen alone). A recurrent node whose bias_hh is not constant
+  has two trainable biases, which the Keras writer keeps apart (TorchLSTMCell).
 - ``"regularizers": {weight: {"l1": a, "l2": b}}`` — `a * sum(|w|) + b * sum(w**2)` added to
   the training loss (Keras L1, L2, L1L2: no factor 1/2). Weight names are the node's.
 - ``"constraints": {weight: {"kind": ..., ...}}`` — a projection applied to the weight after

@@ -34,7 +34,7 @@ def convert(module: nn.Module, example: tuple, out, **kwargs):
 
 def build_source(result) -> str:
     code = (result.out / "model.py").read_text()
-    return code[code.index("def build") : code.index("\ndef load")]
+    return code[code.index("\ndef build(") : code.index("\ndef load")]
 
 
 def own_inputs_parity(result, module, arrays: list[np.ndarray]) -> float:
@@ -70,7 +70,9 @@ def test_lstm_gru_classifier(tmp_path):
     module = Classifier()
     result = convert(module, (torch.randint(0, 30, (2, 9)),), tmp_path / "clf")
     code = build_source(result)
-    assert code.count("layers.Bidirectional(") == 2 and "layers.LSTM(units=6" in code and "layers.GRU(units=5" in code
+    # torch's LSTM (two biases) is layers.RNN(TorchLSTMCell(...)); its GRU a stock layers.GRU
+    assert code.count("layers.Bidirectional(") == 2 and code.count("cell=TorchLSTMCell(units=6)") == 2
+    assert "layers.GRU(units=5" in code and "layers.LSTM(" not in code
     assert 'name="lstm_l0"' in code and 'name="lstm_l1"' in code and 'name="gru"' in code
     assert result.manifest["inputs"][0]["range"] == [0, 30]
     # another batch size than the export's, with padding tokens: same numbers
@@ -142,8 +144,12 @@ def test_recurrent_options(tmp_path, cls, layers, bidirectional, batch_first, kw
         result = convert(program, None, tmp_path / "rnn")
         assert "batch_size=3" in (result.out / "model.py").read_text()
     code = build_source(result)
+    # torch's two biases: LSTM and RNN are layers.RNN(TorchLSTMCell / TorchSimpleRNNCell), without
+    # biases the stock layer; a GRU keeps both in its own (2, 3 * units) bias
+    two_biases = cls is not nn.GRU and kwargs.get("bias", True)
     keras_cls = {nn.LSTM: "LSTM", nn.GRU: "GRU", nn.RNN: "SimpleRNN"}[cls]
-    assert code.count(f"layers.{keras_cls}(") == layers
+    layer = f"cell=Torch{keras_cls}Cell(" if two_biases else f"layers.{keras_cls}("
+    assert code.count(layer) == layers, code
     assert ("layers.Bidirectional(" in code) == bidirectional
     if kwargs.get("nonlinearity") == "relu":
         assert 'activation="relu"' in code
