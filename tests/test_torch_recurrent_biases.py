@@ -141,6 +141,39 @@ def test_two_biases_inference_and_parameter_count(tmp_path: Path) -> None:
         np.testing.assert_allclose(np.asarray(g), e, rtol=1e-5, atol=1e-5)
 
 
+class Frozen(nn.Module):
+    """A frozen bidirectional LSTM and a frozen bidirectional GRU before a trainable RNN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 3, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(6, 3, batch_first=True, bidirectional=True)
+        self.rnn = nn.RNN(6, 2, batch_first=True)
+        for p in [*self.lstm.parameters(), *self.gru.parameters()]:
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        return self.rnn(self.gru(self.lstm(x)[0])[0])[0]
+
+
+def test_frozen_recurrent_layers(tmp_path: Path) -> None:
+    """Keras 3 does not pass a Bidirectional's trainable=False on to the layers it wraps (nor an
+    RNN's to its cell): the inner layer / cell says it too, so the emitted model trains what torch
+    trains (the trainable counts agree), and the Keras reader reads them back as frozen."""
+    torch.manual_seed(5)
+    module = Frozen().eval()
+    result = ktorch.convert(module, tmp_path / "out", to="keras", example_inputs=(torch.randn(2, 5, 4),))
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    assert result.manifest["source"]["trainable_parameters"] == trainable == 2 * (6 + 2 + 2)
+    assert result.manifest["model"]["trainable_parameters"] == trainable
+    build = " ".join((tmp_path / "out" / "model.py").read_text().split())
+    assert "TorchLSTMCell(units=3, trainable=False)" in build and "layers.GRU(units=3, trainable=False" in build
+    back = ktorch.convert(tmp_path / "out", tmp_path / "back")
+    code = (back.out / "model.py").read_text()
+    assert "self.lstm.requires_grad_(False)" in code and "self.gru.requires_grad_(False)" in code
+    assert "self.rnn.requires_grad_(False)" not in code
+
+
 def test_model_keras_and_torch_backend(tmp_path: Path) -> None:
     """model.keras saved from the emitted model reloads (the cells are registered) with the same
     weights and outputs; on KERAS_BACKEND=torch, where layers.LSTM would run the backend's fused
@@ -192,6 +225,7 @@ TRAINING = {
 }
 
 
+@pytest.mark.slow  # ~30 s each; the fast suite trains an LSTM in test_verify_train_steps (text-adam)
 @pytest.mark.parametrize("optimizer", list(TRAINING))
 def test_five_training_steps_resume_from_torch_state(tmp_path: Path, optimizer: str) -> None:
     """Two torch steps, converted with the optimizer's state (bias_ih and bias_hh migrated slot by
@@ -248,6 +282,7 @@ def test_one_bias_emission_trains_differently(tmp_path: Path, monkeypatch: pytes
         assert np.abs(got - summed).max() / np.abs(summed).max() > 10 * RTOL  # so the old code fails training parity
 
 
+@pytest.mark.slow  # ~30 s: four conversions
 def test_round_trips_keep_the_layer_kinds(tmp_path: Path) -> None:
     """PyTorch -> Keras -> PyTorch -> Keras: the Keras reader reads both biases of the emitted
     cells back as trainable (nn.LSTM / nn.RNN with no frozen bias_hh), and they come out as the

@@ -296,11 +296,25 @@ def _apply_options(
             set_constraint(node, names[0], kind, **params)
 
 
+_WRAPPED = ("layer", "backward_layer", "cell")  # Bidirectional's, TimeDistributed's, RNN's
+
+
+def _frozen_inside(layer: Any) -> bool:
+    """Whether a wrapped layer or cell (serialized), or one inside it, is trainable=False: Keras 3
+    passes a wrapper's trainable=False on to neither, so a frozen LSTM in Bidirectional, or cell in
+    RNN, says so itself."""
+    if not isinstance(layer, dict):
+        return False
+    config = layer.get("config") or {}
+    return config.get("trainable", True) is False or any(_frozen_inside(config.get(key)) for key in _WRAPPED)
+
+
 def apply_layer_training(call: LayerCall, outs: list[Value], frozen: bool) -> list[Value]:
     """Record the layer's training-time options on the nodes it emitted; return its outputs
     (an `activity_regularizer=` adds an activity_regularization node after them)."""
     nodes = call.emitted
-    if frozen or call.config.get("trainable", True) is False:
+    wrapped = (call.config.get(key) for key in _WRAPPED)
+    if frozen or call.config.get("trainable", True) is False or any(_frozen_inside(layer) for layer in wrapped):
         for node in nodes:
             if node.weights:
                 node.training["frozen"] = True

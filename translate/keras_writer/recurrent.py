@@ -21,6 +21,7 @@ import numpy as np
 from ...graph import Node
 from ...graph.errors import UnsupportedOpError
 from ...graph.ops.sequence import rnn_inputs
+from ...graph.training import is_frozen
 from ..registry import register
 from .codegen import KerasEmitter, Raw, call
 
@@ -187,9 +188,14 @@ def rnn_to_keras(node: Node, em: KerasEmitter) -> None:
     if node.op == "gru" and not a["reset_after"]:
         kwargs["reset_after"] = False
     cls = _LAYER[node.op]
+    # Keras 3 does not pass a wrapper's trainable=False (which em.layer writes) on to the layers it
+    # wraps: a frozen node's cell (in layers.RNN) or inner layer (in Bidirectional) says it too
+    frozen = {"trainable": False} if is_frozen(node) else {}
     if two_biases(node):  # layers.RNN(TorchLSTMCell(...), ...)
-        kwargs = {"cell": Raw(two_bias_cell(node, em, kwargs))}
+        kwargs = {"cell": Raw(two_bias_cell(node, em, {**kwargs, **frozen}))}
         cls = "layers.RNN"
+    elif a["direction"] == "bidirectional":
+        kwargs.update(frozen)
     if a["return_sequences"]:
         kwargs["return_sequences"] = True
     if a["return_state"]:
