@@ -172,7 +172,7 @@ def rnn_from_keras(call: LayerCall) -> list[Value]:
 
 # RNN cells -> (the layer they make, whether they hold two biases): Keras's, and the cells ktorch
 # writes for a PyTorch LSTM / RNN (keras_writer/recurrent.py), by their registered names
-CELLS = {
+_CELLS = {
     "LSTMCell": ("LSTM", False),
     "GRUCell": ("GRU", False),
     "SimpleRNNCell": ("SimpleRNN", False),
@@ -183,8 +183,8 @@ _RNN_OPTIONS = ("return_sequences", "return_state", "go_backwards", "stateful", 
                 "time_major")  # fmt: skip
 
 
-def cell_key(cell: dict[str, Any]) -> str:
-    """A serialized cell's key in CELLS: its registered name ("ktorch>TorchLSTMCell"), else its class."""
+def _cell_key(cell: dict[str, Any]) -> str:
+    """A serialized cell's key in _CELLS: its registered name ("ktorch>TorchLSTMCell"), else its class."""
     registered = cell.get("registered_name")
     return registered if isinstance(registered, str) and ">" in registered else str(cell.get("class_name"))
 
@@ -198,10 +198,10 @@ def recurrent_layer(call: LayerCall, layer: dict[str, Any]) -> tuple[str, dict[s
     if cls != "RNN":
         raise call.error(f"{cls} is not supported here (LSTM, GRU, SimpleRNN and RNN are)")
     cell = config.get("cell")
-    if isinstance(cell, list) or not isinstance(cell, dict) or cell_key(cell) not in CELLS:
+    if isinstance(cell, list) or not isinstance(cell, dict) or _cell_key(cell) not in _CELLS:
         name = cell.get("class_name") if isinstance(cell, dict) else "several cells"
         raise call.error(f"an RNN around {name} is not supported (one LSTMCell, GRUCell or SimpleRNNCell is)")
-    cls, two_biases = CELLS[cell_key(cell)]
+    cls, two_biases = _CELLS[_cell_key(cell)]
     options = {k: config[k] for k in _RNN_OPTIONS if config.get(k) is not None}
     return cls, {**cell.get("config", {}), **options}, two_biases
 
