@@ -212,6 +212,16 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
                 "whose moving statistics stay fixed in training (momentum=1.0); inference is the same",
                 stacklevel=2,
             )
+        if not hasattr(src, "named_modules"):  # a saved program: momentum=None reads as momentum 0
+            still = [n.source or n.name for n in graph.nodes if n.op == "batch_norm" and n.attrs["momentum"] == 0]
+            if still:
+                warnings.warn(
+                    f"{', '.join(still[:5])}: BatchNorm with momentum 0 in the program (momentum=0, or momentum=None "
+                    "exported in eval mode) becomes a Keras BatchNormalization whose moving statistics stay fixed "
+                    "in training (momentum=1.0); if the module had momentum=None (a cumulative average), training "
+                    "differs; inference is the same",
+                    stacklevel=2,
+                )
     else:  # optimizer=, lr_scheduler=, loss= (ktorch/torch_training.py)
         from .torch_training import attach_compile
 
