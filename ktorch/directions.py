@@ -303,6 +303,20 @@ class TorchTrainingReference:
             }
         )
 
+    def optimizer_state(self, optimizer: Any) -> dict[str, Any]:
+        """`optimizer`'s state as the emitted Keras optimizer's variables ("layer/i.slot"), mapped
+        as the conversion migrates it (velocity scaled, elements traced)."""
+        from .torch_training import migrate_state
+        from .translate.torch_reader.optim import read_optimizer_state
+
+        names = {id(p): n for n, p in self.module.named_parameters()}
+        state, _ = read_optimizer_state(optimizer, names)
+        spec = (self.manifest.get("training") or {}).get("source")
+        if not state or not spec:
+            return {}
+        slots = migrate_state(spec, state, self.mapping, self.shapes)
+        return {f"{key}.{slot}": value for key, entry in slots.items() for slot, value in entry.items()}
+
     def buffers(self) -> dict[str, Any]:
         buffers = {n: b.detach().cpu().numpy() for n, b in self.module.named_buffers()}
         return {key: buffers[name] for key, (name, _) in self.statistics.items() if name in buffers}
