@@ -212,6 +212,16 @@ def read_torch_source(src: Any, options: Options, timings: dict[str, float]) -> 
                 "whose moving statistics stay fixed in training (momentum=1.0); inference is the same",
                 stacklevel=2,
             )
+        if not hasattr(src, "named_modules"):  # a saved program: momentum=None reads as momentum 0
+            still = [n.source or n.name for n in graph.nodes if n.op == "batch_norm" and n.attrs["momentum"] == 0]
+            if still:
+                warnings.warn(
+                    f"{', '.join(still[:5])}: BatchNorm with momentum 0 in the program (momentum=0, or momentum=None "
+                    "exported in eval mode) becomes a Keras BatchNormalization whose moving statistics stay fixed "
+                    "in training (momentum=1.0); if the module had momentum=None (a cumulative average), training "
+                    "differs; inference is the same",
+                    stacklevel=2,
+                )
     else:  # optimizer=, lr_scheduler=, loss= (ktorch/torch_training.py)
         from .torch_training import attach_compile
 
@@ -292,6 +302,20 @@ class TorchTrainingReference:
                 for n, p in self.module.named_parameters()
             }
         )
+
+    def optimizer_state(self, optimizer: Any) -> dict[str, Any]:
+        """`optimizer`'s state as the emitted Keras optimizer's variables ("layer/i.slot"), mapped
+        as the conversion migrates it (velocity scaled, elements traced)."""
+        from .torch_training import migrate_state
+        from .translate.torch_reader.optim import read_optimizer_state
+
+        names = {id(p): n for n, p in self.module.named_parameters()}
+        state, _ = read_optimizer_state(optimizer, names)
+        spec = (self.manifest.get("training") or {}).get("source")
+        if not state or not spec:
+            return {}
+        slots = migrate_state(spec, state, self.mapping, self.shapes)
+        return {f"{key}.{slot}": value for key, entry in slots.items() for slot, value in entry.items()}
 
     def buffers(self) -> dict[str, Any]:
         buffers = {n: b.detach().cpu().numpy() for n, b in self.module.named_buffers()}

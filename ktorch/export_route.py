@@ -385,7 +385,8 @@ def reform_batch_norm(graph: Graph, index: LayerIndex, path: str) -> bool:
     new = graph.add_node(
         "batch_norm",
         [x],
-        {"axis": axis, "epsilon": float(config.get("epsilon", 1e-3)), "momentum": momentum},
+        # a Keras BatchNormalization updates its moving variance with the biased batch variance
+        {"axis": axis, "epsilon": float(config.get("epsilon", 1e-3)), "momentum": momentum, "biased_running_var": True},
         weights,
         name=_ident(path),
         source=path,

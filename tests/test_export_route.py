@@ -51,7 +51,8 @@ def test_resnet_backbone(tmp_path: Path) -> None:
     code = (result.out / "model.py").read_text()
     assert "import ktorch" not in code and "from ktorch" not in code
     assert "self.conv1_conv = nn.Conv2d(3, 64, kernel_size=3, stride=2" in code
-    assert "self.stack1_block0_0_bn = nn.BatchNorm2d(16" in code
+    # a Keras BatchNormalization keeps Keras's moving-variance update (the biased batch variance)
+    assert "self.stack1_block0_0_bn = KerasBatchNorm2d(16" in code
     forward = _forward(result.out)
     assert not re.search(r"\.permute\(|\.transpose\(|\.contiguous\(", forward), forward
     assert "stack0_block0_2_bn = self.stack0_block0_2_bn(stack0_block0_2_conv)" in forward

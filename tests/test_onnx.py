@@ -266,6 +266,30 @@ def test_small_keras_cnn_to_both(tmp_path, keras):
     assert "F.silu(dw)" in code  # tf2onnx's x * sigmoid(x) read back as swish
 
 
+class ActBatchNorm(nn.Module):
+    """A BatchNorm after an activation: the ONNX export cannot fold it into the convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(torch.relu(self.conv(x)))
+
+
+def test_onnx_batch_norm_keeps_the_spec_variance_update(tmp_path):
+    """ONNX's training-mode BatchNormalization updates running_var with the biased (population)
+    batch variance, as Keras does and PyTorch does not: the Keras output is a stock
+    BatchNormalization, the PyTorch output the biased-update module."""
+    model = randomize_torch(ActBatchNorm(), seed=5)
+    onnx_path = torch_to_onnx(model, tmp_path / "act_bn.onnx", (2, 3, 8, 8))
+    results = convert_both(onnx_path, tmp_path)
+    keras_code = (results["keras"].out / "model.py").read_text()
+    assert "layers.BatchNormalization(" in keras_code and "TorchBatchNormalization" not in keras_code
+    assert "class KerasBatchNorm2d(nn.BatchNorm2d)" in (results["torch"].out / "model.py").read_text()
+
+
 # -- names, errors, API and CLI ---------------------------------------------------------------------
 def test_layout_keep_takes_the_onnx_input_order(tmp_path, keras):
     layers = keras.layers

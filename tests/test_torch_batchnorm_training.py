@@ -152,6 +152,15 @@ def test_cumulative_momentum(tmp_path: Path) -> None:
         result = ktorch.convert(net, tmp_path / "b", to="keras", example_inputs=(torch.randn(4, 5),))
     assert result.parity.passed
     assert any("1: BatchNorm with momentum=None" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    # saved as a program, momentum=None reads as momentum 0: the conversion says it cannot tell
+    program = torch.export.export(net.eval(), (torch.randn(4, 5),))
+    torch.export.save(program, tmp_path / "net.pt2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = ktorch.convert(tmp_path / "net.pt2", tmp_path / "c", to="keras")
+    assert result.parity.passed
+    said = [str(w.message) for w in caught]
+    assert any("BatchNorm with momentum 0 in the program" in m and "momentum=None" in m for m in said), said
 
 
 def test_no_running_stats_is_refused(tmp_path: Path) -> None:

@@ -359,8 +359,6 @@ def run_training(
     )
     result.disabled = sorted(set(source.disabled) | set(emitted.disabled))
     names = source.labels() if hasattr(source, "labels") else {}
-    if not source.optimizer_state() and hasattr(source, "labels"):
-        result.notes.append("the optimizer state is checked through the weights it moves, not slot by slot")
     for k, (inputs, labels) in enumerate(make_batches(manifest, steps=steps, batch=batch, seed=seed), start=1):
         rtol = profile.train_rtol(k, base)
         expected_loss = _run_step(source, "source", inputs, labels, k)
@@ -615,7 +613,8 @@ class TorchSourceTrainer:
     scheduler and loss rebuilt by ktorch.training.source_training, the regularizers given to the
     conversion added to the loss); its parameters and BatchNorm statistics are expressed as the
     emitted Keras weights ("layer/i") by the conversion's element-number trace (the registered
-    reference). The optimizer state is checked through the weights it moves, not slot by slot."""
+    reference), and its optimizer state as the Keras optimizer's variables, mapped as the conversion
+    migrates it."""
 
     direction = "torch->keras"
 
@@ -679,7 +678,7 @@ class TorchSourceTrainer:
         return self.reference.weights()
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        return {}
+        return self.reference.optimizer_state(self.optimizer)
 
     def gradient_free(self) -> dict[str, float]:
         return dict(self._noise or {})
@@ -728,7 +727,25 @@ class KerasEmittedTrainer:
         }
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        return {}
+        """The optimizer's variables by weight, "layer/i.slot" (Keras names each one after its
+        weight's path, "layer_kernel_<slot>")."""
+        import keras
+
+        prefixes = {
+            f"{w.path.replace('/', '_')}_": f"{layer.name}/{i}"
+            for layer in self.model.layers
+            for i, w in enumerate(layer.weights)
+            if w.trainable
+        }
+        out = {}
+        for variable in self.model.optimizer.variables:
+            owners = [p for p in prefixes if variable.name.startswith(p)]
+            if owners:
+                prefix = max(owners, key=len)  # "dense_1_kernel_" before "dense_1_"
+                out[f"{prefixes[prefix]}.{variable.name[len(prefix) :]}"] = np.asarray(
+                    keras.ops.convert_to_numpy(variable)
+                )
+        return out
 
     def gradient_free(self) -> dict[str, float]:
         return {}

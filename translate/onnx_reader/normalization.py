@@ -22,7 +22,13 @@ def batch_norm_to_ir(call: OnnxCall) -> Value:
         "running_var": call.const(4),
     }
     # ONNX's momentum weighs the running statistics; PyTorch's weighs the new batch
-    attrs = {"axis": 1, "epsilon": call.attr("epsilon", 1e-5), "momentum": round(1.0 - call.attr("momentum", 0.9), 7)}
+    # and the spec's training-mode update uses the biased batch variance (ReduceVar over N and the spatial axes)
+    attrs = {
+        "axis": 1,
+        "epsilon": call.attr("epsilon", 1e-5),
+        "momentum": round(1.0 - call.attr("momentum", 0.9), 7),
+        "biased_running_var": True,
+    }
     return call.emit("batch_norm", [x], attrs, weights)
 
 
