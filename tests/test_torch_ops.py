@@ -1,5 +1,5 @@
 """ATen ops that models people have use (F.normalize, RoBERTa's position ids, GPT-Neo's
-attention, CLIP's text pooler, LeViT's reshape_as): each in a tiny nn.Module, converted to
+attention, CLIP's text pooler, LeViT's reshape_as, BLOOM's baddbmm, MobileBERT's pad): each in a tiny nn.Module, converted to
 Keras with verification at batch 2 and checked again at batch 3. Inputs are scaled so that
 comparisons, ties (argmax) and signs are all exercised."""
 
@@ -45,6 +45,14 @@ CASES = {
         torch.all(x[..., :2] <= 0.5, dim=-1, keepdim=True), torch.zeros_like(x), x
     ),
     "ones_like_full_like": lambda x: x * torch.ones_like(x) + torch.full_like(x, 0.25),
+    "baddbmm": lambda x: torch.baddbmm(x[:, :, :5], x, x.transpose(1, 2)),
+    "baddbmm_alpha_beta": lambda x: torch.baddbmm(x[:, :, :5], x, x.transpose(1, 2), beta=0.5, alpha=0.25),
+    # beta 0: torch ignores `self`, so NaN in it must not reach the result
+    "baddbmm_beta0_ignores_nan": lambda x: torch.baddbmm(
+        torch.log(x[:, :, :5] - 100.0), x, x.transpose(1, 2), beta=0.0, alpha=2.0
+    ),
+    # MobileBERT's trigram input: F.pad lists the batch and channel axes with zero padding
+    "pad_sequence_axis": lambda x: F.pad(x, (0, 0, 0, 1, 0, 0)) + F.pad(x, (0, 0, 1, 0)),
 }
 
 
