@@ -255,3 +255,48 @@ def test_vit_with_a_fixed_position_table_stays_static(tmp_path):
     assert _inputs_line(tmp_path / "vit") == ['pixel_values = keras.Input(shape=(32, 32, 3), name="pixel_values")']
     assert set(result.manifest["source"]["static"]) == {"height", "width"}
     assert result.parity.passed
+
+
+class Upsampling(nn.Module):
+    """HRNet's fuse layers: a lower-resolution branch upsampled by an integer factor and added."""
+
+    def __init__(self, mode: str, factor: float = 2) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.same = nn.Conv2d(3, 4, 1)
+        self.up = nn.Upsample(scale_factor=factor, mode=mode)
+
+    def forward(self, x):
+        y = self.up(self.down(x))
+        return y + self.same(x) if y.shape[2:] == x.shape[2:] else y
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "bilinear"])
+def test_integer_upsampling_takes_any_image_size(mode, tmp_path):
+    import ktorch
+
+    torch.manual_seed(0)
+    module = Upsampling(mode).eval()
+    x = torch.randn(2, 3, 16, 16)
+    result = ktorch.convert(module, tmp_path / "up", example_inputs=(x,), to="keras", dynamic="height,width")
+    assert _inputs_line(tmp_path / "up") == ['x = keras.Input(shape=(None, None, 3), name="x")']
+    assert "UpSampling2D(" in (tmp_path / "up" / "model.py").read_text()
+    assert result.parity.passed and result.parity.worst_rel <= 1e-5
+    x = np.random.default_rng(3).standard_normal((3, 3, 20, 12)).astype("float32")  # another size and batch
+    expected = module(torch.from_numpy(x)).detach().numpy().transpose(result.manifest["outputs"][0]["perm"])
+    got = np.asarray(result.keras_model(x.transpose(result.manifest["inputs"][0]["perm"])))
+    assert got.shape == expected.shape == (3, 20, 12, 4)
+    assert np.abs(got - expected).max() / np.abs(expected).max() <= 1e-5
+
+
+def test_upsampling_by_a_fractional_factor_keeps_the_size_fixed_and_says_why(tmp_path):
+    import ktorch
+
+    torch.manual_seed(0)
+    module = Upsampling("nearest", factor=1.5).eval()
+    result = ktorch.convert(
+        module, tmp_path / "frac", example_inputs=(torch.randn(2, 3, 16, 16),), to="keras", dynamic="auto"
+    )
+    assert _inputs_line(tmp_path / "frac") == ['x = keras.Input(shape=(16, 16, 3), name="x")']
+    assert "scale factors [1.5, 1.5]" in result.manifest["source"]["static"]["height"]
+    assert result.parity.passed
