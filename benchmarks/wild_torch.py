@@ -6,6 +6,10 @@ come (no wrapper), verified at batch 2 and again at batch 3. Not a test: a measu
     python benchmarks/wild_torch.py --only bert,vit  # some of them
     python benchmarks/wild_torch.py --dynamic        # also a sizes column: dynamic="auto", verified at 2 sizes
 
+Each line: the worst relative error at batch 2 and 3, the Keras trainable-parameter count
+against the source's, the transposes in the emitted model (and per attention layer: source
+modules named *Attention/*Attn holding no other one), and the conversion time.
+
 BatchNorm running statistics and layer-scale parameters (timm initialises them to 1e-6 or
 1e-5) are randomised too, so that parity is not vacuous. Every failure prints as one line.
 """
