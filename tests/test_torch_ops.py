@@ -95,3 +95,19 @@ def test_argmax_takes_the_first_of_equal_elements(tmp_path):
     out = np.asarray(result.keras_model(np.zeros((2, 5, 6), "float32")))
     assert out.shape == (2, 5) and (out == 0).all()
     assert "arg_reduce(" in (tmp_path / "ties" / "model.py").read_text()
+
+
+def test_a_tensor_repeated_by_the_batch_size_is_one_ktorch_line(tmp_path):
+    """x.repeat(B, 1, 1) on data (not a constant): refused naming the op, not a raw TypeError."""
+    import ktorch
+    from ktorch.graph.errors import UnsupportedOpError
+
+    class Tiled(nn.Module):
+        def forward(self, x):
+            return x.repeat(x.shape[0], 1, 1)
+
+    with pytest.raises(UnsupportedOpError) as err:
+        ktorch.convert(Tiled(), tmp_path / "tiled", example_inputs=(torch.randn(2, 5, 6),), to="keras", force=True)
+    assert "(aten.repeat): repeat (BATCH, 1, 1) of a rank-3 tensor (a repeat count that depends on the batch)" in str(
+        err.value
+    )
