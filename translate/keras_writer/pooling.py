@@ -60,16 +60,20 @@ def _effective_pads(node: Node) -> list[tuple[int, int]]:
 
 
 def _tf_same(node: Node) -> list[tuple[int, int]] | None:
-    """TensorFlow's SAME pads for this pooling, if they give the node's output size."""
+    """TensorFlow's SAME pads for this pooling, if they give the node's output size (with a
+    dynamic size: only for stride 1, where they do not depend on the size)."""
     a = node.attrs
     x, y = node.inputs[0], node.output
     fmt = a["data_format"]
     out = []
     for i, (ax_in, ax_out) in enumerate(zip(spatial_axes(x.rank, fmt), spatial_axes(y.rank, fmt))):
         n, k, s = x.shape[ax_in], a["pool_size"][i], a["strides"][i]
-        if n is None or math.ceil(n / s) != y.shape[ax_out]:
+        if n is None and s == 1:  # a dynamic size: with stride 1, SAME pads k - 1 whatever the size
+            total = k - 1
+        elif n is None or math.ceil(n / s) != y.shape[ax_out]:
             return None
-        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        else:
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
         out.append((total // 2, total - total // 2))
     return out
 
