@@ -346,3 +346,28 @@ def test_strided_average_pooling_that_excludes_padding_names_the_layer_on_a_dyna
             dynamic="height,width",
         )
     assert "pool (AvgPool2d): average pooling over padding [(1, 1), (1, 1)] that excludes the padding" in str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_ceil_mode_pooling_by_two_takes_any_image_size(mode, tmp_path):
+    """ResNet-D's shortcut AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False): on odd
+    sides the last window holds one cell, averaged over that one cell (TF's SAME)."""
+    import ktorch
+
+    pool = (
+        nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)
+        if mode == "avg"
+        else nn.MaxPool2d(2, 2, ceil_mode=True)
+    )
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), pool).eval()
+    result = ktorch.convert(
+        module, tmp_path / mode, example_inputs=(torch.randn(2, 3, 16, 16),), to="keras", dynamic="height,width"
+    )
+    assert _inputs_line(tmp_path / mode) == ['input_1 = keras.Input(shape=(None, None, 3), name="input_1")']
+    assert result.parity.passed and result.parity.worst_rel <= 1e-5
+    x = np.random.default_rng(3).standard_normal((3, 3, 9, 14)).astype("float32")
+    expected = module(torch.from_numpy(x)).detach().numpy().transpose(result.manifest["outputs"][0]["perm"])
+    got = np.asarray(result.keras_model(x.transpose(result.manifest["inputs"][0]["perm"])))
+    assert got.shape == expected.shape == (3, 5, 7, 4)
+    assert np.abs(got - expected).max() / np.abs(expected).max() <= 1e-5

@@ -78,12 +78,27 @@ def _tf_same(node: Node) -> list[tuple[int, int]] | None:
     return out
 
 
+def _ceil_is_same(node: Node) -> bool:
+    """ceil_mode windows as wide as their stride (1 or 2), no padding, over a dynamic size
+    (ResNet-D's AvgPool2d(2, 2, ceil_mode=True) shortcut): PyTorch's last window takes the one
+    cell left on an odd side and divides by the cells it covers, as TensorFlow's SAME does
+    (its one cell of padding at the end, never counted)."""
+    a = node.attrs
+    x = node.inputs[0]
+    return (
+        a["ceil_mode"]
+        and None in [x.shape[i] for i in spatial_axes(x.rank, a["data_format"])]
+        and all(b == 0 and e == 0 for b, e in a["padding"])
+        and all(k == s <= 2 for k, s in zip(a["pool_size"], a["strides"]))
+    )
+
+
 @register("ir->keras", "pool")
 def pool_to_keras(node: Node, em: KerasEmitter) -> None:
     a = node.attrs
     x = em.var(node.inputs[0])
     rank = a["rank"]
-    if a["padding"] == "same":
+    if a["padding"] == "same" or _ceil_is_same(node):
         padding, pads = "same", None
     else:
         pads = _effective_pads(node)
