@@ -6,6 +6,10 @@ come (no wrapper), verified at batch 2 and again at batch 3. Not a test: a measu
     python benchmarks/wild_torch.py --only bert,vit  # some of them
     python benchmarks/wild_torch.py --dynamic        # also a sizes column: dynamic="auto", verified at 2 sizes
 
+Each line: the worst relative error at batch 2 and 3, the Keras trainable-parameter count
+against the source's, the transposes in the emitted model (and per attention layer: source
+modules named *Attention/*Attn holding no other one), and the conversion time.
+
 BatchNorm running statistics and layer-scale parameters (timm initialises them to 1e-6 or
 1e-5) are randomised too, so that parity is not vacuous. Every failure prints as one line.
 """
@@ -59,6 +63,11 @@ TEXT = dict(
     num_attention_heads=4,
     intermediate_size=37,
     max_position_embeddings=64,
+)
+
+
+VISION = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=IMAGE, patch_size=8
 )
 
 
@@ -181,15 +190,50 @@ def hf(name: str, **extra: Any) -> Callable[[], tuple[torch.nn.Module, Any]]:
             )
             return tf.CLIPVisionModel(cfg), image()
         if name == "vit":
-            cfg = tf.ViTConfig(
-                hidden_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                intermediate_size=37,
-                image_size=IMAGE,
-                patch_size=8,
+            return tf.ViTModel(tf.ViTConfig(**VISION)), image()
+        if name == "deit":
+            return tf.DeiTModel(tf.DeiTConfig(**VISION)), image()
+        if name == "mobilevit":
+            cfg = tf.MobileViTConfig(
+                image_size=64,
+                hidden_sizes=[16, 24, 32],
+                neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+                num_attention_heads=2,
             )
-            return tf.ViTModel(cfg), image()
+            return tf.MobileViTModel(cfg), image(size=64)
+        if name == "convnext":
+            cfg = tf.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], image_size=IMAGE)
+            return tf.ConvNextModel(cfg), image()
+        if name == "swin":
+            cfg = tf.SwinConfig(
+                image_size=IMAGE, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4
+            )
+            return tf.SwinModel(cfg), image()
+        if name == "distilbert":
+            cfg = tf.DistilBertConfig(
+                vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64
+            )
+            return tf.DistilBertModel(cfg), tokens(mask=True)
+        if name == "mobilebert":
+            cfg = tf.MobileBertConfig(**TEXT, embedding_size=16, intra_bottleneck_size=16, num_feedforward_networks=2)
+            return tf.MobileBertModel(cfg), tokens(mask=True)
+        if name == "falcon":
+            cfg = tf.FalconConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+            return tf.FalconModel(cfg), tokens()
+        if name == "gptj":
+            cfg = tf.GPTJConfig(
+                vocab_size=99,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                rotary_dim=4,
+                n_positions=64,
+                bos_token_id=1,
+                eos_token_id=2,
+            )
+            return tf.GPTJModel(cfg), tokens()
+        if name == "bloom":
+            return tf.BloomModel(tf.BloomConfig(vocab_size=99, hidden_size=32, n_layer=2, n_head=4)), tokens()
         if name == "segformer":
             cfg = tf.SegformerConfig(
                 num_encoder_blocks=2,
@@ -218,6 +262,38 @@ def timm_model(name: str, size: int = IMAGE, **kwargs: Any) -> Callable[[], tupl
     return build
 
 
+def timm_class(path: str, size: int = IMAGE, **kwargs: Any) -> Callable[[], tuple[torch.nn.Module, Any]]:
+    """A timm model built from its class (`module.Class`) where the registered names fix the depths."""
+
+    def build() -> tuple[torch.nn.Module, Any]:
+        import importlib
+
+        module, cls = path.rsplit(".", 1)
+        torch.manual_seed(0)
+        return getattr(importlib.import_module(f"timm.models.{module}"), cls)(**kwargs), image(size=size)
+
+    return build
+
+
+def poolformer() -> tuple[torch.nn.Module, Any]:
+    """timm's poolformer_s12 arguments with one block per stage and narrow stages."""
+    from timm.models import metaformer
+
+    torch.manual_seed(0)
+    model = metaformer.MetaFormer(
+        depths=(1, 1, 1, 1),
+        dims=(16, 32, 48, 64),
+        downsample_norm=None,
+        mlp_act=torch.nn.GELU,
+        mlp_bias=True,
+        norm_layers=metaformer.GroupNorm1,
+        res_scale_init_values=None,
+        use_mlp_head=False,
+        num_classes=10,
+    )
+    return model, image()
+
+
 VIT = dict(img_size=IMAGE, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
 MODELS: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
     "timm/vit": timm_model("vit_tiny_patch16_224", **VIT),
@@ -238,6 +314,28 @@ MODELS: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
     "timm/resnet": timm_model("resnet18", num_classes=10),
     "timm/efficientnet": timm_model("efficientnet_b0", num_classes=10),
     "timm/convnext": timm_model("convnext_atto", num_classes=10),
+    "timm/regnet": timm_model("regnetx_002", num_classes=10),
+    "timm/densenet": timm_model("densenet121", growth_rate=8, block_config=(1, 1, 1, 1), num_classes=10),
+    "timm/inception_v3": timm_model("inception_v3", size=75, num_classes=10),
+    "timm/inception_next": timm_model("inception_next_atto", depths=(1, 1, 1, 1), num_classes=10),
+    "timm/hrnet": timm_model("hrnet_w18_small", size=64, num_classes=10),
+    "timm/maxvit": timm_model("maxvit_pico_rw_256", size=64, img_size=64, depths=(1, 1, 1, 1), num_classes=10),
+    "timm/coatnet": timm_model("coatnet_nano_rw_224", size=64, img_size=64, depths=(1, 1, 1, 1), num_classes=10),
+    "timm/poolformer": poolformer,
+    "timm/mixer": timm_class(
+        "mlp_mixer.MlpMixer", img_size=IMAGE, patch_size=8, num_blocks=2, embed_dim=32, num_classes=10
+    ),
+    "timm/eva": timm_model("eva02_tiny_patch14_224", **VIT),
+    "timm/beit": timm_model("beit_base_patch16_224", **VIT),
+    "timm/cait": timm_model("cait_xxs24_224", **VIT, depth_token_only=1),
+    "timm/repvgg": timm_model("repvgg_a0", num_classes=10),
+    "timm/ghostnet": timm_model("ghostnet_050", num_classes=10),
+    "timm/mobilenetv3": timm_model("mobilenetv3_small_050", num_classes=10),
+    "timm/dla": timm_model("dla46_c", num_classes=10),
+    "timm/res2net": timm_model("res2net50_26w_4s", layers=[1, 1, 1, 1], num_classes=10),
+    "timm/resnest": timm_model("resnest14d", num_classes=10),
+    "timm/seresnext": timm_model("seresnext26d_32x4d", layers=[1, 1, 1, 1], num_classes=10),
+    "timm/xception": timm_model("xception41", num_classes=10),
     **{
         f"hf/{n}": hf(n)
         for n in (
@@ -260,6 +358,15 @@ MODELS: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
             "clip_text",
             "clip_vision",
             "segformer",
+            "deit",
+            "mobilevit",
+            "convnext",
+            "swin",
+            "distilbert",
+            "mobilebert",
+            "falcon",
+            "gptj",
+            "bloom",
         )
     },  # fmt: skip
 }
@@ -275,6 +382,17 @@ def batch3(example: Any) -> Any:
     if isinstance(example, dict):
         return {k: torch.cat([v, v[:1]]) for k, v in example.items()}
     return tuple(torch.cat([v, v[:1]]) for v in example)
+
+
+def attention_layers(module: torch.nn.Module) -> int:
+    """The source's attention modules: class names with `Attention`/`Attn` holding no other such module."""
+
+    def is_attention(m: torch.nn.Module) -> bool:
+        return any(w in type(m).__name__ for w in ("Attention", "Attn"))
+
+    return sum(
+        is_attention(m) and not any(is_attention(c) for c in m.modules() if c is not m) for m in module.modules()
+    )
 
 
 def run_one(name: str, build: Callable, root: Path, dynamic: bool = False) -> dict[str, Any]:
@@ -310,6 +428,8 @@ def run_one(name: str, build: Callable, root: Path, dynamic: bool = False) -> di
         row["params"] = sum(p.numel() for p in module.parameters() if p.requires_grad)  # tied ones once
         row["keras_trainable"] = sum(int(np.prod(w.shape)) for w in result.keras_model.trainable_weights)
         row["transposes"] = result.manifest["layout"]["transposes"]
+        row["attention"] = attention_layers(module)
+        row["convert_s"] = result.timings["total"]
         row["ok"] = bool(parity3.passed)
         if not parity3.passed:
             row["error"] = f"parity at batch 3: worst relative error {parity3.worst_rel:.2e}"
@@ -345,6 +465,9 @@ def main() -> None:
                     f"ok    {errors}  trainable {row['keras_trainable']} {same} {row['params']}  "
                     f"transposes {row['transposes']}"
                 )
+                if row["attention"]:
+                    status += f" ({row['transposes'] / row['attention']:.1f} per attention layer of {row['attention']})"
+                status += f"  convert {row['convert_s']:.1f}s"
                 if args.dynamic:
                     fixed = "; ".join(f"{k} fixed: {v[:120]}" for k, v in row["static"].items())
                     status += f"  sizes: {','.join(row['dynamic']) or 'static'}" + (f" ({fixed})" if fixed else "")

@@ -255,3 +255,119 @@ def test_vit_with_a_fixed_position_table_stays_static(tmp_path):
     assert _inputs_line(tmp_path / "vit") == ['pixel_values = keras.Input(shape=(32, 32, 3), name="pixel_values")']
     assert set(result.manifest["source"]["static"]) == {"height", "width"}
     assert result.parity.passed
+
+
+class Upsampling(nn.Module):
+    """HRNet's fuse layers: a lower-resolution branch upsampled by an integer factor and added."""
+
+    def __init__(self, mode: str, factor: float = 2) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.same = nn.Conv2d(3, 4, 1)
+        self.up = nn.Upsample(scale_factor=factor, mode=mode)
+
+    def forward(self, x):
+        y = self.up(self.down(x))
+        return y + self.same(x) if y.shape[2:] == x.shape[2:] else y
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "bilinear"])
+def test_integer_upsampling_takes_any_image_size(mode, tmp_path):
+    import ktorch
+
+    torch.manual_seed(0)
+    module = Upsampling(mode).eval()
+    x = torch.randn(2, 3, 16, 16)
+    result = ktorch.convert(module, tmp_path / "up", example_inputs=(x,), to="keras", dynamic="height,width")
+    assert _inputs_line(tmp_path / "up") == ['x = keras.Input(shape=(None, None, 3), name="x")']
+    assert "UpSampling2D(" in (tmp_path / "up" / "model.py").read_text()
+    assert result.parity.passed and result.parity.worst_rel <= 1e-5
+    x = np.random.default_rng(3).standard_normal((3, 3, 20, 12)).astype("float32")  # another size and batch
+    expected = module(torch.from_numpy(x)).detach().numpy().transpose(result.manifest["outputs"][0]["perm"])
+    got = np.asarray(result.keras_model(x.transpose(result.manifest["inputs"][0]["perm"])))
+    assert got.shape == expected.shape == (3, 20, 12, 4)
+    assert np.abs(got - expected).max() / np.abs(expected).max() <= 1e-5
+
+
+def test_upsampling_by_a_fractional_factor_keeps_the_size_fixed_and_says_why(tmp_path):
+    import ktorch
+
+    torch.manual_seed(0)
+    module = Upsampling("nearest", factor=1.5).eval()
+    result = ktorch.convert(
+        module, tmp_path / "frac", example_inputs=(torch.randn(2, 3, 16, 16),), to="keras", dynamic="auto"
+    )
+    assert _inputs_line(tmp_path / "frac") == ['x = keras.Input(shape=(16, 16, 3), name="x")']
+    assert "scale factors [1.5, 1.5]" in result.manifest["source"]["static"]["height"]
+    assert result.parity.passed
+
+
+class PoolMixer(nn.Module):
+    """PoolFormer's token mixer: AvgPool2d(3, 1, 1, count_include_pad=False) - x; `stride` 2
+    pads depending on the size, which a dynamic size cannot take."""
+
+    def __init__(self, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+
+    def forward(self, x):
+        x = self.conv(x)
+        y = self.pool(x)
+        return y - x if y.shape == x.shape else y
+
+
+def test_average_pooling_that_excludes_padding_takes_any_image_size(tmp_path):
+    import ktorch
+
+    torch.manual_seed(0)
+    module = PoolMixer().eval()
+    x = torch.randn(2, 3, 16, 16)
+    result = ktorch.convert(module, tmp_path / "pool", example_inputs=(x,), to="keras", dynamic="height,width")
+    assert _inputs_line(tmp_path / "pool") == ['x = keras.Input(shape=(None, None, 3), name="x")']
+    assert 'padding="same"' in (tmp_path / "pool" / "model.py").read_text()
+    assert result.parity.passed and result.parity.worst_rel <= 1e-5
+    x = np.random.default_rng(3).standard_normal((3, 3, 9, 14)).astype("float32")  # odd sides: edge cells count
+    expected = module(torch.from_numpy(x)).detach().numpy().transpose(result.manifest["outputs"][0]["perm"])
+    got = np.asarray(result.keras_model(x.transpose(result.manifest["inputs"][0]["perm"])))
+    assert got.shape == expected.shape and np.abs(got - expected).max() / np.abs(expected).max() <= 1e-5
+
+
+def test_strided_average_pooling_that_excludes_padding_names_the_layer_on_a_dynamic_size(tmp_path):
+    import ktorch
+    from ktorch.graph.errors import UnsupportedOpError
+
+    with pytest.raises(UnsupportedOpError) as err:
+        ktorch.convert(
+            PoolMixer(stride=2).eval(),
+            tmp_path / "strided",
+            example_inputs=(torch.randn(2, 3, 16, 16),),
+            to="keras",
+            dynamic="height,width",
+        )
+    assert "pool (AvgPool2d): average pooling over padding [(1, 1), (1, 1)] that excludes the padding" in str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_ceil_mode_pooling_by_two_takes_any_image_size(mode, tmp_path):
+    """ResNet-D's shortcut AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False): on odd
+    sides the last window holds one cell, averaged over that one cell (TF's SAME)."""
+    import ktorch
+
+    pool = (
+        nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)
+        if mode == "avg"
+        else nn.MaxPool2d(2, 2, ceil_mode=True)
+    )
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), pool).eval()
+    result = ktorch.convert(
+        module, tmp_path / mode, example_inputs=(torch.randn(2, 3, 16, 16),), to="keras", dynamic="height,width"
+    )
+    assert _inputs_line(tmp_path / mode) == ['input_1 = keras.Input(shape=(None, None, 3), name="input_1")']
+    assert result.parity.passed and result.parity.worst_rel <= 1e-5
+    x = np.random.default_rng(3).standard_normal((3, 3, 9, 14)).astype("float32")
+    expected = module(torch.from_numpy(x)).detach().numpy().transpose(result.manifest["outputs"][0]["perm"])
+    got = np.asarray(result.keras_model(x.transpose(result.manifest["inputs"][0]["perm"])))
+    assert got.shape == expected.shape == (3, 5, 7, 4)
+    assert np.abs(got - expected).max() / np.abs(expected).max() <= 1e-5

@@ -1,6 +1,7 @@
 """Tensors whose batch axis PyTorch merged with another axis (translate/torch_reader/merged.py):
 split-like ops on them (timm ViT's qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0),
-chunk / split / split_with_sizes on windows), and the message for an op that has no
+chunk / split / split_with_sizes on windows), BLOOM's ALiBi bias repeated per example and
+baddbmm on merged heads, and the message for an op that has no
 translation on such a tensor, which names the op and does not guess the cause."""
 
 from __future__ import annotations
@@ -149,3 +150,37 @@ def test_batch_norm_decomposed_form_on_merged_tokens(tmp_path):
     program = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)).run_decompositions()
     result = ktorch.convert(program, tmp_path / "decomposed", to="keras", force=True)
     assert result.parity.passed and result.parity.worst_rel <= 1e-5, result.parity
+
+
+class AlibiAttention(nn.Module):
+    """BLOOM's attention scores: a constant (H, 1, N) bias repeated once per example to
+    (B * H, 1, N) and cast, then baddbmm with queries and keys whose heads are merged into the
+    batch; `tile` also repeats the bias along its last axis."""
+
+    def __init__(self, heads: int = 2, tile: bool = False) -> None:
+        super().__init__()
+        self.heads, self.tile = heads, tile
+        self.qk = nn.Linear(8, 8 * heads)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k = self.qk(x).reshape(B, N, 2, self.heads, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = q.reshape(B * self.heads, N, 4), k.reshape(B * self.heads, 4, N) * 0.5
+        slopes = torch.tensor([0.5, 0.25][: self.heads])
+        if self.tile:
+            bias = (slopes[:, None, None] * torch.arange(N // 2)).repeat(B, 1, 2)
+        else:
+            bias = (slopes[:, None, None] * torch.arange(N)).repeat(B, 1, 1).to(x.dtype)
+        scores = bias.baddbmm(batch1=q, batch2=k, beta=1.0, alpha=0.5)
+        return scores.softmax(-1).reshape(B, self.heads, N, N)
+
+
+@pytest.mark.parametrize("tile", [False, True])
+def test_alibi_bias_repeated_per_example_and_baddbmm_on_merged_heads(tile, tmp_path):
+    torch.manual_seed(0)
+    convert_and_check(AlibiAttention(tile=tile).eval(), torch.randn(2, 6, 8), tmp_path / f"alibi{tile}")
+
+
+def test_alibi_bias_for_one_head_is_a_plain_per_example_tensor(tmp_path):
+    torch.manual_seed(0)
+    convert_and_check(AlibiAttention(heads=1).eval(), torch.randn(2, 6, 8), tmp_path / "alibi1")

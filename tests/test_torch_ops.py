@@ -1,5 +1,5 @@
 """ATen ops that models people have use (F.normalize, RoBERTa's position ids, GPT-Neo's
-attention, CLIP's text pooler, LeViT's reshape_as): each in a tiny nn.Module, converted to
+attention, CLIP's text pooler, LeViT's reshape_as, BLOOM's baddbmm, MobileBERT's pad): each in a tiny nn.Module, converted to
 Keras with verification at batch 2 and checked again at batch 3. Inputs are scaled so that
 comparisons, ties (argmax) and signs are all exercised."""
 
@@ -45,6 +45,14 @@ CASES = {
         torch.all(x[..., :2] <= 0.5, dim=-1, keepdim=True), torch.zeros_like(x), x
     ),
     "ones_like_full_like": lambda x: x * torch.ones_like(x) + torch.full_like(x, 0.25),
+    "baddbmm": lambda x: torch.baddbmm(x[:, :, :5], x, x.transpose(1, 2)),
+    "baddbmm_alpha_beta": lambda x: torch.baddbmm(x[:, :, :5], x, x.transpose(1, 2), beta=0.5, alpha=0.25),
+    # beta 0: torch ignores `self`, so NaN in it must not reach the result
+    "baddbmm_beta0_ignores_nan": lambda x: torch.baddbmm(
+        torch.log(x[:, :, :5] - 100.0), x, x.transpose(1, 2), beta=0.0, alpha=2.0
+    ),
+    # MobileBERT's trigram input: F.pad lists the batch and channel axes with zero padding
+    "pad_sequence_axis": lambda x: F.pad(x, (0, 0, 0, 1, 0, 0)) + F.pad(x, (0, 0, 1, 0)),
 }
 
 
@@ -87,3 +95,19 @@ def test_argmax_takes_the_first_of_equal_elements(tmp_path):
     out = np.asarray(result.keras_model(np.zeros((2, 5, 6), "float32")))
     assert out.shape == (2, 5) and (out == 0).all()
     assert "arg_reduce(" in (tmp_path / "ties" / "model.py").read_text()
+
+
+def test_a_tensor_repeated_by_the_batch_size_is_one_ktorch_line(tmp_path):
+    """x.repeat(B, 1, 1) on data (not a constant): refused naming the op, not a raw TypeError."""
+    import ktorch
+    from ktorch.graph.errors import UnsupportedOpError
+
+    class Tiled(nn.Module):
+        def forward(self, x):
+            return x.repeat(x.shape[0], 1, 1)
+
+    with pytest.raises(UnsupportedOpError) as err:
+        ktorch.convert(Tiled(), tmp_path / "tiled", example_inputs=(torch.randn(2, 5, 6),), to="keras", force=True)
+    assert "(aten.repeat): repeat (BATCH, 1, 1) of a rank-3 tensor (a repeat count that depends on the batch)" in str(
+        err.value
+    )

@@ -60,18 +60,37 @@ def _effective_pads(node: Node) -> list[tuple[int, int]]:
 
 
 def _tf_same(node: Node) -> list[tuple[int, int]] | None:
-    """TensorFlow's SAME pads for this pooling, if they give the node's output size."""
+    """TensorFlow's SAME pads for this pooling, if they give the node's output size (with a
+    dynamic size: only for stride 1, where they do not depend on the size)."""
     a = node.attrs
     x, y = node.inputs[0], node.output
     fmt = a["data_format"]
     out = []
     for i, (ax_in, ax_out) in enumerate(zip(spatial_axes(x.rank, fmt), spatial_axes(y.rank, fmt))):
         n, k, s = x.shape[ax_in], a["pool_size"][i], a["strides"][i]
-        if n is None or math.ceil(n / s) != y.shape[ax_out]:
+        if n is None and s == 1:  # a dynamic size: with stride 1, SAME pads k - 1 whatever the size
+            total = k - 1
+        elif n is None or math.ceil(n / s) != y.shape[ax_out]:
             return None
-        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        else:
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
         out.append((total // 2, total - total // 2))
     return out
+
+
+def _ceil_is_same(node: Node) -> bool:
+    """ceil_mode windows as wide as their stride (1 or 2), no padding, over a dynamic size
+    (ResNet-D's AvgPool2d(2, 2, ceil_mode=True) shortcut): PyTorch's last window takes the one
+    cell left on an odd side and divides by the cells it covers, as TensorFlow's SAME does
+    (its one cell of padding at the end, never counted)."""
+    a = node.attrs
+    x = node.inputs[0]
+    return (
+        a["ceil_mode"]
+        and None in [x.shape[i] for i in spatial_axes(x.rank, a["data_format"])]
+        and all(b == 0 and e == 0 for b, e in a["padding"])
+        and all(k == s <= 2 for k, s in zip(a["pool_size"], a["strides"]))
+    )
 
 
 @register("ir->keras", "pool")
@@ -79,7 +98,7 @@ def pool_to_keras(node: Node, em: KerasEmitter) -> None:
     a = node.attrs
     x = em.var(node.inputs[0])
     rank = a["rank"]
-    if a["padding"] == "same":
+    if a["padding"] == "same" or _ceil_is_same(node):
         padding, pads = "same", None
     else:
         pads = _effective_pads(node)

@@ -1,4 +1,4 @@
-"""ATen linear algebra and lookups: linear, matmul/mm/bmm/addmm, einsum, embedding."""
+"""ATen linear algebra and lookups: linear, matmul/mm/bmm/addmm/baddbmm, einsum, embedding."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
+from .arithmetic import operand
 from .calls import AtenCall, Const, learned_rows
 
 
@@ -45,6 +46,22 @@ def addmm_to_ir(call: AtenCall) -> Value:
     if call.args.get("beta", 1) != 1 or call.args.get("alpha", 1) != 1:
         raise call.unsupported("addmm with beta or alpha other than 1")
     return _matmul(call, "mat1", "mat2", bias=call.const("self"))
+
+
+@register("torch->ir", "aten.baddbmm")
+def baddbmm_to_ir(call: AtenCall) -> Value:
+    """beta * self + alpha * (batch1 @ batch2) (BLOOM's ALiBi scores). With beta 0, torch
+    ignores `self` altogether (NaN and inf in it do not reach the result)."""
+    y = call.emit("matmul", [call.value("batch1"), call.value("batch2")])
+    alpha, beta = call.args.get("alpha", 1), call.args.get("beta", 1)
+    if alpha != 1:
+        y = call.emit("mul", [y, call.reader.scalar_value(float(alpha), y.rank)], suffix="_alpha")
+    if beta == 0:
+        return y
+    base = operand(call, "self", y.rank, y.dtype)
+    if beta != 1:
+        base = call.emit("mul", [base, call.reader.scalar_value(float(beta), y.rank)], suffix="_beta")
+    return call.emit("add", [base, y], suffix="_add")
 
 
 @register("torch->ir", "aten.einsum")

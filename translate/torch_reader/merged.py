@@ -296,7 +296,7 @@ def _batch_norm(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: 
     return [_wrap(reader, node, out[0], x.axis), *out[1:]]
 
 
-_MATRIX = ("aten.matmul", "aten.mm", "aten.bmm")
+_MATRIX = ("aten.matmul", "aten.mm", "aten.bmm", "aten.baddbmm")
 
 
 def _trailing(n: int):
@@ -318,6 +318,7 @@ _ELEMENTWISE = (
     "aten.add", "aten.sub", "aten.rsub", "aten.mul", "aten.div", "aten.maximum", "aten.minimum", "aten.pow",
     "aten.relu", "aten.gelu", "aten.silu", "aten.sigmoid", "aten.tanh", "aten.exp", "aten.neg", "aten.sqrt",
     "aten.rsqrt", "aten.erf", "aten.abs", "aten.hardswish", "aten.hardtanh", "aten.leaky_relu", "aten.clamp",
+    "aten.to", "aten._to_copy",
 )  # fmt: skip
 
 
@@ -356,6 +357,7 @@ _HANDLERS = {
     "aten.layer_norm": _trailing(1),
     "aten.matmul": _trailing(2),
     "aten.bmm": _trailing(2),
+    "aten.baddbmm": _trailing(2),
     "aten.mm": _trailing(2),
     **{k: _trailing(0) for k in _ELEMENTWISE},
 }

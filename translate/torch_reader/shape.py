@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ...graph import Value
 from ..edge_pad import edge_pad
 from ..registry import register
@@ -283,9 +285,27 @@ def expand_to_ir(call: AtenCall) -> Value:
 
 
 @register("torch->ir", "aten.repeat")
-def repeat_to_ir(call: AtenCall) -> Value:
+def repeat_to_ir(call: AtenCall) -> Value | MergedBatch:
+    reps = list(call.args["repeats"])
+    c = call.args["self"]
+    by_batch = reps and (
+        reps[0] is BATCH or (call.reader.static_batch is not None and reps[0] == call.reader.static_batch)
+    )
+    if by_batch and isinstance(c, Const) and len(reps) == c.array.ndim and all(isinstance(r, int) for r in reps[1:]):
+        # a constant repeated once per example along axis 0 (BLOOM's ALiBi slopes, (H, 1, S) to
+        # (B * H, 1, S)): every example gets the same rows, the batch merged with axis 0
+        if any(r != 1 for r in reps[1:]) and c.learned:
+            raise call.unsupported("repeat of a parameter along axes other than the batch")
+        tiled = c if all(r == 1 for r in reps[1:]) else Const(c.name, np.tile(c.array, [1, *reps[1:]]))
+        value = call.reader.per_example_value(tiled.reshaped((1, *tiled.array.shape)))
+        if tiled.array.shape[0] == 1:
+            return call.emit("squeeze", [value], {"axis": 1})
+        return MergedBatch(value, 0)
     x = call.value("self")
-    reps = [int(r) for r in call.args["repeats"]]
+    if any(not isinstance(r, int) for r in reps):
+        raise call.unsupported(
+            f"repeat {tuple(reps)} of a rank-{x.rank} tensor (a repeat count that depends on the batch)"
+        )
     if len(reps) != x.rank or reps[0] != 1:
         raise call.unsupported(f"repeat {tuple(reps)} of a rank-{x.rank} tensor (new axes, or a repeated batch axis)")
     if all(r == 1 for r in reps):
@@ -379,6 +399,8 @@ def pad_to_ir(call: AtenCall) -> Value:
     pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)][::-1]
     if all(p == (0, 0) for p in pairs):
         return x
+    while pairs[0] == (0, 0):  # F.pad(x, (0, 0, 0, 1, 0, 0)) lists axes it leaves alone (MobileBERT's batch axis)
+        pairs = pairs[1:]
     data_format = "channels_first"
     if x.rank - len(pairs) == 1 and pairs[-1] == (0, 0) and mode == "constant":
         pairs, data_format = pairs[:-1], "channels_last"  # (B, H, W, C) padded on H and W (Swin's windows)
