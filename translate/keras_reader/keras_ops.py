@@ -589,6 +589,8 @@ _UNARY: dict[str, tuple[str, dict[str, Any]]] = {
     "ops.Absolute": ("abs", {}),
     "ops.Negative": ("neg", {}),
     "ops.Erf": ("erf", {}),
+    "ops.Sin": ("sin", {}),
+    "ops.Cos": ("cos", {}),
     "ops.Identity": ("identity", {}),
     "ops.StopGradient": ("identity", {}),
 }

@@ -192,6 +192,20 @@ def split_from_tf(call: LayerCall) -> list[Value]:
     return split_nodes(call, _tensor(call), sections, _kw(call, "axis", default=0), sizes=True)
 
 
+@register("keras->ir", "tf.unstack")
+def unstack_from_tf(call: LayerCall) -> list[Value]:
+    """tf.unstack(x, num, axis): the slices x[..., i, ...] along `axis`, each without that axis."""
+    _no_extra(call, "num", "axis")
+    x = _tensor(call)
+    axis = int(_kw(call, "axis", default=0)) % x.rank
+    n, num = x.shape[axis], _kw(call, "num")
+    if axis == 0 or n is None:
+        raise call.error(f"unstacking axis {axis} of shape {x.shape} is not supported")
+    if num is not None and int(num) != n:
+        raise call.error(f"num={num} does not match the size {n} of axis {axis}")
+    return [call.emit("select", [x], {"axis": axis, "index": i}, suffix=f"_{i}") for i in range(n)]
+
+
 @register("keras->ir", "tf.linalg.matmul", "tf.matmul", "tf.compat.v1.matmul")
 def matmul_from_tf(call: LayerCall) -> Value:
     _no_extra(call, "b", "transpose_a", "transpose_b", "adjoint_a", "adjoint_b")
@@ -301,6 +315,8 @@ _UNARY: dict[str, tuple[str, dict[str, Any]]] = {
     "tf.math.square": ("square", {}),
     "tf.math.log": ("log", {}),
     "tf.math.erf": ("erf", {}),
+    "tf.math.sin": ("sin", {}),
+    "tf.math.cos": ("cos", {}),
 }
 
 
