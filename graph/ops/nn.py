@@ -110,6 +110,19 @@ define(
 )
 define(
     OpDef(
+        "scaled_std_conv",
+        _infer_conv,
+        attrs=_CONV_ATTRS + (attr("gamma", *_F, default=1.0), attr("epsilon", *_F, default=1e-5)),
+        weights=("weight", "bias", "gain"),
+        layout=Layout.SPATIAL,
+        doc="a conv whose weight is standardized on every call, per output filter over its inputs and kernel "
+        "(NFNet's scaled weight standardization, as kecam's ScaledStandardizedConv2D): "
+        "(w - mean) * rsqrt(max(var * fan_in, epsilon)) * gain * gamma, var without Bessel's correction",
+        family="conv",
+    )
+)
+define(
+    OpDef(
         "conv_transpose",
         _infer_conv_transpose,
         attrs=_CONV_ATTRS[:6] + (attr("padding", tuple), attr("output_padding", tuple)) + _CONV_ATTRS[7:],

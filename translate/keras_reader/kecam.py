@@ -20,7 +20,7 @@ import numpy as np
 from ...graph import Value
 from ..registry import register
 from .calls import LayerCall
-from .conv import conv2d_from_keras
+from .conv import conv2d_from_keras, conv_layer
 
 
 def _axis_vector(call: LayerCall, x: Value, array: np.ndarray, axis: int | list) -> tuple[int, np.ndarray]:
@@ -263,3 +263,65 @@ def causal_mask_from_kecam(call: LayerCall) -> Value:
 def patch_conv_from_kecam(call: LayerCall) -> Value:
     """A plain Conv2D; its subclass only adds a way to resample the kernel for other patch sizes."""
     return conv2d_from_keras(call)
+
+
+def _relative_to_absolute(call: LayerCall, logits: Value, position: int, blocks: int, axis: int, name: str) -> Value:
+    """kecam botnet.RelativePositionalEmbedding.rel_to_abs as the gather it amounts to: the
+    (..., 2 * position - 1) relative logits of query block q become the (..., position)
+    absolute ones, out[..., q, k] = logits[..., q, position - 1 + k - q], where q is the
+    block index on `axis` (the reshape-and-slice trick reads exactly these entries)."""
+    if position == 1:  # one position: the single relative logit is the absolute one
+        return logits
+    shape = [1] * logits.rank
+    shape[axis], shape[-1] = blocks, position
+    q = np.arange(blocks).reshape([blocks if i == axis else 1 for i in range(logits.rank)])
+    k = np.arange(position).reshape([position if i == logits.rank - 1 else 1 for i in range(logits.rank)])
+    index = np.ascontiguousarray(np.broadcast_to(position - 1 + k - q, shape).astype(np.int64))
+    idx = call.emit("constant", [], {"trainable": False}, {"value": index}, suffix=f"_{name}_index")
+    return call.emit("gather", [logits, idx], {"axis": logits.rank - 1}, suffix=f"_{name}_abs")
+
+
+@register("keras->ir", "botnet>RelativePositionalEmbedding")
+def botnet_relative_position_from_kecam(call: LayerCall) -> Value:
+    """The 2-D position logits of BotNet / HaloNet attention: queries (batch, heads, h, w, dim)
+    -> (batch, heads, h, w, position_height, position_width), the sum of a height and a width
+    term, each the queries times a learned (dim, positions) table. Relative tables hold
+    2 * positions - 1 offsets, turned into absolute positions as kecam's rel_to_abs does;
+    with use_absolute_pos the tables are read as they are."""
+    x = call.x
+    if x.rank != 5 or None in x.shape[1:]:
+        raise call.error(f"expects queries (batch, heads, height, width, key_dim) of known size, got {x.shape}")
+    _, _, height, width, key_dim = x.shape
+    absolute = bool(call.get("use_absolute_pos", False))
+    pos_h = int(call.get("position_height", 0))
+    pos_w = int(call.get("position_width", 0)) or pos_h
+    pos_h, pos_w = max(pos_h, height), max(pos_w, width)  # kecam's build: at least the input size
+    size_h, size_w = (pos_h, pos_w) if absolute else (2 * pos_h - 1, 2 * pos_w - 1)
+    call.expect_weights(2)
+    terms = {}
+    for i, (name, size, position, blocks, axis) in enumerate(
+        (("height", size_h, pos_h, height, 2), ("width", size_w, pos_w, width, 3))
+    ):
+        table = call.weight(i, expect=(key_dim, size))  # r_height, then r_width
+        t = call.emit("constant", [], {"trainable": True}, {"value": table}, suffix=f"_{name}_table")
+        logits = call.emit("matmul", [x, t], suffix=f"_{name}")
+        if not absolute:
+            logits = _relative_to_absolute(call, logits, position, blocks, axis, name)
+        terms[name] = logits
+    h = call.emit("expand_dims", [terms["height"]], {"axis": 5}, suffix="_height_column")
+    w = call.emit("expand_dims", [terms["width"]], {"axis": 4}, suffix="_width_row")
+    crop = bool(call.get("dynamic_shape", False)) and (height < pos_h or width < pos_w)
+    out = call.emit("add", [w, h], suffix="_sum" if crop else "")
+    if crop:  # kecam's deprecated dynamic_shape crops the positions to the input size
+        out = call.emit("slice", [out], {"axis": 4, "stop": height}, suffix="_crop_height")
+        out = call.emit("slice", [out], {"axis": 5, "stop": width})
+    return out
+
+
+@register("keras->ir", "nfnets>ScaledStandardizedConv2D")
+def scaled_std_conv_from_kecam(call: LayerCall) -> Value:
+    """A Conv2D whose kernel is standardized on every call (NFNet): per filter over (h, w, in),
+    (kernel - mean) * rsqrt(max(var * fan_in, eps)) * gain * gamma. The kernel stays the
+    trained weight and the standardization stays in the emitted forward, so training matches."""
+    attrs = {"gamma": float(call.get("gamma", 1.0)), "epsilon": float(call.get("eps", 1e-5))}
+    return conv_layer(call, 2, op="scaled_std_conv", attrs=attrs, filter_weights=("gain",))
