@@ -134,6 +134,34 @@ define(
 )
 
 
+def _infer_patches(node):
+    a = node.attrs
+    sizes = _spatial_sizes(node)
+    out = [_conv_out(n, k, s, d, (0, 0)) for n, k, s, d in zip(sizes, a["kernel_size"], a["strides"], a["dilation"])]
+    x = node.inputs[0]
+    c = x.shape[channel_axis(x.rank, a["data_format"])]
+    return [(_with_spatial(node, out, _dim(c, lambda c: c * math.prod(a["kernel_size"]))), x.dtype)]
+
+
+define(
+    OpDef(
+        "extract_patches",
+        _infer_patches,
+        attrs=(
+            attr("rank", int, choices=(2,)),
+            attr("kernel_size", tuple),
+            attr("strides", tuple),
+            attr("dilation", tuple),
+            _DATA_FORMAT,
+        ),
+        layout=Layout.SPATIAL,
+        doc="tf.image.extract_patches with 'VALID' windows: each output position holds its (dilated) window "
+        "as channels, in (window row, window column, channel) order",
+        family="conv",
+    )
+)
+
+
 # -- pooling ------------------------------------------------------------------------------
 def _infer_pool(node):
     a = node.attrs

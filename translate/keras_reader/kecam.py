@@ -14,6 +14,7 @@ so that a fine-tuned model keeps its tied entries).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -325,3 +326,45 @@ def scaled_std_conv_from_kecam(call: LayerCall) -> Value:
     trained weight and the standardization stays in the emitted forward, so training matches."""
     attrs = {"gamma": float(call.get("gamma", 1.0)), "epsilon": float(call.get("eps", 1e-5))}
     return conv_layer(call, 2, op="scaled_std_conv", attrs=attrs, filter_weights=("gain",))
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    """kecam's CompatibleExtractPatches sizes / strides / rates: a number, (1, k, k, 1) or (k, k)."""
+    if isinstance(value, (list, tuple)):
+        return (int(value[0]), int(value[1])) if len(value) == 2 else (int(value[1]), int(value[2]))
+    return (int(value), int(value))
+
+
+@register("keras->ir", "kecamCommon>CompatibleExtractPatches")
+def extract_patches_from_kecam(call: LayerCall) -> Value:
+    """tf.image.extract_patches of each (batch, height, width, channels) image ('VALID' windows,
+    after kecam's own k // 2 zero padding when padding="same"): (batch, out_h, out_w, k * k * c),
+    or (batch, out_h, out_w, k, k, c) when not `compressed`. With force_conv kecam computes the
+    same thing with a fixed one-hot convolution, whose kernel is checked to be that one."""
+    x = call.x
+    if x.rank != 4 or None in x.shape[1:]:
+        raise call.error(f"expects a (batch, height, width, channels) input of known size, got {x.shape}")
+    sizes, strides = call.get("sizes", 3), call.get("strides", 2)
+    kernel = _pair(sizes)[1]  # kecam reads the second entry for both axes
+    stride = _pair(strides)[1]
+    dilation = _pair(call.get("rates", 1))
+    if call.get("force_conv", False) or call.weights:  # an untrainable Conv2D of one-hot (k, k, 1, k * k) filters
+        call.expect_weights(1)
+        unfold = np.eye(kernel * kernel, dtype="float32").reshape(kernel, kernel, 1, kernel * kernel)
+        if not np.array_equal(call.weight(0, expect=unfold.shape), unfold):
+            raise call.error("its unfold convolution holds other filters than the one-hot windows")
+    if str(call.get("padding", "same")).lower() == "same":
+        pad = kernel // 2
+        x = call.emit("pad", [x], {"pads": ((pad, pad), (pad, pad)), "data_format": "channels_last"}, suffix="_pad")
+    attrs = {
+        "rank": 2,
+        "kernel_size": (kernel, kernel),
+        "strides": (stride, stride),
+        "dilation": dilation,
+        "data_format": "channels_last",
+    }
+    compressed = bool(call.get("compressed", True))
+    y = call.emit("extract_patches", [x], attrs, suffix="" if compressed else "_patches")
+    if compressed:
+        return y
+    return call.emit("reshape", [y], {"shape": (*y.shape[1:3], kernel, kernel, x.shape[-1])})

@@ -124,6 +124,29 @@ def scaled_std_conv_to_torch(node: Node, em: TorchEmitter) -> None:
     em.assign(node, f"{mod}({x})")
 
 
+EXTRACT_PATCHES = '''def extract_patches(
+    x: torch.Tensor, kernel_size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> torch.Tensor:
+    """tf.image.extract_patches ('VALID') on NCHW: each output position holds its window as
+    channels, in (window row, window column, channel) order (F.unfold orders them channel first)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    out_h, out_w = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+    patches = F.unfold(x, kernel_size, dilation=dilation, stride=stride)  # (n, c * kh * kw, out_h * out_w)
+    return patches.view(n, c, kh * kw, out_h, out_w).transpose(1, 2).reshape(n, kh * kw * c, out_h, out_w)
+'''
+
+
+@register("ir->torch", "extract_patches")
+def extract_patches_to_torch(node: Node, em: TorchEmitter) -> None:
+    require_channels_first(node)
+    a = node.attrs
+    em.functional()
+    helper = em.helper("extract_patches", EXTRACT_PATCHES)
+    args = (a["kernel_size"], a["strides"], a["dilation"])
+    em.assign(node, f"{helper}({em.var(node.inputs[0])}, {', '.join(py_literal(tuple(v)) for v in args)})")
+
+
 @register("ir->torch", "conv_transpose")
 def conv_transpose_to_torch(node: Node, em: TorchEmitter) -> None:
     require_channels_first(node)
