@@ -71,6 +71,20 @@ KECAM = {
     "BotNet26T": ("botnet", "BotNet26T", {"input_shape": (64, 64, 3)}),
     "NFNetF0": ("nfnets", "NFNetF0", {"input_shape": (64, 64, 3)}),
     "WaveMLP_T": ("mlp_family", "WaveMLP_T", {"input_shape": (64, 64, 3)}),
+    # relative-position attention, halo attention, focal / gated convolutions, metaformers
+    "CoAtNet0": ("coatnet", "CoAtNet0", {"input_shape": (64, 64, 3)}),
+    "HaloNextECA26T": ("halonet", "HaloNextECA26T", {"input_shape": (64, 64, 3)}),
+    "DaViT_T": ("davit", "DaViT_T", {"input_shape": (64, 64, 3)}),
+    "HorNetTiny": ("hornet", "HorNetTiny", {"input_shape": (64, 64, 3)}),
+    "IFormerSmall": ("iformer", "IFormerSmall", {"input_shape": (64, 64, 3)}),
+    "MogaNetXtiny": ("moganet", "MogaNetXtiny", {"input_shape": (64, 64, 3)}),
+    "GCViT_XXTiny": ("gcvit", "GCViT_XXTiny", {"input_shape": (64, 64, 3)}),
+    "MaxViT_Tiny": ("maxvit", "MaxViT_Tiny", {"input_shape": (64, 64, 3)}),
+    "UniformerSmall32": ("uniformer", "UniformerSmall32", {"input_shape": (64, 64, 3)}),
+    "CAFormerS18": ("caformer", "CAFormerS18", {"input_shape": (64, 64, 3)}),
+    "EfficientViT_M0": ("efficientvit", "EfficientViT_M0", {"input_shape": (64, 64, 3)}),
+    "SwinTransformerV2Tiny_ns": ("swin_transformer_v2", "SwinTransformerV2Tiny_ns", {"input_shape": (64, 64, 3)}),
+    "NAT_Mini": ("nat", "NAT_Mini", {"input_shape": (64, 64, 3)}),
 }
 
 # builds one kecam model with seeded weights; run again at conversion time to verify against the
