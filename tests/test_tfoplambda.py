@@ -43,6 +43,9 @@ def _shapes():
         tf.gather(seq, [0, 4, 2], axis=1),
         tf.math.add(*tf.unstack(tf.reshape(x, (-1, 6, 5, 2, 2)), axis=-1)),
         tf.unstack(seq, num=30, axis=1)[7],
+        tf.repeat(x, 3, axis=2),
+        tf.repeat(x[:, :1], 2, axis=1),
+        tf.reshape(tf.repeat(x, 2, axis=0), (-1, 2, 6, 5, 4))[:, 1],  # each example twice in a row
     ]
     return tf_keras.Model(inp, outs, name="tf_shapes")
 
