@@ -38,6 +38,7 @@ from keras_cv_attention_models.gpt2.gpt2 import PositionalIndex, CausalMask
 from keras_cv_attention_models.botnet.botnet import RelativePositionalEmbedding
 from keras_cv_attention_models.nfnets.nfnets import ScaledStandardizedConv2D
 from keras_cv_attention_models.common_layers import CompatibleExtractPatches
+from keras_cv_attention_models.nat.nat import MultiHeadRelativePositionalKernelBias
 import ktorch
 from ktorch.verify.parity import check_keras_to_torch
 
@@ -154,6 +155,18 @@ def patches():
     return model
 
 
+def nat_bias():
+    a = tf_keras.Input((16, 2, 1, 9))  # (4 x 4 queries, heads, 1, 3 x 3 keys)
+    b = tf_keras.Input((2, 36, 9))  # heads first, a 6 x 6 grid
+    c = tf_keras.Input((36, 3, 1, 9))  # DiNAT: dilation 2 on a 6 x 6 grid
+    outs = [
+        MultiHeadRelativePositionalKernelBias(input_height=4, name="nat")(a),
+        MultiHeadRelativePositionalKernelBias(is_heads_first=True, name="first")(b),
+        MultiHeadRelativePositionalKernelBias(input_height=6, dilation_rate=2, name="dilated")(c),
+    ]
+    return tf_keras.Model([a, b, c], outs, name="nat_bias")
+
+
 def std_conv_gradients(model, out):
     # the worst relative difference between TF's and the emitted model's gradients of one loss
     # with respect to every standardized conv's kernel and gain: training must see the
@@ -184,7 +197,7 @@ def std_conv_gradients(model, out):
 
 rows = {}
 builds = (affine, tokens, image_positions, beit_bias, beit_no_cls, levit_bias, text, activations)
-for build in (*builds, botnet_positions, std_conv, patches):
+for build in (*builds, botnet_positions, std_conv, patches, nat_bias):
     model = build() if build is patches else seeded(build())
     src = os.path.join(out, model.name + ".h5")
     model.save(src)
@@ -231,6 +244,7 @@ def kecam_rows(tmp_path_factory):
         "botnet_positions",
         "std_conv",
         "patches",
+        "nat_bias",
     ],
 )
 def test_kecam_layers_convert_at_parity(kecam_rows, name):
@@ -253,6 +267,7 @@ def test_kecam_tables_stay_parameters(kecam_rows):
     assert "requires_grad=False" in init.split("self.rel_index")[1].split("\n")[0], init
     assert "torch.take_along_dim" in kecam_rows["levit_bias"]["forward"]
     assert "self.gain_gain = nn.Parameter(torch.zeros(()))" in kecam_rows["affine"]["init"]
+    assert "self.nat_table = nn.Parameter(torch.zeros((2, 25)))" in kecam_rows["nat_bias"]["init"]
 
 
 def test_botnet_positions_gather_learned_tables(kecam_rows):

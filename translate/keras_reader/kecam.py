@@ -98,9 +98,10 @@ def class_token_from_kecam(call: LayerCall) -> Value:
     return call.emit("concat", parts, {"axis": 1})
 
 
-def _table_bias(call: LayerCall, x: Value, table: np.ndarray, index: np.ndarray) -> Value:
+def _table_bias(call: LayerCall, x: Value, table: np.ndarray, index: np.ndarray, perm: tuple | None = None) -> Value:
     """x + table[:, index]: a learned (heads, distances) table gathered by a constant
-    (queries, keys) index at run time, broadcast over the batch."""
+    (queries, keys) index at run time, broadcast over the batch (its axes permuted by `perm`
+    first, when the heads are not the first axis of x after the batch)."""
     heads = table.shape[0]
     t = call.emit("constant", [], {"trainable": True}, {"value": np.ascontiguousarray(table)}, suffix="_table")
     flat = np.ascontiguousarray(index.reshape(1, -1).astype(np.int64))
@@ -109,6 +110,8 @@ def _table_bias(call: LayerCall, x: Value, table: np.ndarray, index: np.ndarray)
     bias = call.emit("reshape", [picked], {"shape": tuple(int(d) for d in index.shape)}, suffix="_bias")
     if x.rank == 3 and heads != 1:
         raise call.error(f"a {heads}-head table for a rank-3 input {x.shape}")
+    if perm is not None:
+        bias = call.emit("transpose", [bias], {"perm": perm}, suffix="_bias_t")
     return call.emit("add", [x, bias])
 
 
@@ -368,3 +371,42 @@ def extract_patches_from_kecam(call: LayerCall) -> Value:
     if compressed:
         return y
     return call.emit("reshape", [y], {"shape": (*y.shape[1:3], kernel, kernel, x.shape[-1])})
+
+
+def _nat_pad_bias(indexes: np.ndarray, total: int, dilation: int) -> np.ndarray:
+    """kecam nat.MultiHeadRelativePositionalKernelBias._pad_bias_: the table row of each query
+    position along one axis (edge queries keep the first or last offsets)."""
+    size = indexes.shape[0]
+    left = np.repeat(indexes[: size // 2], dilation)
+    right = np.repeat(indexes[size // 2 + 1 :], dilation)
+    center = np.repeat(indexes[size // 2], total - left.shape[0] - right.shape[0])
+    return np.concatenate([left, center, right], axis=-1)
+
+
+@register("keras->ir", "kecam/nat>MultiHeadRelativePositionalKernelBias")
+def nat_kernel_bias_from_kecam(call: LayerCall) -> Value:
+    """Neighborhood-attention scores (batch, h * w, heads, ..., k * k) (or heads first) + a learned
+    (heads, (2k - 1) ** 2) bias gathered per query position and kernel offset (NAT, DiNAT), with
+    the index of kecam's build."""
+    x = call.x
+    if x.rank < 4 or None in x.shape[1:]:
+        raise call.error(f"expects attention scores (batch, queries, heads, ..., keys) of known size, got {x.shape}")
+    heads_first = bool(call.get("is_heads_first", False))
+    blocks, heads = (x.shape[2], x.shape[1]) if heads_first else (x.shape[1], x.shape[2])
+    size = int(np.sqrt(float(x.shape[-1])))
+    input_height = int(call.get("input_height", -1))
+    height = input_height if input_height > 0 else int(np.sqrt(float(blocks)))
+    width = blocks // height
+    pos_size = 2 * size - 1
+    table = call.weight(0, expect=(heads, pos_size * pos_size))
+    rate = call.get("dilation_rate", 1)
+    rate_h, rate_w = (int(rate[0]), int(rate[1])) if isinstance(rate, (list, tuple)) else (int(rate), int(rate))
+    idx = np.arange(0, size)
+    coords = np.reshape(np.expand_dims(idx, -1) * pos_size + idx, [-1]).astype("int64")
+    bias_hw = np.expand_dims(_nat_pad_bias(idx, height, rate_h), -1) * pos_size + _nat_pad_bias(idx, width, rate_w)
+    index = np.reshape(np.expand_dims(bias_hw, -1) + coords, [-1, size**2])[::-1]  # torch.flip(bias_coords, [0])
+    if index.shape[0] != blocks or size * size != x.shape[-1]:
+        raise call.error(f"a {height} x {width} grid of {size} x {size} kernels does not match the scores {x.shape}")
+    index = np.reshape(index, [blocks] + [1] * (x.rank - 4) + [size * size])
+    perm = None if heads_first else (1, 0, *range(2, x.rank - 1))
+    return _table_bias(call, x, table, index, perm)
