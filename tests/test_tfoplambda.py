@@ -68,6 +68,7 @@ def _elementwise():
         tf.pad(x, [[0, 0], [1, 1], [0, 2], [0, 0]], constant_values=0.5),
         tf.nn.leaky_relu(x, alpha=0.1) + tf.nn.relu6(x * 4.0),
         tf.math.sin(x * 3.0) * tf.math.cos(x),
+        tf.pad(tf.reduce_mean(x, axis=[1, 2]), [[0, 0], [2, 1]], constant_values=0.5),  # ECA's pooled channels
     ]
     return tf_keras.Model(inp, outs, name="tf_elementwise")
 

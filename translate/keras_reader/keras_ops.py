@@ -209,6 +209,11 @@ def pad_nodes(call: LayerCall, x: Value, width: Any, mode: str, value: Any) -> V
             if x.rank >= 3 and set(padded) <= set(axes):
                 pads = tuple(pairs[a] for a in axes)
                 return call.emit("pad", [x], {"pads": pads, "value": float(value), "data_format": fmt})
+        if x.rank == 2:  # (batch, features), as ECA pads its pooled channels: one channels-first step
+            row = call.emit("expand_dims", [x], {"axis": 1}, suffix="_row")
+            attrs = {"pads": (pairs[1],), "value": float(value), "data_format": "channels_first"}
+            padded_row = call.emit("pad", [row], attrs, suffix="_padded")
+            return call.emit("squeeze", [padded_row], {"axis": 1})
         raise call.error(f"constant padding of axes {padded} of a rank-{x.rank} tensor is not supported")
     if mode not in ("reflect", "symmetric"):
         raise call.error(f"padding mode {mode!r} is not supported")
