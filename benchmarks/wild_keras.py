@@ -70,7 +70,8 @@ KECAM = {
     "CMTTiny": ("cmt", "CMTTiny", {"input_shape": (64, 64, 3)}),
     "BotNet26T": ("botnet", "BotNet26T", {"input_shape": (64, 64, 3)}),
     "NFNetF0": ("nfnets", "NFNetF0", {"input_shape": (64, 64, 3)}),
-    "WaveMLP_T": ("mlp_family", "WaveMLP_T", {"input_shape": (64, 64, 3)}),
+    # logits: with these random weights WaveMLP's softmax saturates to one-hot, hiding any error
+    "WaveMLP_T": ("mlp_family", "WaveMLP_T", {"input_shape": (64, 64, 3), "classifier_activation": None}),
     # relative-position attention, halo attention, focal / gated convolutions, metaformers
     "CoAtNet0": ("coatnet", "CoAtNet0", {"input_shape": (64, 64, 3)}),
     "HaloNextECA26T": ("halonet", "HaloNextECA26T", {"input_shape": (64, 64, 3)}),
@@ -238,10 +239,17 @@ try:
         result = ktorch.convert(src, out, verify=True, force=True)
         row.update(status="pass", max_rel=result.parity.worst_rel)
 except Exception as exc:
+    import collections, re
+
     name = type(exc).__name__
     kinds = {"UnsupportedOpError": "unsupported", "ParityError": "parity", "UntrustedCodeError": "untrusted"}
     status = kinds.get(name, "error")
-    row.update(status=status, error=f"{name}: {exc}")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # one line: a list of unsupported layers becomes its classes, with how many layers of each
+    listed = collections.Counter(m.group(1) for ln in lines if (m := re.match(r"- \S+ \((.+?)\)", ln)))
+    classes = ", ".join(f"{cls} x{n}" for cls, n in listed.items())
+    summary = f"{sum(listed.values())} layer(s) of {classes}" if listed else " ".join(lines)
+    row.update(status=status, error=f"{name}: {summary}")
 row["seconds"] = round(time.perf_counter() - t0, 1)
 print("ROW " + json.dumps(row))
 """
