@@ -215,7 +215,7 @@ x = layers.Conv2D(8, 3, activation=hard_swish)(x)
 save(keras.Model(inp, layers.Dense(4, activation="gelu")(ops.mean(x, axis=(1, 2)))), "recipe_augment")
 """
 
-CONVERT = """
+CONVERT = r"""
 import json, os, sys, time
 import torch  # before tensorflow
 src, out, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
