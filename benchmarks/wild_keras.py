@@ -74,7 +74,6 @@ KECAM = {
     "WaveMLP_T": ("mlp_family", "WaveMLP_T", {"input_shape": (64, 64, 3), "classifier_activation": None}),
     # relative-position attention, halo attention, focal / gated convolutions, metaformers
     "CoAtNet0": ("coatnet", "CoAtNet0", {"input_shape": (64, 64, 3)}),
-    "HaloNextECA26T": ("halonet", "HaloNextECA26T", {"input_shape": (64, 64, 3)}),
     "DaViT_T": ("davit", "DaViT_T", {"input_shape": (64, 64, 3)}),
     "HorNetTiny": ("hornet", "HorNetTiny", {"input_shape": (64, 64, 3)}),
     "IFormerSmall": ("iformer", "IFormerSmall", {"input_shape": (64, 64, 3)}),
