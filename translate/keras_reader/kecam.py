@@ -331,8 +331,8 @@ def scaled_std_conv_from_kecam(call: LayerCall) -> Value:
     return conv_layer(call, 2, op="scaled_std_conv", attrs=attrs, filter_weights=("gain",))
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    """kecam's CompatibleExtractPatches sizes / strides / rates: a number, (1, k, k, 1) or (k, k)."""
+def _rates(value: Any) -> tuple[int, int]:
+    """kecam's CompatibleExtractPatches dilation rates: a number, (1, r_h, r_w, 1) or (r_h, r_w)."""
     if isinstance(value, (list, tuple)):
         return (int(value[0]), int(value[1])) if len(value) == 2 else (int(value[1]), int(value[2]))
     return (int(value), int(value))
@@ -348,9 +348,10 @@ def extract_patches_from_kecam(call: LayerCall) -> Value:
     if x.rank != 4 or None in x.shape[1:]:
         raise call.error(f"expects a (batch, height, width, channels) input of known size, got {x.shape}")
     sizes, strides = call.get("sizes", 3), call.get("strides", 2)
-    kernel = _pair(sizes)[1]  # kecam reads the second entry for both axes
-    stride = _pair(strides)[1]
-    dilation = _pair(call.get("rates", 1))
+    # kecam reads entry 1 of a list for both axes ((1, k, k, 1) or (k, k)); the rates, entries 1:3
+    kernel = int(sizes[1] if isinstance(sizes, (list, tuple)) else sizes)
+    stride = int(strides[1] if isinstance(strides, (list, tuple)) else strides)
+    dilation = _rates(call.get("rates", 1))
     if call.get("force_conv", False) or call.weights:  # an untrainable Conv2D of one-hot (k, k, 1, k * k) filters
         call.expect_weights(1)
         unfold = np.eye(kernel * kernel, dtype="float32").reshape(kernel, kernel, 1, kernel * kernel)
