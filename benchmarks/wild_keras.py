@@ -231,6 +231,10 @@ try:
         model = kecam_model(*spec)
         parity = check_keras_to_torch(src, result.out, manifest=result.manifest, keras_model=model)
         row.update(status="pass" if parity.passed else "parity", max_rel=parity.worst_rel)
+        for c in parity.outputs:
+            if not c.passed:
+                row["error"] = f"ParityError: output {c.name} off by {c.max_rel:.1e} of its scale (tolerance {c.tolerance:.0e})"
+                break
     else:
         exec(sys.argv[6])  # the recipes' registered activations
         import ktorch
