@@ -26,6 +26,22 @@ architectures (33 models): 30/33 pass at max rel error <= 3.5e-6; BotNet26T
 (botnet>RelativePositionalEmbedding), NFNetF0 (nfnets>ScaledStandardizedConv2D) and WaveMLP_T
 (tf.math.sin / tf.math.cos) are refused with every unsupported class listed. CNN bodies carry no
 transpose; the transformers keep their own head-splitting transposes.
+
+Measured on 2026-12-07 (CPU, shared machine), branch kecam: BotNet's relative positions, NFNet's
+scaled standardized convolutions, tf.math.sin/cos and tf.unstack (WaveMLP), NAT's kernel bias,
+kecam's CompatibleExtractPatches and tf.repeat are read; with 12 more kecam architectures (45
+models): 43/45 pass, worst passing error 4.0e-6 (FasterNetT0). Left:
+- SwinTransformerV2Tiny_ns: refused, naming swinv2>PairWiseRelativePositionalEmbedding,
+  DivideScale and WindowAttentionMask (the pair-wise table is a batchless constant that the
+  model then expands on axis 0, which the reader does not represent).
+- WaveMLP_T: now compared on logits (its softmax saturates to one-hot with these weights, where
+  it "passed" at 0.0): off by 4.2e-4 of the logits' scale. Not a translation error: its phases
+  (the inputs of cos/sin) reach ~550 in the last stages, where float32 rounding differences
+  between the frameworks' convolutions (1.9e-7 after the first block, 4.3e-6 by stage 3, checked
+  on truncated models) are amplified by cos/sin.
+HaloNet is not listed: TensorFlow's CPU Softmax refuses its rank-6 attention scores, so the
+source model cannot run; its layers (relative positions with halo keys, extracted patches) are
+checked in tests/test_kecam_layers.py. ResNest50's 5e-16 comes from a saturated softmax too.
 """
 
 from __future__ import annotations
