@@ -39,6 +39,7 @@ from keras_cv_attention_models.botnet.botnet import RelativePositionalEmbedding
 from keras_cv_attention_models.nfnets.nfnets import ScaledStandardizedConv2D
 from keras_cv_attention_models.common_layers import CompatibleExtractPatches
 from keras_cv_attention_models.nat.nat import MultiHeadRelativePositionalKernelBias
+from keras_cv_attention_models.swin_transformer_v2.swin_transformer_v2_timm import DivideScale, WindowAttentionMask
 import ktorch
 from ktorch.verify.parity import check_keras_to_torch
 
@@ -167,6 +168,23 @@ def nat_bias():
     return tf_keras.Model([a, b, c], outs, name="nat_bias")
 
 
+def swin_layers():
+    logits = tf_keras.Input((3, 4, 4))  # (heads, q, k) cosine-attention logits
+    feats = tf_keras.Input((5, 6))
+    img = tf_keras.Input((4, 6, 5))  # 6 windows of 2 x 2, partitioned into the batch as Swin does
+    w = tf.reshape(img, [-1, 2, 2, 3, 2, 5])
+    w = tf.reshape(tf.transpose(w, [0, 1, 3, 2, 4, 5]), [-1, 4, 5])  # (batch * 6, 4, 5)
+    qk = tf.transpose(tf.reshape(layers.Dense(6, name="qk")(w), [-1, 4, 3, 2]), [0, 2, 1, 3])
+    scores = tf.matmul(qk, qk, transpose_b=True)  # (batch * 6, 3 heads, 4, 4)
+    masked = WindowAttentionMask(4, 6, 2, 2, shift_height=1, shift_width=1, name="mask")(scores)
+    outs = [
+        DivideScale(axis=1, min_value=0.3, name="per_head")(logits),  # some seeded scales fall below 0.3
+        DivideScale(name="last")(feats),
+        tf.reshape(masked, [-1, 6, 3, 4, 4]),
+    ]
+    return tf_keras.Model([logits, feats, img], outs, name="swin_layers")
+
+
 def std_conv_gradients(model, out):
     # the worst relative difference between TF's and the emitted model's gradients of one loss
     # with respect to every standardized conv's kernel and gain: training must see the
@@ -197,7 +215,7 @@ def std_conv_gradients(model, out):
 
 rows = {}
 builds = (affine, tokens, image_positions, beit_bias, beit_no_cls, levit_bias, text, activations)
-for build in (*builds, botnet_positions, std_conv, patches, nat_bias):
+for build in (*builds, botnet_positions, std_conv, patches, nat_bias, swin_layers):
     model = build() if build is patches else seeded(build())
     src = os.path.join(out, model.name + ".h5")
     model.save(src)
@@ -245,6 +263,7 @@ def kecam_rows(tmp_path_factory):
         "std_conv",
         "patches",
         "nat_bias",
+        "swin_layers",
     ],
 )
 def test_kecam_layers_convert_at_parity(kecam_rows, name):

@@ -411,3 +411,55 @@ def nat_kernel_bias_from_kecam(call: LayerCall) -> Value:
     index = np.reshape(index, [blocks] + [1] * (x.rank - 4) + [size * size])
     perm = None if heads_first else (1, 0, *range(2, x.rank - 1))
     return _table_bias(call, x, table, index, perm)
+
+
+@register("keras->ir", "swinv2>DivideScale")
+def divide_scale_from_kecam(call: LayerCall) -> Value:
+    """x / maximum(scale, min_value) with a learned scale per channel of `axis` (Swin V2's
+    per-head logit scale of its cosine attention)."""
+    x = call.x
+    call.expect_weights(1)
+    scale = call.weight(0)
+    axis = call.get("axis", -1)
+    axes = [int(a) % x.rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])]
+    if axes == [x.rank - 1]:
+        expect: tuple = (x.shape[-1],)
+    else:  # kecam shapes it to broadcast: ones except on `axis`
+        expect = tuple(x.shape[i] if i in axes else 1 for i in range(x.rank))
+    if 0 in axes or tuple(scale.shape) != expect:
+        raise call.error(f"scale of shape {scale.shape} does not fit axis {axis} of the input {x.shape}")
+    s = call.emit("constant", [], {"trainable": True}, {"value": scale}, suffix="_scale")
+    floor = call.emit("clip", [s], {"min": float(call.get("min_value", 0.01))}, suffix="_floor")
+    return call.emit("div", [x, floor])
+
+
+@register("keras->ir", "swinv2>WindowAttentionMask")
+def window_attention_mask_from_kecam(call: LayerCall) -> Value:
+    """Shifted-window attention scores (batch * windows, heads, q, q) + kecam's fixed mask: -100
+    between positions that come from different regions of the shifted image, per window."""
+    x = call.x
+    if x.rank != 4 or None in x.shape[1:]:
+        raise call.error(f"expects attention scores (batch * windows, heads, q, q) of known size, got {x.shape}")
+    height, width = int(call.get("height")), int(call.get("width"))
+    win_h, win_w = int(call.get("window_height")), int(call.get("window_width"))
+    shift_h, shift_w = int(call.get("shift_height", 0)), int(call.get("shift_width", 0))
+    blocks = (height // win_h) * (width // win_w)
+    if x.shape[2] != win_h * win_w or x.shape[3] != win_h * win_w:
+        raise call.error(f"{win_h} x {win_w} windows do not match the scores {x.shape}")
+    hh_split = [0, height - win_h, height - shift_h, height]  # kecam's build, as written there
+    ww_split = [0, width - win_w, width - shift_w, width]
+    rows, value = [], 0
+    for i in range(len(hh_split) - 1):
+        hh = hh_split[i + 1] - hh_split[i]
+        cols = [
+            np.zeros([hh, ww_split[j + 1] - ww_split[j]], "float32") + (j + value) for j in range(len(ww_split) - 1)
+        ]
+        rows.append(np.concatenate(cols, axis=-1))
+        value += len(ww_split) - 1
+    region = np.concatenate(rows, axis=0).reshape(height // win_h, win_h, width // win_w, win_w)
+    region = region.transpose(0, 2, 1, 3).reshape(-1, win_h * win_w)
+    mask = np.where(region[:, None, :] - region[:, :, None] != 0, -100, 0).astype("float32")[None, :, None]
+    windows = call.emit("unfold_time", [x], {"steps": blocks}, suffix="_windows")
+    bias = call.emit("constant", [], {"trainable": False}, {"value": np.ascontiguousarray(mask)}, suffix="_mask")
+    masked = call.emit("add", [windows, bias], suffix="_masked")
+    return call.emit("fold_time", [masked])
