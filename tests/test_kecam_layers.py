@@ -39,7 +39,9 @@ from keras_cv_attention_models.botnet.botnet import RelativePositionalEmbedding
 from keras_cv_attention_models.nfnets.nfnets import ScaledStandardizedConv2D
 from keras_cv_attention_models.common_layers import CompatibleExtractPatches
 from keras_cv_attention_models.nat.nat import MultiHeadRelativePositionalKernelBias
-from keras_cv_attention_models.swin_transformer_v2.swin_transformer_v2_timm import DivideScale, WindowAttentionMask
+from keras_cv_attention_models.swin_transformer_v2.swin_transformer_v2_timm import (
+    DivideScale, PairWiseRelativePositionalEmbedding, WindowAttentionMask
+)
 import ktorch
 from ktorch.verify.parity import check_keras_to_torch
 
@@ -176,6 +178,8 @@ def swin_layers():
     w = tf.reshape(tf.transpose(w, [0, 1, 3, 2, 4, 5]), [-1, 4, 5])  # (batch * 6, 4, 5)
     qk = tf.transpose(tf.reshape(layers.Dense(6, name="qk")(w), [-1, 4, 3, 2]), [0, 2, 1, 3])
     scores = tf.matmul(qk, qk, transpose_b=True)  # (batch * 6, 3 heads, 4, 4)
+    pairs = PairWiseRelativePositionalEmbedding(name="pairs")(tf.reshape(w, [-1, 2, 2, 5]))  # (4, 4, 2), no batch
+    scores = scores + tf.expand_dims(tf.transpose(layers.Dense(3, name="meta")(pairs), [2, 0, 1]), 0)
     masked = WindowAttentionMask(4, 6, 2, 2, shift_height=1, shift_width=1, name="mask")(scores)
     outs = [
         DivideScale(axis=1, min_value=0.3, name="per_head")(logits),  # some seeded scales fall below 0.3

@@ -463,3 +463,19 @@ def window_attention_mask_from_kecam(call: LayerCall) -> Value:
     bias = call.emit("constant", [], {"trainable": False}, {"value": np.ascontiguousarray(mask)}, suffix="_mask")
     masked = call.emit("add", [windows, bias], suffix="_masked")
     return call.emit("fold_time", [masked])
+
+
+@register("keras->ir", "swinv2>PairWiseRelativePositionalEmbedding")
+def pair_wise_positions_from_kecam(call: LayerCall) -> Value:
+    """Swin V2's fixed (h * w, h * w, 2) table of log-spaced relative coordinates between the
+    positions of an (h, w) window, computed as kecam's build does; the input only gives the
+    window size. The table has no batch axis: the meta MLP reading it runs once per call."""
+    x = call.x
+    if x.rank != 4 or None in x.shape[1:3]:
+        raise call.error(f"expects windows (batch * windows, height, width, channels) of known size, got {x.shape}")
+    height, width = x.shape[1], x.shape[2]
+    xx, yy = np.meshgrid(range(height), range(width))  # 'xy' indexing, as kecam
+    coords = np.reshape(np.stack([yy, xx], axis=-1).astype("float32"), [-1, 2])
+    relative = coords[:, None, :] - coords[None, :, :]
+    table = (np.sign(relative) * np.log(1.0 + np.abs(relative))).astype("float32")
+    return call.emit("constant", [], {"trainable": False}, {"value": np.ascontiguousarray(table)})
