@@ -29,11 +29,9 @@ transpose; the transformers keep their own head-splitting transposes.
 
 Measured on 2026-12-07 (CPU, shared machine), branch kecam: BotNet's relative positions, NFNet's
 scaled standardized convolutions, tf.math.sin/cos and tf.unstack (WaveMLP), NAT's kernel bias,
-kecam's CompatibleExtractPatches and tf.repeat are read; with 12 more kecam architectures (45
-models): 43/45 pass, worst passing error 4.0e-6 (FasterNetT0). Left:
-- SwinTransformerV2Tiny_ns: refused, naming swinv2>PairWiseRelativePositionalEmbedding,
-  DivideScale and WindowAttentionMask (the pair-wise table is a batchless constant that the
-  model then expands on axis 0, which the reader does not represent).
+kecam's CompatibleExtractPatches, tf.repeat and Swin V2's layers are read; with 12 more kecam
+architectures (45 models): 44/45 pass, worst passing error 4.0e-6 (FasterNetT0; full run at 43/45,
+then SwinTransformerV2Tiny_ns, refused for its swinv2 layers, rerun alone: pass at 3.3e-7). Left:
 - WaveMLP_T: now compared on logits (its softmax saturates to one-hot with these weights, where
   it "passed" at 0.0): off by 4.2e-4 of the logits' scale. Not a translation error: its phases
   (the inputs of cos/sin) reach ~550 in the last stages, where float32 rounding differences
