@@ -75,6 +75,7 @@ def _elementwise(keras):
         ops.softmax(seq, axis=1),
         ops.log_softmax(x, axis=-1),
         ops.erf(x) + ops.hard_sigmoid(x),
+        ops.sin(3.0 * x) * ops.cos(x),
         ops.clip(x, -0.5, 0.25),
         ops.where(x > 0.0, x, 0.1 * x),
         ops.where(ops.less_equal(x, seq[:, :1, None, :1]), 1.0, x),

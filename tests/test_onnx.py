@@ -220,7 +220,7 @@ class Mixed(nn.Module):
         x = self.prelu(self.bn(self.conv(x)))
         x = torch.clamp(x, -1.5, 2.0) * 0.5 + 0.25
         x = F.gelu(F.leaky_relu(self.deconv(x), 0.1))
-        x = torch.sigmoid(x) * torch.tanh(x) - F.elu(x) / 2.0
+        x = torch.sigmoid(x) * torch.tanh(x) - F.elu(x) / 2.0 + torch.sin(3.0 * x) * torch.cos(x)
         x = self.norm(x.permute(0, 2, 3, 1))  # channels last for the LayerNorm
         x = x.reshape(x.shape[0], -1)
         return F.softmax(self.fc(x), dim=-1)

@@ -41,6 +41,11 @@ def _shapes():
         tf.stack([seq[:, 0], seq[:, 1]], axis=1),
         tf.matmul(seq, seq, transpose_b=True),
         tf.gather(seq, [0, 4, 2], axis=1),
+        tf.math.add(*tf.unstack(tf.reshape(x, (-1, 6, 5, 2, 2)), axis=-1)),
+        tf.unstack(seq, num=30, axis=1)[7],
+        tf.repeat(x, 3, axis=2),
+        tf.repeat(x[:, :1], 2, axis=1),
+        tf.reshape(tf.repeat(x, 2, axis=0), (-1, 2, 6, 5, 4))[:, 1],  # each example twice in a row
     ]
     return tf_keras.Model(inp, outs, name="tf_shapes")
 
@@ -62,6 +67,8 @@ def _elementwise():
         tf.pad(x, [[0, 0], [1, 2], [2, 1], [0, 0]], mode="REFLECT"),
         tf.pad(x, [[0, 0], [1, 1], [0, 2], [0, 0]], constant_values=0.5),
         tf.nn.leaky_relu(x, alpha=0.1) + tf.nn.relu6(x * 4.0),
+        tf.math.sin(x * 3.0) * tf.math.cos(x),
+        tf.pad(tf.reduce_mean(x, axis=[1, 2]), [[0, 0], [2, 1]], constant_values=0.5),  # ECA's pooled channels
     ]
     return tf_keras.Model(inp, outs, name="tf_elementwise")
 

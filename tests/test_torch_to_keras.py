@@ -140,7 +140,10 @@ class Functional(nn.Module):
     def forward(self, image, feats):
         x = self.norm(self.conv(image))
         a, b = torch.chunk(x, 2, dim=1)
-        y = torch.cat([self.inorm(x)[:, 2:6], a * b, b[:, 1:3] / (a[:, :2].abs() + 1.0), 0.5 - x[:, 6:8]], dim=1)
+        y = torch.cat(
+            [self.inorm(x)[:, 2:6], a * torch.cos(b), b[:, 1:3] / (a[:, :2].abs() + 1.0), 0.5 - torch.sin(x[:, 6:8])],
+            dim=1,
+        )
         up = F.interpolate(y, scale_factor=2, mode="nearest")
         lin = F.interpolate(y, size=(11, 7), mode="bilinear", align_corners=False)
         cor = F.interpolate(y, size=(9, 13), mode="bilinear", align_corners=True)

@@ -110,12 +110,53 @@ define(
 )
 define(
     OpDef(
+        "scaled_std_conv",
+        _infer_conv,
+        attrs=_CONV_ATTRS + (attr("gamma", *_F, default=1.0), attr("epsilon", *_F, default=1e-5)),
+        weights=("weight", "bias", "gain"),
+        layout=Layout.SPATIAL,
+        doc="a conv whose weight is standardized on every call, per output filter over its inputs and kernel "
+        "(NFNet's scaled weight standardization, as kecam's ScaledStandardizedConv2D): "
+        "(w - mean) * rsqrt(max(var * fan_in, epsilon)) * gain * gamma, var without Bessel's correction",
+        family="conv",
+    )
+)
+define(
+    OpDef(
         "conv_transpose",
         _infer_conv_transpose,
         attrs=_CONV_ATTRS[:6] + (attr("padding", tuple), attr("output_padding", tuple)) + _CONV_ATTRS[7:],
         weights=("weight", "bias"),
         layout=Layout.SPATIAL,
         doc="N-d transposed convolution; padding is the ((begin, end), ...) cropped from the full output",
+        family="conv",
+    )
+)
+
+
+def _infer_patches(node):
+    a = node.attrs
+    sizes = _spatial_sizes(node)
+    out = [_conv_out(n, k, s, d, (0, 0)) for n, k, s, d in zip(sizes, a["kernel_size"], a["strides"], a["dilation"])]
+    x = node.inputs[0]
+    c = x.shape[channel_axis(x.rank, a["data_format"])]
+    return [(_with_spatial(node, out, _dim(c, lambda c: c * math.prod(a["kernel_size"]))), x.dtype)]
+
+
+define(
+    OpDef(
+        "extract_patches",
+        _infer_patches,
+        attrs=(
+            attr("rank", int, choices=(2,)),
+            attr("kernel_size", tuple),
+            attr("strides", tuple),
+            attr("dilation", tuple),
+            _DATA_FORMAT,
+        ),
+        layout=Layout.SPATIAL,
+        doc="tf.image.extract_patches with 'VALID' windows: each output position holds its (dilated) window "
+        "as channels, in (window row, window column, channel) order",
         family="conv",
     )
 )

@@ -101,7 +101,7 @@ define(
 def _infer_expand_dims(node):
     x = node.inputs[0]
     axis = node.attrs["axis"]
-    if not 0 < axis <= x.rank:
+    if not 0 <= axis <= x.rank:
         raise GraphError(f"{node.name}: cannot insert an axis at {axis} into shape {x.shape}")
     return [(x.shape[:axis] + (1,) + x.shape[axis:], x.dtype)]
 
@@ -112,7 +112,7 @@ define(
         _infer_expand_dims,
         attrs=(attr("axis", int),),
         layout=Layout.OPAQUE,
-        doc="insert a size-1 axis at `axis` (unsqueeze)",
+        doc="insert a size-1 axis at `axis` (unsqueeze); axis 0 only into a value computed from constants alone",
         family="tensor",
     )
 )

@@ -28,7 +28,7 @@ __all__ = [
     "remove_noops",
 ]
 
-FUSABLE = ("dense", "conv", "conv_transpose")
+FUSABLE = ("dense", "conv", "conv_transpose", "scaled_std_conv")
 
 
 def remove_noops(graph: Graph) -> int:
@@ -161,7 +161,7 @@ def fold_padding(graph: Graph, *, pools: bool = True) -> int:
             or user.attrs.get("data_format") != node.attrs["data_format"]
         ):
             continue
-        if user.op == "conv":
+        if user.op in ("conv", "scaled_std_conv"):
             pass
         elif pools and user.op == "pool" and user.attrs["mode"] == "max" and _non_negative(node.inputs[0]):
             if any(

@@ -81,20 +81,28 @@ def _channels(x: Value, data_format: str) -> int:
     return int(c)
 
 
-def _conv(call: LayerCall, rank: int) -> Value:
-    attrs = _common(call, rank)
+def conv_layer(
+    call: LayerCall, rank: int, *, op: str = "conv", attrs: dict[str, Any] | None = None, filter_weights: tuple = ()
+) -> Value:
+    """A Keras ConvND layer (or a subclass of it) as one `op` node and its activation; the
+    subclass's `attrs` are added, and its `filter_weights` (one value per filter, created after
+    kernel and bias) are read in that order."""
+    common = _common(call, rank)
     x = call.x
     filters = int(call.get("filters"))
     groups = int(call.get("groups", 1) or 1)
-    in_ch = _channels(x, attrs["data_format"])
+    in_ch = _channels(x, common["data_format"])
     use_bias = bool(call.get("use_bias", True))
-    call.expect_weights(2 if use_bias else 1)
-    kernel = call.weight(0, expect=(*attrs["kernel_size"], in_ch // groups, filters))
+    call.expect_weights((2 if use_bias else 1) + len(filter_weights))
+    kernel = call.weight(0, expect=(*common["kernel_size"], in_ch // groups, filters))
     weight = np.ascontiguousarray(kernel.transpose(rank + 1, rank, *range(rank)))
     weights = {"weight": weight}
     if use_bias:
         weights["bias"] = call.weight(1, expect=(filters,))
-    y = call.emit("conv", [x], {**attrs, "filters": filters, "groups": groups, "use_bias": use_bias}, weights)
+    for name in filter_weights:
+        weights[name] = call.weight(len(weights), expect=(filters,))
+    node_attrs = {**common, "filters": filters, "groups": groups, "use_bias": use_bias, **(attrs or {})}
+    y = call.emit(op, [x], node_attrs, weights)
     return call.activate(y, call.get("activation"))
 
 
@@ -219,17 +227,17 @@ def _conv_transpose(call: LayerCall, rank: int) -> Value:
 
 @register("keras->ir", "Conv1D", "Convolution1D")
 def conv1d_from_keras(call: LayerCall) -> Value:
-    return _conv(call, 1)
+    return conv_layer(call, 1)
 
 
 @register("keras->ir", "Conv2D", "Convolution2D")
 def conv2d_from_keras(call: LayerCall) -> Value:
-    return _conv(call, 2)
+    return conv_layer(call, 2)
 
 
 @register("keras->ir", "Conv3D", "Convolution3D")
 def conv3d_from_keras(call: LayerCall) -> Value:
-    return _conv(call, 3)
+    return conv_layer(call, 3)
 
 
 @register("keras->ir", "DepthwiseConv1D")

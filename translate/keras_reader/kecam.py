@@ -14,13 +14,14 @@ so that a fine-tuned model keeps its tied entries).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from ...graph import Value
 from ..registry import register
 from .calls import LayerCall
-from .conv import conv2d_from_keras
+from .conv import conv2d_from_keras, conv_layer
 
 
 def _axis_vector(call: LayerCall, x: Value, array: np.ndarray, axis: int | list) -> tuple[int, np.ndarray]:
@@ -97,9 +98,10 @@ def class_token_from_kecam(call: LayerCall) -> Value:
     return call.emit("concat", parts, {"axis": 1})
 
 
-def _table_bias(call: LayerCall, x: Value, table: np.ndarray, index: np.ndarray) -> Value:
+def _table_bias(call: LayerCall, x: Value, table: np.ndarray, index: np.ndarray, perm: tuple | None = None) -> Value:
     """x + table[:, index]: a learned (heads, distances) table gathered by a constant
-    (queries, keys) index at run time, broadcast over the batch."""
+    (queries, keys) index at run time, broadcast over the batch (its axes permuted by `perm`
+    first, when the heads are not the first axis of x after the batch)."""
     heads = table.shape[0]
     t = call.emit("constant", [], {"trainable": True}, {"value": np.ascontiguousarray(table)}, suffix="_table")
     flat = np.ascontiguousarray(index.reshape(1, -1).astype(np.int64))
@@ -108,6 +110,8 @@ def _table_bias(call: LayerCall, x: Value, table: np.ndarray, index: np.ndarray)
     bias = call.emit("reshape", [picked], {"shape": tuple(int(d) for d in index.shape)}, suffix="_bias")
     if x.rank == 3 and heads != 1:
         raise call.error(f"a {heads}-head table for a rank-3 input {x.shape}")
+    if perm is not None:
+        bias = call.emit("transpose", [bias], {"perm": perm}, suffix="_bias_t")
     return call.emit("add", [x, bias])
 
 
@@ -263,3 +267,215 @@ def causal_mask_from_kecam(call: LayerCall) -> Value:
 def patch_conv_from_kecam(call: LayerCall) -> Value:
     """A plain Conv2D; its subclass only adds a way to resample the kernel for other patch sizes."""
     return conv2d_from_keras(call)
+
+
+def _relative_to_absolute(call: LayerCall, logits: Value, position: int, blocks: int, axis: int, name: str) -> Value:
+    """kecam botnet.RelativePositionalEmbedding.rel_to_abs as the gather it amounts to: the
+    (..., 2 * position - 1) relative logits of query block q become the (..., position)
+    absolute ones, out[..., q, k] = logits[..., q, position - 1 + k - q], where q is the
+    block index on `axis` (the reshape-and-slice trick reads exactly these entries)."""
+    if position == 1:  # one position: the single relative logit is the absolute one
+        return logits
+    shape = [1] * logits.rank
+    shape[axis], shape[-1] = blocks, position
+    q = np.arange(blocks).reshape([blocks if i == axis else 1 for i in range(logits.rank)])
+    k = np.arange(position).reshape([position if i == logits.rank - 1 else 1 for i in range(logits.rank)])
+    index = np.ascontiguousarray(np.broadcast_to(position - 1 + k - q, shape).astype(np.int64))
+    idx = call.emit("constant", [], {"trainable": False}, {"value": index}, suffix=f"_{name}_index")
+    return call.emit("gather", [logits, idx], {"axis": logits.rank - 1}, suffix=f"_{name}_abs")
+
+
+@register("keras->ir", "botnet>RelativePositionalEmbedding")
+def botnet_relative_position_from_kecam(call: LayerCall) -> Value:
+    """The 2-D position logits of BotNet / HaloNet attention: queries (batch, heads, h, w, dim)
+    -> (batch, heads, h, w, position_height, position_width), the sum of a height and a width
+    term, each the queries times a learned (dim, positions) table. Relative tables hold
+    2 * positions - 1 offsets, turned into absolute positions as kecam's rel_to_abs does;
+    with use_absolute_pos the tables are read as they are."""
+    x = call.x
+    if x.rank != 5 or None in x.shape[1:]:
+        raise call.error(f"expects queries (batch, heads, height, width, key_dim) of known size, got {x.shape}")
+    _, _, height, width, key_dim = x.shape
+    absolute = bool(call.get("use_absolute_pos", False))
+    pos_h = int(call.get("position_height", 0))
+    pos_w = int(call.get("position_width", 0)) or pos_h
+    pos_h, pos_w = max(pos_h, height), max(pos_w, width)  # kecam's build: at least the input size
+    size_h, size_w = (pos_h, pos_w) if absolute else (2 * pos_h - 1, 2 * pos_w - 1)
+    call.expect_weights(2)
+    terms = {}
+    for i, (name, size, position, blocks, axis) in enumerate(
+        (("height", size_h, pos_h, height, 2), ("width", size_w, pos_w, width, 3))
+    ):
+        table = call.weight(i, expect=(key_dim, size))  # r_height, then r_width
+        t = call.emit("constant", [], {"trainable": True}, {"value": table}, suffix=f"_{name}_table")
+        logits = call.emit("matmul", [x, t], suffix=f"_{name}")
+        if not absolute:
+            logits = _relative_to_absolute(call, logits, position, blocks, axis, name)
+        terms[name] = logits
+    h = call.emit("expand_dims", [terms["height"]], {"axis": 5}, suffix="_height_column")
+    w = call.emit("expand_dims", [terms["width"]], {"axis": 4}, suffix="_width_row")
+    crop = bool(call.get("dynamic_shape", False)) and (height < pos_h or width < pos_w)
+    out = call.emit("add", [w, h], suffix="_sum" if crop else "")
+    if crop:  # kecam's deprecated dynamic_shape crops the positions to the input size
+        out = call.emit("slice", [out], {"axis": 4, "stop": height}, suffix="_crop_height")
+        out = call.emit("slice", [out], {"axis": 5, "stop": width})
+    return out
+
+
+@register("keras->ir", "nfnets>ScaledStandardizedConv2D")
+def scaled_std_conv_from_kecam(call: LayerCall) -> Value:
+    """A Conv2D whose kernel is standardized on every call (NFNet): per filter over (h, w, in),
+    (kernel - mean) * rsqrt(max(var * fan_in, eps)) * gain * gamma. The kernel stays the
+    trained weight and the standardization stays in the emitted forward, so training matches."""
+    attrs = {"gamma": float(call.get("gamma", 1.0)), "epsilon": float(call.get("eps", 1e-5))}
+    return conv_layer(call, 2, op="scaled_std_conv", attrs=attrs, filter_weights=("gain",))
+
+
+def _rates(value: Any) -> tuple[int, int]:
+    """kecam's CompatibleExtractPatches dilation rates: a number, (1, r_h, r_w, 1) or (r_h, r_w)."""
+    if isinstance(value, (list, tuple)):
+        return (int(value[0]), int(value[1])) if len(value) == 2 else (int(value[1]), int(value[2]))
+    return (int(value), int(value))
+
+
+@register("keras->ir", "kecamCommon>CompatibleExtractPatches")
+def extract_patches_from_kecam(call: LayerCall) -> Value:
+    """tf.image.extract_patches of each (batch, height, width, channels) image ('VALID' windows,
+    after kecam's own k // 2 zero padding when padding="same"): (batch, out_h, out_w, k * k * c),
+    or (batch, out_h, out_w, k, k, c) when not `compressed`. With force_conv kecam computes the
+    same thing with a fixed one-hot convolution, whose kernel is checked to be that one."""
+    x = call.x
+    if x.rank != 4 or None in x.shape[1:]:
+        raise call.error(f"expects a (batch, height, width, channels) input of known size, got {x.shape}")
+    sizes, strides = call.get("sizes", 3), call.get("strides", 2)
+    # kecam reads entry 1 of a list for both axes ((1, k, k, 1) or (k, k)); the rates, entries 1:3
+    kernel = int(sizes[1] if isinstance(sizes, (list, tuple)) else sizes)
+    stride = int(strides[1] if isinstance(strides, (list, tuple)) else strides)
+    dilation = _rates(call.get("rates", 1))
+    if call.get("force_conv", False) or call.weights:  # an untrainable Conv2D of one-hot (k, k, 1, k * k) filters
+        call.expect_weights(1)
+        unfold = np.eye(kernel * kernel, dtype="float32").reshape(kernel, kernel, 1, kernel * kernel)
+        if not np.array_equal(call.weight(0, expect=unfold.shape), unfold):
+            raise call.error("its unfold convolution holds other filters than the one-hot windows")
+    if str(call.get("padding", "same")).lower() == "same":
+        pad = kernel // 2
+        x = call.emit("pad", [x], {"pads": ((pad, pad), (pad, pad)), "data_format": "channels_last"}, suffix="_pad")
+    attrs = {
+        "rank": 2,
+        "kernel_size": (kernel, kernel),
+        "strides": (stride, stride),
+        "dilation": dilation,
+        "data_format": "channels_last",
+    }
+    compressed = bool(call.get("compressed", True))
+    y = call.emit("extract_patches", [x], attrs, suffix="" if compressed else "_patches")
+    if compressed:
+        return y
+    return call.emit("reshape", [y], {"shape": (*y.shape[1:3], kernel, kernel, x.shape[-1])})
+
+
+def _nat_pad_bias(indexes: np.ndarray, total: int, dilation: int) -> np.ndarray:
+    """kecam nat.MultiHeadRelativePositionalKernelBias._pad_bias_: the table row of each query
+    position along one axis (edge queries keep the first or last offsets)."""
+    size = indexes.shape[0]
+    left = np.repeat(indexes[: size // 2], dilation)
+    right = np.repeat(indexes[size // 2 + 1 :], dilation)
+    center = np.repeat(indexes[size // 2], total - left.shape[0] - right.shape[0])
+    return np.concatenate([left, center, right], axis=-1)
+
+
+@register("keras->ir", "kecam/nat>MultiHeadRelativePositionalKernelBias")
+def nat_kernel_bias_from_kecam(call: LayerCall) -> Value:
+    """Neighborhood-attention scores (batch, h * w, heads, ..., k * k) (or heads first) + a learned
+    (heads, (2k - 1) ** 2) bias gathered per query position and kernel offset (NAT, DiNAT), with
+    the index of kecam's build."""
+    x = call.x
+    if x.rank < 4 or None in x.shape[1:]:
+        raise call.error(f"expects attention scores (batch, queries, heads, ..., keys) of known size, got {x.shape}")
+    heads_first = bool(call.get("is_heads_first", False))
+    blocks, heads = (x.shape[2], x.shape[1]) if heads_first else (x.shape[1], x.shape[2])
+    size = int(np.sqrt(float(x.shape[-1])))
+    input_height = int(call.get("input_height", -1))
+    height = input_height if input_height > 0 else int(np.sqrt(float(blocks)))
+    width = blocks // height
+    pos_size = 2 * size - 1
+    table = call.weight(0, expect=(heads, pos_size * pos_size))
+    rate = call.get("dilation_rate", 1)
+    rate_h, rate_w = (int(rate[0]), int(rate[1])) if isinstance(rate, (list, tuple)) else (int(rate), int(rate))
+    idx = np.arange(0, size)
+    coords = np.reshape(np.expand_dims(idx, -1) * pos_size + idx, [-1]).astype("int64")
+    bias_hw = np.expand_dims(_nat_pad_bias(idx, height, rate_h), -1) * pos_size + _nat_pad_bias(idx, width, rate_w)
+    index = np.reshape(np.expand_dims(bias_hw, -1) + coords, [-1, size**2])[::-1]  # torch.flip(bias_coords, [0])
+    if index.shape[0] != blocks or size * size != x.shape[-1]:
+        raise call.error(f"a {height} x {width} grid of {size} x {size} kernels does not match the scores {x.shape}")
+    index = np.reshape(index, [blocks] + [1] * (x.rank - 4) + [size * size])
+    perm = None if heads_first else (1, 0, *range(2, x.rank - 1))
+    return _table_bias(call, x, table, index, perm)
+
+
+@register("keras->ir", "swinv2>DivideScale")
+def divide_scale_from_kecam(call: LayerCall) -> Value:
+    """x / maximum(scale, min_value) with a learned scale per channel of `axis` (Swin V2's
+    per-head logit scale of its cosine attention)."""
+    x = call.x
+    call.expect_weights(1)
+    scale = call.weight(0)
+    axis = call.get("axis", -1)
+    axes = [int(a) % x.rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])]
+    if axes == [x.rank - 1]:
+        expect: tuple = (x.shape[-1],)
+    else:  # kecam shapes it to broadcast: ones except on `axis`
+        expect = tuple(x.shape[i] if i in axes else 1 for i in range(x.rank))
+    if 0 in axes or tuple(scale.shape) != expect:
+        raise call.error(f"scale of shape {scale.shape} does not fit axis {axis} of the input {x.shape}")
+    s = call.emit("constant", [], {"trainable": True}, {"value": scale}, suffix="_scale")
+    floor = call.emit("clip", [s], {"min": float(call.get("min_value", 0.01))}, suffix="_floor")
+    return call.emit("div", [x, floor])
+
+
+@register("keras->ir", "swinv2>WindowAttentionMask")
+def window_attention_mask_from_kecam(call: LayerCall) -> Value:
+    """Shifted-window attention scores (batch * windows, heads, q, q) + kecam's fixed mask: -100
+    between positions that come from different regions of the shifted image, per window."""
+    x = call.x
+    if x.rank != 4 or None in x.shape[1:]:
+        raise call.error(f"expects attention scores (batch * windows, heads, q, q) of known size, got {x.shape}")
+    height, width = int(call.get("height")), int(call.get("width"))
+    win_h, win_w = int(call.get("window_height")), int(call.get("window_width"))
+    shift_h, shift_w = int(call.get("shift_height", 0)), int(call.get("shift_width", 0))
+    blocks = (height // win_h) * (width // win_w)
+    if x.shape[2] != win_h * win_w or x.shape[3] != win_h * win_w:
+        raise call.error(f"{win_h} x {win_w} windows do not match the scores {x.shape}")
+    hh_split = [0, height - win_h, height - shift_h, height]  # kecam's build, as written there
+    ww_split = [0, width - win_w, width - shift_w, width]
+    rows, value = [], 0
+    for i in range(len(hh_split) - 1):
+        hh = hh_split[i + 1] - hh_split[i]
+        cols = [
+            np.zeros([hh, ww_split[j + 1] - ww_split[j]], "float32") + (j + value) for j in range(len(ww_split) - 1)
+        ]
+        rows.append(np.concatenate(cols, axis=-1))
+        value += len(ww_split) - 1
+    region = np.concatenate(rows, axis=0).reshape(height // win_h, win_h, width // win_w, win_w)
+    region = region.transpose(0, 2, 1, 3).reshape(-1, win_h * win_w)
+    mask = np.where(region[:, None, :] - region[:, :, None] != 0, -100, 0).astype("float32")[None, :, None]
+    windows = call.emit("unfold_time", [x], {"steps": blocks}, suffix="_windows")
+    bias = call.emit("constant", [], {"trainable": False}, {"value": np.ascontiguousarray(mask)}, suffix="_mask")
+    masked = call.emit("add", [windows, bias], suffix="_masked")
+    return call.emit("fold_time", [masked])
+
+
+@register("keras->ir", "swinv2>PairWiseRelativePositionalEmbedding")
+def pair_wise_positions_from_kecam(call: LayerCall) -> Value:
+    """Swin V2's fixed (h * w, h * w, 2) table of log-spaced relative coordinates between the
+    positions of an (h, w) window, computed as kecam's build does; the input only gives the
+    window size. The table has no batch axis: the meta MLP reading it runs once per call."""
+    x = call.x
+    if x.rank != 4 or None in x.shape[1:3]:
+        raise call.error(f"expects windows (batch * windows, height, width, channels) of known size, got {x.shape}")
+    height, width = x.shape[1], x.shape[2]
+    xx, yy = np.meshgrid(range(height), range(width))  # 'xy' indexing, as kecam
+    coords = np.reshape(np.stack([yy, xx], axis=-1).astype("float32"), [-1, 2])
+    relative = coords[:, None, :] - coords[None, :, :]
+    table = (np.sign(relative) * np.log(1.0 + np.abs(relative))).astype("float32")
+    return call.emit("constant", [], {"trainable": False}, {"value": np.ascontiguousarray(table)})

@@ -209,6 +209,11 @@ def pad_nodes(call: LayerCall, x: Value, width: Any, mode: str, value: Any) -> V
             if x.rank >= 3 and set(padded) <= set(axes):
                 pads = tuple(pairs[a] for a in axes)
                 return call.emit("pad", [x], {"pads": pads, "value": float(value), "data_format": fmt})
+        if x.rank == 2:  # (batch, features), as ECA pads its pooled channels: one channels-first step
+            row = call.emit("expand_dims", [x], {"axis": 1}, suffix="_row")
+            attrs = {"pads": (pairs[1],), "value": float(value), "data_format": "channels_first"}
+            padded_row = call.emit("pad", [row], attrs, suffix="_padded")
+            return call.emit("squeeze", [padded_row], {"axis": 1})
         raise call.error(f"constant padding of axes {padded} of a rank-{x.rank} tensor is not supported")
     if mode not in ("reflect", "symmetric"):
         raise call.error(f"padding mode {mode!r} is not supported")
@@ -420,7 +425,7 @@ def reshape_from_keras_ops(call: LayerCall) -> Value:
 
 def transpose_nodes(call: LayerCall, x: Value, perm: Any) -> Value:
     perm = tuple(range(x.rank))[::-1] if perm is None else tuple(int(p) % x.rank for p in perm)
-    if perm[0] != 0:
+    if perm[0] != 0 and not from_constants(x):
         raise call.error(f"a transpose {perm} that moves the batch axis is not supported")
     if perm == tuple(range(x.rank)):
         return call.emit("identity", [x])
@@ -449,11 +454,27 @@ def squeeze_from_keras_ops(call: LayerCall) -> Value:
     return squeeze_nodes(call, call.x, call.get("axis"))
 
 
+def from_constants(value: Value) -> bool:
+    """Whether `value` is computed from constants (learned or not) alone, with no model input: its
+    first axis is not a batch (Swin V2's pair-wise position table, run through its meta MLP)."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if v.producer is None:
+            return False
+        stack.extend(v.producer.inputs)
+    return True
+
+
 def expand_dims_nodes(call: LayerCall, x: Value, axis: Any) -> Value:
     axes = axis if isinstance(axis, (list, tuple)) else [axis]
     rank = x.rank + len(axes)
     for i, a in enumerate(sorted(int(a) % rank for a in axes)):
-        if a == 0:
+        if a == 0 and not from_constants(x):
             raise call.error("inserting an axis before the batch axis is not supported")
         x = call.emit("expand_dims", [x], {"axis": a}, suffix=f"_{i}" if i else "")
     return x
@@ -589,6 +610,8 @@ _UNARY: dict[str, tuple[str, dict[str, Any]]] = {
     "ops.Absolute": ("abs", {}),
     "ops.Negative": ("neg", {}),
     "ops.Erf": ("erf", {}),
+    "ops.Sin": ("sin", {}),
+    "ops.Cos": ("cos", {}),
     "ops.Identity": ("identity", {}),
     "ops.StopGradient": ("identity", {}),
 }

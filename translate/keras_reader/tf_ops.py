@@ -192,6 +192,46 @@ def split_from_tf(call: LayerCall) -> list[Value]:
     return split_nodes(call, _tensor(call), sections, _kw(call, "axis", default=0), sizes=True)
 
 
+@register("keras->ir", "tf.unstack")
+def unstack_from_tf(call: LayerCall) -> list[Value]:
+    """tf.unstack(x, num, axis): the slices x[..., i, ...] along `axis`, each without that axis."""
+    _no_extra(call, "num", "axis")
+    x = _tensor(call)
+    axis = int(_kw(call, "axis", default=0)) % x.rank
+    n, num = x.shape[axis], _kw(call, "num")
+    if axis == 0 or n is None:
+        raise call.error(f"unstacking axis {axis} of shape {x.shape} is not supported")
+    if num is not None and int(num) != n:
+        raise call.error(f"num={num} does not match the size {n} of axis {axis}")
+    return [call.emit("select", [x], {"axis": axis, "index": i}, suffix=f"_{i}") for i in range(n)]
+
+
+@register("keras->ir", "tf.repeat")
+def repeat_from_tf(call: LayerCall) -> Value:
+    """tf.repeat(x, n, axis): every slice along `axis` n times in a row (np.repeat). A size-1
+    axis is tiled; otherwise a new axis after `axis` is tiled and merged into it (into the batch
+    for axis 0: GCViT repeats its global query for every window of the example)."""
+    _no_extra(call, "repeats", "axis")
+    x = _tensor(call)
+    repeats, axis = _kw(call, "repeats"), _kw(call, "axis")
+    if isinstance(repeats, (list, tuple)) and len(repeats) == 1:
+        repeats = repeats[0]
+    if axis is None or not isinstance(repeats, int) or isinstance(repeats, bool):
+        raise call.error("only a whole-number repeat along a given axis is supported")
+    axis = int(axis) % x.rank
+    if axis > 0 and x.shape[axis] == 1:
+        return call.emit("tile", [x], {"reps": tuple(repeats if i == axis else 1 for i in range(x.rank))})
+    if axis > 0 and x.shape[axis] is None:
+        raise call.error(f"repeating axis {axis} of unknown size in {x.shape} is not supported")
+    rows = call.emit("expand_dims", [x], {"axis": axis + 1}, suffix="_rows")
+    reps = tuple(repeats if i == axis + 1 else 1 for i in range(x.rank + 1))
+    tiled = call.emit("tile", [rows], {"reps": reps}, suffix="_tiled")
+    if axis == 0:
+        return call.emit("fold_time", [tiled])
+    merged = (*x.shape[1:axis], x.shape[axis] * repeats, *x.shape[axis + 1 :])
+    return call.emit("reshape", [tiled], {"shape": merged})
+
+
 @register("keras->ir", "tf.linalg.matmul", "tf.matmul", "tf.compat.v1.matmul")
 def matmul_from_tf(call: LayerCall) -> Value:
     _no_extra(call, "b", "transpose_a", "transpose_b", "adjoint_a", "adjoint_b")
@@ -301,6 +341,8 @@ _UNARY: dict[str, tuple[str, dict[str, Any]]] = {
     "tf.math.square": ("square", {}),
     "tf.math.log": ("log", {}),
     "tf.math.erf": ("erf", {}),
+    "tf.math.sin": ("sin", {}),
+    "tf.math.cos": ("cos", {}),
 }
 
 

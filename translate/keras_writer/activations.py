@@ -34,6 +34,8 @@ _OPS = {
     "log": "keras.ops.log({x})",
     "square": "keras.ops.square({x})",
     "erf": "keras.ops.erf({x})",
+    "sin": "keras.ops.sin({x})",
+    "cos": "keras.ops.cos({x})",
     "log_sigmoid": "keras.ops.log_sigmoid({x})",
 }
 

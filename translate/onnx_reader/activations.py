@@ -29,6 +29,8 @@ UNARY = {
     "Abs": ("abs", {}),
     "Neg": ("neg", {}),
     "Erf": ("erf", {}),
+    "Sin": ("sin", {}),
+    "Cos": ("cos", {}),
 }
 
 

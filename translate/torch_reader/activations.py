@@ -23,6 +23,8 @@ _UNARY = {
     "aten.sqrt": "sqrt",
     "aten.rsqrt": "rsqrt",
     "aten.erf": "erf",
+    "aten.sin": "sin",
+    "aten.cos": "cos",
     "aten.square": "square",
     "aten.log_sigmoid": "log_sigmoid",
 }

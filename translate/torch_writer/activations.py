@@ -100,6 +100,8 @@ _EXPR: dict[str, Callable[[TorchEmitter, dict[str, Any], str], str]] = {
     "log": lambda em, a, x: f"torch.log({x})",
     "square": lambda em, a, x: f"torch.square({x})",
     "erf": lambda em, a, x: f"torch.erf({x})",
+    "sin": lambda em, a, x: f"torch.sin({x})",
+    "cos": lambda em, a, x: f"torch.cos({x})",
     "clip": _clip,
     "scale_shift": _scale_shift,
     "celu": lambda em, a, x: (

@@ -33,7 +33,8 @@ class EmittedModule:
 # an activation or addition may overwrite it in place, as torchvision's ReLU(inplace=True)
 # and `out += identity` do (a fresh output per activation costs page faults on every call).
 FRESH_OUTPUT_OPS = frozenset(
-    {"conv", "conv_transpose", "batch_norm", "dense", "layer_norm", "group_norm", "add", "sub", "concat"}
+    {"conv", "conv_transpose", "scaled_std_conv", "batch_norm", "dense", "layer_norm", "group_norm", "add", "sub"}
+    | {"concat"}
 )
 
 
@@ -42,7 +43,7 @@ FRESH_OUTPUT_OPS = frozenset(
 # inputs Keras casts to float32) runs with autocast switched off, in float32 as in Keras.
 AUTOCAST_OPS = frozenset(
     {"conv", "conv_transpose", "dense", "einsum_dense", "einsum", "matmul", "multi_head_attention", "dot_attention"}
-    | {"conv_lstm", "lstm", "gru", "simple_rnn"}
+    | {"scaled_std_conv", "conv_lstm", "lstm", "gru", "simple_rnn"}
 )
 
 

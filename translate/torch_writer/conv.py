@@ -56,8 +56,9 @@ def _padded_input(node: Node, em: TorchEmitter, x: str) -> tuple[str, int | tupl
     return f"{em.functional()}.pad({x}, {py_literal(torch_pad(pads))})", 0
 
 
-@register("ir->torch", "conv")
-def conv_to_torch(node: Node, em: TorchEmitter) -> None:
+def _conv_arguments(node: Node, em: TorchEmitter) -> tuple[str, list, dict, dict]:
+    """The input expression, the positional and keyword arguments of nn.ConvNd, and the state
+    (weight, bias) of a conv node."""
     require_channels_first(node)
     a = node.attrs
     w = node.weights["weight"]
@@ -76,8 +77,74 @@ def conv_to_torch(node: Node, em: TorchEmitter) -> None:
         state["bias"] = node.weights["bias"]
     else:
         kwargs["bias"] = False
-    mod = em.module(node, call(f"nn.Conv{a['rank']}d", int(w.shape[1]) * a["groups"], int(w.shape[0]), **kwargs), state)
+    return x, [int(w.shape[1]) * a["groups"], int(w.shape[0])], kwargs, state
+
+
+@register("ir->torch", "conv")
+def conv_to_torch(node: Node, em: TorchEmitter) -> None:
+    x, args, kwargs, state = _conv_arguments(node, em)
+    mod = em.module(node, call(f"nn.Conv{node.attrs['rank']}d", *args, **kwargs), state)
     em.assign(node, f"{mod}({x})")
+
+
+SCALED_STD_CONV = '''class ScaledStdConv{rank}d(nn.Conv{rank}d):
+    """A Conv{rank}d whose weight is standardized on every call (NFNet's scaled weight standardization):
+    per output filter, (w - mean) * rsqrt(max(var * fan_in, eps)) * gain * gamma. The weight
+    itself stays the trained parameter, so training updates it as the source layer does."""
+
+    def __init__(self, *args, gamma: float = 1.0, eps: float = 1e-5, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.ones(self.out_channels))
+        self.gamma, self.eps = gamma, eps
+
+    def standardized_weight(self) -> torch.Tensor:
+        dims = tuple(range(1, self.weight.ndim))
+        var, mean = torch.var_mean(self.weight, dim=dims, correction=0, keepdim=True)
+        fan_in = self.weight[0].numel()
+        gain = self.gain.view(-1, *[1] * (self.weight.ndim - 1))
+        return (self.weight - mean) * (torch.rsqrt(torch.clamp(var * fan_in, min=self.eps)) * (gain * self.gamma))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.standardized_weight()
+        return F.conv{rank}d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+'''
+
+
+@register("ir->torch", "scaled_std_conv")
+def scaled_std_conv_to_torch(node: Node, em: TorchEmitter) -> None:
+    x, args, kwargs, state = _conv_arguments(node, em)
+    rank = node.attrs["rank"]
+    em.functional()
+    helper = em.helper(f"ScaledStdConv{rank}d", SCALED_STD_CONV.format(rank=rank))
+    if float(node.attrs["gamma"]) != 1.0:
+        kwargs["gamma"] = float(node.attrs["gamma"])
+    if float(node.attrs["epsilon"]) != 1e-5:
+        kwargs["eps"] = float(node.attrs["epsilon"])
+    mod = em.module(node, call(helper, *args, **kwargs), {**state, "gain": node.weights["gain"]})
+    em.assign(node, f"{mod}({x})")
+
+
+EXTRACT_PATCHES = '''def extract_patches(
+    x: torch.Tensor, kernel_size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> torch.Tensor:
+    """tf.image.extract_patches ('VALID') on NCHW: each output position holds its window as
+    channels, in (window row, window column, channel) order (F.unfold orders them channel first)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    out_h, out_w = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+    patches = F.unfold(x, kernel_size, dilation=dilation, stride=stride)  # (n, c * kh * kw, out_h * out_w)
+    return patches.view(n, c, kh * kw, out_h, out_w).transpose(1, 2).reshape(n, kh * kw * c, out_h, out_w)
+'''
+
+
+@register("ir->torch", "extract_patches")
+def extract_patches_to_torch(node: Node, em: TorchEmitter) -> None:
+    require_channels_first(node)
+    a = node.attrs
+    em.functional()
+    helper = em.helper("extract_patches", EXTRACT_PATCHES)
+    args = (a["kernel_size"], a["strides"], a["dilation"])
+    em.assign(node, f"{helper}({em.var(node.inputs[0])}, {', '.join(py_literal(tuple(v)) for v in args)})")
 
 
 @register("ir->torch", "conv_transpose")
