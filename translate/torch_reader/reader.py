@@ -278,6 +278,14 @@ class TorchReader:
             if n.op == "table_lookup" or (n.op == "constant" and n.attrs["trainable"])
         }
         kept |= {f"{n.source}.{w}" for n in self.graph.nodes if n.source for w in n.weights}
+        unused = sorted(  # read by no computation (Wav2Vec2's masked_spec_embed outside training)
+            tied.get(spec.target, spec.target)
+            for spec in sig.input_specs
+            if spec.kind == InputKind.PARAMETER
+            and not any(u.name in self._live for u in _users(ep.graph, spec.arg.name))
+        )
+        if unused:
+            self.graph.meta["unused_parameters"] = unused
         frozen = sorted(self._frozen - kept)
         if frozen:  # folded with other numbers into a constant: say so (ktorch.json, the summary)
             self.graph.meta["frozen_parameters"] = frozen
@@ -429,7 +437,11 @@ class TorchReader:
             and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange, SizeTable)) for a in flat)
             and computed
         ):
-            return self._fold(node, args, kwargs)
+            folded = self._fold(node, args, kwargs)
+            if folded is not LEARNED:
+                return folded
+            # arithmetic on a learned tensor (a weight-normed kernel, a conv applied to a fixed
+            # position grid): translated, so that the parameters stay weights training reaches
         val = node.meta.get("val")
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
         shapes = [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
@@ -724,6 +736,10 @@ class TorchReader:
                 picked = _picked(run, learned, out)
                 if picked is not None:
                     return Const(node.name, _to_numpy(out), table=picked[0], index=picked[1])
+                if not _depends_on_values(run, learned, out):
+                    return Const(node.name, _to_numpy(out))  # x.new_zeros(...), zeros_like(w): no weight in it
+                if aten_key(node.target) not in FACTORIES and lookup("torch->ir", aten_key(node.target)) is not None:
+                    return LEARNED
                 self._frozen.update(a.name if a.table is None else a.table.name for a in learned)
             return Const(f"{node.name}", _to_numpy(out))
         if isinstance(out, (list, tuple)):
@@ -731,6 +747,24 @@ class TorchReader:
                 Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)
             ]
         return out
+
+
+def _depends_on_values(run: Callable, learned: list[Const], out: Any) -> bool:
+    """Whether a call's result changes when its learned arguments take other values (it does
+    not for zeros_like(weight) or a size read from it)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+
+    def other(c: Const) -> Any:
+        t = torch.from_numpy(np.array(c.array))
+        return t + torch.rand(t.shape, generator=gen).to(t.dtype) + 1 if t.is_floating_point() else t
+
+    try:
+        changed = run(other)
+    except Exception:  # noqa: BLE001 - values it cannot take: it reads them
+        return True
+    return not (isinstance(changed, torch.Tensor) and changed.shape == out.shape and torch.equal(changed, out))
 
 
 def _picked(run: Callable, learned: list[Const], out: Any) -> tuple[Const, np.ndarray] | None:
@@ -770,6 +804,9 @@ def _picked(run: Callable, learned: list[Const], out: Any) -> tuple[Const, np.nd
         return None
     return table, np.ascontiguousarray(index.numpy())
 
+
+# `_fold`'s answer for a call that computes with a learned tensor: translate it instead
+LEARNED = object()
 
 # ops that only lay out the elements of their tensor anew: applied to a parameter, the result
 # is still that parameter (a trainable weight), not a frozen constant
@@ -928,6 +965,11 @@ def _live_nodes(graph: Any) -> set[str]:
             if n.name not in live and any(a.name in live for a in _view_chain(n)):
                 frontier.append(n)
     return live
+
+
+def _users(graph: Any, name: str) -> list[Any]:
+    node = next((n for n in graph.nodes if n.name == name), None)
+    return list(node.users) if node is not None else []
 
 
 def _flatten(obj: Any) -> list[Any]:
