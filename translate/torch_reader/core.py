@@ -37,6 +37,14 @@ def linear_to_ir(call: AtenCall) -> Value:
         if bias is None:
             return out
         return call.emit("add", [out, call.reader.constant_value(call.args["bias"], out.rank)], suffix="_bias")
+    if isinstance(call.args["weight"], Value):
+        # a weight the model computes (weight_norm's g * v / ||v||): x @ weight.T on the value
+        batch = "abcdefgh"[: x.rank - 1]
+        out = call.emit("einsum", [x, call.args["weight"]], {"equation": f"{batch}i,oi->{batch}o"})
+        bias = call.args.get("bias")
+        if bias is None:
+            return out
+        return call.emit("add", [out, call.reader.constant_value(bias, out.rank)], suffix="_bias")
     w = call.const("weight")
     weights = {"weight": w}
     bias = call.const("bias", optional=True)

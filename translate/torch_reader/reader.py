@@ -173,7 +173,8 @@ class TorchReader:
         """A SizeTable as a graph value: the constant at the largest size, cut on each of its
         size axes to the run-time length of the reference value's axis (`size_like`)."""
         shift = max(0, (rank or 0) - table.array.ndim)
-        value = self.constant_value(Const(table.name, table.array), rank)
+        # named "<fx name>_table": a bare fx name (add_3) may be a name Keras gives its own ops
+        value = self.constant_value(Const(f"{table.name}_table", table.array), rank)
         for axis, ref, ref_axis in table.axes:
             if axis + shift == 0:
                 raise UnsupportedOpError(
@@ -278,12 +279,14 @@ class TorchReader:
             if n.op == "table_lookup" or (n.op == "constant" and n.attrs["trainable"])
         }
         kept |= {f"{n.source}.{w}" for n in self.graph.nodes if n.source for w in n.weights}
-        unused = sorted(  # read by no computation (Wav2Vec2's masked_spec_embed outside training)
+        params = [spec for spec in sig.input_specs if spec.kind == InputKind.PARAMETER]
+        read = {  # a tied parameter is read through any of its names
             tied.get(spec.target, spec.target)
-            for spec in sig.input_specs
-            if spec.kind == InputKind.PARAMETER
-            and not any(u.name in self._live for u in _users(ep.graph, spec.arg.name))
-        )
+            for spec in params
+            if any(u.name in self._live for u in _users(ep.graph, spec.arg.name))
+        }
+        # read by no computation (Wav2Vec2's masked_spec_embed outside training)
+        unused = sorted({tied.get(spec.target, spec.target) for spec in params} - read)
         if unused:
             self.graph.meta["unused_parameters"] = unused
         frozen = sorted(self._frozen - kept)
