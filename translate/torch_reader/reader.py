@@ -506,11 +506,14 @@ class TorchReader:
             raise
         except KtorchError as exc:
             raise TorchOpError(f"{call.where}: {exc}") from exc
-        except TypeError as exc:
+        except (TypeError, AttributeError) as exc:
+            sizes = [a for a in _flatten(list(bound.values())) if isinstance(a, SymSize)]
+            if sizes:  # a tensor argument that only a run-time size determines
+                raise call.unsupported(f"takes {sizes[0]!r}, which depends on a size known only at run time") from exc
             dynamic = any(None in s[1:] for s in meta_shapes if s) or any(
                 isinstance(a, Value) and None in a.shape[1:] for a in _flatten(list(bound.values()))
             )
-            if not dynamic:
+            if not dynamic or isinstance(exc, AttributeError):
                 raise
             raise call.unsupported(
                 "needs sizes that the export keeps dynamic (a sequence length or image size known only at run time)"
