@@ -461,10 +461,13 @@ class TorchReader:
             if folded is not LEARNED:
                 return folded
             # arithmetic on a learned tensor (a weight-normed kernel, a conv applied to a fixed
-            # position grid): translated, so that the parameters stay weights training reaches
-        val = node.meta.get("val")
-        vals = list(val) if isinstance(val, (list, tuple)) else [val]
-        shapes = [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
+            # position grid): translated, so that the parameters stay weights training reaches;
+            # where its translator cannot take constants, folded (and the tensor listed as frozen)
+            try:
+                return self.translate(node, key, bound, _meta_shapes(node))
+            except KtorchError:
+                return self._fold(node, args, kwargs, keep_learned=False)
+        shapes = _meta_shapes(node)
         chain = _view_chain(node) if _mutates(node) and key in WRITES else []
         if chain and isinstance(self.env.get(chain[-1].name), Value):
             # an in-place write into a tensor the model computes: later readers see the result
@@ -750,7 +753,7 @@ class TorchReader:
             ):
                 raise GraphError(f"{call.where}: the translation produced shape {got}, PyTorch computes {expected}")
 
-    def _fold(self, node: Any, args: Any, kwargs: Any) -> Any:
+    def _fold(self, node: Any, args: Any, kwargs: Any, *, keep_learned: bool = True) -> Any:
         """Evaluate a call on constants. The tensors that an in-place call writes into (and
         the views it writes through) are kept as torch tensors, so that the write reaches
         every later reader, as in PyTorch."""
@@ -804,7 +807,11 @@ class TorchReader:
                     return Const(node.name, _to_numpy(out), table=picked[0], index=picked[1])
                 if not _depends_on_values(run, learned, out):
                     return Const(node.name, _to_numpy(out))  # x.new_zeros(...), zeros_like(w): no weight in it
-                if aten_key(node.target) not in FACTORIES and lookup("torch->ir", aten_key(node.target)) is not None:
+                if (
+                    keep_learned
+                    and aten_key(node.target) not in FACTORIES
+                    and lookup("torch->ir", aten_key(node.target)) is not None
+                ):
                     return LEARNED
                 self._frozen.update(a.name if a.table is None else a.table.name for a in learned)
             return Const(f"{node.name}", _to_numpy(out))
@@ -813,6 +820,13 @@ class TorchReader:
                 Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)
             ]
         return out
+
+
+def _meta_shapes(node: Any) -> list[tuple]:
+    """The graph shapes of a call's outputs, from the example values torch recorded (() for a non-tensor)."""
+    val = node.meta.get("val")
+    vals = list(val) if isinstance(val, (list, tuple)) else [val]
+    return [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
 
 
 def _depends_on_values(run: Callable, learned: list[Const], out: Any) -> bool:
