@@ -366,7 +366,7 @@ MODELS = {
         depth=(1, 1, 1),
     ),  # fmt: skip
     "timm_edgenext": _timm(
-        "edgenext_xx_small", size=64, depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), heads=(2, 2, 2, 2), num_classes=10
+        "edgenext_xx_small", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), heads=(2, 2, 2, 2), num_classes=10
     ),  # a conv on a fixed position grid
     "timm_coatnet": _coatnet,
     **{
