@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph import Node
+from ...graph import Node, Value
 from ..registry import register
 from .codegen import KerasEmitter, activation_kwarg, py_literal
 
@@ -127,10 +127,19 @@ def constant_to_keras(node: Node, em: KerasEmitter) -> None:
     if node.attrs["per_example"]:
         kwargs["per_example"] = True
     if np.issubdtype(value.dtype, np.integer):  # token ids, a table's index (Keras's int32 where it fits)
-        index = node.output.users and all(u.op == "table_lookup" for u in node.output.users)
+        index = _feeds_lookups(node.output)
         small = value.size == 0 or int(np.abs(value).max()) < 2**31
         kwargs["value_dtype"] = "int32" if index and small else str(value.dtype)
     em.assign(node, f"{em.layer(node, cls, [value], **kwargs)}({anchor})")
+
+
+def _feeds_lookups(value: Value) -> bool:
+    """Whether `value` is only a table's index (read by table_lookup nodes, directly or cut to
+    a run-time length first)."""
+    return bool(value.users) and all(
+        u.op == "table_lookup" or (u.op == "size_like" and u.inputs[0] is value and _feeds_lookups(u.output))
+        for u in value.users
+    )
 
 
 @register("ir->keras", "table_lookup")
