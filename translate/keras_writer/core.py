@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph import Node
+from ...graph import Node, Value
 from ..registry import register
 from .codegen import KerasEmitter, activation_kwarg, py_literal
 
@@ -72,13 +72,30 @@ def dense_to_keras(node: Node, em: KerasEmitter) -> None:
     )
 
 
+_REVERSIBLE_EMBEDDING = '''class ReversibleEmbedding(layers.Embedding):
+    """An Embedding whose table is also read as an output layer: reverse=True computes
+    inputs @ embeddings.T (a language model's head tied to its input embeddings, one weight)."""
+
+    def call(self, inputs, reverse=False):
+        if reverse:
+            return keras.ops.matmul(inputs, keras.ops.transpose(self.embeddings))
+        return super().call(inputs)
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype=self.compute_dtype)
+        return super().compute_output_spec(inputs)
+'''
+
+
 @register("ir->keras", "embedding")
 def embedding_to_keras(node: Node, em: KerasEmitter) -> None:
     a = node.attrs
-    layer = em.layer(
-        node, "layers.Embedding", [node.weights["weight"]], input_dim=a["input_dim"], output_dim=a["output_dim"]
-    )
-    em.assign(node, f"{layer}({em.var(node.inputs[0])})")
+    tied = any(n.attrs["reverse"] for n in em.graph.nodes if n.op == "embedding" and n.source == node.source)
+    cls = em.helper("ReversibleEmbedding", _REVERSIBLE_EMBEDDING) if tied else "layers.Embedding"
+    layer = em.layer(node, cls, [node.weights["weight"]], input_dim=a["input_dim"], output_dim=a["output_dim"])
+    reverse = ", reverse=True" if a["reverse"] else ""
+    em.assign(node, f"{layer}({em.var(node.inputs[0])}{reverse})")
 
 
 @register("ir->keras", "matmul")
@@ -110,10 +127,19 @@ def constant_to_keras(node: Node, em: KerasEmitter) -> None:
     if node.attrs["per_example"]:
         kwargs["per_example"] = True
     if np.issubdtype(value.dtype, np.integer):  # token ids, a table's index (Keras's int32 where it fits)
-        index = node.output.users and all(u.op == "table_lookup" for u in node.output.users)
+        index = _feeds_lookups(node.output)
         small = value.size == 0 or int(np.abs(value).max()) < 2**31
         kwargs["value_dtype"] = "int32" if index and small else str(value.dtype)
     em.assign(node, f"{em.layer(node, cls, [value], **kwargs)}({anchor})")
+
+
+def _feeds_lookups(value: Value) -> bool:
+    """Whether `value` is only a table's index (read by table_lookup nodes, directly or cut to
+    a run-time length first)."""
+    return bool(value.users) and all(
+        u.op == "table_lookup" or (u.op == "size_like" and u.inputs[0] is value and _feeds_lookups(u.output))
+        for u in value.users
+    )
 
 
 @register("ir->keras", "table_lookup")
