@@ -295,10 +295,11 @@ def _convert(args: argparse.Namespace) -> int:
     _print_sizes(console, m.get("source", {}))
     source_trainable, trainable = m["source"].get("trainable_parameters"), m["model"].get("trainable_parameters")
     if None not in (source_trainable, trainable) and source_trainable != trainable:
-        frozen = m["model"].get("frozen_parameters")
+        frozen, unused = m["model"].get("frozen_parameters"), m["model"].get("unused_parameters")
         console.print(
             f"[yellow]note:[/] {trainable} trainable parameters in the emitted model, {source_trainable} in the source"
             + (f" (folded into constants: {', '.join(frozen)})" if frozen else "")
+            + (f" (not read by forward: {', '.join(unused)})" if unused else "")
         )
     _print_training(console, m.get("training"))
     if result.parity is not None:

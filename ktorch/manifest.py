@@ -108,6 +108,8 @@ def model_info(graph: Graph, rendered: Any, target: str) -> dict[str, Any]:
     }
     if graph.meta.get("frozen_parameters"):  # learned tensors the reader could only fold into constants
         info["frozen_parameters"] = list(graph.meta["frozen_parameters"])
+    if graph.meta.get("unused_parameters"):  # parameters the source's forward never reads: no weight
+        info["unused_parameters"] = list(graph.meta["unused_parameters"])
     return info
 
 

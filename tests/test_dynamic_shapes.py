@@ -194,6 +194,18 @@ def _text_case(kind):
     if kind == "gpt2":
         config = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
         return transformers.GPT2LMHeadModel(config).eval(), False
+    if kind == "opt":  # its feed-forward flattens the tokens into the batch: (B * N, C)
+        config = transformers.OPTConfig(
+            vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=37,
+            max_position_embeddings=64, word_embed_proj_dim=32,
+        )  # fmt: skip
+        return transformers.OPTModel(config).eval(), False
+    if kind == "t5":  # a relative-position bias looked up by buckets of (query, key) offsets
+        config = transformers.T5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
+        return transformers.T5EncoderModel(config).eval(), False
+    if kind == "clip_text":  # pooled at the argmax of the ids
+        config = transformers.CLIPTextConfig(hidden_size=32, max_position_embeddings=64, **TEXT)
+        return transformers.CLIPTextModel(config).eval(), False
     config = transformers.LlamaConfig(hidden_size=32, num_key_value_heads=2, max_position_embeddings=64, **TEXT)
     return transformers.LlamaModel(config).eval(), False
 
@@ -203,7 +215,8 @@ def _tokens(batch, length, seed):
 
 
 @pytest.mark.parametrize(
-    "kind", ["bert", pytest.param("gpt2", marks=pytest.mark.slow), pytest.param("llama", marks=pytest.mark.slow)]
+    "kind",
+    ["bert", *(pytest.param(k, marks=pytest.mark.slow) for k in ("gpt2", "llama", "opt", "t5", "clip_text"))],
 )
 def test_text_model_takes_any_sequence_length(tmp_path, kind):
     import ktorch
@@ -226,10 +239,13 @@ def test_text_model_takes_any_sequence_length(tmp_path, kind):
     assert result.parity.settings["sizes"] == [{"seq": 8}, {"seq": 12}]
     assert any(c.name.endswith("@ seq=12") and c.shape[:2] == (3, 12) for c in result.parity.outputs)
     # the position table stays a trainable weight, sliced at run time, not folded to a constant
-    source = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    # (GPT-2's head tied to its token embeddings counts once, as in PyTorch)
+    source = sum(p.numel() for p in model.parameters())
     assert sum(int(np.prod(w.shape)) for w in result.keras_model.trainable_weights) == source
     code = (out / "model.py").read_text()
     assert "SizeLike(" in code
+    if kind == "t5":  # the bias table is read by an index cut to the length at run time
+        assert "TableLookup(" in code and "relative_attention_bias" in code
     # a third length, against the module itself, with padding in the mask
     ids = _tokens(2, 5, 4)
     arrays = [ids.numpy()]

@@ -53,7 +53,15 @@ def convert(module, example, out):
     counted = sum(int(np.prod(w.shape)) for w in result.keras_model.trainable_weights)
     manifest = result.manifest
     assert manifest["source"]["trainable_parameters"] == trainable(module)
-    assert manifest["model"]["trainable_parameters"] == counted == trainable(module)
+    # a parameter that forward never reads (Wav2Vec2's masked_spec_embed, used in training
+    # only) has no place in a functional model: it is named in ktorch.json instead
+    unused = manifest["model"].get("unused_parameters", [])
+    params = dict(module.named_parameters())
+    assert (
+        manifest["model"]["trainable_parameters"]
+        == counted
+        == trainable(module) - sum(params[n].numel() for n in unused)
+    )
     assert "frozen_parameters" not in manifest["model"]
     return result
 
@@ -150,6 +158,124 @@ def _timm(name, size=32, **kwargs):
     return build
 
 
+def _keras_gradients(model, x, weights, variables):
+    """The gradients of sum(model(x) * weights) with respect to `variables`, as arrays."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = model(x)
+        out = out["logits"] if isinstance(out, dict) else out
+        loss = tf.reduce_sum(out * weights)
+    return [np.asarray(tf.convert_to_tensor(g)) for g in tape.gradient(loss, variables)]
+
+
+def _one(model, shape):
+    """The one trainable Keras weight of `shape`."""
+    found = [w for w in model.trainable_weights if tuple(w.shape) == tuple(shape)]
+    assert len(found) == 1, [w.path for w in found]
+    return found[0]
+
+
+def test_tied_lm_head_shares_one_embedding_table(tmp_path):
+    """GPT-2's lm_head.weight is transformer.wte.weight: one Keras weight (a ReversibleEmbedding
+    called again with reverse=True), that both uses train, as in PyTorch."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=1, n_head=4, n_positions=64)
+    model = randomize(transformers.GPT2LMHeadModel(config))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    x = ids()
+    result = convert(model, (x,), tmp_path / "gpt2")
+    code = (result.out / "model.py").read_text()
+    assert "class ReversibleEmbedding(layers.Embedding)" in code and "(transformer_ln_f, reverse=True)" in code
+    table = _one(result.keras_model, (99, 32))
+    np.testing.assert_array_equal(np.asarray(table), model.transformer.wte.weight.detach().numpy())
+    weights = torch.randn(2, 8, 99, generator=torch.Generator().manual_seed(3))
+    (model(x).logits * weights).sum().backward()
+    (grad,) = _keras_gradients(result.keras_model, x.numpy(), weights.numpy(), [table])
+    expected = model.transformer.wte.weight.grad.numpy()
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
+
+
+class WeightNormed(torch.nn.Module):
+    """weight_norm three ways: over all axes but the kernel's (Wav2Vec2's positional conv, grouped),
+    the old hook on a Linear (dim 0), and over the whole tensor (dim=None)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        weight_norm = torch.nn.utils.parametrizations.weight_norm
+        self.conv = weight_norm(torch.nn.Conv1d(8, 8, 5, padding=2, groups=2), dim=2)
+        with pytest.warns(FutureWarning):
+            self.fc = torch.nn.utils.weight_norm(torch.nn.Linear(8, 6))
+        self.head = weight_norm(torch.nn.Linear(6, 4, bias=False), dim=None)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x)).transpose(1, 2)
+        return self.head(torch.tanh(self.fc(y)))
+
+
+def test_weight_norm_keeps_g_and_v_trainable(tmp_path):
+    torch.manual_seed(0)
+    module = randomize(WeightNormed())
+    x = torch.randn(2, 8, 11, generator=torch.Generator().manual_seed(2))
+    result = convert(module, (x,), tmp_path / "wn")
+    code = (result.out / "model.py").read_text()
+    assert "Convolution(" in code and "keras.ops.sqrt(" in code
+    model = result.keras_model
+    pairs = {  # torch parameter -> the Keras weight's shape (g of dim=None broadcasts as (1, 1))
+        "conv.parametrizations.weight.original0": (1, 1, 5),
+        "conv.parametrizations.weight.original1": (8, 4, 5),
+        "fc.weight_g": (6, 1),
+        "fc.weight_v": (6, 8),
+        "head.parametrizations.weight.original0": (1, 1),
+        "head.parametrizations.weight.original1": (4, 6),
+    }
+    params = dict(module.named_parameters())
+    variables = [_one(model, shape) for shape in pairs.values()]
+    for name, v in zip(pairs, variables):
+        np.testing.assert_array_equal(np.asarray(v).reshape(params[name].shape), params[name].detach().numpy())
+    # the gradient reaches g and v, as in PyTorch
+    weights = torch.randn(2, 11, 4, generator=torch.Generator().manual_seed(3))
+    (module(x) * weights).sum().backward()
+    grads = _keras_gradients(model, x.numpy().transpose(0, 2, 1), weights.numpy(), variables)
+    for name, grad in zip(pairs, grads):
+        expected = params[name].grad.numpy()
+        assert np.abs(expected).max() > 1e-4, name
+        np.testing.assert_allclose(grad.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+class GridPosition(torch.nn.Module):
+    """EdgeNeXt's positional encoding in miniature: a conv applied to a grid the model builds
+    from the input's sizes, so a conversion-time constant; its conv must stay trainable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.proj = torch.nn.Conv2d(2, 8, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        ones = torch.ones(b, h, w)
+        grid = torch.stack([ones.cumsum(1) / h, ones.cumsum(2) / w], dim=1)
+        return self.body(x) + self.proj(grid.sin())
+
+
+def test_conv_on_a_fixed_grid_stays_trainable(tmp_path):
+    torch.manual_seed(0)
+    module = randomize(GridPosition())
+    x = torch.randn(2, 3, 6, 5, generator=torch.Generator().manual_seed(2))
+    result = convert(module, (x,), tmp_path / "grid")
+    model = result.keras_model
+    kernel = _one(model, (1, 1, 2, 8))
+    weights = torch.randn(2, 8, 6, 5, generator=torch.Generator().manual_seed(3))
+    (module(x) * weights).sum().backward()
+    (grad,) = _keras_gradients(model, x.numpy().transpose(0, 2, 3, 1), weights.numpy().transpose(0, 2, 3, 1), [kernel])
+    expected = module.proj.weight.grad.numpy().transpose(2, 3, 1, 0)
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
+
+
 def _coatnet():
     timm = pytest.importorskip("timm")
     from timm.models.maxxvit import MaxxVit, MaxxVitCfg, MaxxVitTransformerCfg
@@ -195,6 +321,16 @@ def _hf(name):
                 patch_size=8,
             )  # fmt: skip
             return randomize(transformers.CLIPVisionModel(config)), image()
+        if name == "gpt2_lm":
+            config = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+            return randomize(transformers.GPT2LMHeadModel(config)), (ids(),)
+        if name == "wav2vec2":
+            config = transformers.Wav2Vec2Config(
+                hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, conv_dim=(16, 16),
+                conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+            )  # fmt: skip
+            audio = torch.randn(2, 400, generator=torch.Generator().manual_seed(1))
+            return randomize(transformers.Wav2Vec2Model(config)), (audio,)
         if name == "bart":
             config = transformers.BartConfig(
                 vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
@@ -229,8 +365,14 @@ MODELS = {
         num_heads=(2, 3, 4),
         depth=(1, 1, 1),
     ),  # fmt: skip
+    "timm_edgenext": _timm(
+        "edgenext_xx_small", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), heads=(2, 2, 2, 2), num_classes=10
+    ),  # a conv on a fixed position grid
     "timm_coatnet": _coatnet,
-    **{f"hf_{n}": _hf(n) for n in ("bert", "gpt2", "t5", "whisper", "clip_text", "clip_vision", "bart")},
+    **{
+        f"hf_{n}": _hf(n)
+        for n in ("bert", "gpt2", "gpt2_lm", "t5", "whisper", "wav2vec2", "clip_text", "clip_vision", "bart")
+    },
 }
 QUICK = {"timm_swin", "hf_t5"}  # the rest run with -m slow
 

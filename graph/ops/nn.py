@@ -209,6 +209,8 @@ define(
 
 def _infer_embedding(node):
     x = node.inputs[0]
+    if node.attrs["reverse"]:
+        return [(x.shape[:-1] + (node.attrs["input_dim"],), x.dtype)]
     return [(x.shape + (node.attrs["output_dim"],), "float32")]
 
 
@@ -216,9 +218,15 @@ define(
     OpDef(
         "embedding",
         _infer_embedding,
-        attrs=(attr("input_dim", int), attr("output_dim", int), attr("padding_idx", int, default=None)),
+        attrs=(
+            attr("input_dim", int),
+            attr("output_dim", int),
+            attr("padding_idx", int, default=None),
+            attr("reverse", bool, default=False),
+        ),
         weights=("weight",),
-        doc="row lookup in a (input_dim, output_dim) table",
+        doc="row lookup in a (input_dim, output_dim) table; reverse: x @ table.T, the table read as an "
+        "output layer (a language model's head tied to its input embeddings, one weight)",
         family="core",
     )
 )

@@ -13,7 +13,7 @@ from ...graph import Node
 from ...graph.errors import GraphError
 from ...graph.ops import spatial_axes
 from ..registry import register
-from .codegen import KerasEmitter, activation_kwarg
+from .codegen import KerasEmitter, activation_kwarg, py_literal
 
 _CONV = {1: "layers.Conv1D", 2: "layers.Conv2D", 3: "layers.Conv3D"}
 _DEPTHWISE = {1: "layers.DepthwiseConv1D", 2: "layers.DepthwiseConv2D"}
@@ -84,8 +84,61 @@ def _kernel(w: np.ndarray) -> np.ndarray:
     return w.transpose(*range(2, 2 + rank), 1, 0)
 
 
+_CONVOLUTION = '''class Convolution(layers.Layer):
+    """keras.ops.conv with a kernel computed in the model (PyTorch's weight_norm), passed as the
+    second input. A layer because keras.ops.conv on symbolic tensors refuses grouped kernels."""
+
+    def __init__(self, strides=1, padding="valid", data_format="channels_last", dilation_rate=1, **kwargs):
+        super().__init__(**kwargs)
+        self.strides = strides
+        self.padding = padding
+        self.data_format = data_format
+        self.dilation_rate = dilation_rate
+
+    def call(self, inputs, kernel):
+        return keras.ops.conv(inputs, kernel, self.strides, self.padding, self.data_format, self.dilation_rate)
+
+    def get_config(self):
+        options = {"strides": self.strides, "padding": self.padding, "data_format": self.data_format}
+        return {**super().get_config(), **options, "dilation_rate": self.dilation_rate}
+'''
+
+
+def _computed_kernel_conv(node: Node, em: KerasEmitter) -> None:
+    """A convolution whose kernel the model computes (weight_norm's g * v / ||v||): a Convolution
+    layer on the kernel, moved from PyTorch's layout (out, in / groups, *k) to Keras's (*k, in / groups, out)."""
+    a = node.attrs
+    rank = a["rank"]
+    x = em.var(node.inputs[0])
+    pads, padding = keras_padding(node)
+    if pads is not None:
+        x = zero_pad(node, em, x, pads)
+    kernel = em.temp(
+        f"{node.name}_kernel",
+        f"keras.ops.transpose({em.var(node.inputs[1])}, {py_literal((*range(2, 2 + rank), 1, 0))})",
+    )
+    kwargs: dict[str, Any] = {}
+    if any(s != 1 for s in a["strides"]):
+        kwargs["strides"] = compact(a["strides"])
+    if padding != "valid":
+        kwargs["padding"] = padding
+    kwargs.update(data_format(node))
+    if any(d != 1 for d in a["dilation"]):
+        kwargs["dilation_rate"] = compact(a["dilation"])
+    expr = f"{em.layer(node, em.helper('Convolution', _CONVOLUTION), **kwargs)}({x}, {kernel})"
+    act = a.get("activation")
+    if act is not None and "name" in act:  # fused by name: a layer's activation=, here applied to the result
+        from .activations import activation_expr
+
+        expr = activation_expr(em, node, act["op"], act["attrs"], expr)
+    em.assign(node, expr)
+
+
 @register("ir->keras", "conv")
 def conv_to_keras(node: Node, em: KerasEmitter) -> None:
+    if len(node.inputs) > 1:
+        _computed_kernel_conv(node, em)
+        return
     a = node.attrs
     rank = a["rank"]
     w = node.weights["weight"]

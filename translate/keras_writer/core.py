@@ -72,13 +72,30 @@ def dense_to_keras(node: Node, em: KerasEmitter) -> None:
     )
 
 
+_REVERSIBLE_EMBEDDING = '''class ReversibleEmbedding(layers.Embedding):
+    """An Embedding whose table is also read as an output layer: reverse=True computes
+    inputs @ embeddings.T (a language model's head tied to its input embeddings, one weight)."""
+
+    def call(self, inputs, reverse=False):
+        if reverse:
+            return keras.ops.matmul(inputs, keras.ops.transpose(self.embeddings))
+        return super().call(inputs)
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype=self.compute_dtype)
+        return super().compute_output_spec(inputs)
+'''
+
+
 @register("ir->keras", "embedding")
 def embedding_to_keras(node: Node, em: KerasEmitter) -> None:
     a = node.attrs
-    layer = em.layer(
-        node, "layers.Embedding", [node.weights["weight"]], input_dim=a["input_dim"], output_dim=a["output_dim"]
-    )
-    em.assign(node, f"{layer}({em.var(node.inputs[0])})")
+    tied = any(n.attrs["reverse"] for n in em.graph.nodes if n.op == "embedding" and n.source == node.source)
+    cls = em.helper("ReversibleEmbedding", _REVERSIBLE_EMBEDDING) if tied else "layers.Embedding"
+    layer = em.layer(node, cls, [node.weights["weight"]], input_dim=a["input_dim"], output_dim=a["output_dim"])
+    reverse = ", reverse=True" if a["reverse"] else ""
+    em.assign(node, f"{layer}({em.var(node.inputs[0])}{reverse})")
 
 
 @register("ir->keras", "matmul")

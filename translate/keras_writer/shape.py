@@ -107,8 +107,9 @@ def cast_to_keras(node: Node, em: KerasEmitter) -> None:
 
 _ARG_REDUCE = '''def arg_reduce(x, axis, mode="argmax", keepdims=False):
     """torch.argmax / argmin: among equal elements the first index (TensorFlow leaves ties unspecified)."""
-    n = x.shape[axis]
-    positions = keras.ops.reshape(keras.ops.arange(n, dtype="int64"), [n if i == axis else 1 for i in range(len(x.shape))])
+    ones = keras.ops.ones_like(x, dtype="int64")  # positions counted at run time: the axis may have a dynamic length
+    positions = keras.ops.cumsum(ones, axis=axis) - 1
+    n = keras.ops.sum(ones, axis=axis, keepdims=True)
     best = keras.ops.max(x, axis=axis, keepdims=True) if mode == "argmax" else keras.ops.min(x, axis=axis, keepdims=True)
     return keras.ops.min(keras.ops.where(keras.ops.equal(x, best), positions, n), axis=axis, keepdims=keepdims)
 '''

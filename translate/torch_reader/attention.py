@@ -293,6 +293,8 @@ def _known_mask(call: AtenCall, mask: Any) -> np.ndarray | None:
 def _additive(call: AtenCall, mask: Any, rank: int, safe_rows: list[Value]) -> Value | None:
     """attn_mask as a float term added to the scores (None where it masks nothing): a bool
     mask is True where attention is allowed (False: -inf), a float mask is added as is."""
+    if isinstance(mask, SizeTable) and mask.table is not None:
+        return call.reader.size_table_value(mask, rank)  # a learned bias (T5's relative positions): trainable
     if isinstance(mask, SizeTable):  # built from a dynamic length (a causal mask): cut to it at run time
         array = mask.array
         if array.dtype == np.bool_:

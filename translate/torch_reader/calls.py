@@ -96,6 +96,11 @@ class SizeTable:
     name: str
     array: np.ndarray
     axes: tuple[tuple[int, Value, int], ...]  # (axis of the table, reference value, its axis)
+    # entries picked from a learned table (T5's relative-position bias, looked up by buckets that
+    # depend on the length): array == table.array.reshape(-1)[index]; the index is cut at run
+    # time and the table read by it, so that it stays a trainable weight
+    table: Const | None = None
+    index: np.ndarray | None = None
 
 
 def dtype_name(dtype: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...graph import Value
 from ..registry import register
-from .calls import AtenCall
+from .calls import AtenCall, Const
 
 RANKS = {
     "aten.conv1d": 1,
@@ -37,6 +37,8 @@ def _weights(call: AtenCall) -> dict:
 
 
 def conv_node(call: AtenCall, x: Value, rank: int, *, transposed: bool) -> Value:
+    if isinstance(call.args["weight"], Value) and not transposed:
+        return _computed_kernel_conv(call, x, rank)
     weights = _weights(call)
     w = weights["weight"]
     kernel = tuple(int(k) for k in w.shape[2:])
@@ -57,6 +59,37 @@ def conv_node(call: AtenCall, x: Value, rank: int, *, transposed: bool) -> Value
         attrs["output_padding"] = call.ints("output_padding", rank)
         return call.emit("conv_transpose", [x], attrs, weights)
     return call.emit("conv", [x], attrs, weights)
+
+
+def _computed_kernel_conv(call: AtenCall, x: Value, rank: int) -> Value:
+    """A convolution whose kernel the model computes from its parameters (weight_norm's
+    g * v / ||v||): the kernel is the node's second input, in PyTorch's layout, so that
+    training reaches the parameters it is computed from; the bias is added after it."""
+    kernel = call.args["weight"]
+    if any(d is None for d in kernel.shape[1:]):
+        raise call.unsupported("a computed kernel whose shape is known only at run time")
+    kernel_size = tuple(int(k) for k in kernel.shape[2:])
+    dilation = call.ints("dilation", rank)
+    groups = int(call.args.get("groups") or 1)
+    attrs = {
+        "rank": rank,
+        "filters": int(call.meta_shapes[0][1]),
+        "kernel_size": kernel_size,
+        "strides": call.ints("stride", rank),
+        "dilation": dilation,
+        "groups": groups,
+        "padding": _padding(call, rank, kernel_size, dilation),
+        "use_bias": False,
+        "data_format": "channels_first",
+    }
+    y = call.emit("conv", [x, kernel], attrs)
+    bias = call.args.get("bias")
+    if bias is None:
+        return y
+    if not isinstance(bias, Const):
+        raise call.unsupported("a computed bias")
+    per_channel = call.reader.constant_value(bias.reshaped((bias.array.shape[0],) + (1,) * rank), y.rank)
+    return call.emit("add", [y, per_channel], suffix="_bias")
 
 
 @register("torch->ir", "aten.conv1d", "aten.conv2d", "aten.conv3d")

@@ -4,15 +4,48 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph import Value
+from ...graph import Node, Value
 from ..registry import register
 from .arithmetic import operand
 from .calls import AtenCall, Const, learned_rows
 
 
+def _tied_embedding(call: AtenCall) -> Node | None:
+    """The embedding node whose table is this linear's weight (a language model's head tied to
+    its input embeddings: GPT-2's lm_head.weight is transformer.wte.weight), if it was read."""
+    weight = call.args["weight"]
+    if not (isinstance(weight, Const) and weight.trainable and weight.name.endswith(".weight")):
+        return None
+    owner = weight.name[: -len(".weight")]
+    if owner == (call.module if call.leaf else call.owner):
+        return None
+    return next(
+        (n for n in call.graph.nodes if n.op == "embedding" and n.source == owner and not n.attrs["reverse"]), None
+    )
+
+
 @register("torch->ir", "aten.linear")
 def linear_to_ir(call: AtenCall) -> Value:
     x = call.value("input")
+    table = _tied_embedding(call)
+    if table is not None:
+        # the tied table read as an output layer: one weight, as in PyTorch (the nodes of one
+        # source are one Keras layer, called again)
+        out = call.emit("embedding", [x], {**table.attrs, "reverse": True}, dict(table.weights))
+        out.source = out.source or call.module
+        out.producer.source = table.source
+        bias = call.args.get("bias")
+        if bias is None:
+            return out
+        return call.emit("add", [out, call.reader.constant_value(call.args["bias"], out.rank)], suffix="_bias")
+    if isinstance(call.args["weight"], Value):
+        # a weight the model computes (weight_norm's g * v / ||v||): x @ weight.T on the value
+        batch = "abcdefgh"[: x.rank - 1]
+        out = call.emit("einsum", [x, call.args["weight"]], {"equation": f"{batch}i,oi->{batch}o"})
+        bias = call.args.get("bias")
+        if bias is None:
+            return out
+        return call.emit("add", [out, call.reader.constant_value(bias, out.rank)], suffix="_bias")
     w = call.const("weight")
     weights = {"weight": w}
     bias = call.const("bias", optional=True)

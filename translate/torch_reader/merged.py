@@ -71,19 +71,23 @@ class MergedBatch(Deferred):
         return self.value.rank - 1
 
     @property
-    def factor(self) -> int:
-        return int(self.value.shape[self.axis + 1])
+    def factor(self) -> int | None:
+        """k, or None where k is a length known only at run time (tokens of a dynamic sequence)."""
+        k = self.value.shape[self.axis + 1]
+        return None if k is None else int(k)
 
     def size(self, dim: int) -> Any:
         d = dim % self.rank
         if d == self.axis:
+            if self.factor is None:
+                return BatchExpr("batch * length")
             return BATCH if self.factor == 1 else BatchExpr(f"batch * {self.factor}", self.factor)
         return self.value.shape[d + 1]
 
     def torch_shape(self) -> tuple:
         """PyTorch's shape, the merged axis written as B*k."""
         out: list = list(self.value.shape[1:])
-        out[self.axis] = f"B*{self.factor}"
+        out[self.axis] = f"B*{'length' if self.factor is None else self.factor}"
         return tuple(out)
 
     def __repr__(self) -> str:
@@ -133,10 +137,10 @@ def _shapes(x: MergedBatch, node: Any, axis: int | None) -> list[tuple]:
 
 
 def _shape_of(val: Any, node: Any, axis: int | None) -> list[tuple]:
-    dims = []
+    dims: list[int | None] = []
     for i, d in enumerate(val.shape):
-        if i == (0 if axis is None else axis):
-            dims.append(None)
+        if i == (0 if axis is None else axis) or not isinstance(d, int):
+            dims.append(None)  # the batch, or a length the export keeps dynamic
             continue
         try:
             dims.append(int(d))
@@ -200,6 +204,11 @@ def _operands(x: MergedBatch, node: Any, key: str, args: dict[str, Any], core: i
 
 def _reshape(x: MergedBatch, reader: TorchReader, node: Any, key: str, args: dict[str, Any]) -> Any:
     size = list(args.get("size", args.get("shape")))
+    if x.factor is None:
+        # (B * N, C) back to (B, N, C) with a dynamic length N: the value as it is held
+        if x.axis == 0 and _shape_of(node.meta.get("val"), node, None)[0][1:] == (None, *x.value.shape[2:]):
+            return x.value
+        raise _refuse(node, key, f"reshape to {tuple(size)} of tokens merged with the batch, with a dynamic length")
     if x.axis != 0 and any(d != 1 for d in x.value.shape[1 : x.axis + 1]):
         raise _refuse(node, key, f"reshapes a tensor whose batch is merged into axis {x.axis}, not axis 0")
     if x.axis != 0:  # only size-1 axes before it: the elements are in the same order

@@ -6,6 +6,7 @@ import numpy as np
 
 from ...graph import Value
 from ..registry import register
+from .arithmetic import operand
 from .calls import AtenCall
 
 
@@ -102,3 +103,17 @@ def rms_norm_to_ir(call: AtenCall) -> Value:
     return call.emit(
         "rms_norm", [x], {"axes": tuple(range(x.rank - n, x.rank)), "epsilon": eps}, {} if w is None else {"weight": w}
     )
+
+
+@register("torch->ir", "aten._weight_norm")
+def weight_norm_to_ir(call: AtenCall) -> Value:
+    """torch.nn.utils.(parametrizations.)weight_norm: v * (g / ||v||), the norm over every axis
+    of v but `dim` (over all of them for dim=-1, as torch's norm_except_dim). g and v stay
+    trainable weights and the kernel is computed in the model, so training updates g and v."""
+    v = call.value("v")
+    dim = int(call.args["dim"])
+    axes = tuple(range(v.rank)) if dim == -1 else tuple(a for a in range(v.rank) if a != dim % v.rank)
+    squares = call.emit("square", [v], suffix="_square")
+    total = call.emit("reduce", [squares], {"mode": "sum", "axes": axes, "keepdims": True}, suffix="_sum")
+    scale = call.emit("div", [operand(call, "g", v.rank), call.emit("sqrt", [total], suffix="_norm")], suffix="_scale")
+    return call.emit("mul", [v, scale])

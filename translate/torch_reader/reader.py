@@ -124,6 +124,7 @@ class TorchReader:
         self.example_batch: int | None = None  # the batch size of the export's example inputs
         # sizes the export keeps symbolic besides the batch: symbol -> (graph input, axis) holding it
         self._size_refs: dict[Any, tuple[Value, int]] = {}
+        self._batch_symbols: set[Any] = set()  # the export's symbols for the batch size
 
     # -- constants ------------------------------------------------------------------------
     def per_example_value(self, const: Const) -> Value:
@@ -173,7 +174,10 @@ class TorchReader:
         """A SizeTable as a graph value: the constant at the largest size, cut on each of its
         size axes to the run-time length of the reference value's axis (`size_like`)."""
         shift = max(0, (rank or 0) - table.array.ndim)
-        value = self.constant_value(Const(table.name, table.array), rank)
+        if table.table is not None:  # the index is cut, and the learned table read by it
+            value = self.constant_value(Const(f"{table.name}_index", table.index), rank)
+        else:  # named "<fx name>_table": a bare fx name (add_3) may be a name Keras gives its own ops
+            value = self.constant_value(Const(f"{table.name}_table", table.array), rank)
         for axis, ref, ref_axis in table.axes:
             if axis + shift == 0:
                 raise UnsupportedOpError(
@@ -187,6 +191,15 @@ class TorchReader:
                 name=f"{identifier(table.name)}_cut",
                 source=table.name,
                 source_class="size_like",
+            ).output
+        if table.table is not None:
+            value = self.graph.add_node(
+                "table_lookup",
+                [value],
+                weights={"table": table.table.array},
+                name=identifier(table.table.name),
+                source=table.table.name,
+                source_class="Parameter",
             ).output
         return value
 
@@ -206,8 +219,13 @@ class TorchReader:
         self._batch_only = _batch_only_nodes(ep.graph, self._constant)
         self._batch_values: dict[str, dict[int, Any]] = {}
         self._variants = self._size_variants()
-        self._size_only = _size_only_nodes(ep.graph, self._constant | self._batch_only) if self._variants else set()
+        self._size_only = (
+            _size_only_nodes(ep.graph, self._constant | self._batch_only, self._batch_symbols)
+            if self._variants
+            else set()
+        )
         self._size_values: dict[str, dict[str, Any]] = {}
+        self._size_picks: dict[str, dict[str, Const]] = {}  # size-only calls that pick from a learned table
         # constants that in-place calls write into, and the views they write through
         self._aliased = {a.name for n in ep.graph.nodes if _mutates(n) and n.name in self._live for a in _view_chain(n)}
         self._tensors: dict[str, Any] = {}
@@ -278,6 +296,16 @@ class TorchReader:
             if n.op == "table_lookup" or (n.op == "constant" and n.attrs["trainable"])
         }
         kept |= {f"{n.source}.{w}" for n in self.graph.nodes if n.source for w in n.weights}
+        params = [spec for spec in sig.input_specs if spec.kind == InputKind.PARAMETER]
+        read = {  # a tied parameter is read through any of its names
+            tied.get(spec.target, spec.target)
+            for spec in params
+            if any(u.name in self._live for u in _users(ep.graph, spec.arg.name))
+        }
+        # read by no computation (Wav2Vec2's masked_spec_embed outside training)
+        unused = sorted({tied.get(spec.target, spec.target) for spec in params} - read)
+        if unused:
+            self.graph.meta["unused_parameters"] = unused
         frozen = sorted(self._frozen - kept)
         if frozen:  # folded with other numbers into a constant: say so (ktorch.json, the summary)
             self.graph.meta["frozen_parameters"] = frozen
@@ -429,10 +457,17 @@ class TorchReader:
             and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange, SizeTable)) for a in flat)
             and computed
         ):
-            return self._fold(node, args, kwargs)
-        val = node.meta.get("val")
-        vals = list(val) if isinstance(val, (list, tuple)) else [val]
-        shapes = [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
+            folded = self._fold(node, args, kwargs)
+            if folded is not LEARNED:
+                return folded
+            # arithmetic on a learned tensor (a weight-normed kernel, a conv applied to a fixed
+            # position grid): translated, so that the parameters stay weights training reaches;
+            # where its translator cannot take constants, folded (and the tensor listed as frozen)
+            try:
+                return self.translate(node, key, bound, _meta_shapes(node))
+            except KtorchError:
+                return self._fold(node, args, kwargs, keep_learned=False)
+        shapes = _meta_shapes(node)
         chain = _view_chain(node) if _mutates(node) and key in WRITES else []
         if chain and isinstance(self.env.get(chain[-1].name), Value):
             # an in-place write into a tensor the model computes: later readers see the result
@@ -474,11 +509,14 @@ class TorchReader:
             raise
         except KtorchError as exc:
             raise TorchOpError(f"{call.where}: {exc}") from exc
-        except TypeError as exc:
+        except (TypeError, AttributeError) as exc:
+            sizes = [a for a in _flatten(list(bound.values())) if isinstance(a, SymSize)]
+            if sizes:  # a tensor argument that only a run-time size determines
+                raise call.unsupported(f"takes {sizes[0]!r}, which depends on a size known only at run time") from exc
             dynamic = any(None in s[1:] for s in meta_shapes if s) or any(
                 isinstance(a, Value) and None in a.shape[1:] for a in _flatten(list(bound.values()))
             )
-            if not dynamic:
+            if not dynamic or isinstance(exc, AttributeError):
                 raise
             raise call.unsupported(
                 "needs sizes that the export keeps dynamic (a sequence length or image size known only at run time)"
@@ -562,6 +600,7 @@ class TorchReader:
                     batch.add(expr)
                 else:
                     other.setdefault(expr, size.node.hint)
+        self._batch_symbols = batch
         if not other:
             return {}
         ranges = getattr(ep, "range_constraints", {}) or {}
@@ -593,32 +632,51 @@ class TorchReader:
         variants = self._variants
         key = aten_key(node.target)
 
-        def concrete(arg: Any, name: str) -> Any:
+        def concrete(arg: Any, name: str, swap: Callable[[Const], Any] | None = None) -> Any:
             if isinstance(arg, torch.fx.Node):
+                if swap is not None and arg.name in self._size_picks:
+                    return swap(self._size_picks[arg.name][name])
                 if arg.name in self._size_values:
                     return self._size_values[arg.name][name]
                 if arg.name in self._batch_values:
                     return self._batch_values[arg.name][3 if name == "big3" else 2]
                 v = self.env.get(arg.name)
+                if swap is not None and isinstance(v, Const) and v.learned:
+                    return swap(v)
                 return torch.from_numpy(np.array(v.array)) if isinstance(v, Const) else v
             if isinstance(arg, (list, tuple)):
-                return type(arg)(concrete(a, name) for a in arg)
+                return type(arg)(concrete(a, name, swap) for a in arg)
             return arg
+
+        def run_at(name: str) -> Callable:
+            def run(swap: Callable[[Const], Any] | None = None) -> Any:
+                with torch.no_grad():
+                    return node.target(*concrete(node.args, name, swap), **concrete(dict(node.kwargs), name, swap))
+
+            return run
 
         if not variants:
             return self._call(node)
         try:
-            with torch.no_grad():
-                if key == "aten.sym_size":
-                    expr = node.meta["val"].node.expr
-                    values = {n: int(expr.subs(assign)) for n, assign in variants.items()}
-                else:
-                    values = {
-                        n: node.target(*concrete(node.args, n), **concrete(dict(node.kwargs), n)) for n in variants
-                    }
+            if key == "aten.sym_size":
+                expr = node.meta["val"].node.expr
+                values = {n: int(expr.subs(assign)) for n, assign in variants.items()}
+            else:
+                values = {n: run_at(n)() for n in variants}
         except Exception as exc:  # noqa: BLE001 - report it where a translator meets the value
             return SymSize(f"{node.name} (could not be evaluated: {type(exc).__name__})")
         self._size_values[node.name] = values
+        learned = {n: [a for a in self._size_args(node, n) if isinstance(a, Const) and a.learned] for n in variants}
+        if any(learned.values()):
+            # entries of a learned table picked by indices that depend on the length (T5's
+            # relative-position bias): the index is what is cut at run time
+            picks = {n: _picked(run_at(n), learned[n], values[n]) for n in variants}
+            if any(p is None for p in picks.values()):
+                return SymSize(f"{node.name} (computes with a learned tensor at sizes known only at run time)")
+            self._size_picks[node.name] = {
+                n: Const(node.name, _to_numpy(values[n]), table=p[0], index=p[1]) for n, p in picks.items()
+            }
+            values = {n: torch.from_numpy(p[1]) for n, p in picks.items()}  # the tables below are of indices
         big, big3, small = values["big"], values["big3"], values["small"]
         if not isinstance(big, torch.Tensor):
             if big == small and big == big3:
@@ -648,12 +706,35 @@ class TorchReader:
             cut.append(slice(0, n_small))
         if table.ndim != small.ndim or not torch.equal(table[tuple(cut)], small):
             return SymSize(f"{node.name} (its values change with the length, not only its size)")
+        picked = self._size_picks.get(node.name, {}).get("big")
         if not axes:
+            if picked is not None:
+                index = _to_numpy(table)
+                return Const(node.name, picked.table.array.reshape(-1)[index], table=picked.table, index=index)
             return Const(node.name, _to_numpy(table))
         for _, ref, ref_axis in axes:  # the emitted model takes lengths up to the tables' length
             sym = next(s for s, r in self._size_refs.items() if r == (ref, ref_axis))
             self.graph.meta.setdefault("size_tables", {})[str(sym)] = variants["big"][sym]
+        if picked is not None:
+            index = _to_numpy(table)
+            array = picked.table.array.reshape(-1)[index]
+            return SizeTable(node.name, array, tuple(axes), table=picked.table, index=index)
         return SizeTable(node.name, _to_numpy(table), tuple(axes))
+
+    def _size_args(self, node: Any, name: str) -> list[Any]:
+        """The constants among a size-only call's arguments at size variant `name`: its learned
+        parameters, and the learned entries earlier size-only calls picked."""
+        import torch.fx
+
+        out = []
+        for a in _flatten(list(node.args) + list(node.kwargs.values())):
+            if not isinstance(a, torch.fx.Node):
+                continue
+            if a.name in self._size_picks:
+                out.append(self._size_picks[a.name][name])
+            elif isinstance(self.env.get(a.name), Const):
+                out.append(self.env[a.name])
+        return out
 
     def _check_shapes(self, call: AtenCall, result: Any) -> None:
         outs = (
@@ -672,7 +753,7 @@ class TorchReader:
             ):
                 raise GraphError(f"{call.where}: the translation produced shape {got}, PyTorch computes {expected}")
 
-    def _fold(self, node: Any, args: Any, kwargs: Any) -> Any:
+    def _fold(self, node: Any, args: Any, kwargs: Any, *, keep_learned: bool = True) -> Any:
         """Evaluate a call on constants. The tensors that an in-place call writes into (and
         the views it writes through) are kept as torch tensors, so that the write reaches
         every later reader, as in PyTorch."""
@@ -724,6 +805,14 @@ class TorchReader:
                 picked = _picked(run, learned, out)
                 if picked is not None:
                     return Const(node.name, _to_numpy(out), table=picked[0], index=picked[1])
+                if not _depends_on_values(run, learned, out):
+                    return Const(node.name, _to_numpy(out))  # x.new_zeros(...), zeros_like(w): no weight in it
+                if (
+                    keep_learned
+                    and aten_key(node.target) not in FACTORIES
+                    and lookup("torch->ir", aten_key(node.target)) is not None
+                ):
+                    return LEARNED
                 self._frozen.update(a.name if a.table is None else a.table.name for a in learned)
             return Const(f"{node.name}", _to_numpy(out))
         if isinstance(out, (list, tuple)):
@@ -731,6 +820,31 @@ class TorchReader:
                 Const(f"{node.name}_{i}", _to_numpy(o)) if isinstance(o, torch.Tensor) else o for i, o in enumerate(out)
             ]
         return out
+
+
+def _meta_shapes(node: Any) -> list[tuple]:
+    """The graph shapes of a call's outputs, from the example values torch recorded (() for a non-tensor)."""
+    val = node.meta.get("val")
+    vals = list(val) if isinstance(val, (list, tuple)) else [val]
+    return [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
+
+
+def _depends_on_values(run: Callable, learned: list[Const], out: Any) -> bool:
+    """Whether a call's result changes when its learned arguments take other values (it does
+    not for zeros_like(weight) or a size read from it)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+
+    def other(c: Const) -> Any:
+        t = torch.from_numpy(np.array(c.array))
+        return t + torch.rand(t.shape, generator=gen).to(t.dtype) + 1 if t.is_floating_point() else t
+
+    try:
+        changed = run(other)
+    except Exception:  # noqa: BLE001 - values it cannot take: it reads them
+        return True
+    return not (isinstance(changed, torch.Tensor) and changed.shape == out.shape and torch.equal(changed, out))
 
 
 def _picked(run: Callable, learned: list[Const], out: Any) -> tuple[Const, np.ndarray] | None:
@@ -770,6 +884,9 @@ def _picked(run: Callable, learned: list[Const], out: Any) -> tuple[Const, np.nd
         return None
     return table, np.ascontiguousarray(index.numpy())
 
+
+# `_fold`'s answer for a call that computes with a learned tensor: translate it instead
+LEARNED = object()
 
 # ops that only lay out the elements of their tensor anew: applied to a parameter, the result
 # is still that parameter (a trainable weight), not a frozen constant
@@ -885,7 +1002,7 @@ def _same_rows(a: Any, b: Any) -> bool:
     )
 
 
-def _size_only_nodes(graph: Any, known: set[str]) -> set[str]:
+def _size_only_nodes(graph: Any, known: set[str], batch: set[Any]) -> set[str]:
     """Names of the calls that depend on constants and sizes only, one of them a size kept
     symbolic besides the batch (x.size(1) of a dynamic length); lookups in a table
     (aten.embedding) are translated instead, so that a learned table stays a weight."""
@@ -893,7 +1010,11 @@ def _size_only_nodes(graph: Any, known: set[str]) -> set[str]:
 
     sizes: set[str] = set()
     for n in graph.nodes:
-        if n.op != "call_function" or n.name in known or aten_key(n.target) == "aten.embedding":
+        if (
+            n.op != "call_function"
+            or n.name in known
+            or (aten_key(n.target) == "aten.embedding" and _batch_first(n, batch))
+        ):
             continue
         args = [a for a in _flatten(list(n.args) + list(n.kwargs.values())) if isinstance(a, torch.fx.Node)]
         root = (
@@ -907,6 +1028,17 @@ def _size_only_nodes(graph: Any, known: set[str]) -> set[str]:
         ):
             sizes.add(n.name)
     return sizes
+
+
+def _batch_first(n: Any, batch: set[Any]) -> bool:
+    """Whether an embedding's indices keep a batch (or size-1) first axis (BERT's position ids,
+    (1, length)): then it is translated as an Embedding layer on the ids cut at run time. Indices
+    whose first axis is a length (T5's (query, key) buckets) are picked at conversion time."""
+    indices = n.args[1] if len(n.args) > 1 else n.kwargs.get("indices")
+    val = getattr(indices, "meta", {}).get("val")
+    if val is None or not len(val.shape) or isinstance(val.shape[0], int):
+        return True
+    return getattr(getattr(val.shape[0], "node", None), "expr", None) in batch
 
 
 def _live_nodes(graph: Any) -> set[str]:
@@ -928,6 +1060,11 @@ def _live_nodes(graph: Any) -> set[str]:
             if n.name not in live and any(a.name in live for a in _view_chain(n)):
                 frontier.append(n)
     return live
+
+
+def _users(graph: Any, name: str) -> list[Any]:
+    node = next((n for n in graph.nodes if n.name == name), None)
+    return list(node.users) if node is not None else []
 
 
 def _flatten(obj: Any) -> list[Any]:

@@ -77,6 +77,10 @@ def _dynamic_reshape(call: AtenCall, x: Value, size: list[Any]) -> Value:
     """A reshape of a tensor with a dynamic length (a sequence): torch's own output shape says
     each size; the one it knows only at run time is Keras's -1."""
     target = list(call.meta_shapes[0][1:])
+    if len(size) == x.rank - 1 and x.shape[1] is None and None not in x.shape[2:] and target == list(x.shape[2:]):
+        # (B, N, C) -> (B * N, C) with a dynamic length N (OPT's feed-forward on flattened
+        # tokens): held as it is, the batch merged with the tokens, until a reshape splits them
+        return MergedBatch(x, 0)
     known = [d for d in x.shape[1:] if d is not None]
     same_elements = x.shape[1:].count(None) == 1 and math.prod(known) == math.prod(d for d in target if d is not None)
     batch_first = size[0] is BATCH or size[0] == call.reader.static_batch or (size[0] == -1 and same_elements)
@@ -504,8 +508,6 @@ def arg_reduce_to_ir(call: AtenCall) -> Value:
         )
     axis = call.axis("dim", x.rank)
     _no_batch(call, axis, call.key.split(".")[1])
-    if x.shape[axis] is None:  # the Keras code numbers the positions along the axis when it is built
-        raise call.unsupported(f"{call.key.split('.')[1]} along an axis whose length is dynamic")
     keep = bool(call.args.get("keepdim", False))
     return call.emit("arg_reduce", [x], {"mode": call.key.split(".")[1], "axes": (axis,), "keepdims": keep})
 

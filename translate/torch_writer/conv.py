@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...graph import Node
 from ...graph.errors import GraphError
 from ..registry import register
-from .codegen import TorchEmitter, call, py_literal
+from .codegen import Raw, TorchEmitter, call, py_literal
 
 
 def compact(values: tuple) -> int | tuple:
@@ -60,8 +60,16 @@ def _padded_input(node: Node, em: TorchEmitter, x: str) -> tuple[str, int | tupl
 def conv_to_torch(node: Node, em: TorchEmitter) -> None:
     require_channels_first(node)
     a = node.attrs
-    w = node.weights["weight"]
     x, padding = _padded_input(node, em, em.var(node.inputs[0]))
+    if len(node.inputs) > 1:  # a kernel the model computes (weight_norm): the functional form
+        options = {"stride": compact(a["strides"]), "padding": padding, "dilation": compact(a["dilation"])}
+        kwargs = {k: v for k, v in options.items() if v not in (0, 1)}
+        if a["groups"] != 1:
+            kwargs["groups"] = a["groups"]
+        kernel = Raw(em.var(node.inputs[1]))
+        em.assign(node, call(f"{em.functional()}.conv{a['rank']}d", Raw(x), kernel, **kwargs))
+        return
+    w = node.weights["weight"]
     kwargs: dict = {"kernel_size": compact(a["kernel_size"])}
     if any(s != 1 for s in a["strides"]):
         kwargs["stride"] = compact(a["strides"])

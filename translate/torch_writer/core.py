@@ -25,4 +25,7 @@ def embedding_to_torch(node: Node, em: TorchEmitter) -> None:
     mod = em.module(
         node, call("nn.Embedding", a["input_dim"], a["output_dim"], **kwargs), {"weight": node.weights["weight"]}
     )
+    if a["reverse"]:  # the table read as an output layer (tied weights)
+        em.assign(node, f"{em.functional()}.linear({em.var(node.inputs[0])}, {mod}.weight)")
+        return
     em.assign(node, f"{mod}({em.var(node.inputs[0])})")
