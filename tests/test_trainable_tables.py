@@ -411,6 +411,9 @@ MODELS = {
         "edgenext_xx_small", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), heads=(2, 2, 2, 2), num_classes=10
     ),  # a conv on a fixed position grid
     "timm_coatnet": _coatnet,
+    # q_bias, a zero k_bias buffer and v_bias concatenated into the qkv bias
+    "timm_eva": _timm("eva02_tiny_patch14_224", **VIT),
+    "timm_beit": _timm("beit_base_patch16_224", **VIT),
     **{
         f"hf_{n}": _hf(n)
         for n in ("bert", "gpt2", "gpt2_lm", "t5", "whisper", "wav2vec2", "clip_text", "clip_vision", "bart")
