@@ -276,6 +276,48 @@ def test_conv_on_a_fixed_grid_stays_trainable(tmp_path):
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
 
 
+class ZeroKeyBias(torch.nn.Module):
+    """EVA's and BEiT's attention bias in miniature: q and v biases are parameters, the key's
+    is a zero buffer, concatenated into the bias of one q/k/v projection."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = torch.nn.Parameter(torch.randn(dim))
+        self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+        self.v_bias = torch.nn.Parameter(torch.randn(dim))
+        self.proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x):
+        qkv_bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        q, k, v = torch.nn.functional.linear(x, self.qkv.weight, qkv_bias).chunk(3, dim=-1)
+        return self.proj(q * torch.tanh(k) + v)
+
+
+def test_concatenated_bias_keeps_its_zero_third_fixed(tmp_path):
+    """The cat of parameters and a buffer is no batch-axis concatenation: it is computed in the
+    Keras model, so q_bias and v_bias train and the key's zero third stays zero."""
+    import keras
+
+    torch.manual_seed(0)
+    module = randomize(ZeroKeyBias())
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(2))
+    result = convert(module, (x,), tmp_path / "qkv")  # parity at batch 2 and 3, trainable counts equal
+    model = result.keras_model
+    q_bias = next(w for w in model.trainable_weights if np.array_equal(np.asarray(w), module.q_bias.detach().numpy()))
+    v_bias = next(w for w in model.trainable_weights if np.array_equal(np.asarray(w), module.v_bias.detach().numpy()))
+    (k_bias,) = [w for w in model.non_trainable_weights if tuple(w.shape) == (16,)]
+    assert not np.asarray(k_bias).any()
+    # one training step: the gradient reaches q_bias and v_bias, as in PyTorch; the zero stays
+    before = {id(w): np.asarray(w).copy() for w in (q_bias, v_bias)}
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.train_on_batch(x.numpy(), np.ones((2, 5, 16), np.float32))
+    assert not np.asarray(k_bias).any()
+    assert all(not np.array_equal(np.asarray(w), before[id(w)]) for w in (q_bias, v_bias))
+    code = (result.out / "model.py").read_text()
+    assert "keras.ops.concatenate([q_bias, k_bias, v_bias]" in code and "Dense(units=48, use_bias=False" in code
+
+
 def _coatnet():
     timm = pytest.importorskip("timm")
     from timm.models.maxxvit import MaxxVit, MaxxVitCfg, MaxxVitTransformerCfg
@@ -369,6 +411,9 @@ MODELS = {
         "edgenext_xx_small", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), heads=(2, 2, 2, 2), num_classes=10
     ),  # a conv on a fixed position grid
     "timm_coatnet": _coatnet,
+    # q_bias, a zero k_bias buffer and v_bias concatenated into the qkv bias
+    "timm_eva": _timm("eva02_tiny_patch14_224", **VIT),
+    "timm_beit": _timm("beit_base_patch16_224", **VIT),
     **{
         f"hf_{n}": _hf(n)
         for n in ("bert", "gpt2", "gpt2_lm", "t5", "whisper", "wav2vec2", "clip_text", "clip_vision", "bart")

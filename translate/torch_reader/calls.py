@@ -155,6 +155,9 @@ class AtenCall:
     # down to the written one; the translator returns (the tensor after the write, the view)
     written: Value | None = None
     views: tuple[tuple[str, tuple], ...] = ()
+    # computed from parameters and buffers only (EVA's cat of q_bias, a zero k_bias buffer and
+    # v_bias): no axis is the batch, so axis 0 is an ordinary axis of the tensor
+    unbatched: bool = False
 
     @property
     def graph(self) -> Graph:

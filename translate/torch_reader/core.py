@@ -27,6 +27,7 @@ def _tied_embedding(call: AtenCall) -> Node | None:
 @register("torch->ir", "aten.linear")
 def linear_to_ir(call: AtenCall) -> Value:
     x = call.value("input")
+    bias = call.args.get("bias")
     table = _tied_embedding(call)
     if table is not None:
         # the tied table read as an output layer: one weight, as in PyTorch (the nodes of one
@@ -34,38 +35,40 @@ def linear_to_ir(call: AtenCall) -> Value:
         out = call.emit("embedding", [x], {**table.attrs, "reverse": True}, dict(table.weights))
         out.source = out.source or call.module
         out.producer.source = table.source
-        bias = call.args.get("bias")
-        if bias is None:
-            return out
-        return call.emit("add", [out, call.reader.constant_value(call.args["bias"], out.rank)], suffix="_bias")
-    if isinstance(call.args["weight"], Value):
+    elif isinstance(call.args["weight"], Value):
         # a weight the model computes (weight_norm's g * v / ||v||): x @ weight.T on the value
         batch = "abcdefgh"[: x.rank - 1]
         out = call.emit("einsum", [x, call.args["weight"]], {"equation": f"{batch}i,oi->{batch}o"})
-        bias = call.args.get("bias")
-        if bias is None:
+    else:
+        w = call.const("weight")
+        weights = {"weight": w}
+        if isinstance(bias, Const):
+            weights["bias"] = bias.array
+        out = call.emit("dense", [x], {"units": int(w.shape[0]), "use_bias": "bias" in weights}, weights)
+        if isinstance(bias, Const):
             return out
-        return call.emit("add", [out, call.reader.constant_value(bias, out.rank)], suffix="_bias")
-    w = call.const("weight")
-    weights = {"weight": w}
-    bias = call.const("bias", optional=True)
-    if bias is not None:
-        weights["bias"] = bias
-    return call.emit("dense", [x], {"units": int(w.shape[0]), "use_bias": bias is not None}, weights)
+    return out if bias is None else _add_bias(call, out, bias)
 
 
-def _matmul(call: AtenCall, a_name: str, b_name: str, bias: np.ndarray | None = None) -> Value:
+def _add_bias(call: AtenCall, out: Value, bias: Const | Value) -> Value:
+    """out + bias, where the bias is a parameter that no layer holds (a tied head's bias) or
+    one the model computes (EVA's torch.cat((q_bias, k_bias, v_bias)) with a zero k_bias
+    buffer: q_bias and v_bias stay trainable, the zero third stays a fixed zero)."""
+    value = bias if isinstance(bias, Value) else call.reader.constant_value(bias, out.rank)
+    return call.emit("add", [out, value], suffix="_bias")
+
+
+def _matmul(call: AtenCall, a_name: str, b_name: str, bias: Const | Value | None = None) -> Value:
     a, b = call.args[a_name], call.args[b_name]
     if isinstance(b, Const) and b.array.ndim == 2 and isinstance(a, Value):
-        # x @ W with a parameter W is a Dense layer with kernel W
+        # x @ W with a parameter W is a Dense layer with kernel W (and the bias, if a parameter)
         weights = {"weight": np.ascontiguousarray(b.array.T)}
-        if bias is not None:
-            weights["bias"] = bias
-        return call.emit("dense", [a], {"units": int(b.array.shape[1]), "use_bias": bias is not None}, weights)
+        if isinstance(bias, Const):
+            weights["bias"] = bias.array
+        y = call.emit("dense", [a], {"units": int(b.array.shape[1]), "use_bias": "bias" in weights}, weights)
+        return y if bias is None or "bias" in weights else _add_bias(call, y, bias)
     y = call.emit("matmul", [call.value(a_name), call.value(b_name)])
-    if bias is not None:
-        y = call.emit("add", [y, call.reader.constant_value(Const(f"{call.name}_bias", bias))], suffix="_bias")
-    return y
+    return y if bias is None else _add_bias(call, y, bias)
 
 
 @register("torch->ir", "aten.matmul", "aten.mm", "aten.bmm")
@@ -78,7 +81,7 @@ def matmul_to_ir(call: AtenCall) -> Value:
 def addmm_to_ir(call: AtenCall) -> Value:
     if call.args.get("beta", 1) != 1 or call.args.get("alpha", 1) != 1:
         raise call.unsupported("addmm with beta or alpha other than 1")
-    return _matmul(call, "mat1", "mat2", bias=call.const("self"))
+    return _matmul(call, "mat1", "mat2", bias=call.args["self"])
 
 
 @register("torch->ir", "aten.baddbmm")

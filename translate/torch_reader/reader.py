@@ -120,6 +120,7 @@ class TorchReader:
         self._leaf_calls: dict[str, int] = {}
         self._scalars = 0
         self._frozen: set[str] = set()  # learned tables that a folded computation froze into a constant
+        self._unbatched: set[Value] = set()  # values computed from parameters and buffers only: no batch axis
         self.static_batch: int | None = None  # the batch size of an export without a dynamic batch
         self.example_batch: int | None = None  # the batch size of the export's example inputs
         # sizes the export keeps symbolic besides the batch: symbol -> (graph input, axis) holding it
@@ -452,11 +453,7 @@ class TorchReader:
         )  # arange(7) has no tensor argument
         if key == "aten.embedding" and learned_rows(bound) is not None:
             computed = False  # rows of a learned table (BERT's position embeddings): they stay a trainable weight
-        if (
-            self.options.fold_constants
-            and not any(isinstance(a, (Value, SymbolicBatch, BatchExpr, BatchRange, SizeTable)) for a in flat)
-            and computed
-        ):
+        if self.options.fold_constants and not any(isinstance(a, (Value, *_BATCHED)) for a in flat) and computed:
             folded = self._fold(node, args, kwargs)
             if folded is not LEARNED:
                 return folded
@@ -464,7 +461,7 @@ class TorchReader:
             # position grid): translated, so that the parameters stay weights training reaches;
             # where its translator cannot take constants, folded (and the tensor listed as frozen)
             try:
-                return self.translate(node, key, bound, _meta_shapes(node))
+                return self._translate_unbatched(node, key, bound)
             except KtorchError:
                 return self._fold(node, args, kwargs, keep_learned=False)
         shapes = _meta_shapes(node)
@@ -475,7 +472,18 @@ class TorchReader:
             new, view = self.translate(node, key, bound, shapes, written=self.env[chain[-1].name], views=views)
             self.env[chain[-1].name] = new
             return view
+        values = [a for a in flat if isinstance(a, Value)]
+        if values and all(v in self._unbatched for v in values) and not any(isinstance(a, _BATCHED) for a in flat):
+            return self._translate_unbatched(node, key, bound)  # further arithmetic on parameters only
         return self.translate(node, key, bound, shapes)
+
+    def _translate_unbatched(self, node: Any, key: str, bound: dict[str, Any]) -> Any:
+        """A call on parameters and buffers only (EVA's torch.cat((q_bias, k_bias, v_bias))):
+        translated with no axis taken for the batch, its results remembered as such, so that
+        a call on them (F.linear's computed bias) is one too."""
+        result = self.translate(node, key, bound, _meta_shapes(node, batch=False), unbatched=True)
+        self._unbatched.update(v for v in _flatten([result]) if isinstance(v, Value))
+        return result
 
     def translate(self, node: Any, key: str, bound: dict[str, Any], meta_shapes: list[tuple], **extra: Any) -> Any:
         """Hand one ATen call to its translator; `meta_shapes` are the shapes its outputs
@@ -822,11 +830,12 @@ class TorchReader:
         return out
 
 
-def _meta_shapes(node: Any) -> list[tuple]:
-    """The graph shapes of a call's outputs, from the example values torch recorded (() for a non-tensor)."""
+def _meta_shapes(node: Any, *, batch: bool = True) -> list[tuple]:
+    """The graph shapes of a call's outputs, from the example values torch recorded (() for a
+    non-tensor); with `batch`, axis 0 is the batch (None)."""
     val = node.meta.get("val")
     vals = list(val) if isinstance(val, (list, tuple)) else [val]
-    return [_shape(v, batch=True, where=node.name) if hasattr(v, "shape") else () for v in vals]
+    return [_shape(v, batch=batch, where=node.name) if hasattr(v, "shape") else () for v in vals]
 
 
 def _depends_on_values(run: Callable, learned: list[Const], out: Any) -> bool:
@@ -887,6 +896,9 @@ def _picked(run: Callable, learned: list[Const], out: Any) -> tuple[Const, np.nd
 
 # `_fold`'s answer for a call that computes with a learned tensor: translate it instead
 LEARNED = object()
+
+# arguments that carry the batch size: a call that takes one is not on parameters only
+_BATCHED = (SymbolicBatch, BatchExpr, BatchRange, SizeTable)
 
 # ops that only lay out the elements of their tensor anew: applied to a parameter, the result
 # is still that parameter (a trainable weight), not a frozen constant

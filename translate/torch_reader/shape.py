@@ -23,7 +23,7 @@ _BIG = 2**62
 
 
 def _no_batch(call: AtenCall, axis: int, what: str) -> None:
-    if axis == 0:
+    if axis == 0 and not call.unbatched:
         raise call.unsupported(f"{what} on the batch axis (axis 0); the emitted model keeps a dynamic batch")
 
 
