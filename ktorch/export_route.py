@@ -587,12 +587,18 @@ def read_keras_export(
             used.add(name)
     for v, spec in zip(graph.outputs, info["outputs"]):
         v.source = spec["name"]
+    if info.get("output_keys"):  # dict outputs are named by their keys (translate.runtime.keras_outputs)
+        graph.meta["output_names"] = list(info["output_keys"])
+    # checked with tokenizer-like masks (left and right padding), see verify.runners.padding_masks
+    graph.meta["padding_masks"] = [spec["name"] for spec in info["inputs"] if spec.get("padding_mask")]
     source = {
         "file": path.name, "sha256": sha256(path), "format": "keras", "keras_version": info.get("keras_version"),
         "class": info["model"]["class"], "module": info["model"]["module"],
     }  # fmt: skip
     if custom_objects:
         source["custom_objects"] = custom_objects
+    if info.get("attention"):  # KerasHub's attention captured on the path it takes on TensorFlow
+        source["attention"] = info["attention"]
     state = {"path": path, "capture": capture, "custom_objects": custom_objects}
     return Read(graph, label=str(src), desc=path.name, source=source, state=state)
 
@@ -621,20 +627,12 @@ def check_export_source(read: Read, staging: Path, manifest: dict[str, Any], opt
     """Keras (on TensorFlow here) runs the source; its KerasHub package or the user's module of
     custom objects is imported first, so that the file's classes load."""
     from .verify.parity import check_keras_to_torch
-    from .verify.runners import make_inputs
 
     path = read.state["path"]
     prepare_keras_source(path, custom_objects=read.state.get("custom_objects"), trust_code=options.trust_code)
-    inputs = options.inputs
-    if inputs is None:
-        inputs = make_inputs(manifest["inputs"], seed=options.seed)
-        for spec, array in zip(manifest["inputs"], inputs):
-            if "mask" in spec["name"] and array.ndim >= 2:
-                # every example keeps its first token: a fully masked row (a causal model's first
-                # position) is undefined, and Keras's TensorFlow and torch backends disagree there
-                array[:, 0] = 1
+    # seeded inputs unless given; a padding mask is left- and right-padded (manifest `padding_mask`)
     return check_keras_to_torch(
-        path, staging, manifest=manifest, inputs=inputs, seed=options.seed, tolerance=options.tolerance,
+        path, staging, manifest=manifest, inputs=options.inputs, seed=options.seed, tolerance=options.tolerance,
         trust_code=options.trust_code,
     )  # fmt: skip
 
