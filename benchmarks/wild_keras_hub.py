@@ -107,8 +107,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "xception": (
         "XceptionBackbone",
         dict(
-            stackwise_conv_filters=[[8, 16], [16, 16], [32, 32]],
-            stackwise_pooling=[False, True, True],
+            # a middle block adds its input back: it pools (stride 2) exactly when its width changes
+            # (then a stride-2 pointwise conv matches the residual), as in the presets
+            stackwise_conv_filters=[[8, 16], [32, 32], [32, 32]],
+            stackwise_pooling=[False, True, False],
             image_shape=IMAGE,
         ),
     ),
