@@ -590,7 +590,9 @@ def read_keras_export(
     if info.get("output_keys"):  # dict outputs are named by their keys (translate.runtime.keras_outputs)
         graph.meta["output_names"] = list(info["output_keys"])
     # checked with tokenizer-like masks (left and right padding), see verify.runners.padding_masks
-    graph.meta["padding_masks"] = [spec["name"] for spec in info["inputs"] if spec.get("padding_mask")]
+    masks = [spec["name"] for spec in info["inputs"] if spec.get("padding_mask")]
+    if masks:
+        graph.meta["padding_masks"] = masks
     source = {
         "file": path.name, "sha256": sha256(path), "format": "keras", "keras_version": info.get("keras_version"),
         "class": info["model"]["class"], "module": info["model"]["module"],

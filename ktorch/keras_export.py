@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
+from .graph.queries import is_padding_mask
 from .translate.runtime import keras_outputs, output_keys
 
 PROGRAM = "program.pt2"
@@ -209,7 +210,7 @@ def _example_inputs(model: Any, seed: int) -> tuple[list[Any], list[dict[str, An
             else:
                 low, high = 0, int(vocabulary or (min(embeddings) if embeddings else 2))
             spec["range"] = [low, high]
-            if "mask" in name and len(shape) == 2:  # (batch, sequence): a tokenizer's padding mask
+            if is_padding_mask(name, dtype, len(shape)):
                 spec["padding_mask"] = True
                 t = torch.from_numpy(padding_masks(np.random.default_rng(seed), shape[0], shape[1]))
             else:

@@ -24,6 +24,7 @@ from ...graph.errors import (
     UnsupportedOpError,
     UntrustedCodeError,
 )
+from ...graph.queries import is_padding_mask
 from ..registry import lookup
 from .calls import (
     KerasLayerError,
@@ -173,6 +174,9 @@ class KerasReader:
         else:
             raise ModelFileError(f"{self.kfile.path}: the top-level object is a {cfg['class_name']}, not a model")
         self.graph.outputs = outputs
+        masks = [v.source or v.name for v in self.graph.inputs if is_padding_mask(v.source or v.name, v.dtype, v.rank)]
+        if masks:  # checked with left- and right-padded rows (verify.runners.padding_masks)
+            self.graph.meta["padding_masks"] = masks
         declared = model_cfg.get("output_layers")
         if isinstance(declared, dict) and len(declared) == len(outputs):
             # dict outputs are named by their keys, in the order the model declares them (see
