@@ -599,6 +599,8 @@ def read_keras_export(
     }  # fmt: skip
     if custom_objects:
         source["custom_objects"] = custom_objects
+    if info.get("stored_values"):  # recomputed by their layer when Keras loads the file: the file's values
+        source["stored_values"] = info["stored_values"]
     if info.get("attention"):  # KerasHub's attention captured on the path it takes on TensorFlow
         source["attention"] = info["attention"]
     state = {"path": path, "capture": capture, "custom_objects": custom_objects}

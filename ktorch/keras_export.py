@@ -301,6 +301,60 @@ def tensorflow_attention_path() -> Any:
             setattr(sys.modules[name], function, original)
 
 
+@contextlib.contextmanager
+def stored_values() -> Any:
+    """While Keras loads a file: where a layer's own `load_own_variables` sets a variable to
+    something else than the file stores for it, put the stored value back; yields the paths of
+    those variables. The capture then holds the file's weights.
+
+    DINOv2 (and SAM3) recompute their resized position embeddings when loaded, with a bicubic
+    resize whose kernel differs between Keras's backends (a = -0.75 on torch, -0.5 on
+    TensorFlow), so Keras on torch would hold other numbers than Keras on TensorFlow, ktorch's
+    reference, which recomputes exactly the stored value from a file saved there. Only layers
+    defined outside Keras itself (KerasHub, user code) are watched; a layer's store holds its own
+    variables by position, as Keras's default `load_own_variables` reads them."""
+    import keras
+    import numpy as np
+
+    restored: list[str] = []
+    classes, pending = [], [keras.Layer]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        module = cls.__module__ or ""
+        if "load_own_variables" in vars(cls) and not (module == "keras" or module.startswith("keras.")):
+            classes.append(cls)
+
+    def watched(original: Any) -> Any:
+        def load_own_variables(self: Any, store: Any) -> None:
+            original(self, store)
+            own = list(getattr(self, "_trainable_variables", [])) + list(getattr(self, "_non_trainable_variables", []))
+            for i, variable in enumerate(own):
+                if str(i) not in store:
+                    continue
+                stored = np.asarray(store[str(i)])
+                current = keras.ops.convert_to_numpy(variable.value)
+                if (
+                    stored.shape == current.shape
+                    and stored.dtype == current.dtype
+                    and not np.array_equal(stored, current)
+                ):
+                    variable.assign(stored)
+                    if variable.path not in restored:
+                        restored.append(variable.path)
+
+        return load_own_variables
+
+    originals = {cls: vars(cls)["load_own_variables"] for cls in classes}
+    for cls, original in originals.items():
+        cls.load_own_variables = watched(original)
+    try:
+        yield restored
+    finally:
+        for cls, original in originals.items():
+            cls.load_own_variables = original
+
+
 def _export(model: Any, examples: list[Any]) -> Any:
     import keras
     import torch
@@ -396,13 +450,17 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
     if keras.backend.backend() != "torch":
         raise ExportCaptureError(f"the export worker needs KERAS_BACKEND=torch, not {keras.backend.backend()}")
     objects = _import_packages(src, custom_objects)
+    restored: list[str] = []
     try:
         if src.is_dir():  # a Keras model ktorch wrote: its model.py builds it (on any backend)
             from .translate.runtime import import_emitted
 
             model = import_emitted(src).load()
         else:
-            model = keras.saving.load_model(str(src), custom_objects=objects, compile=False, safe_mode=not trust_code)
+            with stored_values() as restored:
+                model = keras.saving.load_model(
+                    str(src), custom_objects=objects, compile=False, safe_mode=not trust_code
+                )
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds
         missing = _missing_class_message(src, exc)
         if missing is not None:
@@ -439,6 +497,8 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
         "constants": constants,
         "output_keys": keys,  # a dict's keys, in the order of `outputs` (None: not a dict)
     }
+    if restored:  # variables a layer recomputes when loaded: the capture holds the file's values
+        info["stored_values"] = restored
     if unfused:
         info["attention"] = "masked softmax, as KerasHub computes it on TensorFlow (not its fused path)"
     torch.export.save(program, str(out / PROGRAM))

@@ -259,3 +259,55 @@ def test_llama_left_padding(tmp_path: Path) -> None:
     assert (padding.sum(axis=1) >= 1).all()
     again = check_keras_to_torch(src, result.out, inputs=arrays)
     assert again.passed and again.worst_rel < 1e-5, again
+
+
+RECOMPUTING_MODULE = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="recomputing_layers")
+class DerivedTable(keras.layers.Layer):
+    """Adds a table derived from a stored base, computed when built and again when loaded, by a
+    computation that differs between backends (as DINOv2's bicubic resize of its position
+    embeddings does)."""
+
+    def build(self, input_shape):
+        self.base = self.add_weight(shape=(input_shape[-1],), name="base", initializer="random_normal")
+        self.table = self.add_weight(shape=(input_shape[-1],), name="table", initializer="zeros")
+        self.table.assign(self.derive(self.base))
+
+    def derive(self, base):
+        shift = 0.25 if keras.backend.backend() == "torch" else 0.0
+        return keras.ops.convert_to_tensor(base) * 2.0 + shift
+
+    def load_own_variables(self, store):
+        self.base.assign(store["0"])
+        self.table.assign(self.derive(self.base))
+
+    def call(self, x):
+        return x + self.table
+'''
+
+
+@pytest.mark.slow
+def test_variables_recomputed_at_load_keep_the_stored_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras: Any
+) -> None:
+    """A layer that recomputes a variable when loaded, differently on torch than on TensorFlow:
+    the capture holds the file's value (what Keras on TensorFlow recomputes), and says so."""
+    import ktorch
+
+    (tmp_path / "recomputing_layers.py").write_text(textwrap.dedent(RECOMPUTING_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    import recomputing_layers
+
+    inputs = keras.Input((5,), name="features")
+    model = keras.Model(inputs, recomputing_layers.DerivedTable(name="derived")(inputs), name="derived_model")
+    src = tmp_path / "derived.keras"
+    model.save(src)
+    result = ktorch.convert(
+        src, tmp_path / "derived_torch", route="export", custom_objects="recomputing_layers", trust_code=True
+    )
+    assert result.parity.passed and result.parity.worst_rel < 1e-6, result.parity
+    assert result.manifest["source"]["stored_values"] == ["derived/table"]
