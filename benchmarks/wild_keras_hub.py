@@ -225,6 +225,12 @@ def run_one(name: str, workdir: Path) -> dict:
     again = verify_conversion(src, result.out, batches=(3,), mode="outputs")
     worst_b3 = max((c.max_rel for run in again.runs for c in run.outputs), default=None)
     passed = bool(result.parity and result.parity.passed and again.exit_code == 0)
+    if not passed:  # one line: what differs at batch 3 (batch 2 failures raise above)
+        worst_output = max((c for run in again.runs for c in run.outputs), key=lambda c: c.max_rel, default=None)
+        where = f" at output {worst_output.name}" if worst_output is not None else ""
+        row["error"] = (
+            f"batch 3: {again.error or again.status}, max rel {worst_b3 if worst_b3 is not None else '?'}{where}"
+        )
     row.update(
         status="pass" if passed else "mismatch",
         worst_rel_b3=worst_b3,
@@ -269,11 +275,12 @@ def main() -> int:
             args.json.write_text(json.dumps(rows, indent=1))
     passed = sum(r["status"] == "pass" for r in rows)
     print(f"\n{passed}/{len(rows)} pass")
-    print("| model | status | route | worst rel err | seconds | transposes | note |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | status | route | worst rel err (batch 2) | batch 3 | seconds | transposes | note |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         err = "" if r.get("worst_rel") is None else f"{r['worst_rel']:.2g}"
-        cells = [r["model"], r["status"], r.get("route", ""), err, r.get("seconds", ""), r.get("transposes", "")]
+        err3 = "" if r.get("worst_rel_b3") is None else f"{r['worst_rel_b3']:.2g}"
+        cells = [r["model"], r["status"], r.get("route", ""), err, err3, r.get("seconds", ""), r.get("transposes", "")]
         cells.append(r.get("error", ""))
         print("| " + " | ".join(str(c) for c in cells) + " |")
     return 0
