@@ -265,10 +265,14 @@ def main() -> int:
             row = (
                 json.loads(line[4:])
                 if line
-                else {"model": name, "status": "crash", "error": (proc.stderr or "").strip().splitlines()[-1:]}
+                else {
+                    "model": name,
+                    "status": "crash",
+                    "error": ((proc.stderr or "").strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200],
+                }
             )
         except subprocess.TimeoutExpired:
-            row = {"model": name, "status": "timeout"}
+            row = {"model": name, "status": "timeout", "error": f"no result within {args.timeout:.0f} s"}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:
