@@ -225,14 +225,19 @@ def run_one(name: str, workdir: Path) -> dict:
     again = verify_conversion(src, result.out, batches=(3,), mode="outputs")
     worst_b3 = max((c.max_rel for run in again.runs for c in run.outputs), default=None)
     passed = bool(result.parity and result.parity.passed and again.exit_code == 0)
-    if not passed:  # one line: what differs at batch 3 (batch 2 failures raise above)
+    fixed = m.get("source", {}).get("batch")
+    if passed and fixed:  # the program runs one batch size only (verify checks that one again)
+        row.update(
+            status="fixed batch", error=f"exported at batch {fixed} only: {m['source'].get('batch_reason', '')}"[:240]
+        )
+    elif not passed:  # one line: what differs at batch 3 (batch 2 failures raise above)
         worst_output = max((c for run in again.runs for c in run.outputs), key=lambda c: c.max_rel, default=None)
         where = f" at output {worst_output.name}" if worst_output is not None else ""
         row["error"] = (
             f"batch 3: {again.error or again.status}, max rel {worst_b3 if worst_b3 is not None else '?'}{where}"
         )
     row.update(
-        status="pass" if passed else "mismatch",
+        status=row.get("status") or ("pass" if passed else "mismatch"),
         worst_rel_b3=worst_b3,
         batch3=again.error or again.status,
         route=m.get("route", {}).get("name"),

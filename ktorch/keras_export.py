@@ -379,8 +379,11 @@ def _export(model: Any, examples: list[Any]) -> Any:
             return torch.export.export(
                 wrapper, tuple(examples), dynamic_shapes=(tuple({0: batch} for _ in examples),), strict=False
             )
-        except Exception:  # noqa: BLE001 - a model may not export with a symbolic batch; try the examples' batch
-            return torch.export.export(wrapper, tuple(examples), strict=False)
+        except Exception as exc:  # noqa: BLE001 - a model may not export with a symbolic batch; try the examples' batch
+            program = torch.export.export(wrapper, tuple(examples), strict=False)
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            program.ktorch_static_reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+            return program
 
 
 def _name_constants(program: Any, model: Any) -> dict[str, dict[str, Any]]:
@@ -497,6 +500,9 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
         "constants": constants,
         "output_keys": keys,  # a dict's keys, in the order of `outputs` (None: not a dict)
     }
+    reason = getattr(program, "ktorch_static_reason", None)
+    if reason:  # exported at the examples' batch only: why a symbolic batch failed
+        info["static_batch"] = {"size": len(examples[0]) if examples else None, "why": reason}
     if restored:  # variables a layer recomputes when loaded: the capture holds the file's values
         info["stored_values"] = restored
     if unfused:

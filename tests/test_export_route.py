@@ -311,3 +311,26 @@ def test_variables_recomputed_at_load_keep_the_stored_values(
     )
     assert result.parity.passed and result.parity.worst_rel < 1e-6, result.parity
     assert result.manifest["source"]["stored_values"] == ["derived/table"]
+
+
+@pytest.mark.slow
+def test_alibi_positions_cumsum_and_leading_unsqueeze(tmp_path: Path, keras: Any) -> None:
+    """Falcon's ALiBi: positions from a cumulative sum of the padding mask (int32, which torch
+    would sum as int64), and `transpose(expand_dims(alibi, 0), [1, 2, 0, 3])`, which puts the new
+    axis behind the batch (the PyTorch reader keeps the batch axis first)."""
+
+    ops = keras.ops
+    padding = keras.Input((6,), dtype="int32", name="padding_mask")
+    features = keras.Input((6, 4), name="features")
+    mask = ops.cast(padding, "int32")
+    positions = (ops.cumsum(mask, axis=-1) - 1) * mask
+    alibi = ops.cast(positions[:, None, :], "float32") * ops.convert_to_tensor([[0.5], [0.25]])
+    alibi = ops.transpose(ops.expand_dims(alibi, 0), [1, 2, 0, 3])  # (batch, heads, 1, sequence)
+    scores = keras.layers.Dense(6, name="scores")(features)[:, None, :, :]
+    model = keras.Model({"padding_mask": padding, "features": features}, alibi + scores, name="alibi")
+    randomize_weights(model)
+    result = _convert(model, tmp_path, "alibi", route="export")
+    assert result.manifest["inputs"][1].get("padding_mask") is True
+    forward = _forward(result.out)
+    assert ".cumsum(1, dtype=torch.int32)" in forward, forward
+    assert ".unsqueeze(2)" in forward, forward
