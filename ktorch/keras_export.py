@@ -381,7 +381,11 @@ def _export(model: Any, examples: list[Any]) -> Any:
             )
         except Exception as exc:  # noqa: BLE001 - a model may not export with a symbolic batch; try the examples' batch
             program = torch.export.export(wrapper, tuple(examples), strict=False)
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            lines = [  # the first line of torch's own message, not its advice to try draft_export
+                line.strip()
+                for line in str(exc).splitlines()
+                if line.strip() and not line.startswith("The error above occurred")
+            ]
             program.ktorch_static_reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
             return program
 
