@@ -45,6 +45,9 @@ CASES = {
         torch.all(x[..., :2] <= 0.5, dim=-1, keepdim=True), torch.zeros_like(x), x
     ),
     "ones_like_full_like": lambda x: x * torch.ones_like(x) + torch.full_like(x, 0.25),
+    # KerasHub Qwen3: logical_and(int padding mask, bool sliding window); non-bool counts as != 0
+    "logical_and_int_bool": lambda x: torch.logical_and(steps(x).int(), x[:, :1] < 1).float() * x,
+    "logical_and_int_int": lambda x: torch.logical_and(steps(x).long(), (x > 0).int()).float(),
 }
 
 
