@@ -64,3 +64,10 @@ def layout_name(rank: int, channels_first: bool) -> str | None:
     """'NCHW', 'NHWC', 'NCL', ... for image/sequence data of `rank` (None for other ranks)."""
     names = _LAYOUT_NAMES.get(rank)
     return None if names is None else names[1 if channels_first else 0]
+
+
+def is_padding_mask(name: str, dtype: str, rank: int) -> bool:
+    """Whether a model input holds a tokenizer's padding mask (1 = token, 0 = padding), by the
+    names Keras models give one (`padding_mask`, `encoder_padding_mask`, `attention_mask`): an
+    integer or bool (batch, sequence) tensor. Its checks feed it left- and right-padded rows."""
+    return "mask" in name.lower() and rank == 2 and (dtype.startswith(("int", "uint")) or dtype == "bool")

@@ -105,7 +105,8 @@ def lower_program(program: Any) -> dict[str, int]:
       indexing does): `ids` (ids are valid, non-negative indices);
     - `where(cond, a, b)` on floats (a masked softmax): `a * cond + b * (1 - cond)`, exact
       for finite a and b;
-    - `tile(x, [batch, 1, ...])` of a one-row x (a class token): `expand(x, [batch, -1, ...])`.
+    - `tile(x, [batch, 1, ...])` of a one-row x (a class token): `expand(x, [batch, -1, ...])`;
+    - `permute(unsqueeze(x, 0), perm)` that keeps x's axes in order: `unsqueeze(x, perm.index(0))`.
     """
     import torch
     import torch.fx
@@ -134,6 +135,13 @@ def lower_program(program: Any) -> dict[str, int]:
             node.args = (node.args[0], _movedim_perm(node))
             node.target = aten.permute.default
             counts["moveaxis"] += 1
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target == aten.permute.default and _moves_new_leading_axis(node):
+            x, perm = _past_same_dtype_casts(node.args[0]).args[0], node.args[1]
+            with graph.inserting_before(node):
+                out = _insert_call(graph, node, aten.unsqueeze.default, x, list(perm).index(0))
+            node.replace_all_uses_with(out)
+            counts["unsqueeze"] += 1
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in (
             aten.where.self,
@@ -253,6 +261,38 @@ def _movedim_perm(node: Any) -> list[int]:
         perm[d] = s
     it = iter(rest)
     return [p if p >= 0 else next(it) for p in perm]
+
+
+def _moves_new_leading_axis(node: Any) -> bool:
+    """permute(unsqueeze(x, 0), perm) where perm keeps x's axes in order: the new axis lands
+    at perm.index(0) (Falcon's ALiBi: expand_dims(alibi, 0) then transpose [1, 2, 0, 3]), so
+    it is unsqueeze(x, perm.index(0)), which keeps the batch axis first."""
+    import torch
+    import torch.fx
+
+    inner, perm = _past_same_dtype_casts(node.args[0]), list(node.args[1])
+    if not (isinstance(inner, torch.fx.Node) and inner.op == "call_function"):
+        return False
+    if inner.target != torch.ops.aten.unsqueeze.default or inner.args[1] not in (0, -len(perm)):
+        return False
+    return [p for p in perm if p != 0] == list(range(1, len(perm)))
+
+
+def _past_same_dtype_casts(x: Any) -> Any:
+    """The fx node behind `x`'s casts to its own dtype (the backend's `to.dtype_layout` noise)."""
+    import torch
+    import torch.fx
+
+    while (
+        isinstance(x, torch.fx.Node)
+        and x.op == "call_function"
+        and x.target in (torch.ops.aten.to.dtype_layout, torch.ops.aten.to.dtype, torch.ops.aten._to_copy.default)
+        and isinstance(x.args[0], torch.fx.Node)
+        and getattr(x.meta.get("val"), "dtype", None) is not None
+        and x.meta["val"].dtype == getattr(x.args[0].meta.get("val"), "dtype", None)
+    ):
+        x = x.args[0]
+    return x
 
 
 def _tiles_batch_only(node: Any) -> bool:
@@ -588,12 +628,26 @@ def read_keras_export(
             used.add(name)
     for v, spec in zip(graph.outputs, info["outputs"]):
         v.source = spec["name"]
+    if info.get("output_keys"):  # dict outputs are named by their keys (translate.runtime.keras_outputs)
+        graph.meta["output_names"] = list(info["output_keys"])
+    # checked with tokenizer-like masks (left and right padding), see verify.runners.padding_masks
+    masks = [spec["name"] for spec in info["inputs"] if spec.get("padding_mask")]
+    if masks:
+        graph.meta["padding_masks"] = masks
     source = {
         "file": path.name, "sha256": sha256(path), "format": "keras", "keras_version": info.get("keras_version"),
         "class": info["model"]["class"], "module": info["model"]["module"],
     }  # fmt: skip
     if custom_objects:
         source["custom_objects"] = custom_objects
+    if graph.meta.get("static_batch") is not None:  # the program runs only this batch size
+        source["batch"] = graph.meta["static_batch"]
+        if info.get("static_batch"):
+            source["batch_reason"] = info["static_batch"]["why"]
+    if info.get("stored_values"):  # recomputed by their layer when Keras loads the file: the file's values
+        source["stored_values"] = info["stored_values"]
+    if info.get("attention"):  # KerasHub's attention captured on the path it takes on TensorFlow
+        source["attention"] = info["attention"]
     state = {"path": path, "capture": capture, "custom_objects": custom_objects}
     return Read(graph, label=str(src), desc=path.name, source=source, state=state)
 
@@ -622,20 +676,12 @@ def check_export_source(read: Read, staging: Path, manifest: dict[str, Any], opt
     """Keras (on TensorFlow here) runs the source; its KerasHub package or the user's module of
     custom objects is imported first, so that the file's classes load."""
     from .verify.parity import check_keras_to_torch
-    from .verify.runners import make_inputs
 
     path = read.state["path"]
     prepare_keras_source(path, custom_objects=read.state.get("custom_objects"), trust_code=options.trust_code)
-    inputs = options.inputs
-    if inputs is None:
-        inputs = make_inputs(manifest["inputs"], seed=options.seed)
-        for spec, array in zip(manifest["inputs"], inputs):
-            if "mask" in spec["name"] and array.ndim >= 2:
-                # every example keeps its first token: a fully masked row (a causal model's first
-                # position) is undefined, and Keras's TensorFlow and torch backends disagree there
-                array[:, 0] = 1
+    # seeded inputs unless given; a padding mask is left- and right-padded (manifest `padding_mask`)
     return check_keras_to_torch(
-        path, staging, manifest=manifest, inputs=inputs, seed=options.seed, tolerance=options.tolerance,
+        path, staging, manifest=manifest, inputs=options.inputs, seed=options.seed, tolerance=options.tolerance,
         trust_code=options.trust_code,
     )  # fmt: skip
 

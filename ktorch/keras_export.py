@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from .graph.errors import KtorchError, ModelFileError, UntrustedCodeError
+from .graph.queries import is_padding_mask
+from .translate.runtime import keras_outputs, output_keys
 
 PROGRAM = "program.pt2"
 SIDECAR = "capture.json"
@@ -181,7 +183,10 @@ def _import_packages(src: Path, custom_objects: str | None) -> dict[str, Any]:
 def _example_inputs(model: Any, seed: int) -> tuple[list[Any], list[dict[str, Any]]]:
     """Seeded example tensors (batch 2) for the model's inputs, and their specs."""
     import keras
+    import numpy as np
     import torch
+
+    from .verify.runners import padding_masks
 
     gen = torch.Generator().manual_seed(seed)
     config = model.get_config() if hasattr(model, "get_config") else {}
@@ -205,9 +210,11 @@ def _example_inputs(model: Any, seed: int) -> tuple[list[Any], list[dict[str, An
             else:
                 low, high = 0, int(vocabulary or (min(embeddings) if embeddings else 2))
             spec["range"] = [low, high]
-            t = torch.randint(low, high, tuple(shape), generator=gen)
-            if "mask" in name:
-                t[:, 0] = 1  # every example keeps a token
+            if is_padding_mask(name, dtype, len(shape)):
+                spec["padding_mask"] = True
+                t = torch.from_numpy(padding_masks(np.random.default_rng(seed), shape[0], shape[1]))
+            else:
+                t = torch.randint(low, high, tuple(shape), generator=gen)
             tensors.append(t.to(getattr(torch, dtype)))
         else:
             tensors.append(torch.randn(*shape, generator=gen).to(getattr(torch, dtype)))
@@ -257,16 +264,95 @@ def _layer_annotation() -> tuple[Any, dict[str, str], dict[str, dict]]:
     return undo, classes, configs
 
 
-def _outputs(out: Any, declared: Any) -> list[Any]:
-    """A model's outputs in order: a dict's in the order the model declares them (as the
-    verifier reads them; a call on the torch backend returns the keys sorted), anything else
-    flattened."""
-    import keras
+KERAS_HUB_FUSED_CHECK = ("keras_hub.src.utils.keras_utils", "fused_attention_op_available")
 
-    if isinstance(out, dict):
-        keys = list(declared) if isinstance(declared, dict) and set(declared) == set(out) else list(out)
-        return [out[k] for k in keys]
-    return keras.tree.flatten(out)
+
+@contextlib.contextmanager
+def tensorflow_attention_path() -> Any:
+    """Make KerasHub's attention layers take the path they take on TensorFlow; yields a list that
+    records each time a layer asked (empty when no layer of the model has the choice).
+
+    Llama, Mistral, Qwen, Phi-3, GPT-NeoX, Gemma... ask KerasHub's
+    `fused_attention_op_available()` whether to call `ops.dot_product_attention`. It answers by
+    backend alone (True on torch and JAX, False on TensorFlow; `keras.config.
+    disable_flash_attention()` does not change the answer, and KerasHub has no switch for it).
+    The two paths differ on a query row whose keys are all masked (left padding): the fused op
+    averages every value there, the masked softmax (`keras.layers.Softmax` with a mask) gives
+    zeros. ktorch's reference is Keras on TensorFlow, so the capture answers False in every
+    KerasHub module that imported the function, for the duration of the capture."""
+    module_name, function = KERAS_HUB_FUSED_CHECK
+    original = getattr(sys.modules.get(module_name), function, None)
+    changed: list[str] = []
+    asked: list[str] = []
+
+    def answer_no() -> bool:
+        asked.append(function)
+        return False
+
+    if original is not None:
+        for name, module in list(sys.modules.items()):
+            if name.startswith(("keras_hub.", "keras_nlp.")) and getattr(module, function, None) is original:
+                setattr(module, function, answer_no)
+                changed.append(name)
+    try:
+        yield asked
+    finally:
+        for name in changed:
+            setattr(sys.modules[name], function, original)
+
+
+@contextlib.contextmanager
+def stored_values() -> Any:
+    """While Keras loads a file: where a layer's own `load_own_variables` sets a variable to
+    something else than the file stores for it, put the stored value back; yields the paths of
+    those variables. The capture then holds the file's weights.
+
+    DINOv2 (and SAM3) recompute their resized position embeddings when loaded, with a bicubic
+    resize whose kernel differs between Keras's backends (a = -0.75 on torch, -0.5 on
+    TensorFlow), so Keras on torch would hold other numbers than Keras on TensorFlow, ktorch's
+    reference, which recomputes exactly the stored value from a file saved there. Only layers
+    defined outside Keras itself (KerasHub, user code) are watched; a layer's store holds its own
+    variables by position, as Keras's default `load_own_variables` reads them."""
+    import keras
+    import numpy as np
+
+    restored: list[str] = []
+    classes, pending = [], [keras.Layer]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        module = cls.__module__ or ""
+        if "load_own_variables" in vars(cls) and not (module == "keras" or module.startswith("keras.")):
+            classes.append(cls)
+
+    def watched(original: Any) -> Any:
+        def load_own_variables(self: Any, store: Any) -> None:
+            original(self, store)
+            own = list(getattr(self, "_trainable_variables", [])) + list(getattr(self, "_non_trainable_variables", []))
+            for i, variable in enumerate(own):
+                if str(i) not in store:
+                    continue
+                stored = np.asarray(store[str(i)])
+                current = keras.ops.convert_to_numpy(variable.value)
+                if (
+                    stored.shape == current.shape
+                    and stored.dtype == current.dtype
+                    and not np.array_equal(stored, current)
+                ):
+                    variable.assign(stored)
+                    if variable.path not in restored:
+                        restored.append(variable.path)
+
+        return load_own_variables
+
+    originals = {cls: vars(cls)["load_own_variables"] for cls in classes}
+    for cls, original in originals.items():
+        cls.load_own_variables = watched(original)
+    try:
+        yield restored
+    finally:
+        for cls, original in originals.items():
+            cls.load_own_variables = original
 
 
 def _export(model: Any, examples: list[Any]) -> Any:
@@ -284,7 +370,7 @@ def _export(model: Any, examples: list[Any]) -> Any:
 
         def forward(self, *xs: Any) -> Any:
             feed = keras.tree.pack_sequence_as(structure, list(xs))
-            return tuple(_outputs(self.inner(feed, training=False), declared))
+            return tuple(keras_outputs(self.inner(feed, training=False), output_keys(declared)))
 
     wrapper = Wrapper(model).eval()
     batch = torch.export.Dim("batch", min=1)
@@ -293,8 +379,15 @@ def _export(model: Any, examples: list[Any]) -> Any:
             return torch.export.export(
                 wrapper, tuple(examples), dynamic_shapes=(tuple({0: batch} for _ in examples),), strict=False
             )
-        except Exception:  # noqa: BLE001 - a model may not export with a symbolic batch; try the examples' batch
-            return torch.export.export(wrapper, tuple(examples), strict=False)
+        except Exception as exc:  # noqa: BLE001 - a model may not export with a symbolic batch; try the examples' batch
+            program = torch.export.export(wrapper, tuple(examples), strict=False)
+            lines = [  # the first line of torch's own message, not its advice to try draft_export
+                line.strip()
+                for line in str(exc).splitlines()
+                if line.strip() and not line.startswith("The error above occurred")
+            ]
+            program.ktorch_static_reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+            return program
 
 
 def _name_constants(program: Any, model: Any) -> dict[str, dict[str, Any]]:
@@ -364,13 +457,17 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
     if keras.backend.backend() != "torch":
         raise ExportCaptureError(f"the export worker needs KERAS_BACKEND=torch, not {keras.backend.backend()}")
     objects = _import_packages(src, custom_objects)
+    restored: list[str] = []
     try:
         if src.is_dir():  # a Keras model ktorch wrote: its model.py builds it (on any backend)
             from .translate.runtime import import_emitted
 
             model = import_emitted(src).load()
         else:
-            model = keras.saving.load_model(str(src), custom_objects=objects, compile=False, safe_mode=not trust_code)
+            with stored_values() as restored:
+                model = keras.saving.load_model(
+                    str(src), custom_objects=objects, compile=False, safe_mode=not trust_code
+                )
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds
         missing = _missing_class_message(src, exc)
         if missing is not None:
@@ -386,12 +483,17 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
     examples, specs = _example_inputs(model, seed)
     undo, classes, configs = _layer_annotation()
     try:
-        program = _export(model, examples)
+        with tensorflow_attention_path() as unfused:
+            program = _export(model, examples)
     finally:
         undo()
     _restack(program, classes)
     constants = _name_constants(program, model)
-    outputs = [{"name": getattr(t, "name", f"output_{i}")} for i, t in enumerate(_outputs(model.output, model.output))]
+    keys = output_keys(model.output)  # a dict's outputs are named by their keys
+    outputs = [
+        {"name": keys[i] if keys else getattr(t, "name", f"output_{i}")}
+        for i, t in enumerate(keras_outputs(model.output, keys))
+    ]
     info = {
         "model": {"name": model.name, "class": type(model).__name__, "module": type(model).__module__},
         "keras_version": keras.__version__,
@@ -400,7 +502,15 @@ def worker(src: Path, out: Path, *, custom_objects: str | None, trust_code: bool
         "layers": classes,
         "configs": configs,
         "constants": constants,
+        "output_keys": keys,  # a dict's keys, in the order of `outputs` (None: not a dict)
     }
+    reason = getattr(program, "ktorch_static_reason", None)
+    if reason:  # exported at the examples' batch only: why a symbolic batch failed
+        info["static_batch"] = {"size": len(examples[0]) if examples else None, "why": reason}
+    if restored:  # variables a layer recomputes when loaded: the capture holds the file's values
+        info["stored_values"] = restored
+    if unfused:
+        info["attention"] = "masked softmax, as KerasHub computes it on TensorFlow (not its fused path)"
     torch.export.save(program, str(out / PROGRAM))
     (out / SIDECAR).write_text(json.dumps(info))
 

@@ -66,6 +66,8 @@ def io_specs(
         name = layout(len(shape), source_io.formats.get(id(v)), perm)
         if name is not None:
             spec["layout"] = name
+        if v in graph.inputs and spec["name"] in graph.meta.get("padding_masks", ()):
+            spec["padding_mask"] = True  # seeded inputs for it are padding masks (verify.runners.padding_masks)
         vocab = id_range(v) if ranges and v in graph.inputs else None
         if vocab is not None:
             spec["range"] = list(vocab)

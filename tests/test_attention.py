@@ -221,3 +221,30 @@ def test_mha_with_dropout_masks_like_keras(keras, convert):
     result = convert(model, fmt="keras", inputs=[_ids(np.random.default_rng(8))])
     assert result.parity.worst_rel <= 1e-4
     assert "zero_masked_rows=True" in (result.out / "model.py").read_text()
+
+
+def test_padding_mask_input_is_checked_left_and_right_padded(keras, convert):
+    """An input named like a padding mask is marked in the manifest, and seeded inputs for it
+    are tokenizer-like: a left-padded row (whose first causal queries see no key at all), a
+    right-padded row, each with a token. Causal attention must match there too."""
+    from ktorch.verify.parity import check_keras_to_torch
+    from ktorch.verify.runners import make_inputs
+
+    ids = keras.Input((TQ,), dtype="int32", name="token_ids")
+    padding = keras.Input((TQ,), dtype="int32", name="padding_mask")
+    x = keras.layers.Embedding(VOCAB, D, name="embed")(ids)
+    mask = keras.ops.cast(padding[:, None, :], "bool")
+    y = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, x, attention_mask=mask, use_causal_mask=True)
+    result = convert(_model(keras, {"token_ids": ids, "padding_mask": padding}, y, "padded"), fmt="keras")
+    specs = result.manifest["inputs"]
+    assert [s["name"] for s in specs] == ["padding_mask", "token_ids"]
+    assert specs[0].get("padding_mask") is True and "padding_mask" not in specs[1]
+    arrays = make_inputs(specs, seed=5, batch=5)
+    masks = arrays[0]
+    assert masks.shape == (5, TQ) and masks.dtype == np.int32
+    assert masks[0, 0] == 0 and masks[0, -1] == 1 and masks[1, 0] == 1 and masks[1, -1] == 0
+    assert (masks.sum(axis=1) >= 1).all()
+    assert all(np.all(np.diff(row) >= 0) or np.all(np.diff(row) <= 0) for row in masks)  # one run of tokens
+    src = next(result.out.parent.glob("padded.keras"))
+    again = check_keras_to_torch(src, result.out, inputs=arrays)
+    assert again.passed, again

@@ -166,3 +166,172 @@ def test_direct_route_stays_first(tmp_path: Path, keras: Any) -> None:
 
     assert read_manifest(result.out)["route"]["name"] == "direct"
     np.testing.assert_equal(result.parity.passed, True)
+
+
+def _dict_io_model(keras: Any) -> Any:
+    """Dict inputs and outputs whose declared order differs from their sorted order."""
+    token = keras.Input((4,), name="zz_features")
+    extra = keras.Input((2,), name="aa_features")
+    x = keras.layers.Concatenate(name="joined")([token, extra * 3.0])
+    outputs = {
+        "zeta_out": keras.layers.Dense(3, name="zeta")(x),
+        "alpha_out": keras.layers.Dense(3, name="alpha")(x),  # same shape: only pairing by name tells them apart
+    }
+    model = keras.Model({"zz_features": token, "aa_features": extra}, outputs, name="dict_io")
+    randomize_weights(model)
+    return model
+
+
+@pytest.mark.parametrize("route", ["direct", pytest.param("export", marks=pytest.mark.slow)])
+def test_dict_outputs_are_paired_by_name(tmp_path: Path, keras: Any, route: str) -> None:
+    """Keras on TensorFlow returns a dict of outputs in the declared order, Keras on torch sorts
+    the keys and `model.outputs` is sorted: the conversion, its check and `ktorch verify` must
+    pair the outputs by name all the same."""
+    import ktorch
+    from ktorch.verify import verify_conversion
+    from ktorch.verify.runners import keras_outputs, output_keys
+
+    model = _dict_io_model(keras)
+    assert [t.name for t in model.outputs] != [t.name for t in keras_outputs(model.output, output_keys(model.output))]
+    src = tmp_path / "dict_io.keras"
+    model.save(src)
+    result = ktorch.convert(src, tmp_path / "dict_io_torch", route=route)
+    assert result.parity.passed, result.parity
+    m = result.manifest
+    assert [spec["name"] for spec in m["outputs"]] == ["zeta_out", "alpha_out"]  # by key, as declared
+    assert [spec["name"] for spec in m["inputs"]] == ["aa_features", "zz_features"]  # Keras's flat order
+    for mode in ("outputs", "both"):
+        report = verify_conversion(src, result.out, batches=(3,), mode=mode)
+        assert report.exit_code == 0 and report.error is None, (mode, report.status, report.error)
+    # the emitted module returns them in the manifest's order
+    rng = np.random.default_rng(0)
+    aa, zz = rng.standard_normal((2, 2)).astype("float32"), rng.standard_normal((2, 4)).astype("float32")
+    expected = model({"zz_features": zz, "aa_features": aa})
+    import torch
+
+    from ktorch.verify.runners import import_emitted
+
+    emitted = import_emitted(result.out).load(result.out / "model.safetensors")
+    with torch.no_grad():
+        got = emitted(torch.from_numpy(aa), torch.from_numpy(zz))
+    for name, value in zip(["zeta_out", "alpha_out"], got):
+        np.testing.assert_allclose(value.numpy(), keras.ops.convert_to_numpy(expected[name]), rtol=1e-5, atol=1e-6)
+
+
+def test_keras_outputs_pairs_dicts_by_name() -> None:
+    from ktorch.verify.runners import keras_outputs, output_keys
+
+    declared = {"zeta": "z", "alpha": "a"}
+    assert output_keys(declared) == ["zeta", "alpha"] and output_keys(["z"]) is None
+    returned_sorted = {"alpha": 1, "zeta": 2}  # Keras on torch sorts the keys
+    assert keras_outputs(returned_sorted, output_keys(declared)) == [2, 1]
+    assert keras_outputs(returned_sorted, ["nope", "other"], ["zeta", "alpha"]) == [2, 1]  # first order that fits
+    assert keras_outputs(returned_sorted) == [1, 2]  # no names: Keras's flat order (sorted keys)
+    assert keras_outputs([1, (2, {"b": 3, "a": 4})]) == [1, 2, 4, 3]
+
+
+@pytest.mark.slow
+def test_llama_left_padding(tmp_path: Path) -> None:
+    """KerasHub's Llama attention takes a fused path (ops.dot_product_attention) on torch and a
+    masked softmax on TensorFlow; on a left-padded row's first queries (every key masked) the
+    fused path averages the values, the masked softmax gives zeros. The capture takes
+    TensorFlow's path, and the conversion is checked with left- and right-padded masks."""
+    from ktorch.verify.parity import check_keras_to_torch
+    from ktorch.verify.runners import make_inputs
+
+    model = keras_hub.models.LlamaBackbone(
+        vocabulary_size=50, num_layers=1, hidden_dim=8, intermediate_dim=16, num_query_heads=2, num_key_value_heads=1
+    )
+    randomize_weights(model)
+    src = tmp_path / "llama.keras"
+    model.save(src)
+    import ktorch
+
+    result = ktorch.convert(src, tmp_path / "llama_torch")  # its check feeds a left-padded row
+    assert result.parity.passed, result.parity
+    m = result.manifest
+    mask = next(spec for spec in m["inputs"] if spec["name"] == "padding_mask")
+    assert mask.get("padding_mask") is True
+    assert "masked softmax" in m["source"]["attention"]
+    arrays = make_inputs(m["inputs"], seed=3, batch=4)
+    padding = arrays[[spec["name"] for spec in m["inputs"]].index("padding_mask")]
+    assert padding[0, 0] == 0 and padding[0, -1] == 1  # row 0 is left-padded
+    assert padding[1, 0] == 1 and padding[1, -1] == 0  # row 1 is right-padded
+    assert (padding.sum(axis=1) >= 1).all()
+    again = check_keras_to_torch(src, result.out, inputs=arrays)
+    assert again.passed and again.worst_rel < 1e-5, again
+
+
+RECOMPUTING_MODULE = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="recomputing_layers")
+class DerivedTable(keras.layers.Layer):
+    """Adds a table derived from a stored base, computed when built and again when loaded, by a
+    computation that differs between backends (as DINOv2's bicubic resize of its position
+    embeddings does)."""
+
+    def build(self, input_shape):
+        self.base = self.add_weight(shape=(input_shape[-1],), name="base", initializer="random_normal")
+        self.table = self.add_weight(shape=(input_shape[-1],), name="table", initializer="zeros")
+        self.table.assign(self.derive(self.base))
+
+    def derive(self, base):
+        shift = 0.25 if keras.backend.backend() == "torch" else 0.0
+        return keras.ops.convert_to_tensor(base) * 2.0 + shift
+
+    def load_own_variables(self, store):
+        self.base.assign(store["0"])
+        self.table.assign(self.derive(self.base))
+
+    def call(self, x):
+        return x + self.table
+'''
+
+
+@pytest.mark.slow
+def test_variables_recomputed_at_load_keep_the_stored_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras: Any
+) -> None:
+    """A layer that recomputes a variable when loaded, differently on torch than on TensorFlow:
+    the capture holds the file's value (what Keras on TensorFlow recomputes), and says so."""
+    import ktorch
+
+    (tmp_path / "recomputing_layers.py").write_text(textwrap.dedent(RECOMPUTING_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    import recomputing_layers
+
+    inputs = keras.Input((5,), name="features")
+    model = keras.Model(inputs, recomputing_layers.DerivedTable(name="derived")(inputs), name="derived_model")
+    src = tmp_path / "derived.keras"
+    model.save(src)
+    result = ktorch.convert(
+        src, tmp_path / "derived_torch", route="export", custom_objects="recomputing_layers", trust_code=True
+    )
+    assert result.parity.passed and result.parity.worst_rel < 1e-6, result.parity
+    assert result.manifest["source"]["stored_values"] == ["derived/table"]
+
+
+@pytest.mark.slow
+def test_alibi_positions_cumsum_and_leading_unsqueeze(tmp_path: Path, keras: Any) -> None:
+    """Falcon's ALiBi: positions from a cumulative sum of the padding mask (int32, which torch
+    would sum as int64), and `transpose(expand_dims(alibi, 0), [1, 2, 0, 3])`, which puts the new
+    axis behind the batch (the PyTorch reader keeps the batch axis first)."""
+
+    ops = keras.ops
+    padding = keras.Input((6,), dtype="int32", name="padding_mask")
+    features = keras.Input((6, 4), name="features")
+    mask = ops.cast(padding, "int32")
+    positions = (ops.cumsum(mask, axis=-1) - 1) * mask
+    alibi = ops.cast(positions[:, None, :], "float32") * ops.convert_to_tensor([[0.5], [0.25]])
+    alibi = ops.transpose(ops.expand_dims(alibi, 0), [1, 2, 0, 3])  # (batch, heads, 1, sequence)
+    scores = keras.layers.Dense(6, name="scores")(features)[:, None, :, :]
+    model = keras.Model({"padding_mask": padding, "features": features}, alibi + scores, name="alibi")
+    randomize_weights(model)
+    result = _convert(model, tmp_path, "alibi", route="export")
+    assert result.manifest["inputs"][1].get("padding_mask") is True
+    forward = _forward(result.out)
+    assert ".cumsum(1, dtype=torch.int32)" in forward, forward
+    assert ".unsqueeze(2)" in forward, forward

@@ -53,6 +53,9 @@ CASES = {
     ),
     # MobileBERT's trigram input: F.pad lists the batch and channel axes with zero padding
     "pad_sequence_axis": lambda x: F.pad(x, (0, 0, 0, 1, 0, 0)) + F.pad(x, (0, 0, 1, 0)),
+    # KerasHub Qwen3: logical_and(int padding mask, bool sliding window); non-bool counts as != 0
+    "logical_and_int_bool": lambda x: torch.logical_and(steps(x).int(), x[:, :1] < 1).float() * x,
+    "logical_and_int_int": lambda x: torch.logical_and(steps(x).long(), (x > 0).int()).float(),
 }
 
 

@@ -1,6 +1,7 @@
 """What both the writers and the verifier need at run time: importing an emitted model.py,
-choosing the Keras backend before Keras is first imported, and loading Triton's native
-library before TensorFlow's. Importing this module imports no framework."""
+choosing the Keras backend before Keras is first imported, loading Triton's native library
+before TensorFlow's, and the one order of a Keras model's outputs. Importing this module
+imports no framework."""
 
 from __future__ import annotations
 
@@ -9,12 +10,21 @@ import importlib.util
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..graph.errors import KtorchError
 
-__all__ = ["RunError", "import_emitted", "keras_backend", "preload_before_tensorflow", "tensorflow_cpu_defaults"]
+__all__ = [
+    "RunError",
+    "import_emitted",
+    "keras_backend",
+    "keras_outputs",
+    "output_keys",
+    "preload_before_tensorflow",
+    "tensorflow_cpu_defaults",
+]
 
 
 class RunError(KtorchError):
@@ -89,3 +99,28 @@ def import_emitted(directory: str | Path, filename: str = "model.py") -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def output_keys(declared: Any) -> list[str] | None:
+    """The names of a Keras model's outputs when it declares them as a dict (`model.output`),
+    in the order it declares them; None for a tensor or a list of them."""
+    if isinstance(declared, dict) and all(isinstance(k, str) for k in declared):
+        return list(declared)
+    return None
+
+
+def keras_outputs(result: Any, *orders: Sequence[str] | None) -> list[Any]:
+    """A Keras model's outputs as a list, in the one order ktorch gives them everywhere (the
+    readers, the export worker, the manifest, the verifier). Dict outputs are paired by name:
+    taken in the first of `orders` (a manifest's output names, the model's declared keys) that
+    names exactly the result's keys, else sorted by key as `keras.tree.flatten` does. The order
+    of the returned dict itself is never used: Keras on TensorFlow returns the declared order,
+    Keras on torch sorts the keys. Anything else is flattened."""
+    if isinstance(result, dict):
+        for keys in orders:
+            if keys is not None and sorted(keys) == sorted(result):
+                return [result[k] for k in keys]
+        return [result[k] for k in sorted(result)]
+    if isinstance(result, (list, tuple)):
+        return [leaf for item in result for leaf in keras_outputs(item)]
+    return [result]

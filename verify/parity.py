@@ -116,19 +116,22 @@ def check_keras_to_torch(
     every output (emitted outputs are brought back to the source's axis order)."""
     from .runners import keras_backend
 
+    manifest = manifest or read_manifest(Path(converted))
+    names = [spec["name"] for spec in manifest["outputs"]]  # dict outputs are paired by these names
+
     def run_source(arrays: list[np.ndarray]) -> list[np.ndarray]:
         if keras_model is not None:
-            return run_keras(keras_model, arrays)
+            return run_keras(keras_model, arrays, names)
         # the source runs where the emitted model runs (Keras's torch backend would
         # otherwise pick CUDA, with cuDNN's TF32, on a GPU machine)
         with keras_device(device):
-            return run_keras(load_keras_model(source, trust_code=trust_code), arrays)
+            return run_keras(load_keras_model(source, trust_code=trust_code), arrays, names)
 
     def run_emitted(arrays: list[np.ndarray]) -> list[np.ndarray]:
         torch_model = import_emitted(converted).load(Path(converted) / "model.safetensors", device=device)
         return run_torch(torch_model, arrays, device=device)
 
     return check_outputs(
-        run_source, run_emitted, manifest or read_manifest(Path(converted)), inputs=inputs, seed=seed, batch=batch,
+        run_source, run_emitted, manifest, inputs=inputs, seed=seed, batch=batch,
         tolerance=tolerance, device=device, backend=keras_backend,
     )  # fmt: skip

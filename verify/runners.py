@@ -16,18 +16,29 @@ from typing import Any
 
 import numpy as np
 
-from ..translate.runtime import RunError, import_emitted, keras_backend, preload_before_tensorflow
+from ..translate.runtime import (
+    RunError,
+    import_emitted,
+    keras_backend,
+    keras_outputs,
+    output_keys,
+    preload_before_tensorflow,
+)
 
 __all__ = [
     "RunError",
+    "declared_output",
     "from_numpy",
     "import_emitted",
     "keras_backend",
     "keras_device",
     "keras_device_name",
+    "keras_outputs",
+    "output_keys",
     "load_keras_model",
     "example_sizes",
     "make_inputs",
+    "padding_masks",
     "preload_before_tensorflow",
     "run_keras",
     "run_torch",
@@ -125,7 +136,9 @@ def _application_layers() -> dict[str, Any]:
     return found
 
 
-def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+def run_keras(model: Any, inputs: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Run a Keras model; its outputs in ktorch's order (keras_outputs): dict outputs by name,
+    the manifest's output `names` where they are the dict's keys, else as the model declares them."""
     import keras
 
     feed = list(inputs) if len(inputs) > 1 else inputs[0]
@@ -133,12 +146,19 @@ def run_keras(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(structure, dict):  # a KerasHub backbone takes a dict: inputs come in its flattened order
         feed = keras.tree.pack_sequence_as(structure, list(inputs))
     out = model(feed, training=False)
-    if isinstance(out, dict):  # named outputs, in the order the model declares them
-        out = list(out.values())
-    outs = out if isinstance(out, (list, tuple)) else [out]
+    outs = keras_outputs(out, names, output_keys(declared_output(model)))
 
     # convert_to_numpy, not np.asarray: on the torch backend outputs may live on CUDA
     return [np.asarray(keras.ops.convert_to_numpy(o)) for o in outs]
+
+
+def declared_output(model: Any) -> Any:
+    """`model.output` (the structure a functional model declares), or None where a model has
+    none to give (a subclassed model never called symbolically)."""
+    try:
+        return model.output
+    except (AttributeError, ValueError, RuntimeError):
+        return None
 
 
 def run_torch(model: Any, inputs: Sequence[np.ndarray], device: str = "cpu") -> list[np.ndarray]:
@@ -159,8 +179,9 @@ def make_inputs(
     dynamic: int = 8,
     sizes: dict[str, int] | None = None,
 ) -> list[np.ndarray]:
-    """Seeded random inputs in the source's layout: N(0, 1) floats, or integers drawn
-    inside `range` (an embedding's vocabulary) for integer inputs. A named dynamic axis (the
+    """Seeded random inputs in the source's layout: N(0, 1) floats, integers drawn inside
+    `range` (an embedding's vocabulary) for integer inputs, and left- and right-padded masks for
+    an input the manifest marks `padding_mask` (see padding_masks). A named dynamic axis (the
     spec's `dynamic`: {"seq": 1}) takes its size from `sizes`, any other unknown size `dynamic`."""
     rng = np.random.default_rng(seed)
     arrays = []
@@ -171,12 +192,31 @@ def make_inputs(
                 shape[int(axis)] = int(sizes[name])
         dtype = spec.get("dtype", "float32")
         low, high = spec.get("range", (0, 2))
-        if spec.get("range") is not None or dtype.startswith("int") or dtype == "bool":
+        if spec.get("padding_mask") and len(shape) == 2:
+            array = padding_masks(rng, shape[0], shape[1]).astype(dtype)
+        elif spec.get("range") is not None or dtype.startswith("int") or dtype == "bool":
             array = rng.integers(low, high, size=shape).astype("int64" if dtype.startswith("float") else dtype)
         else:
             array = rng.standard_normal(shape).astype(dtype)
         arrays.append(array)
     return arrays
+
+
+def padding_masks(rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+    """Padding masks as tokenizers write them (1 = token, 0 = padding): each row holds one run
+    of 1 to `length` tokens, padded on the left (row 0), on the right (row 1), then on a random
+    side. The first two rows always carry some padding: a left-padded row gives a causal model
+    query rows whose keys are all masked, where attention implementations differ."""
+    mask = np.zeros((batch, length), dtype="int64")
+    for row in range(batch):
+        padded = row < 2 and length > 1
+        tokens = int(rng.integers(1, length if padded else length + 1))
+        left = row == 0 or (row > 1 and bool(rng.integers(0, 2)))
+        if left:
+            mask[row, length - tokens :] = 1
+        else:
+            mask[row, :tokens] = 1
+    return mask
 
 
 def example_sizes(manifest: dict[str, Any]) -> dict[str, int]:

@@ -17,7 +17,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .runners import RunError, from_numpy, import_emitted, keras_backend, keras_device, load_keras_model, to_numpy
+from .runners import (
+    RunError,
+    declared_output,
+    from_numpy,
+    import_emitted,
+    keras_backend,
+    keras_device,
+    keras_outputs,
+    load_keras_model,
+    output_keys,
+    to_numpy,
+)
 from .stepper import Stepper, parse_forward
 
 
@@ -110,7 +121,8 @@ class KerasSource:
                 continue
             wanted.append(name)
             tensors.append(out)
-        outputs = list(self.model.outputs)
+        declared = declared_output(self.model)
+        outputs = keras_outputs(declared, output_keys(declared))  # dict outputs: as the model declares them
         with keras_device(self.device):
             model = keras.Model(self.model.inputs, outputs + tensors, name=f"{self.model.name}_capture")
         return model, wanted, skipped

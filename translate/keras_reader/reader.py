@@ -24,6 +24,7 @@ from ...graph.errors import (
     UnsupportedOpError,
     UntrustedCodeError,
 )
+from ...graph.queries import is_padding_mask
 from ..registry import lookup
 from .calls import (
     KerasLayerError,
@@ -173,6 +174,14 @@ class KerasReader:
         else:
             raise ModelFileError(f"{self.kfile.path}: the top-level object is a {cfg['class_name']}, not a model")
         self.graph.outputs = outputs
+        masks = [v.source or v.name for v in self.graph.inputs if is_padding_mask(v.source or v.name, v.dtype, v.rank)]
+        if masks:  # checked with left- and right-padded rows (verify.runners.padding_masks)
+            self.graph.meta["padding_masks"] = masks
+        declared = model_cfg.get("output_layers")
+        if isinstance(declared, dict) and len(declared) == len(outputs):
+            # dict outputs are named by their keys, in the order the model declares them (see
+            # translate.runtime.keras_outputs, which the verifier pairs them by)
+            self.graph.meta["output_names"] = [str(key) for key in declared]
         if not self.graph.inputs or not self.graph.outputs:
             raise ModelFileError(f"{self.kfile.path}: the model config defines no inputs or no outputs")
         self.graph.meta.update(
@@ -310,7 +319,12 @@ class KerasReader:
         self, model_cfg: dict[str, Any], prefix: tuple[str, ...], inputs: list[Value] | None, layers: dict[str, Any]
     ) -> list[Value]:
         tensors: dict[tuple[str, int, int], Value] = {}
-        input_refs = _refs(model_cfg.get("input_layers", []))
+        declared_inputs = model_cfg.get("input_layers", [])
+        if inputs is None and isinstance(declared_inputs, dict):
+            # a dict of inputs is taken in Keras's flat order (sorted keys, `model.inputs`): the
+            # order Keras maps a list of arrays to them, as the verifier and the export route do
+            declared_inputs = [declared_inputs[key] for key in sorted(declared_inputs)]
+        input_refs = _refs(declared_inputs)
         output_refs = _refs(model_cfg.get("output_layers", []))
         if inputs is not None and len(inputs) != len(input_refs):
             raise GraphError(f"nested model {'/'.join(prefix)} expects {len(input_refs)} inputs, got {len(inputs)}")

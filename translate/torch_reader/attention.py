@@ -476,10 +476,20 @@ def index_to_ir(call: AtenCall) -> Value:
 
 @register("torch->ir", "aten.__and__", "aten.bitwise_and", "aten.logical_and")
 def mask_and_to_ir(call: AtenCall) -> Value:
-    """a & b of bool masks; an all-True constant operand only broadcasts the other."""
+    """a & b of bool masks; an all-True constant operand only broadcasts the other. For
+    logical_and, a non-bool operand counts as its `!= 0` (Qwen3's int padding mask and its bool
+    sliding window)."""
     a, b = call.args.get("self", call.args.get("input")), call.args.get("other")
     if isinstance(a, (Const, SizeTable)):
         a, b = b, a
+    if call.key == "aten.logical_and":
+        if isinstance(a, Value) and a.dtype != "bool":
+            a = call.emit("cast", [a], {"dtype": "bool"}, suffix="_bool")
+        if isinstance(b, Value) and b.dtype != "bool":
+            b = call.emit("cast", [b], {"dtype": "bool"}, suffix="_other_bool")
+            call.args = {**call.args, "other": b}
+        if isinstance(b, Const) and b.array.dtype != np.bool_:
+            b = Const(b.name, b.array != 0)
     if not isinstance(a, Value) or a.dtype != "bool":
         raise call.unsupported("& of tensors that are not bool masks")
     if isinstance(b, SizeTable):  # a mask built from a dynamic length (a causal mask cut to it)

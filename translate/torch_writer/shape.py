@@ -1,4 +1,5 @@
-"""PyTorch code for data movement: flatten, reshape, permute, cat, pad, crop, resize, reduce."""
+"""PyTorch code for data movement: flatten, reshape, permute, cat, pad, crop, resize, reduce,
+cumsum."""
 
 from __future__ import annotations
 
@@ -138,6 +139,14 @@ def reduce_to_torch(node: Node, em: TorchEmitter) -> None:
         return
     dim = axes[0] if len(axes) == 1 else axes
     em.assign(node, f"{x}.{_REDUCE[a['mode']]}({py_literal(dim)}{keep})")
+
+
+@register("ir->torch", "cumsum")
+def cumsum_to_torch(node: Node, em: TorchEmitter) -> None:
+    """The running sum in the input's dtype (torch sums integers as int64 unless told)."""
+    dtype = node.inputs[0].dtype
+    keep = f", dtype={_DTYPES[dtype]}" if not dtype.startswith(("float", "bfloat")) and dtype != "int64" else ""
+    em.assign(node, f"{em.var(node.inputs[0])}.cumsum({node.attrs['axis']}{keep})")
 
 
 @register("ir->torch", "cast")
