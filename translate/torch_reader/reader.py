@@ -138,14 +138,7 @@ class TorchReader:
         the pick happens at run time)."""
         if const.table is not None:
             index = self._constant_node(Const(f"{const.table.name}_index", const.index), per_example).output
-            return self.graph.add_node(
-                "table_lookup",
-                [index],
-                weights={"table": const.table.array},
-                name=identifier(const.table.name),
-                source=const.table.name,
-                source_class="Parameter",
-            )
+            return self._table_lookup(index, const.table)
         return self.graph.add_node(
             "constant",
             [],
@@ -194,15 +187,19 @@ class TorchReader:
                 source_class="size_like",
             ).output
         if table.table is not None:
-            value = self.graph.add_node(
-                "table_lookup",
-                [value],
-                weights={"table": table.table.array},
-                name=identifier(table.table.name),
-                source=table.table.name,
-                source_class="Parameter",
-            ).output
+            value = self._table_lookup(value, table.table).output
         return value
+
+    def _table_lookup(self, index: Value, table: Const) -> Any:
+        """A `table_lookup` node: the learned `table` (a trainable weight) read at `index`."""
+        return self.graph.add_node(
+            "table_lookup",
+            [index],
+            weights={"table": table.array},
+            name=identifier(table.name),
+            source=table.name,
+            source_class="Parameter",
+        )
 
     # -- entry --------------------------------------------------------------------------
     def read(self) -> Graph:
