@@ -111,6 +111,14 @@ def register_reference(direction: str, factory: Callable[[Path, dict[str, Any]],
     REFERENCES[direction] = factory
 
 
+def registered_reference(direction: str) -> Callable[..., Any]:
+    """The reference factory `direction`'s conversion registered (importing ktorch registers them)."""
+    factory = REFERENCES.get(direction)
+    if factory is None:
+        raise RunError(f"no reference conversion is registered for {direction}; import ktorch first")
+    return factory
+
+
 # -- results -----------------------------------------------------------------------------------
 @dataclass
 class StepResult:
@@ -489,9 +497,7 @@ class KerasTrainer:
     ) -> None:
         import keras
 
-        factory = REFERENCES.get(self.direction)
-        if factory is None:
-            raise RunError(f"no reference conversion is registered for {self.direction}; import ktorch first")
+        factory = registered_reference(self.direction)
         self.device, self.disabled = device, []
         with keras_device(device), warnings.catch_warnings():
             # a model compiled but never trained saved its optimizer unbuilt: nothing to restore
@@ -625,9 +631,7 @@ class TorchSourceTrainer:
 
         import torch
 
-        factory = REFERENCES.get(self.direction)
-        if factory is None:
-            raise RunError(f"no reference conversion is registered for {self.direction}; import ktorch first")
+        factory = registered_reference(self.direction)
         self.device, self.disabled, self.manifest = device, [], manifest
         if isinstance(src, torch.nn.Module):
             module = copy.deepcopy(src)  # the caller's module is not trained
